@@ -1,0 +1,190 @@
+"""Reader actor `dbus:<pipeline>:reader`: pulls batches from the pipeline's source, sends them to the
+router, and owns the checkpoint.
+
+Back-pressure: the reader stops reading while `flow.max_rows_in_flight` rows are read but not yet
+delivered to every sink. Writers acknowledge each batch they delivered (`ack(sink, seq)`); the
+checkpoint is the source position after the highest batch every sink has acknowledged, saved in
+order, at most every `checkpoint.every_ms` and always on stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from typing import Any
+
+import ray
+
+from dbus_ray import registry
+from dbus_ray.checkpoints import open_store
+from dbus_ray.config import PipelineConfig
+from dbus_ray.errors import reason
+
+log = logging.getLogger("dbus.reader")
+
+#: Router calls the reader may have outstanding (each holds one batch).
+MAX_PENDING_CALLS = 4
+
+
+@ray.remote(num_cpus=0, max_restarts=0, max_concurrency=64)
+class Reader:
+    def __init__(self, cfg: PipelineConfig, sink_names: list[str], max_rows: int | None = None) -> None:
+        registry.load_builtins()
+        self.cfg = cfg
+        self.name = cfg.name
+        self.store = open_store(cfg.checkpoint.store, cfg.name, cfg.pipeline_dir)
+        saved = self.store.load()
+        self.checkpoint: dict[str, Any] | None = saved
+        self.source = registry.SOURCES[cfg.source.type](cfg.name, cfg.source.options)
+        self.source.open(saved["source"] if saved else None)
+        self.max_rows = max_rows
+        self.acked = {name: 0 for name in sink_names}
+        self.pending: OrderedDict[int, tuple[int, dict[str, Any] | None, float]] = OrderedDict()
+        self.seq = 0
+        self.committed_seq = 0
+        self.rows_read = 0
+        self.rows_delivered = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.delivered_ts = 0.0
+        self.saved_seq = 0
+        self.last_save = 0.0
+        self.error: str | None = None
+        self.state = "created"
+        self.caught_up = False
+        self.capacity = asyncio.Event()
+        self.task: asyncio.Task | None = None
+        self.router: Any = None
+        log.info("[%s] reader opened %s at %s", self.name, cfg.source.type, saved)
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self, router: Any) -> None:
+        self.router = router
+        self.state = "running"
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        calls: list[ray.ObjectRef] = []
+        flow = self.cfg.flow
+        try:
+            while self.state == "running":
+                if self.max_rows is not None and self.rows_read >= self.max_rows:
+                    self.caught_up = True
+                    await asyncio.sleep(0.02)
+                    continue
+                want = flow.read_batch_rows
+                if self.max_rows is not None:
+                    want = min(want, self.max_rows - self.rows_read)
+                while self.in_flight + want > flow.max_rows_in_flight and self.state == "running":
+                    self.capacity.clear()
+                    try:
+                        await asyncio.wait_for(self.capacity.wait(), 0.1)
+                    except asyncio.TimeoutError:
+                        pass
+                if self.state != "running":
+                    break
+                batch = await asyncio.to_thread(self.source.poll, want, self.seq + 1)
+                if batch is None or batch.num_rows == 0:
+                    self.caught_up = self.source.caught_up()
+                    await asyncio.sleep(0.005 if not self.caught_up else 0.02)
+                    continue
+                self.seq += 1
+                rows = batch.num_rows
+                self.pending[self.seq] = (rows, batch.checkpoint, batch.ts)
+                self.rows_read += rows
+                self.in_flight += rows
+                self.max_in_flight = max(self.max_in_flight, self.in_flight)
+                calls.append(self.router.push.remote(batch))
+                if len(calls) >= MAX_PENDING_CALLS:
+                    await calls.pop(0)
+                self._maybe_save()
+            for call in calls:
+                await call
+        except Exception as exc:  # a stage failed: the pipeline stops, the checkpoint stays behind
+            self._fail(reason(exc))
+
+    def _fail(self, reason: str) -> None:
+        if self.error is None:
+            self.error = reason
+            log.error("[%s] pipeline failed: %s", self.name, reason)
+        self.state = "failed"
+        self.capacity.set()
+
+    async def fail(self, reason: str) -> None:
+        self._fail(reason)
+
+    async def stop(self, timeout: float = 30.0) -> dict[str, Any]:
+        """Stop reading, deliver what is in flight, save the final checkpoint, close the source."""
+        if self.state == "running":
+            self.state = "stopping"
+        if self.task is not None:
+            await self.task
+        if self.router is not None and self.error is None:
+            deadline = time.monotonic() + timeout
+            try:
+                await asyncio.wait_for(self.router.flush.remote(), timeout)
+            except Exception as exc:
+                self._fail(reason(exc))
+            while self.pending and self.error is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+        self._save()
+        await asyncio.to_thread(self.source.close)
+        if self.state != "failed":
+            self.state = "stopped"
+        return self._status()
+
+    # ------------------------------------------------------------------ acks and checkpoints
+    async def ack(self, sink: str, seq: int) -> None:
+        if seq <= self.acked.get(sink, 0):
+            return
+        self.acked[sink] = seq
+        done = min(self.acked.values())
+        while self.pending:
+            first = next(iter(self.pending))
+            if first > done:
+                break
+            rows, checkpoint, ts = self.pending.popitem(last=False)[1]
+            self.in_flight -= rows
+            self.rows_delivered += rows
+            self.committed_seq = first
+            self.delivered_ts = max(self.delivered_ts, ts)
+            if checkpoint is not None:
+                self.checkpoint = {"source": checkpoint, "seq": first, "time": time.time()}
+        self.capacity.set()
+        self._maybe_save()
+
+    def _maybe_save(self) -> None:
+        if time.monotonic() - self.last_save >= self.cfg.checkpoint.every_ms / 1000:
+            self._save()
+
+    def _save(self) -> None:
+        self.last_save = time.monotonic()
+        if self.checkpoint is not None and self.committed_seq > self.saved_seq:
+            self.store.save(self.checkpoint)
+            self.saved_seq = self.committed_seq
+
+    # ------------------------------------------------------------------ status
+    async def status(self) -> dict[str, Any]:
+        return self._status()
+
+    def _status(self) -> dict[str, Any]:
+        if self.pending:
+            lag = max(0.0, time.time() - next(iter(self.pending.values()))[2])
+        else:
+            lag = self.source.lag_seconds()
+        return {
+            "pipeline": self.name,
+            "state": self.state,
+            "rows_read": self.rows_read,
+            "rows_delivered": self.rows_delivered,
+            "rows_in_flight": self.in_flight,
+            "max_rows_in_flight": self.max_in_flight,
+            "caught_up": self.caught_up and not self.pending,
+            "lag_seconds": lag,
+            "checkpoint": self.checkpoint,
+            "checkpoint_store": self.store.describe(),
+            "error": self.error,
+        }
+

@@ -1,0 +1,48 @@
+"""Writer actor `dbus:<pipeline>:writer:<sink>`: delivers batches to one sink, one at a time and in
+order, then acknowledges each to the reader, which advances the checkpoint."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import ray
+
+from dbus_ray import registry
+from dbus_ray.config import PipelineConfig, SinkConfig
+from dbus_ray.model import RowBatch
+
+log = logging.getLogger("dbus.writer")
+
+
+@ray.remote(num_cpus=0, max_restarts=0)
+class Writer:
+    def __init__(self, cfg: PipelineConfig, sink: SinkConfig, reader: Any) -> None:
+        registry.load_builtins()
+        self.pipeline = cfg.name
+        self.sink_name = sink.name
+        self.sink = registry.SINKS[sink.type](cfg.name, sink.name, sink.options)
+        self.sink.open()
+        self.reader = reader
+        self.rows = 0
+        self.batches = 0
+        self.last_latency = 0.0
+
+    def write(self, batch: RowBatch) -> int:
+        started = time.monotonic()
+        try:
+            self.sink.write(batch)
+        except Exception as exc:
+            raise RuntimeError(f"sink {self.sink_name} ({self.sink.type_name}): {exc}") from exc
+        self.last_latency = time.monotonic() - started
+        self.rows += batch.num_rows
+        self.batches += 1
+        self.reader.ack.remote(self.sink_name, batch.seq)
+        return batch.num_rows
+
+    def close(self) -> None:
+        self.sink.close()
+
+    def stats(self) -> dict[str, Any]:
+        return {"rows": self.rows, "batches": self.batches, "last_latency_s": self.last_latency}

@@ -1,0 +1,360 @@
+"""Pipeline config: YAML with `${ENV_VAR}` interpolation, validated into dataclasses.
+
+Every mistake is reported as one line naming the file, the key path and the reason, e.g.
+`configs/x.yaml: sinks[0].path: field required`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dbus_ray import registry
+from dbus_ray.routing import check_pattern
+
+
+class ConfigError(Exception):
+    """A user mistake in a pipeline config; str() is the one-line message."""
+
+
+class Invalid(ValueError):
+    """Raised by option validators: `key` (relative to the section, may be empty) and reason."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(reason)
+        self.key = key
+        self.reason = reason
+
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+def check_name(value: str, what: str = "name") -> None:
+    if not NAME_RE.match(value):
+        raise Invalid("", f"{what} {value!r} must be 1-63 letters, digits, '_', '.' or '-'")
+
+
+@dataclass
+class SelectFilter:
+    """Keep only the tables matching `include` and not matching `exclude` (db.table globs)."""
+
+    include: list[str] = field(default_factory=lambda: ["*.*"])
+    exclude: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for key in ("include", "exclude"):
+            for i, pattern in enumerate(getattr(self, key)):
+                reason = check_pattern(pattern)
+                if reason:
+                    raise Invalid(f"{key}[{i}]", reason)
+
+
+FILTERS: dict[str, type] = {"select": SelectFilter}
+
+
+@dataclass
+class FlowOptions:
+    """How rows move between actors."""
+
+    read_batch_rows: int = 5000  # rows per batch the reader emits
+    max_rows_in_flight: int = 200_000  # rows read but not yet delivered to every sink
+    sink_batch_rows: int = 20_000  # the batcher hands the writer at most this many rows at once
+    linger_ms: int = 50  # ... or what it holds after this long
+
+    def __post_init__(self) -> None:
+        for key in ("read_batch_rows", "max_rows_in_flight", "sink_batch_rows"):
+            if getattr(self, key) < 1:
+                raise Invalid(key, "must be at least 1")
+        if self.linger_ms < 0:
+            raise Invalid("linger_ms", "must not be negative")
+        if self.max_rows_in_flight < self.read_batch_rows:
+            raise Invalid("max_rows_in_flight", f"must be at least read_batch_rows ({self.read_batch_rows})")
+
+
+@dataclass
+class CheckpointOptions:
+    store: str = "file"  # file | gcs
+    every_ms: int = 200  # commit at most this often (and always on stop)
+
+    def __post_init__(self) -> None:
+        from dbus_ray.checkpoints import STORES
+
+        if self.store not in STORES:
+            raise Invalid("store", f"unknown checkpoint store {self.store!r} (known: {', '.join(STORES)})")
+
+
+@dataclass
+class SourceConfig:
+    type: str
+    options: Any
+
+
+@dataclass
+class FilterConfig:
+    type: str
+    options: Any
+
+
+@dataclass
+class SinkConfig:
+    name: str
+    type: str
+    match: list[str]
+    options: Any
+
+
+@dataclass
+class PipelineConfig:
+    name: str
+    source: SourceConfig
+    sinks: list[SinkConfig]
+    filters: list[FilterConfig] = field(default_factory=list)
+    flow: FlowOptions = field(default_factory=FlowOptions)
+    checkpoint: CheckpointOptions = field(default_factory=CheckpointOptions)
+    project: str = "default"
+    data_dir: str = "~/.dbus/data"
+    path: str = ""  # the file it came from
+
+    @property
+    def pipeline_dir(self) -> Path:
+        return Path(os.path.expanduser(self.data_dir)) / self.name
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def load_config(path: str | os.PathLike[str], env: typing.Mapping[str, str] | None = None) -> PipelineConfig:
+    """Read, interpolate and validate a pipeline file. Raises ConfigError with a one-line message."""
+    where = str(path)
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f"line {mark.line + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{where}: {line}YAML syntax error: {problem}") from None
+    cfg = parse_config(raw, where, os.environ if env is None else env)
+    cfg.path = str(Path(path).resolve())
+    return cfg
+
+
+def parse_config(raw: Any, where: str = "<config>", env: typing.Mapping[str, str] | None = None) -> PipelineConfig:
+    registry.load_builtins()
+    try:
+        return _parse(_interpolate(raw, "", os.environ if env is None else env))
+    except Invalid as exc:
+        key = f"{exc.key}: " if exc.key else ""
+        raise ConfigError(f"{where}: {key}{exc.reason}") from None
+
+
+def _interpolate(value: Any, path: str, env: typing.Mapping[str, str]) -> Any:
+    if isinstance(value, str):
+
+        def sub(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            raise Invalid(path, f"environment variable {name} is not set")
+
+        return ENV_RE.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: _interpolate(v, _join(path, str(k)), env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, f"{path}[{i}]", env) for i, v in enumerate(value)]
+    return value
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _parse(raw: Any) -> PipelineConfig:
+    if not isinstance(raw, dict):
+        raise Invalid("", "expected a mapping with name, source and sinks")
+    allowed = {"name", "project", "source", "filters", "sinks", "flow", "checkpoint", "data_dir"}
+    _no_unknown(raw, allowed, "")
+    name = _required(raw, "name", str, "")
+    _at("name", check_name, name, "pipeline name")
+    project = _typed(raw.get("project", "default"), str, "project")
+    _at("project", check_name, project, "project")
+    source = _section(raw, "source", registry.SOURCES, "source type", "source")
+    filters_raw = _typed(raw.get("filters", []) or [], list, "filters")
+    filters = [_filter(f, f"filters[{i}]") for i, f in enumerate(filters_raw)]
+    sinks_raw = _required(raw, "sinks", list, "")
+    if not sinks_raw:
+        raise Invalid("sinks", "at least one sink is required")
+    sinks: list[SinkConfig] = []
+    for i, item in enumerate(sinks_raw):
+        sinks.append(_sink(item, f"sinks[{i}]"))
+    seen: dict[str, int] = {}
+    for i, s in enumerate(sinks):
+        if s.name in seen:
+            raise Invalid(f"sinks[{i}].name", f"duplicate sink name {s.name!r} (also sinks[{seen[s.name]}])")
+        seen[s.name] = i
+    flow = build(FlowOptions, raw.get("flow") or {}, "flow")
+    checkpoint = build(CheckpointOptions, raw.get("checkpoint") or {}, "checkpoint")
+    data_dir = _typed(raw.get("data_dir", "~/.dbus/data"), str, "data_dir")
+    return PipelineConfig(name, source, sinks, filters, flow, checkpoint, project, data_dir)
+
+
+def _at(key: str, fn: typing.Callable[..., None], *args: Any) -> None:
+    try:
+        fn(*args)
+    except Invalid as exc:
+        raise Invalid(_join(key, exc.key), exc.reason) from None
+
+
+def _section(raw: dict, key: str, known: dict[str, type], what: str, path: str) -> SourceConfig:
+    section = _required(raw, key, dict, "")
+    type_name = _required(section, "type", str, path)
+    cls = known.get(type_name)
+    if cls is None:
+        raise Invalid(f"{path}.type", f"unknown {what} {type_name!r} (known: {', '.join(sorted(known))})")
+    options = {k: v for k, v in section.items() if k != "type"}
+    return SourceConfig(type_name, build(cls.Options, options, path, extra_allowed={"type"}))
+
+
+def _filter(item: Any, path: str) -> FilterConfig:
+    item = _typed(item, dict, path)
+    type_name = _required(item, "type", str, path)
+    cls = FILTERS.get(type_name)
+    if cls is None:
+        raise Invalid(f"{path}.type", f"unknown filter type {type_name!r} (known: {', '.join(sorted(FILTERS))})")
+    options = {k: v for k, v in item.items() if k != "type"}
+    return FilterConfig(type_name, build(cls, options, path, extra_allowed={"type"}))
+
+
+def _sink(item: Any, path: str) -> SinkConfig:
+    item = _typed(item, dict, path)
+    name = _required(item, "name", str, path)
+    _at(f"{path}.name", check_name, name, "sink name")
+    type_name = _required(item, "type", str, path)
+    cls = registry.SINKS.get(type_name)
+    if cls is None:
+        raise Invalid(
+            f"{path}.type", f"unknown sink type {type_name!r} (known: {', '.join(sorted(registry.SINKS))})"
+        )
+    match = _typed(item.get("match", ["*.*"]), list, f"{path}.match")
+    for i, pattern in enumerate(match):
+        _typed(pattern, str, f"{path}.match[{i}]")
+        reason = check_pattern(pattern)
+        if reason:
+            raise Invalid(f"{path}.match[{i}]", reason)
+    options = {k: v for k, v in item.items() if k not in ("name", "type", "match")}
+    opts = build(cls.Options, options, path, extra_allowed={"name", "type", "match"})
+    return SinkConfig(name, type_name, list(match), opts)
+
+
+def _required(raw: dict, key: str, typ: type, path: str) -> Any:
+    if key not in raw or raw[key] is None:
+        raise Invalid(_join(path, key), "field required")
+    return _typed(raw[key], typ, _join(path, key))
+
+
+TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list",
+              dict: "a mapping"}
+
+
+def _typed(value: Any, typ: type, path: str) -> Any:
+    ok = isinstance(value, typ)
+    if typ is int and isinstance(value, bool):
+        ok = False
+    if typ is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if not ok:
+        raise Invalid(path, f"expected {TYPE_NAMES.get(typ, typ.__name__)}, got {_describe(value)}")
+    return value
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (dict, list)):
+        return TYPE_NAMES[type(value)]
+    return f"{type(value).__name__} {value!r}"
+
+
+def build(cls: type, raw: Any, path: str, extra_allowed: set[str] = frozenset()) -> Any:
+    """Validate `raw` against dataclass `cls`: unknown keys, missing fields, types, then the class's own
+    `__post_init__` checks (which raise `Invalid` with a key relative to this section)."""
+    raw = _typed(raw, dict, path or "config")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    _no_unknown(raw, set(fields) | set(extra_allowed), path)
+    kwargs: dict[str, Any] = {}
+    for name, f in fields.items():
+        if name not in raw:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise Invalid(_join(path, name), "field required")
+            continue
+        kwargs[name] = _coerce(raw[name], hints[name], _join(path, name))
+    try:
+        return cls(**kwargs)
+    except Invalid as exc:
+        raise Invalid(_join(path, exc.key), exc.reason) from None
+
+
+def _coerce(value: Any, hint: Any, path: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        errors = []
+        for option in options:
+            try:
+                return _coerce(value, option, path)
+            except Invalid as exc:
+                errors.append(exc)
+        if len(options) == 1:
+            raise errors[0]
+        names = " or ".join(TYPE_NAMES.get(typing.get_origin(o) or o, str(o)) for o in options)
+        raise Invalid(path, f"expected {names}, got {_describe(value)}")
+    if origin is typing.Literal:
+        if value not in args:
+            raise Invalid(path, f"expected one of {', '.join(map(repr, args))}, got {value!r}")
+        return value
+    if origin is list:
+        items = _typed(value, list, path)
+        return [_coerce(v, args[0], f"{path}[{i}]") for i, v in enumerate(items)] if args else items
+    if origin is dict:
+        mapping = _typed(value, dict, path)
+        if args:
+            return {str(k): _coerce(v, args[1], _join(path, str(k))) for k, v in mapping.items()}
+        return mapping
+    if hint is Any:
+        return value
+    if dataclasses.is_dataclass(hint):
+        return build(hint, value, path)
+    return _typed(value, hint, path)
+
+
+def _no_unknown(raw: dict, allowed: set[str], path: str) -> None:
+    for key in raw:
+        if key not in allowed:
+            hint = ", ".join(sorted(allowed))
+            raise Invalid(_join(path, str(key)), f"unknown key (allowed: {hint})")
+
+
+def redact(text: str) -> str:
+    """Hide the password of any `scheme://user:password@host` inside `text`."""
+    return re.sub(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)

@@ -1,0 +1,204 @@
+"""Row-change model: one row change (`RowChange`), the columnar form actors exchange (`TableRows`,
+`RowBatch`) and the documented JSON form.
+
+Actors never pass single rows: a `RowBatch` holds, in source order, runs of rows of one table each
+(`TableRows`), every run an Arrow record batch. Routing and batching look only at the run's
+`db`/`table`, never at a row, and Ray moves Arrow buffers without copying them row by row.
+
+This module imports nothing of the project's.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import decimal
+import json
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import pyarrow as pa
+
+OPS = ("insert", "update", "delete", "ddl", "read")
+
+#: Arrow columns every `TableRows.data` starts with; `before` and `after` (struct columns of the
+#: table's columns, null where the image does not exist) follow.
+META_SCHEMA = pa.schema(
+    [
+        ("op", pa.string()),
+        ("file", pa.string()),
+        ("offset", pa.int64()),
+        ("gtid", pa.string()),
+        ("index", pa.int32()),
+        ("txid", pa.string()),
+        ("ts", pa.float64()),
+        ("read_ts", pa.float64()),
+    ]
+)
+META_COLUMNS = tuple(META_SCHEMA.names)
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where a row change sits in its source: binlog file and offset of its event, the GTID of its
+    transaction where the server has one, and the index of the row inside its transaction."""
+
+    file: str = ""
+    offset: int = 0
+    gtid: str | None = None
+    index: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "offset": self.offset, "gtid": self.gtid, "index": self.index}
+
+
+@dataclass(slots=True)
+class RowChange:
+    """One row change. `key` maps primary-key column -> value; `before`/`after` map column -> value
+    (None where the image does not exist: no `before` for an insert, no `after` for a delete)."""
+
+    pipeline: str
+    db: str
+    table: str
+    op: str
+    key: dict[str, Any]
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    position: Position
+    txid: str
+    ts: float  # source commit time, seconds since the epoch
+    read_ts: float  # when the bus read it
+
+    def to_dict(self) -> dict[str, Any]:
+        """The documented JSON form (see README, "Row change JSON")."""
+        return {
+            "pipeline": self.pipeline,
+            "db": self.db,
+            "table": self.table,
+            "op": self.op,
+            "key": self.key,
+            "before": self.before,
+            "after": self.after,
+            "pos": self.position.to_dict(),
+            "txid": self.txid,
+            "ts": self.ts,
+            "read_ts": self.read_ts,
+        }
+
+    def to_json(self) -> str:
+        return dumps(self.to_dict())
+
+
+def json_default(value: Any) -> Any:
+    """JSON form of the non-JSON values a row can hold: DECIMAL as a string (exact), bytes as
+    base64, dates and times in ISO 8601, sets as sorted lists."""
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return _timedelta_iso(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
+
+
+def _timedelta_iso(value: dt.timedelta) -> str:
+    """MySQL TIME as `[-]HH:MM:SS[.ffffff]` (hours may exceed 24)."""
+    micros = value.days * 86_400_000_000 + value.seconds * 1_000_000 + value.microseconds
+    sign = "-" if micros < 0 else ""
+    micros = abs(micros)
+    secs, frac = divmod(micros, 1_000_000)
+    hours, rest = divmod(secs, 3600)
+    text = f"{sign}{hours:02d}:{rest // 60:02d}:{rest % 60:02d}"
+    return f"{text}.{frac:06d}" if frac else text
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, default=json_default, ensure_ascii=False, separators=(",", ":"))
+
+
+@dataclass(slots=True)
+class TableRows:
+    """A run of row changes of one table, in source order, as one Arrow record batch with the
+    columns of `META_SCHEMA` followed by `before` and `after` struct columns."""
+
+    db: str
+    table: str
+    key: tuple[str, ...]
+    data: pa.RecordBatch
+
+    @property
+    def num_rows(self) -> int:
+        return self.data.num_rows
+
+    @property
+    def name(self) -> str:
+        return f"{self.db}.{self.table}"
+
+    def changes(self, pipeline: str) -> Iterator[RowChange]:
+        cols = self.data.to_pydict()
+        key = self.key
+        for i in range(self.data.num_rows):
+            before, after = cols["before"][i], cols["after"][i]
+            image = after if after is not None else before or {}
+            yield RowChange(
+                pipeline=pipeline,
+                db=self.db,
+                table=self.table,
+                op=cols["op"][i],
+                key={k: image.get(k) for k in key},
+                before=before,
+                after=after,
+                position=Position(cols["file"][i], cols["offset"][i], cols["gtid"][i], cols["index"][i]),
+                txid=cols["txid"][i],
+                ts=cols["ts"][i],
+                read_ts=cols["read_ts"][i],
+            )
+
+    @classmethod
+    def from_changes(cls, changes: list[RowChange], image_type: pa.StructType | None = None) -> TableRows:
+        """Build a run from row changes of one table. `image_type` fixes the Arrow type of the
+        images (needed for types Arrow cannot infer exactly, e.g. unsigned BIGINT)."""
+        if not changes:
+            raise ValueError("from_changes needs at least one row change")
+        first = changes[0]
+        arrays = [
+            pa.array([c.op for c in changes], pa.string()),
+            pa.array([c.position.file for c in changes], pa.string()),
+            pa.array([c.position.offset for c in changes], pa.int64()),
+            pa.array([c.position.gtid for c in changes], pa.string()),
+            pa.array([c.position.index for c in changes], pa.int32()),
+            pa.array([c.txid for c in changes], pa.string()),
+            pa.array([c.ts for c in changes], pa.float64()),
+            pa.array([c.read_ts for c in changes], pa.float64()),
+        ]
+        before = pa.array([c.before for c in changes], image_type)
+        after = pa.array([c.after for c in changes], image_type or before.type)
+        if image_type is None and pa.types.is_null(before.type):
+            before = pa.nulls(len(changes), after.type)
+        schema = META_SCHEMA.append(pa.field("before", before.type)).append(pa.field("after", after.type))
+        data = pa.RecordBatch.from_arrays([*arrays, before, after], schema=schema)
+        return cls(first.db, first.table, tuple(first.key), data)
+
+
+@dataclass(slots=True)
+class RowBatch:
+    """What actors exchange: runs of rows in source order, plus what the source needs to resume
+    after every row of this batch (and of all batches before it) is delivered."""
+
+    pipeline: str
+    seq: int
+    parts: list[TableRows] = field(default_factory=list)
+    checkpoint: dict[str, Any] | None = None
+    ts: float = 0.0  # newest source commit time in the batch (0 when empty)
+
+    @property
+    def num_rows(self) -> int:
+        return sum(p.data.num_rows for p in self.parts)
+
+    def changes(self) -> Iterator[RowChange]:
+        for part in self.parts:
+            yield from part.changes(self.pipeline)

@@ -1,0 +1,138 @@
+"""Assembles one pipeline on Ray (reader -> router -> batcher -> writer per sink), watches it and stops
+it cleanly. Actors are named `dbus:<pipeline>:<role>[:<sink>]` in Ray namespace `dbus`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import ray
+
+from dbus_ray.config import PipelineConfig
+from dbus_ray.errors import DbusError, reason
+
+log = logging.getLogger("dbus.pipeline")
+
+NAMESPACE = "dbus"
+
+
+def actor_name(pipeline: str, role: str, part: str | None = None) -> str:
+    return f"dbus:{pipeline}:{role}" + (f":{part}" if part else "")
+
+
+def connect_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Join the Ray cluster at `address` (or $RAY_ADDRESS); with neither, start a local Ray."""
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    kwargs: dict[str, Any] = {"namespace": NAMESPACE, "logging_level": logging.WARNING,
+                              "configure_logging": True}
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
+
+
+class Pipeline:
+    """The actors of one running pipeline, owned by the process that started them."""
+
+    def __init__(self, cfg: PipelineConfig, max_rows: int | None = None) -> None:
+        self.cfg = cfg
+        self.max_rows = max_rows
+        self.actors: list[Any] = []
+        self.reader: Any = None
+        self.writers: list[Any] = []
+
+    def _options(self, role: str, part: str | None = None) -> dict[str, Any]:
+        return {"name": actor_name(self.cfg.name, role, part), "namespace": NAMESPACE}
+
+    def start(self) -> None:
+        from dbus_ray.actors.batcher import Batcher
+        from dbus_ray.actors.reader import Reader
+        from dbus_ray.actors.router import Router
+        from dbus_ray.actors.writer import Writer
+
+        cfg = self.cfg
+        name = actor_name(cfg.name, "reader")
+        try:
+            ray.get_actor(name, namespace=NAMESPACE)
+        except ValueError:
+            pass
+        else:
+            raise DbusError(f"pipeline {cfg.name} is already running (actor {name} exists)")
+        try:
+            self.reader = Reader.options(**self._options("reader")).remote(
+                cfg, [s.name for s in cfg.sinks], self.max_rows
+            )
+            self.actors.append(self.reader)
+            batchers = []
+            for sink in cfg.sinks:
+                writer = Writer.options(**self._options("writer", sink.name)).remote(cfg, sink, self.reader)
+                batcher = Batcher.options(**self._options("batcher", sink.name)).remote(
+                    cfg, sink.name, writer, self.reader
+                )
+                self.writers.append(writer)
+                batchers.append(batcher)
+                self.actors += [writer, batcher]
+            router = Router.options(**self._options("router")).remote(cfg, batchers)
+            self.actors.append(router)
+            ray.get([w.stats.remote() for w in self.writers])  # surfaces a sink that cannot open
+            ray.get(self.reader.start.remote(router))
+        except Exception as exc:
+            self.kill()
+            if isinstance(exc, DbusError):
+                raise
+            raise DbusError(f"pipeline {cfg.name} cannot start: {reason(exc)}") from None
+
+    def status(self) -> dict[str, Any]:
+        return ray.get(self.reader.status.remote())
+
+    def stop(self, timeout: float = 60.0) -> dict[str, Any]:
+        """Deliver what is in flight, save the final checkpoint, remove the actors."""
+        try:
+            final = ray.get(self.reader.stop.remote(timeout), timeout=timeout + 10)
+            ray.get([w.close.remote() for w in self.writers], timeout=timeout)
+        finally:
+            self.kill()
+        return final
+
+    def kill(self) -> None:
+        for actor in self.actors:
+            try:
+                ray.kill(actor, no_restart=True)
+            except Exception:  # already gone
+                pass
+        self.actors = []
+
+
+def run_pipeline(
+    cfg: PipelineConfig,
+    *,
+    max_rows: int | None = None,
+    until_caught_up: bool = False,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    interval: float = 0.5,
+) -> dict[str, Any]:
+    """Run a pipeline until it is caught up (when asked), has read `max_rows`, fails, `should_stop()`
+    says so, or Ctrl-C; then stop it cleanly and return its final status."""
+    pipeline = Pipeline(cfg, max_rows)
+    pipeline.start()
+    try:
+        while True:
+            status = pipeline.status()
+            if on_progress:
+                on_progress(status)
+            if status["state"] == "failed":
+                break
+            if (until_caught_up or max_rows is not None) and status["caught_up"]:
+                break
+            if should_stop is not None and should_stop():
+                break
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        log.warning("[%s] interrupted: stopping with a final checkpoint", cfg.name)
+    return pipeline.stop()

@@ -1,0 +1,106 @@
+"""Plugins by `type:`: the base classes of sources and sinks and the registry that finds them.
+
+A plugin class declares its config keys as a dataclass in `Options`; the config loader validates a
+section against it, so every plugin gets the same one-line errors for free.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from dbus_ray.model import RowBatch
+
+#: Modules that register the built-in plugins when imported.
+BUILTIN_MODULES = (
+    "dbus_ray.sources.mock",
+    "dbus_ray.sources.mysql",
+    "dbus_ray.sinks.null",
+    "dbus_ray.sinks.jsonl",
+    "dbus_ray.sinks.stdout",
+)
+
+SOURCES: dict[str, type[Source]] = {}
+SINKS: dict[str, type[Sink]] = {}
+
+
+@dataclass
+class NoOptions:
+    pass
+
+
+class Source:
+    """Reads row changes. Runs inside the reader actor; `poll` may block briefly.
+
+    The checkpoint a source returns in a batch is opaque to the rest of the bus: it is stored once
+    every row up to that batch is delivered and handed back to `open` on the next start."""
+
+    type_name: ClassVar[str]
+    Options: ClassVar[type] = NoOptions
+
+    def __init__(self, pipeline: str, options: Any) -> None:
+        self.pipeline = pipeline
+        self.options = options
+
+    def open(self, checkpoint: dict[str, Any] | None) -> None:
+        """Position the source after `checkpoint` (None: where the config says to start)."""
+
+    def poll(self, max_rows: int, seq: int) -> RowBatch | None:
+        """The next batch of at most `max_rows` rows, or None when nothing is there right now."""
+        raise NotImplementedError
+
+    def caught_up(self) -> bool:
+        """True once the source has read up to where its origin was when the source was opened."""
+        return False
+
+    def lag_seconds(self) -> float:
+        return 0.0
+
+    def close(self) -> None:
+        pass
+
+
+class Sink:
+    """Delivers batches. Runs inside a writer actor. `write` returns once the batch is durable
+    (acknowledged by the destination); raising fails the pipeline and the checkpoint stays behind."""
+
+    type_name: ClassVar[str]
+    Options: ClassVar[type] = NoOptions
+
+    def __init__(self, pipeline: str, name: str, options: Any) -> None:
+        self.pipeline = pipeline
+        self.name = name
+        self.options = options
+
+    def open(self) -> None:
+        pass
+
+    def write(self, batch: RowBatch) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+def source(type_name: str):
+    def register(cls: type[Source]) -> type[Source]:
+        cls.type_name = type_name
+        SOURCES[type_name] = cls
+        return cls
+
+    return register
+
+
+def sink(type_name: str):
+    def register(cls: type[Sink]) -> type[Sink]:
+        cls.type_name = type_name
+        SINKS[type_name] = cls
+        return cls
+
+    return register
+
+
+def load_builtins() -> None:
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)
