@@ -15,6 +15,7 @@ import ray
 from dbus_ray.config import PipelineConfig
 from dbus_ray.errors import reason
 from dbus_ray.model import RowBatch
+from dbus_ray.sequencer import Sequencer
 
 log = logging.getLogger("dbus.batcher")
 
@@ -39,16 +40,36 @@ class Batcher:
         self.since = 0.0
         self.timer: asyncio.Task | None = None
         self.flushes = 0
+        self.order = Sequencer()
 
     async def push(self, batch: RowBatch) -> None:
+        await self.order.wait(batch.seq)
         if not self.buffer:
             self.since = time.monotonic()
         self.buffer.append(batch)
         self.rows += batch.num_rows
-        if self.rows >= self.limit:
-            await self.flush()
+        call = self._submit() if self.rows >= self.limit else None
+        await self.order.advance(batch.seq)
+        if call is not None:
+            await self._delivered(call)
         elif self.timer is None:
             self.timer = asyncio.get_running_loop().create_task(self._linger())
+
+    def _submit(self) -> ray.ObjectRef | None:
+        """Hand what is buffered to the writer (no await in here: calls leave in buffer order)."""
+        if not self.buffer:
+            return None
+        batch = merge(self.buffer)
+        self.buffer, self.rows = [], 0
+        self.flushes += 1
+        return self.writer.write.remote(batch)
+
+    async def _delivered(self, call: ray.ObjectRef) -> None:
+        try:
+            await call
+        except Exception as exc:
+            self.reader.fail.remote(reason(exc))
+            raise
 
     async def _linger(self) -> None:
         try:
@@ -57,23 +78,18 @@ class Batcher:
                 if wait > 0:
                     await asyncio.sleep(wait)
                     continue
-                await self.flush()
+                call = self._submit()
+                if call is not None:
+                    await self._delivered(call)
         except Exception:
-            pass  # flush() has reported the failure to the reader
+            pass  # _delivered has reported the failure to the reader
         finally:
             self.timer = None
 
     async def flush(self) -> None:
-        if not self.buffer:
-            return
-        batch = merge(self.buffer)
-        self.buffer, self.rows = [], 0
-        self.flushes += 1
-        try:
-            await self.writer.write.remote(batch)
-        except Exception as exc:
-            self.reader.fail.remote(reason(exc))
-            raise
+        call = self._submit()
+        if call is not None:
+            await self._delivered(call)
 
     async def stats(self) -> dict[str, Any]:
         return {"buffered_rows": self.rows, "flushes": self.flushes}

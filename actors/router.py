@@ -14,6 +14,7 @@ import ray
 from dbus_ray.config import PipelineConfig
 from dbus_ray.model import RowBatch
 from dbus_ray.routing import TableMatcher
+from dbus_ray.sequencer import Sequencer
 
 log = logging.getLogger("dbus.router")
 
@@ -43,12 +44,16 @@ class Router:
         self.batchers = batchers
         self.rows_in = 0
         self.rows_out = 0
+        self.order = Sequencer()
 
     async def push(self, batch: RowBatch) -> None:
+        await self.order.wait(batch.seq)
         self.rows_in += batch.num_rows
         outs = route(batch, self.filters, self.sinks)
         self.rows_out += sum(b.num_rows for b in outs)
-        await asyncio.gather(*[b.push.remote(out) for b, out in zip(self.batchers, outs)])
+        calls = [b.push.remote(out) for b, out in zip(self.batchers, outs)]
+        await self.order.advance(batch.seq)
+        await asyncio.gather(*calls)
 
     async def flush(self) -> None:
         await asyncio.gather(*[b.flush.remote() for b in self.batchers])

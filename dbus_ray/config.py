@@ -181,7 +181,11 @@ def _interpolate(value: Any, path: str, env: typing.Mapping[str, str]) -> Any:
 
 
 def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
+    if not key:
+        return path
+    if not path or key.startswith("["):
+        return f"{path}{key}"
+    return f"{path}.{key}"
 
 
 def _parse(raw: Any) -> PipelineConfig:

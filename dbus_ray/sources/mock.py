@@ -35,6 +35,7 @@ class MockOptions:
     keys: int = 1000
     db: str = "mock"
     table: str = "items"
+    tables: int = 1  # more than 1: key k lives in table `<table>_<k % tables>`
 
     def __post_init__(self) -> None:
         if self.rows is not None and self.rows < 0:
@@ -43,6 +44,8 @@ class MockOptions:
             raise Invalid("rate", "must not be negative")
         if self.keys < 1:
             raise Invalid("keys", "must be at least 1")
+        if self.tables < 1:
+            raise Invalid("tables", "must be at least 1")
 
 
 def op_codes(seq: np.ndarray, keys: int) -> np.ndarray:
@@ -116,8 +119,16 @@ class MockSource(Source):
             schema=SCHEMA,
         )
         self.next += n
-        part = TableRows(o.db, o.table, ("id",), data)
-        return RowBatch(self.pipeline, seq, [part], {"next": self.next}, now)
+        if o.tables == 1:
+            parts = [TableRows(o.db, o.table, ("id",), data)]
+        else:
+            which = (rows % o.keys) % o.tables
+            parts = []
+            for t in range(o.tables):
+                index = np.flatnonzero(which == t)
+                if len(index):
+                    parts.append(TableRows(o.db, f"{o.table}_{t}", ("id",), data.take(pa.array(index))))
+        return RowBatch(self.pipeline, seq, parts, {"next": self.next}, now)
 
     def caught_up(self) -> bool:
         return self.options.rows is not None and self.next >= self.options.rows

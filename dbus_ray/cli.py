@@ -1,0 +1,192 @@
+"""The `dbus` command.
+
+Exit codes: 0 success; 1 the pipeline failed while running; 2 bad input (config, arguments);
+3 a component could not be started or reached (Ray, MariaDB, broker).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from dbus_ray.config import ConfigError, PipelineConfig, load_config, redact
+from dbus_ray.errors import DbusError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="dbus-ray: a change-data-capture bus on Ray.")
+dev_app = typer.Typer(no_args_is_help=True, help="A private MariaDB (binlog on) and Kafka-protocol broker.")
+app.add_typer(dev_app, name="dev")
+
+EXIT_FAILED, EXIT_INPUT, EXIT_UNAVAILABLE = 1, 2, 3
+DEV_STATE = Path(os.path.expanduser("~/.dbus/dev"))
+
+
+def fail(message: str, code: int) -> None:
+    typer.echo(f"error: {redact(message)}", err=True)
+    raise typer.Exit(code)
+
+
+def load(path: Path) -> PipelineConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        fail(str(exc), EXIT_INPUT)
+        raise  # unreachable
+
+
+class Progress:
+    """One live line: rows in/out, rows/s, lag; a newline at the end."""
+
+    def __init__(self, stream=sys.stderr) -> None:
+        self.stream = stream
+        self.live = stream.isatty()
+        self.last = (time.monotonic(), 0)
+        self.rate = 0.0
+        self.printed = 0.0
+
+    def __call__(self, status: dict[str, Any]) -> None:
+        now = time.monotonic()
+        then, rows = self.last
+        if now - then >= 0.5:
+            self.rate = (status["rows_delivered"] - rows) / (now - then)
+            self.last = (now, status["rows_delivered"])
+        line = (
+            f"{status['pipeline']}: {status['state']}  in {status['rows_read']:,}  out {status['rows_delivered']:,}"
+            f"  {self.rate:,.0f} rows/s  lag {status['lag_seconds']:.1f}s"
+        )
+        if self.live:
+            self.stream.write("\r" + line.ljust(100))
+            self.stream.flush()
+        elif now - self.printed >= 5:
+            self.printed = now
+            self.stream.write(line + "\n")
+
+    def end(self, status: dict[str, Any]) -> None:
+        self(status)
+        if self.live:
+            self.stream.write("\n")
+
+
+@app.command()
+def validate(file: Path = typer.Argument(..., help="pipeline YAML file")) -> None:
+    """Check a pipeline file; print a one-line error naming the key when something is wrong."""
+    cfg = load(file)
+    sinks = ", ".join(f"{s.name} ({s.type})" for s in cfg.sinks)
+    typer.echo(f"{file}: ok: pipeline {cfg.name}, source {cfg.source.type}, sinks {sinks}")
+
+
+@app.command()
+def run(
+    file: Path = typer.Argument(..., help="pipeline YAML file"),
+    address: Optional[str] = typer.Option(None, help="Ray address (default: $RAY_ADDRESS, else a local Ray)"),
+    until_caught_up: bool = typer.Option(
+        False, "--until-caught-up", help="stop once the source reached where it was at start and all is delivered"
+    ),
+    max_rows: Optional[int] = typer.Option(None, "--max-rows", help="stop after reading this many rows"),
+    output: str = typer.Option("table", help="final status as table or json"),
+) -> None:
+    """Run one pipeline in the foreground; Ctrl-C stops it cleanly with a final checkpoint."""
+    cfg = load(file)
+    from dbus_ray.pipeline import connect_ray, run_pipeline
+
+    try:
+        connect_ray(address)
+    except Exception as exc:  # noqa: BLE001 - shown to the user in one line
+        fail(f"cannot start or reach Ray{' at ' + address if address else ''}: {exc}", EXIT_UNAVAILABLE)
+    progress = Progress()
+    try:
+        final = run_pipeline(cfg, max_rows=max_rows, until_caught_up=until_caught_up, on_progress=progress)
+    except DbusError as exc:
+        fail(str(exc), EXIT_FAILED)
+        return
+    progress.end(final)
+    show(final, output)
+    if final["state"] == "failed":
+        fail(f"pipeline {cfg.name} failed: {final['error']}", EXIT_FAILED)
+
+
+def show(status: dict[str, Any], output: str) -> None:
+    if output == "json":
+        typer.echo(redact(json.dumps(status, default=str)))
+        return
+    for key, value in status.items():
+        typer.echo(redact(f"{key:>20}: {value}"))
+
+
+@app.command()
+def plugins() -> None:
+    """List the source and sink types."""
+    from dbus_ray import registry
+
+    registry.load_builtins()
+    for kind, table in (("source", registry.SOURCES), ("sink", registry.SINKS)):
+        for name, cls in sorted(table.items()):
+            doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
+            typer.echo(f"{kind:6} {name:8} {doc}")
+
+
+@dev_app.command("up")
+def dev_up() -> None:
+    """Start the dev stack in the background and print its addresses."""
+    from dbus_ray import devstack
+
+    try:
+        state = devstack.dev_up(DEV_STATE)
+    except Exception as exc:  # noqa: BLE001
+        fail(f"dev stack did not start: {exc}", EXIT_UNAVAILABLE)
+    print_dev(state)
+
+
+@dev_app.command("status")
+def dev_status() -> None:
+    """Show whether the dev stack runs, and where."""
+    from dbus_ray import devstack
+
+    state = devstack.dev_status(DEV_STATE)
+    if not state:
+        typer.echo("dev stack: not running")
+        raise typer.Exit(EXIT_UNAVAILABLE)
+    print_dev(state)
+
+
+@dev_app.command("down")
+def dev_down() -> None:
+    """Stop the dev stack and remove its files."""
+    from dbus_ray import devstack
+
+    typer.echo("dev stack: stopped" if devstack.dev_down(DEV_STATE) else "dev stack: was not running")
+
+
+def print_dev(state: dict[str, Any]) -> None:
+    for key, value in state.items():
+        if key in ("dsn", "bootstrap", "mysql_port", "broker_port", "running", "mariadb", "broker"):
+            typer.echo(f"{key:>12}: {value}")
+
+
+@app.command()
+def demo(
+    rows: int = typer.Option(50_000, help="rows the demo writes"),
+    address: Optional[str] = typer.Option(None, help="Ray address (default: a local Ray)"),
+) -> None:
+    """A throwaway end-to-end run on local Ray; see README."""
+    from dbus_ray.demo import run_demo
+
+    try:
+        code = run_demo(rows=rows, address=address)
+    except DbusError as exc:
+        fail(str(exc), EXIT_FAILED)
+        return
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
