@@ -25,7 +25,7 @@ from dbus_ray.errors import reason
 log = logging.getLogger("dbus.reader")
 
 #: Router calls the reader may have outstanding (each holds one batch).
-MAX_PENDING_CALLS = 4
+MAX_PENDING_CALLS = 16
 
 
 @ray.remote(num_cpus=0, max_restarts=0, max_concurrency=64)
@@ -81,7 +81,7 @@ class Reader:
                     self.capacity.clear()
                     try:
                         await asyncio.wait_for(self.capacity.wait(), 0.1)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         pass
                 if self.state != "running":
                     break

@@ -11,7 +11,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -83,11 +83,11 @@ def validate(file: Path = typer.Argument(..., help="pipeline YAML file")) -> Non
 @app.command()
 def run(
     file: Path = typer.Argument(..., help="pipeline YAML file"),
-    address: Optional[str] = typer.Option(None, help="Ray address (default: $RAY_ADDRESS, else a local Ray)"),
+    address: str | None = typer.Option(None, help="Ray address (default: $RAY_ADDRESS, else a local Ray)"),
     until_caught_up: bool = typer.Option(
         False, "--until-caught-up", help="stop once the source reached where it was at start and all is delivered"
     ),
-    max_rows: Optional[int] = typer.Option(None, "--max-rows", help="stop after reading this many rows"),
+    max_rows: int | None = typer.Option(None, "--max-rows", help="stop after reading this many rows"),
     output: str = typer.Option("table", help="final status as table or json"),
 ) -> None:
     """Run one pipeline in the foreground; Ctrl-C stops it cleanly with a final checkpoint."""
@@ -171,7 +171,7 @@ def print_dev(state: dict[str, Any]) -> None:
 @app.command()
 def demo(
     rows: int = typer.Option(50_000, help="rows the demo writes"),
-    address: Optional[str] = typer.Option(None, help="Ray address (default: a local Ray)"),
+    address: str | None = typer.Option(None, help="Ray address (default: a local Ray)"),
 ) -> None:
     """A throwaway end-to-end run on local Ray; see README."""
     from dbus_ray.demo import run_demo

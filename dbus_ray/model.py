@@ -14,8 +14,9 @@ import base64
 import datetime as dt
 import decimal
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import pyarrow as pa
 
