@@ -126,7 +126,8 @@ def plugins() -> None:
     registry.load_builtins()
     for kind, table in (("source", registry.SOURCES), ("sink", registry.SINKS)):
         for name, cls in sorted(table.items()):
-            doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
+            doc = (sys.modules[cls.__module__].__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+            doc = doc.split(": ", 1)[-1].split(". ")[0].rstrip(".")
             typer.echo(f"{kind:6} {name:8} {doc}")
 
 
@@ -163,9 +164,19 @@ def dev_down() -> None:
 
 
 def print_dev(state: dict[str, Any]) -> None:
-    for key, value in state.items():
-        if key in ("dsn", "bootstrap", "mysql_port", "broker_port", "running", "mariadb", "broker"):
-            typer.echo(f"{key:>12}: {value}")
+    from dbus_ray.devstack import redacted
+
+    state = redacted(state)
+    db, broker = state.get("mariadb") or {}, state.get("broker") or {}
+
+    def health(part: dict[str, Any]) -> str:
+        return "running" if part.get("alive") and part.get("answering") else "DOWN"
+
+    if db:
+        typer.echo(f"mariadb  {health(db):8} {db.get('dsn')}  datadir {db.get('datadir')}")
+    if broker:
+        typer.echo(f"broker   {health(broker):8} {broker.get('bootstrap')}")
+    typer.echo(f"state    {state.get('state_file')} (holds the dev password)")
 
 
 @app.command()
