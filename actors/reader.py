@@ -17,7 +17,7 @@ from typing import Any
 
 import ray
 
-from dbus_ray import registry
+from dbus_ray import fencing, registry
 from dbus_ray.checkpoints import open_store
 from dbus_ray.config import PipelineConfig
 from dbus_ray.errors import reason
@@ -30,10 +30,13 @@ MAX_PENDING_CALLS = 16
 
 @ray.remote(num_cpus=0, max_restarts=0, max_concurrency=64)
 class Reader:
-    def __init__(self, cfg: PipelineConfig, sink_names: list[str], max_rows: int | None = None) -> None:
+    def __init__(
+        self, cfg: PipelineConfig, sink_names: list[str], max_rows: int | None = None, epoch: int | None = None
+    ) -> None:
         registry.load_builtins()
         self.cfg = cfg
         self.name = cfg.name
+        self.epoch = epoch
         self.store = open_store(cfg.checkpoint.store, cfg.name, cfg.pipeline_dir)
         saved = self.store.load()
         self.checkpoint: dict[str, Any] | None = saved
@@ -162,10 +165,19 @@ class Reader:
     def _save(self) -> None:
         self.last_save = time.monotonic()
         if self.checkpoint is not None and self.committed_seq > self.saved_seq:
+            if self.epoch is not None:
+                current = fencing.current_epoch(self.name)
+                if current != self.epoch:
+                    self._fail(f"stale epoch {self.epoch} (the controller's is {current}): checkpoint refused")
+                    return
+                self.checkpoint["epoch"] = self.epoch
             self.store.save(self.checkpoint)
             self.saved_seq = self.committed_seq
 
     # ------------------------------------------------------------------ status
+    async def identity(self) -> dict[str, Any]:
+        return {"pipeline": self.name, "epoch": self.epoch, "node": ray.get_runtime_context().get_node_id()}
+
     async def status(self) -> dict[str, Any]:
         return self._status()
 

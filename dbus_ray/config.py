@@ -122,6 +122,7 @@ class PipelineConfig:
     project: str = "default"
     data_dir: str = "~/.dbus/data"
     path: str = ""  # the file it came from
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)  # the mapping, `${VAR}`s replaced
 
     @property
     def pipeline_dir(self) -> Path:
@@ -152,13 +153,20 @@ def load_config(path: str | os.PathLike[str], env: typing.Mapping[str, str] | No
     return cfg
 
 
-def parse_config(raw: Any, where: str = "<config>", env: typing.Mapping[str, str] | None = None) -> PipelineConfig:
+def parse_config(
+    raw: Any, where: str = "<config>", env: typing.Mapping[str, str] | None = None, interpolate: bool = True
+) -> PipelineConfig:
+    """Validate a config mapping; `interpolate=False` for one whose `${VAR}`s are already replaced."""
     registry.load_builtins()
     try:
-        return _parse(_interpolate(raw, "", os.environ if env is None else env))
+        if interpolate:
+            raw = _interpolate(raw, "", os.environ if env is None else env)
+        cfg = _parse(raw)
     except Invalid as exc:
         key = f"{exc.key}: " if exc.key else ""
         raise ConfigError(f"{where}: {key}{exc.reason}") from None
+    cfg.raw = raw
+    return cfg
 
 
 def _interpolate(value: Any, path: str, env: typing.Mapping[str, str]) -> Any:

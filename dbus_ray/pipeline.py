@@ -37,17 +37,70 @@ def connect_ray(address: str | None = None, num_cpus: int | None = None) -> None
 
 
 class Pipeline:
-    """The actors of one running pipeline, owned by the process that started them."""
+    """The actors of one running pipeline. Started by `dbus run` (owned by that process) or by the
+    controller (detached, placed on a node, carrying the epoch of their assignment)."""
 
-    def __init__(self, cfg: PipelineConfig, max_rows: int | None = None) -> None:
+    def __init__(
+        self,
+        cfg: PipelineConfig,
+        max_rows: int | None = None,
+        epoch: int | None = None,
+        node_id: str | None = None,
+        detached: bool = False,
+    ) -> None:
         self.cfg = cfg
         self.max_rows = max_rows
+        self.epoch = epoch
+        self.node_id = node_id
+        self.detached = detached
         self.actors: list[Any] = []
         self.reader: Any = None
         self.writers: list[Any] = []
 
     def _options(self, role: str, part: str | None = None) -> dict[str, Any]:
-        return {"name": actor_name(self.cfg.name, role, part), "namespace": NAMESPACE}
+        options: dict[str, Any] = {"name": actor_name(self.cfg.name, role, part), "namespace": NAMESPACE}
+        if self.detached:
+            options["lifetime"] = "detached"
+        if self.node_id:
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            # soft: a node that died must not leave the pipeline unschedulable; the controller re-places it
+            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(self.node_id, soft=True)
+        return options
+
+    def actor_names(self) -> list[str]:
+        names = [actor_name(self.cfg.name, "reader"), actor_name(self.cfg.name, "router")]
+        for sink in self.cfg.sinks:
+            names += [actor_name(self.cfg.name, "batcher", sink.name), actor_name(self.cfg.name, "writer", sink.name)]
+        return names
+
+    @classmethod
+    def attach(cls, cfg: PipelineConfig, epoch: int | None) -> Pipeline | None:
+        """The running actors of `cfg` if all of them exist and carry `epoch`, else None."""
+        pipeline = cls(cfg, epoch=epoch, detached=True)
+        try:
+            actors = [ray.get_actor(n, namespace=NAMESPACE) for n in pipeline.actor_names()]
+            if ray.get(actors[0].identity.remote(), timeout=10)["epoch"] != epoch:
+                return None
+        except Exception:  # noqa: BLE001 - missing or dead: not attachable
+            return None
+        pipeline.actors = actors
+        pipeline.reader = actors[0]
+        pipeline.writers = actors[3::2]
+        return pipeline
+
+    def kill_strays(self) -> None:
+        """Kill any actor left under this pipeline's names (by an earlier owner)."""
+        for n in self.actor_names():
+            try:
+                ray.kill(ray.get_actor(n, namespace=NAMESPACE), no_restart=True)
+            except ValueError:
+                pass
+
+    def health(self, timeout: float = 10.0) -> dict[str, Any]:
+        """The reader's status once every actor answered within `timeout` (raises otherwise)."""
+        calls = [self.reader.status.remote()] + [a.stats.remote() for a in self.actors[1:]]
+        return ray.get(calls, timeout=timeout)[0]
 
     def start(self) -> None:
         from dbus_ray.actors.batcher import Batcher
@@ -65,9 +118,10 @@ class Pipeline:
             raise DbusError(f"pipeline {cfg.name} is already running (actor {name} exists)")
         try:
             self.reader = Reader.options(**self._options("reader")).remote(
-                cfg, [s.name for s in cfg.sinks], self.max_rows
+                cfg, [s.name for s in cfg.sinks], self.max_rows, self.epoch
             )
             self.actors.append(self.reader)
+            router_at = len(self.actors)
             batchers = []
             for sink in cfg.sinks:
                 writer = Writer.options(**self._options("writer", sink.name)).remote(cfg, sink, self.reader)
@@ -76,9 +130,9 @@ class Pipeline:
                 )
                 self.writers.append(writer)
                 batchers.append(batcher)
-                self.actors += [writer, batcher]
+                self.actors += [batcher, writer]
             router = Router.options(**self._options("router")).remote(cfg, batchers)
-            self.actors.append(router)
+            self.actors.insert(router_at, router)
             ray.get([w.stats.remote() for w in self.writers])  # surfaces a sink that cannot open
             ray.get(self.reader.start.remote(router))
         except Exception as exc:
@@ -103,7 +157,7 @@ class Pipeline:
         for actor in self.actors:
             try:
                 ray.kill(actor, no_restart=True)
-            except Exception:  # already gone
+            except Exception:  # noqa: BLE001 - already gone
                 pass
         self.actors = []
 

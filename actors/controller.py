@@ -1,0 +1,118 @@
+"""Controller actor `dbus:controller` (namespace `dbus`): one per Ray cluster, detached, restarted by
+Ray when it dies. A thin shell: the logic is `dbus_ray.controller.Supervisor`; this file holds the
+Ray side (`RayRuntime`) and the reconcile thread."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import ray
+
+from dbus_ray import fencing
+from dbus_ray.config import PipelineConfig
+from dbus_ray.controller import GcsKV, Supervisor
+from dbus_ray.errors import reason
+from dbus_ray.pipeline import Pipeline
+
+log = logging.getLogger("dbus.controller")
+
+CONTROLLER_NAME = "dbus:controller"
+HEALTH_TIMEOUT_S = 10.0
+
+
+class RayRuntime:
+    """Pipelines as detached actors pinned (softly) to a node."""
+
+    def nodes(self) -> dict[str, float]:
+        return {n["NodeID"]: float(n["Resources"].get("dbus_capacity", 1.0))
+                for n in ray.nodes() if n["Alive"]}
+
+    def start(self, cfg: PipelineConfig, epoch: int, node: str) -> Pipeline:
+        pipeline = Pipeline(cfg, epoch=epoch, node_id=node, detached=True)
+        pipeline.kill_strays()
+        pipeline.start()
+        return pipeline
+
+    def attach(self, cfg: PipelineConfig, epoch: int) -> Pipeline | None:
+        return Pipeline.attach(cfg, epoch)
+
+    def health(self, handle: Pipeline) -> dict[str, Any]:
+        return handle.health(HEALTH_TIMEOUT_S)
+
+    def stop(self, handle: Pipeline) -> dict[str, Any] | None:
+        return handle.stop(timeout=30.0)
+
+    def kill(self, handle: Pipeline) -> None:
+        handle.kill()
+
+    def set_epoch(self, pipeline: str, epoch: int) -> None:
+        fencing.set_epoch(pipeline, epoch)
+
+    def clear_epoch(self, pipeline: str) -> None:
+        fencing.clear_epoch(pipeline)
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=16)
+class Controller:
+    def __init__(self, strategy: str = "sticky", interval_s: float = 1.0) -> None:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        self.supervisor = Supervisor(GcsKV(), RayRuntime(), strategy)
+        self.interval = interval_s
+        self.started = time.time()
+        self.loops = 0
+        self.thread = threading.Thread(target=self._loop, name="reconcile", daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                self.supervisor.reconcile()
+            except Exception as exc:  # noqa: BLE001 - keep reconciling; the error is logged
+                log.exception("reconcile failed: %s", reason(exc))
+            self.loops += 1
+            time.sleep(self.interval)
+
+    def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
+        return self.supervisor.submit(spec)
+
+    def pause(self, name: str) -> dict[str, Any]:
+        return self.supervisor.set_desired(name, "paused")
+
+    def resume(self, name: str) -> dict[str, Any]:
+        return self.supervisor.set_desired(name, "running")
+
+    def stop(self, name: str) -> dict[str, Any]:
+        return self.supervisor.set_desired(name, "stopped")
+
+    def remove(self, name: str) -> None:
+        self.supervisor.remove(name)
+
+    def list(self, project: str | None = None) -> list[dict[str, Any]]:
+        return self.supervisor.list(project)
+
+    def get(self, name: str) -> dict[str, Any]:
+        return self.supervisor.get(name)
+
+    def participants(self) -> list[dict[str, Any]]:
+        return self.supervisor.participants()
+
+    def rebalance(self) -> None:
+        self.supervisor.reconcile()
+
+    def info(self) -> dict[str, Any]:
+        import os
+
+        return {"pid": os.getpid(), "started": self.started, "loops": self.loops,
+                "strategy": self.supervisor.strategy}
+
+
+def get_controller(create: bool = True, strategy: str = "sticky") -> Any:
+    """The cluster's controller; created if missing (get-if-exists, so concurrent callers share one)."""
+    if not create:
+        return ray.get_actor(CONTROLLER_NAME, namespace="dbus")
+    return Controller.options(
+        name=CONTROLLER_NAME, namespace="dbus", lifetime="detached", get_if_exists=True
+    ).remote(strategy)

@@ -1,0 +1,330 @@
+"""The controller's logic: desired state of every pipeline, kept in a key-value store (Ray's GCS KV in
+production), and the reconcile step that makes the cluster match it.
+
+The Ray actor (`dbus_ray.actors.controller`) is a thin shell around `Supervisor`; everything that
+touches Ray's actors goes through a `Runtime`, so this module is testable without Ray.
+
+Per pipeline the store keeps: the spec (config mapping) and its version, the project, the desired
+state (running / paused / stopped), the node it is assigned to and the epoch of that assignment, its
+observed state and last error, and the MySQL `server_id` handed out to it. Every change is written
+to the store before it is acted on, so a restarted controller picks up where the last one stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+from dbus_ray.config import ConfigError, PipelineConfig, parse_config
+from dbus_ray.errors import DbusError, reason
+from dbus_ray.placement import STRATEGIES, place
+
+log = logging.getLogger("dbus.controller")
+
+SERVER_ID_BASE = 1001  # server_ids the controller hands out start here
+MAX_BACKOFF_S = 60.0
+
+
+class KVStore(Protocol):
+    def get(self, key: str) -> bytes | None: ...
+    def put(self, key: str, value: bytes) -> None: ...
+    def delete(self, key: str) -> None: ...
+    def keys(self, prefix: str) -> list[str]: ...
+
+
+class MemoryKV:
+    """A KVStore in a dict (unit tests)."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+
+    def get(self, key: str) -> bytes | None:
+        return self.data.get(key)
+
+    def put(self, key: str, value: bytes) -> None:
+        self.data[key] = value
+
+    def delete(self, key: str) -> None:
+        self.data.pop(key, None)
+
+    def keys(self, prefix: str) -> list[str]:
+        return [k for k in self.data if k.startswith(prefix)]
+
+
+class GcsKV:
+    """Ray's GCS internal key-value store, namespace `dbus`."""
+
+    NAMESPACE = "dbus"
+
+    def get(self, key: str) -> bytes | None:
+        from ray.experimental import internal_kv
+
+        return internal_kv._internal_kv_get(key.encode(), namespace=self.NAMESPACE)
+
+    def put(self, key: str, value: bytes) -> None:
+        from ray.experimental import internal_kv
+
+        internal_kv._internal_kv_put(key.encode(), value, overwrite=True, namespace=self.NAMESPACE)
+
+    def delete(self, key: str) -> None:
+        from ray.experimental import internal_kv
+
+        internal_kv._internal_kv_del(key.encode(), namespace=self.NAMESPACE)
+
+    def keys(self, prefix: str) -> list[str]:
+        from ray.experimental import internal_kv
+
+        found = internal_kv._internal_kv_list(prefix.encode(), namespace=self.NAMESPACE)
+        return [k.decode() if isinstance(k, bytes) else k for k in found]
+
+
+class Runtime(Protocol):
+    """What the supervisor needs from Ray (a fake in unit tests)."""
+
+    def nodes(self) -> dict[str, float]: ...
+    def start(self, cfg: PipelineConfig, epoch: int, node: str) -> Any: ...
+    def attach(self, cfg: PipelineConfig, epoch: int) -> Any | None: ...
+    def health(self, handle: Any) -> dict[str, Any]: ...
+    def stop(self, handle: Any) -> dict[str, Any] | None: ...
+    def kill(self, handle: Any) -> None: ...
+    def set_epoch(self, pipeline: str, epoch: int) -> None: ...
+    def clear_epoch(self, pipeline: str) -> None: ...
+
+
+@dataclass
+class PipelineRecord:
+    name: str
+    spec: dict[str, Any]
+    project: str = "default"
+    version: int = 1
+    desired: str = "running"  # running | paused | stopped
+    state: str = "pending"  # pending | starting | running | failed | paused | stopped
+    node: str | None = None
+    epoch: int = 0
+    error: str | None = None
+    attempts: int = 0
+    retry_at: float = 0.0
+    server_id: int | None = None
+    updated: float = field(default_factory=time.time)
+    status: dict[str, Any] = field(default_factory=dict)  # the reader's last status
+
+    def public(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("spec")
+        return out
+
+
+def _config(record: PipelineRecord) -> PipelineConfig:
+    cfg = parse_config(record.spec, f"pipeline {record.name}", {}, interpolate=False)
+    if cfg.source.type == "mysql" and record.server_id is not None:
+        cfg.source.options.server_id = record.server_id
+    return cfg
+
+
+class Supervisor:
+    PREFIX = "controller:pipeline:"
+    EPOCH_KEY = "controller:epoch"
+
+    def __init__(self, kv: KVStore, runtime: Runtime, strategy: str = "sticky", clock=time.time) -> None:
+        if strategy not in STRATEGIES:
+            raise DbusError(f"unknown placement strategy {strategy!r} (known: {', '.join(STRATEGIES)})")
+        self.kv = kv
+        self.runtime = runtime
+        self.strategy = strategy
+        self.clock = clock
+        self.lock = threading.RLock()
+        self.records: dict[str, PipelineRecord] = {}
+        self.handles: dict[str, Any] = {}
+        self.recover()
+
+    # ------------------------------------------------------------------ state
+    def recover(self) -> None:
+        """Load every pipeline record (after a controller restart: the actors are re-attached by the
+        next reconcile, not restarted)."""
+        with self.lock:
+            for key in self.kv.keys(self.PREFIX):
+                value = self.kv.get(key)
+                if value:
+                    record = PipelineRecord(**json.loads(value))
+                    self.records[record.name] = record
+            log.info("controller recovered %d pipeline(s)", len(self.records))
+
+    def _persist(self, record: PipelineRecord) -> None:
+        record.updated = self.clock()
+        self.kv.put(self.PREFIX + record.name, json.dumps(asdict(record), default=str).encode())
+
+    def _next_epoch(self) -> int:
+        current = int(self.kv.get(self.EPOCH_KEY) or 0) + 1
+        self.kv.put(self.EPOCH_KEY, str(current).encode())
+        return current
+
+    # ------------------------------------------------------------------ API (idempotent)
+    def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Create a pipeline, or update it when the spec changed (new version: restarts from its
+        checkpoint). Submitting the same spec again changes nothing."""
+        try:
+            cfg = parse_config(spec, f"pipeline {spec.get('name', '?')}", {}, interpolate=False)
+        except ConfigError as exc:
+            raise DbusError(str(exc)) from None
+        with self.lock:
+            record = self.records.get(cfg.name)
+            server_id = self._server_id(cfg, record)
+            if record is None:
+                record = PipelineRecord(cfg.name, spec, cfg.project, server_id=server_id)
+            elif record.spec != spec:
+                record.spec, record.project, record.server_id = spec, cfg.project, server_id
+                record.version += 1
+                record.attempts, record.retry_at, record.error = 0, 0.0, None
+                self._halt(record, "pending")  # the next reconcile starts the new version
+            else:
+                return record.public()
+            self.records[cfg.name] = record
+            self._persist(record)
+            return record.public()
+
+    def _server_id(self, cfg: PipelineConfig, record: PipelineRecord | None) -> int | None:
+        if cfg.source.type != "mysql":
+            return None
+        used = {r.server_id: r.name for r in self.records.values() if r.server_id and r.name != cfg.name}
+        wanted = cfg.source.options.server_id
+        if wanted != "auto":
+            if wanted in used:
+                raise DbusError(f"pipeline {cfg.name}: server_id {wanted} is already used by pipeline {used[wanted]}")
+            return int(wanted)
+        if record is not None and record.server_id and record.server_id not in used:
+            return record.server_id
+        candidate = SERVER_ID_BASE
+        while candidate in used:
+            candidate += 1
+        return candidate
+
+    def set_desired(self, name: str, desired: str) -> dict[str, Any]:
+        with self.lock:
+            record = self._get(name)
+            if record.desired != desired:
+                record.desired = desired
+                record.attempts, record.retry_at = 0, 0.0
+                self._persist(record)
+            return record.public()
+
+    def remove(self, name: str) -> None:
+        with self.lock:
+            record = self._get(name)
+            self._halt(record, "stopped")
+            self.runtime.clear_epoch(name)
+            del self.records[name]
+            self.kv.delete(self.PREFIX + name)
+
+    def list(self, project: str | None = None) -> list[dict[str, Any]]:
+        with self.lock:
+            return [r.public() for r in sorted(self.records.values(), key=lambda r: r.name)
+                    if project is None or r.project == project]
+
+    def get(self, name: str) -> dict[str, Any]:
+        with self.lock:
+            return self._get(name).public()
+
+    def _get(self, name: str) -> PipelineRecord:
+        record = self.records.get(name)
+        if record is None:
+            raise DbusError(f"no pipeline named {name!r}")
+        return record
+
+    def participants(self) -> list[dict[str, Any]]:
+        with self.lock:
+            nodes = self.runtime.nodes()
+            return [{"node": n, "capacity": c,
+                     "pipelines": sorted(r.name for r in self.records.values() if r.node == n and r.name in self.handles)}
+                    for n, c in sorted(nodes.items())]
+
+    # ------------------------------------------------------------------ reconcile
+    def reconcile(self) -> None:
+        with self.lock:
+            now = self.clock()
+            for record in list(self.records.values()):
+                self._check(record, now)
+            nodes = self.runtime.nodes()
+            wanted = [r.name for r in self.records.values() if r.desired == "running"]
+            current = {n: self.records[n].node if n in self.handles else None for n in wanted}
+            targets = place(self.strategy, wanted, nodes, current)
+            for name in sorted(wanted):
+                record = self.records[name]
+                target = targets.get(name)
+                handle = self.handles.get(name)
+                if handle is not None and record.node == target:
+                    continue
+                if handle is not None:  # two-phase move: the old owner stops before the new one starts
+                    log.info("[%s] moving from node %s to %s", name, record.node, target)
+                    self._halt(record, "pending")
+                if target is None or now < record.retry_at:
+                    continue
+                self._start(record, target)
+
+    def _check(self, record: PipelineRecord, now: float) -> None:
+        name = record.name
+        handle = self.handles.get(name)
+        if record.desired != "running":
+            if handle is not None or record.state not in (record.desired,):
+                self._halt(record, record.desired)
+            return
+        if handle is None and record.epoch and record.state in ("running", "starting"):
+            handle = self.runtime.attach(_config(record), record.epoch)  # after a controller restart
+            if handle is not None:
+                self.handles[name] = handle
+        if handle is None:
+            return
+        try:
+            status = self.runtime.health(handle)
+        except Exception as exc:  # noqa: BLE001 - dead or hung: restart under a new epoch
+            log.warning("[%s] unhealthy (%s): restarting", name, reason(exc))
+            self.runtime.kill(handle)
+            self.handles.pop(name, None)
+            record.state, record.error = "pending", f"restarted: {reason(exc)}"
+            self._persist(record)
+            return
+        record.status = status
+        if status["state"] == "failed":
+            self.runtime.kill(handle)
+            self.handles.pop(name, None)
+            self._failed(record, status["error"], now)
+        elif record.state != "running":
+            record.state, record.error, record.attempts = "running", None, 0
+            self._persist(record)
+
+    def _start(self, record: PipelineRecord, node: str) -> None:
+        record.epoch = self._next_epoch()
+        record.node, record.state = node, "starting"
+        self.runtime.set_epoch(record.name, record.epoch)  # fences every older owner
+        self._persist(record)
+        try:
+            self.handles[record.name] = self.runtime.start(_config(record), record.epoch, node)
+        except Exception as exc:  # noqa: BLE001 - a failure is a state, retried with backoff
+            self._failed(record, reason(exc), self.clock())
+            return
+        record.state = "running"
+        self._persist(record)
+
+    def _failed(self, record: PipelineRecord, error: str, now: float) -> None:
+        record.attempts += 1
+        record.state, record.error = "failed", error
+        record.retry_at = now + min(MAX_BACKOFF_S, 2.0 ** record.attempts)
+        log.error("[%s] failed (attempt %d, retry in %.0fs): %s", record.name, record.attempts,
+                  record.retry_at - now, error)
+        self._persist(record)
+
+    def _halt(self, record: PipelineRecord, state: str) -> None:
+        handle = self.handles.pop(record.name, None)
+        if handle is not None:
+            try:
+                final = self.runtime.stop(handle)
+                if final:
+                    record.status = final
+            except Exception as exc:  # noqa: BLE001 - it is going away either way
+                log.warning("[%s] did not stop cleanly (%s): killed", record.name, reason(exc))
+                self.runtime.kill(handle)
+        record.state = state
+        self._persist(record)

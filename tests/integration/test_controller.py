@@ -1,0 +1,192 @@
+"""The controller on a real (single-node) Ray: lifecycle, recovery after kill -9, restarts under a new
+epoch, fencing of stale epochs, failures as states, server_id uniqueness, one controller."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+
+from dbus_ray import fencing
+from dbus_ray.actors.controller import get_controller
+from dbus_ray.checkpoints import FileCheckpointStore
+from dbus_ray.config import parse_config
+from dbus_ray.pipeline import NAMESPACE, Pipeline, actor_name
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture
+def controller() -> Iterator[Any]:
+    handle = get_controller()
+    ray.get(handle.info.remote())
+    yield handle
+    for p in ray.get(handle.list.remote()):
+        ray.get(handle.remove.remote(p["name"]))
+    ray.kill(handle, no_restart=True)
+    wait_for(lambda: not [a for a in ray.util.list_named_actors(all_namespaces=True)
+                          if a["name"] == "dbus:controller"], what="controller gone")
+
+
+def spec(tmp_path: Path, name: str, **source: Any) -> dict[str, Any]:
+    return {"name": name, "project": "shop", "data_dir": str(tmp_path / "data"),
+            "source": {"type": "mock", "rows": None, "rate": 2000, "keys": 50, **source},
+            "sinks": [{"name": "file", "type": "jsonl", "path": str(tmp_path / f"{name}.jsonl"), "fsync": False}],
+            "flow": {"read_batch_rows": 200, "max_rows_in_flight": 2000}}
+
+
+def state_of(controller: Any, name: str) -> dict[str, Any]:
+    return ray.get(controller.get.remote(name))
+
+
+def reader_of(name: str) -> Any:
+    return ray.get_actor(actor_name(name, "reader"), namespace=NAMESPACE)
+
+
+def offsets(path: Path) -> list[int]:
+    return [json.loads(line)["pos"]["offset"] for line in path.read_text().splitlines()]
+
+
+def test_submit_runs_detached_named_actors(controller: Any, tmp_path: Path) -> None:
+    ray.get(controller.submit.remote(spec(tmp_path, "c-run")))
+    wait_for(lambda: state_of(controller, "c-run")["state"] == "running", what="running")
+    identity = ray.get(reader_of("c-run").identity.remote())
+    record = state_of(controller, "c-run")
+    assert identity["epoch"] == record["epoch"] > 0
+    assert identity["node"] == record["node"]
+    assert [p["name"] for p in ray.get(controller.list.remote("shop"))] == ["c-run"]
+    assert ray.get(controller.list.remote("other")) == []
+    wait_for(lambda: state_of(controller, "c-run")["status"].get("rows_delivered", 0) > 500, what="rows")
+    # submitting the same spec again changes nothing
+    again = ray.get(controller.submit.remote(spec(tmp_path, "c-run")))
+    assert again["version"] == 1 and again["epoch"] == record["epoch"]
+
+
+def test_controller_kill_9_recovers_without_restarting_pipelines(controller: Any, tmp_path: Path) -> None:
+    ray.get(controller.submit.remote(spec(tmp_path, "c-kill")))
+    wait_for(lambda: state_of(controller, "c-kill")["state"] == "running", what="running")
+    reader_id = reader_of("c-kill")._actor_id.hex()
+    epoch = state_of(controller, "c-kill")["epoch"]
+    pid = ray.get(controller.info.remote())["pid"]
+    os.kill(pid, signal.SIGKILL)
+    new_pid = wait_for(lambda: _pid(controller), what="controller back")
+    assert new_pid != pid
+    record = state_of(controller, "c-kill")
+    assert record["epoch"] == epoch and record["state"] == "running"
+    time.sleep(3)  # a few reconcile loops
+    assert reader_of("c-kill")._actor_id.hex() == reader_id
+    assert state_of(controller, "c-kill")["epoch"] == epoch
+
+
+def _pid(controller: Any) -> int | None:
+    try:
+        return ray.get(controller.info.remote(), timeout=5)["pid"]
+    except Exception:  # noqa: BLE001 - still restarting
+        return None
+
+
+def test_dead_reader_restarts_under_new_epoch_without_loss(controller: Any, tmp_path: Path) -> None:
+    ray.get(controller.submit.remote(spec(tmp_path, "c-heal")))
+    wait_for(lambda: state_of(controller, "c-heal")["status"].get("rows_delivered", 0) > 1000, what="rows")
+    epoch = state_of(controller, "c-heal")["epoch"]
+    ray.kill(reader_of("c-heal"), no_restart=True)
+    wait_for(lambda: state_of(controller, "c-heal")["epoch"] > epoch
+             and state_of(controller, "c-heal")["state"] == "running", what="restart")
+    ray.get(controller.stop.remote("c-heal"))
+    wait_for(lambda: state_of(controller, "c-heal")["state"] == "stopped", what="stopped")
+    final = state_of(controller, "c-heal")["status"]
+    seen = offsets(tmp_path / "c-heal.jsonl")
+    delivered_until = final["checkpoint"]["source"]["next"]
+    assert set(range(delivered_until)) <= set(seen), "a row was lost across the restart"
+    dups = len(seen) - len(set(seen))
+    print(f"duplicates after the reader was killed: {dups}")
+
+
+def test_stale_epoch_cannot_commit_a_checkpoint(tmp_path: Path) -> None:
+    cfg = parse_config(spec(tmp_path, "c-fence"), "x", {})
+    fencing.set_epoch("c-fence", 5)
+    pipeline = Pipeline(cfg, epoch=5, detached=True)
+    pipeline.start()
+    try:
+        wait_for(lambda: pipeline.status()["checkpoint"] is not None, what="first checkpoint")
+        store = FileCheckpointStore(cfg.pipeline_dir)
+        wait_for(lambda: store.load() is not None, what="checkpoint saved")
+        assert store.load()["epoch"] == 5
+        fencing.set_epoch("c-fence", 6)  # the controller reassigned the pipeline
+        status = wait_for(lambda: (s := pipeline.status())["state"] == "failed" and s, what="refusal")
+        assert status["error"] == "stale epoch 5 (the controller's is 6): checkpoint refused"
+        frozen = store.load()
+        time.sleep(0.5)
+        assert store.load() == frozen and frozen["epoch"] == 5
+    finally:
+        pipeline.kill()
+        fencing.clear_epoch("c-fence")
+
+
+def test_pause_resume_update_remove(controller: Any, tmp_path: Path) -> None:
+    ray.get(controller.submit.remote(spec(tmp_path, "c-life")))
+    wait_for(lambda: state_of(controller, "c-life")["state"] == "running", what="running")
+    ray.get(controller.pause.remote("c-life"))
+    wait_for(lambda: state_of(controller, "c-life")["state"] == "paused", what="paused")
+    with pytest.raises(ValueError):
+        reader_of("c-life")
+    ray.get(controller.resume.remote("c-life"))
+    wait_for(lambda: state_of(controller, "c-life")["state"] == "running", what="resumed")
+    epoch = state_of(controller, "c-life")["epoch"]
+    changed = spec(tmp_path, "c-life", rate=3000)
+    assert ray.get(controller.submit.remote(changed))["version"] == 2
+    wait_for(lambda: state_of(controller, "c-life")["epoch"] > epoch
+             and state_of(controller, "c-life")["state"] == "running", what="new version running")
+    ray.get(controller.remove.remote("c-life"))
+    assert ray.get(controller.list.remote()) == []
+    assert not [a for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith("dbus:c-life:")]
+
+
+def test_pipeline_that_cannot_start_is_failed_and_leaves_no_actor(controller: Any, tmp_path: Path) -> None:
+    bad = spec(tmp_path, "c-bad")
+    bad["sinks"][0]["path"] = "/proc/nope/x.jsonl"
+    ray.get(controller.submit.remote(bad))
+    record = wait_for(lambda: (r := state_of(controller, "c-bad"))["state"] == "failed" and r, what="failed")
+    assert "No such file or directory" in record["error"] and record["attempts"] >= 1
+    assert record["retry_at"] > time.time() - 1
+    assert not [a for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith("dbus:c-bad:")]
+    wait_for(lambda: state_of(controller, "c-bad")["attempts"] >= 2, timeout=20, what="a retry")
+
+
+def test_server_ids_are_unique(controller: Any, tmp_path: Path) -> None:
+    def mysql(name: str, server_id: Any = "auto") -> dict[str, Any]:
+        s = spec(tmp_path, name)
+        s["source"] = {"type": "mysql", "dsn": "mysql://u:p@127.0.0.1:1", "server_id": server_id}
+        return s
+
+    ray.get(controller.pause.remote(ray.get(controller.submit.remote(mysql("c-m1")))["name"]))
+    ray.get(controller.pause.remote(ray.get(controller.submit.remote(mysql("c-m2")))["name"]))
+    ids = {state_of(controller, n)["server_id"] for n in ("c-m1", "c-m2")}
+    assert len(ids) == 2
+    taken = state_of(controller, "c-m1")["server_id"]
+    with pytest.raises(ray.exceptions.RayTaskError, match=f"server_id {taken} is already used by pipeline c-m1"):
+        ray.get(controller.submit.remote(mysql("c-m3", taken)))
+
+
+def test_concurrent_get_or_create_makes_one_controller(controller: Any) -> None:
+    handles = [get_controller() for _ in range(4)]
+    pids = {ray.get(h.info.remote())["pid"] for h in handles}
+    assert len(pids) == 1
+    assert len([a for a in ray.util.list_named_actors(all_namespaces=True) if a["name"] == "dbus:controller"]) == 1
