@@ -118,6 +118,141 @@ def show(status: dict[str, Any], output: str) -> None:
         typer.echo(redact(f"{key:>20}: {value}"))
 
 
+def bus(address: str | None) -> Any:
+    from dbus_ray.client import connect
+
+    try:
+        return connect(address)
+    except DbusError as exc:
+        fail(str(exc), EXIT_UNAVAILABLE)
+
+
+def call(fn: Any, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except DbusError as exc:
+        fail(str(exc), EXIT_INPUT)
+    except ConfigError as exc:
+        fail(str(exc), EXIT_INPUT)
+
+
+def print_rows(rows: list[dict[str, Any]], output: str) -> None:
+    if output == "json":
+        typer.echo(redact(json.dumps(rows, default=str)))
+        return
+    if not rows:
+        typer.echo("(none)")
+        return
+    columns = list(rows[0])
+    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    typer.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths)).rstrip())
+    for row in cells:
+        typer.echo(redact("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip()))
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    if isinstance(value, list):
+        return ",".join(map(str, value)) or "-"
+    text = str(value)
+    return text[:12] if len(text) == 56 and all(ch in "0123456789abcdef" for ch in text) else text  # node ids
+
+
+ADDRESS = typer.Option(None, "--address", help="Ray address (default: $RAY_ADDRESS, else the local cluster)")
+OUTPUT = typer.Option("table", "--output", "-o", help="table or json")
+
+
+@app.command()
+def submit(
+    file: Path = typer.Argument(..., help="pipeline YAML file"),
+    watch: bool = typer.Option(False, "--watch", help="keep running and re-submit when the file changes"),
+    address: str | None = ADDRESS,
+) -> None:
+    """Hand a pipeline to the cluster's controller (create, or update when the file changed)."""
+    cfg = load(file)
+    b = bus(address)
+    record = call(b.submit, file)
+    typer.echo(f"pipeline {cfg.name}: submitted (version {record['version']}, state {record['state']})")
+    if not watch:
+        return
+    mtime = file.stat().st_mtime
+    typer.echo(f"watching {file} (Ctrl-C to stop watching; the pipeline keeps running)")
+    try:
+        while True:
+            time.sleep(1)
+            now = file.stat().st_mtime
+            if now == mtime:
+                continue
+            mtime = now
+            try:
+                record = b.submit(file)
+                typer.echo(f"pipeline {cfg.name}: reloaded (version {record['version']})")
+            except (ConfigError, DbusError) as exc:
+                typer.echo(f"error: {redact(str(exc))} (kept the running version)", err=True)
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command("list")
+def list_(
+    project: str | None = typer.Option(None, help="only this project's pipelines"),
+    address: str | None = ADDRESS,
+    output: str = OUTPUT,
+) -> None:
+    """Pipelines known to the controller."""
+    rows = call(bus(address).rows, project)
+    print_rows([{k: r[k] for k in ("name", "project", "state", "node", "version", "error")} for r in rows], output)
+
+
+@app.command()
+def status(
+    pipeline: str | None = typer.Argument(None, help="one pipeline (default: all)"),
+    address: str | None = ADDRESS,
+    output: str = OUTPUT,
+) -> None:
+    """State, node, rows, lag, checkpoint and last error of each pipeline."""
+    rows = call(bus(address).rows)
+    if pipeline is not None:
+        rows = [r for r in rows if r["name"] == pipeline]
+        if not rows:
+            fail(f"no pipeline named {pipeline!r}", EXIT_INPUT)
+    print_rows(rows, output)
+
+
+def _lifecycle(action: str):
+    def command(pipeline: str = typer.Argument(...), address: str | None = ADDRESS) -> None:
+        b = bus(address)
+        result = call(getattr(b, action), pipeline)
+        typer.echo(f"pipeline {pipeline}: {action} requested" + (f" (state {result['state']})" if result else ""))
+
+    command.__doc__ = {"pause": "Stop a pipeline's actors with a final checkpoint; resume continues from it.",
+                       "resume": "Run a paused or stopped pipeline again from its checkpoint.",
+                       "stop": "Stop a pipeline (final checkpoint); it stays listed.",
+                       "remove": "Stop a pipeline and forget it."}[action]
+    return command
+
+
+for _action in ("pause", "resume", "stop", "remove"):
+    app.command(_action)(_lifecycle(_action))
+
+
+@app.command()
+def rebalance(address: str | None = ADDRESS) -> None:
+    """Re-place pipelines over the live nodes now (two-phase: old owner stops, then new starts)."""
+    call(bus(address).rebalance)
+    typer.echo("rebalanced")
+
+
+@app.command()
+def participants(address: str | None = ADDRESS, output: str = OUTPUT) -> None:
+    """Ray nodes, their capacity and the pipelines on each."""
+    print_rows(call(bus(address).participants), output)
+
+
 @app.command()
 def plugins() -> None:
     """List the source and sink types."""

@@ -237,8 +237,8 @@ class Supervisor:
     def participants(self) -> list[dict[str, Any]]:
         with self.lock:
             nodes = self.runtime.nodes()
-            return [{"node": n, "capacity": c,
-                     "pipelines": sorted(r.name for r in self.records.values() if r.node == n and r.name in self.handles)}
+            running = {name: self.records[name].node for name in self.handles}
+            return [{"node": n, "capacity": c, "pipelines": sorted(p for p, at in running.items() if at == n)}
                     for n, c in sorted(nodes.items())]
 
     # ------------------------------------------------------------------ reconcile

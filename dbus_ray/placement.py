@@ -46,7 +46,9 @@ def _quotas(count: int, weights: Mapping[str, float]) -> dict[str, int]:
     return quota
 
 
-def _balanced(pipelines: Sequence[str], weights: Mapping[str, float], current: Mapping[str, str | None]) -> dict[str, str]:
+def _balanced(
+    pipelines: Sequence[str], weights: Mapping[str, float], current: Mapping[str, str | None]
+) -> dict[str, str]:
     quota = _quotas(len(pipelines), weights)
     result: dict[str, str] = {}
     load = {n: 0 for n in weights}

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 import ray
+from dbus_ray.actors.controller import get_controller
 
 from dbus_ray import fencing
-from dbus_ray.actors.controller import get_controller
 from dbus_ray.checkpoints import FileCheckpointStore
 from dbus_ray.config import parse_config
 from dbus_ray.pipeline import NAMESPACE, Pipeline, actor_name
@@ -190,3 +190,28 @@ def test_concurrent_get_or_create_makes_one_controller(controller: Any) -> None:
     pids = {ray.get(h.info.remote())["pid"] for h in handles}
     assert len(pids) == 1
     assert len([a for a in ray.util.list_named_actors(all_namespaces=True) if a["name"] == "dbus:controller"]) == 1
+
+
+def test_cli_submit_status_pause_remove(controller: Any, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from dbus_ray.cli import app
+
+    path = tmp_path / "p.yaml"
+    path.write_text(json.dumps(spec(tmp_path, "c-cli")))  # JSON is YAML
+    runner = CliRunner()
+    result = runner.invoke(app, ["submit", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "pipeline c-cli: submitted (version 1" in result.output
+    wait_for(lambda: state_of(controller, "c-cli")["state"] == "running", what="running")
+    listed = json.loads(runner.invoke(app, ["list", "--project", "shop", "-o", "json"]).stdout)
+    assert [r["name"] for r in listed] == ["c-cli"]
+    table = runner.invoke(app, ["status", "c-cli"]).stdout
+    assert table.splitlines()[0].split()[:4] == ["NAME", "PROJECT", "STATE", "DESIRED"]
+    assert "c-cli" in table and "running" in table
+    assert runner.invoke(app, ["pause", "c-cli"]).exit_code == 0
+    wait_for(lambda: state_of(controller, "c-cli")["state"] == "paused", what="paused")
+    missing = runner.invoke(app, ["status", "nope"])
+    assert missing.exit_code == 2 and "error: no pipeline named 'nope'" in missing.output
+    assert runner.invoke(app, ["remove", "c-cli"]).exit_code == 0
+    assert json.loads(runner.invoke(app, ["list", "-o", "json"]).stdout) == []

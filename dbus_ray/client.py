@@ -1,0 +1,103 @@
+"""Talking to the controller of a running Ray cluster: `bus = dbus_ray.connect()` in a notebook, and
+what the `dbus` CLI uses.
+
+    bus = dbus_ray.connect()            # $RAY_ADDRESS, else the local cluster (`ray start --head`)
+    bus.submit("configs/shop.yaml")     # or a dict
+    bus.status()                        # pandas DataFrame, one row per pipeline
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from dbus_ray.config import PipelineConfig, load_config, parse_config, redact
+from dbus_ray.errors import DbusError, reason
+
+STATUS_COLUMNS = ("name", "project", "state", "desired", "node", "epoch", "version", "rows_read",
+                  "rows_delivered", "lag_seconds", "checkpoint", "error")
+
+
+def join_cluster(address: str | None = None) -> None:
+    """Join a running Ray cluster (not start one: the controller must outlive this process)."""
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS") or "auto"
+    try:
+        ray.init(address=address, namespace="dbus", logging_level="WARNING", log_to_driver=False)
+    except (ConnectionError, RuntimeError) as exc:
+        raise DbusError(f"no Ray cluster at {address}: {reason(exc)} (start one with `ray start --head`, "
+                        "or pass --address / set RAY_ADDRESS)") from None
+
+
+class Bus:
+    """A handle on the cluster's controller."""
+
+    def __init__(self, controller: Any) -> None:
+        self.controller = controller
+
+    def _call(self, method: str, *args: Any) -> Any:
+        try:
+            return ray.get(getattr(self.controller, method).remote(*args), timeout=120)
+        except ray.exceptions.RayTaskError as exc:
+            raise DbusError(reason(exc)) from None
+
+    def submit(self, config: str | os.PathLike[str] | dict[str, Any]) -> dict[str, Any]:
+        cfg: PipelineConfig = (parse_config(config, "<dict>") if isinstance(config, dict)
+                               else load_config(Path(config)))
+        return self._call("submit", cfg.raw)
+
+    def list(self, project: str | None = None) -> list[dict[str, Any]]:
+        return self._call("list", project)
+
+    def get(self, name: str) -> dict[str, Any]:
+        return self._call("get", name)
+
+    def pause(self, name: str) -> dict[str, Any]:
+        return self._call("pause", name)
+
+    def resume(self, name: str) -> dict[str, Any]:
+        return self._call("resume", name)
+
+    def stop(self, name: str) -> dict[str, Any]:
+        return self._call("stop", name)
+
+    def remove(self, name: str) -> None:
+        self._call("remove", name)
+
+    def rebalance(self) -> None:
+        self._call("rebalance")
+
+    def participants(self) -> list[dict[str, Any]]:
+        return self._call("participants")
+
+    def rows(self, project: str | None = None) -> list[dict[str, Any]]:
+        """One flat dict per pipeline (passwords redacted)."""
+        out = []
+        for p in self.list(project):
+            status = p.get("status") or {}
+            row = {k: p.get(k, status.get(k)) for k in STATUS_COLUMNS}
+            row["checkpoint"] = redact(str((status.get("checkpoint") or {}).get("source")))
+            row["error"] = redact(p["error"]) if p.get("error") else None
+            out.append(row)
+        return out
+
+    def status(self, project: str | None = None):
+        """Pipelines as a pandas DataFrame."""
+        import pandas as pd
+
+        return pd.DataFrame(self.rows(project), columns=list(STATUS_COLUMNS))
+
+
+def connect(address: str | None = None, create: bool = True) -> Bus:
+    """Join the cluster and return a `Bus` on its controller (started if missing)."""
+    from dbus_ray.actors.controller import get_controller
+
+    join_cluster(address)
+    try:
+        return Bus(get_controller(create=create))
+    except ValueError:
+        raise DbusError("no dbus controller is running in this cluster (`dbus submit` starts one)") from None
