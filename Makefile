@@ -26,7 +26,8 @@ demo: install
 	$(VENV)/bin/dbus demo
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q tests/unit tests/integration
+	$(PY) -m pytest -q tests/cluster  # its own process: it starts a multi-node Ray cluster
 
 bench: install
 	$(PY) benchmarks/run.py

@@ -106,7 +106,7 @@ class Controller:
         import os
 
         return {"pid": os.getpid(), "started": self.started, "loops": self.loops,
-                "strategy": self.supervisor.strategy}
+                "strategy": self.supervisor.strategy, "node": ray.get_runtime_context().get_node_id()}
 
 
 def get_controller(create: bool = True, strategy: str = "sticky") -> Any:

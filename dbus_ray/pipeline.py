@@ -17,6 +17,7 @@ from dbus_ray.errors import DbusError, reason
 log = logging.getLogger("dbus.pipeline")
 
 NAMESPACE = "dbus"
+START_TIMEOUT_S = 120.0  # creating the actors and opening source and sinks
 
 
 def actor_name(pipeline: str, role: str, part: str | None = None) -> str:
@@ -64,8 +65,11 @@ class Pipeline:
         if self.node_id:
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-            # soft: a node that died must not leave the pipeline unschedulable; the controller re-places it
-            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(self.node_id, soft=True)
+            # hard, so all actors of a pipeline share its node (soft affinity spills actors elsewhere), but
+            # failing at once when the node is gone instead of waiting for it: the controller re-places
+            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
+                self.node_id, soft=False, _fail_on_unavailable=True
+            )
         return options
 
     def actor_names(self) -> list[str]:
@@ -133,8 +137,8 @@ class Pipeline:
                 self.actors += [batcher, writer]
             router = Router.options(**self._options("router")).remote(cfg, batchers)
             self.actors.insert(router_at, router)
-            ray.get([w.stats.remote() for w in self.writers])  # surfaces a sink that cannot open
-            ray.get(self.reader.start.remote(router))
+            ray.get([w.stats.remote() for w in self.writers], timeout=START_TIMEOUT_S)  # a sink that cannot open
+            ray.get(self.reader.start.remote(router), timeout=START_TIMEOUT_S)
         except Exception as exc:
             self.kill()
             if isinstance(exc, DbusError):

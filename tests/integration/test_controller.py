@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 import ray
-from dbus_ray.actors.controller import get_controller
 
 from dbus_ray import fencing
+from dbus_ray.actors.controller import get_controller
 from dbus_ray.checkpoints import FileCheckpointStore
 from dbus_ray.config import parse_config
 from dbus_ray.pipeline import NAMESPACE, Pipeline, actor_name
