@@ -57,7 +57,7 @@ def main() -> int:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "transport_mock_to_null": [],
     }
-    for read_batch, sink_batch, in_flight in ((5_000, 20_000, 200_000), (50_000, 100_000, 400_000),
+    for read_batch, sink_batch, in_flight in ((5_000, 20_000, 200_000), (20_000, 50_000, 400_000),
                                                (100_000, 200_000, 800_000)):
         r = transport(ROWS, read_batch, sink_batch, in_flight)
         results["transport_mock_to_null"].append(r)

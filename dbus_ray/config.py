@@ -64,9 +64,9 @@ FILTERS: dict[str, type] = {"select": SelectFilter}
 class FlowOptions:
     """How rows move between actors."""
 
-    read_batch_rows: int = 5000  # rows per batch the reader emits
-    max_rows_in_flight: int = 200_000  # rows read but not yet delivered to every sink
-    sink_batch_rows: int = 20_000  # the batcher hands the writer at most this many rows at once
+    read_batch_rows: int = 20_000  # at most this many rows per batch the reader emits
+    max_rows_in_flight: int = 400_000  # rows read but not yet delivered to every sink
+    sink_batch_rows: int = 50_000  # the batcher hands the writer about this many rows at once
     linger_ms: int = 50  # ... or what it holds after this long
 
     def __post_init__(self) -> None:

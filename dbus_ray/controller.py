@@ -27,6 +27,7 @@ log = logging.getLogger("dbus.controller")
 
 SERVER_ID_BASE = 1001  # server_ids the controller hands out start here
 MAX_BACKOFF_S = 60.0
+STABLE_S = 30.0  # running this long without failing resets the retry backoff
 
 
 class KVStore(Protocol):
@@ -109,6 +110,7 @@ class PipelineRecord:
     attempts: int = 0
     retry_at: float = 0.0
     server_id: int | None = None
+    started: float = 0.0  # when the current owner started
     updated: float = field(default_factory=time.time)
     status: dict[str, Any] = field(default_factory=dict)  # the reader's last status
 
@@ -291,8 +293,10 @@ class Supervisor:
             self.runtime.kill(handle)
             self.handles.pop(name, None)
             self._failed(record, status["error"], now)
-        elif record.state != "running":
-            record.state, record.error, record.attempts = "running", None, 0
+        elif record.state != "running" or (record.attempts and now - record.started >= STABLE_S):
+            record.state, record.error = "running", None
+            if now - record.started >= STABLE_S:
+                record.attempts = 0  # healthy long enough: the next failure starts the backoff anew
             self._persist(record)
 
     def _start(self, record: PipelineRecord, node: str) -> None:
@@ -305,7 +309,7 @@ class Supervisor:
         except Exception as exc:  # noqa: BLE001 - a failure is a state, retried with backoff
             self._failed(record, reason(exc), self.clock())
             return
-        record.state = "running"
+        record.state, record.error, record.started = "running", None, self.clock()
         self._persist(record)
 
     def _failed(self, record: PipelineRecord, error: str, now: float) -> None:

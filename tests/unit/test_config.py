@@ -84,7 +84,7 @@ CASES = {
     "no sinks": (lambda c: c.update(sinks=[]), "configs/x.yaml: sinks: at least one sink is required"),
     "flow bound below batch": (
         lambda c: c.update(flow={"max_rows_in_flight": 10}),
-        "configs/x.yaml: flow.max_rows_in_flight: must be at least read_batch_rows (5000)",
+        "configs/x.yaml: flow.max_rows_in_flight: must be at least read_batch_rows (20000)",
     ),
     "unknown checkpoint store": (
         lambda c: c.update(checkpoint={"store": "zk"}),
@@ -121,7 +121,7 @@ def test_env_interpolation_and_defaults(tmp_path: Path) -> None:
     assert cfg.source.options.dsn == "mysql://dbus:p@ss:word@127.0.0.1:3307"
     assert cfg.sinks[0].options.path == "/tmp/default.jsonl"
     assert cfg.sinks[0].match == ["*.*"]
-    assert cfg.flow.read_batch_rows == 5000 and cfg.checkpoint.store == "file"
+    assert cfg.flow.read_batch_rows == 20_000 and cfg.checkpoint.store == "file"
 
 
 def test_yaml_syntax_error_names_line(tmp_path: Path) -> None:

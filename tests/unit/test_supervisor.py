@@ -1,0 +1,185 @@
+"""The controller's logic with a fake runtime and an in-memory KV: no Ray."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from dbus_ray.controller import MemoryKV, Supervisor
+from dbus_ray.errors import DbusError
+
+
+class FakeRuntime:
+    def __init__(self, nodes: dict[str, float]) -> None:
+        self.node_map = dict(nodes)
+        self.events: list[tuple[str, str, Any]] = []
+        self.live: dict[str, dict[str, Any]] = {}  # pipeline -> {"epoch", "node", "state", "error"}
+        self.epochs: dict[str, int] = {}
+        self.fail_start: dict[str, str] = {}
+
+    def nodes(self) -> dict[str, float]:
+        return dict(self.node_map)
+
+    def start(self, cfg: Any, epoch: int, node: str) -> str:
+        if cfg.name in self.fail_start:
+            self.events.append(("failed", cfg.name, epoch))
+            raise DbusError(self.fail_start[cfg.name])
+        assert cfg.name not in self.live, "started while an older owner still runs"
+        self.live[cfg.name] = {"epoch": epoch, "node": node, "state": "running", "error": None}
+        self.events.append(("start", cfg.name, node))
+        return cfg.name
+
+    def attach(self, cfg: Any, epoch: int) -> str | None:
+        live = self.live.get(cfg.name)
+        return cfg.name if live and live["epoch"] == epoch else None
+
+    def health(self, handle: str) -> dict[str, Any]:
+        live = self.live.get(handle)
+        if live is None or live["node"] not in self.node_map:
+            raise RuntimeError("actor died")
+        return {"state": live["state"], "error": live["error"]}
+
+    def stop(self, handle: str) -> dict[str, Any]:
+        self.events.append(("stop", handle, self.live.pop(handle, {}).get("node")))
+        return {"state": "stopped"}
+
+    def kill(self, handle: str) -> None:
+        self.events.append(("kill", handle, None))
+        self.live.pop(handle, None)
+
+    def set_epoch(self, pipeline: str, epoch: int) -> None:
+        self.epochs[pipeline] = epoch
+
+    def clear_epoch(self, pipeline: str) -> None:
+        self.epochs.pop(pipeline, None)
+
+
+def spec(name: str, **source: Any) -> dict[str, Any]:
+    return {"name": name, "source": {"type": "mock", **source}, "sinks": [{"name": "n", "type": "null"}]}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def parts():
+    kv, runtime, clock = MemoryKV(), FakeRuntime({"a": 1, "b": 1}), Clock()
+    return kv, runtime, clock, Supervisor(kv, runtime, "sticky", clock)
+
+
+def test_submit_starts_and_places(parts) -> None:
+    kv, runtime, clock, sup = parts
+    for n in ("p1", "p2"):
+        sup.submit(spec(n))
+    sup.reconcile()
+    assert {sup.get(n)["state"] for n in ("p1", "p2")} == {"running"}
+    assert {runtime.live["p1"]["node"], runtime.live["p2"]["node"]} == {"a", "b"}
+    assert runtime.epochs["p1"] == sup.get("p1")["epoch"]
+
+
+def test_restarted_controller_reattaches_without_restart(parts) -> None:
+    kv, runtime, clock, sup = parts
+    sup.submit(spec("p1"))
+    sup.reconcile()
+    starts = [e for e in runtime.events if e[0] == "start"]
+    again = Supervisor(kv, runtime, "sticky", clock)  # a new controller process, same KV
+    again.reconcile()
+    again.reconcile()
+    assert [e for e in runtime.events if e[0] == "start"] == starts
+    assert again.get("p1")["state"] == "running"
+
+
+def test_dead_pipeline_restarts_under_new_epoch(parts) -> None:
+    kv, runtime, clock, sup = parts
+    sup.submit(spec("p1"))
+    sup.reconcile()
+    epoch = sup.get("p1")["epoch"]
+    del runtime.live["p1"]  # actor died
+    sup.reconcile()
+    assert sup.get("p1")["epoch"] > epoch and runtime.live["p1"]["epoch"] == sup.get("p1")["epoch"]
+
+
+def test_node_loss_moves_only_its_pipelines(parts) -> None:
+    kv, runtime, clock, sup = parts
+    for n in ("p1", "p2", "p3", "p4"):
+        sup.submit(spec(n))
+    sup.reconcile()
+    on_b = {n for n in ("p1", "p2", "p3", "p4") if runtime.live[n]["node"] == "b"}
+    del runtime.node_map["b"]
+    runtime.events.clear()
+    sup.reconcile()
+    assert {e[1] for e in runtime.events if e[0] == "start"} == on_b
+    assert all(v["node"] == "a" for v in runtime.live.values())
+
+
+def test_rebalance_is_two_phase(parts) -> None:
+    kv, runtime, clock, sup = parts
+    for n in ("p1", "p2", "p3", "p4"):
+        sup.submit(spec(n))
+    sup.reconcile()
+    runtime.node_map["c"] = 1
+    runtime.events.clear()
+    sup.reconcile()
+    moved = [e for e in runtime.events if e[0] in ("stop", "start")]
+    assert len(moved) == 2 and moved[0][0] == "stop" and moved[1][0] == "start" and moved[1][2] == "c"
+
+
+def test_failure_is_a_state_with_backoff(parts) -> None:
+    kv, runtime, clock, sup = parts
+    runtime.fail_start["p1"] = "access denied for dbus@127.0.0.1"
+    sup.submit(spec("p1"))
+    sup.reconcile()
+    record = sup.get("p1")
+    assert record["state"] == "failed" and record["error"] == "access denied for dbus@127.0.0.1"
+    sup.reconcile()  # still backing off: no new attempt
+    assert sup.get("p1")["attempts"] == 1
+    clock.now += 2.5
+    sup.reconcile()
+    assert sup.get("p1")["attempts"] == 2
+    del runtime.fail_start["p1"]
+    clock.now += 10
+    sup.reconcile()
+    assert sup.get("p1")["state"] == "running" and sup.get("p1")["error"] is None
+    clock.now += 31  # stable for a while: the backoff starts anew
+    sup.reconcile()
+    assert sup.get("p1")["attempts"] == 0
+
+
+def test_update_restarts_from_checkpoint_and_same_spec_is_a_no_op(parts) -> None:
+    kv, runtime, clock, sup = parts
+    sup.submit(spec("p1"))
+    sup.reconcile()
+    assert sup.submit(spec("p1"))["version"] == 1
+    runtime.events.clear()
+    assert sup.submit(spec("p1", rate=5))["version"] == 2
+    sup.reconcile()
+    assert [e[0] for e in runtime.events] == ["stop", "start"]
+
+
+def test_pause_resume_remove(parts) -> None:
+    kv, runtime, clock, sup = parts
+    sup.submit(spec("p1"))
+    sup.reconcile()
+    sup.set_desired("p1", "paused")
+    sup.reconcile()
+    assert sup.get("p1")["state"] == "paused" and "p1" not in runtime.live
+    sup.set_desired("p1", "running")
+    sup.reconcile()
+    assert sup.get("p1")["state"] == "running"
+    sup.remove("p1")
+    assert sup.list() == [] and kv.keys(Supervisor.PREFIX) == [] and "p1" not in runtime.epochs
+    with pytest.raises(DbusError, match="no pipeline named 'p1'"):
+        sup.get("p1")
+
+
+def test_projects_filter_the_list(parts) -> None:
+    kv, runtime, clock, sup = parts
+    sup.submit({**spec("p1"), "project": "shop"})
+    sup.submit({**spec("p2"), "project": "ads"})
+    assert [r["name"] for r in sup.list("shop")] == ["p1"]
