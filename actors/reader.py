@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import Any
 
 import ray
@@ -21,11 +21,15 @@ from dbus_ray import fencing, registry
 from dbus_ray.checkpoints import open_store
 from dbus_ray.config import PipelineConfig
 from dbus_ray.errors import reason
+from dbus_ray.metrics import ReaderMetrics
+from dbus_ray.model import RowBatch
 
 log = logging.getLogger("dbus.reader")
 
 #: Router calls the reader may have outstanding (each holds one batch).
 MAX_PENDING_CALLS = 16
+#: Row changes the reader keeps for `peek` (the newest ones).
+PEEK_ROWS = 1000
 
 
 @ray.remote(num_cpus=0, max_restarts=0, max_concurrency=64)
@@ -37,7 +41,7 @@ class Reader:
         self.cfg = cfg
         self.name = cfg.name
         self.epoch = epoch
-        self.store = open_store(cfg.checkpoint.store, cfg.name, cfg.pipeline_dir)
+        self.store = open_store(cfg.checkpoint.store, cfg.name, cfg.pipeline_dir, cfg)
         saved = self.store.load()
         self.checkpoint: dict[str, Any] | None = saved
         self.source = registry.SOURCES[cfg.source.type](cfg.name, cfg.source.options)
@@ -60,6 +64,9 @@ class Reader:
         self.capacity = asyncio.Event()
         self.task: asyncio.Task | None = None
         self.router: Any = None
+        self.metrics = ReaderMetrics(cfg.name)
+        self.recent: deque[RowBatch] = deque()  # the newest batches, for peek
+        self.recent_rows = 0
         log.info("[%s] reader opened %s at %s", self.name, cfg.source.type, saved)
 
     # ------------------------------------------------------------------ lifecycle
@@ -98,6 +105,8 @@ class Reader:
                 self.pending[self.seq] = (rows, batch.checkpoint, batch.ts)
                 self.rows_read += rows
                 self.in_flight += rows
+                self.metrics.rows_in.inc(rows)
+                self._remember(batch)
                 self.max_in_flight = max(self.max_in_flight, self.in_flight)
                 calls.append(self.router.push.remote(batch))
                 if len(calls) >= MAX_PENDING_CALLS:
@@ -108,9 +117,28 @@ class Reader:
         except Exception as exc:  # a stage failed: the pipeline stops, the checkpoint stays behind
             self._fail(reason(exc))
 
+    def _remember(self, batch: RowBatch) -> None:
+        self.recent.append(batch)
+        self.recent_rows += batch.num_rows
+        while self.recent_rows - self.recent[0].num_rows >= PEEK_ROWS:
+            self.recent_rows -= self.recent.popleft().num_rows
+
+    async def peek(self, n: int = 20) -> list[dict[str, Any]]:
+        """The newest `n` row changes read (JSON form), oldest first."""
+        out: list[dict[str, Any]] = []
+        for batch in reversed(self.recent):
+            for part in reversed(batch.parts):
+                data = part.data.slice(max(0, part.num_rows - (n - len(out))))
+                rows = [c.to_dict() for c in type(part)(part.db, part.table, part.key, data).changes(self.name)]
+                out[:0] = rows
+                if len(out) >= n:
+                    return out
+        return out
+
     def _fail(self, reason: str) -> None:
         if self.error is None:
             self.error = reason
+            self.metrics.errors.inc()
             log.error("[%s] pipeline failed: %s", self.name, reason)
         self.state = "failed"
         self.capacity.set()
@@ -151,6 +179,7 @@ class Reader:
             rows, checkpoint, ts = self.pending.popitem(last=False)[1]
             self.in_flight -= rows
             self.rows_delivered += rows
+            self.metrics.rows_delivered.inc(rows)
             self.committed_seq = first
             self.delivered_ts = max(self.delivered_ts, ts)
             if checkpoint is not None:
@@ -186,6 +215,8 @@ class Reader:
             lag = max(0.0, time.time() - next(iter(self.pending.values()))[2])
         else:
             lag = self.source.lag_seconds()
+        self.metrics.lag.set(lag)
+        self.metrics.in_flight.set(self.in_flight)
         return {
             "pipeline": self.name,
             "state": self.state,

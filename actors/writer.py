@@ -11,6 +11,7 @@ import ray
 
 from dbus_ray import registry
 from dbus_ray.config import PipelineConfig, SinkConfig
+from dbus_ray.metrics import WriterMetrics
 from dbus_ray.model import RowBatch
 
 log = logging.getLogger("dbus.writer")
@@ -28,14 +29,18 @@ class Writer:
         self.rows = 0
         self.batches = 0
         self.last_latency = 0.0
+        self.metrics = WriterMetrics(cfg.name, sink.name)
 
     def write(self, batch: RowBatch) -> int:
         started = time.monotonic()
         try:
             self.sink.write(batch)
         except Exception as exc:
+            self.metrics.errors.inc()
             raise RuntimeError(f"sink {self.sink_name} ({self.sink.type_name}): {exc}") from exc
         self.last_latency = time.monotonic() - started
+        self.metrics.latency.observe(self.last_latency)
+        self.metrics.rows_out.inc(batch.num_rows)
         self.rows += batch.num_rows
         self.batches += 1
         self.reader.ack.remote(self.sink_name, batch.seq)

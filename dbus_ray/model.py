@@ -141,6 +141,8 @@ class TableRows:
 
     def changes(self, pipeline: str) -> Iterator[RowChange]:
         cols = self.data.to_pydict()
+        for image in ("before", "after"):
+            _shortest_float32(cols[image], self.data.schema.field(image).type)
         key = self.key
         for i in range(self.data.num_rows):
             before, after = cols["before"][i], cols["after"][i]
@@ -183,6 +185,25 @@ class TableRows:
         schema = META_SCHEMA.append(pa.field("before", before.type)).append(pa.field("after", after.type))
         data = pa.RecordBatch.from_arrays([*arrays, before, after], schema=schema)
         return cls(first.db, first.table, tuple(first.key), data)
+
+
+def _shortest_float32(images: list[dict[str, Any] | None], image_type: pa.DataType) -> None:
+    """FLOAT columns as the shortest decimal that is the same float32 (0.1, as SELECT shows it, not
+    the float64 0.10000000149011612)."""
+    if not pa.types.is_struct(image_type):
+        return
+    names = [f.name for f in image_type if pa.types.is_float32(f.type)]
+    if not names:
+        return
+    import numpy as np
+
+    for image in images:
+        if image is None:
+            continue
+        for name in names:
+            value = image.get(name)
+            if value is not None:
+                image[name] = float(str(np.float32(value)))
 
 
 @dataclass(slots=True)

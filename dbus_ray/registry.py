@@ -19,6 +19,7 @@ BUILTIN_MODULES = (
     "dbus_ray.sinks.null",
     "dbus_ray.sinks.jsonl",
     "dbus_ray.sinks.stdout",
+    "dbus_ray.sinks.kafka",
 )
 
 SOURCES: dict[str, type[Source]] = {}

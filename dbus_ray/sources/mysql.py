@@ -1,12 +1,47 @@
-"""Source `mysql`: reads a MySQL/MariaDB binlog as a replica and emits row changes."""
+"""Source `mysql`: reads a MySQL/MariaDB binlog as a replica and emits row changes.
+
+Checkpoint (opaque to the bus, one per RowBatch, handed back to `open`):
+`{"file": "binlog.000042", "offset": 1234, "skip": 3, "gtid": "0-1-77"}`. `offset` is always a
+transaction boundary: the position of the GTID/BEGIN event of the transaction in progress when the
+batch ended inside one (and `skip` counts the rows of that transaction already emitted), else the
+position after the last transaction read (`skip` 0). So a resume never starts between a TABLE_MAP
+and its ROWS event and neither loses nor duplicates a row. `gtid` is the GTID of that transaction
+(or of the last one read), for information. Row positions: `offset` of the ROWS event, `index` of
+the row among the transaction's emitted rows, `txid` the GTID or `file:offset` of the BEGIN.
+
+Rows are decoded by `dbus_ray.binlog.types` (type mapping documented there) with the column names
+the TABLE_MAP event carries (binlog_row_metadata=FULL), so rows written before an ALTER decode with
+the old columns. Tables excluded by include/exclude are skipped before any decoding.
+"""
 
 from __future__ import annotations
 
+import logging
+import re
+import time
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import pyarrow as pa
+import pymysql
 
 from dbus_ray.config import Invalid
+from dbus_ray.errors import DbusError
+from dbus_ray.model import META_SCHEMA, RowBatch, TableRows
 from dbus_ray.registry import Source, source
+from dbus_ray.routing import TableMatcher
+
+log = logging.getLogger("dbus.mysql")
+
+HEARTBEAT_SECONDS = 0.25  # the server sends a heartbeat after this long without events
+POLL_BUDGET_SECONDS = 0.2  # a poll holding rows returns after this long even when not full
+RECONNECT_ATTEMPTS = 8
+ER_MASTER_FATAL_READING_BINLOG = 1236
+
+MARIADB_GTID_RE = re.compile(r"^\d+-\d+-\d+(,\s*\d+-\d+-\d+)*$")
+MYSQL_GTID_RE = re.compile(r"^[0-9a-fA-F-]{36}(:\d+(-\d+)?)+(,\s*[0-9a-fA-F-]{36}(:\d+(-\d+)?)+)*$")
+FILE_POS_RE = re.compile(r"^([^:\s]+):(\d+)$")
 
 
 @dataclass
@@ -32,7 +67,22 @@ def parse_dsn(dsn: str) -> MysqlDsn:
         raise Invalid("dsn", "DSN has no host: expected mysql://user:password@host:port")
     if not parts.username:
         raise Invalid("dsn", "DSN has no user: expected mysql://user:password@host:port")
-    return MysqlDsn(parts.username, parts.password or "", parts.hostname, port)
+    return MysqlDsn(unquote(parts.username), unquote(parts.password or ""), parts.hostname, port)
+
+
+def parse_start(start: str) -> tuple[str, Any]:
+    """`latest` | `earliest` | `file:offset` | GTID set -> (kind, value)."""
+    text = start.strip()
+    if text in ("latest", "earliest"):
+        return text, None
+    m = FILE_POS_RE.match(text)
+    if m and not MYSQL_GTID_RE.match(text):
+        return "position", (m.group(1), int(m.group(2)))
+    if MARIADB_GTID_RE.match(text) or MYSQL_GTID_RE.match(text):
+        return "gtid", text
+    raise Invalid(
+        "start", f"bad start {start!r}: expected latest, earliest, binlog-file:offset or a GTID set"
+    )
 
 
 @dataclass
@@ -52,6 +102,7 @@ class MysqlOptions:
             raise Invalid("server_id", f"expected an integer or 'auto', got {self.server_id!r}")
         if isinstance(self.server_id, int) and not 1 <= self.server_id < 2**32:
             raise Invalid("server_id", "must be between 1 and 4294967295")
+        parse_start(self.start)
         from dbus_ray.routing import check_pattern
 
         for key in ("include", "exclude"):
@@ -61,6 +112,521 @@ class MysqlOptions:
                     raise Invalid(f"{key}[{i}]", reason)
 
 
+# ------------------------------------------------------------------------------------------------ DDL
+
+DDL_RE = re.compile(r"^\s*(?:/\*.*?\*/\s*)*(CREATE|ALTER|DROP|RENAME|TRUNCATE)\b\s*(.*)$", re.I | re.S)
+NAME = r"(`(?:[^`]|``)+`|[\w$]+)(?:\s*\.\s*(`(?:[^`]|``)+`|[\w$]+))?"
+OBJECT_RE = re.compile(
+    r"^(?:(?:OR\s+REPLACE|TEMPORARY|ONLINE|OFFLINE|IGNORE|UNIQUE|FULLTEXT|SPATIAL)\s+)*"
+    r"(TABLES?|DATABASE|SCHEMA|INDEX|VIEW)\b\s*(?:IF\s+(?:NOT\s+)?EXISTS\s+)?" + NAME,
+    re.I | re.S,
+)
+ON_RE = re.compile(r"\bON\s+" + NAME, re.I | re.S)
+
+
+def _ident(text: str | None) -> str | None:
+    if text is None:
+        return None
+    return text[1:-1].replace("``", "`") if text.startswith("`") else text
+
+
+def ddl_target(sql: str, default_db: str) -> tuple[str, str] | None:
+    """(db, table) a DDL statement changes (table "" for a database), None when it is not a DDL on a
+    table or database."""
+    m = DDL_RE.match(sql)
+    if not m:
+        return None
+    verb, rest = m.group(1).upper(), m.group(2)
+    if verb == "TRUNCATE" and not re.match(r"TABLE\b", rest, re.I):
+        rest = "TABLE " + rest
+    obj = OBJECT_RE.match(rest)
+    if not obj:
+        return None
+    kind = obj.group(1).upper()
+    first, second = _ident(obj.group(2)), _ident(obj.group(3))
+    if kind in ("DATABASE", "SCHEMA"):
+        return first or default_db, ""
+    if kind == "INDEX":
+        on = ON_RE.search(rest)
+        if not on:
+            return None
+        first, second = _ident(on.group(1)), _ident(on.group(2))
+    if second is None:
+        return default_db, first or ""
+    return first or default_db, second
+
+
+class DdlLayout:
+    """The image of an `op: ddl` row: {"sql": statement}."""
+
+    image_type = pa.struct([pa.field("sql", pa.string())])
+    key: tuple[str, ...] = ()
+
+    def __init__(self, db: str, table: str) -> None:
+        self.db = db
+        self.table = table
+
+    def images(self, images: list[Any]) -> pa.StructArray:
+        return pa.array([None if i is None else {"sql": i[0]} for i in images], self.image_type)
+
+
+# ---------------------------------------------------------------------------------------------- source
+
+
+@dataclass
+class _Txn:
+    file: str
+    offset: int
+    gtid: str | None
+    began: bool  # inside BEGIN ... COMMIT (else ends after its one statement)
+    skip: int = 0  # rows already emitted before a resume
+    rows: int = 0  # rows of included tables seen so far
+
+    @property
+    def txid(self) -> str:
+        return self.gtid or f"{self.file}:{self.offset}"
+
+
+class _StreamLost(Exception):
+    """The binlog connection dropped; python-mysql-replication would silently reconnect mid-transaction."""
+
+
+# pending row: (layout, op, before, after, file, offset, gtid, index, txid, ts, txn_file, txn_offset)
+_Row = tuple
+
+
 @source("mysql")
 class MysqlSource(Source):
     Options = MysqlOptions
+
+    # ------------------------------------------------------------------ open / close
+    def open(self, checkpoint: dict[str, Any] | None) -> None:
+        from dbus_ray.binlog import preflight as pf
+
+        o: MysqlOptions = self.options
+        dsn = parse_dsn(o.dsn)
+        ssl = {k: v for k, v in (("ca", o.ssl_ca), ("cert", o.ssl_cert), ("key", o.ssl_key)) if v}
+        self.ep = pf.Endpoint(dsn.host, dsn.port, dsn.user, dsn.password, ssl or None)
+        self.where = self.ep.where
+        conn = pf.connect(self.ep)
+        try:
+            self.info = pf.preflight(conn, self.ep)
+            logs = pf.binary_logs(conn, self.ep)
+        finally:
+            conn.close()
+        self.server_id = (
+            o.server_id if isinstance(o.server_id, int) else pf.auto_server_id(self.pipeline, self.where)
+        )
+        self.target = (pf.binlog_index(self.info.file), self.info.position)
+        self.matcher = TableMatcher(o.include, o.exclude)
+        self.layouts: dict[Any, Any] = {}
+        self.by_table_id: dict[int, tuple[Any, Any]] = {}
+        self.names_cache: dict[tuple[str, str], tuple[list[str], tuple[str, ...]]] = {}
+        self.pending: list[_Row] = []
+        self.stream: Any = None
+        self.txn: _Txn | None = None
+        self.resume: tuple[str, int, int] | None = None
+        self.last_gtid: str | None = None
+        self.idle = False
+        self.reached = False
+        self.last_ts = 0.0
+        self.file = ""
+        self.next_pos = 0
+        gtid_start: str | None = None
+        if checkpoint:
+            file, offset = str(checkpoint["file"]), int(checkpoint["offset"])
+            skip = int(checkpoint.get("skip", 0))
+            self.last_gtid = checkpoint.get("gtid")
+            what = "checkpoint"
+        else:
+            kind, value = parse_start(o.start)
+            skip = 0
+            what = f"start {o.start}"
+            if kind == "latest":
+                file, offset = self.info.file, self.info.position
+            elif kind == "earliest":
+                if not logs:
+                    raise DbusError(f"{self.where} has no binlog files (SHOW BINARY LOGS is empty)")
+                file, offset = logs[0][0], 4
+            elif kind == "position":
+                file, offset = value
+            else:
+                file, offset, gtid_start = "", 0, value
+        if not gtid_start:
+            self._check_position(file, offset, logs, what)
+        self.file, self.next_pos = file, offset
+        self._start_stream(file, offset, skip, gtid_start)
+        log.info(
+            "[%s] mysql source at %s:%s (skip %s) on %s, server_id %s",
+            self.pipeline,
+            file,
+            offset,
+            skip,
+            self.where,
+            self.server_id,
+        )
+
+    def _check_position(self, file: str, offset: int, logs: list[tuple[str, int]], what: str) -> None:
+        sizes = dict(logs)
+        if file not in sizes:
+            oldest = logs[0][0] if logs else "none"
+            raise DbusError(
+                f"binlog file {file} ({what}) is no longer on {self.where} (purged? oldest is {oldest}): "
+                "restart from `start: earliest` or a snapshot (the rows in between are lost) after removing "
+                "the pipeline's checkpoint"
+            )
+        if offset < 4 or offset > sizes[file]:
+            raise DbusError(
+                f"binlog position {file}:{offset} ({what}) is beyond the end of {file} on {self.where}"
+            )
+
+    def _start_stream(self, file: str, offset: int, skip: int, gtid: str | None = None) -> None:
+        from pymysqlreplication import BinLogStreamReader
+        from pymysqlreplication.event import (
+            GtidEvent,
+            HeartbeatLogEvent,
+            MariadbGtidEvent,
+            QueryEvent,
+            RotateEvent,
+            XidEvent,
+        )
+        from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
+
+        opened = {"stream": 0}
+
+        def wrapper(**kwargs: Any) -> pymysql.connections.Connection:
+            if "db" in kwargs:
+                kwargs["database"] = kwargs.pop("db")
+            if kwargs.get("database") != "information_schema":
+                opened["stream"] += 1
+                if opened["stream"] > 1:
+                    raise _StreamLost("binlog connection lost")
+            return pymysql.connect(**kwargs)
+
+        settings = self.ep.settings()
+        settings["read_timeout"] = 60
+        kwargs: dict[str, Any] = {}
+        if gtid:
+            kwargs = {"auto_position": gtid, "is_mariadb": self.info.mariadb}
+        else:
+            kwargs = {"log_file": file, "log_pos": offset, "resume_stream": True}
+        self.stream = BinLogStreamReader(
+            connection_settings=settings,
+            server_id=self.server_id,
+            blocking=True,
+            only_events=[
+                RotateEvent,
+                MariadbGtidEvent,
+                GtidEvent,
+                QueryEvent,
+                XidEvent,
+                WriteRowsEvent,
+                UpdateRowsEvent,
+                DeleteRowsEvent,
+                HeartbeatLogEvent,
+            ],
+            slave_heartbeat=HEARTBEAT_SECONDS,
+            enable_logging=False,
+            pymysql_wrapper=wrapper,
+            **kwargs,
+        )
+        self.txn = None
+        self.by_table_id = {}
+        self.resume = (file, offset, skip) if skip else None
+
+    def _close_stream(self) -> None:
+        if self.stream is not None:
+            try:
+                self.stream.close()
+            except Exception:  # already broken
+                pass
+            self.stream = None
+
+    def close(self) -> None:
+        self._close_stream()
+
+    # ------------------------------------------------------------------ reading
+    def poll(self, max_rows: int, seq: int) -> RowBatch | None:
+        deadline = time.monotonic() + POLL_BUDGET_SECONDS
+        while len(self.pending) < max_rows:
+            if self.pending and time.monotonic() > deadline:
+                break
+            event = self._fetch()
+            if event is None:
+                break
+            if type(event).__name__ == "HeartbeatLogEvent":
+                self.idle = True
+                break
+            self.idle = False
+            self._handle(event)
+        if not self.pending:
+            return None
+        rows, self.pending = self.pending[:max_rows], self.pending[max_rows:]
+        checkpoint = self._checkpoint()
+        return RowBatch(self.pipeline, seq, self._runs(rows), checkpoint, max(r[9] for r in rows))
+
+    def _fetch(self) -> Any:
+        attempt = 0
+        while True:
+            try:
+                return self.stream.fetchone()
+            except DbusError:
+                raise
+            except Exception as exc:
+                code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+                if code == ER_MASTER_FATAL_READING_BINLOG:
+                    raise self._binlog_error(exc) from None
+                if code in (1045, 1044):
+                    from dbus_ray.binlog.preflight import connect_error
+
+                    raise connect_error(self.ep, exc) from None
+                attempt += 1
+                if attempt > RECONNECT_ATTEMPTS:
+                    why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                    raise DbusError(
+                        f"lost the binlog connection to {self.where} and could not reconnect "
+                        f"({RECONNECT_ATTEMPTS} attempts): {why}"
+                    ) from None
+                cp = self._checkpoint()
+                self.pending = []
+                self._close_stream()
+                delay = min(0.2 * 2**attempt, 15.0)
+                log.warning(
+                    "[%s] binlog connection to %s lost (%s); reconnecting in %.1fs from %s",
+                    self.pipeline,
+                    self.where,
+                    type(exc).__name__,
+                    delay,
+                    cp,
+                )
+                time.sleep(delay)
+                self.file, self.next_pos = cp["file"], cp["offset"]
+                self._start_stream(cp["file"], cp["offset"], cp["skip"])
+
+    def _binlog_error(self, exc: BaseException) -> DbusError:
+        text = str(exc.args[1] if len(exc.args) > 1 else exc).splitlines()[0]
+        if "find first log" in text or "purged" in text.lower():
+            return DbusError(
+                f"binlog file {self.file} is no longer on {self.where} (purged?): restart from "
+                "`start: earliest` or a snapshot after removing the pipeline's checkpoint"
+            )
+        return DbusError(
+            f"the server {self.where} refused to send the binlog at {self.file}:{self.next_pos}: {text}"
+        )
+
+    def _handle(self, ev: Any) -> None:
+        name = type(ev).__name__
+        pk = ev.packet
+        end = pk.log_pos
+        offset = end - pk.event_size if end else self.next_pos
+        if ev.timestamp:
+            self.last_ts = float(ev.timestamp)
+        if name == "RotateEvent":
+            self.file, self.next_pos = ev.next_binlog, ev.position
+            return
+        if name in ("WriteRowsEvent", "UpdateRowsEvent", "DeleteRowsEvent"):
+            self._rows(ev, name, offset)
+        elif name == "MariadbGtidEvent":
+            self._begin(offset, ev.gtid, began=not (ev.flags & 1))
+        elif name == "GtidEvent":
+            self._begin(offset, ev.gtid, began=False)
+        elif name == "XidEvent":
+            self._end()
+        elif name == "QueryEvent":
+            self._query(ev, offset)
+        if end:
+            self.next_pos = end
+            if not self.reached and self.txn is None:
+                from dbus_ray.binlog.preflight import binlog_index
+
+                self.reached = (binlog_index(self.file), end) >= self.target
+
+    def _begin(self, offset: int, gtid: str | None, began: bool) -> None:
+        self.txn = _Txn(self.file, offset, gtid, began)
+        if self.resume and self.resume[:2] == (self.file, offset):
+            self.txn.skip = self.resume[2]
+            self.resume = None
+
+    def _end(self) -> None:
+        if self.txn is not None and self.txn.gtid:
+            self.last_gtid = self.txn.gtid
+        self.txn = None
+
+    def _query(self, ev: Any, offset: int) -> None:
+        sql = ev.query if isinstance(ev.query, str) else ev.query.decode("utf-8", "replace")
+        head = sql.lstrip()[:16].upper()
+        if head.startswith("BEGIN") or head.startswith("XA START"):
+            if self.txn is None:
+                self._begin(offset, None, began=True)
+            else:
+                self.txn.began = True
+            return
+        if head.startswith("COMMIT") or head.startswith("ROLLBACK") or head.startswith("XA END"):
+            self._end()
+            return
+        if self.txn is None:
+            self._begin(offset, None, began=False)
+        assert self.txn is not None
+        schema = ev.schema.decode("utf-8", "replace") if isinstance(ev.schema, bytes) else str(ev.schema)
+        target = ddl_target(sql, schema)
+        if target is not None:
+            db, table = target
+            self.names_cache.pop((db, table), None)
+            if self.matcher(db, table or "*"):
+                txn = self.txn
+                index = txn.rows
+                txn.rows += 1
+                if index >= txn.skip:
+                    self.pending.append(
+                        (
+                            DdlLayout(db, table),
+                            "ddl",
+                            None,
+                            (sql,),
+                            self.file,
+                            offset,
+                            txn.gtid,
+                            index,
+                            txn.txid,
+                            float(ev.timestamp),
+                            txn.file,
+                            txn.offset,
+                        )
+                    )
+        if not self.txn.began:
+            self._end()
+
+    def _rows(self, ev: Any, name: str, offset: int) -> None:
+        db, table = ev.schema, ev.table
+        if not self.matcher(db, table):
+            return
+        if not ev.complete:
+            return
+        txn = self.txn
+        if txn is None:  # a rows event outside any transaction marker: treat it as its own transaction
+            self._begin(offset, None, began=False)
+            txn = self.txn
+            assert txn is not None
+        layout = self._layout(ev)
+        body = ev.packet.read(ev.event_size - ev.packet.read_bytes)
+        if name == "WriteRowsEvent":
+            op, rows = "insert", layout.read_rows(body, "insert", ev.columns_present_bitmap)
+        elif name == "DeleteRowsEvent":
+            op, rows = "delete", layout.read_rows(body, "delete", ev.columns_present_bitmap)
+        else:
+            op = "update"
+            rows = layout.read_rows(body, "update", ev.columns_present_bitmap, ev.columns_present_bitmap2)
+        ts = float(ev.timestamp)
+        first = txn.rows
+        txn.rows += len(rows)
+        start = max(0, txn.skip - first)
+        file, gtid, txid, tfile, toff = self.file, txn.gtid, txn.txid, txn.file, txn.offset
+        append = self.pending.append
+        for i in range(start, len(rows)):
+            before, after = rows[i]
+            append((layout, op, before, after, file, offset, gtid, first + i, txid, ts, tfile, toff))
+        if not txn.began:
+            self._end()
+
+    def _layout(self, ev: Any) -> Any:
+        from dbus_ray.binlog.types import Layout, columns_of
+
+        table_obj = ev.table_map[ev.table_id]
+        hit = self.by_table_id.get(ev.table_id)
+        if hit is not None and hit[0] is table_obj:
+            return hit[1]
+        cols = table_obj.columns
+        signature = (ev.schema, ev.table, tuple(tuple(sorted(map(repr, c.__dict__.items()))) for c in cols))
+        layout = self.layouts.get(signature)
+        if layout is None:
+            names: list[str] | None = None
+            if all(c.name for c in cols):
+                pk = table_obj.primary_key
+                key = (pk,) if isinstance(pk, str) and pk else tuple(pk) if pk else ()
+            else:
+                names, key = self._schema_from_catalog(ev.schema, ev.table)
+            layout = Layout(ev.schema, ev.table, columns_of(table_obj, names), key)
+            self.layouts[signature] = layout
+        self.by_table_id[ev.table_id] = (table_obj, layout)
+        return layout
+
+    def _schema_from_catalog(self, db: str, table: str) -> tuple[list[str], tuple[str, ...]]:
+        """Column names and primary key from information_schema (servers without binlog_row_metadata)."""
+        hit = self.names_cache.get((db, table))
+        if hit is None:
+            from dbus_ray.binlog.preflight import connect
+
+            conn = connect(self.ep)
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(
+                        "SELECT COLUMN_NAME, COLUMN_KEY FROM information_schema.COLUMNS "
+                        "WHERE TABLE_SCHEMA=%s AND TABLE_NAME=%s ORDER BY ORDINAL_POSITION",
+                        (db, table),
+                    )
+                    rows = cur.fetchall()
+            finally:
+                conn.close()
+            hit = ([r[0] for r in rows], tuple(r[0] for r in rows if r[1] == "PRI"))
+            self.names_cache[(db, table)] = hit
+        return hit
+
+    # ------------------------------------------------------------------ batches and positions
+    def _runs(self, rows: list[_Row]) -> list[TableRows]:
+        parts: list[TableRows] = []
+        now = time.time()
+        start = 0
+        n = len(rows)
+        while start < n:
+            layout = rows[start][0]
+            end = start + 1
+            while end < n and rows[end][0] is layout:
+                end += 1
+            run = rows[start:end]
+            cols = list(zip(*run))
+            k = len(run)
+            before = layout.images(list(cols[2]))
+            after = layout.images(list(cols[3]))
+            arrays = [
+                pa.array(cols[1], pa.string()),
+                pa.array(cols[4], pa.string()),
+                pa.array(cols[5], pa.int64()),
+                pa.array(cols[6], pa.string()),
+                pa.array(cols[7], pa.int32()),
+                pa.array(cols[8], pa.string()),
+                pa.array(cols[9], pa.float64()),
+                pa.array([now] * k, pa.float64()),
+                before,
+                after,
+            ]
+            schema = META_SCHEMA.append(pa.field("before", before.type)).append(pa.field("after", after.type))
+            parts.append(
+                TableRows(
+                    layout.db, layout.table, layout.key, pa.RecordBatch.from_arrays(arrays, schema=schema)
+                )
+            )
+            start = end
+        return parts
+
+    def _checkpoint(self) -> dict[str, Any]:
+        """Where to resume so that every row handed out so far is skipped and no other."""
+        if self.pending:
+            row = self.pending[0]
+            return {"file": row[10], "offset": row[11], "skip": row[7], "gtid": row[6]}
+        txn = self.txn
+        if txn is not None:
+            return {"file": txn.file, "offset": txn.offset, "skip": txn.rows, "gtid": txn.gtid}
+        if self.resume is not None:
+            file, offset, skip = self.resume
+            return {"file": file, "offset": offset, "skip": skip, "gtid": self.last_gtid}
+        return {"file": self.file, "offset": self.next_pos, "skip": 0, "gtid": self.last_gtid}
+
+    def caught_up(self) -> bool:
+        return (self.reached or self.idle) and not self.pending
+
+    def lag_seconds(self) -> float:
+        if self.pending:
+            return max(0.0, time.time() - min(r[9] for r in self.pending))
+        if self.idle or not self.last_ts:
+            return 0.0
+        return max(0.0, time.time() - self.last_ts)

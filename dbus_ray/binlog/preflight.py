@@ -1,0 +1,265 @@
+"""Connecting to a MySQL/MariaDB server as a binlog reader: connection settings from the DSN, the
+checks done at open (binlog settings, grants) with one-line errors that say how to fix them, binlog
+positions (SHOW MASTER STATUS / SHOW BINARY LOGS) and the `server_id: auto` choice."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pymysql
+
+from dbus_ray.errors import DbusError
+
+log = logging.getLogger("dbus.mysql")
+
+#: `server_id: auto` ids live in [AUTO_ID_BASE, 2**32): far above the ids people give servers.
+AUTO_ID_BASE = 0xC0000000
+AUTO_ID_SPAN = 2**32 - AUTO_ID_BASE
+SERVER_ID_DIR = "~/.dbus/server_ids"
+
+ER_ACCESS_DENIED = 1045
+ER_DBACCESS_DENIED = 1044
+ER_SPECIFIC_ACCESS_DENIED = 1227
+ER_PARSE = 1064
+
+
+@dataclass
+class Endpoint:
+    """Where and as whom to connect (the password never leaves this object in messages)."""
+
+    host: str
+    port: int
+    user: str
+    password: str
+    ssl: dict[str, str] | None = None
+
+    @property
+    def where(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def settings(self) -> dict[str, Any]:
+        """Keyword arguments for pymysql.connect / BinLogStreamReader(connection_settings=...)."""
+        out: dict[str, Any] = {
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "password": self.password,
+            "connect_timeout": 10,
+        }
+        if self.ssl:
+            out["ssl"] = dict(self.ssl)
+        return out
+
+
+def connect(ep: Endpoint, **kwargs: Any) -> pymysql.connections.Connection:
+    """A pymysql connection (autocommit); failures become one-line DbusErrors without the password."""
+    settings = ep.settings()
+    settings.update(autocommit=True, **kwargs)
+    try:
+        return pymysql.connect(**settings)
+    except pymysql.err.OperationalError as exc:
+        raise connect_error(ep, exc) from None
+
+
+def connect_error(ep: Endpoint, exc: BaseException) -> DbusError:
+    code = exc.args[0] if exc.args else None
+    if code in (ER_ACCESS_DENIED, ER_DBACCESS_DENIED):
+        return DbusError(
+            f"access denied for {ep.user}@{ep.host} on {ep.where}: check the user and password in source.dsn"
+        )
+    text = (
+        str(exc.args[1] if len(exc.args) > 1 else exc).replace(ep.password, "***")
+        if ep.password
+        else str(exc)
+    )
+    return DbusError(f"cannot connect to MySQL at {ep.where} as {ep.user}: {text.splitlines()[0]}")
+
+
+@dataclass
+class ServerInfo:
+    """What preflight found out about the server."""
+
+    version: str
+    mariadb: bool
+    file: str  # binlog position current at open
+    position: int
+    gtid: str | None
+    variables: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def has_row_metadata(self) -> bool:
+        return self.variables.get("binlog_row_metadata", "").upper() == "FULL"
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    m = re.match(r"(\d+)\.(\d+)\.(\d+)", version)
+    return tuple(int(x) for x in m.groups()) if m else (0, 0, 0)
+
+
+def _fix(setting: str, value: str) -> str:
+    return f"set {setting}={value} (SET GLOBAL {setting}={value} and in my.cnf)"
+
+
+def master_status(conn: pymysql.connections.Connection, ep: Endpoint) -> tuple[str, int]:
+    """(file, position) the server writes next (SHOW BINARY LOG STATUS, or SHOW MASTER STATUS)."""
+    with conn.cursor() as cur:
+        try:
+            try:
+                cur.execute("SHOW BINARY LOG STATUS")
+            except pymysql.err.ProgrammingError as exc:
+                if exc.args[0] != ER_PARSE:
+                    raise
+                cur.execute("SHOW MASTER STATUS")
+            row = cur.fetchone()
+        except (pymysql.err.OperationalError, pymysql.err.ProgrammingError) as exc:
+            raise _grant_error(ep, exc, "SHOW MASTER STATUS") from None
+    if not row:
+        raise DbusError(
+            f"binary log is off on {ep.where}; start the server with log_bin (in my.cnf, restart)"
+        )
+    return str(row[0]), int(row[1])
+
+
+def binary_logs(conn: pymysql.connections.Connection, ep: Endpoint) -> list[tuple[str, int]]:
+    """[(file, size)] of the binlog files the server still has, oldest first."""
+    with conn.cursor() as cur:
+        try:
+            cur.execute("SHOW BINARY LOGS")
+        except (pymysql.err.OperationalError, pymysql.err.ProgrammingError, pymysql.err.InternalError) as exc:
+            raise _grant_error(ep, exc, "SHOW BINARY LOGS") from None
+        return [(str(r[0]), int(r[1])) for r in cur.fetchall()]
+
+
+def _grant_error(ep: Endpoint, exc: BaseException, what: str) -> DbusError:
+    code = exc.args[0] if exc.args else None
+    if code in (ER_SPECIFIC_ACCESS_DENIED, ER_ACCESS_DENIED, ER_DBACCESS_DENIED):
+        return DbusError(
+            f"user {ep.user}@{ep.host} may not run {what} on {ep.where}; "
+            f"GRANT REPLICATION CLIENT ON *.* TO '{ep.user}'@'<host>' (BINLOG MONITOR on MariaDB >= 10.5)"
+        )
+    return DbusError(f"{what} failed on {ep.where}: {exc.args[-1] if exc.args else exc}")
+
+
+def global_privileges(grants: list[str]) -> tuple[set[str], set[str], bool]:
+    """(privileges ON *.*, privileges on some database or table, grants include a role) from SHOW GRANTS."""
+    glob: set[str] = set()
+    some: set[str] = set()
+    role = False
+    for line in grants:
+        m = re.match(r"GRANT (.+?) ON (\S+) TO ", line, re.I)
+        if not m:
+            if re.match(r"GRANT [`'\w@%.-]+ TO ", line, re.I):
+                role = True
+            continue
+        privs = {p.strip().upper() for p in m.group(1).split(",")}
+        (glob if m.group(2) == "*.*" else some).update(privs)
+        some.update(privs)
+    return glob, some, role
+
+
+def preflight(conn: pymysql.connections.Connection, ep: Endpoint) -> ServerInfo:
+    """Check that the server can be read as a row-based binlog by this user; raise DbusError (one line
+    naming the setting or grant and the statement that fixes it) when not."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT VERSION()")
+        version = str(cur.fetchone()[0])
+        cur.execute(
+            "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('log_bin', 'binlog_format', 'binlog_row_image', "
+            "'binlog_row_metadata', 'gtid_binlog_pos', 'gtid_executed', 'gtid_mode', 'binlog_checksum')"
+        )
+        variables = {str(k).lower(): str(v) for k, v in cur.fetchall()}
+        cur.execute("SHOW GRANTS")
+        grants = [str(r[0]) for r in cur.fetchall()]
+    mariadb = "mariadb" in version.lower()
+    where = ep.where
+    warnings: list[str] = []
+    if variables.get("log_bin", "OFF").upper() not in ("ON", "1"):
+        raise DbusError(
+            f"binary log is off on {where}; start the server with log_bin=ON (in my.cnf, needs a restart)"
+        )
+    fmt = variables.get("binlog_format", "").upper()
+    if fmt != "ROW":
+        raise DbusError(f"binlog_format is {fmt or 'unknown'} on {where}; {_fix('binlog_format', 'ROW')}")
+    image = variables.get("binlog_row_image", "FULL").upper()
+    if image in ("MINIMAL", "NOBLOB"):
+        warnings.append(
+            f"binlog_row_image is {image} on {where}: images miss columns (they read as null); "
+            f"{_fix('binlog_row_image', 'FULL')}"
+        )
+    elif image not in ("FULL", "FULL_NODUP"):
+        raise DbusError(f"binlog_row_image is {image} on {where}; {_fix('binlog_row_image', 'FULL')}")
+    v = version_tuple(version)
+    needs_metadata = v >= (10, 5, 0) if mariadb else v >= (8, 0, 1)
+    metadata = variables.get("binlog_row_metadata")
+    if needs_metadata and (metadata or "").upper() != "FULL":
+        shown = metadata or "unknown"
+        raise DbusError(f"binlog_row_metadata is {shown} on {where}; {_fix('binlog_row_metadata', 'FULL')}")
+    if metadata is None:
+        warnings.append(
+            f"{where} has no binlog_row_metadata: column names come from information_schema (today's schema)"
+        )
+    glob, some, role = global_privileges(grants)
+    if not role and "ALL PRIVILEGES" not in glob:
+        missing = []
+        if "REPLICATION SLAVE" not in glob:
+            missing.append("REPLICATION SLAVE")
+        if not glob & {"REPLICATION CLIENT", "BINLOG MONITOR", "SUPER"}:
+            missing.append("BINLOG MONITOR" if mariadb and v >= (10, 5, 2) else "REPLICATION CLIENT")
+        if "SELECT" not in some and "ALL PRIVILEGES" not in some:
+            missing.append("SELECT")
+        if missing:
+            privs = ", ".join(missing)
+            grant = f"GRANT {privs} ON *.* TO '{ep.user}'@'<host>'"
+            raise DbusError(f"user {ep.user}@{ep.host} lacks {privs} on {where}; {grant}")
+    file, pos = master_status(conn, ep)
+    gtid = variables.get("gtid_binlog_pos") if mariadb else variables.get("gtid_executed")
+    for w in warnings:
+        log.warning(w)
+    return ServerInfo(version, mariadb, file, pos, gtid or None, variables, warnings)
+
+
+def binlog_index(name: str) -> int:
+    """The sequence number of a binlog file name (`binlog.000042` -> 42)."""
+    m = re.search(r"\.(\d+)$", name)
+    return int(m.group(1)) if m else 0
+
+
+# ---------------------------------------------------------------------------------------- server_id
+
+
+def auto_server_id(pipeline: str, origin: str, registry_dir: str | os.PathLike[str] = SERVER_ID_DIR) -> int:
+    """A server_id for `pipeline` reading `origin` (host:port): a hash of both into a high range; the
+    per-host registry `~/.dbus/server_ids/<id>` (file content: who owns it) moves a clash to the next id.
+    The same pipeline gets the same id again."""
+    owner = f"{pipeline}@{origin}\n"
+    base = zlib.crc32(owner.encode())
+    directory = Path(os.path.expanduser(registry_dir))
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return AUTO_ID_BASE + base % AUTO_ID_SPAN
+    for step in range(1000):
+        sid = AUTO_ID_BASE + (base + step) % AUTO_ID_SPAN
+        path = directory / str(sid)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            try:
+                if path.read_text() == owner:
+                    return sid
+            except OSError:
+                pass
+            continue
+        except OSError:
+            return sid
+        with os.fdopen(fd, "w") as f:
+            f.write(owner)
+        return sid
+    return AUTO_ID_BASE + base % AUTO_ID_SPAN

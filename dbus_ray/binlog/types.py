@@ -1,0 +1,477 @@
+"""Row images of binlog ROWS events -> Python values -> Arrow columns, one precompiled layout per table
+definition (as its TABLE_MAP event describes it).
+
+Type mapping (MySQL/MariaDB column -> Arrow type of the image field -> JSON of the jsonl sink). Every
+value equals what a `SELECT` of the row returns through pymysql, after the JSON mapping of
+`dbus_ray.model.json_default`:
+
+column type                  -> Arrow type         -> value (JSON)
+TINYINT..BIGINT              -> int8/16/32/32/64   -> number; UNSIGNED -> uint8/16/32/32/64
+DECIMAL(p,s)                 -> decimal128(p,s)    -> exact Decimal (JSON string); decimal256 when p > 38
+FLOAT / DOUBLE               -> float32 / float64  -> the stored binary value
+BIT(n)                       -> binary             -> the (n+7)//8 big-endian bytes SELECT returns (base64)
+YEAR                         -> uint16             -> 1901..2155, 0 for YEAR 0000
+DATE                         -> string             -> `YYYY-MM-DD`
+DATETIME(fsp)                -> string             -> ISO `YYYY-MM-DDTHH:MM:SS[.ffffff]` (= isoformat())
+TIMESTAMP(fsp)               -> string             -> ISO in UTC, `...+00:00`
+zero/partial dates           -> string             -> exactly as the server shows them, e.g.
+                                                      `0000-00-00 00:00:00.000` (pymysql returns str too)
+TIME(fsp)                    -> duration[us]       -> timedelta (JSON `[-]HH:MM:SS[.ffffff]`)
+CHAR/VARCHAR/TEXT            -> string             -> decoded with the column charset (utf8mb4, latin1 =
+                                                      cp1252 with 0x81/8D/8F/90/9D as C1 controls, ...)
+BINARY/VARBINARY/BLOB        -> binary             -> bytes, BINARY(n) zero-padded to n (base64)
+ENUM / SET                   -> string             -> the member / the members joined by `,` (as SELECT)
+JSON                         -> string             -> MariaDB: the stored text; MySQL: compact JSON text
+GEOMETRY                     -> binary             -> as SELECT returns it: 4-byte LE SRID + WKB
+
+Dates are strings because an Arrow date/timestamp cannot hold MySQL's zero dates exactly. NULL is
+null everywhere; with `binlog_row_image=MINIMAL` a column missing from an image is null too.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+Reader = Callable[[bytes, int], tuple[Any, int]]
+
+# FIELD_TYPE codes (include/mysql_com.h)
+DECIMAL, TINY, SHORT, LONG, FLOAT, DOUBLE, NULL, TIMESTAMP, LONGLONG, INT24 = range(10)
+DATE, TIME, DATETIME, YEAR, NEWDATE, VARCHAR, BIT, TIMESTAMP2, DATETIME2, TIME2 = range(10, 20)
+JSON, NEWDECIMAL, ENUM, SET, TINY_BLOB, MEDIUM_BLOB, LONG_BLOB, BLOB, VAR_STRING, STRING, GEOMETRY = range(
+    245, 256
+)
+
+_INTS: dict[int, tuple[str, str, Any, Any]] = {
+    TINY: ("<b", "<B", pa.int8(), pa.uint8()),
+    SHORT: ("<h", "<H", pa.int16(), pa.uint16()),
+    LONG: ("<i", "<I", pa.int32(), pa.uint32()),
+    LONGLONG: ("<q", "<Q", pa.int64(), pa.uint64()),
+}
+_DIG2BYTES = (0, 1, 1, 2, 2, 3, 3, 4, 4, 4)
+_UTC = dt.UTC
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=_UTC)
+
+# MySQL's latin1 is cp1252, except that the five bytes cp1252 leaves undefined map to C1 controls.
+_CP1252_HIGH = bytes(range(0x80, 0xA0)).decode("cp1252", errors="replace")
+LATIN1_TABLE = {0x80 + i: (ch if ch != "\ufffd" else chr(0x80 + i)) for i, ch in enumerate(_CP1252_HIGH)}
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnDef:
+    """What a TABLE_MAP event says about one column."""
+
+    name: str
+    type: int
+    unsigned: bool = False
+    charset: str | None = None  # Python codec, "binary" or None (not a character column)
+    max_length: int = 0  # STRING/VARCHAR: bytes
+    length_size: int = 0  # BLOB/JSON/GEOMETRY: bytes of the length prefix
+    precision: int = 0
+    scale: int = 0
+    fsp: int = 0
+    bits: int = 0  # BIT
+    size: int = 0  # ENUM/SET: bytes
+    members: tuple[str, ...] = ()  # ENUM/SET values (ENUM without the leading '')
+
+
+def codec_of(charset_name: str | None, collation: str | None) -> str | None:
+    """Python codec for a column's MySQL charset (as python-mysql-replication names it)."""
+    if collation == "binary" or charset_name == "binary":
+        return "binary"
+    if collation and collation.startswith("latin1"):
+        return "mysql-latin1"
+    if charset_name in (None, "utf8", "utf8mb4", "utf8mb3"):
+        return "utf-8"
+    return charset_name
+
+
+def _decoder(codec: str) -> Callable[[bytes], Any]:
+    if codec == "binary":
+        return bytes
+    if codec == "mysql-latin1":
+        return lambda b: b.decode("latin-1").translate(LATIN1_TABLE)
+    try:
+        "".encode(codec)
+    except LookupError:
+        codec = "utf-8"
+    return lambda b: b.decode(codec, "replace")
+
+
+# ------------------------------------------------------------------------------------------ readers
+
+
+def _int_reader(fmt: str) -> Reader:
+    s = struct.Struct(fmt)
+    size, unpack = s.size, s.unpack_from
+
+    def read(buf: bytes, pos: int) -> tuple[Any, int]:
+        return unpack(buf, pos)[0], pos + size
+
+    return read
+
+
+def _int24_reader(unsigned: bool) -> Reader:
+    def read(buf: bytes, pos: int) -> tuple[Any, int]:
+        return int.from_bytes(buf[pos : pos + 3], "little", signed=not unsigned), pos + 3
+
+    return read
+
+
+def _lenbytes_reader(prefix: int, convert: Callable[[bytes], Any]) -> Reader:
+    def read(buf: bytes, pos: int) -> tuple[Any, int]:
+        n = int.from_bytes(buf[pos : pos + prefix], "little")
+        start = pos + prefix
+        return convert(buf[start : start + n]), start + n
+
+    return read
+
+
+def _decimal_reader(precision: int, scale: int) -> Reader:
+    intg = precision - scale
+    intg0, intg0x = divmod(intg, 9)
+    frac0, frac0x = divmod(scale, 9)
+    lead = _DIG2BYTES[intg0x]
+    tail = _DIG2BYTES[frac0x]
+    size = lead + intg0 * 4 + frac0 * 4 + tail
+
+    def read(buf: bytes, pos: int) -> tuple[Any, int]:
+        raw = bytearray(buf[pos : pos + size])
+        negative = not raw[0] & 0x80
+        raw[0] ^= 0x80
+        if negative:
+            raw = bytearray(b ^ 0xFF for b in raw)
+        p = lead
+        int_part = str(int.from_bytes(raw[:lead], "big")) if lead else ""
+        for _ in range(intg0):
+            int_part += f"{int.from_bytes(raw[p : p + 4], 'big'):09d}"
+            p += 4
+        frac = ""
+        for _ in range(frac0):
+            frac += f"{int.from_bytes(raw[p : p + 4], 'big'):09d}"
+            p += 4
+        if tail:
+            frac += f"{int.from_bytes(raw[p : p + tail], 'big'):0{frac0x}d}"
+        text = ("-" if negative else "") + (int_part or "0") + ("." + frac if frac else "")
+        return decimal.Decimal(text), pos + size
+
+    return read
+
+
+def _frac_reader(fsp: int) -> tuple[int, Callable[[bytes, int], int]]:
+    """(bytes, signed microseconds reader) of a temporal fraction."""
+    if fsp in (1, 2):
+        return 1, lambda b, p: int.from_bytes(b[p : p + 1], "big", signed=True) * 10000
+    if fsp in (3, 4):
+        return 2, lambda b, p: int.from_bytes(b[p : p + 2], "big", signed=True) * 100
+    if fsp in (5, 6):
+        return 3, lambda b, p: int.from_bytes(b[p : p + 3], "big", signed=True)
+    return 0, lambda b, p: 0
+
+
+def _zero_date_text(y: int, mo: int, d: int, h: int, mi: int, s: int, us: int, fsp: int) -> str:
+    """A date Python cannot hold, as the server shows it."""
+    text = f"{y:04d}-{mo:02d}-{d:02d} {h:02d}:{mi:02d}:{s:02d}"
+    return text + (f".{us:06d}"[: fsp + 1] if fsp else "")
+
+
+def _datetime_text(y: int, mo: int, d: int, h: int, mi: int, s: int, us: int, fsp: int) -> str:
+    if y == 0 or mo == 0 or d == 0:
+        return _zero_date_text(y, mo, d, h, mi, s, us, fsp)
+    text = f"{y:04d}-{mo:02d}-{d:02d}T{h:02d}:{mi:02d}:{s:02d}"
+    return text + f".{us:06d}" if us else text
+
+
+def _datetime2_reader(fsp: int) -> Reader:
+    fbytes, frac = _frac_reader(fsp)
+    size = 5 + fbytes
+
+    def read(buf: bytes, pos: int) -> tuple[Any, int]:
+        v = int.from_bytes(buf[pos : pos + 5], "big") - 0x8000000000
+        us = frac(buf, pos + 5) if fbytes else 0
+        if us < 0:
+            us = -us
+        ymd, hms = v >> 17, v & 0x1FFFF
+        ym = ymd >> 5
+        text = _datetime_text(ym // 13, ym % 13, ymd & 31, hms >> 12, (hms >> 6) & 63, hms & 63, us, fsp)
+        return text, pos + size
+
+    return read
+
+
+def _timestamp2_reader(fsp: int) -> Reader:
+    fbytes, frac = _frac_reader(fsp)
+    size = 4 + fbytes
+
+    def read(buf: bytes, pos: int) -> tuple[Any, int]:
+        secs = int.from_bytes(buf[pos : pos + 4], "big")
+        us = frac(buf, pos + 4) if fbytes else 0
+        if secs == 0 and us == 0:
+            return _zero_date_text(0, 0, 0, 0, 0, 0, 0, fsp), pos + size
+        t = _EPOCH + dt.timedelta(seconds=secs, microseconds=us)
+        return t.isoformat(), pos + size
+
+    return read
+
+
+def _time2_reader(fsp: int) -> Reader:
+    fbytes = {0: 0, 1: 1, 2: 1, 3: 2, 4: 2, 5: 3, 6: 3}[fsp]
+    size = 3 + fbytes
+
+    def read(buf: bytes, pos: int) -> tuple[Any, int]:
+        if fbytes == 3:
+            packed = int.from_bytes(buf[pos : pos + 6], "big") - 0x800000000000
+        else:
+            intpart = int.from_bytes(buf[pos : pos + 3], "big") - 0x800000
+            frac = int.from_bytes(buf[pos + 3 : pos + 3 + fbytes], "big") if fbytes else 0
+            if intpart < 0 and frac:
+                intpart += 1
+                frac -= 0x100 if fbytes == 1 else 0x10000
+            frac *= 10000 if fbytes == 1 else 100
+            packed = (intpart << 24) + frac
+        sign = -1 if packed < 0 else 1
+        packed = abs(packed)
+        hms, us = packed >> 24, packed & 0xFFFFFF
+        secs = (hms >> 12) % 1024 * 3600 + (hms >> 6) % 64 * 60 + hms % 64
+        return dt.timedelta(microseconds=sign * (secs * 1_000_000 + us)), pos + size
+
+    return read
+
+
+def _date(buf: bytes, pos: int) -> tuple[Any, int]:
+    v = int.from_bytes(buf[pos : pos + 3], "little")
+    return f"{v >> 9:04d}-{(v >> 5) & 15:02d}-{v & 31:02d}", pos + 3
+
+
+def _old_datetime(buf: bytes, pos: int) -> tuple[Any, int]:
+    v = int.from_bytes(buf[pos : pos + 8], "little")
+    d, t = divmod(v, 1_000_000)
+    return _datetime_text(
+        d // 10000, d // 100 % 100, d % 100, t // 10000, t // 100 % 100, t % 100, 0, 0
+    ), pos + 8
+
+
+def _old_timestamp(buf: bytes, pos: int) -> tuple[Any, int]:
+    secs = int.from_bytes(buf[pos : pos + 4], "little")
+    if secs == 0:
+        return _zero_date_text(0, 0, 0, 0, 0, 0, 0, 0), pos + 4
+    return (_EPOCH + dt.timedelta(seconds=secs)).isoformat(), pos + 4
+
+
+def _old_time(buf: bytes, pos: int) -> tuple[Any, int]:
+    v = int.from_bytes(buf[pos : pos + 3], "little", signed=True)
+    sign, v = (-1 if v < 0 else 1), abs(v)
+    return dt.timedelta(seconds=sign * (v // 10000 * 3600 + v // 100 % 100 * 60 + v % 100)), pos + 3
+
+
+def _year(buf: bytes, pos: int) -> tuple[Any, int]:
+    y = buf[pos]
+    return (y + 1900 if y else 0), pos + 1
+
+
+def _mysql_json(data: bytes) -> str:
+    from pymysqlreplication.json_binary import parse_json
+
+    if not data:
+        return "null"
+    value = parse_json(data[0], data[1:])
+    return json.dumps(_json_plain(value), ensure_ascii=False)
+
+
+def _json_plain(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, dict):
+        return {_json_plain(k): _json_plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_plain(v) for v in value]
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    return value
+
+
+def column_reader(col: ColumnDef) -> tuple[Reader, pa.DataType]:
+    """The reader and Arrow type of one column."""
+    t = col.type
+    if t in _INTS:
+        signed_fmt, unsigned_fmt, signed_type, unsigned_type = _INTS[t]
+        if col.unsigned:
+            return _int_reader(unsigned_fmt), unsigned_type
+        return _int_reader(signed_fmt), signed_type
+    if t == INT24:
+        return _int24_reader(col.unsigned), pa.uint32() if col.unsigned else pa.int32()
+    if t == FLOAT:
+        return _int_reader("<f"), pa.float32()
+    if t == DOUBLE:
+        return _int_reader("<d"), pa.float64()
+    if t == NEWDECIMAL:
+        arrow = pa.decimal128 if col.precision <= 38 else pa.decimal256
+        return _decimal_reader(col.precision, col.scale), arrow(max(col.precision, 1), col.scale)
+    if t in (VARCHAR, VAR_STRING, STRING):
+        codec = col.charset or "utf-8"
+        convert = _decoder(codec)
+        if codec == "binary" and t == STRING and col.max_length:
+            width = col.max_length
+
+            def convert(b: bytes, width: int = width) -> bytes:
+                return b.ljust(width, b"\0")
+
+        prefix = 2 if col.max_length > 255 else 1
+        return _lenbytes_reader(prefix, convert), pa.binary() if codec == "binary" else pa.string()
+    if t in (BLOB, TINY_BLOB, MEDIUM_BLOB, LONG_BLOB):
+        codec = col.charset or "binary"
+        return _lenbytes_reader(
+            col.length_size, _decoder(codec)
+        ), pa.binary() if codec == "binary" else pa.string()
+    if t == GEOMETRY:
+        return _lenbytes_reader(col.length_size, bytes), pa.binary()
+    if t == JSON:
+        return _lenbytes_reader(col.length_size, _mysql_json), pa.string()
+    if t == BIT:
+        n = (col.bits + 7) // 8
+
+        def read_bit(buf: bytes, pos: int) -> tuple[Any, int]:
+            return bytes(buf[pos : pos + n]), pos + n
+
+        return read_bit, pa.binary()
+    if t == ENUM:
+        members = ("",) + col.members
+        size = col.size
+
+        def read_enum(buf: bytes, pos: int) -> tuple[Any, int]:
+            i = int.from_bytes(buf[pos : pos + size], "little")
+            return (members[i] if i < len(members) else ""), pos + size
+
+        return read_enum, pa.string()
+    if t == SET:
+        members = col.members
+        size = col.size
+
+        def read_set(buf: bytes, pos: int) -> tuple[Any, int]:
+            mask = int.from_bytes(buf[pos : pos + size], "little")
+            return ",".join(m for i, m in enumerate(members) if mask >> i & 1), pos + size
+
+        return read_set, pa.string()
+    if t == YEAR:
+        return _year, pa.uint16()
+    if t in (DATE, NEWDATE):
+        return _date, pa.string()
+    if t == DATETIME2:
+        return _datetime2_reader(col.fsp), pa.string()
+    if t == TIMESTAMP2:
+        return _timestamp2_reader(col.fsp), pa.string()
+    if t == TIME2:
+        return _time2_reader(col.fsp), pa.duration("us")
+    if t == DATETIME:
+        return _old_datetime, pa.string()
+    if t == TIMESTAMP:
+        return _old_timestamp, pa.string()
+    if t == TIME:
+        return _old_time, pa.duration("us")
+    raise ValueError(f"column {col.name}: unsupported MySQL column type {t}")
+
+
+class Layout:
+    """One table definition: how to decode its row images and the Arrow struct type of an image."""
+
+    def __init__(self, db: str, table: str, columns: list[ColumnDef], key: tuple[str, ...]) -> None:
+        self.db = db
+        self.table = table
+        self.columns = columns
+        self.key = key
+        self.names = [c.name for c in columns]
+        built = [column_reader(c) for c in columns]
+        self.readers = [r for r, _ in built]
+        self.types = [t for _, t in built]
+        self.image_type = pa.struct([pa.field(n, t) for n, t in zip(self.names, self.types)])
+        self._present: dict[bytes, tuple[list[int], int]] = {}
+
+    def _present_columns(self, bitmap: bytes) -> tuple[list[int], int]:
+        hit = self._present.get(bitmap)
+        if hit is None:
+            idx = [i for i in range(len(self.columns)) if bitmap[i >> 3] >> (i & 7) & 1]
+            hit = self._present[bitmap] = (idx, (len(idx) + 7) // 8)
+        return hit
+
+    def read_image(self, buf: bytes, pos: int, bitmap: bytes) -> tuple[list[Any], int]:
+        idx, null_len = self._present_columns(bitmap)
+        nulls = buf[pos : pos + null_len]
+        pos += null_len
+        values: list[Any] = [None] * len(self.readers)
+        readers = self.readers
+        for j, i in enumerate(idx):
+            if nulls[j >> 3] >> (j & 7) & 1:
+                continue
+            values[i], pos = readers[i](buf, pos)
+        return values, pos
+
+    def read_rows(
+        self, body: bytes, kind: str, bitmap: bytes, bitmap2: bytes | None = None
+    ) -> list[tuple[list[Any] | None, list[Any] | None]]:
+        """(before, after) value lists of every row of a rows event body."""
+        rows: list[tuple[list[Any] | None, list[Any] | None]] = []
+        pos, end = 0, len(body)
+        read = self.read_image
+        if kind == "update":
+            assert bitmap2 is not None
+            while pos < end:
+                before, pos = read(body, pos, bitmap)
+                after, pos = read(body, pos, bitmap2)
+                rows.append((before, after))
+        elif kind == "insert":
+            while pos < end:
+                after, pos = read(body, pos, bitmap)
+                rows.append((None, after))
+        else:
+            while pos < end:
+                before, pos = read(body, pos, bitmap)
+                rows.append((before, None))
+        return rows
+
+    def images(self, images: list[list[Any] | None]) -> pa.StructArray:
+        """An Arrow struct column of row images (None: no image)."""
+        empty = [None] * len(self.types)
+        cols = list(zip(*[img if img is not None else empty for img in images]))
+        children = [pa.array(col, type=t) for col, t in zip(cols, self.types)]
+        mask = pa.array([img is None for img in images], pa.bool_())
+        return pa.StructArray.from_arrays(children, fields=list(self.image_type), mask=mask)
+
+
+def columns_of(table_map_event: Any, names: list[str] | None = None) -> list[ColumnDef]:
+    """ColumnDefs of a python-mysql-replication TableMapEvent (`names` when the event carries none)."""
+    out = []
+    for i, c in enumerate(table_map_event.columns):
+        name = c.name or (names[i] if names and i < len(names) else f"col{i}")
+        members: tuple[str, ...] = ()
+        if c.type == ENUM and c.enum_values:
+            members = tuple(c.enum_values[1:])
+        elif c.type == SET and c.set_values:
+            members = tuple(c.set_values)
+        charset = None
+        if c.type in (VARCHAR, VAR_STRING, STRING, BLOB, TINY_BLOB, MEDIUM_BLOB, LONG_BLOB):
+            charset = codec_of(c.character_set_name, c.collation_name)
+        data = c.__dict__
+        out.append(
+            ColumnDef(
+                name=name,
+                type=c.type,
+                unsigned=bool(c.unsigned),
+                charset=charset,
+                max_length=data.get("max_length", 0),
+                length_size=data.get("length_size", 0),
+                precision=data.get("precision", 0),
+                scale=data.get("decimals", 0),
+                fsp=data.get("fsp", 0),
+                bits=data.get("bits", 0),
+                size=data.get("size", 0),
+                members=members,
+            )
+        )
+    return out

@@ -1,0 +1,174 @@
+"""Checkpoint store `kafka`: the pipeline's checkpoint as the last record keyed by the pipeline name in a
+compacted topic (default `__dbus_checkpoints`, one partition, `cleanup.policy=compact`).
+
+Two modes, chosen from the pipeline's sinks by `store_for(pipeline, cfg)`:
+- transactional: the pipeline's (only) sink is a kafka sink with `delivery: exactly_once`. That sink writes
+  the checkpoint record in the same transaction as the batch's rows, so rows and checkpoint commit
+  together; `save()` is then a no-op (the reader's save after the acknowledgement would only repeat what
+  is already committed) and `load()` returns the last committed record.
+- plain: any other pipeline with a kafka sink. `save()` writes the record with an idempotent producer
+  (acks=all) and returns once it is acknowledged, like the file store but on the brokers.
+
+`load()` reads the topic with `isolation.level=read_committed` from the beginning to the end of every
+partition and returns the value of the last record whose key is the pipeline name, i.e. the
+`{"source": .., "seq": .., "time": ..}` the reader hands back to its source.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+from dbus_ray.checkpoints import CheckpointStore
+from dbus_ray.model import dumps
+
+log = logging.getLogger("dbus.kafka")
+
+CHECKPOINT_TOPIC = "__dbus_checkpoints"
+
+
+class KafkaCheckpointStore(CheckpointStore):
+    def __init__(
+        self,
+        pipeline: str,
+        bootstrap: str,
+        topic: str = CHECKPOINT_TOPIC,
+        *,
+        transactional: bool = False,
+        client: dict[str, Any] | None = None,
+        timeout_s: float = 30.0,
+    ) -> None:
+        self.pipeline = pipeline
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.transactional = transactional
+        self.client = dict(client or {})
+        self.timeout_s = timeout_s
+        self._producer: Any = None
+        self._acked = 0
+        self._error: str | None = None
+
+    def _config(self) -> dict[str, Any]:
+        return {**self.client, "bootstrap.servers": self.bootstrap, "logger": log}
+
+    def _topic_partitions(self) -> list[int] | None:
+        """The checkpoint topic's partitions, None when it does not exist (asked without creating it)."""
+        from confluent_kafka import KafkaException
+        from confluent_kafka.admin import AdminClient
+
+        try:
+            metadata = AdminClient(self._config()).list_topics(timeout=self.timeout_s)
+        except KafkaException as exc:
+            raise RuntimeError(f"checkpoint store kafka: cannot reach broker {self.bootstrap}: "
+                               f"{exc.args[0].str() if exc.args else exc}") from None
+        topic = metadata.topics.get(self.topic)
+        if topic is None or topic.error is not None:
+            return None
+        return sorted(topic.partitions)
+
+    def load(self) -> dict[str, Any] | None:
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+        partitions = self._topic_partitions()
+        if not partitions:
+            return None
+        consumer = Consumer({
+            **self._config(),
+            "group.id": f"dbus-checkpoint-reader-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+            "auto.offset.reset": "earliest",
+        })
+        key = self.pipeline.encode()
+        found: tuple[int, int, bytes] | None = None  # (timestamp, offset order, value) of the newest record
+        try:
+            consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in partitions])
+            open_partitions = set(partitions)
+            deadline = time.monotonic() + self.timeout_s
+            while open_partitions:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"checkpoint store kafka: reading {self.topic} timed out after "
+                                       f"{self.timeout_s:.0f} s")
+                msg = consumer.poll(0.5)
+                if msg is None:
+                    continue
+                if msg.error() is not None:
+                    if msg.error().code() == KafkaError._PARTITION_EOF:
+                        open_partitions.discard(msg.partition())
+                        continue
+                    raise RuntimeError(f"checkpoint store kafka: reading {self.topic}: {msg.error().str()}")
+                if msg.key() == key:
+                    # one key lives in one partition: the highest offset there is the newest
+                    found = (msg.partition(), msg.offset(), msg.value())
+        finally:
+            consumer.close()
+        if found is None or found[2] is None:
+            return None
+        return json.loads(found[2])
+
+    def save(self, checkpoint: dict[str, Any]) -> None:
+        if self.transactional:
+            return  # committed by the exactly-once kafka sink in the transaction of the batch's rows
+        from confluent_kafka import Producer
+
+        if self._producer is None:
+            self._ensure_topic()
+            self._producer = Producer({**self._config(), "enable.idempotence": True, "acks": "all",
+                                       "linger.ms": 0, "partitioner": "murmur2_random"})
+        self._acked, self._error = 0, None
+        self._producer.produce(self.topic, dumps(checkpoint).encode(), self.pipeline.encode(),
+                               on_delivery=self._on_delivery)
+        self._producer.flush(self.timeout_s)
+        if self._error or self._acked != 1:
+            raise RuntimeError(f"checkpoint store kafka: saving to {self.topic} failed: "
+                               f"{self._error or 'not acknowledged in time'}")
+
+    def _on_delivery(self, err: Any, msg: Any) -> None:
+        if err is None:
+            self._acked += 1
+        else:
+            self._error = err.str()
+
+    def _ensure_topic(self) -> None:
+        from confluent_kafka import KafkaError, KafkaException
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        if self._topic_partitions() is not None:
+            return
+        new = NewTopic(self.topic, num_partitions=1, replication_factor=-1, config={"cleanup.policy": "compact"})
+        admin = AdminClient(self._config())  # keep it alive until the future resolves
+        future = admin.create_topics([new], operation_timeout=self.timeout_s)[self.topic]
+        try:
+            future.result(timeout=self.timeout_s + 5)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise RuntimeError(f"checkpoint store kafka: cannot create {self.topic}: {exc.args[0].str()}") \
+                    from None
+
+    def describe(self) -> str:
+        mode = "transactional" if self.transactional else "plain"
+        return f"kafka {self.bootstrap} {self.topic} key {self.pipeline} ({mode})"
+
+
+def store_for(pipeline: str, cfg: Any) -> KafkaCheckpointStore:
+    """The kafka store of a pipeline config: the brokers and checkpoint topic of its kafka sink;
+    transactional when that sink delivers exactly once (it must then be the pipeline's only sink, since
+    its checkpoint must cover every sink)."""
+    if cfg is None:
+        raise ValueError("checkpoint store kafka needs the pipeline config (open_store(..., cfg=cfg))")
+    kafka = [s for s in cfg.sinks if s.type == "kafka"]
+    if not kafka:
+        raise ValueError(f"pipeline {pipeline}: checkpoint store kafka needs a kafka sink (it uses its brokers)")
+    exactly = [s for s in kafka if s.options.delivery == "exactly_once"]
+    chosen = exactly[0] if exactly else kafka[0]
+    if exactly and len(cfg.sinks) > 1:
+        raise ValueError(f"pipeline {pipeline}: kafka sink {chosen.name} delivers exactly_once with checkpoint "
+                         "store kafka, so it must be the pipeline's only sink")
+    o = chosen.options
+    client = {k: v for k, v in o.producer.items() if k.startswith(("security.", "sasl.", "ssl."))}
+    return KafkaCheckpointStore(pipeline, o.bootstrap, o.checkpoint_topic, transactional=bool(exactly),
+                                client=client, timeout_s=o.timeout_s)

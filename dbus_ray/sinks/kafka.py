@@ -1,0 +1,373 @@
+"""Sink `kafka`: every row change as one Kafka message (confluent-kafka / librdkafka).
+
+- value: the row change serialized by `format` (`json`: the documented JSON form; `avro`: see
+  `dbus_ray.serializers.avro`, Confluent wire format when `schema_registry` is set);
+- key: the primary key (or the `key` columns) as a JSON object, e.g. `{"id":42}`; partitioned with
+  murmur2 (`partitioner: murmur2_random`, Java's default), so one key always lands in one partition and
+  keeps its order;
+- headers: `op`, `db`, `table` and `position` (the row's source position as compact JSON:
+  `{"file":..,"offset":..,"gtid":..,"index":..}`).
+
+`topic` is fixed (`cdc`) or a template over `{db}`, `{table}` and `{pipeline}` (default `dbus.{db}.{table}`).
+A topic that does not exist is created with `partitions` partitions before the first message goes to it
+(`create_topics: false` turns that off: the sink then fails on a missing topic instead of letting the
+broker auto-create it with its default partition count).
+
+Delivery:
+- `at_least_once` (default): idempotent producer, `acks=all`. `write(batch)` produces every row, flushes
+  and checks every delivery report; any error raises one line naming the sink, the topic, the row's
+  position and the broker's reason, so the checkpoint does not advance past an unacknowledged row.
+- `exactly_once`: a transactional producer (`transactional.id` = `dbus-<pipeline>-<sink>`, so a restarted
+  writer fences its zombie). Each `write(batch)` is one transaction holding the batch's rows AND the
+  checkpoint record (`{"source": batch.checkpoint, "seq": .., "time": ..}`, keyed by the pipeline name)
+  in the compacted topic `checkpoint_topic` (default `__dbus_checkpoints`): rows and checkpoint commit
+  together. Read it back with `dbus_ray.kafka_checkpoints.KafkaCheckpointStore` (`checkpoint.store:
+  kafka`, whose `save` is then a no-op). Consumers must read with `isolation.level=read_committed`.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import string
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from dbus_ray.config import Invalid
+from dbus_ray.errors import DbusError
+from dbus_ray.model import RowBatch, TableRows, dumps
+from dbus_ray.registry import Sink, sink
+from dbus_ray.serializers.json import encode_json
+
+log = logging.getLogger("dbus.kafka")
+
+CHECKPOINT_TOPIC = "__dbus_checkpoints"
+TEMPLATE_FIELDS = {"db", "table", "pipeline"}
+#: librdkafka settings the sink owns: `producer:` may not change them.
+MANAGED = {"bootstrap.servers", "enable.idempotence", "acks", "transactional.id", "partitioner",
+           "compression.type", "compression.codec", "batch.size", "linger.ms", "queue.buffering.max.ms",
+           "message.send.max.retries", "retries", "retry.backoff.ms", "delivery.timeout.ms",
+           "message.timeout.ms"}
+_TOPIC_OK = set(string.ascii_letters + string.digits + "._-")
+
+
+def check_topic_name(topic: str) -> str | None:
+    """Why `topic` is not a legal Kafka topic name, or None."""
+    if not topic or topic in (".", ".."):
+        return "is empty"
+    if len(topic) > 249:
+        return "is longer than 249 characters"
+    bad = sorted(set(topic) - _TOPIC_OK)
+    if bad:
+        return f"has characters Kafka does not allow ({''.join(bad)!r}; allowed: letters, digits, '.', '_', '-')"
+    return None
+
+
+@dataclass
+class KafkaOptions:
+    bootstrap: str
+    topic: str = "dbus.{db}.{table}"  # fixed, or a template over {db}, {table}, {pipeline}
+    key: list[str] | None = None  # message key columns; null: the table's primary key
+    format: Literal["json", "avro"] = "json"
+    schema_registry: str | None = None  # avro only: Confluent wire format with this registry
+    delivery: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    partitions: int = 6  # for topics the sink creates
+    replication_factor: int = -1  # for topics the sink creates; -1: the broker's default
+    create_topics: bool = True
+    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
+    batch_size: int = 1_000_000  # bytes per partition batch (librdkafka batch.size)
+    linger_ms: int = 5
+    retries: int = 2_147_483_647  # bounded in time by delivery_timeout_ms
+    retry_backoff_ms: int = 100
+    delivery_timeout_ms: int = 120_000  # a message not acknowledged by then fails the write
+    timeout_s: float = 30.0  # broker metadata, topic creation and transaction calls
+    checkpoint_topic: str = CHECKPOINT_TOPIC  # exactly_once: where the checkpoint commits with the rows
+    producer: dict[str, Any] = field(default_factory=dict)  # more librdkafka producer settings
+
+    def __post_init__(self) -> None:
+        if not self.bootstrap.strip():
+            raise Invalid("bootstrap", "must not be empty")
+        try:
+            names = {name for _, name, _, _ in string.Formatter().parse(self.topic) if name is not None}
+        except ValueError as exc:
+            raise Invalid("topic", f"bad template {self.topic!r}: {exc}") from None
+        unknown = names - TEMPLATE_FIELDS
+        if unknown:
+            raise Invalid("topic", f"unknown template field {{{min(unknown)}}} (allowed: {{db}}, {{table}}, "
+                                   "{pipeline})")
+        if not names:
+            reason = check_topic_name(self.topic)
+            if reason:
+                raise Invalid("topic", f"topic {self.topic!r} {reason}")
+        if self.key is not None:
+            if not self.key:
+                raise Invalid("key", "must name at least one column (or be left out for the primary key)")
+            for i, column in enumerate(self.key):
+                if not column:
+                    raise Invalid(f"key[{i}]", "must not be empty")
+        if self.schema_registry is not None and self.format != "avro":
+            raise Invalid("schema_registry", "is for format avro only")
+        if self.partitions < 1:
+            raise Invalid("partitions", "must be at least 1")
+        if self.replication_factor == 0 or self.replication_factor < -1:
+            raise Invalid("replication_factor", "must be at least 1 (or -1 for the broker's default)")
+        for key in ("batch_size", "delivery_timeout_ms"):
+            if getattr(self, key) < 1:
+                raise Invalid(key, "must be at least 1")
+        for key in ("linger_ms", "retries", "retry_backoff_ms"):
+            if getattr(self, key) < 0:
+                raise Invalid(key, "must not be negative")
+        if self.timeout_s <= 0:
+            raise Invalid("timeout_s", "must be positive")
+        reason = check_topic_name(self.checkpoint_topic)
+        if reason:
+            raise Invalid("checkpoint_topic", f"topic {self.checkpoint_topic!r} {reason}")
+        for name in self.producer:
+            if name in MANAGED:
+                raise Invalid(f"producer.{name}", "is set by the sink (use its own option, e.g. compression)")
+
+
+def producer_config(o: KafkaOptions, client_id: str) -> dict[str, Any]:
+    """The librdkafka settings of the sink's producer (without `transactional.id`)."""
+    return {
+        **o.producer,
+        "bootstrap.servers": o.bootstrap,
+        "client.id": o.producer.get("client.id", client_id),
+        "enable.idempotence": True,
+        "acks": "all",
+        "partitioner": "murmur2_random",
+        "compression.type": o.compression,
+        "batch.size": o.batch_size,
+        "linger.ms": o.linger_ms,
+        "message.send.max.retries": o.retries,
+        "retry.backoff.ms": o.retry_backoff_ms,
+        "delivery.timeout.ms": o.delivery_timeout_ms,
+        "logger": log,
+    }
+
+
+def admin_config(o: KafkaOptions) -> dict[str, Any]:
+    """Settings an AdminClient/Consumer shares with the producer (security, client id ...)."""
+    shared = {k: v for k, v in o.producer.items() if k.startswith(("security.", "sasl.", "ssl.", "client."))}
+    return {**shared, "bootstrap.servers": o.bootstrap, "logger": log}
+
+
+def checkpoint_record(pipeline: str, batch: RowBatch, sink_name: str) -> bytes:
+    return dumps({"source": batch.checkpoint, "seq": batch.seq, "time": time.time(), "sink": sink_name}).encode()
+
+
+@sink("kafka")
+class KafkaSink(Sink):
+    Options = KafkaOptions
+
+    def open(self) -> None:
+        from dbus_ray.serializers import get_serializer
+
+        o: KafkaOptions = self.options
+        self.where = f"kafka sink {self.name}"
+        self.exactly_once = o.delivery == "exactly_once"
+        options = {"schema_registry": o.schema_registry} if o.schema_registry else {}
+        self.serializer = get_serializer(o.format, **options)
+        self.admin = AdminClient(admin_config(o))
+        self.known_topics: set[str] = set()
+        self.topics_of: dict[tuple[str, str], str] = {}
+        self._refresh_topics()  # fails fast when the broker is unreachable
+        if "{" not in o.topic:
+            self._ensure_topic(o.topic)
+        self.fatal: str | None = None
+        config = producer_config(o, f"dbus-{self.pipeline}-{self.name}")
+        config["error_cb"] = self._on_error
+        if self.exactly_once:
+            self._ensure_topic(o.checkpoint_topic, partitions=1, config={"cleanup.policy": "compact"})
+            config["transactional.id"] = f"dbus-{self.pipeline}-{self.name}"
+            config.setdefault("transaction.timeout.ms", o.delivery_timeout_ms)  # must be >= delivery timeout
+        self.producer = Producer(config)
+        if self.exactly_once:
+            try:
+                self.producer.init_transactions(o.timeout_s)
+            except KafkaException as exc:
+                raise DbusError(f"{self.where}: cannot start transactions on {o.bootstrap}: {_kafka_reason(exc)}") \
+                    from None
+        self.errors: list[tuple[str, str, str]] = []
+        self.acked = 0
+        log.info("[%s] %s open: %s -> %s (%s, %s)", self.pipeline, self.where, o.bootstrap, o.topic, o.format,
+                 o.delivery)
+
+    # ------------------------------------------------------------------ topics
+    def _refresh_topics(self) -> None:
+        o: KafkaOptions = self.options
+        try:
+            metadata = self.admin.list_topics(timeout=o.timeout_s)  # all topics: never auto-creates one
+        except KafkaException as exc:
+            raise DbusError(f"{self.where}: cannot reach broker {o.bootstrap}: {_kafka_reason(exc)}") from None
+        self.known_topics = {name for name, t in metadata.topics.items() if t.error is None}
+
+    def _ensure_topic(self, topic: str, partitions: int | None = None, config: dict[str, str] | None = None) -> None:
+        if topic in self.known_topics:
+            return
+        o: KafkaOptions = self.options
+        self._refresh_topics()
+        if topic in self.known_topics:
+            return
+        if not o.create_topics:
+            raise DbusError(f"{self.where}: topic {topic} does not exist (create_topics is off)")
+        new = NewTopic(topic, num_partitions=partitions or o.partitions, replication_factor=o.replication_factor,
+                       config=config or {})
+        future = self.admin.create_topics([new], operation_timeout=o.timeout_s, request_timeout=o.timeout_s)[topic]
+        try:
+            future.result(timeout=o.timeout_s + 5)
+            log.info("[%s] %s created topic %s (%d partitions)", self.pipeline, self.where, topic,
+                     new.num_partitions)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise DbusError(f"{self.where}: cannot create topic {topic}: {_kafka_reason(exc)}") from None
+        except concurrent.futures.TimeoutError:
+            raise DbusError(f"{self.where}: cannot create topic {topic}: no answer in {o.timeout_s:.0f} s") from None
+        self.known_topics.add(topic)
+
+    def _warm(self, topic: str) -> None:
+        """Fetch the (existing) topic's metadata now: the first produce would otherwise wait ~1 s for it."""
+        try:
+            self.producer.list_topics(topic, timeout=self.options.timeout_s)
+        except KafkaException as exc:
+            raise DbusError(f"topic {topic}: no metadata: {_kafka_reason(exc)}") from None
+
+    def topic_for(self, rows: TableRows) -> str:
+        found = self.topics_of.get((rows.db, rows.table))
+        if found is None:
+            found = self.options.topic.format(db=rows.db, table=rows.table, pipeline=self.pipeline)
+            reason = check_topic_name(found)
+            if reason:
+                raise DbusError(f"topic {found!r} for table {rows.name} {reason}")
+            self._ensure_topic(found)
+            self._warm(found)
+            self.topics_of[(rows.db, rows.table)] = found
+        return found
+
+    # ------------------------------------------------------------------ writing
+    def _on_delivery(self, err: Any, msg: Any, position: str) -> None:
+        # never call msg.headers() here: after a fatal error it raises and breaks flush() (confluent-kafka 2.16)
+        if err is None:
+            self.acked += 1
+        elif len(self.errors) < 10:
+            self.errors.append((msg.topic(), position, f"{err.str()} ({err.name()})"))
+
+    def write(self, batch: RowBatch) -> None:
+        if not batch.parts and (not self.exactly_once or batch.checkpoint is None):
+            return
+        self.errors = []
+        self.acked = 0
+        expected = 0
+        if self.exactly_once:
+            self._txn("begin_transaction", self.producer.begin_transaction)
+        try:
+            for part in batch.parts:
+                expected += self._produce_part(part)
+            if self.exactly_once and batch.checkpoint is not None:
+                self._produce(self.options.checkpoint_topic, checkpoint_record(self.pipeline, batch, self.name),
+                              self.pipeline.encode(), None, "checkpoint")
+                expected += 1
+            self._flush()
+            self._check(expected)
+            if self.exactly_once:
+                self._txn("commit_transaction", lambda: self.producer.commit_transaction(self.options.timeout_s))
+        except BaseException:
+            if self.exactly_once:
+                self._abort()
+            raise
+
+    def _produce_part(self, part: TableRows) -> int:
+        topic = self.topic_for(part)
+        changes = list(part.changes(self.pipeline))
+        values = self.serializer.encode(part, self.pipeline, changes)
+        key_columns = self.options.key
+        db, table = part.db.encode(), part.table.encode()
+        ops: dict[str, bytes] = {}
+        strings: dict[str | None, str] = {}  # file names and GTIDs repeat: encode each once
+        for change, value in zip(changes, values):
+            if key_columns is None:
+                key = change.key
+            else:
+                image = change.after if change.after is not None else change.before or {}
+                key = {k: image.get(k) for k in key_columns}
+            pos = change.position
+            file = strings.get(pos.file) or strings.setdefault(pos.file, encode_json(pos.file))
+            gtid = strings.get(pos.gtid) or strings.setdefault(pos.gtid, encode_json(pos.gtid))
+            position = f'{{"file":{file},"offset":{pos.offset},"gtid":{gtid},"index":{pos.index}}}'
+            op = ops.get(change.op) or ops.setdefault(change.op, change.op.encode())
+            headers = [("op", op), ("db", db), ("table", table), ("position", position.encode())]
+            self._produce(topic, value, encode_json(key).encode(), headers, position)
+        return len(changes)
+
+    def _produce(self, topic: str, value: bytes, key: bytes, headers: list | None, position: str) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, value, key, headers=headers,
+                                      on_delivery=lambda err, msg: self._on_delivery(err, msg, position))
+                return
+            except BufferError:  # the local queue is full: serve delivery reports, then retry
+                self.producer.poll(0.05)
+            except KafkaException as exc:
+                raise DbusError(f"topic {topic}: cannot produce row at {position}: "
+                                f"{_kafka_reason(exc)}") from None
+
+    def _flush(self) -> None:
+        o: KafkaOptions = self.options
+        deadline = time.monotonic() + o.delivery_timeout_ms / 1000 + o.timeout_s
+        try:
+            remaining = self.producer.flush(max(0.0, deadline - time.monotonic()))
+            while remaining and time.monotonic() < deadline:
+                remaining = self.producer.flush(max(0.0, deadline - time.monotonic()))
+        except (KafkaException, SystemError) as exc:  # fatal producer errors, e.g. fenced by a newer instance
+            raise DbusError(f"flush failed: {self._reason(exc)}") from None
+        if remaining:
+            raise DbusError(f"{remaining} messages not acknowledged within "
+                            f"{o.delivery_timeout_ms / 1000 + o.timeout_s:.0f} s")
+
+    def _check(self, expected: int) -> None:
+        if self.errors:
+            topic, position, reason = self.errors[0]
+            raise DbusError(f"topic {topic}: delivery failed for row at {position}: {reason}")
+        if self.acked != expected:
+            raise DbusError(f"{expected - self.acked} of {expected} messages not acknowledged")
+
+    def _txn(self, what: str, call: Any) -> None:
+        try:
+            call()
+        except (KafkaException, SystemError) as exc:
+            raise DbusError(f"{what} failed: {self._reason(exc)}") from None
+
+    def _on_error(self, err: Any) -> None:
+        if err.fatal():
+            self.fatal = f"{err.str()} ({err.name()})"
+        log.warning("[%s] %s: %s", self.pipeline, self.where, err.str())
+
+    def _reason(self, exc: BaseException) -> str:
+        """confluent-kafka sometimes reports a fatal error (e.g. fenced) as a SystemError from flush: the
+        error callback has the real reason then."""
+        if isinstance(exc, SystemError) and self.fatal:
+            return self.fatal
+        return _kafka_reason(exc)
+
+    def _abort(self) -> None:
+        try:
+            self.producer.abort_transaction(self.options.timeout_s)
+        except (KafkaException, SystemError) as exc:  # fenced or fatal: nothing was committed anyway
+            log.warning("[%s] %s: abort_transaction: %s", self.pipeline, self.where, self._reason(exc))
+
+    def close(self) -> None:
+        producer = getattr(self, "producer", None)
+        if producer is not None:
+            producer.flush(self.options.timeout_s)
+
+
+def _kafka_reason(exc: BaseException) -> str:
+    """The broker's or librdkafka's reason, one line (`KafkaError` name and text)."""
+    err = exc.args[0] if exc.args else None
+    if hasattr(err, "str") and hasattr(err, "name"):
+        return f"{err.str()} ({err.name()})"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -1,0 +1,357 @@
+"""Sink `kafka` against a real broker (Tansu, session fixture `broker`): messages, keys, headers and
+murmur2 partitioning; the mock pipeline through Ray into Kafka with every row present and per-key order;
+resume after a clean stop and after a crash (duplicates only of unacknowledged rows); broker trouble."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from dbus_ray.checkpoints import FileCheckpointStore
+from dbus_ray.config import ConfigError, build, load_config, parse_config
+from dbus_ray.errors import DbusError
+from dbus_ray.model import TableRows
+from dbus_ray.pipeline import Pipeline, run_pipeline
+from dbus_ray.serializers.avro import AvroSerializer
+from dbus_ray.sinks.kafka import KafkaOptions, KafkaSink
+from dbus_ray.sources.mock import MockOptions, MockSource
+
+
+@pytest.fixture(scope="session")
+def ray_up() -> None:
+    """One local Ray for the session (shared with the other integration tests; never shut down here)."""
+    import os
+
+    if not ray.is_initialized():
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        ray.init(address="local", num_cpus=2, include_dashboard=False, namespace="dbus")
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's Java murmur2 (what librdkafka's `murmur2_random` partitioner computes)."""
+    m, r = 0x5BD1E995, 24
+    length = len(data)
+    h = (0x9747B28C ^ length) & 0xFFFFFFFF
+    for i in range(length // 4):
+        k = int.from_bytes(data[4 * i: 4 * i + 4], "little")
+        k = (k * m) & 0xFFFFFFFF
+        k ^= k >> r
+        k = (k * m) & 0xFFFFFFFF
+        h = (h * m) & 0xFFFFFFFF
+        h ^= k
+    rest = length & 3
+    tail = length & ~3
+    if rest == 3:
+        h ^= data[tail + 2] << 16
+    if rest >= 2:
+        h ^= data[tail + 1] << 8
+    if rest >= 1:
+        h ^= data[tail]
+        h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 15
+    return h
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def partitions_of(bootstrap: str, topic: str) -> list[int]:
+    metadata = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10)
+    assert topic in metadata.topics, f"topic {topic} missing"
+    return sorted(metadata.topics[topic].partitions)
+
+
+def read_topic(bootstrap: str, topic: str, committed: bool = False, idle: float = 1.5) -> list[Any]:
+    """Every message of `topic` (all partitions, from the beginning) with assign(); read until every
+    partition reached its end and nothing more came for `idle` seconds."""
+    parts = partitions_of(bootstrap, topic)
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap, "group.id": "dbus-test-reader", "enable.auto.commit": False,
+        "enable.partition.eof": True, "isolation.level": "read_committed" if committed else "read_uncommitted",
+    })
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+    out: list[Any] = []
+    at_end: set[int] = set()
+    last = time.monotonic()
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.2)
+            if msg is None:
+                if len(at_end) == len(parts) and time.monotonic() - last > idle:
+                    break
+                continue
+            if msg.error() is not None:
+                assert msg.error().code() == KafkaError._PARTITION_EOF, msg.error()
+                at_end.add(msg.partition())
+                continue
+            at_end.discard(msg.partition())
+            last = time.monotonic()
+            out.append(msg)
+    finally:
+        consumer.close()
+    return out
+
+
+def kafka_config(tmp_path: Path, name: str, broker: Any, source: dict[str, Any], sink: dict[str, Any],
+                 **extra: Any):
+    raw = {
+        "name": name,
+        "source": {"type": "mock", **source},
+        "sinks": [{"name": "k", "type": "kafka", "bootstrap": broker.bootstrap, **sink}],
+        "data_dir": str(tmp_path / "data"),
+        "flow": {"read_batch_rows": 1000, "sink_batch_rows": 4000, "max_rows_in_flight": 8000},
+    }
+    raw.update(extra)
+    return parse_config(raw, f"{name}.yaml", {})
+
+
+def mock_batches(n_batches: int, rows: int = 1000, **options: Any) -> list[Any]:
+    src = MockSource("p", MockOptions(rows=None, **options))
+    src.open(None)
+    return [src.poll(rows, i + 1) for i in range(n_batches)]
+
+
+def open_sink(broker: Any, **options: Any) -> KafkaSink:
+    sink = KafkaSink("p", "k", build(KafkaOptions, {"bootstrap": broker.bootstrap, **options}, "sinks[0]"))
+    sink.open()
+    return sink
+
+
+def check_every_row(msgs: list[Any], total: int, partitions: int) -> dict[int, int]:
+    """Every row 0..total-1 present; each key in one partition (murmur2), its rows in source order within
+    that partition. Returns {row: times seen}."""
+    seen: dict[int, int] = defaultdict(int)
+    key_partition: dict[tuple[str, bytes], int] = {}
+    per_key: dict[tuple[str, bytes], list[int]] = defaultdict(list)
+    for msg in msgs:
+        value = json.loads(msg.value())
+        row = value["pos"]["offset"]
+        seen[row] += 1
+        k = (msg.topic(), msg.key())
+        assert key_partition.setdefault(k, msg.partition()) == msg.partition(), f"key {k} in two partitions"
+        assert msg.partition() == partition_of(msg.key(), partitions)
+        per_key[k].append(row)
+    assert sorted(seen) == list(range(total)), f"missing rows: {sorted(set(range(total)) - set(seen))[:10]}"
+    for k, rows in per_key.items():
+        first_seen = list(dict.fromkeys(rows))  # duplicates of a resume come again later, in order
+        assert first_seen == sorted(first_seen), f"key {k} out of order"
+    return seen
+
+
+# ---------------------------------------------------------------------------------------------- the sink
+
+
+def test_options_are_validated() -> None:
+    def err(**sink: Any) -> str:
+        raw = {"name": "v", "source": {"type": "mock"}, "sinks": [{"name": "k", "type": "kafka", **sink}]}
+        with pytest.raises(ConfigError) as info:
+            parse_config(raw, "v.yaml", {})
+        return str(info.value)
+
+    assert err() == "v.yaml: sinks[0].bootstrap: field required"
+    assert "sinks[0].topic: unknown template field {schema}" in err(bootstrap="b:1", topic="x.{schema}")
+    assert "sinks[0].topic: topic 'a b' has characters Kafka does not allow" in err(bootstrap="b:1", topic="a b")
+    assert "sinks[0].format: expected one of 'json', 'avro', got 'xml'" in err(bootstrap="b:1", format="xml")
+    assert "sinks[0].partitions: must be at least 1" in err(bootstrap="b:1", partitions=0)
+    assert "sinks[0].schema_registry: is for format avro only" in err(bootstrap="b:1", schema_registry="http://r")
+    assert "sinks[0].producer.acks: is set by the sink" in err(bootstrap="b:1", producer={"acks": "1"})
+    assert "sinks[0].delivery: expected one of" in err(bootstrap="b:1", delivery="maybe")
+    cfg = load_config(Path(__file__).parents[2] / "configs" / "mock-kafka.yaml", {"DBUS_KAFKA": "h:1"})
+    assert cfg.sinks[0].options.bootstrap == "h:1" and cfg.sinks[0].type == "kafka"
+
+
+def test_messages_keys_headers_and_partitions(broker: Any) -> None:
+    sink = open_sink(broker, topic="unit.{db}.{table}", partitions=3)
+    batches = mock_batches(3, rows=500, keys=50, tables=2)
+    for batch in batches:
+        sink.write(batch)
+    sink.close()
+    for t in (0, 1):
+        topic = f"unit.mock.items_{t}"
+        assert partitions_of(broker.bootstrap, topic) == [0, 1, 2]  # created with the configured count
+        msgs = read_topic(broker.bootstrap, topic)
+        expected = [c for b in batches for part in b.parts if part.table == f"items_{t}"
+                    for c in part.changes("p")]
+        assert len(msgs) == len(expected) == 750
+        by_row = {json.loads(m.value())["pos"]["offset"]: m for m in msgs}
+        for change in expected:
+            msg = by_row[change.position.offset]
+            assert json.loads(msg.value()) == json.loads(change.to_json())
+            assert msg.key() == json.dumps({"id": change.key["id"]}, separators=(",", ":")).encode()
+            assert msg.partition() == partition_of(msg.key(), 3)
+            headers = dict(msg.headers())
+            assert headers["op"].decode() == change.op
+            assert (headers["db"], headers["table"]) == (b"mock", f"items_{t}".encode())
+            assert json.loads(headers["position"]) == change.position.to_dict()
+
+
+def test_key_columns_and_fixed_topic(broker: Any) -> None:
+    sink = open_sink(broker, topic="unit-fixed", key=["name"], partitions=2)
+    [batch] = mock_batches(1, rows=200, keys=20)
+    sink.write(batch)
+    msgs = read_topic(broker.bootstrap, "unit-fixed")
+    assert len(msgs) == 200
+    for msg in msgs:
+        value = json.loads(msg.value())
+        image = value["after"] or value["before"]
+        assert json.loads(msg.key()) == {"name": image["name"]}
+
+
+def test_avro_messages(broker: Any) -> None:
+    sink = open_sink(broker, topic="unit-avro", format="avro")
+    [batch] = mock_batches(1, rows=300, keys=30)
+    sink.write(batch)
+    msgs = read_topic(broker.bootstrap, "unit-avro")
+    part: TableRows = batch.parts[0]
+    decoder = AvroSerializer()
+    got = sorted((decoder.decode(m.value(), part) for m in msgs), key=lambda v: v["pos"]["offset"])
+    assert got == [c.to_dict() for c in part.changes("p")]
+
+
+def test_delivery_error_fails_the_write(broker: Any) -> None:
+    """A row the broker cannot take (here: larger than `message.max.bytes`) fails `write` with the topic,
+    the row's position and the reason."""
+    sink = open_sink(broker, topic="unit-large", producer={"message.max.bytes": 1000})
+    src = MockSource("p", MockOptions(rows=None, db="d" * 1200))
+    src.open(None)
+    with pytest.raises(DbusError) as info:
+        sink.write(src.poll(10, 1))
+    text = str(info.value)
+    assert text.startswith("topic unit-large: cannot produce row at {\"file\":\"mock\",\"offset\":0")
+    assert "too large" in text.lower() and "\n" not in text
+
+
+def test_unreachable_broker_at_open() -> None:
+    sink = KafkaSink("p", "k", build(KafkaOptions, {"bootstrap": "127.0.0.1:1", "timeout_s": 2}, "sinks[0]"))
+    started = time.monotonic()
+    with pytest.raises(DbusError) as info:
+        sink.open()
+    assert time.monotonic() - started < 10
+    assert str(info.value).startswith("kafka sink k: cannot reach broker 127.0.0.1:1: ")
+    assert "\n" not in str(info.value)
+
+
+def test_missing_topic_without_create(broker: Any) -> None:
+    with pytest.raises(DbusError, match="kafka sink k: topic unit-nothing does not exist"):
+        open_sink(broker, topic="unit-nothing", create_topics=False)
+
+
+# ---------------------------------------------------------------------------------------------- through Ray
+
+
+@pytest.mark.usefixtures("ray_up")
+def test_pipeline_every_row_in_key_order(tmp_path: Path, broker: Any) -> None:
+    total = 20_000
+    cfg = kafka_config(tmp_path, "kafka-e2e", broker, {"rows": total, "keys": 500, "tables": 2},
+                       {"topic": "e2e.{db}.{table}", "partitions": 6})
+    started = time.monotonic()
+    final = run_pipeline(cfg, until_caught_up=True, interval=0.05)
+    elapsed = time.monotonic() - started
+    print(f"\nmock -> kafka through Ray: {total} rows in {elapsed:.2f} s = {total / elapsed:,.0f} rows/s")
+    assert final["state"] == "stopped" and final["error"] is None
+    assert final["rows_delivered"] == total
+    msgs = [m for t in (0, 1) for m in read_topic(broker.bootstrap, f"e2e.mock.items_{t}")]
+    assert {m.partition() for m in msgs} == set(range(6))
+    seen = check_every_row(msgs, total, 6)
+    assert set(seen.values()) == {1}
+    assert FileCheckpointStore(cfg.pipeline_dir).load()["source"] == {"next": total}
+
+
+@pytest.mark.usefixtures("ray_up")
+def test_resume_after_clean_stop(tmp_path: Path, broker: Any) -> None:
+    total = 12_000
+    cfg = kafka_config(tmp_path, "kafka-resume", broker, {"rows": total, "keys": 300},
+                       {"topic": "resume-clean", "partitions": 4})
+    first = run_pipeline(cfg, max_rows=5_000, interval=0.05)
+    assert first["error"] is None and first["rows_delivered"] == 5_000
+    assert FileCheckpointStore(cfg.pipeline_dir).load()["source"] == {"next": 5_000}
+    second = run_pipeline(cfg, until_caught_up=True, interval=0.05)
+    assert second["error"] is None and second["rows_delivered"] == total - 5_000
+    seen = check_every_row(read_topic(broker.bootstrap, "resume-clean"), total, 4)
+    duplicates = sum(n - 1 for n in seen.values())
+    print(f"\nresume after a clean stop: {duplicates} duplicates")
+    assert duplicates == 0  # a clean stop delivers what is in flight and saves the final checkpoint
+
+
+@pytest.mark.usefixtures("ray_up")
+def test_resume_after_crash_duplicates_only_unacknowledged(tmp_path: Path, broker: Any) -> None:
+    """Kill the pipeline's actors mid-way (no final checkpoint), then run again: every row is there, and
+    the only duplicates are the rows delivered after the last saved checkpoint."""
+    total = 30_000
+    cfg = kafka_config(tmp_path, "kafka-crash", broker, {"rows": total, "keys": 400, "rate": 15_000},
+                       {"topic": "resume-crash", "partitions": 6}, checkpoint={"every_ms": 300})
+    pipeline = Pipeline(cfg)
+    pipeline.start()
+    deadline = time.monotonic() + 30
+    while pipeline.status()["rows_delivered"] < 8_000 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pipeline.kill()
+    saved = FileCheckpointStore(cfg.pipeline_dir).load()
+    assert saved is not None and 0 < saved["source"]["next"] < total
+    resume_at = saved["source"]["next"]
+    before = read_topic(broker.bootstrap, "resume-crash")
+    delivered_first = {json.loads(m.value())["pos"]["offset"] for m in before}
+    assert max(delivered_first) < total
+
+    final = run_pipeline(cfg, until_caught_up=True, interval=0.05)
+    assert final["error"] is None and final["rows_delivered"] == total - resume_at
+    seen = check_every_row(read_topic(broker.bootstrap, "resume-crash"), total, 6)
+    duplicated = sorted(row for row, n in seen.items() if n > 1)
+    print(f"\ncrash at ~{len(delivered_first)} rows delivered, checkpoint {resume_at}: "
+          f"{len(duplicated)} duplicates (rows {duplicated[:1]}..{duplicated[-1:]})")
+    assert all(n <= 2 for n in seen.values())
+    # duplicates are exactly the rows the first run delivered past its last checkpoint
+    assert duplicated == sorted(r for r in delivered_first if r >= resume_at)
+
+
+@pytest.mark.usefixtures("ray_up")
+def test_pipeline_unreachable_broker_fails_to_start(tmp_path: Path) -> None:
+    raw = {"name": "kafka-down", "source": {"type": "mock", "rows": 10},
+           "sinks": [{"name": "k", "type": "kafka", "bootstrap": "127.0.0.1:1", "timeout_s": 2}],
+           "data_dir": str(tmp_path / "data")}
+    cfg = parse_config(raw, "down.yaml", {})
+    with pytest.raises(DbusError) as info:
+        run_pipeline(cfg, until_caught_up=True)
+    text = str(info.value)
+    assert "\n" not in text
+    assert "cannot start" in text and "kafka sink k: cannot reach broker 127.0.0.1:1" in text
+
+
+@pytest.mark.usefixtures("ray_up")
+def test_pipeline_message_too_large_fails_without_checkpoint(tmp_path: Path, broker: Any) -> None:
+    cfg = kafka_config(tmp_path, "kafka-large", broker, {"rows": 3000, "keys": 10, "db": "x" * 1200},
+                       {"topic": "too-large", "producer": {"message.max.bytes": 1000}})
+    final = run_pipeline(cfg, until_caught_up=True, interval=0.05)
+    assert final["state"] == "failed"
+    error = final["error"]
+    assert "\n" not in error
+    assert error.startswith("sink k (kafka): topic too-large: cannot produce row at {\"file\":\"mock\",\"offset\":0,")
+    assert "too large" in error.lower()
+    assert final["rows_delivered"] == 0
+    assert FileCheckpointStore(cfg.pipeline_dir).load() is None
+
+
+@pytest.mark.usefixtures("ray_up")
+def test_example_config_runs(tmp_path: Path, broker: Any) -> None:
+    """configs/mock-kafka.yaml as shipped, pointed at the test broker."""
+    path = Path(__file__).parents[2] / "configs" / "mock-kafka.yaml"
+    cfg = load_config(path, {"DBUS_KAFKA": broker.bootstrap, "DBUS_DATA": str(tmp_path / "data")})
+    final = run_pipeline(cfg, until_caught_up=True, interval=0.05)
+    assert final["error"] is None and final["rows_delivered"] == 20_000
+    msgs = [m for t in (0, 1) for m in read_topic(broker.bootstrap, f"dbus.mock.items_{t}")]
+    assert set(check_every_row(msgs, 20_000, 6).values()) == {1}

@@ -1,0 +1,602 @@
+"""The `mysql` source against a real MariaDB: preflight errors, start positions, row images, type
+fidelity (compared with a SELECT of the same rows), DDL mid-stream, resume mid-transaction, filters,
+and one pipeline through Ray into a JSON-lines file."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import struct
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pymysql
+import pytest
+
+from dbus_ray.binlog.preflight import auto_server_id
+from dbus_ray.config import parse_config
+from dbus_ray.errors import DbusError
+from dbus_ray.model import dumps
+from dbus_ray.sources.mysql import MysqlOptions, MysqlSource, ddl_target
+
+pytestmark = pytest.mark.integration
+
+DB = "dbus_test"
+
+
+@pytest.fixture(scope="session")
+def ray_local() -> Iterator[None]:
+    """One local Ray for the session (shared with other test files that start one first)."""
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            namespace="dbus",
+            _temp_dir=tempfile.mkdtemp(prefix="ray", dir="/tmp"),
+            object_store_memory=200 * 1024**2,
+        )
+    yield
+
+
+@pytest.fixture()
+def root(mariadb: Any) -> Iterator[pymysql.connections.Connection]:
+    conn = mariadb.root_connect(DB)
+    with conn.cursor() as cur:
+        cur.execute("SET time_zone = '+00:00'")
+    yield conn
+    conn.close()
+
+
+def table_name(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+def execute(conn: pymysql.connections.Connection, *statements: str, args: Any = None) -> None:
+    with conn.cursor() as cur:
+        for sql in statements:
+            cur.execute(sql, args)
+
+
+def position(conn: pymysql.connections.Connection) -> str:
+    with conn.cursor() as cur:
+        cur.execute("SHOW MASTER STATUS")
+        file, pos = cur.fetchone()[:2]
+    return f"{file}:{pos}"
+
+
+def source(mariadb: Any, **options: Any) -> MysqlSource:
+    options.setdefault("server_id", 7001)
+    return MysqlSource("mysql-test", MysqlOptions(dsn=mariadb.dsn, **options))
+
+
+def drain(src: MysqlSource, max_rows: int = 1000, limit: int = 500) -> list[Any]:
+    """Poll until caught up; the batches read."""
+    batches = []
+    for _ in range(limit):
+        batch = src.poll(max_rows, len(batches) + 1)
+        if batch is None:
+            if src.caught_up():
+                return batches
+            continue
+        batches.append(batch)
+    raise AssertionError("source never caught up")
+
+
+def changes(batches: list[Any], table: str | None = None) -> list[dict[str, Any]]:
+    out = []
+    for b in batches:
+        for c in b.changes():
+            if table is None or c.table == table:
+                out.append(json.loads(c.to_json()))
+    return out
+
+
+def read(mariadb: Any, start: str, table: str | None = None, **options: Any) -> list[dict[str, Any]]:
+    src = source(mariadb, start=start, **options)
+    src.open(None)
+    try:
+        return changes(drain(src), table)
+    finally:
+        src.close()
+
+
+# ------------------------------------------------------------------------------------------ preflight
+
+
+def test_preflight_reports_bad_binlog_format_with_the_fix(mariadb: Any, root: Any) -> None:
+    execute(root, "SET GLOBAL binlog_format = 'STATEMENT'")
+    try:
+        with pytest.raises(DbusError) as err:
+            source(mariadb).open(None)
+    finally:
+        execute(root, "SET GLOBAL binlog_format = 'ROW'")
+    msg = str(err.value)
+    assert msg == (
+        f"binlog_format is STATEMENT on 127.0.0.1:{mariadb.port}; set binlog_format=ROW "
+        "(SET GLOBAL binlog_format=ROW and in my.cnf)"
+    )
+
+
+def test_preflight_reports_row_metadata(mariadb: Any, root: Any) -> None:
+    execute(root, "SET GLOBAL binlog_row_metadata = 'MINIMAL'")
+    try:
+        with pytest.raises(
+            DbusError, match=r"binlog_row_metadata is MINIMAL on .*SET GLOBAL binlog_row_metadata=FULL"
+        ):
+            source(mariadb).open(None)
+    finally:
+        execute(root, "SET GLOBAL binlog_row_metadata = 'FULL'")
+
+
+def test_preflight_warns_on_minimal_row_image(mariadb: Any, root: Any, caplog: Any) -> None:
+    execute(root, "SET GLOBAL binlog_row_image = 'MINIMAL'")
+    try:
+        src = source(mariadb)
+        src.open(None)
+        src.close()
+    finally:
+        execute(root, "SET GLOBAL binlog_row_image = 'FULL'")
+    assert any("binlog_row_image is MINIMAL" in r.getMessage() for r in caplog.records)
+
+
+def test_preflight_names_missing_grants(mariadb: Any, root: Any) -> None:
+    user = f"weak{uuid.uuid4().hex[:6]}"
+    execute(
+        root,
+        f"CREATE USER '{user}'@'127.0.0.1' IDENTIFIED BY 'pw-secret'",
+        f"GRANT SELECT ON *.* TO '{user}'@'127.0.0.1'",
+    )
+    try:
+        opts = MysqlOptions(dsn=f"mysql://{user}:pw-secret@127.0.0.1:{mariadb.port}", server_id=7002)
+        with pytest.raises(DbusError) as err:
+            MysqlSource("t", opts).open(None)
+    finally:
+        execute(root, f"DROP USER '{user}'@'127.0.0.1'")
+    msg = str(err.value)
+    assert "\n" not in msg and "pw-secret" not in msg
+    assert f"user {user}@127.0.0.1 lacks REPLICATION SLAVE, BINLOG MONITOR" in msg
+    assert f"GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO '{user}'" in msg
+
+
+def test_access_denied_names_user_not_password(mariadb: Any) -> None:
+    opts = MysqlOptions(dsn=f"mysql://dbus:wrong-secret@127.0.0.1:{mariadb.port}", server_id=7003)
+    with pytest.raises(DbusError) as err:
+        MysqlSource("t", opts).open(None)
+    msg = str(err.value)
+    assert msg.startswith(f"access denied for dbus@127.0.0.1 on 127.0.0.1:{mariadb.port}")
+    assert "wrong-secret" not in msg and "\n" not in msg
+
+
+def test_unreachable_server_is_one_line(mariadb: Any) -> None:
+    from dbus_ray.devstack import free_port
+
+    port = free_port()
+    opts = MysqlOptions(dsn=f"mysql://dbus:secret-pw@127.0.0.1:{port}", server_id=7004)
+    with pytest.raises(DbusError, match=f"cannot connect to MySQL at 127.0.0.1:{port} as dbus") as err:
+        MysqlSource("t", opts).open(None)
+    assert "secret-pw" not in str(err.value)
+
+
+def test_purged_binlog_file_is_named(mariadb: Any) -> None:
+    src = source(mariadb)
+    with pytest.raises(
+        DbusError, match=r"binlog file binlog\.999999 \(checkpoint\) is no longer on .*purged"
+    ):
+        src.open({"file": "binlog.999999", "offset": 4, "skip": 0})
+
+
+def test_bad_start_option_is_rejected() -> None:
+    cfg = {
+        "name": "x",
+        "source": {"type": "mysql", "dsn": "mysql://u:p@h:1", "start": "yesterday"},
+        "sinks": [{"name": "n", "type": "null"}],
+    }
+    with pytest.raises(Exception, match=r"source.start: bad start 'yesterday'"):
+        parse_config(cfg, "x.yaml", {})
+
+
+def test_auto_server_id_is_stable_and_avoids_clashes(tmp_path: Path) -> None:
+    a = auto_server_id("p1", "h:1", tmp_path)
+    assert a == auto_server_id("p1", "h:1", tmp_path)
+    assert a >= 0xC0000000
+    (tmp_path / str(a)).write_text("someone-else@h:1\n")
+    b = auto_server_id("p1", "h:1", tmp_path / "other")
+    assert b == a
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / str(a)).write_text("someone-else@h:1\n")
+    assert auto_server_id("p1", "h:1", tmp_path / "x") == a + 1
+
+
+# ------------------------------------------------------------------------------------------ positions
+
+
+def test_start_latest_earliest_and_file_offset(mariadb: Any, root: Any) -> None:
+    t = table_name("pos")
+    execute(root, f"CREATE TABLE {t} (id INT PRIMARY KEY, v VARCHAR(10))", f"INSERT INTO {t} VALUES (1, 'a')")
+    mid = position(root)
+    latest = source(mariadb, start="latest")
+    latest.open(None)
+    execute(root, f"INSERT INTO {t} VALUES (2, 'b')")
+    try:
+        assert [r["after"]["id"] for r in changes(drain(latest), t)] == [2]  # row 1 was before open
+        assert latest.caught_up() and latest.lag_seconds() == 0.0
+    finally:
+        latest.close()
+    from_mid = read(mariadb, mid, t)
+    assert [(r["op"], r["after"]["id"]) for r in from_mid] == [("insert", 2)]
+    everything = read(mariadb, "earliest", t)
+    assert [r["op"] for r in everything] == ["ddl", "insert", "insert"]
+
+
+def test_row_images_and_positions(mariadb: Any, root: Any) -> None:
+    t = table_name("img")
+    start = position(root)
+    execute(
+        root,
+        f"CREATE TABLE {t} (id INT PRIMARY KEY, name VARCHAR(20), n INT NULL)",
+        "BEGIN",
+        f"INSERT INTO {t} VALUES (1, 'one', 10), (2, 'two', NULL)",
+        f"UPDATE {t} SET name = 'uno', n = NULL WHERE id = 1",
+        f"DELETE FROM {t} WHERE id = 2",
+        "COMMIT",
+    )
+    rows = read(mariadb, start, t)
+    assert [r["op"] for r in rows] == ["ddl", "insert", "insert", "update", "delete"]
+    ddl, ins1, ins2, upd, dele = rows
+    assert ddl["after"]["sql"].startswith(f"CREATE TABLE {t}") and ddl["before"] is None
+    assert ins1["before"] is None and ins1["after"] == {"id": 1, "name": "one", "n": 10}
+    assert ins1["key"] == {"id": 1}
+    assert upd["before"] == {"id": 1, "name": "one", "n": 10} and upd["after"] == {
+        "id": 1,
+        "name": "uno",
+        "n": None,
+    }
+    assert dele["before"] == {"id": 2, "name": "two", "n": None} and dele["after"] is None
+    tx = [ins1, ins2, upd, dele]
+    assert [r["pos"]["index"] for r in tx] == [0, 1, 2, 3]
+    assert len({r["txid"] for r in tx}) == 1 and tx[0]["txid"] == tx[0]["pos"]["gtid"]
+    assert ins1["pos"]["offset"] == ins2["pos"]["offset"] < upd["pos"]["offset"] < dele["pos"]["offset"]
+    assert all(r["pos"]["file"].startswith("binlog.") for r in rows)
+    assert abs(ins1["ts"] - ins1["read_ts"]) < 3600
+
+
+# ------------------------------------------------------------------------------------------ types
+
+TYPES_DDL = """
+CREATE TABLE {t} (
+  id INT PRIMARY KEY,
+  ti TINYINT, tu TINYINT UNSIGNED, si SMALLINT, su SMALLINT UNSIGNED, mi MEDIUMINT, mu MEDIUMINT UNSIGNED,
+  i INT, iu INT UNSIGNED, bi BIGINT, bu BIGINT UNSIGNED,
+  d65 DECIMAL(65,30), d38 DECIMAL(38,10), d10 DECIMAL(10,0), d5 DECIMAL(5,5), d41 DECIMAL(4,1),
+  f FLOAT, db DOUBLE, b1 BIT(1), b10 BIT(10), b64 BIT(64),
+  dt_ DATE, dtt DATETIME, dt6 DATETIME(6), dt3 DATETIME(3),
+  ts TIMESTAMP(6) NULL DEFAULT NULL, ts0 TIMESTAMP NULL DEFAULT NULL,
+  tm TIME, tm6 TIME(6), tm2 TIME(2), tm4 TIME(4), y YEAR,
+  c CHAR(10), vc VARCHAR(300), tx TEXT, lt VARCHAR(20) CHARACTER SET latin1, lc CHAR(5) CHARACTER SET latin1,
+  bn BINARY(4), vb VARBINARY(20), bl BLOB, lb LONGBLOB,
+  e ENUM('small', 'medium', 'large'), st SET('a', 'b', 'c'), j JSON, g GEOMETRY
+) DEFAULT CHARSET=utf8mb4
+"""
+
+TYPE_ROWS = [
+    """(1, -128, 255, -32768, 65535, -8388608, 16777215, -2147483648, 4294967295,
+        -9223372036854775808, 18446744073709551615,
+        99999999999999999999999999999999999.999999999999999999999999999999,
+        -9999999999999999999999999999.9999999999, -9999999999, -0.99999, -999.9,
+        -3.40282e38, 1.7976931348623157e308, b'1', b'1111111111',
+        b'1111111111111111111111111111111111111111111111111111111111111111',
+        '1000-01-01', '1000-01-01 00:00:00', '9999-12-31 23:59:59.999999', '2024-02-29 12:34:56.789',
+        '2038-01-19 03:14:07.999999', '1970-01-01 00:00:01',
+        '-838:59:59', '838:59:59.000000', '-00:00:01.50', '-12:00:00.0001', 1901,
+        'héllo', REPEAT('ü', 300), '😀 emoji \\n tab\\t', 'é€ƒ‰', 'ÿ',
+        'ab', X'00FF00FF', X'DEADBEEF', X'00',
+        'large', 'a,c', '{"k": [1, 2.5, "x"], "n": null}',
+        ST_GeomFromText('POLYGON((0 0,10 0,10 10,0 0))'))""",
+    """(2, 127, 0, 32767, 0, 8388607, 0, 2147483647, 0, 9223372036854775807, 0,
+        -99999999999999999999999999999999999.999999999999999999999999999999,
+        0.0000000001, 0, 0.00001, 0.0,
+        1.17549e-38, -2.2250738585072014e-308, b'0', b'0', b'0',
+        '9999-12-31', '9999-12-31 23:59:59', '0000-00-00 00:00:00', '0000-00-00 00:00:00',
+        '0000-00-00 00:00:00', '2038-01-19 03:14:07',
+        '00:00:00', '-838:59:59.000000', '00:00:00.01', '23:59:59.9999', 2155,
+        '', '', '', '', '',
+        '', '', '', X'FF',
+        'small', '', '[]', ST_GeomFromText('POINT(1.5 -2.5)'))""",
+    """(3, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0, b'0', b'0', b'0',
+        '0000-00-00', '2020-00-00 00:00:00', '2000-01-01 00:00:00.000001', '2000-01-01 00:00:00.100',
+        '1999-12-31 23:59:59.5', '2000-01-01 00:00:00',
+        '-00:00:01', '00:00:00.000001', '-00:00:00.01', '00:00:00.0001', 0,
+        'a', 'b', 'c', 'd', 'e', X'00', X'', X'', X'',
+        'medium', 'a,b,c', '"str"', ST_GeomFromText('LINESTRING(0 0,1 1)'))""",
+    "(4" + ", NULL" * 44 + ")",
+]
+
+
+def select_json(root: Any, t: str) -> list[dict[str, Any]]:
+    """The rows as a SELECT returns them, through the same JSON mapping the jsonl sink uses."""
+    with root.cursor(pymysql.cursors.DictCursor) as cur:
+        cur.execute(f"SELECT * FROM {t} ORDER BY id")
+        rows = cur.fetchall()
+    out = []
+    for row in rows:
+        for k in ("ts", "ts0"):  # TIMESTAMP: the session is UTC; the source marks UTC explicitly
+            if isinstance(row[k], dt.datetime):
+                row[k] = row[k].replace(tzinfo=dt.UTC)
+        out.append(json.loads(dumps(row)))
+    return out
+
+
+def f32(x: float | None) -> float | None:
+    return None if x is None else struct.unpack("<f", struct.pack("<f", x))[0]
+
+
+def test_type_fidelity_matches_select(mariadb: Any, root: Any) -> None:
+    t = table_name("types")
+    execute(root, TYPES_DDL.format(t=t))
+    start = position(root)
+    execute(root, "SET SESSION sql_mode = ''")
+    for row in TYPE_ROWS:
+        execute(root, f"INSERT INTO {t} VALUES {row}")
+    rows = read(mariadb, start, t)
+    expected = select_json(root, t)
+    assert [r["op"] for r in rows] == ["insert"] * len(TYPE_ROWS)
+    got = [r["after"] for r in rows]
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+        assert set(g) == set(e)
+        for k in e:
+            assert g[k] == e[k], f"row {e['id']} column {k}: binlog {g[k]!r} != SELECT {e[k]!r}"
+    first = got[0]
+    assert first["bu"] == 18446744073709551615 and first["d65"].startswith(
+        "99999999999999999999999999999999999.9"
+    )
+    assert got[1]["dt6"] == "0000-00-00 00:00:00.000000" and got[2]["dt_"] == "0000-00-00"
+    assert all(v is None for k, v in got[3].items() if k != "id")
+
+
+def test_arrow_types_are_exact(mariadb: Any, root: Any) -> None:
+    import pyarrow as pa
+
+    t = table_name("arrow")
+    start = position(root)
+    execute(
+        root,
+        f"CREATE TABLE {t} (id BIGINT UNSIGNED PRIMARY KEY, d DECIMAL(50,20), s DECIMAL(9,2), f FLOAT, "
+        "tm TIME(3), b VARBINARY(4))",
+        f"INSERT INTO {t} VALUES (18446744073709551615, -1.5, 2.25, 0.5, '-01:00:00.5', X'01')",
+    )
+    src = source(mariadb, start=start)
+    src.open(None)
+    try:
+        parts = [p for b in drain(src) for p in b.parts if p.table == t and p.data.num_rows]
+    finally:
+        src.close()
+    image = parts[-1].data.schema.field("after").type
+    types = {image.field(i).name: image.field(i).type for i in range(image.num_fields)}
+    assert types == {
+        "id": pa.uint64(),
+        "d": pa.decimal256(50, 20),
+        "s": pa.decimal128(9, 2),
+        "f": pa.float32(),
+        "tm": pa.duration("us"),
+        "b": pa.binary(),
+    }
+    assert parts[-1].key == ("id",)
+
+
+# ------------------------------------------------------------------------------------------ DDL
+
+
+def test_alter_mid_stream_decodes_old_rows_with_old_columns(mariadb: Any, root: Any) -> None:
+    t = table_name("alter")
+    execute(root, f"CREATE TABLE {t} (id INT PRIMARY KEY, a VARCHAR(10), b INT)")
+    start = position(root)
+    execute(
+        root,
+        f"INSERT INTO {t} VALUES (1, 'x', 10)",
+        f"ALTER TABLE {t} ADD COLUMN c DATETIME(3) NULL AFTER a",
+        f"INSERT INTO {t} VALUES (2, 'y', '2024-01-01 00:00:00.250', 20)",
+        f"ALTER TABLE {t} DROP COLUMN a",
+        f"INSERT INTO {t} VALUES (3, NULL, 30)",
+        f"TRUNCATE TABLE {t}",
+    )
+    rows = read(mariadb, start, t)  # the schema today: (id, c, b); rows are read after all DDL ran
+    assert [r["op"] for r in rows] == ["insert", "ddl", "insert", "ddl", "insert", "ddl"]
+    assert rows[0]["after"] == {"id": 1, "a": "x", "b": 10}
+    assert rows[2]["after"] == {"id": 2, "a": "y", "c": "2024-01-01T00:00:00.250000", "b": 20}
+    assert rows[4]["after"] == {"id": 3, "c": None, "b": 30}
+    assert "ADD COLUMN c" in rows[1]["after"]["sql"] and rows[1]["table"] == t and rows[1]["db"] == DB
+    assert rows[5]["after"]["sql"].startswith("TRUNCATE")
+
+
+def test_ddl_target_parsing() -> None:
+    assert ddl_target("ALTER TABLE `shop`.`or``ders` ADD x INT", "d") == ("shop", "or`ders")
+    assert ddl_target("create table if not exists t1 (id int)", "d") == ("d", "t1")
+    assert ddl_target("DROP TABLE `t` /* generated by server */", "d") == ("d", "t")
+    assert ddl_target("TRUNCATE t2", "d") == ("d", "t2")
+    assert ddl_target("RENAME TABLE a TO b", "d") == ("d", "a")
+    assert ddl_target("CREATE UNIQUE INDEX i ON s.t (x)", "d") == ("s", "t")
+    assert ddl_target("CREATE DATABASE shop", "d") == ("shop", "")
+    assert ddl_target("CREATE USER x", "d") is None
+    assert ddl_target("INSERT INTO t VALUES (1)", "d") is None
+
+
+# ------------------------------------------------------------------------------------------ resume
+
+
+def test_resume_mid_transaction_loses_and_duplicates_nothing(mariadb: Any, root: Any) -> None:
+    t = table_name("resume")
+    other = table_name("resume_other")
+    execute(
+        root, f"CREATE TABLE {t} (id INT PRIMARY KEY, v INT)", f"CREATE TABLE {other} (id INT PRIMARY KEY)"
+    )
+    start = position(root)
+    execute(root, "BEGIN")
+    for i in range(0, 40, 4):  # multi-row events, two tables interleaved inside one transaction
+        execute(root, f"INSERT INTO {t} VALUES ({i}, {i}), ({i + 1}, {i}), ({i + 2}, {i}), ({i + 3}, {i})")
+        execute(root, f"INSERT INTO {other} VALUES ({i})")
+    execute(root, f"UPDATE {t} SET v = v + 1 WHERE id < 10", "COMMIT")
+    execute(root, f"INSERT INTO {t} VALUES (100, 0), (101, 0)", f"DELETE FROM {t} WHERE id >= 30")
+    full = read(mariadb, start)
+    full = [r for r in full if r["table"] in (t, other)]
+    assert len(full) == 40 + 10 + 10 + 2 + 12
+
+    def key(r: dict[str, Any]) -> tuple:
+        return (r["pos"]["file"], r["pos"]["offset"], r["pos"]["index"], r["op"])
+
+    for step in (1, 7):
+        got: list[dict[str, Any]] = []
+        checkpoint: dict[str, Any] | None = None
+        rounds = 0
+        while True:
+            src = source(mariadb, start=start)
+            src.open(checkpoint)
+            try:
+                batch = None
+                for _ in range(20):
+                    batch = src.poll(step, 1)
+                    if batch is not None or src.caught_up():
+                        break
+            finally:
+                src.close()
+            if batch is None:
+                break
+            got += [json.loads(c.to_json()) for c in batch.changes() if c.table in (t, other)]
+            checkpoint = batch.checkpoint
+            assert set(checkpoint) == {"file", "offset", "skip", "gtid"}
+            rounds += 1
+            assert rounds < 200
+        assert [key(r) for r in got] == [key(r) for r in full], f"step {step}"
+        assert [r["after"] for r in got] == [r["after"] for r in full]
+
+
+# ------------------------------------------------------------------------------------------ filters
+
+
+def test_include_exclude(mariadb: Any, root: Any) -> None:
+    keep, drop, also = table_name("keep"), table_name("drop"), table_name("also")
+    execute(root, *(f"CREATE TABLE {x} (id INT PRIMARY KEY)" for x in (keep, drop, also)))
+    start = position(root)
+    execute(root, *(f"INSERT INTO {x} VALUES (1), (2)" for x in (keep, drop, also)))
+    execute(root, f"ALTER TABLE {drop} ADD COLUMN z INT")
+    rows = read(mariadb, start, include=[f"{DB}.keep_*", f"{DB}.drop_*"], exclude=[f"{DB}.drop_*"])
+    assert {r["table"] for r in rows} == {keep}
+    assert len(rows) == 2
+
+
+def test_excluded_tables_are_not_decoded(mariadb: Any, root: Any, monkeypatch: Any) -> None:
+    from dbus_ray.binlog import types
+
+    keep, drop = table_name("dk"), table_name("dd")
+    execute(root, *(f"CREATE TABLE {x} (id INT PRIMARY KEY)" for x in (keep, drop)))
+    start = position(root)
+    execute(root, *(f"INSERT INTO {x} VALUES (1), (2), (3)" for x in (drop, keep)))
+    decoded: list[str] = []
+    original = types.Layout.read_rows
+
+    def spy(self: Any, *args: Any) -> Any:
+        decoded.append(self.table)
+        return original(self, *args)
+
+    monkeypatch.setattr(types.Layout, "read_rows", spy)
+    rows = read(mariadb, start, include=[f"{DB}.{keep}"])
+    assert [r["table"] for r in rows] == [keep] * 3
+    assert decoded == [keep]
+
+
+# ------------------------------------------------------------------------------------------ pipeline
+
+
+def test_pipeline_mysql_to_jsonl_until_caught_up(
+    mariadb: Any, root: Any, ray_local: None, tmp_path: Path
+) -> None:
+    from dbus_ray.pipeline import run_pipeline
+
+    t = table_name("pipe")
+    execute(root, f"CREATE TABLE {t} (id INT PRIMARY KEY, v DECIMAL(20,4), s VARCHAR(20))")
+    start = position(root)
+    execute(root, "BEGIN")
+    for i in range(500):
+        execute(root, f"INSERT INTO {t} VALUES ({i}, {i}.0125, 'row-{i}')")
+    execute(
+        root, "COMMIT", f"UPDATE {t} SET s = 'changed' WHERE id < 100", f"DELETE FROM {t} WHERE id >= 400"
+    )
+    out = tmp_path / "out.jsonl"
+    raw = {
+        "name": f"mysql-{t}".replace("_", "-"),
+        "source": {
+            "type": "mysql",
+            "dsn": "mysql://dbus:${PW}@127.0.0.1:" + str(mariadb.port),
+            "start": start,
+            "include": [f"{DB}.{t}"],
+        },
+        "sinks": [{"name": "file", "type": "jsonl", "path": str(out)}],
+        "flow": {"read_batch_rows": 64, "max_rows_in_flight": 256},
+        "data_dir": str(tmp_path / "data"),
+    }
+    cfg = parse_config(raw, "mysql.yaml", {"PW": mariadb.password})
+    final = run_pipeline(cfg, until_caught_up=True, interval=0.1)
+    assert final["error"] is None and final["state"] == "stopped"
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["op"] for r in rows] == ["insert"] * 500 + ["update"] * 100 + ["delete"] * 100
+    assert rows[0]["after"] == {"id": 0, "v": "0.0125", "s": "row-0"} and rows[0]["key"] == {"id": 0}
+    assert final["checkpoint"]["source"]["skip"] == 0
+    # a second run resumes from the saved checkpoint: nothing new, nothing repeated
+    execute(root, f"INSERT INTO {t} VALUES (1000, 1, 'late')")
+    final = run_pipeline(cfg, until_caught_up=True, interval=0.1)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 701 and rows[-1]["after"]["id"] == 1000
+
+
+def test_example_config_parses() -> None:
+    from dbus_ray.config import load_config
+
+    path = Path(__file__).resolve().parents[2] / "configs" / "mysql-jsonl.yaml"
+    cfg = load_config(path, {"DBUS_MYSQL_PASSWORD": "pw"})
+    assert cfg.source.type == "mysql" and cfg.source.options.dsn.startswith("mysql://dbus:pw@")
+
+
+def test_connection_loss_reconnects_without_loss_or_duplicates(mariadb: Any, root: Any, caplog: Any) -> None:
+    t = table_name("lost")
+    execute(root, f"CREATE TABLE {t} (id INT PRIMARY KEY, pad VARCHAR(2000))")
+    start = position(root)
+    n = 6000  # ~12 MB in one transaction: more than the socket buffers hold, so a kill lands mid-transaction
+    execute(root, "BEGIN")
+    for i in range(0, n, 100):
+        values = ", ".join(f"({j}, REPEAT('x', 2000))" for j in range(i, i + 100))
+        execute(root, f"INSERT INTO {t} VALUES {values}")
+    execute(root, "COMMIT", f"DELETE FROM {t} WHERE id < 10")
+    src = source(mariadb, start=start)
+    src.open(None)
+    got: list[dict[str, Any]] = []
+    killed: set[int] = set()
+
+    def reconnects() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "reconnecting" in r.getMessage()]
+
+    try:
+        for _ in range(5000):
+            batch = src.poll(50, 1)
+            if batch is None:
+                if src.caught_up():
+                    break
+                continue
+            got += changes([batch], t)
+            thread = src.stream._stream_connection.thread_id()
+            ready = len(got) > 100 and len(reconnects()) == len(killed) and thread not in killed
+            if ready and len(killed) < 2:
+                execute(root, f"KILL {thread}")  # the server drops the binlog connection
+                killed.add(thread)
+    finally:
+        src.close()
+    assert len(reconnects()) == 2
+    assert "'skip': 0" not in reconnects()[0]  # resumed inside the big transaction
+    assert [r["after"]["id"] for r in got if r["op"] == "insert"] == list(range(n))
+    assert [r["before"]["id"] for r in got if r["op"] == "delete"] == list(range(10))
