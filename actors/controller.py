@@ -99,6 +99,12 @@ class Controller:
     def participants(self) -> list[dict[str, Any]]:
         return self.supervisor.participants()
 
+    def checkpoint(self, name: str) -> dict[str, Any] | None:
+        return self.supervisor.checkpoint(name)
+
+    def set_checkpoint(self, name: str, position: str) -> dict[str, Any]:
+        return self.supervisor.set_checkpoint(name, position)
+
     def rebalance(self) -> None:
         self.supervisor.reconcile()
 

@@ -254,6 +254,44 @@ def participants(address: str | None = ADDRESS, output: str = OUTPUT) -> None:
 
 
 @app.command()
+def peek(
+    pipeline: str = typer.Argument(...),
+    n: int = typer.Option(20, "-n", help="how many of the newest row changes"),
+    address: str | None = ADDRESS,
+) -> None:
+    """The newest row changes a running pipeline read, one JSON line each."""
+    from dbus_ray.model import dumps
+
+    for row in call(bus(address).peek_rows, pipeline, n):
+        typer.echo(redact(dumps(row)))
+
+
+checkpoint_app = typer.Typer(no_args_is_help=True, help="Show or set a pipeline's checkpoint.")
+app.add_typer(checkpoint_app, name="checkpoint")
+
+
+@checkpoint_app.command("show")
+def checkpoint_show(pipeline: str = typer.Argument(...), address: str | None = ADDRESS) -> None:
+    """The checkpoint a pipeline resumes from."""
+    saved = call(bus(address).checkpoint, pipeline)
+    typer.echo(json.dumps(saved) if saved else f"pipeline {pipeline}: no checkpoint yet")
+
+
+@checkpoint_app.command("set")
+def checkpoint_set(
+    pipeline: str = typer.Argument(...),
+    position: str = typer.Argument(..., help="mysql: FILE:OFFSET of a transaction start; mock: row number"),
+    yes: bool = typer.Option(False, "--yes", help="do not ask for confirmation"),
+    address: str | None = ADDRESS,
+) -> None:
+    """Make a paused or stopped pipeline resume from POSITION (rows before it are skipped, after it re-sent)."""
+    if not yes and not typer.confirm(f"Set the checkpoint of {pipeline} to {position}?"):
+        raise typer.Exit(EXIT_INPUT)
+    saved = call(bus(address).set_checkpoint, pipeline, position)
+    typer.echo(f"pipeline {pipeline}: checkpoint set to {json.dumps(saved['source'])}")
+
+
+@app.command()
 def plugins() -> None:
     """List the source and sink types."""
     from dbus_ray import registry

@@ -12,10 +12,18 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import ray
 
 from dbus_ray.config import PipelineConfig, load_config, parse_config, redact
 from dbus_ray.errors import DbusError, reason
+
+PEEK_SCHEMA = pa.schema([
+    ("db", pa.string()), ("table", pa.string()), ("op", pa.string()), ("key", pa.string()),
+    ("before", pa.string()), ("after", pa.string()), ("file", pa.string()), ("offset", pa.int64()),
+    ("gtid", pa.string()), ("index", pa.int32()), ("txid", pa.string()), ("ts", pa.float64()),
+    ("read_ts", pa.float64()),
+])
 
 STATUS_COLUMNS = ("name", "project", "state", "desired", "node", "epoch", "version", "rows_read",
                   "rows_delivered", "lag_seconds", "checkpoint", "error")
@@ -73,6 +81,41 @@ class Bus:
 
     def participants(self) -> list[dict[str, Any]]:
         return self._call("participants")
+
+    def checkpoint(self, name: str) -> dict[str, Any] | None:
+        return self._call("checkpoint", name)
+
+    def set_checkpoint(self, name: str, position: str) -> dict[str, Any]:
+        return self._call("set_checkpoint", name, position)
+
+    def peek_rows(self, name: str, n: int = 100) -> list[dict[str, Any]]:
+        """The newest `n` row changes the pipeline read (JSON form), oldest first."""
+        from dbus_ray.pipeline import NAMESPACE, actor_name
+
+        try:
+            reader = ray.get_actor(actor_name(name, "reader"), namespace=NAMESPACE)
+        except ValueError:
+            raise DbusError(f"pipeline {name} is not running") from None
+        return ray.get(reader.peek.remote(n), timeout=30)
+
+    def peek(self, name: str, n: int = 100):
+        """The newest `n` row changes as a pyarrow Table (images and key as JSON text)."""
+        from dbus_ray.model import dumps
+
+        rows = self.peek_rows(name, n)
+        flat = [{"db": r["db"], "table": r["table"], "op": r["op"], "key": dumps(r["key"]),
+                 "before": None if r["before"] is None else dumps(r["before"]),
+                 "after": None if r["after"] is None else dumps(r["after"]),
+                 "file": r["pos"]["file"], "offset": r["pos"]["offset"], "gtid": r["pos"]["gtid"],
+                 "index": r["pos"]["index"], "txid": r["txid"], "ts": r["ts"], "read_ts": r["read_ts"]}
+                for r in rows]
+        return pa.Table.from_pylist(flat, schema=PEEK_SCHEMA)
+
+    def metrics(self, name: str) -> dict[str, Any]:
+        """The pipeline's counters as the controller last saw them."""
+        status = self.get(name).get("status") or {}
+        return {k: status.get(k) for k in ("rows_read", "rows_delivered", "rows_in_flight", "lag_seconds",
+                                           "max_rows_in_flight", "error")}
 
     def rows(self, project: str | None = None) -> list[dict[str, Any]]:
         """One flat dict per pipeline (passwords redacted)."""

@@ -127,6 +127,12 @@ def _config(record: PipelineRecord) -> PipelineConfig:
     return cfg
 
 
+def _store(cfg: PipelineConfig):
+    from dbus_ray.checkpoints import open_store
+
+    return open_store(cfg.checkpoint.store, cfg.name, cfg.pipeline_dir, cfg)
+
+
 class Supervisor:
     PREFIX = "controller:pipeline:"
     EPOCH_KEY = "controller:epoch"
@@ -242,6 +248,28 @@ class Supervisor:
             running = {name: self.records[name].node for name in self.handles}
             return [{"node": n, "capacity": c, "pipelines": sorted(p for p, at in running.items() if at == n)}
                     for n, c in sorted(nodes.items())]
+
+    def checkpoint(self, name: str) -> dict[str, Any] | None:
+        with self.lock:
+            cfg = _config(self._get(name))
+        return _store(cfg).load()
+
+    def set_checkpoint(self, name: str, position: str) -> dict[str, Any]:
+        """Replace a stopped or paused pipeline's checkpoint; it resumes from there."""
+        from dbus_ray import registry
+
+        with self.lock:
+            record = self._get(name)
+            if record.desired == "running" or name in self.handles:
+                raise DbusError(f"pipeline {name} is running: pause or stop it before setting its checkpoint")
+            cfg = _config(record)
+            try:
+                source = registry.SOURCES[cfg.source.type].parse_position(position)
+            except ValueError as exc:
+                raise DbusError(str(exc)) from None
+            checkpoint = {"source": source, "seq": 0, "time": self.clock(), "set_by": "operator"}
+            _store(cfg).save(checkpoint)
+            return checkpoint
 
     # ------------------------------------------------------------------ reconcile
     def reconcile(self) -> None:

@@ -44,6 +44,11 @@ class Source:
         self.pipeline = pipeline
         self.options = options
 
+    @classmethod
+    def parse_position(cls, text: str) -> dict[str, Any]:
+        """A checkpoint from a position an operator typed (`dbus checkpoint set`)."""
+        raise ValueError(f"a {cls.type_name} source has no position to set")
+
     def open(self, checkpoint: dict[str, Any] | None) -> None:
         """Position the source after `checkpoint` (None: where the config says to start)."""
 

@@ -68,6 +68,12 @@ def images(seq: np.ndarray, keys: int) -> pa.StructArray:
 class MockSource(Source):
     Options = MockOptions
 
+    @classmethod
+    def parse_position(cls, text: str) -> dict[str, Any]:
+        if not text.isdigit():
+            raise ValueError(f"bad mock position {text!r}: expected the number of the next row, e.g. 1000")
+        return {"next": int(text)}
+
     def open(self, checkpoint: dict[str, Any] | None) -> None:
         self.next = int(checkpoint["next"]) if checkpoint else 0
         self.started = time.monotonic()

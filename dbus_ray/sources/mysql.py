@@ -200,6 +200,14 @@ class MysqlSource(Source):
     Options = MysqlOptions
 
     # ------------------------------------------------------------------ open / close
+    @classmethod
+    def parse_position(cls, text: str) -> dict[str, Any]:
+        """`binlog.000042:1234` (the start of a transaction) -> a checkpoint."""
+        file, _, offset = text.rpartition(":")
+        if not file or not offset.isdigit():
+            raise ValueError(f"bad binlog position {text!r}: expected FILE:OFFSET, e.g. binlog.000042:1234")
+        return {"file": file, "offset": int(offset), "skip": 0, "gtid": None}
+
     def open(self, checkpoint: dict[str, Any] | None) -> None:
         from dbus_ray.binlog import preflight as pf
 

@@ -215,3 +215,39 @@ def test_cli_submit_status_pause_remove(controller: Any, tmp_path: Path) -> None
     assert missing.exit_code == 2 and "error: no pipeline named 'nope'" in missing.output
     assert runner.invoke(app, ["remove", "c-cli"]).exit_code == 0
     assert json.loads(runner.invoke(app, ["list", "-o", "json"]).stdout) == []
+
+
+def test_peek_checkpoint_show_and_set(controller: Any, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from dbus_ray.cli import app
+    from dbus_ray.client import Bus
+
+    bus = Bus(controller)
+    ray.get(controller.submit.remote(spec(tmp_path, "c-peek")))
+    wait_for(lambda: state_of(controller, "c-peek")["status"].get("rows_delivered", 0) > 300, what="rows")
+    table = bus.peek("c-peek", 50)
+    assert table.num_rows == 50 and table.column_names[:3] == ["db", "table", "op"]
+    offsets_seen = table.column("offset").to_pylist()
+    assert offsets_seen == sorted(offsets_seen) and len(set(offsets_seen)) == 50
+    runner = CliRunner()
+    lines = runner.invoke(app, ["peek", "c-peek", "-n", "5"]).stdout.strip().splitlines()
+    assert len(lines) == 5 and json.loads(lines[0])["pipeline"] == "c-peek"
+
+    refused = runner.invoke(app, ["checkpoint", "set", "c-peek", "10", "--yes"])
+    assert refused.exit_code == 2 and "is running: pause or stop it" in refused.output
+    ray.get(controller.pause.remote("c-peek"))
+    wait_for(lambda: state_of(controller, "c-peek")["state"] == "paused", what="paused")
+    shown = json.loads(runner.invoke(app, ["checkpoint", "show", "c-peek"]).stdout)
+    assert shown["source"]["next"] >= 300
+    bad = runner.invoke(app, ["checkpoint", "set", "c-peek", "abc", "--yes"])
+    assert bad.exit_code == 2 and "bad mock position 'abc'" in bad.output
+    assert runner.invoke(app, ["checkpoint", "set", "c-peek", "100"], input="n\n").exit_code == 2
+    ok = runner.invoke(app, ["checkpoint", "set", "c-peek", "100", "--yes"])
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(runner.invoke(app, ["checkpoint", "show", "c-peek"]).stdout)["source"] == {"next": 100}
+    ray.get(controller.resume.remote("c-peek"))
+    wait_for(lambda: state_of(controller, "c-peek")["state"] == "running", what="resumed")
+    wait_for(lambda: state_of(controller, "c-peek")["status"].get("rows_read", 0) > 0, what="reading")
+    first = bus.peek("c-peek", 1000).column("offset").to_pylist()
+    assert 100 in first, "the resumed pipeline did not start at the checkpoint that was set"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -168,3 +169,38 @@ def test_cli_run_until_caught_up(tmp_path: Path) -> None:
     final = json.loads(result.stdout.strip().splitlines()[-1])
     assert final["rows_delivered"] == 3000 and final["state"] == "stopped"
     assert len(read_jsonl(out)) == 3000
+
+
+def test_metrics_reach_rays_prometheus_endpoint(tmp_path: Path) -> None:
+    import urllib.request
+
+    cfg = config(tmp_path, "metered", {"rows": None, "rate": 5000}, [{"name": "n", "type": "null"}])
+    port = ray._private.worker.global_worker.node.metrics_export_port
+    pipeline = Pipeline(cfg)
+    pipeline.start()
+
+    def scrape() -> dict[str, float]:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        found: dict[str, float] = {}
+        for line in text.splitlines():
+            if line.startswith("ray_dbus_") and 'pipeline="metered"' in line:
+                name = line.split("{", 1)[0]
+                found[name] = found.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+        return found
+
+    try:
+        deadline = time.monotonic() + 60
+        found: dict[str, float] = {}
+        while time.monotonic() < deadline:
+            pipeline.status()  # refreshes the lag and in-flight gauges
+            found = scrape()
+            if found.get("ray_dbus_rows_out_total", 0) > 0 and "ray_dbus_lag_seconds" in found:
+                break
+            time.sleep(1)
+        delivered = pipeline.status()["rows_delivered"]
+    finally:
+        pipeline.stop()
+    assert 0 < found["ray_dbus_rows_out_total"] <= delivered
+    assert 0 < found["ray_dbus_rows_in_total"]
+    assert "ray_dbus_batch_delivery_seconds_count" in found
+    assert found["ray_dbus_lag_seconds"] >= 0
