@@ -99,6 +99,9 @@ class Controller:
     def participants(self) -> list[dict[str, Any]]:
         return self.supervisor.participants()
 
+    def spec(self, name: str) -> dict[str, Any]:
+        return self.supervisor.spec(name)
+
     def checkpoint(self, name: str) -> dict[str, Any] | None:
         return self.supervisor.checkpoint(name)
 

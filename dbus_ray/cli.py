@@ -292,6 +292,22 @@ def checkpoint_set(
 
 
 @app.command()
+def dag(
+    pipeline: str = typer.Argument(...),
+    svg: Path | None = typer.Option(None, "--svg", help="also write the picture to this SVG file"),
+    address: str | None = ADDRESS,
+) -> None:
+    """The pipeline's stages and sinks with live rows/s (text, and an SVG picture with --svg)."""
+    from dbus_ray.dag import as_svg, as_text
+
+    cfg, flow = call(bus(address).flow, pipeline)
+    typer.echo(as_text(cfg, flow))
+    if svg is not None:
+        svg.write_text(as_svg(cfg, flow))
+        typer.echo(f"picture: {svg}")
+
+
+@app.command()
 def plugins() -> None:
     """List the source and sink types."""
     from dbus_ray import registry

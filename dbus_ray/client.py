@@ -117,6 +117,32 @@ class Bus:
         return {k: status.get(k) for k in ("rows_read", "rows_delivered", "rows_in_flight", "lag_seconds",
                                            "max_rows_in_flight", "error")}
 
+    def flow(self, name: str, window_s: float = 1.0):
+        """rows/s read and acknowledged per sink, measured over `window_s` on the live actors."""
+        import time
+
+        from dbus_ray.dag import Flow
+        from dbus_ray.pipeline import NAMESPACE, actor_name
+
+        cfg = parse_config(self._call("spec", name), f"pipeline {name}", {}, interpolate=False)
+        try:
+            reader = ray.get_actor(actor_name(name, "reader"), namespace=NAMESPACE)
+            writers = {s.name: ray.get_actor(actor_name(name, "writer", s.name), namespace=NAMESPACE)
+                       for s in cfg.sinks}
+        except ValueError:
+            raise DbusError(f"pipeline {name} is not running") from None
+
+        def sample() -> tuple[float, int, dict[str, int]]:
+            read = ray.get(reader.status.remote(), timeout=10)["rows_read"]
+            outs = {k: ray.get(w.stats.remote(), timeout=10)["rows"] for k, w in writers.items()}
+            return time.monotonic(), read, outs
+
+        t0, r0, o0 = sample()
+        time.sleep(window_s)
+        t1, r1, o1 = sample()
+        dt = max(t1 - t0, 1e-9)
+        return cfg, Flow((r1 - r0) / dt, {k: (o1[k] - o0[k]) / dt for k in o1})
+
     def rows(self, project: str | None = None) -> list[dict[str, Any]]:
         """One flat dict per pipeline (passwords redacted)."""
         out = []

@@ -249,6 +249,10 @@ class Supervisor:
             return [{"node": n, "capacity": c, "pipelines": sorted(p for p, at in running.items() if at == n)}
                     for n, c in sorted(nodes.items())]
 
+    def spec(self, name: str) -> dict[str, Any]:
+        with self.lock:
+            return self._get(name).spec
+
     def checkpoint(self, name: str) -> dict[str, Any] | None:
         with self.lock:
             cfg = _config(self._get(name))

@@ -251,3 +251,28 @@ def test_peek_checkpoint_show_and_set(controller: Any, tmp_path: Path) -> None:
     wait_for(lambda: state_of(controller, "c-peek")["status"].get("rows_read", 0) > 0, what="reading")
     first = bus.peek("c-peek", 1000).column("offset").to_pylist()
     assert 100 in first, "the resumed pipeline did not start at the checkpoint that was set"
+
+
+def test_dag_text_and_svg(controller: Any, tmp_path: Path) -> None:
+    import xml.etree.ElementTree as ET
+
+    from typer.testing import CliRunner
+
+    from dbus_ray.cli import app
+
+    s = spec(tmp_path, "c-dag")
+    s["sinks"].append({"name": "count", "type": "null", "match": ["mock.*"]})
+    ray.get(controller.submit.remote(s))
+    wait_for(lambda: state_of(controller, "c-dag")["status"].get("rows_delivered", 0) > 500, what="rows")
+    picture = tmp_path / "dag.svg"
+    result = CliRunner().invoke(app, ["dag", "c-dag", "--svg", str(picture)])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == "pipeline c-dag"
+    assert lines[1].startswith("mock source -> reader (")
+    assert "writer:file (jsonl, match *.*)" in lines[2] and "writer:count (null, match mock.*)" in lines[3]
+    rates = [float(line.rsplit("  ", 1)[1].split()[0].replace(",", "")) for line in lines[2:4]]
+    assert all(400 <= r <= 4000 for r in rates), rates  # the source writes 2,000 rows/s
+    root = ET.fromstring(picture.read_text())
+    texts = [t.text for t in root.iter("{http://www.w3.org/2000/svg}text")]
+    assert "writer:count" in texts and "reader" in texts
