@@ -308,6 +308,26 @@ def dag(
 
 
 @app.command()
+def controller(
+    strategy: str = typer.Option("sticky", help="placement when it is created: sticky, round_robin, weighted"),
+    address: str | None = ADDRESS,
+) -> None:
+    """Start the cluster's controller if it is not running (ray up runs this on the head) and show it."""
+    from dbus_ray.actors.controller import get_controller
+    from dbus_ray.client import join_cluster
+
+    try:
+        join_cluster(address)
+        import ray
+
+        info = ray.get(get_controller(strategy=strategy).info.remote(), timeout=60)
+    except DbusError as exc:
+        fail(str(exc), EXIT_UNAVAILABLE)
+    typer.echo(f"controller dbus:controller: pid {info['pid']}, node {info['node'][:12]}, "
+               f"strategy {info['strategy']}")
+
+
+@app.command()
 def plugins() -> None:
     """List the source and sink types."""
     from dbus_ray import registry
