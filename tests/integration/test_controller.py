@@ -276,3 +276,14 @@ def test_dag_text_and_svg(controller: Any, tmp_path: Path) -> None:
     root = ET.fromstring(picture.read_text())
     texts = [t.text for t in root.iter("{http://www.w3.org/2000/svg}text")]
     assert "writer:count" in texts and "reader" in texts
+
+
+def test_cli_controller_shows_the_one_controller(controller: Any) -> None:
+    from typer.testing import CliRunner
+
+    from dbus_ray.cli import app
+
+    pid = ray.get(controller.info.remote())["pid"]
+    result = CliRunner().invoke(app, ["controller"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"controller dbus:controller: pid {pid}, node ")
