@@ -287,3 +287,49 @@ def test_cli_controller_shows_the_one_controller(controller: Any) -> None:
     result = CliRunner().invoke(app, ["controller"])
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith(f"controller dbus:controller: pid {pid}, node ")
+
+
+def test_two_clis_at_once_make_one_controller() -> None:
+    import subprocess
+    import sys
+
+    for a in ray.util.list_named_actors(all_namespaces=True):
+        if a["name"] == "dbus:controller":
+            ray.kill(ray.get_actor("dbus:controller", namespace="dbus"), no_restart=True)
+    wait_for(lambda: not [a for a in ray.util.list_named_actors(all_namespaces=True)
+                          if a["name"] == "dbus:controller"], what="no controller")
+    address = ray.get_runtime_context().gcs_address
+    cmd = [sys.executable, "-m", "dbus_ray.cli", "controller", "--address", address]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    pids = {line.split("pid ")[1].split(",")[0] for out in outs for line in out.splitlines() if "pid " in line}
+    assert len(pids) == 1, outs
+    handle = ray.get_actor("dbus:controller", namespace="dbus")
+    assert str(ray.get(handle.info.remote())["pid"]) in pids
+    ray.kill(handle, no_restart=True)
+
+
+def test_submit_watch_reloads_a_changed_file(controller: Any, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "w.yaml"
+    path.write_text(json.dumps(spec(tmp_path, "c-watch")))
+    address = ray.get_runtime_context().gcs_address
+    proc = subprocess.Popen([sys.executable, "-m", "dbus_ray.cli", "submit", str(path), "--watch",
+                             "--address", address], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: state_of(controller, "c-watch")["version"] == 1 if _known(controller, "c-watch") else None,
+                 what="first version")
+        time.sleep(1.5)
+        path.write_text(json.dumps(spec(tmp_path, "c-watch", rate=3000)))
+        wait_for(lambda: state_of(controller, "c-watch")["version"] == 2, what="reloaded version")
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=30)[0]
+    assert "pipeline c-watch: reloaded (version 2)" in out
+
+
+def _known(controller: Any, name: str) -> bool:
+    return name in {p["name"] for p in ray.get(controller.list.remote())}
