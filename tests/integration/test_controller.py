@@ -7,7 +7,7 @@ import json
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,18 +19,9 @@ from dbus_ray.actors.controller import get_controller
 from dbus_ray.checkpoints import FileCheckpointStore
 from dbus_ray.config import parse_config
 from dbus_ray.pipeline import NAMESPACE, Pipeline, actor_name
+from dbus_ray.testing import wait_for
 
 pytestmark = pytest.mark.usefixtures("ray_session")
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.fixture

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import struct
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,23 +24,6 @@ from dbus_ray.sources.mysql import MysqlOptions, MysqlSource, ddl_target
 pytestmark = pytest.mark.integration
 
 DB = "dbus_test"
-
-
-@pytest.fixture(scope="session")
-def ray_local() -> Iterator[None]:
-    """One local Ray for the session (shared with other test files that start one first)."""
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(
-            num_cpus=2,
-            include_dashboard=False,
-            namespace="dbus",
-            _temp_dir=tempfile.mkdtemp(prefix="ray", dir="/tmp"),
-            object_store_memory=200 * 1024**2,
-        )
-    yield
 
 
 @pytest.fixture()
@@ -515,7 +496,7 @@ def test_excluded_tables_are_not_decoded(mariadb: Any, root: Any, monkeypatch: A
 
 
 def test_pipeline_mysql_to_jsonl_until_caught_up(
-    mariadb: Any, root: Any, ray_local: None, tmp_path: Path
+    mariadb: Any, root: Any, ray_session: None, tmp_path: Path
 ) -> None:
     from dbus_ray.pipeline import run_pipeline
 
