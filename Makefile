@@ -26,11 +26,14 @@ demo: install
 	$(VENV)/bin/dbus demo
 
 test: install
-	$(PY) -m pytest -q tests/unit tests/integration
+	$(PY) -m pytest -q tests/unit tests/integration tests/chaos
 	$(PY) -m pytest -q tests/cluster  # its own process: it starts a multi-node Ray cluster
 
 bench: install
 	$(PY) benchmarks/run.py
+
+chaos: install  # the long chaos run: 5 rounds of 6 faults, with a table of recovery times and counts
+	DBUS_CHAOS_ROUNDS=5 $(PY) -m pytest -q -s tests/chaos
 
 lint: install
 	$(VENV)/bin/ruff check .

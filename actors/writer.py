@@ -17,7 +17,9 @@ from dbus_ray.model import RowBatch
 log = logging.getLogger("dbus.writer")
 
 
-@ray.remote(num_cpus=0, max_restarts=0)
+# `write` runs on the default thread, one batch at a time and in order; `stats` answers on its own
+# thread so a health check gets through while a slow destination holds a write.
+@ray.remote(num_cpus=0, max_restarts=0, concurrency_groups={"control": 1})
 class Writer:
     def __init__(self, cfg: PipelineConfig, sink: SinkConfig, reader: Any) -> None:
         registry.load_builtins()
@@ -49,5 +51,6 @@ class Writer:
     def close(self) -> None:
         self.sink.close()
 
+    @ray.method(concurrency_group="control")
     def stats(self) -> dict[str, Any]:
         return {"rows": self.rows, "batches": self.batches, "last_latency_s": self.last_latency}

@@ -227,14 +227,13 @@ class Supervisor:
             del self.records[name]
             self.kv.delete(self.PREFIX + name)
 
+    # Reads take no lock: they answer while a reconcile step waits on a slow start or stop.
     def list(self, project: str | None = None) -> list[dict[str, Any]]:
-        with self.lock:
-            return [r.public() for r in sorted(self.records.values(), key=lambda r: r.name)
-                    if project is None or r.project == project]
+        return [r.public() for r in sorted(list(self.records.values()), key=lambda r: r.name)
+                if project is None or r.project == project]
 
     def get(self, name: str) -> dict[str, Any]:
-        with self.lock:
-            return self._get(name).public()
+        return self._get(name).public()
 
     def _get(self, name: str) -> PipelineRecord:
         record = self.records.get(name)
@@ -243,15 +242,13 @@ class Supervisor:
         return record
 
     def participants(self) -> list[dict[str, Any]]:
-        with self.lock:
-            nodes = self.runtime.nodes()
-            running = {name: self.records[name].node for name in self.handles}
-            return [{"node": n, "capacity": c, "pipelines": sorted(p for p, at in running.items() if at == n)}
-                    for n, c in sorted(nodes.items())]
+        nodes = self.runtime.nodes()
+        running = {name: record.node for name, record in list(self.records.items()) if name in self.handles}
+        return [{"node": n, "capacity": c, "pipelines": sorted(p for p, at in running.items() if at == n)}
+                for n, c in sorted(nodes.items())]
 
     def spec(self, name: str) -> dict[str, Any]:
-        with self.lock:
-            return self._get(name).spec
+        return self._get(name).spec
 
     def checkpoint(self, name: str) -> dict[str, Any] | None:
         with self.lock:

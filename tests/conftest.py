@@ -1,4 +1,5 @@
-"""Fixtures shared by every test: one local Ray per test session (started on first use)."""
+"""Fixtures shared by every test, each started on first use and once per session: one local Ray, a
+private MariaDB and a Kafka-protocol broker (see `dbus_ray.devstack`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import tempfile
 from collections.abc import Iterator
 
 import pytest
+
+from dbus_ray.devstack import Broker, MariaDB
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
@@ -25,3 +28,31 @@ def ray_session() -> Iterator[None]:
             object_store_memory=200 * 1024**2,
         )
     yield
+
+
+@pytest.fixture(scope="session")
+def mariadb() -> Iterator[MariaDB]:
+    """A private MariaDB 10.11 with ROW binlog (``log_bin``, FULL row image and metadata), on a free port.
+
+    Users: ``mariadb.user``/``mariadb.password`` (replication grants) and root (``root_connect()``);
+    the database ``dbus_test`` exists.  Shared by the whole session: use your own table names.
+    """
+    server = MariaDB().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[Broker]:
+    """A Tansu broker (memory storage) on a free port: ``broker.bootstrap`` is ``127.0.0.1:PORT``.
+
+    Shared by the whole session: use your own topic names.  Read with ``Consumer.assign()``, not
+    ``subscribe()`` (group joins take ~20 s on Tansu); see the ``Broker`` docstring for its quirks.
+    """
+    server = Broker().start()
+    try:
+        yield server
+    finally:
+        server.stop()
