@@ -1,7 +1,16 @@
-"""`make bench`: measured figures, printed as JSON and written to bench-results.json.
+"""`make bench`: measured figures, printed as JSON and written to bench-results.json (a short table on
+stderr). `DBUS_BENCH_QUICK=1`: small row counts (well under 2 minutes).
 
-transport: mock source -> router -> batcher -> writer (null sink) through real Ray actors on a local
-Ray; rows/s measured over the steady part of the run (from the first delivered row to the last).
+- decoder (benchmarks/decoder.py): our `mysql` source (MysqlSource.open/poll in this process, no Ray)
+  vs stock python-mysql-replication (BinLogStreamReader, `.rows`) on the same binlog, for one-row
+  transactions and multi-row events; rows/s and the speed-up.
+- transport: mock source -> router -> batcher -> writer (null sink) through real Ray actors on a local
+  Ray; rows/s measured over the steady part of the run (from the first delivered row to the last).
+- e2e (benchmarks/e2e.py): MariaDB -> Ray pipeline -> Kafka (Tansu): catch-up rows/s of pre-written
+  rows and the peak summed RSS of the pipeline's actor processes meanwhile; commit -> Kafka latency
+  percentiles at a steady write rate.
+
+Every figure is measured in this run; the MariaDB and the broker are private ones started here.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ import platform
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +30,12 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 from dbus_ray.config import parse_config  # noqa: E402
 from dbus_ray.pipeline import connect_ray, run_pipeline  # noqa: E402
 
-ROWS = int(os.environ.get("DBUS_BENCH_ROWS", "10000000"))
+QUICK = os.environ.get("DBUS_BENCH_QUICK", "") not in ("", "0")
+ROWS = int(os.environ.get("DBUS_BENCH_ROWS", "200000" if QUICK else "10000000"))
+DECODER_ROWS = int(os.environ.get("DBUS_BENCH_DECODER_ROWS", "50000" if QUICK else "200000"))
+CATCHUP_ROWS = int(os.environ.get("DBUS_BENCH_CATCHUP_ROWS", "50000" if QUICK else "1000000"))
+LATENCY_RATE = int(os.environ.get("DBUS_BENCH_LATENCY_RATE", "2000"))
+LATENCY_SECONDS = float(os.environ.get("DBUS_BENCH_LATENCY_SECONDS", "5" if QUICK else "20"))
 
 
 def transport(rows: int, read_batch: int, sink_batch: int, in_flight: int) -> dict[str, Any]:
@@ -51,24 +66,99 @@ def transport(rows: int, read_batch: int, sink_batch: int, in_flight: int) -> di
     }
 
 
+def section(results: dict[str, Any], name: str, fn: Any, *args: Any) -> Any:
+    """Run one benchmark; a failure is recorded (and makes the run exit non-zero), the rest still run."""
+    started = time.monotonic()
+    print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+    try:
+        value = fn(*args)
+    except Exception as exc:  # noqa: BLE001 - reported in the results
+        traceback.print_exc()
+        results.setdefault("errors", {})[name] = f"{type(exc).__name__}: {exc}"
+        return None
+    print(f"[bench] {name} done in {time.monotonic() - started:.1f}s", file=sys.stderr, flush=True)
+    return value
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = ["", "figure                                          value"]
+
+    def row(label: str, value: Any, unit: str = "") -> None:
+        if isinstance(value, (int, float)):
+            value = f"{value:,.2f}" if isinstance(value, float) and value < 100 else f"{value:,.0f}"
+        lines.append(f"{label:<46}  {value} {unit}".rstrip())
+
+    dec = results.get("decoder") or {}
+    for case in ("one_row_txn", "multi_row"):
+        if case in dec:
+            d = dec[case]
+            row(f"decoder {case}: ours", d["ours_rows_per_s"], "rows/s")
+            row(f"decoder {case}: stock", d["stock_rows_per_s"], "rows/s")
+            row(f"decoder {case}: speed-up", d["speedup"], "x")
+    if "transport_best_rows_per_s" in results:
+        row("transport mock->null (best)", results["transport_best_rows_per_s"], "rows/s")
+    e2e = results.get("e2e") or {}
+    if "catch_up" in e2e:
+        c = e2e["catch_up"]
+        row(f"e2e catch-up {c['rows']:,} rows: steady", c["rows_per_s_steady"], "rows/s")
+        row(f"e2e catch-up {c['rows']:,} rows: wall", c["rows_per_s_wall"], "rows/s")
+        row(f"peak RSS sum, 4 actors ({c['rows']:,} rows)", c["peak_rss_mb"], "MB")
+        row("  RSS sum at start", c["rss_at_start_mb"], "MB")
+        row("  peak PSS sum", c["peak_pss_mb"], "MB")
+    if "latency" in e2e:
+        lat = e2e["latency"]
+        row(f"commit->Kafka p50 at {lat['rows_per_s_written']:,} rows/s", lat["p50_ms"], "ms")
+        row(f"commit->Kafka p99 at {lat['rows_per_s_written']:,} rows/s", lat["p99_ms"], "ms")
+    for name, err in (results.get("errors") or {}).items():
+        lines.append(f"FAILED {name}: {err}")
+    return "\n".join(lines)
+
+
 def main() -> int:
-    connect_ray(num_cpus=2)
+    from decoder import decoder_bench
+    from e2e import catch_up, latency
+
+    from dbus_ray.devstack import Broker, MariaDB
+
     results: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "transport_mock_to_null": [],
+        "quick": QUICK,
     }
-    for read_batch, sink_batch, in_flight in ((5_000, 20_000, 200_000), (20_000, 50_000, 400_000),
-                                               (100_000, 200_000, 800_000)):
-        r = transport(ROWS, read_batch, sink_batch, in_flight)
-        results["transport_mock_to_null"].append(r)
-        print(f"transport mock->null  batch {read_batch:>7,}: {r['rows_per_s_steady']:>12,} rows/s steady, "
-              f"{r['rows_per_s_wall']:>12,} rows/s wall", file=sys.stderr)
-    best = max(r["rows_per_s_steady"] for r in results["transport_mock_to_null"])
-    results["transport_best_rows_per_s"] = best
-    results["transport_target_rows_per_s"] = 1_000_000
+    started = time.monotonic()
+    mariadb = MariaDB().start()
+    broker = None
+    try:
+        results["decoder"] = section(results, "decoder", decoder_bench, mariadb, DECODER_ROWS, 1)
+        if results["decoder"]:
+            results["decoder_target_speedup"] = 4
+
+        connect_ray(num_cpus=2)
+        results["transport_mock_to_null"] = []
+        for read_batch, sink_batch, in_flight in ((5_000, 20_000, 200_000), (20_000, 50_000, 400_000),
+                                                   (100_000, 200_000, 800_000)):
+            r = section(results, f"transport-{read_batch}", transport, ROWS, read_batch, sink_batch, in_flight)
+            if r:
+                results["transport_mock_to_null"].append(r)
+        if results["transport_mock_to_null"]:
+            best = max(r["rows_per_s_steady"] for r in results["transport_mock_to_null"])
+            results["transport_best_rows_per_s"] = best
+            results["transport_target_rows_per_s"] = 1_000_000
+
+        broker = Broker().start()
+        e2e: dict[str, Any] = {}
+        e2e["catch_up"] = section(results, "e2e-catch-up", catch_up, mariadb, broker, CATCHUP_ROWS)
+        e2e["latency"] = section(results, "e2e-latency", latency, mariadb, broker, LATENCY_RATE, LATENCY_SECONDS)
+        results["e2e"] = e2e
+        results["memory_target_mb"] = 500
+    finally:
+        if broker is not None:
+            broker.stop()
+        mariadb.stop()
+    results["bench_wall_s"] = round(time.monotonic() - started, 1)
     Path("bench-results.json").write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
-    return 0
+    print(table(results), file=sys.stderr)
+    return 1 if results.get("errors") else 0
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ from urllib.parse import unquote, urlsplit
 import pyarrow as pa
 import pymysql
 
+from dbus_ray.binlog import stream as bs
+from dbus_ray.binlog.preflight import binlog_index
 from dbus_ray.config import Invalid
 from dbus_ray.errors import DbusError
 from dbus_ray.model import META_SCHEMA, RowBatch, TableRows
@@ -35,7 +37,7 @@ from dbus_ray.routing import TableMatcher
 log = logging.getLogger("dbus.mysql")
 
 HEARTBEAT_SECONDS = 0.25  # the server sends a heartbeat after this long without events
-POLL_BUDGET_SECONDS = 0.2  # a poll holding rows returns after this long even when not full
+POLL_BUDGET_SECONDS = 0.05  # a poll holding rows returns after this long even when not full (latency)
 RECONNECT_ATTEMPTS = 8
 ER_MASTER_FATAL_READING_BINLOG = 1236
 
@@ -166,8 +168,13 @@ class DdlLayout:
         self.db = db
         self.table = table
 
-    def images(self, images: list[Any]) -> pa.StructArray:
-        return pa.array([None if i is None else {"sql": i[0]} for i in images], self.image_type)
+    def struct(self, columns: list[list[Any]] | None, n: int, mask: list[bool] | None = None) -> pa.StructArray:
+        if columns is None:
+            return pa.array([None] * n, self.image_type)
+        sql = columns[0]
+        if mask is not None:
+            sql = [None if m else v for v, m in zip(sql, mask)]
+        return pa.array([None if v is None else {"sql": v} for v in sql], self.image_type)
 
 
 # ---------------------------------------------------------------------------------------------- source
@@ -191,8 +198,31 @@ class _StreamLost(Exception):
     """The binlog connection dropped; python-mysql-replication would silently reconnect mid-transaction."""
 
 
-# pending row: (layout, op, before, after, file, offset, gtid, index, txid, ts, txn_file, txn_offset)
-_Row = tuple
+class _Seg:
+    """Pending rows of one ROWS event (or one DDL row): images as one value list per column (None: the
+    event has no such image), and the position of its first row. Rows leave from the front."""
+
+    __slots__ = ("layout", "op", "before", "after", "n", "file", "offset", "gtid", "index", "txid", "ts",
+                 "tfile", "toffset")
+
+    def __init__(self, layout: Any, op: str, before: list[list[Any]] | None, after: list[list[Any]] | None,
+                 n: int, file: str, offset: int, gtid: str | None, index: int, txid: str, ts: float,
+                 tfile: str, toffset: int) -> None:
+        self.layout, self.op, self.before, self.after, self.n = layout, op, before, after, n
+        self.file, self.offset, self.gtid, self.index, self.txid = file, offset, gtid, index, txid
+        self.ts, self.tfile, self.toffset = ts, tfile, toffset
+
+    def split(self, k: int) -> _Seg:
+        """Remove the first `k` rows (k < n) and return them as a segment."""
+        b, a = self.before, self.after
+        head = _Seg(self.layout, self.op, None if b is None else [c[:k] for c in b],
+                    None if a is None else [c[:k] for c in a], k, self.file, self.offset, self.gtid,
+                    self.index, self.txid, self.ts, self.tfile, self.toffset)
+        self.before = None if b is None else [c[k:] for c in b]
+        self.after = None if a is None else [c[k:] for c in a]
+        self.n -= k
+        self.index += k
+        return head
 
 
 @source("mysql")
@@ -227,10 +257,13 @@ class MysqlSource(Source):
         )
         self.target = (pf.binlog_index(self.info.file), self.info.position)
         self.matcher = TableMatcher(o.include, o.exclude)
-        self.layouts: dict[Any, Any] = {}
-        self.by_table_id: dict[int, tuple[Any, Any]] = {}
+        # TABLE_MAP bytes (all but the table id) -> (db, table, Layout or None when excluded)
+        self.map_cache: dict[bytes, tuple[str, str, Any]] = {}
+        self.by_table_id: dict[int, tuple[str, str, Any]] = {}
         self.names_cache: dict[tuple[str, str], tuple[list[str], tuple[str, ...]]] = {}
-        self.pending: list[_Row] = []
+        self.pending: list[_Seg] = []
+        self.pending_rows = 0
+        self._index_of: tuple[str, int] = ("", 0)
         self.stream: Any = None
         self.txn: _Txn | None = None
         self.resume: tuple[str, int, int] | None = None
@@ -289,7 +322,6 @@ class MysqlSource(Source):
             )
 
     def _start_stream(self, file: str, offset: int, skip: int, gtid: str | None = None) -> None:
-        from pymysqlreplication import BinLogStreamReader
         from pymysqlreplication.event import (
             GtidEvent,
             HeartbeatLogEvent,
@@ -318,7 +350,7 @@ class MysqlSource(Source):
             kwargs = {"auto_position": gtid, "is_mariadb": self.info.mariadb}
         else:
             kwargs = {"log_file": file, "log_pos": offset, "resume_stream": True}
-        self.stream = BinLogStreamReader(
+        self.stream = bs.FastBinLogStreamReader(
             connection_settings=settings,
             server_id=self.server_id,
             blocking=True,
@@ -355,23 +387,50 @@ class MysqlSource(Source):
 
     # ------------------------------------------------------------------ reading
     def poll(self, max_rows: int, seq: int) -> RowBatch | None:
-        deadline = time.monotonic() + POLL_BUDGET_SECONDS
-        while len(self.pending) < max_rows:
-            if self.pending and time.monotonic() > deadline:
+        HEARTBEAT_EVENT, RawEvent = bs.HEARTBEAT_EVENT, bs.RawEvent
+        monotonic = time.monotonic
+        deadline = monotonic() + POLL_BUDGET_SECONDS
+        fetch, handle_raw = self._fetch, self._handle_raw
+        while self.pending_rows < max_rows:
+            if self.pending_rows and monotonic() > deadline:
                 break
-            event = self._fetch()
+            event = fetch()
             if event is None:
                 break
+            if type(event) is RawEvent:
+                if event.type == HEARTBEAT_EVENT:
+                    self.idle = True
+                    break
+                self.idle = False
+                handle_raw(event)
+                continue
             if type(event).__name__ == "HeartbeatLogEvent":
                 self.idle = True
                 break
             self.idle = False
             self._handle(event)
-        if not self.pending:
+        if not self.pending_rows:
             return None
-        rows, self.pending = self.pending[:max_rows], self.pending[max_rows:]
+        segs = self._take(max_rows)
         checkpoint = self._checkpoint()
-        return RowBatch(self.pipeline, seq, self._runs(rows), checkpoint, max(r[9] for r in rows))
+        return RowBatch(self.pipeline, seq, self._runs(segs), checkpoint, max(s.ts for s in segs))
+
+    def _take(self, max_rows: int) -> list[_Seg]:
+        """The first `max_rows` pending rows (splitting a segment when needed)."""
+        pending = self.pending
+        got = 0
+        i = 0
+        while i < len(pending) and got + pending[i].n <= max_rows:
+            got += pending[i].n
+            i += 1
+        out = pending[:i]
+        rest = pending[i:]
+        if got < max_rows and rest:
+            out.append(rest[0].split(max_rows - got))
+            got = max_rows
+        self.pending = rest
+        self.pending_rows -= got
+        return out
 
     def _fetch(self) -> Any:
         attempt = 0
@@ -397,6 +456,7 @@ class MysqlSource(Source):
                     ) from None
                 cp = self._checkpoint()
                 self.pending = []
+                self.pending_rows = 0
                 self._close_stream()
                 delay = min(0.2 * 2**attempt, 15.0)
                 log.warning(
@@ -431,10 +491,10 @@ class MysqlSource(Source):
             self.last_ts = float(ev.timestamp)
         if name == "RotateEvent":
             self.file, self.next_pos = ev.next_binlog, ev.position
+            if ev.timestamp:  # a real rotation: table ids may be reused from here on
+                self.by_table_id = {}
             return
-        if name in ("WriteRowsEvent", "UpdateRowsEvent", "DeleteRowsEvent"):
-            self._rows(ev, name, offset)
-        elif name == "MariadbGtidEvent":
+        if name == "MariadbGtidEvent":
             self._begin(offset, ev.gtid, began=not (ev.flags & 1))
         elif name == "GtidEvent":
             self._begin(offset, ev.gtid, began=False)
@@ -445,9 +505,79 @@ class MysqlSource(Source):
         if end:
             self.next_pos = end
             if not self.reached and self.txn is None:
-                from dbus_ray.binlog.preflight import binlog_index
+                self._check_reached(end)
 
-                self.reached = (binlog_index(self.file), end) >= self.target
+    def _handle_raw(self, ev: Any) -> None:
+        """A hot event the stream left unparsed (see dbus_ray.binlog.stream)."""
+        t = ev.type
+        if t == bs.TABLE_MAP_EVENT:
+            self._table_map(ev)
+            return
+        end = ev.log_pos
+        offset = end - ev.event_size if end else self.next_pos
+        if ev.timestamp:
+            self.last_ts = float(ev.timestamp)
+        if t in bs.ROWS_OP:
+            self._rows_raw(ev, offset)
+        elif t == bs.MARIADB_GTID_EVENT:
+            gtid, flags = bs.mariadb_gtid(ev)
+            self._begin(offset, gtid, began=not (flags & 1))
+        elif t == bs.XID_EVENT:
+            self._end()
+        elif t == bs.GTID_EVENT:
+            self._begin(offset, bs.mysql_gtid(ev), began=False)
+        elif t == bs.QUERY_EVENT:
+            schema, sql = bs.query_parts(ev)
+            self._statement(sql, schema, float(ev.timestamp), offset)
+        if end:
+            self.next_pos = end
+            if not self.reached and self.txn is None:
+                self._check_reached(end)
+
+    def _check_reached(self, end: int) -> None:
+        if self.file != self._index_of[0]:
+            self._index_of = (self.file, binlog_index(self.file))
+        self.reached = (self._index_of[1], end) >= self.target
+
+    def _table_map(self, ev: Any) -> None:
+        """Map the event's table id to a layout, parsing a definition only the first time it is seen."""
+        table_id, key, db, table = bs.table_map_names(ev)
+        entry = self.map_cache.get(key)
+        if entry is None:
+            layout = None
+            if self.matcher(db, table):
+                layout = self._layout_of(self.stream.table_map_event(ev).get_table(), db, table)
+            entry = self.map_cache[key] = (db, table, layout)
+        self.by_table_id[table_id] = entry
+
+    def _rows_raw(self, ev: Any, offset: int) -> None:
+        table_id, _flags, _ncols, bitmap, bitmap2, pos = bs.rows_body(ev)
+        entry = self.by_table_id.get(table_id)
+        if entry is None or entry[2] is None:  # no TABLE_MAP seen for it, or an excluded table
+            return
+        layout = entry[2]
+        txn = self.txn
+        if txn is None:  # a rows event outside any transaction marker: treat it as its own transaction
+            self._begin(offset, None, began=False)
+            txn = self.txn
+            assert txn is not None
+        op = bs.ROWS_OP[ev.type]
+        before, after = layout.read_rows(ev.data, op, bitmap, bitmap2, pos, ev.end)
+        n = len((after if after is not None else before)[0])  # type: ignore[index]
+        first = txn.rows
+        txn.rows += n
+        start = max(0, txn.skip - first)
+        if start < n:
+            if start:
+                before = None if before is None else [c[start:] for c in before]
+                after = None if after is None else [c[start:] for c in after]
+            self.pending.append(
+                _Seg(layout, op, before, after, n - start, self.file, offset, txn.gtid, first + start,
+                     txn.txid, float(ev.timestamp), txn.file, txn.offset)
+            )
+            self.pending_rows += n - start
+        if not txn.began:
+            self._end()
 
     def _begin(self, offset: int, gtid: str | None, began: bool) -> None:
         self.txn = _Txn(self.file, offset, gtid, began)
@@ -462,6 +592,10 @@ class MysqlSource(Source):
 
     def _query(self, ev: Any, offset: int) -> None:
         sql = ev.query if isinstance(ev.query, str) else ev.query.decode("utf-8", "replace")
+        schema = ev.schema.decode("utf-8", "replace") if isinstance(ev.schema, bytes) else str(ev.schema)
+        self._statement(sql, schema, float(ev.timestamp), offset)
+
+    def _statement(self, sql: str, schema: str, ts: float, offset: int) -> None:
         head = sql.lstrip()[:16].upper()
         if head.startswith("BEGIN") or head.startswith("XA START"):
             if self.txn is None:
@@ -475,88 +609,37 @@ class MysqlSource(Source):
         if self.txn is None:
             self._begin(offset, None, began=False)
         assert self.txn is not None
-        schema = ev.schema.decode("utf-8", "replace") if isinstance(ev.schema, bytes) else str(ev.schema)
         target = ddl_target(sql, schema)
         if target is not None:
             db, table = target
             self.names_cache.pop((db, table), None)
+            for key in [k for k, v in self.map_cache.items() if v[0] == db and (v[1] == table or not table)]:
+                del self.map_cache[key]
             if self.matcher(db, table or "*"):
                 txn = self.txn
                 index = txn.rows
                 txn.rows += 1
                 if index >= txn.skip:
                     self.pending.append(
-                        (
-                            DdlLayout(db, table),
-                            "ddl",
-                            None,
-                            (sql,),
-                            self.file,
-                            offset,
-                            txn.gtid,
-                            index,
-                            txn.txid,
-                            float(ev.timestamp),
-                            txn.file,
-                            txn.offset,
-                        )
+                        _Seg(DdlLayout(db, table), "ddl", None, [[sql]], 1, self.file, offset, txn.gtid, index,
+                             txn.txid, ts, txn.file, txn.offset)
                     )
+                    self.pending_rows += 1
         if not self.txn.began:
             self._end()
 
-    def _rows(self, ev: Any, name: str, offset: int) -> None:
-        db, table = ev.schema, ev.table
-        if not self.matcher(db, table):
-            return
-        if not ev.complete:
-            return
-        txn = self.txn
-        if txn is None:  # a rows event outside any transaction marker: treat it as its own transaction
-            self._begin(offset, None, began=False)
-            txn = self.txn
-            assert txn is not None
-        layout = self._layout(ev)
-        body = ev.packet.read(ev.event_size - ev.packet.read_bytes)
-        if name == "WriteRowsEvent":
-            op, rows = "insert", layout.read_rows(body, "insert", ev.columns_present_bitmap)
-        elif name == "DeleteRowsEvent":
-            op, rows = "delete", layout.read_rows(body, "delete", ev.columns_present_bitmap)
-        else:
-            op = "update"
-            rows = layout.read_rows(body, "update", ev.columns_present_bitmap, ev.columns_present_bitmap2)
-        ts = float(ev.timestamp)
-        first = txn.rows
-        txn.rows += len(rows)
-        start = max(0, txn.skip - first)
-        file, gtid, txid, tfile, toff = self.file, txn.gtid, txn.txid, txn.file, txn.offset
-        append = self.pending.append
-        for i in range(start, len(rows)):
-            before, after = rows[i]
-            append((layout, op, before, after, file, offset, gtid, first + i, txid, ts, tfile, toff))
-        if not txn.began:
-            self._end()
-
-    def _layout(self, ev: Any) -> Any:
+    def _layout_of(self, table_obj: Any, db: str, table: str) -> Any:
+        """The layout of a table definition (a stock `Table` parsed from a TABLE_MAP event)."""
         from dbus_ray.binlog.types import Layout, columns_of
 
-        table_obj = ev.table_map[ev.table_id]
-        hit = self.by_table_id.get(ev.table_id)
-        if hit is not None and hit[0] is table_obj:
-            return hit[1]
         cols = table_obj.columns
-        signature = (ev.schema, ev.table, tuple(tuple(sorted(map(repr, c.__dict__.items()))) for c in cols))
-        layout = self.layouts.get(signature)
-        if layout is None:
-            names: list[str] | None = None
-            if all(c.name for c in cols):
-                pk = table_obj.primary_key
-                key = (pk,) if isinstance(pk, str) and pk else tuple(pk) if pk else ()
-            else:
-                names, key = self._schema_from_catalog(ev.schema, ev.table)
-            layout = Layout(ev.schema, ev.table, columns_of(table_obj, names), key)
-            self.layouts[signature] = layout
-        self.by_table_id[ev.table_id] = (table_obj, layout)
-        return layout
+        names: list[str] | None = None
+        if all(c.name for c in cols):
+            pk = table_obj.primary_key
+            key = (pk,) if isinstance(pk, str) and pk else tuple(pk) if pk else ()
+        else:
+            names, key = self._schema_from_catalog(db, table)
+        return Layout(db, table, columns_of(table_obj, names), key)
 
     def _schema_from_catalog(self, db: str, table: str) -> tuple[list[str], tuple[str, ...]]:
         """Column names and primary key from information_schema (servers without binlog_row_metadata)."""
@@ -580,29 +663,54 @@ class MysqlSource(Source):
         return hit
 
     # ------------------------------------------------------------------ batches and positions
-    def _runs(self, rows: list[_Row]) -> list[TableRows]:
+    def _runs(self, segs: list[_Seg]) -> list[TableRows]:
+        """Consecutive segments of one table definition -> one Arrow record batch each."""
         parts: list[TableRows] = []
         now = time.time()
         start = 0
-        n = len(rows)
+        n = len(segs)
         while start < n:
-            layout = rows[start][0]
+            layout = segs[start].layout
             end = start + 1
-            while end < n and rows[end][0] is layout:
+            while end < n and segs[end].layout is layout:
                 end += 1
-            run = rows[start:end]
-            cols = list(zip(*run))
-            k = len(run)
-            before = layout.images(list(cols[2]))
-            after = layout.images(list(cols[3]))
+            run = segs[start:end]
+            k = sum(s.n for s in run)
+            ops: list[str] = []
+            files: list[str] = []
+            offsets: list[int] = []
+            gtids: list[str | None] = []
+            indexes: list[int] = []
+            txids: list[str] = []
+            tss: list[float] = []
+            for s in run:
+                m = s.n
+                if m == 1:
+                    ops.append(s.op)
+                    files.append(s.file)
+                    offsets.append(s.offset)
+                    gtids.append(s.gtid)
+                    indexes.append(s.index)
+                    txids.append(s.txid)
+                    tss.append(s.ts)
+                else:
+                    ops += [s.op] * m
+                    files += [s.file] * m
+                    offsets += [s.offset] * m
+                    gtids += [s.gtid] * m
+                    indexes += range(s.index, s.index + m)
+                    txids += [s.txid] * m
+                    tss += [s.ts] * m
+            before = self._images(layout, run, "before", k)
+            after = self._images(layout, run, "after", k)
             arrays = [
-                pa.array(cols[1], pa.string()),
-                pa.array(cols[4], pa.string()),
-                pa.array(cols[5], pa.int64()),
-                pa.array(cols[6], pa.string()),
-                pa.array(cols[7], pa.int32()),
-                pa.array(cols[8], pa.string()),
-                pa.array(cols[9], pa.float64()),
+                pa.array(ops, pa.string()),
+                pa.array(files, pa.string()),
+                pa.array(offsets, pa.int64()),
+                pa.array(gtids, pa.string()),
+                pa.array(indexes, pa.int32()),
+                pa.array(txids, pa.string()),
+                pa.array(tss, pa.float64()),
                 pa.array([now] * k, pa.float64()),
                 before,
                 after,
@@ -616,11 +724,35 @@ class MysqlSource(Source):
             start = end
         return parts
 
+    @staticmethod
+    def _images(layout: Any, run: list[_Seg], which: str, k: int) -> pa.StructArray:
+        """The `before` or `after` struct column of a run of segments."""
+        images = [getattr(s, which) for s in run]
+        if len(run) == 1:
+            return layout.struct(images[0], k)
+        if all(i is None for i in images):
+            return layout.struct(None, k)
+        cols: list[list[Any]] = [[] for _ in layout.types]
+        mask: list[bool] | None = None
+        if any(i is None for i in images):
+            mask = []
+            for s, image in zip(run, images):
+                mask += [image is None] * s.n
+        for s, image in zip(run, images):
+            if image is None:
+                nones = [None] * s.n
+                for c in cols:
+                    c += nones
+            else:
+                for c, sc in zip(cols, image):
+                    c += sc
+        return layout.struct(cols, k, mask)
+
     def _checkpoint(self) -> dict[str, Any]:
         """Where to resume so that every row handed out so far is skipped and no other."""
         if self.pending:
-            row = self.pending[0]
-            return {"file": row[10], "offset": row[11], "skip": row[7], "gtid": row[6]}
+            seg = self.pending[0]
+            return {"file": seg.tfile, "offset": seg.toffset, "skip": seg.index, "gtid": seg.gtid}
         txn = self.txn
         if txn is not None:
             return {"file": txn.file, "offset": txn.offset, "skip": txn.rows, "gtid": txn.gtid}
@@ -634,7 +766,7 @@ class MysqlSource(Source):
 
     def lag_seconds(self) -> float:
         if self.pending:
-            return max(0.0, time.time() - min(r[9] for r in self.pending))
+            return max(0.0, time.time() - min(s.ts for s in self.pending))
         if self.idle or not self.last_ts:
             return 0.0
         return max(0.0, time.time() - self.last_ts)

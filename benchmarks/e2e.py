@@ -1,0 +1,249 @@
+"""End to end: MariaDB binlog -> reader -> router -> batcher -> Kafka writer (Tansu broker), one
+pipeline on the local Ray.
+
+- `catch_up`: `rows` rows pre-written (INSERTs of 1,000 rows into the 7-column table of the decoder
+  benchmark), then a pipeline started at the position before them runs until caught up. rows/s over
+  the steady part (first to last delivered row, from the reader's status every 20 ms) and over the
+  wall time (pipeline start to caught up). Meanwhile the RSS of every pipeline actor process (reader,
+  router, batcher, writer; /proc/<pid>/status VmRSS, sampled every 100 ms) is summed: the peak sum
+  is `peak_rss_mb` (`rss_at_start_mb`: the first sample, as the actors start reading; `peak_pss_mb`: the
+  peak of the summed PSS, which counts pages the processes share, e.g. libraries, once).
+- `latency`: a pipeline from `start: latest`; a separate process commits one-row transactions at a
+  steady rate (autocommit INSERTs paced every 10 ms) and notes the wall-clock time each COMMIT
+  returned; a consumer in this process (assign(), fetch.wait.max.ms=5) notes when each row's message
+  arrives. Latency = arrival - commit return, per row, on the same machine clock: from the commit to
+  the row being readable in Kafka, i.e. an upper bound of commit -> broker ack (it adds the consumer's
+  fetch). Percentiles over every row written.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from decoder import COLUMNS_DDL, write_workload
+
+from dbus_ray.config import parse_config
+
+DB = "dbus_test"
+
+
+def _config(name: str, mariadb: Any, broker: Any, table: str, topic: str, start: str, data: str,
+            server_id: int) -> Any:
+    return parse_config({
+        "name": name,
+        "source": {"type": "mysql", "dsn": mariadb.dsn, "server_id": server_id, "start": start,
+                   "include": [f"{DB}.{table}"]},
+        "sinks": [{"name": "kafka", "type": "kafka", "bootstrap": broker.bootstrap, "topic": topic,
+                   "partitions": 4}],
+        "flow": {"read_batch_rows": 20_000, "sink_batch_rows": 50_000, "max_rows_in_flight": 200_000,
+                 "linger_ms": 5},
+        "data_dir": data,
+    }, "bench", {})
+
+
+class RssSampler(threading.Thread):
+    """Peak of the summed VmRSS (and PSS: shared pages split among the processes sharing them) of a
+    set of processes, sampled every `interval` s; `first_kb`: the first sample's RSS sum."""
+
+    def __init__(self, pids: list[int], interval: float = 0.1) -> None:
+        super().__init__(daemon=True)
+        self.pids = pids
+        self.interval = interval
+        self.peak_kb = 0
+        self.peak_pss_kb = 0
+        self.first_kb = 0
+        self.per_pid_peak: dict[int, int] = {}
+        self.halt = threading.Event()
+
+    @staticmethod
+    def kb(path: str, field: str) -> int:
+        try:
+            for line in Path(path).read_text().splitlines():
+                if line.startswith(field):
+                    return int(line.split()[1])
+        except OSError:
+            pass
+        return 0
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            rss = {p: self.kb(f"/proc/{p}/status", "VmRSS:") for p in self.pids}
+            pss = sum(self.kb(f"/proc/{p}/smaps_rollup", "Pss:") for p in self.pids)
+            for p, kb in rss.items():
+                self.per_pid_peak[p] = max(self.per_pid_peak.get(p, 0), kb)
+            self.first_kb = self.first_kb or sum(rss.values())
+            self.peak_kb = max(self.peak_kb, sum(rss.values()))
+            self.peak_pss_kb = max(self.peak_pss_kb, pss)
+            self.halt.wait(self.interval)
+
+
+def actor_pids(pipeline: Any) -> dict[str, int]:
+    """role -> pid of every actor of a started pipeline (asked from inside each actor)."""
+    import ray
+
+    from dbus_ray.pipeline import NAMESPACE, actor_name
+
+    cfg = pipeline.cfg
+    names = [actor_name(cfg.name, "reader"), actor_name(cfg.name, "router")]
+    for sink in cfg.sinks:
+        names += [actor_name(cfg.name, "batcher", sink.name), actor_name(cfg.name, "writer", sink.name)]
+    out = {}
+    for name in names:
+        handle = ray.get_actor(name, namespace=NAMESPACE)
+        out[name] = ray.get(handle.__ray_call__.remote(lambda self: os.getpid()), timeout=30)
+    return out
+
+
+def catch_up(mariadb: Any, broker: Any, rows: int) -> dict[str, Any]:
+    from dbus_ray.pipeline import Pipeline
+
+    table = f"e2e_catchup_{rows}"
+    wl = write_workload(mariadb, table, rows, one_row_txn=False)
+    file, pos = wl["start"]
+    data = tempfile.mkdtemp(prefix="dbus-bench-")
+    cfg = _config(f"bench-e2e-{rows}", mariadb, broker, table, f"bench.catchup.{rows}", f"{file}:{pos}", data, 8201)
+    pipeline = Pipeline(cfg)
+    started = time.monotonic()
+    pipeline.start()
+    pids = actor_pids(pipeline)
+    sampler = RssSampler(list(pids.values()))
+    sampler.start()
+    marks: list[tuple[float, int]] = []
+    try:
+        while True:
+            status = pipeline.status()
+            marks.append((time.monotonic(), status["rows_delivered"]))
+            if status["state"] == "failed":
+                raise RuntimeError(f"pipeline failed: {status.get('error')}")
+            if status["caught_up"] and status["rows_delivered"] >= rows:
+                break
+            time.sleep(0.02)
+        wall = time.monotonic() - started
+    finally:
+        final = pipeline.stop()
+        sampler.halt.set()
+        sampler.join()
+    moving = [(t, n) for t, n in marks if n > 0]
+    (t0, n0), (t1, n1) = moving[0], moving[-1]
+    return {
+        "rows": final["rows_delivered"],
+        "write_s": round(wl["write_s"], 2),
+        "rows_per_s_steady": round((n1 - n0) / (t1 - t0)) if t1 > t0 else 0,
+        "rows_per_s_wall": round(final["rows_delivered"] / wall),
+        "wall_s": round(wall, 2),
+        "peak_rss_mb": round(sampler.peak_kb / 1024, 1),
+        "rss_at_start_mb": round(sampler.first_kb / 1024, 1),
+        "peak_pss_mb": round(sampler.peak_pss_kb / 1024, 1),
+        "peak_rss_mb_by_actor": {name: round(sampler.per_pid_peak.get(pid, 0) / 1024, 1)
+                                 for name, pid in pids.items()},
+    }
+
+
+def _writer(settings: dict[str, Any], table: str, rate: int, seconds: float, out: str) -> None:
+    """Commit one-row transactions at `rate` rows/s for `seconds`; [id, commit-returned time] to `out`."""
+    import pymysql
+
+    conn = pymysql.connect(database=DB, autocommit=True, **settings)
+    cur = conn.cursor()
+    sql = (f"INSERT INTO {table} VALUES (%s, %s, 12.34, 'name', 'note', NOW(6), "
+           "'{\"k\": 1}')")
+    times: list[tuple[int, float]] = []
+    tick = 0.01
+    per_tick = rate * tick
+    start = time.time()
+    due = 0.0
+    i = 0
+    while time.time() - start < seconds:
+        due += per_tick
+        while i < int(due):
+            cur.execute(sql, (i, i))
+            times.append((i, time.time()))
+            i += 1
+        sleep = start + len(times) / rate - time.time()
+        if sleep > 0:
+            time.sleep(sleep)
+    conn.close()
+    Path(out).write_text(json.dumps(times))
+
+
+def latency(mariadb: Any, broker: Any, rate: int, seconds: float) -> dict[str, Any]:
+    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from dbus_ray.pipeline import Pipeline
+
+    table = "e2e_latency"
+    topic = "bench.latency"
+    conn = mariadb.root_connect(DB)
+    with conn.cursor() as cur:
+        cur.execute(f"DROP TABLE IF EXISTS {table}")
+        cur.execute(f"CREATE TABLE {table} ({COLUMNS_DDL})")
+    conn.close()
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    partitions = 4
+    for f in admin.create_topics([NewTopic(topic, partitions, 1)]).values():
+        try:
+            f.result(30)
+        except Exception:  # noqa: BLE001 - exists already
+            pass
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "bench-latency",
+                         "enable.auto.commit": False, "fetch.wait.max.ms": 5, "fetch.min.bytes": 1,
+                         "auto.offset.reset": "earliest"})
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    data = tempfile.mkdtemp(prefix="dbus-bench-")
+    cfg = _config("bench-latency", mariadb, broker, table, topic, "latest", data, 8202)
+    cfg.flow.read_batch_rows = 5_000
+    pipeline = Pipeline(cfg)
+    pipeline.start()
+    arrived: dict[int, float] = {}
+    out = os.path.join(data, "commits.json")
+    settings = {k: v for k, v in mariadb.connection_settings().items()}
+    settings.update(user=mariadb.root_user, password=mariadb.root_password)
+    ctx = mp.get_context("spawn")
+    writer = ctx.Process(target=_writer, args=(settings, table, rate, seconds, out))
+    try:
+        writer.start()
+        deadline = time.monotonic() + seconds + 60
+        expected = None
+        while time.monotonic() < deadline:
+            for msg in consumer.consume(1000, 0.05):
+                if msg.error():
+                    continue
+                now = time.time()
+                key = json.loads(msg.key())
+                arrived.setdefault(int(key["id"]), now)
+            if expected is None and not writer.is_alive():
+                writer.join()
+                expected = json.loads(Path(out).read_text())
+            if expected is not None and len(arrived) >= len(expected):
+                break
+        if expected is None:
+            raise RuntimeError("the writer did not finish")
+    finally:
+        consumer.close()
+        pipeline.stop()
+        if writer.is_alive():
+            writer.terminate()
+    lat = sorted((arrived[i] - t) * 1000 for i, t in expected if i in arrived)
+    missing = len(expected) - len(lat)
+
+    def pct(p: float) -> float:
+        return round(lat[min(len(lat) - 1, int(p * len(lat)))], 1) if lat else float("nan")
+
+    return {
+        "rows": len(expected),
+        "rows_per_s_target": rate,
+        "rows_per_s_written": round(len(expected) / seconds),
+        "missing": missing,
+        "p50_ms": pct(0.50),
+        "p90_ms": pct(0.90),
+        "p99_ms": pct(0.99),
+        "max_ms": round(lat[-1], 1) if lat else float("nan"),
+    }
