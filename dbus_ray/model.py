@@ -13,11 +13,11 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import decimal
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import pyarrow as pa
 
 OPS = ("insert", "update", "delete", "ddl", "read")
@@ -117,8 +117,14 @@ def _timedelta_iso(value: dt.timedelta) -> str:
     return f"{text}.{frac:06d}" if frac else text
 
 
+def dumpb(obj: Any) -> bytes:
+    """Compact UTF-8 JSON (orjson; the same bytes as `json.dumps(obj, default=json_default,
+    ensure_ascii=False, separators=(",", ":"))`, several times faster)."""
+    return orjson.dumps(obj, default=json_default)
+
+
 def dumps(obj: Any) -> str:
-    return json.dumps(obj, default=json_default, ensure_ascii=False, separators=(",", ":"))
+    return dumpb(obj).decode()
 
 
 @dataclass(slots=True)

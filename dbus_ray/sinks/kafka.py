@@ -39,7 +39,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from dbus_ray.config import Invalid
 from dbus_ray.errors import DbusError
-from dbus_ray.model import RowBatch, TableRows, dumps
+from dbus_ray.model import RowBatch, TableRows, dumpb, dumps
 from dbus_ray.registry import Sink, sink
 from dbus_ray.serializers.json import encode_json
 
@@ -300,7 +300,7 @@ class KafkaSink(Sink):
             position = f'{{"file":{file},"offset":{pos.offset},"gtid":{gtid},"index":{pos.index}}}'
             op = ops.get(change.op) or ops.setdefault(change.op, change.op.encode())
             headers = [("op", op), ("db", db), ("table", table), ("position", position.encode())]
-            self._produce(topic, value, encode_json(key).encode(), headers, position)
+            self._produce(topic, value, dumpb(key), headers, position)
         return len(changes)
 
     def _produce(self, topic: str, value: bytes, key: bytes, headers: list | None, position: str) -> None:
@@ -312,8 +312,13 @@ class KafkaSink(Sink):
             except BufferError:  # the local queue is full: serve delivery reports, then retry
                 self.producer.poll(0.05)
             except KafkaException as exc:
+                hint = ""
+                if exc.args and getattr(exc.args[0], "code", lambda: None)() == KafkaError.MSG_SIZE_TOO_LARGE:
+                    limit = self.options.producer.get("message.max.bytes", 1_000_000)
+                    hint = (f"; the message is {len(value) + len(key)} bytes, the limit {limit}: raise the sink's "
+                            "producer: message.max.bytes (and the topic's max.message.bytes)")
                 raise DbusError(f"topic {topic}: cannot produce row at {position}: "
-                                f"{_kafka_reason(exc)}") from None
+                                f"{_kafka_reason(exc)}{hint}") from None
 
     def _flush(self) -> None:
         o: KafkaOptions = self.options

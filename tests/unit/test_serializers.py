@@ -17,10 +17,12 @@ import fastavro
 import pyarrow as pa
 import pytest
 
-from dbus_ray.model import Position, RowChange, TableRows, dumps
+from dbus_ray.model import Position, RowChange, TableRows, dumps, json_default
 from dbus_ray.serializers import SERIALIZERS, get_serializer
 from dbus_ray.serializers.arrow import from_ipc, to_table
 from dbus_ray.serializers.avro import AvroSerializer, avro_name
+
+STDLIB = json.JSONEncoder(default=json_default, ensure_ascii=False, separators=(",", ":"))
 
 IMAGE = pa.struct([
     ("id", pa.int64()),
@@ -221,5 +223,5 @@ def test_json_encoder_equals_dumps(rows: TableRows) -> None:
     from dbus_ray.serializers.json import encode_json
 
     for c in rows.changes("p"):
-        assert encode_json(c.to_dict()) == dumps(c.to_dict())
-        assert encode_json(c.position.to_dict()) == dumps(c.position.to_dict())
+        assert encode_json(c.to_dict()) == dumps(c.to_dict()) == STDLIB.encode(c.to_dict())
+        assert encode_json(c.position.to_dict()) == STDLIB.encode(c.position.to_dict())
