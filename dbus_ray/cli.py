@@ -94,6 +94,7 @@ def run(
     cfg = load(file)
     from dbus_ray.pipeline import connect_ray, run_pipeline
 
+    check_ray_address(address)
     try:
         connect_ray(address)
     except Exception as exc:  # noqa: BLE001 - shown to the user in one line
@@ -118,9 +119,27 @@ def show(status: dict[str, Any], output: str) -> None:
         typer.echo(redact(f"{key:>20}: {value}"))
 
 
+def check_ray_address(address: str | None) -> None:
+    """Fail at once when an explicit Ray address (--address or $RAY_ADDRESS, `host:port`) has nothing
+    listening: `ray.init` would otherwise retry for minutes."""
+    import socket
+
+    target = address or os.environ.get("RAY_ADDRESS") or ""
+    host, sep, port = target.rpartition(":")
+    if not sep or "://" in target or not host or not port.isdigit():
+        return  # "auto", "local", ray://...: Ray answers those quickly
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=3).close()
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        fail(f"no Ray cluster at {target}: nothing answers on {host}:{port} ({why}); start one with "
+             "`ray start --head`, or fix --address / RAY_ADDRESS", EXIT_UNAVAILABLE)
+
+
 def bus(address: str | None) -> Any:
     from dbus_ray.client import connect
 
+    check_ray_address(address)
     try:
         return connect(address)
     except DbusError as exc:
@@ -316,6 +335,7 @@ def controller(
     from dbus_ray.actors.controller import get_controller
     from dbus_ray.client import join_cluster
 
+    check_ray_address(address)
     try:
         join_cluster(address)
         import ray
@@ -328,16 +348,17 @@ def controller(
 
 
 @app.command()
-def plugins() -> None:
+def plugins(output: str = OUTPUT) -> None:
     """List the source and sink types."""
     from dbus_ray import registry
 
     registry.load_builtins()
+    rows = []
     for kind, table in (("source", registry.SOURCES), ("sink", registry.SINKS)):
         for name, cls in sorted(table.items()):
             doc = (sys.modules[cls.__module__].__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
-            doc = doc.split(": ", 1)[-1].split(". ")[0].rstrip(".")
-            typer.echo(f"{kind:6} {name:8} {doc}")
+            rows.append({"kind": kind, "type": name, "about": doc.split(": ", 1)[-1].split(". ")[0].rstrip(".")})
+    print_rows(rows, output)
 
 
 @dev_app.command("up")

@@ -163,3 +163,13 @@ def test_cli_validate_bad_file_exits_2(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["validate", str(path)])
     assert result.exit_code == 2
     assert f"error: {path}: sinks[0].type: unknown sink type 'kafkaa'" in result.output
+
+
+def test_cli_plugins_lists_every_type() -> None:
+    import json
+
+    result = CliRunner().invoke(app, ["plugins", "-o", "json"])
+    assert result.exit_code == 0, result.output
+    listed = {(r["kind"], r["type"]) for r in json.loads(result.stdout)}
+    assert {("source", "mock"), ("source", "mysql"), ("sink", "kafka"), ("sink", "jsonl"), ("sink", "null"),
+            ("sink", "stdout")} <= listed
