@@ -75,8 +75,8 @@ class Controller:
             self.loops += 1
             time.sleep(self.interval)
 
-    def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
-        return self.supervisor.submit(spec)
+    def submit(self, spec: dict[str, Any], secrets: dict[str, str] | None = None) -> dict[str, Any]:
+        return self.supervisor.submit(spec, secrets)
 
     def pause(self, name: str) -> dict[str, Any]:
         return self.supervisor.set_desired(name, "paused")

@@ -14,8 +14,9 @@ from typing import Any
 
 import pyarrow as pa
 import ray
+import yaml
 
-from dbus_ray.config import PipelineConfig, load_config, parse_config, redact
+from dbus_ray.config import MaskedEnv, load_config, parse_config, redact, referenced_vars
 from dbus_ray.errors import DbusError, reason
 
 PEEK_SCHEMA = pa.schema([
@@ -54,9 +55,16 @@ class Bus:
             raise DbusError(reason(exc)) from None
 
     def submit(self, config: str | os.PathLike[str] | dict[str, Any]) -> dict[str, Any]:
-        cfg: PipelineConfig = (parse_config(config, "<dict>") if isinstance(config, dict)
-                               else load_config(Path(config)))
-        return self._call("submit", cfg.raw)
+        """Validate here, then hand the controller the spec as written (`${VAR}`s kept) and the values of
+        the variables it refers to, which the controller keeps in memory only (never in the GCS)."""
+        if isinstance(config, dict):
+            raw = config
+            parse_config(raw, "<dict>")
+        else:
+            load_config(Path(config))
+            raw = yaml.safe_load(Path(config).read_text())
+        secrets = {name: os.environ[name] for name in referenced_vars(raw) if name in os.environ}
+        return self._call("submit", raw, secrets)
 
     def list(self, project: str | None = None) -> list[dict[str, Any]]:
         return self._call("list", project)
@@ -124,7 +132,7 @@ class Bus:
         from dbus_ray.dag import Flow
         from dbus_ray.pipeline import NAMESPACE, actor_name
 
-        cfg = parse_config(self._call("spec", name), f"pipeline {name}", {}, interpolate=False)
+        cfg = parse_config(self._call("spec", name), f"pipeline {name}", MaskedEnv(os.environ))
         try:
             reader = ray.get_actor(actor_name(name, "reader"), namespace=NAMESPACE)
             writers = {s.name: ray.get_actor(actor_name(name, "writer", s.name), namespace=NAMESPACE)

@@ -169,6 +169,37 @@ def parse_config(
     return cfg
 
 
+def referenced_vars(value: Any) -> set[str]:
+    """Names of the environment variables `${VAR}` a config mapping refers to."""
+    if isinstance(value, str):
+        return {m.group(1) for m in ENV_RE.finditer(value)}
+    if isinstance(value, dict):
+        return set().union(*(referenced_vars(v) for v in value.values())) if value else set()
+    if isinstance(value, list):
+        return set().union(*(referenced_vars(v) for v in value)) if value else set()
+    return set()
+
+
+class MaskedEnv(typing.Mapping[str, str]):
+    """An environment in which every variable exists: unknown ones read as `***` (to parse a config for
+    its shape when its secrets are not at hand)."""
+
+    def __init__(self, base: typing.Mapping[str, str]) -> None:
+        self.base = base
+
+    def __getitem__(self, key: str) -> str:
+        return self.base.get(key, "***")
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+    def __iter__(self) -> typing.Iterator[str]:
+        return iter(self.base)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+
 def _interpolate(value: Any, path: str, env: typing.Mapping[str, str]) -> Any:
     if isinstance(value, str):
 
@@ -219,6 +250,9 @@ def _parse(raw: Any) -> PipelineConfig:
         if s.name in seen:
             raise Invalid(f"sinks[{i}].name", f"duplicate sink name {s.name!r} (also sinks[{seen[s.name]}])")
         seen[s.name] = i
+    for i, f in enumerate(filters):  # operators that name sinks (route)
+        if hasattr(f.options, "check_sinks"):
+            _at(f"filters[{i}]", f.options.check_sinks, [s.name for s in sinks])
     flow = build(FlowOptions, raw.get("flow") or {}, "flow")
     checkpoint = build(CheckpointOptions, raw.get("checkpoint") or {}, "checkpoint")
     data_dir = _typed(raw.get("data_dir", "~/.dbus/data"), str, "data_dir")

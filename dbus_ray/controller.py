@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-from dbus_ray.config import ConfigError, PipelineConfig, parse_config
+from dbus_ray.config import ConfigError, MaskedEnv, PipelineConfig, parse_config, referenced_vars
 from dbus_ray.errors import DbusError, reason
 from dbus_ray.placement import STRATEGIES, place
 
@@ -120,8 +121,8 @@ class PipelineRecord:
         return out
 
 
-def _config(record: PipelineRecord) -> PipelineConfig:
-    cfg = parse_config(record.spec, f"pipeline {record.name}", {}, interpolate=False)
+def _config(record: PipelineRecord, env: Any) -> PipelineConfig:
+    cfg = parse_config(record.spec, f"pipeline {record.name}", env)
     if cfg.source.type == "mysql" and record.server_id is not None:
         cfg.source.options.server_id = record.server_id
     return cfg
@@ -147,6 +148,8 @@ class Supervisor:
         self.lock = threading.RLock()
         self.records: dict[str, PipelineRecord] = {}
         self.handles: dict[str, Any] = {}
+        # values of the `${VAR}`s of each spec: in memory only, never in the KV store (nor in logs)
+        self.secrets: dict[str, dict[str, str]] = {}
         self.recover()
 
     # ------------------------------------------------------------------ state
@@ -171,23 +174,42 @@ class Supervisor:
         return current
 
     # ------------------------------------------------------------------ API (idempotent)
-    def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
-        """Create a pipeline, or update it when the spec changed (new version: restarts from its
-        checkpoint). Submitting the same spec again changes nothing."""
+    def _env(self, name: str, secrets: dict[str, str] | None = None) -> Any:
+        """Where a spec's `${VAR}`s come from: the submitter's values, then the controller's own
+        environment; anything else reads as `***` (starting refuses that, see `_missing`)."""
+        return MaskedEnv({**os.environ, **(self.secrets.get(name, {}) if secrets is None else secrets)})
+
+    def _cfg(self, record: PipelineRecord) -> PipelineConfig:
+        return _config(record, self._env(record.name))
+
+    def _missing(self, record: PipelineRecord) -> list[str]:
+        known = {**os.environ, **self.secrets.get(record.name, {})}
+        return sorted(v for v in referenced_vars(record.spec) if v not in known)
+
+    def submit(self, spec: dict[str, Any], secrets: dict[str, str] | None = None) -> dict[str, Any]:
+        """Create a pipeline, or update it when the spec or its secrets changed (new version: restarts
+        from its checkpoint). Submitting the same again changes nothing. `spec` keeps its `${VAR}`s;
+        `secrets` holds their values and stays in memory."""
+        secrets = dict(secrets or {})
+        name = spec.get("name", "?") if isinstance(spec, dict) else "?"
         try:
-            cfg = parse_config(spec, f"pipeline {spec.get('name', '?')}", {}, interpolate=False)
+            cfg = parse_config(spec, f"pipeline {name}", self._env(name, secrets))
         except ConfigError as exc:
             raise DbusError(str(exc)) from None
         with self.lock:
             record = self.records.get(cfg.name)
             server_id = self._server_id(cfg, record)
+            known = self.secrets.get(cfg.name)  # None after a controller restart: values not known yet
+            self.secrets[cfg.name] = secrets
             if record is None:
                 record = PipelineRecord(cfg.name, spec, cfg.project, server_id=server_id)
-            elif record.spec != spec:
+            elif record.spec != spec or (known is not None and known != secrets):
                 record.spec, record.project, record.server_id = spec, cfg.project, server_id
                 record.version += 1
                 record.attempts, record.retry_at, record.error = 0, 0.0, None
                 self._halt(record, "pending")  # the next reconcile starts the new version
+            elif known is None and record.state == "failed":
+                record.attempts, record.retry_at = 0, 0.0  # the secrets it waited for are here: start now
             else:
                 return record.public()
             self.records[cfg.name] = record
@@ -252,7 +274,7 @@ class Supervisor:
 
     def checkpoint(self, name: str) -> dict[str, Any] | None:
         with self.lock:
-            cfg = _config(self._get(name))
+            cfg = self._cfg(self._get(name))
         return _store(cfg).load()
 
     def set_checkpoint(self, name: str, position: str) -> dict[str, Any]:
@@ -263,7 +285,7 @@ class Supervisor:
             record = self._get(name)
             if record.desired == "running" or name in self.handles:
                 raise DbusError(f"pipeline {name} is running: pause or stop it before setting its checkpoint")
-            cfg = _config(record)
+            cfg = self._cfg(record)
             try:
                 source = registry.SOURCES[cfg.source.type].parse_position(position)
             except ValueError as exc:
@@ -303,7 +325,7 @@ class Supervisor:
                 self._halt(record, record.desired)
             return
         if handle is None and record.epoch and record.state in ("running", "starting"):
-            handle = self.runtime.attach(_config(record), record.epoch)  # after a controller restart
+            handle = self.runtime.attach(self._cfg(record), record.epoch)  # after a controller restart
             if handle is not None:
                 self.handles[name] = handle
         if handle is None:
@@ -329,12 +351,17 @@ class Supervisor:
             self._persist(record)
 
     def _start(self, record: PipelineRecord, node: str) -> None:
+        missing = self._missing(record)
+        if missing:
+            self._failed(record, f"environment variable {', '.join(missing)} unknown to the controller (secrets "
+                                 "are kept in its memory only): submit the pipeline again", self.clock())
+            return
         record.epoch = self._next_epoch()
         record.node, record.state = node, "starting"
         self.runtime.set_epoch(record.name, record.epoch)  # fences every older owner
         self._persist(record)
         try:
-            self.handles[record.name] = self.runtime.start(_config(record), record.epoch, node)
+            self.handles[record.name] = self.runtime.start(self._cfg(record), record.epoch, node)
         except Exception as exc:  # noqa: BLE001 - a failure is a state, retried with backoff
             self._failed(record, reason(exc), self.clock())
             return

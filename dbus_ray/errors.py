@@ -8,6 +8,10 @@ class DbusError(Exception):
     """A failure with a one-line message for the user (no traceback)."""
 
 
+class DecodeError(DbusError):
+    """Binlog bytes that cannot be decoded (truncated or corrupt event)."""
+
+
 def reason(exc: BaseException) -> str:
     import ray.exceptions
 

@@ -41,6 +41,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from dbus_ray.errors import DecodeError
+
 Reader = Callable[[bytes, int], tuple[Any, int]]
 
 # FIELD_TYPE codes (include/mysql_com.h)
@@ -615,15 +617,21 @@ class Layout:
         if decode is None:
             decode = self._compiled[key] = self._compile(*key)
         n = len(self.columns)
+        end = len(body) if end is None else end
+        where = f"{kind} rows event of {self.db}.{self.table}"
+        if not any(bitmap) or (kind == "update" and not any(bitmap2 or b"")):
+            raise DecodeError(f"{where} names no column in its row images (corrupt event)")
         first: list[list[Any]] = [[] for _ in range(n)]
         second: list[list[Any]] | None = [[] for _ in range(n)] if kind == "update" else None
-        decode(
-            body,
-            pos,
-            len(body) if end is None else end,
-            [c.append for c in first],
-            None if second is None else [c.append for c in second],
-        )
+        try:
+            stop = decode(
+                body, pos, end, [c.append for c in first], None if second is None else [c.append for c in second]
+            )
+        except (IndexError, ValueError, TypeError, OverflowError, struct.error, decimal.InvalidOperation) as exc:
+            raise DecodeError(f"cannot decode the {where} (truncated or corrupt): {type(exc).__name__}: {exc}") \
+                from None
+        if stop != end:
+            raise DecodeError(f"{where} is truncated or corrupt: its row images end at byte {stop}, the event at {end}")
         if kind == "update":
             return first, second
         if kind == "insert":

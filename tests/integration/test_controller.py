@@ -316,6 +316,7 @@ def test_submit_watch_reloads_a_changed_file(controller: Any, tmp_path: Path) ->
         time.sleep(1.5)
         path.write_text(json.dumps(spec(tmp_path, "c-watch", rate=3000)))
         wait_for(lambda: state_of(controller, "c-watch")["version"] == 2, what="reloaded version")
+        time.sleep(3)  # the CLI prints its line once the controller answered
     finally:
         proc.terminate()
         out = proc.communicate(timeout=30)[0]

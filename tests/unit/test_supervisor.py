@@ -183,3 +183,37 @@ def test_projects_filter_the_list(parts) -> None:
     sup.submit({**spec("p1"), "project": "shop"})
     sup.submit({**spec("p2"), "project": "ads"})
     assert [r["name"] for r in sup.list("shop")] == ["p1"]
+
+
+def test_secrets_stay_in_memory_and_a_restarted_controller_asks_for_them(parts) -> None:
+    kv, runtime, clock, sup = parts
+    seen_paths: list[str] = []
+    start = runtime.start
+
+    def start_and_look(cfg: Any, epoch: int, node: str) -> str:
+        seen_paths.append(cfg.sinks[0].options.path)
+        return start(cfg, epoch, node)
+
+    runtime.start = start_and_look
+    spec_ = {"name": "s1", "source": {"type": "mock"},
+             "sinks": [{"name": "f", "type": "jsonl", "path": "${SECRET_DIR}/out.jsonl"}]}
+    sup.submit(spec_, {"SECRET_DIR": "/hunter2"})
+    sup.reconcile()
+    assert seen_paths == ["/hunter2/out.jsonl"]
+    assert all(b"hunter2" not in value for value in kv.data.values())
+    assert sup.submit(spec_, {"SECRET_DIR": "/hunter2"})["version"] == 1  # the same again: nothing changes
+
+    again = Supervisor(kv, runtime, "sticky", clock)  # a restarted controller: the spec, not the secret
+    again.reconcile()
+    assert again.get("s1")["state"] == "running"  # re-attached without the secret
+    del runtime.live["s1"]
+    again.reconcile()
+    again.reconcile()
+    record = again.get("s1")
+    assert record["state"] == "failed"
+    assert record["error"] == ("environment variable SECRET_DIR unknown to the controller (secrets are kept in its "
+                               "memory only): submit the pipeline again")
+    again.submit(spec_, {"SECRET_DIR": "/hunter2"})
+    again.reconcile()
+    assert again.get("s1")["state"] == "running" and seen_paths[-1] == "/hunter2/out.jsonl"
+    assert again.get("s1")["version"] == 1
