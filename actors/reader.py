@@ -101,6 +101,7 @@ class Reader:
                     await asyncio.sleep(0.005 if not self.caught_up else 0.02)
                     continue
                 self.seq += 1
+                self.caught_up = self.source.caught_up()
                 rows = batch.num_rows
                 self.pending[self.seq] = (rows, batch.checkpoint, batch.ts)
                 self.rows_read += rows
@@ -228,6 +229,7 @@ class Reader:
             "lag_seconds": lag,
             "checkpoint": self.checkpoint,
             "checkpoint_store": self.store.describe(),
+            "snapshot": getattr(self.source, "snapshot_progress", lambda: None)(),
             "error": self.error,
         }
 

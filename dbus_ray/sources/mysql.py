@@ -12,6 +12,11 @@ the row among the transaction's emitted rows, `txid` the GTID or `file:offset` o
 Rows are decoded by `dbus_ray.binlog.types` (type mapping documented there) with the column names
 the TABLE_MAP event carries (binlog_row_metadata=FULL), so rows written before an ALTER decode with
 the old columns. Tables excluded by include/exclude are skipped before any decoding.
+
+Snapshot (`snapshot: initial | when_needed`, see `dbus_ray.binlog.snapshot`): the selected tables' rows
+first, as `op: read` rows through the same `poll` batches, then the stream from the binlog position
+that matches the snapshot. While it runs the checkpoint is `{"snapshot": {...}}`; the batch holding
+its last row carries the binlog checkpoint of that position.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 import pyarrow as pa
@@ -97,9 +102,16 @@ class MysqlOptions:
     ssl_ca: str | None = None
     ssl_cert: str | None = None
     ssl_key: str | None = None
+    snapshot: Literal["never", "initial", "when_needed"] = "never"
+    chunk_rows: int = 10_000  # rows per snapshot query (keyset page)
+    max_rows_per_second: int | None = None  # snapshot read throttle
 
     def __post_init__(self) -> None:
         parse_dsn(self.dsn)
+        if self.chunk_rows < 1:
+            raise Invalid("chunk_rows", "must be at least 1")
+        if self.max_rows_per_second is not None and self.max_rows_per_second < 1:
+            raise Invalid("max_rows_per_second", "must be at least 1 (or left out: no throttle)")
         if isinstance(self.server_id, str) and self.server_id != "auto":
             raise Invalid("server_id", f"expected an integer or 'auto', got {self.server_id!r}")
         if isinstance(self.server_id, int) and not 1 <= self.server_id < 2**32:
@@ -273,7 +285,15 @@ class MysqlSource(Source):
         self.last_ts = 0.0
         self.file = ""
         self.next_pos = 0
+        self.snap: Any = None
+        self.snap_progress: dict[str, Any] | None = None
         gtid_start: str | None = None
+        if checkpoint and "snapshot" in checkpoint:  # stopped mid-snapshot: go on with it
+            self._open_snapshot(checkpoint["snapshot"], logs)
+            return
+        if not checkpoint and o.snapshot == "initial":
+            self._open_snapshot(None, logs)
+            return
         if checkpoint:
             file, offset = str(checkpoint["file"]), int(checkpoint["offset"])
             skip = int(checkpoint.get("skip", 0))
@@ -294,6 +314,11 @@ class MysqlSource(Source):
             else:
                 file, offset, gtid_start = "", 0, value
         if not gtid_start:
+            if o.snapshot == "when_needed" and file not in dict(logs):
+                log.warning("[%s] binlog file %s (%s) is no longer on %s: snapshot (snapshot: when_needed)",
+                            self.pipeline, file, what, self.where)
+                self._open_snapshot(None, logs)
+                return
             self._check_position(file, offset, logs, what)
         self.file, self.next_pos = file, offset
         self._start_stream(file, offset, skip, gtid_start)
@@ -306,6 +331,64 @@ class MysqlSource(Source):
             self.where,
             self.server_id,
         )
+
+    def _open_snapshot(self, state: dict[str, Any] | None, logs: list[tuple[str, int]]) -> None:
+        from dbus_ray.binlog.snapshot import Snapshot
+
+        o: MysqlOptions = self.options
+        if state is not None and state.get("file") and state["file"] not in dict(logs):
+            log.warning("[%s] binlog file %s of the interrupted snapshot is no longer on %s: snapshot again from the "
+                        "start", self.pipeline, state["file"], self.where)
+            state = None
+        self.snap = Snapshot(self.ep, self.pipeline, self.matcher, o.chunk_rows, o.max_rows_per_second, state)
+        try:
+            self.snap.begin()
+        except BaseException:
+            self.snap.close()
+            self.snap = None
+            raise
+        self.file, self.next_pos = self.snap.state["file"], self.snap.state["offset"]
+        self.last_gtid = self.snap.state.get("gtid")
+
+    def _poll_snapshot(self, max_rows: int, seq: int) -> RowBatch | None:
+        snap = self.snap
+        parts = snap.read(max_rows)
+        if snap.done:
+            state = snap.state
+            checkpoint = {"file": state["file"], "offset": state["offset"], "skip": 0, "gtid": state.get("gtid")}
+            self.snap_progress = snap.progress()
+            snap.close()
+            self.snap = None
+            self._stream_after_snapshot(checkpoint["file"], checkpoint["offset"])
+            log.info("[%s] snapshot done: %s", self.pipeline, self.snap_progress)
+        else:
+            checkpoint = {"snapshot": dict(snap.state)}
+        if not parts:
+            return None
+        return RowBatch(self.pipeline, seq, parts, checkpoint, snap.ts)
+
+    def _stream_after_snapshot(self, file: str, offset: int) -> None:
+        """Start the binlog stream at the snapshot's position; caught up means up to where the server is now."""
+        from dbus_ray.binlog import preflight as pf
+
+        conn = pf.connect(self.ep)
+        try:
+            logs = pf.binary_logs(conn, self.ep)
+            now = pf.master_status(conn, self.ep)
+        finally:
+            conn.close()
+        self._check_position(file, offset, logs, "snapshot position")
+        self.target = (binlog_index(now[0]), now[1])
+        self.reached = False
+        self.file, self.next_pos = file, offset
+        self._start_stream(file, offset, 0)
+
+    def snapshot_progress(self) -> dict[str, Any] | None:
+        """The snapshot's progress (tables done/total, rows, rows/s, ...) while it runs and after; None when
+        this source did not snapshot."""
+        if self.snap is not None:
+            return self.snap.progress()
+        return self.snap_progress
 
     def _check_position(self, file: str, offset: int, logs: list[tuple[str, int]], what: str) -> None:
         sizes = dict(logs)
@@ -383,10 +466,14 @@ class MysqlSource(Source):
             self.stream = None
 
     def close(self) -> None:
+        if getattr(self, "snap", None) is not None:
+            self.snap.close()
         self._close_stream()
 
     # ------------------------------------------------------------------ reading
     def poll(self, max_rows: int, seq: int) -> RowBatch | None:
+        if self.snap is not None:
+            return self._poll_snapshot(max_rows, seq)
         HEARTBEAT_EVENT, RawEvent = bs.HEARTBEAT_EVENT, bs.RawEvent
         monotonic = time.monotonic
         deadline = monotonic() + POLL_BUDGET_SECONDS
@@ -762,9 +849,13 @@ class MysqlSource(Source):
         return {"file": self.file, "offset": self.next_pos, "skip": 0, "gtid": self.last_gtid}
 
     def caught_up(self) -> bool:
+        if self.snap is not None:
+            return False
         return (self.reached or self.idle) and not self.pending
 
     def lag_seconds(self) -> float:
+        if self.snap is not None:  # behind the binlog by the age of the snapshot
+            return max(0.0, time.time() - float(self.snap.state.get("ts") or self.snap.ts))
         if self.pending:
             return max(0.0, time.time() - min(s.ts for s in self.pending))
         if self.idle or not self.last_ts:

@@ -1,0 +1,497 @@
+"""Initial snapshot of the `mysql` source against a real MariaDB: values equal the binlog decoder's,
+keyset paging (composite and unique keys), tables without a key refused, throttling, and through Ray
+into JSON lines: snapshot then stream with writes racing the snapshot (each row and change exactly
+once), resume after a stop mid-snapshot (the documented at-least-once guarantee) and `when_needed`
+after PURGE BINARY LOGS."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pymysql
+import pytest
+
+from dbus_ray.config import parse_config
+from dbus_ray.errors import DbusError
+from dbus_ray.model import dumps
+from dbus_ray.sources.mysql import MysqlOptions, MysqlSource
+
+pytestmark = pytest.mark.integration
+
+DB = "dbus_test"
+
+
+def _source_tests() -> Any:
+    """test_mysql_source.py (loaded by path: tests are not a package), for its type-fidelity table."""
+    path = Path(__file__).with_name("test_mysql_source.py")
+    spec = importlib.util.spec_from_file_location("_dbus_mysql_source_for_snapshot", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture()
+def root(mariadb: Any) -> Iterator[pymysql.connections.Connection]:
+    conn = mariadb.root_connect(DB)
+    with conn.cursor() as cur:
+        cur.execute("SET time_zone = '+00:00'")
+    yield conn
+    conn.close()
+
+
+def name(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+def execute(conn: pymysql.connections.Connection, *statements: str, args: Any = None) -> None:
+    with conn.cursor() as cur:
+        for sql in statements:
+            cur.execute(sql, args)
+
+
+def position(conn: pymysql.connections.Connection) -> str:
+    with conn.cursor() as cur:
+        cur.execute("SHOW MASTER STATUS")
+        file, pos = cur.fetchone()[:2]
+    return f"{file}:{pos}"
+
+
+def fill(conn: pymysql.connections.Connection, table: str, n: int, start: int = 0) -> None:
+    with conn.cursor() as cur:
+        for i in range(start, start + n, 2000):
+            rows = [(j, j % 97, f"row-{j}") for j in range(i, min(i + 2000, start + n))]
+            cur.executemany(f"INSERT INTO {table} (id, v, s) VALUES (%s, %s, %s)", rows)
+
+
+def source(mariadb: Any, **options: Any) -> MysqlSource:
+    options.setdefault("server_id", 7401)
+    return MysqlSource("snap-test", MysqlOptions(dsn=mariadb.dsn, **options))
+
+
+def drain(src: MysqlSource, max_rows: int = 1000, limit: int = 5000) -> list[Any]:
+    batches = []
+    for _ in range(limit):
+        batch = src.poll(max_rows, len(batches) + 1)
+        if batch is None:
+            if src.caught_up():
+                return batches
+            continue
+        batches.append(batch)
+    raise AssertionError("source never caught up")
+
+
+def changes(batches: list[Any]) -> list[dict[str, Any]]:
+    return [json.loads(c.to_json()) for b in batches for c in b.changes()]
+
+
+def select_json(conn: pymysql.connections.Connection, table: str, order: str = "id") -> list[dict[str, Any]]:
+    with conn.cursor(pymysql.cursors.DictCursor) as cur:
+        cur.execute(f"SELECT * FROM {table} ORDER BY {order}")
+        return [json.loads(dumps(r)) for r in cur.fetchall()]
+
+
+def pipeline_config(mariadb: Any, tmp_path: Path, pipeline: str, out: Path, **source_options: Any) -> Any:
+    flow = source_options.pop("flow", {"read_batch_rows": 1000, "max_rows_in_flight": 4000})
+    raw = {
+        "name": pipeline,
+        "source": {"type": "mysql", "dsn": "mysql://dbus:${PW}@127.0.0.1:" + str(mariadb.port), **source_options},
+        "sinks": [{"name": "file", "type": "jsonl", "path": str(out)}],
+        "flow": flow,
+        "data_dir": str(tmp_path / "data"),
+    }
+    return parse_config(raw, f"{pipeline}.yaml", {"PW": mariadb.password})
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def is_marker(r: dict[str, Any]) -> bool:
+    return r["op"] == "ddl" and r["after"] is not None and "snapshot" in r["after"]
+
+
+def apply_strict(rows: list[dict[str, Any]]) -> dict[str, dict[Any, dict[str, Any]]]:
+    """Table -> id -> row, applying the changes in order and failing on any duplicate or lost change: a
+    `read` or `insert` of a present key, an update or delete whose before image is not the current row."""
+    state: dict[str, dict[Any, dict[str, Any]]] = {}
+    for r in rows:
+        if r["op"] == "ddl":
+            continue
+        t = state.setdefault(r["table"], {})
+        k = r["key"]["id"]
+        if r["op"] in ("read", "insert"):
+            assert k not in t, f"{r['op']} of {r['table']} id {k} that is already there: a duplicate"
+            t[k] = r["after"]
+        else:
+            assert t.get(k) == r["before"], f"{r['op']} of {r['table']} id {k}: before {r['before']} != {t.get(k)}"
+            if r["op"] == "update":
+                t[k] = r["after"]
+            else:
+                del t[k]
+    return state
+
+
+def apply_upserts(rows: list[dict[str, Any]]) -> dict[str, dict[Any, dict[str, Any]]]:
+    """Table -> id -> row, applying the changes in order as idempotent upserts and deletes (at-least-once)."""
+    state: dict[str, dict[Any, dict[str, Any]]] = {}
+    for r in rows:
+        if r["op"] == "ddl":
+            continue
+        t = state.setdefault(r["table"], {})
+        if r["op"] == "delete":
+            t.pop(r["key"]["id"], None)
+        else:
+            t[r["key"]["id"]] = r["after"]
+    return state
+
+
+# ------------------------------------------------------------------------------------- source level
+
+
+def test_snapshot_values_and_types_equal_the_binlog_decoder(mariadb: Any, root: Any) -> None:
+    mod = _source_tests()
+    t = name("snap_types")
+    execute(root, mod.TYPES_DDL.format(t=t))
+    start = position(root)
+    execute(root, "SET SESSION sql_mode = ''")
+    for row in mod.TYPE_ROWS:
+        execute(root, f"INSERT INTO {t} VALUES {row}")
+    execute(root, f"INSERT INTO {t} (id, f, db) VALUES (5, 1234567.8, 0.1), (6, -1.17549e-38, 1e-300)")
+
+    def parts(src: MysqlSource) -> list[Any]:
+        src.open(None)
+        try:
+            return [p for b in drain(src) for p in b.parts if p.table == t]
+        finally:
+            src.close()
+
+    streamed = [p for p in parts(source(mariadb, start=start, include=[f"{DB}.{t}"])) if p.num_rows]
+    snapped = parts(source(mariadb, snapshot="initial", include=[f"{DB}.{t}"]))
+    reads = [p for p in snapped if p.data.column("op")[0].as_py() == "read"]
+    markers = [p for p in snapped if p.data.column("op")[0].as_py() == "ddl"]
+    assert [m.data.column("after").to_pylist()[0] for m in markers] == [
+        {"snapshot": "start", "table": f"{DB}.{t}", "rows": None},
+        {"snapshot": "end", "table": f"{DB}.{t}", "rows": 6},
+    ]
+    binlog_type = streamed[0].data.schema.field("after").type
+    assert all(p.data.schema.field("after").type == binlog_type for p in reads)
+    assert reads[0].key == streamed[0].key == ("id",)
+    got = [a for p in reads for a in p.data.column("after").to_pylist()]
+    want = [a for p in streamed for a in p.data.column("after").to_pylist()]
+    assert len(got) == len(want) == 6
+    for g, w in zip(got, want):
+        for col in w:
+            assert g[col] == w[col], f"row {w['id']} column {col}: snapshot {g[col]!r} != binlog {w[col]!r}"
+    # and in the JSON form, as SELECT shows them
+    rows = [json.loads(c.to_json()) for p in reads for c in p.changes("x")]
+    assert rows[0]["op"] == "read" and rows[0]["before"] is None and rows[0]["key"] == {"id": 1}
+    assert rows[0]["txid"].startswith("snapshot:binlog.")
+
+
+def test_composite_and_unique_keys_page_in_chunks(mariadb: Any, root: Any) -> None:
+    comp, uniq = name("snap_comp"), name("snap_uniq")
+    execute(
+        root,
+        f"CREATE TABLE {comp} (a INT, b VARCHAR(10), v INT, PRIMARY KEY (a, b))",
+        f"CREATE TABLE {uniq} (code VARBINARY(8) NOT NULL, n INT NULL, v INT, UNIQUE KEY (n), UNIQUE KEY (code))",
+    )
+    with root.cursor() as cur:
+        cur.executemany(f"INSERT INTO {comp} VALUES (%s, %s, %s)",
+                        [(a, f"k{b:02d}", a * 100 + b) for a in range(7) for b in range(13)])
+        cur.executemany(f"INSERT INTO {uniq} VALUES (%s, %s, %s)",
+                        [(bytes([i, 0, 255 - i]), i, i) for i in range(50)])
+    src = source(mariadb, snapshot="initial", include=[f"{DB}.{comp}", f"{DB}.{uniq}"], chunk_rows=5)
+    src.open(None)
+    try:
+        batches = drain(src, max_rows=7)
+        progress = src.snapshot_progress()
+    finally:
+        src.close()
+    rows = changes(batches)
+    reads = [r for r in rows if r["op"] == "read"]
+    got_comp = [(r["after"]["a"], r["after"]["b"]) for r in reads if r["table"] == comp]
+    assert got_comp == [(a, f"k{b:02d}") for a in range(7) for b in range(13)]
+    got_uniq = sorted(r["after"]["v"] for r in reads if r["table"] == uniq)
+    assert got_uniq == list(range(50))
+    assert [r["key"] for r in reads if r["table"] == uniq][0] == {}  # no primary key: the stream's key is empty too
+    assert progress["state"] == "done" and progress["tables_done"] == progress["tables_total"] == 2
+    assert progress["rows"] == 91 + 50
+    # checkpoints: snapshot state while it runs, the binlog position with the last row
+    assert "snapshot" in batches[0].checkpoint
+    assert set(batches[-1].checkpoint) == {"file", "offset", "skip", "gtid"}
+
+
+def test_resume_from_each_checkpoint_of_a_binary_and_composite_key(mariadb: Any, root: Any) -> None:
+    t = name("snap_bkey")
+    execute(root, f"CREATE TABLE {t} (k VARBINARY(8), d DATETIME(6), v INT, PRIMARY KEY (k, d))")
+    with root.cursor() as cur:
+        cur.executemany(f"INSERT INTO {t} VALUES (%s, %s, %s)",
+                        [(bytes([i % 5, 0, i]), f"2024-01-0{1 + i % 3} 00:00:00.{i:06d}", i) for i in range(40)])
+    got: list[dict[str, Any]] = []
+    checkpoint: dict[str, Any] | None = None
+    for _ in range(100):  # a new source for every batch, from the checkpoint as the store keeps it (JSON)
+        src = source(mariadb, snapshot="initial", include=[f"{DB}.{t}"], chunk_rows=4)
+        src.open(checkpoint)
+        try:
+            batch = None
+            for _ in range(20):
+                batch = src.poll(3, 1)
+                if batch is not None or src.caught_up():
+                    break
+        finally:
+            src.close()
+        if batch is None:
+            break
+        got += changes([batch])
+        checkpoint = json.loads(json.dumps(batch.checkpoint))
+    assert checkpoint is not None and "snapshot" not in checkpoint
+    assert sorted(r["after"]["v"] for r in got if r["op"] == "read") == list(range(40))
+    assert [r["after"]["snapshot"] for r in got if is_marker(r)] == ["start", "end"]
+
+
+def test_table_without_a_key_is_refused(mariadb: Any, root: Any) -> None:
+    keyed, bare = name("snap_keyed"), name("snap_bare")
+    execute(
+        root,
+        f"CREATE TABLE {keyed} (id INT PRIMARY KEY)",
+        f"CREATE TABLE {bare} (id INT, n INT NULL, UNIQUE KEY (n))",  # unique but nullable: no use
+    )
+    src = source(mariadb, snapshot="initial", include=[f"{DB}.snap_keyed_*", f"{DB}.{bare}"])
+    with pytest.raises(DbusError) as err:
+        src.open(None)
+    msg = str(err.value)
+    assert msg.startswith(f"table {DB}.{bare} has no primary key or unique NOT NULL key") and "\n" not in msg
+    assert "source.exclude" in msg
+
+
+def test_max_rows_per_second_throttles(mariadb: Any, root: Any) -> None:
+    t = name("snap_slow")
+    execute(root, f"CREATE TABLE {t} (id INT PRIMARY KEY, v INT, s VARCHAR(20))")
+    fill(root, t, 1500)
+    src = source(mariadb, snapshot="initial", include=[f"{DB}.{t}"], max_rows_per_second=1000)
+    src.open(None)
+    began = time.monotonic()
+    try:
+        rows = changes(drain(src))
+    finally:
+        src.close()
+    took = time.monotonic() - began
+    assert len([r for r in rows if r["op"] == "read"]) == 1500
+    assert 1.0 < took < 5, took  # 1500 rows at 1000 rows/s
+
+
+# ------------------------------------------------------------------------------------------ pipeline
+
+
+def test_initial_snapshot_then_stream_with_racing_writes(
+    mariadb: Any, root: Any, ray_session: None, tmp_path: Path
+) -> None:
+    from dbus_ray.pipeline import run_pipeline
+
+    a, b = name("snap_a"), name("snap_b")
+    for t in (a, b):
+        execute(root, f"CREATE TABLE {t} (id INT PRIMARY KEY, v INT, s VARCHAR(40), ts DATETIME(6) NULL)")
+        fill(root, t, 10_000)
+    stop = threading.Event()
+    written = {"n": 0}
+    commits: list[float] = []
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        conn = mariadb.root_connect(DB, autocommit=True)
+        rnd = random.Random(7)
+        next_id = {a: 10_000, b: 10_000}
+        try:
+            with conn.cursor() as cur:
+                while not stop.is_set():
+                    t = rnd.choice((a, b))
+                    k = rnd.randrange(10_000)
+                    what = rnd.random()
+                    if what < 0.5:
+                        cur.execute(f"UPDATE {t} SET v = v + 1, ts = NOW(6) WHERE id = %s", (k,))
+                    elif what < 0.7:
+                        cur.execute(f"DELETE FROM {t} WHERE id = %s", (k,))
+                    elif what < 0.9:
+                        cur.execute(f"INSERT INTO {t} VALUES (%s, 1, 'new', NOW(6))", (next_id[t],))
+                        next_id[t] += 1
+                    else:  # a multi-row transaction over both tables
+                        cur.execute("BEGIN")
+                        cur.execute(f"UPDATE {a} SET s = 'tx' WHERE id BETWEEN %s AND %s", (k, k + 20))
+                        cur.execute(f"UPDATE {b} SET s = 'tx' WHERE id BETWEEN %s AND %s", (k, k + 20))
+                        cur.execute("COMMIT")
+                    written["n"] += 1
+                    commits.append(time.time())
+                    time.sleep(0.002)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+        finally:
+            conn.close()
+
+    out = tmp_path / "out.jsonl"
+    cfg = pipeline_config(mariadb, tmp_path, "snap-race", out, snapshot="initial", chunk_rows=2000,
+                          include=[f"{DB}.{a}", f"{DB}.{b}"], max_rows_per_second=10_000)
+    def stop_after_snapshot() -> None:  # the reader calls itself caught up only once a poll finds nothing new
+        done = f'"snapshot":"end","table":"{DB}.{b}"'
+        while not stop.is_set():
+            if out.exists() and done in out.read_text():
+                time.sleep(0.5)  # racing the start of the stream too
+                stop.set()
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=writer)
+    watcher = threading.Thread(target=stop_after_snapshot)
+    thread.start()
+    watcher.start()
+    try:
+        while written["n"] < 20:
+            time.sleep(0.01)
+        began = time.monotonic()
+        final = run_pipeline(cfg, until_caught_up=True, interval=0.1)
+        took = time.monotonic() - began
+    finally:
+        stop.set()
+        thread.join()
+        watcher.join()
+    assert not errors, errors
+    assert final["error"] is None and final["state"] == "stopped"
+    assert set(final["checkpoint"]["source"]) == {"file", "offset", "skip", "gtid"}
+    final = run_pipeline(cfg, until_caught_up=True, interval=0.1)  # the changes after the first run caught up
+    assert final["error"] is None
+
+    rows = read_jsonl(out)
+    reads = [r for r in rows if r["op"] == "read"]
+    markers = [(r["table"], r["after"]["snapshot"]) for r in rows if is_marker(r)]
+    assert markers == [(a, "start"), (a, "end"), (b, "start"), (b, "end")]
+    stream = [r for r in rows if r["op"] in ("insert", "update", "delete")]
+    # the writes raced the snapshot: many were committed while it was being read
+    began_read = min(r["read_ts"] for r in rows if is_marker(r))
+    ended_read = max(r["read_ts"] for r in rows if is_marker(r))
+    assert ended_read - began_read > 1.0
+    assert sum(began_read < c < ended_read for c in commits) > 50
+    # every change comes after all snapshot rows, from the snapshot's position on
+    snap_pos = (reads[0]["pos"]["file"], reads[0]["pos"]["offset"])
+    assert rows.index(stream[0]) > rows.index(reads[-1])
+    assert min((r["pos"]["file"], r["pos"]["offset"]) for r in stream) >= snap_pos
+    # nothing lost, nothing twice: applying strictly in order gives today's tables
+    state = apply_strict(rows)
+    for t in (a, b):
+        assert sorted(state[t].values(), key=lambda r: r["id"]) == select_json(root, t), t
+    n = len(reads)
+    print(f"\nsnapshot: {n} rows + {len(stream)} changes racing ({written['n']} writes) in {took:.1f}s")
+
+
+def test_resume_after_stop_mid_snapshot(mariadb: Any, root: Any, ray_session: None, tmp_path: Path) -> None:
+    from dbus_ray.checkpoints import FileCheckpointStore
+    from dbus_ray.pipeline import run_pipeline
+
+    a, b = name("snap_ra"), name("snap_rb")
+    for t in (a, b):
+        execute(root, f"CREATE TABLE {t} (id INT PRIMARY KEY, v INT, s VARCHAR(40))")
+        fill(root, t, 5000)
+    out = tmp_path / "out.jsonl"
+    cfg = pipeline_config(mariadb, tmp_path, "snap-resume", out, snapshot="initial", chunk_rows=1500,
+                          include=[f"{DB}.{a}", f"{DB}.{b}"],
+                          flow={"read_batch_rows": 500, "max_rows_in_flight": 1000})
+    final = run_pipeline(cfg, max_rows=7000, interval=0.05)
+    assert final["error"] is None
+    saved = FileCheckpointStore(cfg.pipeline_dir).load()["source"]["snapshot"]
+    assert saved["tables_done"] == [f"{DB}.{a}"] and saved["table"] == f"{DB}.{b}"
+    last = saved["last_pk"][0]
+    assert 0 < last < 4999 and saved["rows"] == last + 1
+    first_rows = len(read_jsonl(out))
+    # changes while stopped: to the table done, and to the unfinished one on both sides of where it stopped
+    execute(
+        root,
+        f"UPDATE {a} SET v = -1 WHERE id < 10",
+        f"DELETE FROM {a} WHERE id BETWEEN 100 AND 104",
+        f"UPDATE {b} SET v = -2 WHERE id IN ({last - 1}, {last + 1}, 4998)",
+        f"DELETE FROM {b} WHERE id IN ({last - 2}, {last + 2})",
+        f"INSERT INTO {b} VALUES (20000, 1, 'late')",
+        f"INSERT INTO {a} VALUES (20000, 1, 'late')",
+    )
+    final = run_pipeline(cfg, until_caught_up=True, interval=0.05)
+    assert final["error"] is None and set(final["checkpoint"]["source"]) == {"file", "offset", "skip", "gtid"}
+    rows = read_jsonl(out)
+    second = rows[first_rows:]
+    # each row is read once over both runs; the unfinished table went on after its last key
+    for t in (a, b):
+        ids = [r["key"]["id"] for r in rows if r["op"] == "read" and r["table"] == t]
+        assert len(ids) == len(set(ids)), t
+    resumed_reads = [r["key"]["id"] for r in second if r["op"] == "read"]
+    assert resumed_reads and min(resumed_reads) == last + 1 and 20000 in resumed_reads
+    markers = [(r["table"], r["after"]["snapshot"]) for r in rows if is_marker(r)]
+    assert markers == [(a, "start"), (a, "end"), (b, "start"), (b, "end")]
+    # the stream starts at the first snapshot's position: the changes made while stopped all arrive,
+    # including those the resumed snapshot's reads already hold (at-least-once) ...
+    changed = [r for r in second if r["op"] in ("insert", "update", "delete")]
+    assert len(changed) == 10 + 5 + 3 + 2 + 1 + 1
+    first_pos = (rows[1]["pos"]["file"], rows[1]["pos"]["offset"])
+    assert all((r["pos"]["file"], r["pos"]["offset"]) >= first_pos for r in changed)
+    # ... and applying everything in order gives today's tables
+    state = apply_upserts(rows)
+    for t in (a, b):
+        assert sorted(state[t].values(), key=lambda r: r["id"]) == select_json(root, t), t
+
+
+def test_when_needed_snapshots_after_purge(mariadb: Any, root: Any, ray_session: None, tmp_path: Path) -> None:
+    from dbus_ray.pipeline import run_pipeline
+
+    t = name("snap_purge")
+    execute(root, f"CREATE TABLE {t} (id INT PRIMARY KEY, v INT, s VARCHAR(40))")
+    fill(root, t, 300)
+    out = tmp_path / "out.jsonl"
+    cfg = pipeline_config(mariadb, tmp_path, "snap-purge", out, snapshot="when_needed", start=position(root),
+                          include=[f"{DB}.{t}"])
+    execute(root, f"INSERT INTO {t} VALUES (1000, 1, 'x')")
+    final = run_pipeline(cfg, until_caught_up=True, interval=0.05)  # no checkpoint, `start` is there: no snapshot
+    assert final["error"] is None
+    assert [r["op"] for r in read_jsonl(out)] == ["insert"]
+    old_file = final["checkpoint"]["source"]["file"]
+    # the checkpoint's file goes away, with changes in it nobody read
+    execute(root, f"UPDATE {t} SET v = 5 WHERE id < 50", "FLUSH BINARY LOGS", f"DELETE FROM {t} WHERE id >= 250")
+    execute(root, "FLUSH BINARY LOGS")
+    newest = position(root).split(":")[0]
+    files: list[str] = []
+    warnings: Any = ()
+    for _ in range(100):  # a file stays while a binlog reader is still on it or InnoDB still needs it
+        with root.cursor() as cur:
+            cur.execute(f"PURGE BINARY LOGS TO '{newest}'")
+            cur.execute("SHOW WARNINGS")
+            warnings = cur.fetchall()
+            cur.execute("SHOW BINARY LOGS")
+            files = [r[0] for r in cur.fetchall()]
+        if old_file not in files:
+            break
+        time.sleep(0.1)
+    assert old_file not in files, (files, warnings)
+    never = source(mariadb, include=[f"{DB}.{t}"])
+    with pytest.raises(DbusError, match=rf"binlog file {old_file} \(checkpoint\) is no longer on"):
+        never.open(final["checkpoint"]["source"])
+    execute(root, f"INSERT INTO {t} VALUES (2000, 2, 'after')")  # after the purge: in the snapshot
+    final = run_pipeline(cfg, until_caught_up=True, interval=0.05)
+    assert final["error"] is None
+    rows = read_jsonl(out)[1:]
+    assert [r["op"] for r in rows if r["op"] != "ddl"] == ["read"] * 251
+    execute(root, f"UPDATE {t} SET s = 'streamed' WHERE id = 2000")
+    final = run_pipeline(cfg, until_caught_up=True, interval=0.05)
+    rows = read_jsonl(out)[1:]
+    assert rows[-1]["op"] == "update" and rows[-1]["after"]["s"] == "streamed"
+    state = apply_strict(rows)
+    assert sorted(state[t].values(), key=lambda r: r["id"]) == select_json(root, t)
+
+
+def test_example_config_parses() -> None:
+    from dbus_ray.config import load_config
+
+    path = Path(__file__).resolve().parents[2] / "configs" / "mysql-snapshot.yaml"
+    cfg = load_config(path, {"DBUS_MYSQL_PASSWORD": "pw"})
+    assert cfg.source.options.snapshot == "initial" and cfg.source.options.chunk_rows == 10_000
