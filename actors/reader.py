@@ -56,7 +56,7 @@ class Reader:
         self.in_flight = 0
         self.max_in_flight = 0
         self.delivered_ts = 0.0
-        self.saved_seq = 0
+        self.saved: dict[str, Any] | None = saved  # the checkpoint last written to the store
         self.last_save = 0.0
         self.error: str | None = None
         self.state = "created"
@@ -98,6 +98,8 @@ class Reader:
                 batch = await asyncio.to_thread(self.source.poll, want, self.seq + 1)
                 if batch is None or batch.num_rows == 0:
                     self.caught_up = self.source.caught_up()
+                    if not self.pending:
+                        self._advance_idle()
                     await asyncio.sleep(0.005 if not self.caught_up else 0.02)
                     continue
                 self.seq += 1
@@ -135,6 +137,13 @@ class Reader:
                 if len(out) >= n:
                     return out
         return out
+
+    def _advance_idle(self) -> None:
+        """Nothing in flight: let the checkpoint follow the source past reads that carried no rows."""
+        position = self.source.position()
+        if position is not None and (self.checkpoint is None or self.checkpoint.get("source") != position):
+            self.checkpoint = {"source": position, "seq": self.committed_seq, "time": time.time()}
+            self._maybe_save()
 
     def _fail(self, reason: str) -> None:
         if self.error is None:
@@ -194,7 +203,7 @@ class Reader:
 
     def _save(self) -> None:
         self.last_save = time.monotonic()
-        if self.checkpoint is not None and self.committed_seq > self.saved_seq:
+        if self.checkpoint is not None and self.checkpoint is not self.saved:
             if self.epoch is not None:
                 current = fencing.current_epoch(self.name)
                 if current != self.epoch:
@@ -202,7 +211,7 @@ class Reader:
                     return
                 self.checkpoint["epoch"] = self.epoch
             self.store.save(self.checkpoint)
-            self.saved_seq = self.committed_seq
+            self.saved = self.checkpoint
 
     # ------------------------------------------------------------------ status
     async def identity(self) -> dict[str, Any]:

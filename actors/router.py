@@ -1,7 +1,8 @@
-"""Router actor `dbus:<pipeline>:router`: applies the filter stage to each batch and fans it out to
-the batcher of every sink whose `match` patterns select the batch's tables. Decisions are made per
-table run, never per row. Every sink receives every batch (possibly with no rows), so its
-acknowledgements keep the checkpoint moving even when its tables are quiet."""
+"""Router actor `dbus:<pipeline>:router`: applies the filter stage (the operators of `filters:`, in config
+order, see `dbus_ray.operators`) to each table run of each batch and fans the runs out to the batcher of
+every sink whose `match` patterns select their table (narrowed by `route` operators, row by row). Every
+sink receives every batch (possibly with no rows), so its acknowledgements keep the checkpoint moving even
+when its tables are quiet or the operators dropped every row."""
 
 from __future__ import annotations
 
@@ -12,26 +13,35 @@ from typing import Any
 import ray
 
 from dbus_ray.config import PipelineConfig
+from dbus_ray.errors import DbusError, reason
 from dbus_ray.model import RowBatch
+from dbus_ray.operators import Operator, apply_operators, build_operators
 from dbus_ray.routing import TableMatcher
 from dbus_ray.sequencer import Sequencer
 
 log = logging.getLogger("dbus.router")
 
 
-def build_routes(cfg: PipelineConfig) -> tuple[list[TableMatcher], list[TableMatcher]]:
-    """(filters every row must pass, one matcher per sink)."""
-    filters = [TableMatcher(f.options.include, f.options.exclude) for f in cfg.filters if f.type == "select"]
-    sinks = [TableMatcher(s.match) for s in cfg.sinks]
-    return filters, sinks
+def build_routes(cfg: PipelineConfig) -> tuple[list[Operator], list[tuple[str, TableMatcher]]]:
+    """(the operators every run goes through, (name, matcher) of each sink in sink order)."""
+    names = [s.name for s in cfg.sinks]
+    ops = build_operators(cfg.filters, cfg.name, names)
+    sinks = [(s.name, TableMatcher(s.match)) for s in cfg.sinks]
+    return ops, sinks
 
 
-def route(batch: RowBatch, filters: list[TableMatcher], sinks: list[TableMatcher]) -> list[RowBatch]:
-    """One batch per sink, in sink order, each holding the table runs that sink receives."""
-    kept = [p for p in batch.parts if all(f(p.db, p.table) for f in filters)]
+def route(batch: RowBatch, ops: list[Operator], sinks: list[tuple[str, TableMatcher]]) -> list[RowBatch]:
+    """One batch per sink, in sink order, each holding the table runs (in source order) that sink receives.
+    Every sink gets a batch with the sequence number and checkpoint, even one without rows."""
+    runs = apply_operators(batch.parts, ops)
     out = []
-    for match in sinks:
-        parts = [p for p in kept if match(p.db, p.table)]
+    for name, match in sinks:
+        parts = []
+        for run in runs:
+            if match(run.rows.db, run.rows.table):
+                rows = run.for_sink(name)
+                if rows is not None:
+                    parts.append(rows)
         out.append(RowBatch(batch.pipeline, batch.seq, parts, batch.checkpoint, batch.ts))
     return out
 
@@ -39,17 +49,34 @@ def route(batch: RowBatch, filters: list[TableMatcher], sinks: list[TableMatcher
 @ray.remote(num_cpus=0, max_restarts=0, max_concurrency=64)
 class Router:
     def __init__(self, cfg: PipelineConfig, batchers: list[Any]) -> None:
+        from dbus_ray import registry
+
+        registry.load_builtins()
         self.name = cfg.name
-        self.filters, self.sinks = build_routes(cfg)
+        self.ops, self.sinks = build_routes(cfg)
         self.batchers = batchers
         self.rows_in = 0
         self.rows_out = 0
         self.order = Sequencer()
+        self.error: str | None = None
+
+    def _reader(self) -> Any:
+        from dbus_ray.pipeline import NAMESPACE
+
+        return ray.get_actor(f"dbus:{self.name}:reader", namespace=NAMESPACE)
 
     async def push(self, batch: RowBatch) -> None:
         await self.order.wait(batch.seq)
         self.rows_in += batch.num_rows
-        outs = route(batch, self.filters, self.sinks)
+        if self.error is None:
+            try:
+                outs = route(batch, self.ops, self.sinks)
+            except Exception as exc:  # e.g. an expression comparing a column with a literal of another type
+                self.error = f"router: {reason(exc)}"
+                self._reader().fail.remote(self.error)
+        if self.error is not None:  # no batch passes a failed one: the checkpoint stays before it
+            await self.order.advance(batch.seq)
+            raise DbusError(self.error)
         self.rows_out += sum(b.num_rows for b in outs)
         calls = [b.push.remote(out) for b, out in zip(self.batchers, outs)]
         await self.order.advance(batch.seq)

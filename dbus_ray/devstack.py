@@ -535,6 +535,66 @@ class MariaDB(_Component):
             self._base_dir = None
             self._port = None
 
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Stop ``mariadbd`` cleanly (SIGTERM, SIGKILL after ``timeout``) but keep its datadir and port, so
+        ``start_again()`` brings the same server back (a restart is ``shutdown()`` + ``start_again()``)."""
+        if self._port is None:
+            raise DevStackError("mariadb is not started")
+        self._stop_process(timeout)
+
+    def kill(self) -> None:
+        """Crash ``mariadbd`` (SIGKILL, no shutdown), keeping its datadir and port for ``start_again()``."""
+        proc = self._proc
+        if proc is None or self._port is None:
+            raise DevStackError("mariadb is not running")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        self._proc = None
+
+    def start_again(self) -> Self:
+        """Start ``mariadbd`` again on the same datadir, socket and port after ``shutdown()``/``kill()`` and wait
+        until root (password set by ``start()``) can connect."""
+        if self._port is None or self._base_dir is None:
+            raise DevStackError("mariadb was never started: use start()")
+        if self.running:
+            return self
+        t0 = time.monotonic()
+        self._proc = proc = self._spawn(self._server_args(self._port), self.base_dir / "mariadbd.out")
+        deadline = t0 + self.startup_timeout
+        last_error: Exception | None = None
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                self._proc = None
+                raise DevStackError(
+                    f"mariadbd exited with code {proc.returncode} on restart; last lines of "
+                    f"{self.log_path}:\n{_tail(self.log_path)}"
+                )
+            try:
+                self.root_connect(connect_timeout=2).close()
+            except pymysql.err.MySQLError as exc:
+                last_error = exc
+            else:
+                log.info("mariadb restarted on %s:%d (pid %d) in %.1f s", self.host, self._port, proc.pid,
+                         time.monotonic() - t0)
+                return self
+            time.sleep(0.05)
+        raise DevStackError(
+            f"mariadbd did not answer on {self.socket} within {self.startup_timeout:.0f} s after a restart "
+            f"(last error: {last_error}); last lines of {self.log_path}:\n{_tail(self.log_path)}"
+        )
+
+    def restart(self, *, crash: bool = False, down_seconds: float = 0.0) -> Self:
+        """Stop (cleanly, or SIGKILL when ``crash``) and start the same server again: same datadir,
+        binlog, users and port; ``down_seconds`` is how long it stays down in between."""
+        if crash:
+            self.kill()
+        else:
+            self.shutdown()
+        if down_seconds:
+            time.sleep(down_seconds)
+        return self.start_again()
+
     def state(self) -> dict[str, Any]:
         """What ``dev_up`` records (contains passwords: the state file is mode 0600)."""
         return {

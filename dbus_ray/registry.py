@@ -16,10 +16,13 @@ from dbus_ray.model import RowBatch
 BUILTIN_MODULES = (
     "dbus_ray.sources.mock",
     "dbus_ray.sources.mysql",
+    "dbus_ray.sources.kafka",
     "dbus_ray.sinks.null",
     "dbus_ray.sinks.jsonl",
     "dbus_ray.sinks.stdout",
     "dbus_ray.sinks.kafka",
+    "dbus_ray.sinks.parquet",
+    "dbus_ray.operators",
 )
 
 SOURCES: dict[str, type[Source]] = {}
@@ -55,6 +58,11 @@ class Source:
     def poll(self, max_rows: int, seq: int) -> RowBatch | None:
         """The next batch of at most `max_rows` rows, or None when nothing is there right now."""
         raise NotImplementedError
+
+    def position(self) -> dict[str, Any] | None:
+        """When every row handed out is delivered and the source sits between transactions: a checkpoint
+        after everything it read (e.g. past a commit that carried no rows); None when it has none."""
+        return None
 
     def caught_up(self) -> bool:
         """True once the source has read up to where its origin was when the source was opened."""

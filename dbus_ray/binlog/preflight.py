@@ -54,6 +54,8 @@ class Endpoint:
         }
         if self.ssl:
             out["ssl"] = dict(self.ssl)
+        else:
+            out["ssl_disabled"] = True  # never a TLS session that checks no certificate
         return out
 
 
@@ -70,8 +72,9 @@ def connect(ep: Endpoint, **kwargs: Any) -> pymysql.connections.Connection:
 def connect_error(ep: Endpoint, exc: BaseException) -> DbusError:
     code = exc.args[0] if exc.args else None
     if code in (ER_ACCESS_DENIED, ER_DBACCESS_DENIED):
+        hint = "" if ep.ssl else ", or set source.ssl_ca when the account requires TLS (REQUIRE SSL)"
         return DbusError(
-            f"access denied for {ep.user}@{ep.host} on {ep.where}: check the user and password in source.dsn"
+            f"access denied for {ep.user}@{ep.host} on {ep.where}: check the user and password in source.dsn{hint}"
         )
     text = (
         str(exc.args[1] if len(exc.args) > 1 else exc).replace(ep.password, "***")

@@ -72,7 +72,7 @@ class KafkaOptions:
     bootstrap: str
     topic: str = "dbus.{db}.{table}"  # fixed, or a template over {db}, {table}, {pipeline}
     key: list[str] | None = None  # message key columns; null: the table's primary key
-    format: Literal["json", "avro"] = "json"
+    format: Literal["json", "avro", "raw"] = "json"  # raw: mirror a kafka source (see serializers/raw.py)
     schema_registry: str | None = None  # avro only: Confluent wire format with this registry
     delivery: Literal["at_least_once", "exactly_once"] = "at_least_once"
     partitions: int = 6  # for topics the sink creates
@@ -171,7 +171,7 @@ class KafkaSink(Sink):
         self.where = f"kafka sink {self.name}"
         self.exactly_once = o.delivery == "exactly_once"
         options = {"schema_registry": o.schema_registry} if o.schema_registry else {}
-        self.serializer = get_serializer(o.format, **options)
+        self.serializer = None if o.format == "raw" else get_serializer(o.format, **options)
         self.admin = AdminClient(admin_config(o))
         self.known_topics: set[str] = set()
         self.topics_of: dict[tuple[str, str], str] = {}
@@ -282,6 +282,10 @@ class KafkaSink(Sink):
 
     def _produce_part(self, part: TableRows) -> int:
         topic = self.topic_for(part)
+        if self.options.format == "raw":  # key, value, headers, timestamp and partition as the source had them
+            from dbus_ray.serializers.raw import produce_raw
+
+            return produce_raw(self, topic, part)
         changes = list(part.changes(self.pipeline))
         values = self.serializer.encode(part, self.pipeline, changes)
         key_columns = self.options.key

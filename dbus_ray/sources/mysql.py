@@ -848,6 +848,12 @@ class MysqlSource(Source):
             return {"file": file, "offset": offset, "skip": skip, "gtid": self.last_gtid}
         return {"file": self.file, "offset": self.next_pos, "skip": 0, "gtid": self.last_gtid}
 
+    def position(self) -> dict[str, Any] | None:
+        """Between transactions with nothing pending: the position after the last commit read."""
+        if self.snap is not None or self.pending or self.txn is not None:
+            return None
+        return self._checkpoint()
+
     def caught_up(self) -> bool:
         if self.snap is not None:
             return False

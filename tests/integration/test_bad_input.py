@@ -109,7 +109,8 @@ def test_wrong_password(tmp_path: Path, mariadb: MariaDB) -> None:
     path = mysql_pipeline(tmp_path, "wrongpw", dsn(mariadb.port))  # BAD_INPUT_PW is not dbus's password
     check(error_of(invoke("run", str(path), "--until-caught-up"), 1),
           rf"error: pipeline wrongpw cannot start: access denied for dbus@127.0.0.1 on 127.0.0.1:{mariadb.port}: "
-          r"check the user and password in source.dsn")
+          r"check the user and password in source.dsn, or set source.ssl_ca when the account requires TLS "
+          r"\(REQUIRE SSL\)")
     assert no_actors_of("wrongpw")
 
 

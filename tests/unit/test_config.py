@@ -37,7 +37,7 @@ CASES = {
     ),
     "unknown source type": (
         lambda c: c["source"].update(type="oracle"),
-        "configs/x.yaml: source.type: unknown source type 'oracle' (known: mock, mysql)",
+        "configs/x.yaml: source.type: unknown source type 'oracle' (known: kafka, mock, mysql)",
     ),
     "unknown sink type": (
         lambda c: c["sinks"][0].update(type="s3"),
@@ -50,7 +50,7 @@ CASES = {
     ),
     "unknown plugin key": (
         lambda c: c["sinks"][0].update(colur="red"),
-        "configs/x.yaml: sinks[0].colur: unknown key (allowed: fsync, match, name, path, type)",
+        "configs/x.yaml: sinks[0].colur: unknown key (allowed: fsync, match, max_bytes, name, path, type)",
     ),
     "bad pattern": (
         lambda c: c["sinks"][0].update(match=["shop"]),
