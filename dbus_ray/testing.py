@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -16,3 +17,23 @@ def wait_for(check: Callable[[], Any], timeout: float = 60.0, what: str = "condi
             return value
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def table_name(prefix: str) -> str:
+    """A table name no other test uses."""
+    return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+def execute(conn: Any, *statements: str, args: Any = None) -> None:
+    """Run statements on a pymysql connection."""
+    with conn.cursor() as cur:
+        for sql in statements:
+            cur.execute(sql, args)
+
+
+def position(conn: Any) -> str:
+    """The server's current binlog position as `file:offset` (a `start:` value)."""
+    with conn.cursor() as cur:
+        cur.execute("SHOW MASTER STATUS")
+        file, pos = cur.fetchone()[:2]
+    return f"{file}:{pos}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -56,3 +57,31 @@ def broker() -> Iterator[Broker]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture()
+def root(mariadb: MariaDB) -> Iterator[Any]:
+    """A root connection to the session's MariaDB, database `dbus_test`, time zone UTC."""
+    conn = mariadb.root_connect("dbus_test")
+    with conn.cursor() as cur:
+        cur.execute("SET time_zone = '+00:00'")
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def controller(ray_session: None) -> Iterator[Any]:
+    """The cluster's controller for one test; its pipelines are removed and it is killed afterwards."""
+    import ray
+
+    from dbus_ray.actors.controller import get_controller
+    from dbus_ray.testing import wait_for
+
+    handle = get_controller()
+    ray.get(handle.info.remote())
+    yield handle
+    for p in ray.get(handle.list.remote()):
+        ray.get(handle.remove.remote(p["name"]))
+    ray.kill(handle, no_restart=True)
+    wait_for(lambda: not [a for a in ray.util.list_named_actors(all_namespaces=True)
+                          if a["name"] == "dbus:controller"], what="controller gone")

@@ -278,20 +278,6 @@ def test_pipeline_already_running(tmp_path: Path) -> None:
     check(message, r"error: pipeline twice is already running \(actor dbus:twice:reader exists\)")
 
 
-@pytest.fixture
-def controller() -> Iterator[Any]:
-    from dbus_ray.actors.controller import get_controller
-
-    handle = get_controller()
-    ray.get(handle.info.remote())
-    yield handle
-    for p in ray.get(handle.list.remote()):
-        ray.get(handle.remove.remote(p["name"]))
-    ray.kill(handle, no_restart=True)
-    wait_for(lambda: not [a for a in ray.util.list_named_actors(all_namespaces=True)
-                          if a["name"] == "dbus:controller"], what="controller gone")
-
-
 @pytest.mark.parametrize("args, expected", [
     (["status", "nope"], "error: no pipeline named 'nope'"),
     (["pause", "nope"], "error: no pipeline named 'nope'"),

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,18 +21,6 @@ from dbus_ray.pipeline import NAMESPACE, Pipeline, actor_name
 from dbus_ray.testing import wait_for
 
 pytestmark = pytest.mark.usefixtures("ray_session")
-
-
-@pytest.fixture
-def controller() -> Iterator[Any]:
-    handle = get_controller()
-    ray.get(handle.info.remote())
-    yield handle
-    for p in ray.get(handle.list.remote()):
-        ray.get(handle.remove.remote(p["name"]))
-    ray.kill(handle, no_restart=True)
-    wait_for(lambda: not [a for a in ray.util.list_named_actors(all_namespaces=True)
-                          if a["name"] == "dbus:controller"], what="controller gone")
 
 
 def spec(tmp_path: Path, name: str, **source: Any) -> dict[str, Any]:

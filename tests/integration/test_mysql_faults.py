@@ -27,6 +27,7 @@ from dbus_ray.config import PipelineConfig, parse_config
 from dbus_ray.devstack import MariaDB
 from dbus_ray.errors import DbusError
 from dbus_ray.sources.mysql import MysqlOptions, MysqlSource
+from dbus_ray.testing import execute, position, table_name, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -55,34 +56,10 @@ def own() -> Iterator[MariaDB]:
         server.stop()
 
 
-@pytest.fixture()
-def root(mariadb: MariaDB) -> Iterator[pymysql.connections.Connection]:
-    conn = mariadb.root_connect(DB)
-    yield conn
-    conn.close()
-
-
-def table_name(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:8]}"
-
-
-def execute(conn: pymysql.connections.Connection, *statements: str, args: Any = None) -> None:
-    with conn.cursor() as cur:
-        for sql in statements:
-            cur.execute(sql, args)
-
-
 def scalar(conn: pymysql.connections.Connection, sql: str, args: Any = None) -> Any:
     with conn.cursor() as cur:
         cur.execute(sql, args)
         return cur.fetchone()[0]
-
-
-def position(conn: pymysql.connections.Connection) -> str:
-    with conn.cursor() as cur:
-        cur.execute("SHOW MASTER STATUS")
-        file, pos = cur.fetchone()[:2]
-    return f"{file}:{pos}"
 
 
 def drain(src: MysqlSource, table: str | None = None, max_rows: int = 1000, limit: int = 2000) -> list[dict]:
@@ -143,17 +120,6 @@ class ReplUser:
             execute(conn, "SET SESSION sql_log_bin = 0", f"DROP USER IF EXISTS '{self.name}'@'127.0.0.1'")
         finally:
             conn.close()
-
-
-def wait_for(check: Any, timeout: float, what: str, every: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(every)
 
 
 def pipeline_config(name: str, dsn: str, tmp_path: Path, *, start: str = "latest", include: list[str] | None = None,

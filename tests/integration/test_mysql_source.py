@@ -8,7 +8,6 @@ import datetime as dt
 import json
 import struct
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,36 +19,11 @@ from dbus_ray.config import parse_config
 from dbus_ray.errors import DbusError
 from dbus_ray.model import dumps
 from dbus_ray.sources.mysql import MysqlOptions, MysqlSource, ddl_target
+from dbus_ray.testing import execute, position, table_name
 
 pytestmark = pytest.mark.integration
 
 DB = "dbus_test"
-
-
-@pytest.fixture()
-def root(mariadb: Any) -> Iterator[pymysql.connections.Connection]:
-    conn = mariadb.root_connect(DB)
-    with conn.cursor() as cur:
-        cur.execute("SET time_zone = '+00:00'")
-    yield conn
-    conn.close()
-
-
-def table_name(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:8]}"
-
-
-def execute(conn: pymysql.connections.Connection, *statements: str, args: Any = None) -> None:
-    with conn.cursor() as cur:
-        for sql in statements:
-            cur.execute(sql, args)
-
-
-def position(conn: pymysql.connections.Connection) -> str:
-    with conn.cursor() as cur:
-        cur.execute("SHOW MASTER STATUS")
-        file, pos = cur.fetchone()[:2]
-    return f"{file}:{pos}"
 
 
 def source(mariadb: Any, **options: Any) -> MysqlSource:

@@ -11,8 +11,6 @@ import json
 import random
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,7 @@ from dbus_ray.config import parse_config
 from dbus_ray.errors import DbusError
 from dbus_ray.model import dumps
 from dbus_ray.sources.mysql import MysqlOptions, MysqlSource
+from dbus_ray.testing import execute, position, table_name
 
 pytestmark = pytest.mark.integration
 
@@ -37,32 +36,6 @@ def _source_tests() -> Any:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture()
-def root(mariadb: Any) -> Iterator[pymysql.connections.Connection]:
-    conn = mariadb.root_connect(DB)
-    with conn.cursor() as cur:
-        cur.execute("SET time_zone = '+00:00'")
-    yield conn
-    conn.close()
-
-
-def name(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:8]}"
-
-
-def execute(conn: pymysql.connections.Connection, *statements: str, args: Any = None) -> None:
-    with conn.cursor() as cur:
-        for sql in statements:
-            cur.execute(sql, args)
-
-
-def position(conn: pymysql.connections.Connection) -> str:
-    with conn.cursor() as cur:
-        cur.execute("SHOW MASTER STATUS")
-        file, pos = cur.fetchone()[:2]
-    return f"{file}:{pos}"
 
 
 def fill(conn: pymysql.connections.Connection, table: str, n: int, start: int = 0) -> None:
@@ -159,7 +132,7 @@ def apply_upserts(rows: list[dict[str, Any]]) -> dict[str, dict[Any, dict[str, A
 
 def test_snapshot_values_and_types_equal_the_binlog_decoder(mariadb: Any, root: Any) -> None:
     mod = _source_tests()
-    t = name("snap_types")
+    t = table_name("snap_types")
     execute(root, mod.TYPES_DDL.format(t=t))
     start = position(root)
     execute(root, "SET SESSION sql_mode = ''")
@@ -198,7 +171,7 @@ def test_snapshot_values_and_types_equal_the_binlog_decoder(mariadb: Any, root: 
 
 
 def test_composite_and_unique_keys_page_in_chunks(mariadb: Any, root: Any) -> None:
-    comp, uniq = name("snap_comp"), name("snap_uniq")
+    comp, uniq = table_name("snap_comp"), table_name("snap_uniq")
     execute(
         root,
         f"CREATE TABLE {comp} (a INT, b VARCHAR(10), v INT, PRIMARY KEY (a, b))",
@@ -231,7 +204,7 @@ def test_composite_and_unique_keys_page_in_chunks(mariadb: Any, root: Any) -> No
 
 
 def test_resume_from_each_checkpoint_of_a_binary_and_composite_key(mariadb: Any, root: Any) -> None:
-    t = name("snap_bkey")
+    t = table_name("snap_bkey")
     execute(root, f"CREATE TABLE {t} (k VARBINARY(8), d DATETIME(6), v INT, PRIMARY KEY (k, d))")
     with root.cursor() as cur:
         cur.executemany(f"INSERT INTO {t} VALUES (%s, %s, %s)",
@@ -259,7 +232,7 @@ def test_resume_from_each_checkpoint_of_a_binary_and_composite_key(mariadb: Any,
 
 
 def test_table_without_a_key_is_refused(mariadb: Any, root: Any) -> None:
-    keyed, bare = name("snap_keyed"), name("snap_bare")
+    keyed, bare = table_name("snap_keyed"), table_name("snap_bare")
     execute(
         root,
         f"CREATE TABLE {keyed} (id INT PRIMARY KEY)",
@@ -274,7 +247,7 @@ def test_table_without_a_key_is_refused(mariadb: Any, root: Any) -> None:
 
 
 def test_max_rows_per_second_throttles(mariadb: Any, root: Any) -> None:
-    t = name("snap_slow")
+    t = table_name("snap_slow")
     execute(root, f"CREATE TABLE {t} (id INT PRIMARY KEY, v INT, s VARCHAR(20))")
     fill(root, t, 1500)
     src = source(mariadb, snapshot="initial", include=[f"{DB}.{t}"], max_rows_per_second=1000)
@@ -297,7 +270,7 @@ def test_initial_snapshot_then_stream_with_racing_writes(
 ) -> None:
     from dbus_ray.pipeline import run_pipeline
 
-    a, b = name("snap_a"), name("snap_b")
+    a, b = table_name("snap_a"), table_name("snap_b")
     for t in (a, b):
         execute(root, f"CREATE TABLE {t} (id INT PRIMARY KEY, v INT, s VARCHAR(40), ts DATETIME(6) NULL)")
         fill(root, t, 10_000)
@@ -393,7 +366,7 @@ def test_resume_after_stop_mid_snapshot(mariadb: Any, root: Any, ray_session: No
     from dbus_ray.checkpoints import FileCheckpointStore
     from dbus_ray.pipeline import run_pipeline
 
-    a, b = name("snap_ra"), name("snap_rb")
+    a, b = table_name("snap_ra"), table_name("snap_rb")
     for t in (a, b):
         execute(root, f"CREATE TABLE {t} (id INT PRIMARY KEY, v INT, s VARCHAR(40))")
         fill(root, t, 5000)
@@ -445,7 +418,7 @@ def test_resume_after_stop_mid_snapshot(mariadb: Any, root: Any, ray_session: No
 def test_when_needed_snapshots_after_purge(mariadb: Any, root: Any, ray_session: None, tmp_path: Path) -> None:
     from dbus_ray.pipeline import run_pipeline
 
-    t = name("snap_purge")
+    t = table_name("snap_purge")
     execute(root, f"CREATE TABLE {t} (id INT PRIMARY KEY, v INT, s VARCHAR(40))")
     fill(root, t, 300)
     out = tmp_path / "out.jsonl"
