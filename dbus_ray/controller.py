@@ -357,7 +357,7 @@ class Supervisor:
                                  "are kept in its memory only): submit the pipeline again", self.clock())
             return
         record.epoch = self._next_epoch()
-        record.node, record.state = node, "starting"
+        record.node, record.state, record.status = node, "starting", {}  # no figures of an older owner
         self.runtime.set_epoch(record.name, record.epoch)  # fences every older owner
         self._persist(record)
         try:

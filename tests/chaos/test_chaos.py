@@ -78,10 +78,13 @@ class Workload(threading.Thread):
 def actor_pid(name: str) -> int:
     from ray._private.state import actors
 
-    for actor in actors().values():
-        if actor.get("Name") == name and actor["State"] == "ALIVE":
-            return actor["Pid"]
-    raise AssertionError(f"no live actor {name}")
+    def alive() -> int | None:
+        for actor in actors().values():
+            if actor.get("Name") == name and actor["State"] == "ALIVE" and actor.get("Pid"):
+                return actor["Pid"]
+        return None
+
+    return wait_for(alive, timeout=30, what=f"a live actor {name}")
 
 
 def read_topic(bootstrap: str, topic: str) -> list[tuple[str, int, int]]:
