@@ -37,3 +37,16 @@ def position(conn: Any) -> str:
         cur.execute("SHOW MASTER STATUS")
         file, pos = cur.fetchone()[:2]
     return f"{file}:{pos}"
+
+
+def drain(source: Any, max_rows: int = 1000, limit: int = 5000) -> list[Any]:
+    """Poll a source (in process, no Ray) until it is caught up; the batches it returned."""
+    batches: list[Any] = []
+    for _ in range(limit):
+        batch = source.poll(max_rows, len(batches) + 1)
+        if batch is None:
+            if source.caught_up():
+                return batches
+            continue
+        batches.append(batch)
+    raise AssertionError("source never caught up")

@@ -137,13 +137,17 @@ def _lenbytes_reader(prefix: int, convert: Callable[[bytes], Any]) -> Reader:
     return read
 
 
-def _decimal_reader(precision: int, scale: int) -> Reader:
-    intg = precision - scale
-    intg0, intg0x = divmod(intg, 9)
+def _decimal_layout(precision: int, scale: int) -> tuple[int, int, int, int, int, int, int]:
+    """MySQL's binary DECIMAL: (full 9-digit groups and leftover digits of the integer part, the same of
+    the fraction, bytes of the leading and trailing partial groups, total size in bytes)."""
+    intg0, intg0x = divmod(precision - scale, 9)
     frac0, frac0x = divmod(scale, 9)
-    lead = _DIG2BYTES[intg0x]
-    tail = _DIG2BYTES[frac0x]
-    size = lead + intg0 * 4 + frac0 * 4 + tail
+    lead, tail = _DIG2BYTES[intg0x], _DIG2BYTES[frac0x]
+    return intg0, intg0x, frac0, frac0x, lead, tail, lead + intg0 * 4 + frac0 * 4 + tail
+
+
+def _decimal_reader(precision: int, scale: int) -> Reader:
+    intg0, intg0x, frac0, frac0x, lead, tail, size = _decimal_layout(precision, scale)
 
     def read(buf: bytes, pos: int) -> tuple[Any, int]:
         raw = bytearray(buf[pos : pos + size])
@@ -394,12 +398,7 @@ def column_reader(col: ColumnDef) -> tuple[Reader, pa.DataType]:
 
 def _decimal_int_reader(precision: int, scale: int) -> tuple[int, Callable[[bytes, int], int]]:
     """(size, reader of the unscaled integer) of DECIMAL(precision, scale) in MySQL's binary format."""
-    intg = precision - scale
-    intg0, intg0x = divmod(intg, 9)
-    frac0, frac0x = divmod(scale, 9)
-    lead = _DIG2BYTES[intg0x]
-    tail = _DIG2BYTES[frac0x]
-    size = lead + intg0 * 4 + frac0 * 4 + tail
+    intg0, intg0x, frac0, frac0x, lead, tail, size = _decimal_layout(precision, scale)
     bits = 8 * size
     sign_bit = 1 << (bits - 1)
     ones = (1 << bits) - 1

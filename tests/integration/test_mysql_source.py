@@ -19,7 +19,7 @@ from dbus_ray.config import parse_config
 from dbus_ray.errors import DbusError
 from dbus_ray.model import dumps
 from dbus_ray.sources.mysql import MysqlOptions, MysqlSource, ddl_target
-from dbus_ray.testing import execute, position, table_name
+from dbus_ray.testing import drain, execute, position, table_name
 
 pytestmark = pytest.mark.integration
 
@@ -29,19 +29,6 @@ DB = "dbus_test"
 def source(mariadb: Any, **options: Any) -> MysqlSource:
     options.setdefault("server_id", 7001)
     return MysqlSource("mysql-test", MysqlOptions(dsn=mariadb.dsn, **options))
-
-
-def drain(src: MysqlSource, max_rows: int = 1000, limit: int = 500) -> list[Any]:
-    """Poll until caught up; the batches read."""
-    batches = []
-    for _ in range(limit):
-        batch = src.poll(max_rows, len(batches) + 1)
-        if batch is None:
-            if src.caught_up():
-                return batches
-            continue
-        batches.append(batch)
-    raise AssertionError("source never caught up")
 
 
 def changes(batches: list[Any], table: str | None = None) -> list[dict[str, Any]]:

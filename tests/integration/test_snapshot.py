@@ -21,7 +21,7 @@ from dbus_ray.config import parse_config
 from dbus_ray.errors import DbusError
 from dbus_ray.model import dumps
 from dbus_ray.sources.mysql import MysqlOptions, MysqlSource
-from dbus_ray.testing import execute, position, table_name
+from dbus_ray.testing import drain, execute, position, table_name
 
 pytestmark = pytest.mark.integration
 
@@ -48,18 +48,6 @@ def fill(conn: pymysql.connections.Connection, table: str, n: int, start: int = 
 def source(mariadb: Any, **options: Any) -> MysqlSource:
     options.setdefault("server_id", 7401)
     return MysqlSource("snap-test", MysqlOptions(dsn=mariadb.dsn, **options))
-
-
-def drain(src: MysqlSource, max_rows: int = 1000, limit: int = 5000) -> list[Any]:
-    batches = []
-    for _ in range(limit):
-        batch = src.poll(max_rows, len(batches) + 1)
-        if batch is None:
-            if src.caught_up():
-                return batches
-            continue
-        batches.append(batch)
-    raise AssertionError("source never caught up")
 
 
 def changes(batches: list[Any]) -> list[dict[str, Any]]:
