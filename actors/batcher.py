@@ -1,7 +1,8 @@
 """Batcher actor `dbus:<pipeline>:batcher:<sink>`: gathers routed batches for one sink and hands them
 to its writer as one batch of at most `flow.sink_batch_rows` rows, or whatever it holds after
 `flow.linger_ms`. Batches keep their order; the merged batch carries the last one's sequence number
-and checkpoint, so one acknowledgement covers all of them."""
+and checkpoint, so one acknowledgement covers all of them. The batcher never fetches rows: it counts
+them from the parcels' heads and hands the writer their object-store references."""
 
 from __future__ import annotations
 
@@ -14,16 +15,10 @@ import ray
 
 from dbus_ray.config import PipelineConfig
 from dbus_ray.errors import reason
-from dbus_ray.model import RowBatch
+from dbus_ray.parcel import Parcel
 from dbus_ray.sequencer import Sequencer
 
 log = logging.getLogger("dbus.batcher")
-
-
-def merge(batches: list[RowBatch]) -> RowBatch:
-    last = batches[-1]
-    parts = [p for b in batches for p in b.parts]
-    return RowBatch(last.pipeline, last.seq, parts, last.checkpoint, max(b.ts for b in batches))
 
 
 @ray.remote(num_cpus=0, max_restarts=0, max_concurrency=64)
@@ -35,21 +30,21 @@ class Batcher:
         self.linger = cfg.flow.linger_ms / 1000
         self.writer = writer
         self.reader = reader
-        self.buffer: list[RowBatch] = []
+        self.buffer: list[Parcel] = []
         self.rows = 0
         self.since = 0.0
         self.timer: asyncio.Task | None = None
         self.flushes = 0
         self.order = Sequencer()
 
-    async def push(self, batch: RowBatch) -> None:
-        await self.order.wait(batch.seq)
+    async def push(self, parcel: Parcel) -> None:
+        await self.order.wait(parcel.seq)
         if not self.buffer:
             self.since = time.monotonic()
-        self.buffer.append(batch)
-        self.rows += batch.num_rows
+        self.buffer.append(parcel)
+        self.rows += parcel.rows
         call = self._submit() if self.rows >= self.limit else None
-        await self.order.advance(batch.seq)
+        await self.order.advance(parcel.seq)
         if call is not None:
             await self._delivered(call)
         elif self.timer is None:
@@ -59,10 +54,10 @@ class Batcher:
         """Hand what is buffered to the writer (no await in here: calls leave in buffer order)."""
         if not self.buffer:
             return None
-        batch = merge(self.buffer)
+        parcel = Parcel.merge(self.buffer)
         self.buffer, self.rows = [], 0
         self.flushes += 1
-        return self.writer.write.remote(batch)
+        return self.writer.write.remote(parcel)
 
     async def _delivered(self, call: ray.ObjectRef) -> None:
         try:

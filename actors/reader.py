@@ -23,6 +23,7 @@ from dbus_ray.config import PipelineConfig
 from dbus_ray.errors import reason
 from dbus_ray.metrics import ReaderMetrics
 from dbus_ray.model import RowBatch
+from dbus_ray.parcel import Parcel
 
 log = logging.getLogger("dbus.reader")
 
@@ -111,7 +112,7 @@ class Reader:
                 self.metrics.rows_in.inc(rows)
                 self._remember(batch)
                 self.max_in_flight = max(self.max_in_flight, self.in_flight)
-                calls.append(self.router.push.remote(batch))
+                calls.append(self.router.push.remote(Parcel.put(batch)))
                 if len(calls) >= MAX_PENDING_CALLS:
                     await calls.pop(0)
                 self._maybe_save()

@@ -2,7 +2,10 @@
 order, see `dbus_ray.operators`) to each table run of each batch and fans the runs out to the batcher of
 every sink whose `match` patterns select their table (narrowed by `route` operators, row by row). Every
 sink receives every batch (possibly with no rows), so its acknowledgements keep the checkpoint moving even
-when its tables are quiet or the operators dropped every row."""
+when its tables are quiet or the operators dropped every row.
+
+Batches arrive as parcels (`dbus_ray.parcel`): a sink that gets a batch unchanged (no operators, every
+table selected) is handed the same object-store references, without the router fetching the rows."""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from dbus_ray.config import PipelineConfig
 from dbus_ray.errors import DbusError, reason
 from dbus_ray.model import RowBatch
 from dbus_ray.operators import Operator, apply_operators, build_operators
+from dbus_ray.parcel import Parcel
 from dbus_ray.routing import TableMatcher
 from dbus_ray.sequencer import Sequencer
 
@@ -65,21 +69,34 @@ class Router:
 
         return ray.get_actor(f"dbus:{self.name}:reader", namespace=NAMESPACE)
 
-    async def push(self, batch: RowBatch) -> None:
-        await self.order.wait(batch.seq)
-        self.rows_in += batch.num_rows
+    def _unchanged(self, parcel: Parcel) -> list[bool]:
+        """For each sink: whether it gets the parcel as it is (so its rows need not be fetched)."""
+        if self.ops:
+            return [False] * len(self.sinks)
+        return [all(match(db, table) for db, table in parcel.tables) for _, match in self.sinks]
+
+    async def _route(self, parcel: Parcel, unchanged: list[bool]) -> list[Parcel]:
+        if all(unchanged):
+            return [parcel] * len(self.sinks)
+        batch = parcel.unpack(await asyncio.gather(*parcel.refs))
+        outs = route(batch, self.ops, self.sinks)
+        return [parcel if same else Parcel.put(out) for same, out in zip(unchanged, outs)]
+
+    async def push(self, parcel: Parcel) -> None:
+        await self.order.wait(parcel.seq)
+        self.rows_in += parcel.rows
         if self.error is None:
             try:
-                outs = route(batch, self.ops, self.sinks)
+                outs = await self._route(parcel, self._unchanged(parcel))
             except Exception as exc:  # e.g. an expression comparing a column with a literal of another type
                 self.error = f"router: {reason(exc)}"
                 self._reader().fail.remote(self.error)
         if self.error is not None:  # no batch passes a failed one: the checkpoint stays before it
-            await self.order.advance(batch.seq)
+            await self.order.advance(parcel.seq)
             raise DbusError(self.error)
-        self.rows_out += sum(b.num_rows for b in outs)
+        self.rows_out += sum(p.rows for p in outs)
         calls = [b.push.remote(out) for b, out in zip(self.batchers, outs)]
-        await self.order.advance(batch.seq)
+        await self.order.advance(parcel.seq)
         await asyncio.gather(*calls)
 
     async def flush(self) -> None:

@@ -1,5 +1,6 @@
 """Writer actor `dbus:<pipeline>:writer:<sink>`: delivers batches to one sink, one at a time and in
-order, then acknowledges each to the reader, which advances the checkpoint."""
+order, then acknowledges each to the reader, which advances the checkpoint. The rows come as object-store
+references (`dbus_ray.parcel`), fetched here."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import ray
 from dbus_ray import registry
 from dbus_ray.config import PipelineConfig, SinkConfig
 from dbus_ray.metrics import WriterMetrics
-from dbus_ray.model import RowBatch
+from dbus_ray.parcel import Parcel
 
 log = logging.getLogger("dbus.writer")
 
@@ -33,8 +34,9 @@ class Writer:
         self.last_latency = 0.0
         self.metrics = WriterMetrics(cfg.name, sink.name)
 
-    def write(self, batch: RowBatch) -> int:
+    def write(self, parcel: Parcel) -> int:
         started = time.monotonic()
+        batch = parcel.unpack(ray.get(parcel.refs))
         try:
             self.sink.write(batch)
         except Exception as exc:

@@ -6,6 +6,8 @@ stderr). `DBUS_BENCH_QUICK=1`: small row counts (well under 2 minutes).
   transactions and multi-row events; rows/s and the speed-up.
 - transport: mock source -> router -> batcher -> writer (null sink) through real Ray actors on a local
   Ray; rows/s measured over the steady part of the run (from the first delivered row to the last).
+- scale out (benchmarks/scale.py, in a process of its own: it starts a two-node Ray cluster): one
+  pipeline on one node vs two pipelines on two nodes, each node one CPU core; rows/s and the ratio.
 - e2e (benchmarks/e2e.py): MariaDB -> Ray pipeline -> Kafka (Tansu): catch-up rows/s of pre-written
   rows and the peak summed RSS of the pipeline's actor processes meanwhile; commit -> Kafka latency
   percentiles at a steady write rate.
@@ -34,7 +36,8 @@ QUICK = os.environ.get("DBUS_BENCH_QUICK", "") not in ("", "0")
 ROWS = int(os.environ.get("DBUS_BENCH_ROWS", "200000" if QUICK else "10000000"))
 DECODER_ROWS = int(os.environ.get("DBUS_BENCH_DECODER_ROWS", "50000" if QUICK else "200000"))
 CATCHUP_ROWS = int(os.environ.get("DBUS_BENCH_CATCHUP_ROWS", "50000" if QUICK else "1000000"))
-LATENCY_RATE = int(os.environ.get("DBUS_BENCH_LATENCY_RATE", "2000"))
+LATENCY_RATE = int(os.environ.get("DBUS_BENCH_LATENCY_RATE", "5000"))
+SCALE_ROWS = int(os.environ.get("DBUS_BENCH_SCALE_ROWS", "4000000" if QUICK else "10000000"))
 LATENCY_SECONDS = float(os.environ.get("DBUS_BENCH_LATENCY_SECONDS", "5" if QUICK else "20"))
 
 
@@ -64,6 +67,17 @@ def transport(rows: int, read_batch: int, sink_batch: int, in_flight: int) -> di
         "rows_per_s_wall": round(final["rows_delivered"] / wall),
         "wall_s": round(wall, 2),
     }
+
+
+def scale_out(rows: int) -> dict[str, Any]:
+    import subprocess
+
+    here = Path(__file__).parent
+    proc = subprocess.run([sys.executable, str(here / "scale.py"), str(rows)], capture_output=True, text=True,
+                          timeout=900)
+    if proc.returncode != 0:
+        raise RuntimeError(f"scale.py exited with {proc.returncode}: {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def section(results: dict[str, Any], name: str, fn: Any, *args: Any) -> Any:
@@ -97,6 +111,11 @@ def table(results: dict[str, Any]) -> str:
             row(f"decoder {case}: speed-up", d["speedup"], "x")
     if "transport_best_rows_per_s" in results:
         row("transport mock->null (best)", results["transport_best_rows_per_s"], "rows/s")
+    scale = results.get("scale_out") or {}
+    if "ratio" in scale:
+        row("scale out: 1 pipeline, 1 node (1 core)", scale["one_pipeline_one_node_rows_per_s"], "rows/s")
+        row("scale out: 2 pipelines, 2 nodes (1 core each)", scale["two_pipelines_total_rows_per_s"], "rows/s")
+        row("scale out: ratio", scale["ratio"], "x")
     e2e = results.get("e2e") or {}
     if "catch_up" in e2e:
         c = e2e["catch_up"]
@@ -135,14 +154,15 @@ def main() -> int:
         connect_ray(num_cpus=2)
         results["transport_mock_to_null"] = []
         for read_batch, sink_batch, in_flight in ((5_000, 20_000, 200_000), (20_000, 50_000, 400_000),
-                                                   (100_000, 200_000, 800_000)):
+                                                   (100_000, 200_000, 800_000), (200_000, 400_000, 1_600_000)):
             r = section(results, f"transport-{read_batch}", transport, ROWS, read_batch, sink_batch, in_flight)
             if r:
                 results["transport_mock_to_null"].append(r)
         if results["transport_mock_to_null"]:
             best = max(r["rows_per_s_steady"] for r in results["transport_mock_to_null"])
             results["transport_best_rows_per_s"] = best
-            results["transport_target_rows_per_s"] = 1_000_000
+            results["transport_target_rows_per_s"] = 2_000_000
+        results["scale_out"] = section(results, "scale-out", scale_out, SCALE_ROWS)
 
         broker = Broker().start()
         e2e: dict[str, Any] = {}
@@ -150,6 +170,8 @@ def main() -> int:
         e2e["latency"] = section(results, "e2e-latency", latency, mariadb, broker, LATENCY_RATE, LATENCY_SECONDS)
         results["e2e"] = e2e
         results["memory_target_mb"] = 500
+        results["e2e_target_rows_per_s"] = 50_000
+        results["latency_target_p99_ms"] = 1000
     finally:
         if broker is not None:
             broker.stop()

@@ -1,0 +1,55 @@
+"""A batch in transit between the pipeline's actors: its head (sequence number, row count, tables,
+checkpoint) travels inline, its rows stay in Ray's object store as references to `RowBatch` objects.
+
+The reader puts each batch into the object store once. A router that changes nothing for a sink (no
+operators, every table of the batch selected) and the batcher forward the references without
+fetching the rows; only the writer, and a router that has to look at the rows, fetch them (Arrow
+buffers are read from shared memory without a copy). So a row is serialized once on its way from
+the reader to the writer, not once per stage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+
+from dbus_ray.model import RowBatch
+
+
+@dataclass(slots=True)
+class Parcel:
+    pipeline: str
+    seq: int  # the last batch's sequence number: acknowledging it covers every batch of the parcel
+    rows: int
+    tables: frozenset[str]  # "db.table" of every run, for the router's fast path
+    checkpoint: dict[str, Any] | None
+    ts: float
+    refs: list[Any] = field(default_factory=list)  # ObjectRefs of RowBatch objects, in source order
+
+    @classmethod
+    def put(cls, batch: RowBatch) -> Parcel:
+        """The batch into the object store, its head into a parcel."""
+        tables = frozenset((p.db, p.table) for p in batch.parts)
+        return cls.of(batch, ray.put(batch), tables)
+
+    @classmethod
+    def of(cls, batch: RowBatch, ref: Any, tables: frozenset[Any] | None = None) -> Parcel:
+        if tables is None:
+            tables = frozenset((p.db, p.table) for p in batch.parts)
+        return cls(batch.pipeline, batch.seq, batch.num_rows, tables, batch.checkpoint, batch.ts, [ref])
+
+    @staticmethod
+    def merge(parcels: list[Parcel]) -> Parcel:
+        """Parcels in order as one: the last one's sequence number and checkpoint, every reference."""
+        last = parcels[-1]
+        if len(parcels) == 1:
+            return last
+        return Parcel(last.pipeline, last.seq, sum(p.rows for p in parcels),
+                      frozenset().union(*(p.tables for p in parcels)), last.checkpoint,
+                      max(p.ts for p in parcels), [r for p in parcels for r in p.refs])
+
+    def unpack(self, batches: list[RowBatch]) -> RowBatch:
+        """The fetched batches of `refs` as one batch with this parcel's head."""
+        parts = [part for batch in batches for part in batch.parts]
+        return RowBatch(self.pipeline, self.seq, parts, self.checkpoint, self.ts)
