@@ -53,9 +53,6 @@ def route(batch: RowBatch, ops: list[Operator], sinks: list[tuple[str, TableMatc
 @ray.remote(num_cpus=0, max_restarts=0, max_concurrency=64)
 class Router:
     def __init__(self, cfg: PipelineConfig, batchers: list[Any]) -> None:
-        from dbus_ray import registry
-
-        registry.load_builtins()
         self.name = cfg.name
         self.ops, self.sinks = build_routes(cfg)
         self.batchers = batchers

@@ -42,7 +42,9 @@ def _config(name: str, mariadb: Any, broker: Any, table: str, topic: str, start:
                    "include": [f"{DB}.{table}"]},
         "sinks": [{"name": "kafka", "type": "kafka", "bootstrap": broker.bootstrap, "topic": topic,
                    "partitions": 4}],
-        "flow": {"read_batch_rows": 20_000, "sink_batch_rows": 50_000, "max_rows_in_flight": 200_000,
+        "flow": {"read_batch_rows": int(os.environ.get("DBUS_BENCH_E2E_READ_BATCH", "10000")),
+                 "sink_batch_rows": int(os.environ.get("DBUS_BENCH_E2E_SINK_BATCH", "20000")),
+                 "max_rows_in_flight": int(os.environ.get("DBUS_BENCH_E2E_IN_FLIGHT", "100000")),
                  "linger_ms": 5},
         "data_dir": data,
     }, "bench", {})
@@ -59,6 +61,7 @@ class RssSampler(threading.Thread):
         self.peak_kb = 0
         self.peak_pss_kb = 0
         self.first_kb = 0
+        self.first_pss_kb = 0
         self.per_pid_peak: dict[int, int] = {}
         self.halt = threading.Event()
 
@@ -79,6 +82,7 @@ class RssSampler(threading.Thread):
             for p, kb in rss.items():
                 self.per_pid_peak[p] = max(self.per_pid_peak.get(p, 0), kb)
             self.first_kb = self.first_kb or sum(rss.values())
+            self.first_pss_kb = self.first_pss_kb or pss
             self.peak_kb = max(self.peak_kb, sum(rss.values()))
             self.peak_pss_kb = max(self.peak_pss_kb, pss)
             self.halt.wait(self.interval)
@@ -141,6 +145,7 @@ def catch_up(mariadb: Any, broker: Any, rows: int) -> dict[str, Any]:
         "peak_rss_mb": round(sampler.peak_kb / 1024, 1),
         "rss_at_start_mb": round(sampler.first_kb / 1024, 1),
         "peak_pss_mb": round(sampler.peak_pss_kb / 1024, 1),
+        "pss_at_start_mb": round(sampler.first_pss_kb / 1024, 1),
         "peak_rss_mb_by_actor": {name: round(sampler.per_pid_peak.get(pid, 0) / 1024, 1)
                                  for name, pid in pids.items()},
     }

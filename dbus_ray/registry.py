@@ -12,18 +12,20 @@ from typing import Any, ClassVar
 
 from dbus_ray.model import RowBatch
 
-#: Modules that register the built-in plugins when imported.
-BUILTIN_MODULES = (
-    "dbus_ray.sources.mock",
-    "dbus_ray.sources.mysql",
-    "dbus_ray.sources.kafka",
-    "dbus_ray.sinks.null",
-    "dbus_ray.sinks.jsonl",
-    "dbus_ray.sinks.stdout",
-    "dbus_ray.sinks.kafka",
-    "dbus_ray.sinks.parquet",
-    "dbus_ray.operators",
-)
+#: The module of each built-in plugin: it registers the plugin when imported.
+BUILTIN_SOURCES = {
+    "mock": "dbus_ray.sources.mock",
+    "mysql": "dbus_ray.sources.mysql",
+    "kafka": "dbus_ray.sources.kafka",
+}
+BUILTIN_SINKS = {
+    "null": "dbus_ray.sinks.null",
+    "jsonl": "dbus_ray.sinks.jsonl",
+    "stdout": "dbus_ray.sinks.stdout",
+    "kafka": "dbus_ray.sinks.kafka",
+    "parquet": "dbus_ray.sinks.parquet",
+}
+BUILTIN_MODULES = (*BUILTIN_SOURCES.values(), *BUILTIN_SINKS.values(), "dbus_ray.operators")
 
 SOURCES: dict[str, type[Source]] = {}
 SINKS: dict[str, type[Sink]] = {}
@@ -118,3 +120,22 @@ def sink(type_name: str):
 def load_builtins() -> None:
     for module in BUILTIN_MODULES:
         importlib.import_module(module)
+
+
+def source_class(type_name: str) -> type[Source]:
+    """The source class of `type_name`, importing only its module (an actor holds one plugin, not all:
+    each module costs memory in every process that imports it)."""
+    if type_name not in SOURCES and type_name in BUILTIN_SOURCES:
+        importlib.import_module(BUILTIN_SOURCES[type_name])
+    if type_name not in SOURCES:
+        load_builtins()
+    return SOURCES[type_name]
+
+
+def sink_class(type_name: str) -> type[Sink]:
+    """The sink class of `type_name`, importing only its module (see `source_class`)."""
+    if type_name not in SINKS and type_name in BUILTIN_SINKS:
+        importlib.import_module(BUILTIN_SINKS[type_name])
+    if type_name not in SINKS:
+        load_builtins()
+    return SINKS[type_name]
