@@ -108,6 +108,21 @@ class Controller:
     def set_checkpoint(self, name: str, position: str) -> dict[str, Any]:
         return self.supervisor.set_checkpoint(name, position)
 
+    def backfill(self, name: str, tables: list[str], where: str | None = None) -> dict[str, Any]:
+        """Ask the pipeline's reader for an on-demand snapshot of `tables` (`dbus snapshot`)."""
+        from dbus_ray.errors import DbusError
+        from dbus_ray.pipeline import NAMESPACE, actor_name
+
+        self.supervisor.get(name)  # a pipeline by that name
+        try:
+            reader = ray.get_actor(actor_name(name, "reader"), namespace=NAMESPACE)
+        except ValueError:
+            raise DbusError(f"pipeline {name} is not running") from None
+        try:
+            return ray.get(reader.backfill.remote(tables, where), timeout=60)
+        except ray.exceptions.RayTaskError as exc:
+            raise DbusError(reason(exc)) from None
+
     def rebalance(self) -> None:
         self.supervisor.reconcile()
 

@@ -20,7 +20,7 @@ import ray
 from dbus_ray import fencing, registry
 from dbus_ray.checkpoints import open_store
 from dbus_ray.config import PipelineConfig
-from dbus_ray.errors import reason
+from dbus_ray.errors import DbusError, reason
 from dbus_ray.metrics import ReaderMetrics
 from dbus_ray.model import RowBatch
 from dbus_ray.parcel import Parcel
@@ -38,14 +38,13 @@ class Reader:
     def __init__(
         self, cfg: PipelineConfig, sink_names: list[str], max_rows: int | None = None, epoch: int | None = None
     ) -> None:
-        registry.load_builtins()
         self.cfg = cfg
         self.name = cfg.name
         self.epoch = epoch
         self.store = open_store(cfg.checkpoint.store, cfg.name, cfg.pipeline_dir, cfg)
         saved = self.store.load()
         self.checkpoint: dict[str, Any] | None = saved
-        self.source = registry.SOURCES[cfg.source.type](cfg.name, cfg.source.options)
+        self.source = registry.source_class(cfg.source.type)(cfg.name, cfg.source.options)
         self.source.open(saved["source"] if saved else None)
         self.max_rows = max_rows
         self.acked = {name: 0 for name in sink_names}
@@ -176,6 +175,14 @@ class Reader:
         if self.state != "failed":
             self.state = "stopped"
         return self._status()
+
+    async def backfill(self, tables: list[str], where: str | None = None) -> dict[str, Any]:
+        """An on-demand snapshot of `tables` while the stream runs (`dbus snapshot`)."""
+        fn = getattr(self.source, "backfill", None)
+        if fn is None or self.state != "running":
+            why = "is not running" if fn is not None else f"has a {self.cfg.source.type} source, which cannot backfill"
+            raise DbusError(f"pipeline {self.name} {why}")
+        return await asyncio.to_thread(fn, tables, where)
 
     # ------------------------------------------------------------------ acks and checkpoints
     async def ack(self, sink: str, seq: int) -> None:

@@ -163,6 +163,7 @@ def main() -> int:
             results["transport_best_rows_per_s"] = best
             results["transport_target_rows_per_s"] = 2_000_000
         results["scale_out"] = section(results, "scale-out", scale_out, SCALE_ROWS)
+        results["snapshot"] = section(results, "snapshot", __import__("snapshot").snapshot_bench, mariadb)
 
         broker = Broker().start()
         e2e: dict[str, Any] = {}

@@ -48,6 +48,7 @@ class Progress:
         self.last = (time.monotonic(), 0)
         self.rate = 0.0
         self.printed = 0.0
+        self.width = 100
 
     def __call__(self, status: dict[str, Any]) -> None:
         now = time.monotonic()
@@ -59,8 +60,14 @@ class Progress:
             f"{status['pipeline']}: {status['state']}  in {status['rows_read']:,}  out {status['rows_delivered']:,}"
             f"  {self.rate:,.0f} rows/s  lag {status['lag_seconds']:.1f}s"
         )
+        snap = (status.get("snapshot") or {})
+        if snap.get("state") == "running":
+            from dbus_ray.client import snapshot_line
+
+            line += f"  [{snapshot_line(snap)}]"
         if self.live:
-            self.stream.write("\r" + line.ljust(100))
+            self.stream.write("\r" + line.ljust(self.width))
+            self.width = max(self.width, len(line))
             self.stream.flush()
         elif now - self.printed >= 5:
             self.printed = now
@@ -283,6 +290,19 @@ def peek(
 
     for row in call(bus(address).peek_rows, pipeline, n):
         typer.echo(redact(dumps(row)))
+
+
+@app.command()
+def snapshot(
+    pipeline: str = typer.Argument(...),
+    tables: list[str] = typer.Argument(..., help="tables to read again, as db.table"),
+    where: str | None = typer.Option(None, "--where", help="only the rows this SQL condition selects"),
+    address: str | None = ADDRESS,
+) -> None:
+    """Backfill: read TABLEs of a running pipeline again (op: read rows between markers) while it streams."""
+    asked = call(bus(address).backfill, pipeline, tables, where)
+    typer.echo(f"pipeline {pipeline}: backfill of {', '.join(asked['tables'])} asked for"
+               + (f" (where {where})" if where else "") + f", about {asked['rows_estimate']:,} rows")
 
 
 checkpoint_app = typer.Typer(no_args_is_help=True, help="Show or set a pipeline's checkpoint.")

@@ -27,7 +27,21 @@ PEEK_SCHEMA = pa.schema([
 ])
 
 STATUS_COLUMNS = ("name", "project", "state", "desired", "node", "epoch", "version", "rows_read",
-                  "rows_delivered", "lag_seconds", "checkpoint", "error")
+                  "rows_delivered", "lag_seconds", "checkpoint", "snapshot", "error")
+
+
+def snapshot_line(progress: dict[str, Any] | None) -> str | None:
+    """A snapshot's progress (the reader status' `snapshot`) in one line: tables done/total, chunks, rows,
+    rows/s and ETA; None when the pipeline takes no snapshot."""
+    if not progress:
+        return None
+    p = progress
+    line = (f"snapshot {p.get('state')}: {p.get('tables_done', 0)}/{p.get('tables_total', 0)} tables, "
+            f"{p.get('chunks', 0):,} chunks, {p.get('rows', 0):,} rows, {p.get('rows_per_second') or 0:,.0f} rows/s")
+    eta = p.get("eta_seconds")
+    if p.get("state") != "done":
+        line += f", ETA {eta:,.0f}s" if eta is not None else ", ETA -"
+    return line
 
 
 def join_cluster(address: str | None = None) -> None:
@@ -96,6 +110,11 @@ class Bus:
     def set_checkpoint(self, name: str, position: str) -> dict[str, Any]:
         return self._call("set_checkpoint", name, position)
 
+    def backfill(self, name: str, tables: list[str], where: str | None = None) -> dict[str, Any]:
+        """An on-demand snapshot of `tables` (db.table) of a running pipeline, of the rows `where` (SQL)
+        selects: `op: read` rows between start and end markers, interleaved with the stream."""
+        return self._call("backfill", name, list(tables), where)
+
     def peek_rows(self, name: str, n: int = 100) -> list[dict[str, Any]]:
         """The newest `n` row changes the pipeline read (JSON form), oldest first."""
         from dbus_ray.pipeline import NAMESPACE, actor_name
@@ -124,6 +143,10 @@ class Bus:
         status = self.get(name).get("status") or {}
         return {k: status.get(k) for k in ("rows_read", "rows_delivered", "rows_in_flight", "lag_seconds",
                                            "max_rows_in_flight", "error")}
+
+    def snapshot_progress(self, name: str) -> dict[str, Any] | None:
+        """The pipeline's snapshot progress as the controller last saw it (tables, chunks, rows, rows/s, ETA)."""
+        return (self.get(name).get("status") or {}).get("snapshot")
 
     def flow(self, name: str, window_s: float = 1.0):
         """rows/s read and acknowledged per sink, measured over `window_s` on the live actors."""
@@ -158,6 +181,7 @@ class Bus:
             status = p.get("status") or {}
             row = {k: p.get(k, status.get(k)) for k in STATUS_COLUMNS}
             row["checkpoint"] = redact(str((status.get("checkpoint") or {}).get("source")))
+            row["snapshot"] = snapshot_line(status.get("snapshot"))
             row["error"] = redact(p["error"]) if p.get("error") else None
             out.append(row)
         return out

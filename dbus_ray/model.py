@@ -37,6 +37,9 @@ META_SCHEMA = pa.schema(
     ]
 )
 META_COLUMNS = tuple(META_SCHEMA.names)
+#: Optional last column of `TableRows.data`, only when the source's images leave columns out
+#: (binlog_row_image MINIMAL/NOBLOB): per row, the names of the columns absent from each image.
+ABSENT_TYPE = pa.struct([("before", pa.list_(pa.string())), ("after", pa.list_(pa.string()))])
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,10 +72,11 @@ class RowChange:
     txid: str
     ts: float  # source commit time, seconds since the epoch
     read_ts: float  # when the bus read it
+    absent: dict[str, list[str]] | None = None  # image -> columns not in it (null there, but not SQL NULL)
 
     def to_dict(self) -> dict[str, Any]:
-        """The documented JSON form (see README, "Row change JSON")."""
-        return {
+        """The documented JSON form (see README, "Row change JSON"); `absent` only when columns are."""
+        out = {
             "pipeline": self.pipeline,
             "db": self.db,
             "table": self.table,
@@ -85,6 +89,9 @@ class RowChange:
             "ts": self.ts,
             "read_ts": self.read_ts,
         }
+        if self.absent:
+            out["absent"] = self.absent
+        return out
 
     def to_json(self) -> str:
         return dumps(self.to_dict())
@@ -150,9 +157,16 @@ class TableRows:
         for image in ("before", "after"):
             _shortest_float32(cols[image], self.data.schema.field(image).type)
         key = self.key
+        absent = cols.get("absent")
         for i in range(self.data.num_rows):
             before, after = cols["before"][i], cols["after"][i]
             image = after if after is not None else before or {}
+            gone = None
+            if absent is not None and absent[i]:
+                gone = {k: v for k, v in absent[i].items() if v}
+                missing = [k for k in key if k in gone.get("after", ())] if after is not None and before else ()
+                if missing:  # MINIMAL: an update's after image lacks the unchanged key, `before` has it
+                    image = {**image, **{k: before.get(k) for k in missing}}
             yield RowChange(
                 pipeline=pipeline,
                 db=self.db,
@@ -165,6 +179,7 @@ class TableRows:
                 txid=cols["txid"][i],
                 ts=cols["ts"][i],
                 read_ts=cols["read_ts"][i],
+                absent=gone or None,
             )
 
     @classmethod

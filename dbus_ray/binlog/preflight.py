@@ -27,6 +27,8 @@ ER_ACCESS_DENIED = 1045
 ER_DBACCESS_DENIED = 1044
 ER_SPECIFIC_ACCESS_DENIED = 1227
 ER_PARSE = 1064
+ER_MASTER_FATAL_READING_BINLOG = 1236
+ER_SLAVE_SAME_ID = 4052  # MariaDB: "A slave with the same server_uuid/server_id is already connected"
 
 
 @dataclass
@@ -193,8 +195,8 @@ def preflight(conn: pymysql.connections.Connection, ep: Endpoint) -> ServerInfo:
     image = variables.get("binlog_row_image", "FULL").upper()
     if image in ("MINIMAL", "NOBLOB"):
         warnings.append(
-            f"binlog_row_image is {image} on {where}: images miss columns (they read as null); "
-            f"{_fix('binlog_row_image', 'FULL')}"
+            f"binlog_row_image is {image} on {where}: images leave columns out (null, and named in each row's "
+            f"`absent`); {_fix('binlog_row_image', 'FULL')}"
         )
     elif image not in ("FULL", "FULL_NODUP"):
         raise DbusError(f"binlog_row_image is {image} on {where}; {_fix('binlog_row_image', 'FULL')}")
@@ -266,3 +268,47 @@ def auto_server_id(pipeline: str, origin: str, registry_dir: str | os.PathLike[s
             f.write(owner)
         return sid
     return AUTO_ID_BASE + base % AUTO_ID_SPAN
+
+
+def replica_identity(pipeline: str) -> str:
+    """The host a reader reports when it registers as a replica (`SHOW SLAVE HOSTS` shows it)."""
+    import socket
+
+    return f"dbus {pipeline}@{socket.gethostname()}"[:60]
+
+
+def registered_replicas(conn: pymysql.connections.Connection, server_id: int) -> list[tuple[str, int]] | None:
+    """(host, port) of the replicas registered on the server with `server_id` (SHOW SLAVE HOSTS); None when
+    this user may not look (MariaDB wants REPLICATION MASTER ADMIN for it)."""
+    with conn.cursor() as cur:
+        for sql in ("SHOW SLAVE HOSTS", "SHOW REPLICAS"):
+            try:
+                cur.execute(sql)
+                break
+            except pymysql.err.ProgrammingError as exc:
+                if exc.args[0] != ER_PARSE or sql == "SHOW REPLICAS":
+                    return None
+            except (pymysql.err.OperationalError, pymysql.err.InternalError):
+                return None
+        names = [str(d[0]).lower() for d in cur.description or ()]
+        rows = [dict(zip(names, r)) for r in cur.fetchall()]
+    return [(str(r.get("host") or ""), int(r.get("port") or 0)) for r in rows
+            if int(r.get("server_id", -1)) == server_id]
+
+
+def is_server_id_clash(exc: BaseException) -> bool:
+    """The server ended the binlog connection because another replica connected with the same server_id."""
+    code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+    text = str(exc.args[1]) if len(exc.args) > 1 else ""
+    return code == ER_SLAVE_SAME_ID or (code == ER_MASTER_FATAL_READING_BINLOG and "same server_uuid/server_id" in text)
+
+
+def server_id_clash(ep: Endpoint, server_id: int, others: list[tuple[str, int]] | None, took_over: bool) -> DbusError:
+    """The one-line error of a server_id another replica of the server uses."""
+    known = ", ".join(f"{h or '?'}:{p}" for h, p in others or [])
+    who = f"another replica of {ep.where}" + (f" ({known} in SHOW SLAVE HOSTS)" if known else "")
+    what = f"is used by {who}, which took over the binlog connection" if took_over else f"is already used by {who}"
+    return DbusError(
+        f"server_id {server_id} {what}: give each pipeline and replica its own source.server_id, "
+        "or use server_id: auto"
+    )

@@ -25,7 +25,9 @@ JSON                         -> string             -> MariaDB: the stored text; 
 GEOMETRY                     -> binary             -> as SELECT returns it: 4-byte LE SRID + WKB
 
 Dates are strings because an Arrow date/timestamp cannot hold MySQL's zero dates exactly. NULL is
-null everywhere; with `binlog_row_image=MINIMAL` a column missing from an image is null too.
+null everywhere. With `binlog_row_image=MINIMAL` or `NOBLOB` a column missing from an image is null in
+the image and named in the row's `absent` (see `dbus_ray.model.ABSENT_TYPE`), so SQL NULL and "not in
+the image" stay apart.
 """
 
 from __future__ import annotations
@@ -571,6 +573,16 @@ class Layout:
         self.image_type = pa.struct([pa.field(n, t) for n, t in zip(self.names, self.types)])
         self._fields = list(self.image_type)
         self._compiled: dict[tuple[bytes, bytes | None], Callable[..., int]] = {}
+        self._absent: dict[bytes, tuple[str, ...]] = {}
+
+    def absent(self, bitmap: bytes) -> tuple[str, ...]:
+        """Names of the columns a columns-present bitmap leaves out of a row image (binlog_row_image MINIMAL
+        or NOBLOB; () with FULL images)."""
+        hit = self._absent.get(bitmap)
+        if hit is None:
+            hit = tuple(n for i, n in enumerate(self.names) if not bitmap[i >> 3] >> (i & 7) & 1)
+            self._absent[bitmap] = hit
+        return hit
 
     def _image_code(self, bitmap: bytes, lists: str, indent: str) -> list[str]:
         present = [i for i in range(len(self.columns)) if bitmap[i >> 3] >> (i & 7) & 1]

@@ -11,18 +11,25 @@ the row among the transaction's emitted rows, `txid` the GTID or `file:offset` o
 
 Rows are decoded by `dbus_ray.binlog.types` (type mapping documented there) with the column names
 the TABLE_MAP event carries (binlog_row_metadata=FULL), so rows written before an ALTER decode with
-the old columns. Tables excluded by include/exclude are skipped before any decoding.
+the old columns. Tables excluded by include/exclude are skipped before any decoding, and so are the
+shadow tables of online schema change tools (`skip_osc_tables`, see OSC_RE): their cut-over rename is a
+DDL row of the table itself. Columns an image leaves out (binlog_row_image MINIMAL/NOBLOB) are listed per
+row in the optional `absent` column (`dbus_ray.model.ABSENT_TYPE`). A DecodeError names the binlog
+position of its event.
 
 Snapshot (`snapshot: initial | when_needed`, see `dbus_ray.binlog.snapshot`): the selected tables' rows
 first, as `op: read` rows through the same `poll` batches, then the stream from the binlog position
 that matches the snapshot. While it runs the checkpoint is `{"snapshot": {...}}`; the batch holding
-its last row carries the binlog checkpoint of that position.
+its last row carries the binlog checkpoint of that position. With `snapshot_parallelism` >= 2 worker
+actors read the chunks and the stream's checkpoints carry `fences` until it passed every chunk's
+position; `backfill` (`dbus snapshot`) interleaves an on-demand snapshot with the stream.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import struct
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -32,10 +39,10 @@ import pyarrow as pa
 import pymysql
 
 from dbus_ray.binlog import stream as bs
-from dbus_ray.binlog.preflight import binlog_index
+from dbus_ray.binlog.preflight import binlog_index, is_server_id_clash
 from dbus_ray.config import Invalid
-from dbus_ray.errors import DbusError
-from dbus_ray.model import META_SCHEMA, RowBatch, TableRows
+from dbus_ray.errors import DbusError, DecodeError
+from dbus_ray.model import ABSENT_TYPE, META_SCHEMA, RowBatch, TableRows
 from dbus_ray.registry import Source, source
 from dbus_ray.routing import TableMatcher
 
@@ -105,11 +112,15 @@ class MysqlOptions:
     snapshot: Literal["never", "initial", "when_needed"] = "never"
     chunk_rows: int = 10_000  # rows per snapshot query (keyset page)
     max_rows_per_second: int | None = None  # snapshot read throttle
+    snapshot_parallelism: int = 1  # snapshot worker actors reading chunks at once (1: the reader reads them)
+    skip_osc_tables: bool = True  # leave out gh-ost / pt-online-schema-change shadow tables (see OSC_RE)
 
     def __post_init__(self) -> None:
         parse_dsn(self.dsn)
         if self.chunk_rows < 1:
             raise Invalid("chunk_rows", "must be at least 1")
+        if self.snapshot_parallelism < 1:
+            raise Invalid("snapshot_parallelism", "must be at least 1")
         if self.max_rows_per_second is not None and self.max_rows_per_second < 1:
             raise Invalid("max_rows_per_second", "must be at least 1 (or left out: no throttle)")
         if isinstance(self.server_id, str) and self.server_id != "auto":
@@ -136,6 +147,12 @@ OBJECT_RE = re.compile(
     re.I | re.S,
 )
 ON_RE = re.compile(r"\bON\s+" + NAME, re.I | re.S)
+RENAME_PAIR_RE = re.compile(NAME + r"\s+TO\s+" + NAME, re.I | re.S)
+COMMENT_RE = re.compile(r"/\*(?!!).*?\*/", re.S)
+#: Shadow tables of online schema change tools: gh-ost `_t_gho` (the new table), `_t_ghc` (its changelog),
+#: `_t_del` (the old table after the cut-over, also `_t_<timestamp>_del`); pt-online-schema-change `_t_new`
+#: and `_t_old`.
+OSC_RE = re.compile(r"^_.+_(gho|ghc|del|new|old)$")
 
 
 def _ident(text: str | None) -> str | None:
@@ -150,7 +167,7 @@ def ddl_target(sql: str, default_db: str) -> tuple[str, str] | None:
     m = DDL_RE.match(sql)
     if not m:
         return None
-    verb, rest = m.group(1).upper(), m.group(2)
+    verb, rest = m.group(1).upper(), COMMENT_RE.sub(" ", m.group(2)).lstrip()
     if verb == "TRUNCATE" and not re.match(r"TABLE\b", rest, re.I):
         rest = "TABLE " + rest
     obj = OBJECT_RE.match(rest)
@@ -168,6 +185,19 @@ def ddl_target(sql: str, default_db: str) -> tuple[str, str] | None:
     if second is None:
         return default_db, first or ""
     return first or default_db, second
+
+
+def renamed_tables(sql: str, default_db: str) -> list[tuple[str, str]]:
+    """Every (db, table) a `RENAME TABLE a TO b, c TO d` names, in order; [] for other statements."""
+    m = DDL_RE.match(sql)
+    if not m or m.group(1).upper() != "RENAME":
+        return []
+    out: list[tuple[str, str]] = []
+    for pair in RENAME_PAIR_RE.finditer(COMMENT_RE.sub(" ", m.group(2))):
+        for first, second in ((pair.group(1), pair.group(2)), (pair.group(3), pair.group(4))):
+            out.append((default_db, _ident(first) or "") if second is None else
+                       (_ident(first) or default_db, _ident(second) or ""))
+    return out
 
 
 class DdlLayout:
@@ -215,21 +245,22 @@ class _Seg:
     event has no such image), and the position of its first row. Rows leave from the front."""
 
     __slots__ = ("layout", "op", "before", "after", "n", "file", "offset", "gtid", "index", "txid", "ts",
-                 "tfile", "toffset")
+                 "tfile", "toffset", "absent")
 
     def __init__(self, layout: Any, op: str, before: list[list[Any]] | None, after: list[list[Any]] | None,
                  n: int, file: str, offset: int, gtid: str | None, index: int, txid: str, ts: float,
-                 tfile: str, toffset: int) -> None:
+                 tfile: str, toffset: int, absent: dict[str, list[str]] | None = None) -> None:
         self.layout, self.op, self.before, self.after, self.n = layout, op, before, after, n
         self.file, self.offset, self.gtid, self.index, self.txid = file, offset, gtid, index, txid
         self.ts, self.tfile, self.toffset = ts, tfile, toffset
+        self.absent = absent  # image -> columns the event's image leaves out (binlog_row_image MINIMAL/NOBLOB)
 
     def split(self, k: int) -> _Seg:
         """Remove the first `k` rows (k < n) and return them as a segment."""
         b, a = self.before, self.after
         head = _Seg(self.layout, self.op, None if b is None else [c[:k] for c in b],
                     None if a is None else [c[:k] for c in a], k, self.file, self.offset, self.gtid,
-                    self.index, self.txid, self.ts, self.tfile, self.toffset)
+                    self.index, self.txid, self.ts, self.tfile, self.toffset, self.absent)
         self.before = None if b is None else [c[k:] for c in b]
         self.after = None if a is None else [c[k:] for c in a]
         self.n -= k
@@ -258,15 +289,20 @@ class MysqlSource(Source):
         ssl = {k: v for k, v in (("ca", o.ssl_ca), ("cert", o.ssl_cert), ("key", o.ssl_key)) if v}
         self.ep = pf.Endpoint(dsn.host, dsn.port, dsn.user, dsn.password, ssl or None)
         self.where = self.ep.where
+        self.server_id = (
+            o.server_id if isinstance(o.server_id, int) else pf.auto_server_id(self.pipeline, self.where)
+        )
+        self.identity = pf.replica_identity(self.pipeline)
         conn = pf.connect(self.ep)
         try:
             self.info = pf.preflight(conn, self.ep)
             logs = pf.binary_logs(conn, self.ep)
+            others = pf.registered_replicas(conn, self.server_id)
         finally:
             conn.close()
-        self.server_id = (
-            o.server_id if isinstance(o.server_id, int) else pf.auto_server_id(self.pipeline, self.where)
-        )
+        others = [r for r in others or [] if r[0] != self.identity]
+        if others:  # a replica that is not this pipeline holds the id: connecting would throw it out
+            raise pf.server_id_clash(self.ep, self.server_id, others, took_over=False)
         self.target = (pf.binlog_index(self.info.file), self.info.position)
         self.matcher = TableMatcher(o.include, o.exclude)
         # TABLE_MAP bytes (all but the table id) -> (db, table, Layout or None when excluded)
@@ -322,6 +358,7 @@ class MysqlSource(Source):
             self._check_position(file, offset, logs, what)
         self.file, self.next_pos = file, offset
         self._start_stream(file, offset, skip, gtid_start)
+        self._restore_fences(checkpoint)
         log.info(
             "[%s] mysql source at %s:%s (skip %s) on %s, server_id %s",
             self.pipeline,
@@ -340,7 +377,15 @@ class MysqlSource(Source):
             log.warning("[%s] binlog file %s of the interrupted snapshot is no longer on %s: snapshot again from the "
                         "start", self.pipeline, state["file"], self.where)
             state = None
-        self.snap = Snapshot(self.ep, self.pipeline, self.matcher, o.chunk_rows, o.max_rows_per_second, state)
+        if o.snapshot_parallelism > 1:
+            from dbus_ray.actors.snapshot_worker import WorkerPool
+            from dbus_ray.binlog.snapshot import ParallelSnapshot
+
+            pool = WorkerPool(self.ep, self.pipeline, o.snapshot_parallelism)
+            self.snap = ParallelSnapshot(self.ep, self.pipeline, self.matcher, pool, o.snapshot_parallelism,
+                                         o.chunk_rows, o.max_rows_per_second, state)
+        else:
+            self.snap = Snapshot(self.ep, self.pipeline, self.matcher, o.chunk_rows, o.max_rows_per_second, state)
         try:
             self.snap.begin()
         except BaseException:
@@ -351,21 +396,89 @@ class MysqlSource(Source):
         self.last_gtid = self.snap.state.get("gtid")
 
     def _poll_snapshot(self, max_rows: int, seq: int) -> RowBatch | None:
+        if self.snap is None:  # a backfill was asked for (`dbus snapshot`)
+            from dbus_ray.binlog.snapshot import Backfill
+
+            o: MysqlOptions = self.options
+            self.snap = Backfill(self.ep, self.pipeline, self.backfill_queue, o.chunk_rows, o.max_rows_per_second)
         snap = self.snap
+        if snap.done:  # a parallel snapshot is read: the stream runs behind its fences
+            return self._poll_fenced(max_rows, seq)
         parts = snap.read(max_rows)
         if snap.done:
             state = snap.state
-            checkpoint = {"file": state["file"], "offset": state["offset"], "skip": 0, "gtid": state.get("gtid")}
+            checkpoint: dict[str, Any] = {"file": state["file"], "offset": state["offset"], "skip": 0,
+                                          "gtid": state.get("gtid")}
             self.snap_progress = snap.progress()
             snap.close()
             self.snap = None
+            if "fences" in state:
+                from dbus_ray.binlog.snapshot import Fenced, Fences
+
+                checkpoint["fences"] = state["fences"]
+                self.snap = Fenced(Fences(state["fences"]), float(state.get("ts") or snap.ts), self.snap_progress)
             self._stream_after_snapshot(checkpoint["file"], checkpoint["offset"])
             log.info("[%s] snapshot done: %s", self.pipeline, self.snap_progress)
         else:
-            checkpoint = {"snapshot": dict(snap.state)}
+            checkpoint = {"snapshot": snap.checkpoint_state()}
         if not parts:
             return None
         return RowBatch(self.pipeline, seq, parts, checkpoint, snap.ts)
+
+    def _poll_fenced(self, max_rows: int, seq: int) -> RowBatch | None:
+        """The stream after a parallel snapshot or during a backfill, without the changes the chunks
+        hold (Fences, KeyFences), until it passed every chunk's position; a backfill's next chunk is read
+        after the stream's rows (so at a later position). The checkpoints carry a snapshot's fences."""
+        fenced = self.snap
+        self.snap, self._fenced_poll = None, True
+        try:
+            batch = self.poll(max_rows, seq)
+        finally:
+            self.snap, self._fenced_poll = fenced, False
+        fences = fenced.fences
+        parts = [] if batch is None else [p for p in (fences.keep(part) for part in batch.parts) if p is not None]
+        room = max_rows - sum(p.num_rows for p in parts)
+        if not fenced.finished and room > 0:
+            parts += fenced.read(room)
+        lifted = (fenced.finished and fences.passed(self.file, self.next_pos) and not self.pending
+                  and self.txn is None)
+        if lifted:
+            self.snap = None
+            self.snap_progress = fenced.progress()
+            log.info("[%s] stream at %s:%s, past every snapshot chunk", self.pipeline, self.file, self.next_pos)
+        if not parts:
+            return None
+        checkpoint = batch.checkpoint if batch is not None else self._checkpoint()
+        if not lifted and fences.raw:
+            checkpoint = {**checkpoint, "fences": fences.raw}
+        return RowBatch(self.pipeline, seq, parts, checkpoint, batch.ts if batch is not None else time.time())
+
+    backfill_queue: Any = None  # deque of (tables, where) asked for by `backfill`, read by the polling thread
+    _fenced_poll = False
+
+    def _backfill_due(self) -> bool:
+        return bool(self.backfill_queue) and not self._fenced_poll
+
+    def backfill(self, tables: list[str], where: str | None = None) -> dict[str, Any]:
+        """Ask for an on-demand snapshot of `tables` (db.table) while the stream runs, of the rows `where`
+        (SQL) selects; checked here (one-line DbusError), read by the polling thread (see Backfill)."""
+        from collections import deque
+
+        from dbus_ray.binlog.snapshot import backfill_tables
+
+        found = backfill_tables(self.ep, self.matcher, list(tables), where)
+        if self.backfill_queue is None:
+            self.backfill_queue = deque()
+        self.backfill_queue.append((found, where))
+        log.info("[%s] backfill of %s asked for", self.pipeline, ", ".join(t.name for t in found))
+        return {"tables": [t.name for t in found], "where": where, "rows_estimate": sum(t.rows_estimate for t in found)}
+
+    def _restore_fences(self, checkpoint: dict[str, Any] | None) -> None:
+        """Resuming from a checkpoint taken while the stream ran behind a parallel snapshot's fences."""
+        if checkpoint and checkpoint.get("fences"):
+            from dbus_ray.binlog.snapshot import Fenced, Fences
+
+            self.snap = Fenced(Fences(checkpoint["fences"]), time.time())
 
     def _stream_after_snapshot(self, file: str, offset: int) -> None:
         """Start the binlog stream at the snapshot's position; caught up means up to where the server is now."""
@@ -427,7 +540,7 @@ class MysqlSource(Source):
             return pymysql.connect(**kwargs)
 
         settings = self.ep.settings()
-        settings["read_timeout"] = 60
+        settings["read_timeout"] = 10  # 40 heartbeats: a link gone silent (black hole, dead host) is dropped
         kwargs: dict[str, Any] = {}
         if gtid:
             kwargs = {"auto_position": gtid, "is_mariadb": self.info.mariadb}
@@ -449,6 +562,7 @@ class MysqlSource(Source):
                 HeartbeatLogEvent,
             ],
             slave_heartbeat=HEARTBEAT_SECONDS,
+            report_slave=(self.identity, "", "", 0),
             enable_logging=False,
             pymysql_wrapper=wrapper,
             **kwargs,
@@ -458,7 +572,7 @@ class MysqlSource(Source):
         self.resume = (file, offset, skip) if skip else None
 
     def _close_stream(self) -> None:
-        if self.stream is not None:
+        if getattr(self, "stream", None) is not None:  # None, or not opened at all
             try:
                 self.stream.close()
             except Exception:  # already broken
@@ -472,7 +586,7 @@ class MysqlSource(Source):
 
     # ------------------------------------------------------------------ reading
     def poll(self, max_rows: int, seq: int) -> RowBatch | None:
-        if self.snap is not None:
+        if self.snap is not None or self._backfill_due():
             return self._poll_snapshot(max_rows, seq)
         HEARTBEAT_EVENT, RawEvent = bs.HEARTBEAT_EVENT, bs.RawEvent
         monotonic = time.monotonic
@@ -528,6 +642,8 @@ class MysqlSource(Source):
                 raise
             except Exception as exc:
                 code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+                if is_server_id_clash(exc):
+                    raise self._server_id_clash() from None
                 if code == ER_MASTER_FATAL_READING_BINLOG:
                     raise self._binlog_error(exc) from None
                 if code in (1045, 1044):
@@ -557,6 +673,23 @@ class MysqlSource(Source):
                 time.sleep(delay)
                 self.file, self.next_pos = cp["file"], cp["offset"]
                 self._start_stream(cp["file"], cp["offset"], cp["skip"])
+
+    def _server_id_clash(self) -> DbusError:
+        """Another replica connected with this reader's server_id and the server ended this connection:
+        reconnecting would throw the other one out in turn, forever."""
+        from dbus_ray.binlog import preflight as pf
+
+        self._close_stream()
+        others: list[tuple[str, int]] | None = None
+        try:
+            conn = pf.connect(self.ep)
+            try:
+                others = pf.registered_replicas(conn, self.server_id)
+            finally:
+                conn.close()
+        except DbusError:
+            pass
+        return pf.server_id_clash(self.ep, self.server_id, others, took_over=True)
 
     def _binlog_error(self, exc: BaseException) -> DbusError:
         text = str(exc.args[1] if len(exc.args) > 1 else exc).splitlines()[0]
@@ -632,8 +765,14 @@ class MysqlSource(Source):
         entry = self.map_cache.get(key)
         if entry is None:
             layout = None
-            if self.matcher(db, table):
-                layout = self._layout_of(self.stream.table_map_event(ev).get_table(), db, table)
+            if self.matcher(db, table) and not (self.options.skip_osc_tables and OSC_RE.match(table)):
+                try:
+                    layout = self._layout_of(self.stream.table_map_event(ev).get_table(), db, table)
+                except (DecodeError, ValueError, IndexError, KeyError, struct.error) as exc:
+                    offset = ev.log_pos - ev.event_size if ev.log_pos else self.next_pos
+                    raise DecodeError(
+                        f"binlog {self.file}:{offset}: cannot read the table map event of {db}.{table}: {exc}"
+                    ) from None
             entry = self.map_cache[key] = (db, table, layout)
         self.by_table_id[table_id] = entry
 
@@ -649,8 +788,20 @@ class MysqlSource(Source):
             txn = self.txn
             assert txn is not None
         op = bs.ROWS_OP[ev.type]
-        before, after = layout.read_rows(ev.data, op, bitmap, bitmap2, pos, ev.end)
+        try:
+            before, after = layout.read_rows(ev.data, op, bitmap, bitmap2, pos, ev.end)
+        except DecodeError as exc:
+            raise DecodeError(f"binlog {self.file}:{offset}: {exc}") from None
         n = len((after if after is not None else before)[0])  # type: ignore[index]
+        absent: dict[str, list[str]] | None = None
+        gone = layout.absent(bitmap)
+        gone2 = layout.absent(bitmap2) if bitmap2 is not None else ()
+        if gone or gone2:  # binlog_row_image MINIMAL or NOBLOB: columns not in the image are absent, not null
+            absent = {}
+            if gone:
+                absent["after" if op == "insert" else "before"] = list(gone)
+            if gone2:
+                absent["after"] = list(gone2)
         first = txn.rows
         txn.rows += n
         start = max(0, txn.skip - first)
@@ -660,7 +811,7 @@ class MysqlSource(Source):
                 after = None if after is None else [c[start:] for c in after]
             self.pending.append(
                 _Seg(layout, op, before, after, n - start, self.file, offset, txn.gtid, first + start,
-                     txn.txid, float(ev.timestamp), txn.file, txn.offset)
+                     txn.txid, float(ev.timestamp), txn.file, txn.offset, absent)
             )
             self.pending_rows += n - start
         if not txn.began:
@@ -698,10 +849,16 @@ class MysqlSource(Source):
         assert self.txn is not None
         target = ddl_target(sql, schema)
         if target is not None:
+            named = [target, *renamed_tables(sql, schema)]
+            for db, table in named:
+                self.names_cache.pop((db, table), None)
+                for key in [k for k, v in self.map_cache.items() if v[0] == db and (v[1] == table or not table)]:
+                    del self.map_cache[key]
+            if self.options.skip_osc_tables:  # a DDL on shadow tables only is left out; a cut-over
+                # rename (`t TO _t_del, _t_gho TO t`) is a DDL of `t`
+                target = next((n for n in named if not n[1] or not OSC_RE.match(n[1])), None)
+        if target is not None:
             db, table = target
-            self.names_cache.pop((db, table), None)
-            for key in [k for k, v in self.map_cache.items() if v[0] == db and (v[1] == table or not table)]:
-                del self.map_cache[key]
             if self.matcher(db, table or "*"):
                 txn = self.txn
                 index = txn.rows
@@ -803,6 +960,12 @@ class MysqlSource(Source):
                 after,
             ]
             schema = META_SCHEMA.append(pa.field("before", before.type)).append(pa.field("after", after.type))
+            if any(s.absent for s in run):  # only with binlog_row_image MINIMAL/NOBLOB
+                absent: list[dict[str, list[str]] | None] = []
+                for s in run:
+                    absent += [s.absent] * s.n
+                arrays.append(pa.array(absent, ABSENT_TYPE))
+                schema = schema.append(pa.field("absent", ABSENT_TYPE))
             parts.append(
                 TableRows(
                     layout.db, layout.table, layout.key, pa.RecordBatch.from_arrays(arrays, schema=schema)

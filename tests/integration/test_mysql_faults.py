@@ -588,3 +588,193 @@ def test_lag_stays_near_zero_when_idle_and_returns_to_zero_after_writes(mariadb:
     assert max(idle) < 0.5, f"idle lag reached {max(idle):.2f} s"
     assert max(busy) < 2.0, f"lag while writing reached {max(busy):.2f} s"  # commit times have 1 s resolution
     assert after[-1] == 0.0 and max(after[len(after) // 2:]) < 0.5, f"lag after writes: {after[-5:]}"
+
+
+# ------------------------------------------------------------------------------------------ server_id clash
+
+
+def other_replica(server: MariaDB, user: ReplUser, server_id: int) -> Any:
+    """A replica that is not a dbus reader (python-mysql-replication's stock reader), connected and
+    registered as `replica-7.example:3307` with `server_id`."""
+    from pymysqlreplication import BinLogStreamReader
+
+    conn = server.root_connect()
+    try:
+        file, pos = position(conn).split(":")
+    finally:
+        conn.close()
+    reader = BinLogStreamReader(
+        connection_settings={"host": "127.0.0.1", "port": server.port, "user": user.name, "password": user.password},
+        server_id=server_id, blocking=True, log_file=file, log_pos=int(pos), resume_stream=True,
+        report_slave=("replica-7.example", "", "", 3307),
+    )
+    assert reader.fetchone() is not None  # the first (rotate) event: connected and registered
+    return reader
+
+
+def may_list(server: MariaDB, user: ReplUser) -> None:
+    """Let `user` list replicas: SHOW SLAVE HOSTS needs REPLICATION MASTER ADMIN on MariaDB."""
+    conn = server.root_connect()
+    try:
+        execute(conn, "SET SESSION sql_log_bin = 0",
+                f"GRANT REPLICATION MASTER ADMIN ON *.* TO '{user.name}'@'127.0.0.1'")
+    finally:
+        conn.close()
+
+
+def poll_until_error(src: MysqlSource, rounds: int = 200) -> str:
+    with pytest.raises(DbusError) as err:
+        for _ in range(rounds):
+            src.poll(100, 1)
+            time.sleep(0.02)
+    return str(err.value)
+
+
+@pytest.mark.parametrize("may_list_replicas", [False, True])
+def test_server_id_taken_over_by_another_replica_fails_the_reader(mariadb: MariaDB, may_list_replicas: bool) -> None:
+    """Another replica connects with the reader's server_id: the server ends the reader's binlog connection
+    (error 4052); the reader fails with one line instead of throwing the other one out in turn, forever."""
+    user = ReplUser(mariadb)
+    if may_list_replicas:
+        may_list(mariadb, user)
+    sid = 7211 if may_list_replicas else 7212
+    src = MysqlSource("clash-x", MysqlOptions(dsn=user.dsn(), server_id=sid))
+    other = None
+    try:
+        src.open(None)
+        drain(src)
+        wait_for(user.dump_threads, 10, "the reader's binlog dump thread")
+        other = other_replica(mariadb, user, sid)
+        message = poll_until_error(src)
+        assert "\n" not in message and user.password not in message
+        where = f"127.0.0.1:{mariadb.port}"
+        named = " (replica-7.example:3307 in SHOW SLAVE HOSTS)" if may_list_replicas else ""
+        assert message == (
+            f"server_id {sid} is used by another replica of {where}{named}, which took over the binlog "
+            "connection: give each pipeline and replica its own source.server_id, or use server_id: auto"
+        )
+        time.sleep(1.0)  # the failed reader stays away: the other replica keeps its connection
+        assert len(user.dump_threads()) == 1
+    finally:
+        src.close()
+        if other is not None:
+            other.close()
+        user.drop()
+
+
+def test_pipeline_fails_when_another_replica_takes_its_server_id(mariadb: MariaDB, ray_session: None,
+                                                                 tmp_path: Path) -> None:
+    from dbus_ray.pipeline import Pipeline
+
+    user = ReplUser(mariadb)
+    name = f"clash-{uuid.uuid4().hex[:6]}"
+    pipeline = Pipeline(pipeline_config(name, user.dsn(), tmp_path, server_id=7217))
+    other = None
+    try:
+        pipeline.start()
+        wait_for(user.dump_threads, 10, "the pipeline's binlog dump thread")
+        other = other_replica(mariadb, user, 7217)
+        status = wait_for(lambda: (s := pipeline.status())["state"] == "failed" and s, 30, "the pipeline to fail")
+        assert status["error"] == (
+            f"server_id 7217 is used by another replica of 127.0.0.1:{mariadb.port}, which took over the binlog "
+            "connection: give each pipeline and replica its own source.server_id, or use server_id: auto"
+        ), status
+        time.sleep(1.0)
+        assert len(user.dump_threads()) == 1  # only the other replica's
+    finally:
+        pipeline.kill()
+        if other is not None:
+            other.close()
+        user.drop()
+
+
+def test_server_id_of_a_registered_replica_is_refused_at_open(mariadb: MariaDB) -> None:
+    """When the user may list replicas (SHOW SLAVE HOSTS), a server_id another replica (or another dbus
+    pipeline: readers register as `dbus <pipeline>@<host>`) holds is refused before connecting."""
+    user = ReplUser(mariadb)
+    may_list(mariadb, user)
+    other = other_replica(mariadb, user, 7213)
+    a = MysqlSource("clash-a", MysqlOptions(dsn=user.dsn(), server_id=7214))
+    b = MysqlSource("clash-b", MysqlOptions(dsn=user.dsn(), server_id=7214))
+    try:
+        with pytest.raises(DbusError) as err:
+            MysqlSource("clash-r", MysqlOptions(dsn=user.dsn(), server_id=7213)).open(None)
+        where = f"127.0.0.1:{mariadb.port}"
+        assert str(err.value) == (
+            f"server_id 7213 is already used by another replica of {where} (replica-7.example:3307 in SHOW SLAVE "
+            "HOSTS): give each pipeline and replica its own source.server_id, or use server_id: auto"
+        )
+        assert len(user.dump_threads()) == 1  # the other replica was left alone
+        a.open(None)
+        drain(a)
+        with pytest.raises(DbusError, match=rf"^server_id 7214 is already used by another replica of {where} "
+                                            r"\(dbus clash-a@.*:0 in SHOW SLAVE HOSTS\)"):
+            b.open(None)
+        a.close()  # the same pipeline again: its own registration is no clash
+        a.open(None)
+        drain(a)
+    finally:
+        a.close()
+        b.close()
+        other.close()
+        user.drop()
+
+
+# ------------------------------------------------------------------------------------------ decode errors
+
+
+def test_decode_error_names_the_binlog_position(mariadb: MariaDB, root: Any, ray_session: None,
+                                                tmp_path: Path) -> None:
+    """A rows event corrupted on the server's disk (its columns-present bitmap zeroed; the server does not
+    verify checksums when it sends) fails the real decoder: the error names the binlog file:offset and the
+    table, in process and as the failed pipeline's error."""
+    from dbus_ray.errors import DecodeError
+    from dbus_ray.pipeline import Pipeline
+
+    t = table_name("corrupt")
+    execute(root, f"CREATE TABLE {t} (id INT PRIMARY KEY, v VARCHAR(10))")
+    start = position(root)
+    execute(root, f"INSERT INTO {t} VALUES (1, 'a'), (2, 'b')")
+    file = start.split(":")[0]
+    with root.cursor() as cur:
+        cur.execute(f"SHOW BINLOG EVENTS IN '{file}' FROM {start.split(':')[1]}")
+        events = [r for r in cur.fetchall() if str(r[2]).startswith("Write_rows")]
+        cur.execute("SELECT @@log_bin_basename")
+        path = Path(cur.fetchone()[0]).parent / file
+    offset = int(events[0][1])
+    data = path.read_bytes()
+    kind = data[offset + 4]
+    assert kind in (23, 30)  # WRITE_ROWS v1 / v2
+    p = offset + 19 + 8  # after the event header, table id and flags
+    if kind == 30:  # v2: the extra data's length (itself included)
+        p += int.from_bytes(data[p : p + 2], "little")
+    assert data[p] == 2  # two columns, then their columns-present bitmap
+    with path.open("r+b") as f:
+        f.seek(p + 1)
+        f.write(b"\x00")
+    try:
+        src = MysqlSource("mysql-corrupt", MysqlOptions(dsn=mariadb.dsn, server_id=7215, start=start,
+                                                        include=[f"{DB}.{t}"]))
+        src.open(None)
+        try:
+            with pytest.raises(DecodeError) as err:
+                drain(src, t)
+        finally:
+            src.close()
+        expected = (f"binlog {file}:{offset}: insert rows event of {DB}.{t} names no column in its row images "
+                    "(corrupt event)")
+        assert str(err.value) == expected
+        name = f"corrupt-{uuid.uuid4().hex[:6]}"
+        cfg = pipeline_config(name, mariadb.dsn, tmp_path, start=start, include=[f"{DB}.{t}"], server_id=7216)
+        pipeline = Pipeline(cfg)
+        pipeline.start()
+        try:
+            status = wait_for(lambda: (s := pipeline.status())["state"] == "failed" and s, 30, "the pipeline to fail")
+        finally:
+            pipeline.kill()
+        assert expected in status["error"], status
+        assert status["rows_delivered"] == 0
+    finally:
+        with path.open("r+b") as f:
+            f.seek(p + 1)
+            f.write(data[p + 1 : p + 2])

@@ -209,6 +209,48 @@ def test_row_images_and_positions(mariadb: Any, root: Any) -> None:
     assert abs(ins1["ts"] - ins1["read_ts"]) < 3600
 
 
+def test_minimal_and_noblob_images_mark_absent_columns_not_null(mariadb: Any) -> None:
+    """With binlog_row_image MINIMAL/NOBLOB the server leaves columns out of the images: they are listed
+    in `absent` (and null in the image); a column present with SQL NULL is null and not listed."""
+    t = table_name("minimg")
+    conn = mariadb.root_connect(DB)
+    try:
+        execute(conn, f"CREATE TABLE {t} (id INT PRIMARY KEY, name VARCHAR(20), n INT NULL, b BLOB)")
+        start = position(conn)
+        execute(
+            conn,
+            "SET SESSION binlog_row_image = 'MINIMAL'",
+            f"INSERT INTO {t} (id, name) VALUES (1, 'one')",
+            f"INSERT INTO {t} VALUES (2, 'two', 20, 'bb'), (3, 'three', 30, NULL)",
+            f"UPDATE {t} SET n = NULL WHERE id = 2",
+            f"DELETE FROM {t} WHERE id = 3",
+            "SET SESSION binlog_row_image = 'NOBLOB'",
+            f"UPDATE {t} SET name = 'uno' WHERE id = 1",
+            f"UPDATE {t} SET b = 'x' WHERE id = 1",
+            "SET SESSION binlog_row_image = 'FULL'",
+            f"UPDATE {t} SET n = 1 WHERE id = 1",
+        )
+    finally:
+        conn.close()
+    rows = read(mariadb, start, t)
+    assert [r["op"] for r in rows] == ["insert", "insert", "insert", "update", "delete", "update", "update", "update"]
+    ins1, ins2, ins3, upd_min, del_min, upd_noblob, upd_blob, upd_full = rows
+    # MINIMAL insert: only the columns the statement set
+    assert ins1["absent"] == {"after": ["n", "b"]} and ins1["after"] == {"id": 1, "name": "one", "n": None, "b": None}
+    assert "absent" not in ins2 and ins3["after"] == {"id": 3, "name": "three", "n": 30, "b": None}
+    # MINIMAL update: before = the key only, after = the changed column (set to SQL NULL: present, null)
+    assert upd_min["absent"] == {"before": ["name", "n", "b"], "after": ["id", "name", "b"]}
+    assert upd_min["before"]["id"] == 2 and upd_min["after"]["n"] is None
+    assert upd_min["key"] == {"id": 2}  # from the before image: the after image has no key
+    assert del_min["absent"] == {"before": ["name", "n", "b"]} and del_min["before"]["id"] == 3
+    assert del_min["key"] == {"id": 3}
+    # NOBLOB: every column but an unchanged BLOB
+    assert upd_noblob["absent"] == {"before": ["b"], "after": ["b"]}
+    assert upd_noblob["after"] == {"id": 1, "name": "uno", "n": None, "b": None}
+    assert upd_blob["absent"] == {"before": ["b"]} and upd_blob["after"]["b"] == "eA=="  # base64 of b'x'
+    assert "absent" not in upd_full and upd_full["after"] == {"id": 1, "name": "uno", "n": 1, "b": "eA=="}
+
+
 # ------------------------------------------------------------------------------------------ types
 
 TYPES_DDL = """
