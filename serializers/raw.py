@@ -11,6 +11,7 @@ each message: `(partition, key, value, headers, timestamp_ms)`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -58,20 +59,17 @@ class RawSerializer:
 def produce_raw(sink: Any, topic: str, rows: TableRows) -> int:
     """Produce a raw run with `sink`'s producer (a `KafkaSink`): same key, value, headers and timestamp, to
     the source partition modulo the topic's partition count (so each source partition's order is kept).
-    Returns how many messages went out; delivery reports go to the sink's `_on_delivery`."""
+    Returns how many messages went out; delivery reports go to the sink's `_on_delivery`, a message over the
+    producer's `message.max.bytes` is handled by the sink's `on_oversize`. The position of a message is
+    `{"topic":..,"partition":..,"offset":..}` of the source."""
     partitions = sink.producer.list_topics(topic, timeout=sink.options.timeout_s).topics[topic].partitions
     count = max(len(partitions), 1)
+    offsets = rows.data.column("after").field("offset").to_pylist()
+    source = json.dumps(rows.db)
     n = 0
-    for partition, key, value, headers, timestamp in raw_messages(rows):
-        position = f"{rows.db}/{partition}"
-        target = partition % count
-        while True:
-            try:
-                sink.producer.produce(topic, value, key, partition=target, headers=headers or None,
-                                      timestamp=timestamp or 0,
-                                      on_delivery=lambda err, msg, p=position: sink._on_delivery(err, msg, p))
-                break
-            except BufferError:
-                sink.producer.poll(0.05)
+    for (partition, key, value, headers, timestamp), offset in zip(raw_messages(rows), offsets):
+        position = f'{{"topic":{source},"partition":{partition},"offset":{offset}}}'
+        sink._produce(topic, value, key, headers or None, position, f"{rows.db}/{partition}",
+                      partition=partition % count, timestamp=timestamp or 0)
         n += 1
     return n

@@ -23,11 +23,30 @@ Delivery:
   in the compacted topic `checkpoint_topic` (default `__dbus_checkpoints`): rows and checkpoint commit
   together. Read it back with `dbus_ray.kafka_checkpoints.KafkaCheckpointStore` (`checkpoint.store:
   kafka`, whose `save` is then a no-op). Consumers must read with `isolation.level=read_committed`.
+
+A row whose message is larger than the producer's `message.max.bytes` (librdkafka refuses it when it is
+produced):
+- `on_oversize: fail` (default): the write fails with one line naming the topic, the row's position, its
+  table and key, its size and the limit; nothing after the row is produced and the checkpoint stays before it.
+- `on_oversize: dead_letter`: the row goes to `dead_letter_topic` instead (in the same transaction under
+  exactly_once) and the pipeline goes on. The dead-letter message has the row's key, headers `dbus.reason:
+  oversize` and `dbus.topic` (plus the row's own headers when they fit), and as value a JSON object:
+  `pipeline`, `sink`, `topic` (where the row was going), `table`, `key` (the message key as text),
+  `position` (the row's source position: `{"file","offset","gtid","index"}` for a binlog,
+  `{"topic","partition","offset"}` for a kafka source), `size` (key + value + header bytes), `limit`,
+  `reason`, `payload_bytes` (the value's size) and `payload`: the head of the value, base64, at most
+  `dead_letter_payload_bytes` (1024) and only as much as fits under the limit (possibly nothing), with
+  `payload_truncated` true when it is not all of it (always, for a value that is oversize by itself).
+  A record that cannot fit even without payload fails the write like `fail`.
+A broker that rejects a message the producer accepted (a topic's smaller `max.message.bytes`) fails the
+write in both modes: its delivery report comes after later rows were sent.
 """
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
+import json
 import logging
 import string
 import time
@@ -86,6 +105,9 @@ class KafkaOptions:
     delivery_timeout_ms: int = 120_000  # a message not acknowledged by then fails the write
     timeout_s: float = 30.0  # broker metadata, topic creation and transaction calls
     checkpoint_topic: str = CHECKPOINT_TOPIC  # exactly_once: where the checkpoint commits with the rows
+    on_oversize: Literal["fail", "dead_letter"] = "fail"  # a row larger than producer message.max.bytes
+    dead_letter_topic: str = "dbus.dead_letter"  # on_oversize dead_letter: where such rows are recorded
+    dead_letter_payload_bytes: int = 1024  # how much of the oversize value the dead-letter record keeps
     producer: dict[str, Any] = field(default_factory=dict)  # more librdkafka producer settings
 
     def __post_init__(self) -> None:
@@ -123,9 +145,12 @@ class KafkaOptions:
                 raise Invalid(key, "must not be negative")
         if self.timeout_s <= 0:
             raise Invalid("timeout_s", "must be positive")
-        reason = check_topic_name(self.checkpoint_topic)
-        if reason:
-            raise Invalid("checkpoint_topic", f"topic {self.checkpoint_topic!r} {reason}")
+        for key in ("checkpoint_topic", "dead_letter_topic"):
+            reason = check_topic_name(getattr(self, key))
+            if reason:
+                raise Invalid(key, f"topic {getattr(self, key)!r} {reason}")
+        if self.dead_letter_payload_bytes < 0:
+            raise Invalid("dead_letter_payload_bytes", "must not be negative")
         for name in self.producer:
             if name in MANAGED:
                 raise Invalid(f"producer.{name}", "is set by the sink (use its own option, e.g. compression)")
@@ -178,6 +203,10 @@ class KafkaSink(Sink):
         self._refresh_topics()  # fails fast when the broker is unreachable
         if "{" not in o.topic:
             self._ensure_topic(o.topic)
+        self.dead_letter = o.on_oversize == "dead_letter"
+        if self.dead_letter:
+            self._ensure_topic(o.dead_letter_topic)
+        self.dead_lettered = 0
         self.fatal: str | None = None
         config = producer_config(o, f"dbus-{self.pipeline}-{self.name}")
         config["error_cb"] = self._on_error
@@ -186,6 +215,8 @@ class KafkaSink(Sink):
             config["transactional.id"] = f"dbus-{self.pipeline}-{self.name}"
             config.setdefault("transaction.timeout.ms", o.delivery_timeout_ms)  # must be >= delivery timeout
         self.producer = Producer(config)
+        if self.dead_letter:
+            self._warm(o.dead_letter_topic)
         if self.exactly_once:
             try:
                 self.producer.init_transactions(o.timeout_s)
@@ -269,7 +300,7 @@ class KafkaSink(Sink):
                 expected += self._produce_part(part)
             if self.exactly_once and batch.checkpoint is not None:
                 self._produce(self.options.checkpoint_topic, checkpoint_record(self.pipeline, batch, self.name),
-                              self.pipeline.encode(), None, "checkpoint")
+                              self.pipeline.encode(), None, "checkpoint", "checkpoint")
                 expected += 1
             self._flush()
             self._check(expected)
@@ -290,6 +321,7 @@ class KafkaSink(Sink):
         values = self.serializer.encode(part, self.pipeline, changes)
         key_columns = self.options.key
         db, table = part.db.encode(), part.table.encode()
+        name = part.name
         ops: dict[str, bytes] = {}
         strings: dict[str | None, str] = {}  # file names and GTIDs repeat: encode each once
         for change, value in zip(changes, values):
@@ -304,25 +336,61 @@ class KafkaSink(Sink):
             position = f'{{"file":{file},"offset":{pos.offset},"gtid":{gtid},"index":{pos.index}}}'
             op = ops.get(change.op) or ops.setdefault(change.op, change.op.encode())
             headers = [("op", op), ("db", db), ("table", table), ("position", position.encode())]
-            self._produce(topic, value, dumpb(key), headers, position)
+            self._produce(topic, value, dumpb(key), headers, position, name)
         return len(changes)
 
-    def _produce(self, topic: str, value: bytes, key: bytes, headers: list | None, position: str) -> None:
+    def _produce(self, topic: str, value: bytes | None, key: bytes | None, headers: list | None, position: str,
+                 table: str, **extra: Any) -> None:
+        """Produce one message (`extra`: `partition`, `timestamp`); a row over `message.max.bytes` fails
+        the write or, with `on_oversize: dead_letter`, goes to the dead-letter topic instead."""
         while True:
             try:
                 self.producer.produce(topic, value, key, headers=headers,
-                                      on_delivery=lambda err, msg: self._on_delivery(err, msg, position))
+                                      on_delivery=lambda err, msg: self._on_delivery(err, msg, position), **extra)
                 return
             except BufferError:  # the local queue is full: serve delivery reports, then retry
                 self.producer.poll(0.05)
             except KafkaException as exc:
-                hint = ""
-                if exc.args and getattr(exc.args[0], "code", lambda: None)() == KafkaError.MSG_SIZE_TOO_LARGE:
-                    limit = self.options.producer.get("message.max.bytes", 1_000_000)
-                    hint = (f"; the message is {len(value) + len(key)} bytes, the limit {limit}: raise the sink's "
-                            "producer: message.max.bytes (and the topic's max.message.bytes)")
-                raise DbusError(f"topic {topic}: cannot produce row at {position}: "
-                                f"{_kafka_reason(exc)}{hint}") from None
+                if not exc.args or getattr(exc.args[0], "code", lambda: None)() != KafkaError.MSG_SIZE_TOO_LARGE:
+                    raise DbusError(f"topic {topic}: cannot produce row at {position}: {_kafka_reason(exc)}") \
+                        from None
+                size = _size(value, key, headers)
+                limit = int(self.options.producer.get("message.max.bytes", 1_000_000))
+                if self.dead_letter and topic != self.options.dead_letter_topic and table != "checkpoint":
+                    self._to_dead_letter(topic, value, key, headers, position, table, size, limit,
+                                         _kafka_reason(exc))
+                    return
+                raise DbusError(f"topic {topic}: cannot produce row at {position} of table {table}, key "
+                                f"{_key_text(key)}: {_kafka_reason(exc)}; the message is {size} bytes, the limit "
+                                f"{limit}: raise the sink's producer: message.max.bytes (and the topic's "
+                                "max.message.bytes) or set on_oversize: dead_letter") from None
+
+    def _to_dead_letter(self, topic: str, value: bytes | None, key: bytes | None, headers: list | None,
+                        position: str, table: str, size: int, limit: int, reason: str) -> None:
+        """The dead-letter record of an oversize row. It must fit under the same limit: the row's headers are
+        kept when they fit, and the payload head is cut to what is left (down to nothing)."""
+        o: KafkaOptions = self.options
+        try:
+            where: Any = json.loads(position)
+        except ValueError:
+            where = position
+        record = {
+            "pipeline": self.pipeline, "sink": self.name, "topic": topic, "table": table, "key": _key_text(key),
+            "position": where, "size": size, "limit": limit, "reason": reason,
+            "payload_bytes": len(value or b""), "payload": "", "payload_truncated": True,
+        }
+        extra = [("dbus.reason", b"oversize"), ("dbus.topic", topic.encode())]
+        room = limit - _DEAD_LETTER_MARGIN - _size(dumpb(record), key, extra)
+        if headers and _size(None, None, headers) <= room:
+            room -= _size(None, None, headers)
+            extra = list(headers) + extra
+        head = (value or b"")[:max(0, min(o.dead_letter_payload_bytes, room * 3 // 4))]
+        record["payload"] = base64.b64encode(head).decode()
+        record["payload_truncated"] = len(head) < len(value or b"")
+        self.dead_lettered += 1
+        log.warning("[%s] %s: row at %s of table %s (%d bytes, limit %d) goes to dead-letter topic %s",
+                    self.pipeline, self.where, position, table, size, limit, o.dead_letter_topic)
+        self._produce(o.dead_letter_topic, dumpb(record), key, extra, position, table)
 
     def _flush(self) -> None:
         o: KafkaOptions = self.options
@@ -372,6 +440,25 @@ class KafkaSink(Sink):
         producer = getattr(self, "producer", None)
         if producer is not None:
             producer.flush(self.options.timeout_s)
+
+
+#: bytes librdkafka adds to a message's key, value and headers when it checks `message.max.bytes` (record
+#: framing), with room to spare: a dead-letter record is cut to fit under the limit minus this.
+_DEAD_LETTER_MARGIN = 128
+
+
+def _size(value: bytes | None, key: bytes | None, headers: list | None) -> int:
+    """Bytes of a message's value, key and headers (names and values)."""
+    return len(value or b"") + len(key or b"") + sum(len(k) + len(v or b"") for k, v in headers or ())
+
+
+def _key_text(key: bytes | None, limit: int = 200) -> str:
+    """A message key for an error line or dead-letter record: text (bytes that are not UTF-8 replaced),
+    cut at `limit` characters."""
+    if key is None:
+        return "null"
+    text = key.decode("utf-8", "replace")
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _kafka_reason(exc: BaseException) -> str:

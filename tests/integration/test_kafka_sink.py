@@ -4,6 +4,7 @@ resume after a clean stop and after a crash (duplicates only of unacknowledged r
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections import defaultdict
@@ -18,7 +19,7 @@ from confluent_kafka.admin import AdminClient
 from dbus_ray.checkpoints import FileCheckpointStore
 from dbus_ray.config import ConfigError, build, load_config, parse_config
 from dbus_ray.errors import DbusError
-from dbus_ray.model import TableRows
+from dbus_ray.model import TableRows, dumpb
 from dbus_ray.pipeline import Pipeline, run_pipeline
 from dbus_ray.serializers.avro import AvroSerializer
 from dbus_ray.sinks.kafka import KafkaOptions, KafkaSink
@@ -223,17 +224,75 @@ def test_avro_messages(broker: Any) -> None:
     assert got == [c.to_dict() for c in part.changes("p")]
 
 
+def oversize_batch(good: int = 40, big: int = 5) -> tuple[Any, list[Any], list[Any]]:
+    """One batch: `good` small rows of mock.items, `big` rows of a table whose db name alone (1200 bytes) is
+    over a 1000-byte `message.max.bytes`, then `good` more small rows. Returns (batch, the big rows' run,
+    the small changes in order)."""
+    ok = MockSource("p", MockOptions(rows=None, keys=10))
+    ok.open(None)
+    large = MockSource("p", MockOptions(rows=None, keys=10, db="d" * 1200))
+    large.open({"next": good})
+    batch = ok.poll(good, 1)
+    big_part = large.poll(big, 1).parts[0]
+    ok.open({"next": good + big})
+    after = ok.poll(good, 1).parts[0]
+    batch.parts += [big_part, after]
+    small = [c for part in (batch.parts[0], after) for c in part.changes("p")]
+    return batch, big_part, small
+
+
 def test_delivery_error_fails_the_write(broker: Any) -> None:
     """A row the broker cannot take (here: larger than `message.max.bytes`) fails `write` with the topic,
-    the row's position and the reason."""
-    sink = open_sink(broker, topic="unit-large", producer={"message.max.bytes": 1000})
-    src = MockSource("p", MockOptions(rows=None, db="d" * 1200))
-    src.open(None)
+    the row's position, table, key and size, and the reason; no row after it is produced."""
+    sink = open_sink(broker, topic="unit-large", producer={"message.max.bytes": 1000}, partitions=2)
+    batch, big, small = oversize_batch()
     with pytest.raises(DbusError) as info:
-        sink.write(src.poll(10, 1))
+        sink.write(batch)
     text = str(info.value)
-    assert text.startswith("topic unit-large: cannot produce row at {\"file\":\"mock\",\"offset\":0")
+    first = next(big.changes("p"))
+    value = sink.serializer.encode(big, "p", [first])[0]
+    headers = 2 + 2 + 5 + 8 + len(b"insert" if first.op == "insert" else first.op) + 1200 + len("items") \
+        + len(dumpb(first.position.to_dict()))
+    size = len(value) + len(dumpb(first.key)) + headers
+    assert text.startswith("topic unit-large: cannot produce row at {\"file\":\"mock\",\"offset\":40,")
+    assert f"of table {'d' * 1200}.items, key {{\"id\":{first.key['id']}}}: " in text
+    assert f"the message is {size} bytes, the limit 1000: raise" in text and "on_oversize: dead_letter" in text
     assert "too large" in text.lower() and "\n" not in text
+    sink.close()  # delivers what was produced before the big row
+    offsets = sorted(json.loads(m.value())["pos"]["offset"] for m in read_topic(broker.bootstrap, "unit-large"))
+    assert offsets == list(range(40)), "only the rows before the oversize row may be delivered"
+
+
+@pytest.mark.parametrize("delivery", ["at_least_once", "exactly_once"])
+def test_oversize_rows_go_to_the_dead_letter_topic(broker: Any, delivery: str) -> None:
+    topic, dead = f"unit-dlq-{delivery}", f"unit-dead-{delivery}"
+    sink = open_sink(broker, topic=topic, producer={"message.max.bytes": 2000}, partitions=2, delivery=delivery,
+                     on_oversize="dead_letter", dead_letter_topic=dead, dead_letter_payload_bytes=100)
+    batch, big, small = oversize_batch()
+    sink.write(batch)  # goes on
+    sink.close()
+    assert sink.dead_lettered == 5
+    msgs = read_topic(broker.bootstrap, topic, committed=True)
+    assert [json.loads(m.value())["pos"]["offset"] for m in sorted(msgs, key=lambda m: m.offset())
+            if m.partition() == 0] == [c.position.offset for c in small if partition_of(dumpb(c.key), 2) == 0]
+    assert sorted(json.loads(m.value())["pos"]["offset"] for m in msgs) == [c.position.offset for c in small]
+    records = read_topic(broker.bootstrap, dead, committed=True)
+    assert len(records) == 5
+    by_offset = {json.loads(m.value())["position"]["offset"]: m for m in records}
+    changes = list(big.changes("p"))
+    for change, value in zip(changes, sink.serializer.encode(big, "p", changes)):
+        msg = by_offset[change.position.offset]
+        record = json.loads(msg.value())
+        assert record["position"] == change.position.to_dict()
+        assert record["table"] == f"{'d' * 1200}.items" and record["topic"] == topic
+        assert record["key"] == dumpb(change.key).decode() and msg.key() == dumpb(change.key)
+        assert record["size"] > 2000 and record["limit"] == 2000 and record["topic"] == topic
+        assert "MSG_SIZE_TOO_LARGE" in record["reason"] and record["payload_bytes"] == len(value)
+        assert base64.b64decode(record["payload"]) == value[:100] and record["payload_truncated"] is True
+        assert (record["pipeline"], record["sink"]) == ("p", "k")
+        headers = dict(msg.headers())
+        assert headers["dbus.reason"] == b"oversize" and headers["dbus.topic"] == topic.encode()
+        assert len(msg.value()) + len(msg.key()) + sum(len(k) + len(v) for k, v in msg.headers()) <= 2000
 
 
 def test_unreachable_broker_at_open() -> None:
@@ -341,9 +400,22 @@ def test_pipeline_message_too_large_fails_without_checkpoint(tmp_path: Path, bro
     error = final["error"]
     assert "\n" not in error
     assert error.startswith("sink k (kafka): topic too-large: cannot produce row at {\"file\":\"mock\",\"offset\":0,")
+    assert f"of table {'x' * 1200}.items, key {{\"id\":0}}: " in error and "the limit 1000: " in error
     assert "too large" in error.lower()
     assert final["rows_delivered"] == 0
     assert FileCheckpointStore(cfg.pipeline_dir).load() is None
+
+
+@pytest.mark.usefixtures("ray_up")
+def test_pipeline_dead_letters_oversize_rows_and_goes_on(tmp_path: Path, broker: Any) -> None:
+    cfg = kafka_config(tmp_path, "kafka-dlq", broker, {"rows": 300, "keys": 10, "db": "x" * 1200},
+                       {"topic": "dlq-pipe", "producer": {"message.max.bytes": 2000}, "on_oversize": "dead_letter",
+                        "dead_letter_topic": "dlq-pipe-dead"})
+    final = run_pipeline(cfg, until_caught_up=True, interval=0.05)
+    assert final["state"] == "stopped" and final["error"] is None and final["rows_delivered"] == 300
+    records = [json.loads(m.value()) for m in read_topic(broker.bootstrap, "dlq-pipe-dead")]
+    assert sorted(r["position"]["offset"] for r in records) == list(range(300))
+    assert FileCheckpointStore(cfg.pipeline_dir).load()["source"] == {"next": 300}
 
 
 @pytest.mark.usefixtures("ray_up")

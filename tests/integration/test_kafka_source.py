@@ -15,11 +15,17 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from dbus_ray import kafka_log
 from dbus_ray.checkpoints import FileCheckpointStore
-from dbus_ray.config import parse_config
+from dbus_ray.config import build, parse_config
 from dbus_ray.devstack import Broker
-from dbus_ray.pipeline import run_pipeline
-from dbus_ray.sinks.kafka import KafkaOptions
+from dbus_ray.kafka_checkpoints import store_for
+from dbus_ray.pipeline import Pipeline, run_pipeline
+from dbus_ray.sinks.kafka import KafkaOptions, KafkaSink
+from dbus_ray.sources.kafka import KafkaSource, KafkaSourceOptions
+from dbus_ray.testing import drain
+
+from .test_kafka_exactly_once import kill_mid_transaction, kill_when, log_counts
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 BASE_TS = 1_764_062_400_000
@@ -31,13 +37,14 @@ def create(bootstrap: str, topics: dict[str, int]) -> None:
         future.result(30)
 
 
-def produce(bootstrap: str, topic: str, start: int, count: int, partitions: int) -> None:
+def produce(bootstrap: str, topic: str, start: int, count: int, partitions: int, pad: int = 0) -> None:
+    """Messages `start`..`start+count-1` (value `<topic>-<i>` then `pad` bytes), partition i % partitions."""
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
     for i in range(start, start + count):
         headers = [("trace", f"t{i}".encode()), ("dup", b"1"), ("dup", b"2")]
         key = None if i % 11 == 0 else f"k{i % 17}".encode()
-        producer.produce(topic, f"{topic}-{i}".encode(), key, partition=i % partitions, headers=headers,
-                         timestamp=BASE_TS + i)
+        producer.produce(topic, f"{topic}-{i}".encode() + b"x" * pad, key, partition=i % partitions,
+                         headers=headers, timestamp=BASE_TS + i)
     assert producer.flush(30) == 0
 
 
@@ -62,11 +69,11 @@ def consume_all(bootstrap: str, topic: str, partitions: int, expected: int) -> d
     return out
 
 
-def expected_messages(topic: str, count: int, partitions: int) -> dict[int, list[tuple]]:
+def expected_messages(topic: str, count: int, partitions: int, pad: int = 0) -> dict[int, list[tuple]]:
     out: dict[int, list[tuple]] = defaultdict(list)
     for i in range(count):
         key = None if i % 11 == 0 else f"k{i % 17}".encode()
-        out[i % partitions].append((key, f"{topic}-{i}".encode(),
+        out[i % partitions].append((key, f"{topic}-{i}".encode() + b"x" * pad,
                                     [("trace", f"t{i}".encode()), ("dup", b"1"), ("dup", b"2")], BASE_TS + i))
     return out
 
@@ -147,3 +154,127 @@ def test_mirror_between_two_brokers_keeps_keys_headers_timestamps_and_order(
     want = expected_messages("mirror.orders", 2200, 4)
     for partition in range(4):
         assert got[partition] == want[partition], f"partition {partition}"
+
+
+def test_exactly_once_mirror_survives_kill_9_of_its_writer(
+    tmp_path: Path, broker: Broker, second_broker: Broker
+) -> None:
+    """A mirror with `delivery: exactly_once` (source offsets committed with the rows in the target's
+    `__dbus_checkpoints`): kill -9 its writer while a transaction's messages are on the target, run again;
+    judged by the target log's transaction markers (`kafka_log`), every source message is there exactly once
+    with its key, headers and timestamp, each partition in order."""
+    total, topic = 12_000, "mirror.eos"
+    create(broker.bootstrap, {topic: 4})
+    produce(broker.bootstrap, topic, 0, total, 4, pad=2000)  # ~2 KB messages: a transaction takes a while
+    raw: dict[str, Any] = {
+        "name": "mirror-eos",
+        "source": {"type": "kafka", "bootstrap": broker.bootstrap, "topics": [topic]},
+        "sinks": [{"name": "dr", "type": "kafka", "bootstrap": second_broker.bootstrap, "topic": "{db}",
+                   "format": "raw", "partitions": 4, "delivery": "exactly_once"}],
+        "checkpoint": {"store": "kafka"},
+        "data_dir": str(tmp_path / "data"),
+        "flow": {"read_batch_rows": 3000, "sink_batch_rows": 3000, "max_rows_in_flight": 6000},
+    }
+    cfg = parse_config(raw, "mirror-eos.yaml", {})
+    pipeline = Pipeline(cfg)
+    pipeline.start()
+    try:
+        hidden = kill_mid_transaction("dbus:mirror-eos:writer:dr", second_broker.bootstrap, topic,
+                                      committed=total // 4)
+    finally:
+        pipeline.kill()
+    saved = store_for("mirror-eos", cfg).load()
+    resumed_from = sum(int(n) for n in (saved or {}).get("source", {}).get("offsets", {}).get(topic, {}).values())
+    assert hidden > 0 and total // 4 <= resumed_from < total
+    final = run_pipeline(cfg, until_caught_up=True, interval=0.05)
+    assert final["error"] is None and final["rows_delivered"] == total - resumed_from
+    assert store_for("mirror-eos", cfg).load()["source"]["offsets"][topic] == {str(p): total // 4 for p in range(4)}
+    got: dict[int, list[tuple]] = defaultdict(list)
+    for msg in kafka_log.read_committed(second_broker.bootstrap, topic):
+        got[msg.partition()].append((msg.key(), msg.value(), msg.headers() or [], msg.timestamp()[1]))
+    plain = consume_all(second_broker.bootstrap, topic, 4, total + hidden)
+    print(f"\nexactly-once mirror, writer killed after {resumed_from} committed: {hidden} messages of the aborted "
+          f"transaction on the target, hidden by the markers; a plain read sees {sum(map(len, plain.values()))}")
+    want = expected_messages(topic, total, 4, pad=2000)
+    for partition in range(4):
+        assert got[partition] == want[partition], f"partition {partition}: missing, repeated or out of order"
+
+
+def test_at_least_once_mirror_survives_kill_9_of_its_writer(
+    tmp_path: Path, broker: Broker, second_broker: Broker
+) -> None:
+    """The mirror in the default `at_least_once`: kill -9 its writer once the target holds messages past
+    the last checkpoint, run again: nothing missing, each partition's first copies in order, duplicates
+    only of messages after the checkpoint."""
+    total, topic = 12_000, "mirror.alo"
+    create(broker.bootstrap, {topic: 4})
+    produce(broker.bootstrap, topic, 0, total, 4, pad=2000)
+    raw: dict[str, Any] = {
+        "name": "mirror-alo",
+        "source": {"type": "kafka", "bootstrap": broker.bootstrap, "topics": [topic]},
+        "sinks": [{"name": "dr", "type": "kafka", "bootstrap": second_broker.bootstrap, "topic": "{db}",
+                   "format": "raw", "partitions": 4}],
+        "data_dir": str(tmp_path / "data"),
+        "checkpoint": {"every_ms": 200},
+        "flow": {"read_batch_rows": 1000, "sink_batch_rows": 1000, "max_rows_in_flight": 4000},
+    }
+    cfg = parse_config(raw, "mirror-alo.yaml", {})
+    pipeline = Pipeline(cfg)
+    pipeline.start()
+    try:
+        kill_when("dbus:mirror-alo:writer:dr", lambda: log_counts(second_broker.bootstrap, topic)[0] >= total // 3,
+                  f"{total // 3} messages on the target")
+    finally:
+        pipeline.kill()
+    saved = FileCheckpointStore(cfg.pipeline_dir).load()
+    resume = {int(p): n for p, n in ((saved or {}).get("source") or {}).get("offsets", {}).get(topic, {}).items()}
+    assert sum(resume.values()) < total
+    final = run_pipeline(cfg, until_caught_up=True, interval=0.05)
+    assert final["error"] is None and final["rows_delivered"] == total - sum(resume.values())
+    got = consume_all(second_broker.bootstrap, topic, 4, total)
+    want = expected_messages(topic, total, 4, pad=2000)
+    duplicates = 0
+    for partition in range(4):
+        first, seen = [], set()
+        for message in got[partition]:  # each message's value holds its number: the copies are recognisable
+            if message[1] in seen:
+                duplicates += 1
+                index = want[partition].index(message)
+                assert index >= resume.get(partition, 0), f"message {index} of {partition} came again"
+            else:
+                seen.add(message[1])
+                first.append(message)
+        assert first == want[partition], f"partition {partition}: a message is missing or out of order"
+    print(f"\nat-least-once mirror, writer killed with checkpoint {sum(resume.values())}: {duplicates} duplicates")
+
+
+def test_mirror_dead_letters_an_oversize_message_with_its_source_position(broker: Broker) -> None:
+    """A mirrored message over the target producer's `message.max.bytes` goes to the dead-letter topic with
+    its source topic, partition and offset; the others are mirrored in order."""
+    create(broker.bootstrap, {"mirror.big": 1})
+    producer = Producer({"bootstrap.servers": broker.bootstrap})
+    for i, size in enumerate([10, 5000, 10]):
+        producer.produce("mirror.big", b"v" * size, f"k{i}".encode(), partition=0, headers=[("h", b"1")],
+                         timestamp=BASE_TS + i)
+    assert producer.flush(10) == 0
+    source = KafkaSource("mb", build(KafkaSourceOptions, {"bootstrap": broker.bootstrap, "topics": ["mirror.big"]},
+                                     "source"))
+    source.open(None)
+    batches = drain(source)
+    source.close()
+    sink = KafkaSink("mb", "dr", build(KafkaOptions, {
+        "bootstrap": broker.bootstrap, "topic": "mirrored.big", "format": "raw", "partitions": 1,
+        "producer": {"message.max.bytes": 2000}, "on_oversize": "dead_letter", "dead_letter_topic": "mirror-dead",
+    }, "sinks[0]"))
+    sink.open()
+    for batch in batches:
+        sink.write(batch)
+    sink.close()
+    got = consume_all(broker.bootstrap, "mirrored.big", 1, 2)[0]
+    assert [(key, len(value), ts) for key, value, _, ts in got] == [(b"k0", 10, BASE_TS), (b"k2", 10, BASE_TS + 2)]
+    [(key, value, headers, _)] = consume_all(broker.bootstrap, "mirror-dead", 1, 1)[0]
+    record = json.loads(value)
+    assert key == b"k1" and ("dbus.reason", b"oversize") in headers and ("h", b"1") in headers
+    assert record["position"] == {"topic": "mirror.big", "partition": 0, "offset": 1}
+    assert record["table"] == "mirror.big/0" and record["key"] == "k1" and record["payload_bytes"] == 5000
+    assert record["topic"] == "mirrored.big" and record["payload_truncated"] is True
