@@ -132,7 +132,7 @@ class Reader:
         for batch in reversed(self.recent):
             for part in reversed(batch.parts):
                 data = part.data.slice(max(0, part.num_rows - (n - len(out))))
-                rows = [c.to_dict() for c in type(part)(part.db, part.table, part.key, data).changes(self.name)]
+                rows = list(type(part)(part.db, part.table, part.key, data).records(self.name))
                 out[:0] = rows
                 if len(out) >= n:
                     return out

@@ -152,14 +152,19 @@ class TableRows:
     def name(self) -> str:
         return f"{self.db}.{self.table}"
 
-    def changes(self, pipeline: str) -> Iterator[RowChange]:
+    def records(self, pipeline: str) -> Iterator[dict[str, Any]]:
+        """The row changes in their JSON form (what `RowChange.to_dict()` gives), built straight from the
+        columns: the sinks' and serializers' per-row path, without a RowChange object per row."""
         cols = self.data.to_pydict()
-        for image in ("before", "after"):
-            _shortest_float32(cols[image], self.data.schema.field(image).type)
-        key = self.key
+        befores, afters = cols["before"], cols["after"]
+        _shortest_float32(befores, self.data.schema.field("before").type)
+        _shortest_float32(afters, self.data.schema.field("after").type)
+        ops, files, offsets, gtids, indexes = cols["op"], cols["file"], cols["offset"], cols["gtid"], cols["index"]
+        txids, tss, read_tss = cols["txid"], cols["ts"], cols["read_ts"]
+        key, db, table = self.key, self.db, self.table
         absent = cols.get("absent")
         for i in range(self.data.num_rows):
-            before, after = cols["before"][i], cols["after"][i]
+            before, after = befores[i], afters[i]
             image = after if after is not None else before or {}
             gone = None
             if absent is not None and absent[i]:
@@ -167,20 +172,27 @@ class TableRows:
                 missing = [k for k in key if k in gone.get("after", ())] if after is not None and before else ()
                 if missing:  # MINIMAL: an update's after image lacks the unchanged key, `before` has it
                     image = {**image, **{k: before.get(k) for k in missing}}
-            yield RowChange(
-                pipeline=pipeline,
-                db=self.db,
-                table=self.table,
-                op=cols["op"][i],
-                key={k: image.get(k) for k in key},
-                before=before,
-                after=after,
-                position=Position(cols["file"][i], cols["offset"][i], cols["gtid"][i], cols["index"][i]),
-                txid=cols["txid"][i],
-                ts=cols["ts"][i],
-                read_ts=cols["read_ts"][i],
-                absent=gone or None,
-            )
+            record = {
+                "pipeline": pipeline,
+                "db": db,
+                "table": table,
+                "op": ops[i],
+                "key": {k: image.get(k) for k in key},
+                "before": before,
+                "after": after,
+                "pos": {"file": files[i], "offset": offsets[i], "gtid": gtids[i], "index": indexes[i]},
+                "txid": txids[i],
+                "ts": tss[i],
+                "read_ts": read_tss[i],
+            }
+            if gone:
+                record["absent"] = gone
+            yield record
+
+    def changes(self, pipeline: str) -> Iterator[RowChange]:
+        for r in self.records(pipeline):
+            yield RowChange(r["pipeline"], r["db"], r["table"], r["op"], r["key"], r["before"], r["after"],
+                            Position(**r["pos"]), r["txid"], r["ts"], r["read_ts"], r.get("absent"))
 
     @classmethod
     def from_changes(cls, changes: list[RowChange], image_type: pa.StructType | None = None) -> TableRows:
@@ -245,3 +257,8 @@ class RowBatch:
     def changes(self) -> Iterator[RowChange]:
         for part in self.parts:
             yield from part.changes(self.pipeline)
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """Every row change in its JSON form (see `TableRows.records`)."""
+        for part in self.parts:
+            yield from part.records(self.pipeline)

@@ -1,10 +1,11 @@
 """Row-change codecs by name: `json` (the documented JSON form), `avro` (fastavro, one record schema per
 table) and `arrow` (a whole run of rows as Arrow IPC, for peek, notebooks and parquet).
 
-Every serializer has `encode(rows, pipeline, changes=None) -> list[bytes]`: the message values for one
+Every serializer has `encode(rows, pipeline, records=None) -> list[bytes]`: the message values for one
 `TableRows` run. Per-row serializers (`per_row = True`: json, avro) return one value per row change, in
-order; `arrow` returns one value for the whole run. `changes`, when given, is `list(rows.changes(pipeline))`
-already computed by the caller (the Kafka sink needs the row changes for keys and headers too).
+order; `arrow` returns one value for the whole run. `records`, when given, is `list(rows.records(pipeline))`
+(the row changes' JSON form) already computed by the caller (the Kafka sink needs them for keys and headers
+too); serializers do not modify them.
 
 `get_serializer(name, **options)` returns a new serializer; `SERIALIZERS` lists the names.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Protocol
 
-from dbus_ray.model import RowChange, TableRows
+from dbus_ray.model import TableRows
 
 
 class Serializer(Protocol):
@@ -21,7 +22,7 @@ class Serializer(Protocol):
     per_row: ClassVar[bool]
     content_type: ClassVar[str]
 
-    def encode(self, rows: TableRows, pipeline: str, changes: list[RowChange] | None = None) -> list[bytes]:
+    def encode(self, rows: TableRows, pipeline: str, records: list[dict[str, Any]] | None = None) -> list[bytes]:
         """The message values of one run of rows."""
         ...
 

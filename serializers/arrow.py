@@ -6,11 +6,11 @@ Values are the source's, untouched (unsigned, decimal and temporal types keep th
 from __future__ import annotations
 
 import json
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pyarrow as pa
 
-from dbus_ray.model import RowChange, TableRows
+from dbus_ray.model import TableRows
 
 
 def to_record_batch(rows: TableRows, pipeline: str = "") -> pa.RecordBatch:
@@ -60,7 +60,7 @@ class ArrowSerializer:
     per_row: ClassVar[bool] = False
     content_type: ClassVar[str] = "application/vnd.apache.arrow.stream"
 
-    def encode(self, rows: TableRows, pipeline: str, changes: list[RowChange] | None = None) -> list[bytes]:
+    def encode(self, rows: TableRows, pipeline: str, records: list[dict[str, Any]] | None = None) -> list[bytes]:
         return [to_ipc(rows, pipeline)]
 
     @staticmethod

@@ -41,7 +41,7 @@ from typing import Any, ClassVar
 import fastavro
 import pyarrow as pa
 
-from dbus_ray.model import RowChange, TableRows
+from dbus_ray.model import TableRows
 
 Convert = Callable[[Any], Any] | None
 
@@ -320,18 +320,18 @@ class AvroSerializer:
             raise ValueError(f"schema registry {self.schema_registry}: cannot register {subject}: {exc}") from None
 
     # ------------------------------------------------------------------ encode / decode
-    def encode(self, rows: TableRows, pipeline: str, changes: list[RowChange] | None = None) -> list[bytes]:
+    def encode(self, rows: TableRows, pipeline: str, records: list[dict[str, Any]] | None = None) -> list[bytes]:
         ts = self.table_schema(rows)
-        if changes is None:
-            changes = list(rows.changes(pipeline))
+        if records is None:
+            records = rows.records(pipeline)
         enc_image = ts.image.encode
         enc_key = ts.key.encode
         prefix = b"" if ts.schema_id is None else b"\x00" + struct.pack(">I", ts.schema_id)
         out = []
         writer = fastavro.schemaless_writer
         parsed = ts.parsed
-        for c in changes:
-            record = c.to_dict()
+        for r in records:
+            record = dict(r)  # the caller's record stays as it is
             if enc_image is not None:
                 if record["before"] is not None:
                     record["before"] = enc_image(record["before"])

@@ -20,10 +20,8 @@ class JsonSerializer:
     per_row: ClassVar[bool] = True
     content_type: ClassVar[str] = "application/json"
 
-    def encode(self, rows: TableRows, pipeline: str, changes: list[RowChange] | None = None) -> list[bytes]:
-        if changes is None:
-            changes = list(rows.changes(pipeline))
-        return [dumpb(c.to_dict()) for c in changes]
+    def encode(self, rows: TableRows, pipeline: str, records: list[dict[str, Any]] | None = None) -> list[bytes]:
+        return [dumpb(r) for r in (rows.records(pipeline) if records is None else records)]
 
     def encode_change(self, change: RowChange) -> bytes:
         return dumpb(change.to_dict())

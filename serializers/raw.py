@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 
-from dbus_ray.model import RowChange, TableRows
+from dbus_ray.model import TableRows
 
 HEADER_TYPE = pa.struct([("key", pa.string()), ("value", pa.binary())])
 RAW_TYPE = pa.struct([
@@ -52,7 +52,7 @@ class RawSerializer:
     per_row: ClassVar[bool] = True
     content_type: ClassVar[str] = "application/octet-stream"
 
-    def encode(self, rows: TableRows, pipeline: str, changes: list[RowChange] | None = None) -> list[bytes]:
+    def encode(self, rows: TableRows, pipeline: str, records: list[dict[str, Any]] | None = None) -> list[bytes]:
         return [value or b"" for _, _, value, _, _ in raw_messages(rows)]
 
 

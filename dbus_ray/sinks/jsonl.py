@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dbus_ray.config import Invalid
-from dbus_ray.model import RowBatch
+from dbus_ray.model import RowBatch, dumpb
 from dbus_ray.registry import Sink, sink
 
 
@@ -63,7 +63,7 @@ class JsonlSink(Sink):
     def write(self, batch: RowBatch) -> None:
         if not batch.parts:
             return
-        lines = [change.to_json().encode() + b"\n" for change in batch.changes()]
+        lines = [dumpb(record) + b"\n" for record in batch.records()]
         limit = self.options.max_bytes
         if limit is None:
             self.file.write(b"".join(lines))

@@ -317,27 +317,27 @@ class KafkaSink(Sink):
             from dbus_ray.serializers.raw import produce_raw
 
             return produce_raw(self, topic, part)
-        changes = list(part.changes(self.pipeline))
-        values = self.serializer.encode(part, self.pipeline, changes)
+        records = list(part.records(self.pipeline))
+        values = self.serializer.encode(part, self.pipeline, records)
         key_columns = self.options.key
         db, table = part.db.encode(), part.table.encode()
         name = part.name
         ops: dict[str, bytes] = {}
         strings: dict[str | None, str] = {}  # file names and GTIDs repeat: encode each once
-        for change, value in zip(changes, values):
+        for record, value in zip(records, values):
             if key_columns is None:
-                key = change.key
+                key = record["key"]
             else:
-                image = change.after if change.after is not None else change.before or {}
+                image = record["after"] if record["after"] is not None else record["before"] or {}
                 key = {k: image.get(k) for k in key_columns}
-            pos = change.position
-            file = strings.get(pos.file) or strings.setdefault(pos.file, encode_json(pos.file))
-            gtid = strings.get(pos.gtid) or strings.setdefault(pos.gtid, encode_json(pos.gtid))
-            position = f'{{"file":{file},"offset":{pos.offset},"gtid":{gtid},"index":{pos.index}}}'
-            op = ops.get(change.op) or ops.setdefault(change.op, change.op.encode())
+            pos = record["pos"]
+            file = strings.get(pos["file"]) or strings.setdefault(pos["file"], encode_json(pos["file"]))
+            gtid = strings.get(pos["gtid"]) or strings.setdefault(pos["gtid"], encode_json(pos["gtid"]))
+            position = f'{{"file":{file},"offset":{pos["offset"]},"gtid":{gtid},"index":{pos["index"]}}}'
+            op = ops.get(record["op"]) or ops.setdefault(record["op"], record["op"].encode())
             headers = [("op", op), ("db", db), ("table", table), ("position", position.encode())]
             self._produce(topic, value, dumpb(key), headers, position, name)
-        return len(changes)
+        return len(records)
 
     def _produce(self, topic: str, value: bytes | None, key: bytes | None, headers: list | None, position: str,
                  table: str, **extra: Any) -> None:

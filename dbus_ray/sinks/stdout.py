@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from dbus_ray.model import RowBatch
+from dbus_ray.model import RowBatch, dumps
 from dbus_ray.registry import Sink, sink
 
 
@@ -13,5 +13,5 @@ from dbus_ray.registry import Sink, sink
 class StdoutSink(Sink):
     def write(self, batch: RowBatch) -> None:
         if batch.parts:
-            sys.stdout.write("".join(change.to_json() + "\n" for change in batch.changes()))
+            sys.stdout.write("".join(dumps(record) + "\n" for record in batch.records()))
             sys.stdout.flush()

@@ -250,7 +250,7 @@ def test_delivery_error_fails_the_write(broker: Any) -> None:
         sink.write(batch)
     text = str(info.value)
     first = next(big.changes("p"))
-    value = sink.serializer.encode(big, "p", [first])[0]
+    value = sink.serializer.encode(big, "p", [first.to_dict()])[0]
     headers = 2 + 2 + 5 + 8 + len(b"insert" if first.op == "insert" else first.op) + 1200 + len("items") \
         + len(dumpb(first.position.to_dict()))
     size = len(value) + len(dumpb(first.key)) + headers
@@ -280,7 +280,7 @@ def test_oversize_rows_go_to_the_dead_letter_topic(broker: Any, delivery: str) -
     assert len(records) == 5
     by_offset = {json.loads(m.value())["position"]["offset"]: m for m in records}
     changes = list(big.changes("p"))
-    for change, value in zip(changes, sink.serializer.encode(big, "p", changes)):
+    for change, value in zip(changes, sink.serializer.encode(big, "p", [c.to_dict() for c in changes])):
         msg = by_offset[change.position.offset]
         record = json.loads(msg.value())
         assert record["position"] == change.position.to_dict()
