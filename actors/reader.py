@@ -17,7 +17,7 @@ from typing import Any
 
 import ray
 
-from dbus_ray import fencing, registry
+from dbus_ray import fencing, heap, registry
 from dbus_ray.checkpoints import open_store
 from dbus_ray.config import PipelineConfig
 from dbus_ray.errors import DbusError, reason
@@ -38,6 +38,7 @@ class Reader:
     def __init__(
         self, cfg: PipelineConfig, sink_names: list[str], max_rows: int | None = None, epoch: int | None = None
     ) -> None:
+        heap.use_system_pool()
         self.cfg = cfg
         self.name = cfg.name
         self.epoch = epoch
@@ -112,6 +113,7 @@ class Reader:
                 self._remember(batch)
                 self.max_in_flight = max(self.max_in_flight, self.in_flight)
                 calls.append(self.router.push.remote(Parcel.put(batch)))
+                heap.trim()
                 if len(calls) >= MAX_PENDING_CALLS:
                     await calls.pop(0)
                 self._maybe_save()

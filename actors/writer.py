@@ -10,7 +10,7 @@ from typing import Any
 
 import ray
 
-from dbus_ray import registry
+from dbus_ray import heap, registry
 from dbus_ray.config import PipelineConfig, SinkConfig
 from dbus_ray.metrics import WriterMetrics
 from dbus_ray.parcel import Parcel
@@ -18,22 +18,13 @@ from dbus_ray.parcel import Parcel
 log = logging.getLogger("dbus.writer")
 
 
-def _libc_trim() -> Any:
-    """glibc's malloc_trim: hands freed heap back to the system (a batch's row objects are transient; without
-    it the process keeps its peak heap for good). None where there is no glibc."""
-    try:
-        import ctypes
-
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None
-
 
 # `write` runs on the default thread, one batch at a time and in order; `stats` answers on its own
 # thread so a health check gets through while a slow destination holds a write.
 @ray.remote(num_cpus=0, max_restarts=0, concurrency_groups={"control": 1})
 class Writer:
     def __init__(self, cfg: PipelineConfig, sink: SinkConfig, reader: Any) -> None:
+        heap.use_system_pool()
         self.pipeline = cfg.name
         self.sink_name = sink.name
         self.sink = registry.sink_class(sink.type)(cfg.name, sink.name, sink.options)
@@ -43,7 +34,6 @@ class Writer:
         self.batches = 0
         self.last_latency = 0.0
         self.metrics = WriterMetrics(cfg.name, sink.name)
-        self.trim = _libc_trim()
 
     def write(self, parcel: Parcel) -> int:
         started = time.monotonic()
@@ -60,8 +50,7 @@ class Writer:
         self.batches += 1
         self.reader.ack.remote(self.sink_name, batch.seq)
         del batch
-        if self.trim is not None:
-            self.trim(0)
+        heap.trim()
         return parcel.rows
 
     def close(self) -> None:

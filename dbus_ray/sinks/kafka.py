@@ -64,6 +64,10 @@ from dbus_ray.serializers.json import encode_json
 
 log = logging.getLogger("dbus.kafka")
 
+#: Rows serialized and handed to the producer at a time: the Python objects of one slice are alive at once,
+#: not those of the whole batch.
+SLICE_ROWS = 2048
+
 CHECKPOINT_TOPIC = "__dbus_checkpoints"
 TEMPLATE_FIELDS = {"db", "table", "pipeline"}
 #: librdkafka settings the sink owns: `producer:` may not change them.
@@ -317,6 +321,13 @@ class KafkaSink(Sink):
             from dbus_ray.serializers.raw import produce_raw
 
             return produce_raw(self, topic, part)
+        produced = 0
+        for start in range(0, part.num_rows, SLICE_ROWS):  # bounded memory: a slice's row objects at a time
+            rows = TableRows(part.db, part.table, part.key, part.data.slice(start, SLICE_ROWS))
+            produced += self._produce_rows(topic, rows)
+        return produced
+
+    def _produce_rows(self, topic: str, part: TableRows) -> int:
         records = list(part.records(self.pipeline))
         values = self.serializer.encode(part, self.pipeline, records)
         key_columns = self.options.key
