@@ -32,7 +32,7 @@ test: install
 bench: install
 	$(PY) benchmarks/run.py
 
-chaos: install  # the long chaos run: 5 rounds of 8 faults, with a table of recovery times and counts
+chaos: install  # the long chaos run: 5 rounds of 8 faults in each mode (at-least-once, exactly-once), with tables of recovery times and counts
 	DBUS_CHAOS_ROUNDS=5 $(PY) -m pytest -q -s tests/chaos
 
 lint: install

@@ -3,10 +3,15 @@ turn the reader, router, batcher and writer processes and the controller, stall 
 (SIGSTOP/SIGCONT), restart MariaDB (kill -9 and start in the first and every other round, a clean
 restart in the others) and drop the network between the reader and MariaDB (every connection reset,
 new ones refused for 2 s, through `dbus_ray.netfault`). Then compare what Kafka holds with what was
-committed: no row change missing, per-key order kept, duplicates counted and reported (at-least-once),
-per fault in a table.
+committed, per fault in a table. Two modes:
+- at-least-once: no row change missing, per-key order kept, duplicates counted and reported;
+- exactly-once (`delivery: exactly_once`, `checkpoint.store: kafka`: each batch is one transaction with its
+  checkpoint): judged by what a read_committed consumer gets by the log's transaction markers
+  (`dbus_ray.kafka_log`), every row change exactly once and per-key order kept. There the writer is killed
+  while its open transaction already has its checkpoint record on the broker.
 
-Short form in `make test` (one round of 8 faults); `make chaos` runs DBUS_CHAOS_ROUNDS=5 (40 faults).
+Short form in `make test`: at-least-once one round of 8 faults, exactly-once the 4 faults of EOS_SHORT;
+`make chaos` runs DBUS_CHAOS_ROUNDS=5: 40 faults in each mode.
 Node removal is tested in tests/cluster (a multi-node Ray cannot share the session's Ray).
 """
 
@@ -29,11 +34,14 @@ from typing import Any
 import pymysql
 import pytest
 import ray
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
+from dbus_ray import kafka_log
 from dbus_ray.actors.controller import get_controller
 from dbus_ray.binlog.preflight import binlog_index
 from dbus_ray.devstack import MariaDB
+from dbus_ray.kafka_checkpoints import KafkaCheckpointStore
 from dbus_ray.netfault import FaultProxy
 from dbus_ray.testing import execute, position, wait_for
 
@@ -41,7 +49,12 @@ pytestmark = pytest.mark.usefixtures("ray_session")
 
 ROUNDS = int(os.environ.get("DBUS_CHAOS_ROUNDS", "1"))
 KEYS = 200
-FAULTS_PER_ROUND = 8
+AT_LEAST_ONCE, EXACTLY_ONCE = "at_least_once", "exactly_once"
+#: one round; each stage kill restarts the whole pipeline under a new epoch
+FAULTS = ("kill -9 reader", "kill -9 router", "kill -9 batcher:kafka", "kill -9 writer:kafka", "kill -9 controller",
+          "broker SIGSTOP 3s", "MariaDB restart", "network drop 2s")
+#: the short form's exactly-once run: the writer dying mid-transaction, another stage, the broker, the source
+EOS_SHORT = ("kill -9 writer:kafka", "kill -9 batcher:kafka", "broker SIGSTOP 3s", "MariaDB restart")
 
 
 @pytest.fixture(scope="module")
@@ -141,29 +154,85 @@ def actor_pid(name: str) -> int:
     return wait_for(alive, timeout=30, what=f"a live actor {name}")
 
 
-def read_topic(bootstrap: str, topic: str) -> list[tuple[int, tuple[str, int, int]]]:
-    """(Kafka timestamp in ms, row change) of every message of `topic`, in timestamp order."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "chaos", "enable.auto.commit": False})
+def _change(msg: Any) -> tuple[int, int, int, tuple[str, int, int]]:
+    """(Kafka timestamp in ms, partition, offset, row change) of a message."""
+    row = json.loads(msg.value())
+    image = row["after"] if row["op"] != "delete" else row["before"]
+    return msg.timestamp()[1], msg.partition(), msg.offset(), (row["op"], image["id"], image["v"])
+
+
+def read_topic(bootstrap: str, topic: str, mode: str) -> list[tuple[int, int, int, tuple[str, int, int]]]:
+    """(Kafka timestamp in ms, partition, offset, row change) of every message of `topic`, in partition and
+    offset order (the order a consumer gets each key's changes in): all of them (at-least-once), or those a
+    read_committed consumer gets by the log's transaction markers (exactly-once; Tansu does not hide aborted
+    records itself, see `dbus_ray.kafka_log`)."""
+    if mode == EXACTLY_ONCE:
+        got = [_change(msg) for msg in kafka_log.read_committed(bootstrap, topic)]
+    else:
+        got = []
+        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "chaos", "enable.auto.commit": False})
+        try:
+            partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+            consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+            idle = time.monotonic()
+            while time.monotonic() - idle < 3:
+                for msg in consumer.consume(2000, timeout=0.5):
+                    if msg.error() is None:
+                        got.append(_change(msg))
+                        idle = time.monotonic()
+        finally:
+            consumer.close()
+    got.sort(key=lambda m: m[1:3])
+    return got
+
+
+def uncommitted_records(bootstrap: str, topic: str) -> int:
+    """Data records in `topic`'s log that a read_committed consumer must not see: those of aborted or fenced
+    transactions and of the transaction still open (0 while there is no such topic)."""
     try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-        got: list[tuple[int, int, int, tuple[str, int, int]]] = []
-        idle = time.monotonic()
-        while time.monotonic() - idle < 3:
-            for msg in consumer.consume(2000, timeout=0.5):
-                if msg.error() is None:
-                    row = json.loads(msg.value())
-                    image = row["after"] if row["op"] != "delete" else row["before"]
-                    change = (row["op"], image["id"], image["v"])
-                    got.append((msg.timestamp()[1], msg.partition(), msg.offset(), change))
-                    idle = time.monotonic()
-        got.sort()
-        return [(ts, change) for ts, _, _, change in got]
-    finally:
-        consumer.close()
+        partitions = kafka_log.partitions_of(bootstrap, topic)
+    except kafka_log.KafkaLogError:
+        return 0
+    hidden = 0
+    for partition in partitions:
+        batches = kafka_log.record_batches(bootstrap, topic, partition)
+        visible = kafka_log.committed_offsets(batches)
+        hidden += sum(1 for b in batches if not b.control for o in b.offsets if o not in visible)
+    return hidden
 
 
-def test_chaos_loses_nothing_and_keeps_key_order(own: MariaDB, broker: Any, tmp_path: Path) -> None:
+def kill_in_transaction(pid: int, bootstrap: str, topic: str, timeout: float = 60) -> None:
+    """kill -9 the writer process `pid` while its open transaction has its checkpoint record in the log of the
+    checkpoint topic `topic`: freeze it (SIGSTOP), look at the log, kill it if so, else let it go on."""
+    before = uncommitted_records(bootstrap, topic)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            found = uncommitted_records(bootstrap, topic) > before
+        except BaseException:
+            os.kill(pid, signal.SIGCONT)
+            raise
+        if found:
+            os.kill(pid, signal.SIGKILL)  # a stopped process dies at once
+            return
+        os.kill(pid, signal.SIGCONT)
+        time.sleep(0.005)
+    raise AssertionError(f"no moment with an open transaction's checkpoint in {topic} within {timeout} s")
+
+
+def fault_plan(mode: str) -> list[str]:
+    """The faults of a run, in order: ROUNDS times the whole rotation; the short form of exactly-once
+    (ROUNDS=1) runs EOS_SHORT only."""
+    if mode == EXACTLY_ONCE and ROUNDS == 1:
+        return list(EOS_SHORT)
+    return list(FAULTS) * ROUNDS
+
+
+@pytest.mark.parametrize("mode", [AT_LEAST_ONCE, EXACTLY_ONCE])
+def test_chaos_loses_nothing_and_keeps_key_order(own: MariaDB, broker: Any, tmp_path: Path, mode: str) -> None:
+    exactly = mode == EXACTLY_ONCE
+    name = "chaos-eos" if exactly else "chaos"
     root = own.root_connect()
     execute(root, "CREATE DATABASE IF NOT EXISTS chaos", "DROP TABLE IF EXISTS chaos.items, chaos.txlog",
             "CREATE TABLE chaos.items (id INT PRIMARY KEY, v BIGINT NOT NULL)",
@@ -171,19 +240,23 @@ def test_chaos_loses_nothing_and_keeps_key_order(own: MariaDB, broker: Any, tmp_
     start = position(root)
     root.close()
     proxy = FaultProxy(own.host, own.port).start()
-    topic = f"chaos-{uuid.uuid4().hex[:8]}"
+    topic = f"{name}-{uuid.uuid4().hex[:8]}"
     controller = get_controller()
-    spec = {
-        "name": "chaos", "data_dir": str(tmp_path / "data"),
+    sink = {"name": "kafka", "type": "kafka", "bootstrap": broker.bootstrap, "topic": topic, "partitions": 3,
+            "delivery_timeout_ms": 60_000}
+    spec: dict[str, Any] = {
+        "name": name, "data_dir": str(tmp_path / "data"),
         "source": {"type": "mysql", "dsn": proxy.dsn(own.dsn), "start": start, "include": ["chaos.items"]},
-        "sinks": [{"name": "kafka", "type": "kafka", "bootstrap": broker.bootstrap, "topic": topic,
-                   "partitions": 3, "delivery_timeout_ms": 60_000}],
+        "sinks": [sink],
         "flow": {"read_batch_rows": 500, "max_rows_in_flight": 5000},
     }
+    if exactly:  # each batch one transaction with its checkpoint, which the reader loads back from Kafka
+        sink.update(delivery=EXACTLY_ONCE, checkpoint_topic=f"{topic}-checkpoints")
+        spec["checkpoint"] = {"store": "kafka"}
     ray.get(controller.submit.remote(spec))
 
     def record() -> dict[str, Any]:
-        return ray.get(controller.get.remote("chaos"), timeout=30)
+        return ray.get(controller.get.remote(name), timeout=30)
 
     wait_for(lambda: record()["state"] == "running", what="pipeline running")
     workload = Workload(own)
@@ -214,45 +287,54 @@ def test_chaos_loses_nothing_and_keeps_key_order(own: MariaDB, broker: Any, tmp_
         return r["state"] == "running" and "file" in source and (
             binlog_index(source["file"]), source["offset"]) >= target
 
+    faults = fault_plan(mode)
+    restarts = 0  # of MariaDB: kill -9 and start in the first and every other one, a clean restart in the others
     try:
-        for round_ in range(ROUNDS):
-            for role in ("reader", "router", "batcher:kafka", "writer:kafka"):
+        for fault in faults:
+            mark, wall = len(workload.expected), time.time()
+            if fault == "kill -9 controller":
+                pid = ray.get(controller.info.remote())["pid"]
+                started = time.monotonic()
+                os.kill(pid, signal.SIGKILL)
+                wait_for(lambda p=pid: _answers_with_new_pid(controller, p), timeout=90, what="controller back")
+            elif fault.startswith("kill -9 "):
+                role = fault.removeprefix("kill -9 ")
                 wait_for(lambda: delivered() > 0, what="rows flowing")
                 epoch = record()["epoch"]
-                pid = actor_pid(f"dbus:chaos:{role}")
-                mark, wall, started = len(workload.expected), time.time(), time.monotonic()
-                os.kill(pid, signal.SIGKILL)
+                pid = actor_pid(f"dbus:{name}:{role}")
+                mark, wall = len(workload.expected), time.time()
+                if exactly and role.startswith("writer"):  # the hardest moment: rows and checkpoint not committed
+                    fault += " in txn"
+                    kill_in_transaction(pid, broker.bootstrap, sink["checkpoint_topic"])
+                else:
+                    os.kill(pid, signal.SIGKILL)
+                started = time.monotonic()
                 wait_for(lambda e=epoch: flowing(e), timeout=90, what=f"recovery after killing the {role}")
-                report.append((f"kill -9 {role}", time.monotonic() - started, wall, mark))
-            pid = ray.get(controller.info.remote())["pid"]
-            mark, wall, started = len(workload.expected), time.time(), time.monotonic()
-            os.kill(pid, signal.SIGKILL)
-            wait_for(lambda p=pid: _answers_with_new_pid(controller, p), timeout=90, what="controller back")
-            report.append(("kill -9 controller", time.monotonic() - started, wall, mark))
-
-            mark, wall = len(workload.expected), time.time()
-            os.kill(broker.pid, signal.SIGSTOP)
-            time.sleep(3)
-            before = delivered()
-            os.kill(broker.pid, signal.SIGCONT)
-            started = time.monotonic()
-            wait_for(lambda b=before: delivered() > b, timeout=90, what="rows after the broker stall")
-            report.append(("broker SIGSTOP 3s", time.monotonic() - started, wall, mark))
-            time.sleep(1)
-
-            crash = round_ % 2 == 0
-            mark, wall, started = len(workload.expected), time.time(), time.monotonic()
-            own.restart(crash=crash)
-            target = server_position()
-            wait_for(lambda t=target: delivered_past(t), timeout=120, what="rows written after the MariaDB restart")
-            report.append(("MariaDB kill -9+start" if crash else "MariaDB restart", time.monotonic() - started,
-                           wall, mark))
-
-            mark, wall, started = len(workload.expected), time.time(), time.monotonic()
-            proxy.outage(2.0)
-            target = server_position()
-            wait_for(lambda t=target: delivered_past(t), timeout=90, what="rows written after the network drop")
-            report.append(("network drop 2s", time.monotonic() - started, wall, mark))
+            elif fault == "broker SIGSTOP 3s":
+                os.kill(broker.pid, signal.SIGSTOP)
+                time.sleep(3)
+                before = delivered()
+                os.kill(broker.pid, signal.SIGCONT)
+                started = time.monotonic()
+                wait_for(lambda b=before: delivered() > b, timeout=90, what="rows after the broker stall")
+            elif fault == "MariaDB restart":
+                crash = restarts % 2 == 0
+                restarts += 1
+                fault = "MariaDB kill -9+start" if crash else fault
+                started = time.monotonic()
+                own.restart(crash=crash)
+                target = server_position()
+                wait_for(lambda t=target: delivered_past(t), timeout=120,
+                         what="rows written after the MariaDB restart")
+            else:
+                assert fault == "network drop 2s", fault
+                started = time.monotonic()
+                proxy.outage(2.0)
+                target = server_position()
+                wait_for(lambda t=target: delivered_past(t), timeout=90, what="rows written after the network drop")
+            report.append((fault, time.monotonic() - started, wall, mark))
+            if fault == "broker SIGSTOP 3s":
+                time.sleep(1)
     finally:
         workload.stop.set()
         workload.join(timeout=60)
@@ -264,13 +346,13 @@ def test_chaos_loses_nothing_and_keeps_key_order(own: MariaDB, broker: Any, tmp_
         # counters restart with each new owner; caught up = the reader is idle at the binlog's end, nothing in flight
         wait_for(lambda: (s := record()["status"]).get("caught_up") and s.get("rows_in_flight") == 0, timeout=120,
                  what="the pipeline to catch up")
-        ray.get(controller.remove.remote("chaos"))
+        ray.get(controller.remove.remote(name))
         ray.kill(controller, no_restart=True)
     finally:
         proxy.stop()
 
-    messages = read_topic(broker.bootstrap, topic)
-    got = [change for _, change in messages]
+    messages = read_topic(broker.bootstrap, topic, mode)
+    got = [change for _, _, _, change in messages]
     missing = set(expected) - set(got)
     duplicates = len(got) - len(set(got))
     # per fault: changes committed after it (and before the next one) that are missing, and copies that
@@ -283,7 +365,7 @@ def test_chaos_loses_nothing_and_keeps_key_order(own: MariaDB, broker: Any, tmp_
     for change in missing:
         lost_after[bisect.bisect_right(marks, index[change])] += 1
     seen: set[tuple[str, int, int]] = set()
-    for ts, change in messages:
+    for ts, _, _, change in sorted(messages):  # in the order they reached Kafka
         if change in seen:
             dup_after[bisect.bisect_right(walls, ts)] += 1
         seen.add(change)
@@ -296,16 +378,45 @@ def test_chaos_loses_nothing_and_keeps_key_order(own: MariaDB, broker: Any, tmp_
     order: dict[int, list[int]] = defaultdict(list)
     for _, key, value in expected:
         order[key].append(value)
-    print(f"\n{'fault':<24} {'recovery s':>10} {'rows lost':>10} {'rows duplicated':>16}")
-    print(f"{'(before the first)':<24} {'':>10} {lost_after[0]:>10} {dup_after[0]:>16}")
-    for i, (name, seconds, _, _) in enumerate(report):
-        print(f"{name:<24} {seconds:>10.1f} {lost_after[i + 1]:>10} {dup_after[i + 1]:>16}")
-    print(f"row changes written {len(expected)}, in Kafka {len(got)}, lost {len(missing)}, duplicated {duplicates}, "
-          f"faults {len(report)}, workload transactions interrupted {workload.interrupted}, proxy {proxy.stats()}")
-    assert len(report) == FAULTS_PER_ROUND * ROUNDS
+    print(f"\n{'mode':<14} {'fault':<28} {'recovery s':>10} {'rows lost':>10} {'rows duplicated':>16}")
+    print(f"{mode:<14} {'(before the first)':<28} {'':>10} {lost_after[0]:>10} {dup_after[0]:>16}")
+    for i, (fault, seconds, _, _) in enumerate(report):
+        print(f"{mode:<14} {fault:<28} {seconds:>10.1f} {lost_after[i + 1]:>10} {dup_after[i + 1]:>16}")
+    hidden = f", records of aborted transactions in the log {uncommitted_records(broker.bootstrap, topic)}" \
+        if exactly else ""
+    print(f"{mode}: row changes written {len(expected)}, in Kafka {len(got)}, lost {len(missing)}, duplicated "
+          f"{duplicates}, faults {len(report)}, workload transactions interrupted {workload.interrupted}, proxy "
+          f"{proxy.stats()}{hidden}")
+    assert len(report) == len(faults)
     assert not missing, f"{len(missing)} row changes lost, e.g. {sorted(missing)[:5]}"
     assert set(got) <= set(expected), "Kafka holds row changes nobody wrote"
     assert dict(first_seen) == dict(order), "per-key order broken"
+    if exactly:
+        assert duplicates == 0, f"exactly-once: {duplicates} row changes committed more than once"
+
+
+def test_kafka_checkpoint_of_an_aborted_transaction_is_never_loaded(broker: Any) -> None:
+    """The writer killed mid-transaction above: its checkpoint record is on the broker, the successor's
+    init_transactions aborts it. Tansu shows it to read_committed consumers; the store must not resume from
+    it (it would skip the aborted rows)."""
+    topic = f"chaos-cp-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic(topic, 1)])[topic].result(30)
+    store = KafkaCheckpointStore("chaos-cp", broker.bootstrap, topic, transactional=True)
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": topic})
+    producer.init_transactions(10)
+    for n, end in ((1, "commit"), (2, "abort"), (3, "open"), (4, "commit"), (5, "abort")):
+        producer.begin_transaction()
+        producer.produce(topic, json.dumps({"source": {"next": n}}).encode(), b"chaos-cp")
+        assert producer.flush(10) == 0
+        if end == "commit":
+            producer.commit_transaction(10)
+        elif end == "abort":
+            producer.abort_transaction(10)
+        else:  # the writer dies with the transaction open; its successor fences and aborts it
+            producer = Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": topic})
+            producer.init_transactions(10)
+        assert store.load() == {"source": {"next": 1 if n < 4 else 4}}, f"after checkpoint {n} ({end})"
 
 
 def _answers_with_new_pid(controller: Any, old: int) -> bool:
