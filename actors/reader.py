@@ -43,10 +43,8 @@ class Reader:
         self.name = cfg.name
         self.epoch = epoch
         self.store = open_store(cfg.checkpoint.store, cfg.name, cfg.pipeline_dir, cfg)
-        saved = self.store.load()
-        self.checkpoint: dict[str, Any] | None = saved
+        self.checkpoint: dict[str, Any] | None = None  # loaded by start()
         self.source = registry.source_class(cfg.source.type)(cfg.name, cfg.source.options)
-        self.source.open(saved["source"] if saved else None)
         self.max_rows = max_rows
         self.acked = {name: 0 for name in sink_names}
         self.pending: OrderedDict[int, tuple[int, dict[str, Any] | None, float]] = OrderedDict()
@@ -57,7 +55,7 @@ class Reader:
         self.in_flight = 0
         self.max_in_flight = 0
         self.delivered_ts = 0.0
-        self.saved: dict[str, Any] | None = saved  # the checkpoint last written to the store
+        self.saved: dict[str, Any] | None = None  # the checkpoint last written to the store
         self.last_save = 0.0
         self.error: str | None = None
         self.state = "created"
@@ -68,10 +66,19 @@ class Reader:
         self.metrics = ReaderMetrics(cfg.name)
         self.recent: deque[RowBatch] = deque()  # the newest batches, for peek
         self.recent_rows = 0
-        log.info("[%s] reader opened %s at %s", self.name, cfg.source.type, saved)
 
     # ------------------------------------------------------------------ lifecycle
+    def _open(self) -> None:
+        """Load the checkpoint and open the source there. Done by `start`, which the pipeline calls once
+        its writers are up: a restarted exactly-once writer has then fenced its predecessor's open
+        transaction, so no commit of a zombie can land after the checkpoint is read."""
+        saved = self.store.load()
+        self.checkpoint = self.saved = saved
+        self.source.open(saved["source"] if saved else None)
+        log.info("[%s] reader opened %s at %s", self.name, self.cfg.source.type, saved)
+
     async def start(self, router: Any) -> None:
+        await asyncio.to_thread(self._open)
         self.router = router
         self.state = "running"
         self.task = asyncio.get_running_loop().create_task(self._run())
@@ -145,7 +152,7 @@ class Reader:
         position = self.source.position()
         if position is not None and (self.checkpoint is None or self.checkpoint.get("source") != position):
             self.checkpoint = {"source": position, "seq": self.committed_seq, "time": time.time()}
-            self._maybe_save()
+        self._maybe_save()  # also a change an earlier idle poll made but could not save yet (rate limit)
 
     def _fail(self, reason: str) -> None:
         if self.error is None:
@@ -233,6 +240,8 @@ class Reader:
     def _status(self) -> dict[str, Any]:
         if self.pending:
             lag = max(0.0, time.time() - next(iter(self.pending.values()))[2])
+        elif self.state == "created":  # the source is not open yet
+            lag = 0.0
         else:
             lag = self.source.lag_seconds()
         self.metrics.lag.set(lag)
@@ -248,7 +257,7 @@ class Reader:
             "lag_seconds": lag,
             "checkpoint": self.checkpoint,
             "checkpoint_store": self.store.describe(),
-            "snapshot": getattr(self.source, "snapshot_progress", lambda: None)(),
+            "snapshot": getattr(self.source, "snapshot_progress", lambda: None)() if self.state != "created" else None,
             "error": self.error,
         }
 

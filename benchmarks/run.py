@@ -8,9 +8,11 @@ stderr). `DBUS_BENCH_QUICK=1`: small row counts (well under 2 minutes).
   Ray; rows/s measured over the steady part of the run (from the first delivered row to the last).
 - scale out (benchmarks/scale.py, in a process of its own: it starts a two-node Ray cluster): one
   pipeline on one node vs two pipelines on two nodes, each node one CPU core; rows/s and the ratio.
+- snapshot (benchmarks/snapshot.py): the mysql source's snapshot read rate, parallelism 1 and 2.
 - e2e (benchmarks/e2e.py): MariaDB -> Ray pipeline -> Kafka (Tansu): catch-up rows/s of pre-written
-  rows and the peak summed RSS of the pipeline's actor processes meanwhile; commit -> Kafka latency
-  percentiles at a steady write rate.
+  rows and the pipeline's memory meanwhile (peak of the summed PSS of its four actor processes: shared
+  pages such as libraries counted once; the summed RSS counts them four times); commit -> Kafka latency
+  percentiles at a steady write rate (5,000 rows/s).
 
 Every figure is measured in this run; the MariaDB and the broker are private ones started here.
 """
@@ -121,13 +123,28 @@ def table(results: dict[str, Any]) -> str:
         c = e2e["catch_up"]
         row(f"e2e catch-up {c['rows']:,} rows: steady", c["rows_per_s_steady"], "rows/s")
         row(f"e2e catch-up {c['rows']:,} rows: wall", c["rows_per_s_wall"], "rows/s")
-        row(f"peak RSS sum, 4 actors ({c['rows']:,} rows)", c["peak_rss_mb"], "MB")
-        row("  RSS sum at start", c["rss_at_start_mb"], "MB")
-        row("  peak PSS sum", c["peak_pss_mb"], "MB")
+        row(f"peak PSS sum, 4 actors ({c['rows']:,} rows)", c["peak_pss_mb"], "MB")
+        row("  PSS sum at start", c.get("pss_at_start_mb"), "MB")
+        row("  peak RSS sum (shared pages counted 4x)", c["peak_rss_mb"], "MB")
     if "latency" in e2e:
         lat = e2e["latency"]
         row(f"commit->Kafka p50 at {lat['rows_per_s_written']:,} rows/s", lat["p50_ms"], "ms")
         row(f"commit->Kafka p99 at {lat['rows_per_s_written']:,} rows/s", lat["p99_ms"], "ms")
+    snap = results.get("snapshot") or {}
+    for p in (1, 2):
+        if f"parallelism_{p}" in snap:
+            row(f"snapshot {snap['rows']:,} rows, parallelism {p}", snap[f"parallelism_{p}"]["rows_per_s"], "rows/s")
+    targets = [("transport", results.get("transport_best_rows_per_s"), ">=",
+                results.get("transport_target_rows_per_s")),
+               ("e2e catch-up", (e2e.get("catch_up") or {}).get("rows_per_s_steady"), ">=",
+                results.get("e2e_target_rows_per_s")),
+               ("p99 latency ms", (e2e.get("latency") or {}).get("p99_ms"), "<", results.get("latency_target_p99_ms")),
+               ("memory (peak PSS MB)", (e2e.get("catch_up") or {}).get("peak_pss_mb"), "<",
+                results.get("memory_target_mb"))]
+    for what, value, cmp, target in targets:
+        if value is not None and target is not None:
+            met = value >= target if cmp == ">=" else value < target
+            lines.append(f"target {what} {cmp} {target:,}: {'met' if met else 'NOT met'} ({value:,})")
     for name, err in (results.get("errors") or {}).items():
         lines.append(f"FAILED {name}: {err}")
     return "\n".join(lines)
@@ -136,6 +153,7 @@ def table(results: dict[str, Any]) -> str:
 def main() -> int:
     from decoder import decoder_bench
     from e2e import catch_up, latency
+    from snapshot import snapshot_bench
 
     from dbus_ray.devstack import Broker, MariaDB
 
@@ -163,7 +181,7 @@ def main() -> int:
             results["transport_best_rows_per_s"] = best
             results["transport_target_rows_per_s"] = 2_000_000
         results["scale_out"] = section(results, "scale-out", scale_out, SCALE_ROWS)
-        results["snapshot"] = section(results, "snapshot", __import__("snapshot").snapshot_bench, mariadb)
+        results["snapshot"] = section(results, "snapshot", snapshot_bench, mariadb)
 
         broker = Broker().start()
         e2e: dict[str, Any] = {}

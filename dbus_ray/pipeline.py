@@ -141,7 +141,7 @@ class Pipeline:
             ray.get(self.reader.start.remote(router), timeout=START_TIMEOUT_S)
         except Exception as exc:
             self.kill()
-            if isinstance(exc, DbusError):
+            if isinstance(exc, DbusError) and not isinstance(exc, ray.exceptions.RayError):
                 raise
             raise DbusError(f"pipeline {cfg.name} cannot start: {reason(exc)}") from None
 

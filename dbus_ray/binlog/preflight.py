@@ -169,9 +169,10 @@ def global_privileges(grants: list[str]) -> tuple[set[str], set[str], bool]:
     return glob, some, role
 
 
-def preflight(conn: pymysql.connections.Connection, ep: Endpoint) -> ServerInfo:
+def preflight(conn: pymysql.connections.Connection, ep: Endpoint, schema_history: bool = False) -> ServerInfo:
     """Check that the server can be read as a row-based binlog by this user; raise DbusError (one line
-    naming the setting or grant and the statement that fixes it) when not."""
+    naming the setting or grant and the statement that fixes it) when not. `schema_history` (the source
+    option) accepts binlog_row_metadata other than FULL on servers that have the setting."""
     with conn.cursor() as cur:
         cur.execute("SELECT VERSION()")
         version = str(cur.fetchone()[0])
@@ -205,10 +206,19 @@ def preflight(conn: pymysql.connections.Connection, ep: Endpoint) -> ServerInfo:
     metadata = variables.get("binlog_row_metadata")
     if needs_metadata and (metadata or "").upper() != "FULL":
         shown = metadata or "unknown"
-        raise DbusError(f"binlog_row_metadata is {shown} on {where}; {_fix('binlog_row_metadata', 'FULL')}")
+        if not schema_history:
+            raise DbusError(
+                f"binlog_row_metadata is {shown} on {where}; {_fix('binlog_row_metadata', 'FULL')}, "
+                "or set source.schema_history: true"
+            )
+        warnings.append(
+            f"binlog_row_metadata is {shown} on {where}: column names come from the schema history kept with "
+            "the checkpoints (source.schema_history), else from information_schema"
+        )
     if metadata is None:
         warnings.append(
-            f"{where} has no binlog_row_metadata: column names come from information_schema (today's schema)"
+            f"{where} has no binlog_row_metadata: column names come from the schema history kept with the "
+            "checkpoints, else from information_schema (today's schema)"
         )
     glob, some, role = global_privileges(grants)
     if not role and "ALL PRIVILEGES" not in glob:

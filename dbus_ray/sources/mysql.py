@@ -11,7 +11,9 @@ the row among the transaction's emitted rows, `txid` the GTID or `file:offset` o
 
 Rows are decoded by `dbus_ray.binlog.types` (type mapping documented there) with the column names
 the TABLE_MAP event carries (binlog_row_metadata=FULL), so rows written before an ALTER decode with
-the old columns. Tables excluded by include/exclude are skipped before any decoding, and so are the
+the old columns; without them, with the schema history (`dbus_ray.binlog.schema_history`, carried in the
+checkpoint as `schema_history`), else information_schema with a column-count check.
+Tables excluded by include/exclude are skipped before any decoding, and so are the
 shadow tables of online schema change tools (`skip_osc_tables`, see OSC_RE): their cut-over rename is a
 DDL row of the table itself. Columns an image leaves out (binlog_row_image MINIMAL/NOBLOB) are listed per
 row in the optional `absent` column (`dbus_ray.model.ABSENT_TYPE`). A DecodeError names the binlog
@@ -22,7 +24,9 @@ first, as `op: read` rows through the same `poll` batches, then the stream from 
 that matches the snapshot. While it runs the checkpoint is `{"snapshot": {...}}`; the batch holding
 its last row carries the binlog checkpoint of that position. With `snapshot_parallelism` >= 2 worker
 actors read the chunks and the stream's checkpoints carry `fences` until it passed every chunk's
-position; `backfill` (`dbus snapshot`) interleaves an on-demand snapshot with the stream.
+position; `backfill` (`dbus snapshot`) interleaves an on-demand snapshot with the stream. Unless
+`snapshot: never`, binlog checkpoints carry `selected` (include/exclude): tables a later start's patterns
+newly select are backfilled (`_snapshot_new_tables`).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import pymysql
 
 from dbus_ray.binlog import stream as bs
 from dbus_ray.binlog.preflight import binlog_index, is_server_id_clash
+from dbus_ray.binlog.schema_history import SchemaHistory
 from dbus_ray.config import Invalid
 from dbus_ray.errors import DbusError, DecodeError
 from dbus_ray.model import ABSENT_TYPE, META_SCHEMA, RowBatch, TableRows
@@ -114,6 +119,7 @@ class MysqlOptions:
     max_rows_per_second: int | None = None  # snapshot read throttle
     snapshot_parallelism: int = 1  # snapshot worker actors reading chunks at once (1: the reader reads them)
     skip_osc_tables: bool = True  # leave out gh-ost / pt-online-schema-change shadow tables (see OSC_RE)
+    schema_history: bool = False  # accept binlog_row_metadata MINIMAL (see dbus_ray.binlog.schema_history)
 
     def __post_init__(self) -> None:
         parse_dsn(self.dsn)
@@ -295,7 +301,7 @@ class MysqlSource(Source):
         self.identity = pf.replica_identity(self.pipeline)
         conn = pf.connect(self.ep)
         try:
-            self.info = pf.preflight(conn, self.ep)
+            self.info = pf.preflight(conn, self.ep, schema_history=o.schema_history)
             logs = pf.binary_logs(conn, self.ep)
             others = pf.registered_replicas(conn, self.server_id)
         finally:
@@ -323,6 +329,12 @@ class MysqlSource(Source):
         self.next_pos = 0
         self.snap: Any = None
         self.snap_progress: dict[str, Any] | None = None
+        # column names per position when TABLE_MAP events carry none (binlog_row_metadata not FULL)
+        self.history = SchemaHistory((checkpoint or {}).get("schema_history"))
+        self.history_on = not self.info.has_row_metadata
+        # the include/exclude the checkpoints record (the old ones until newly selected tables are snapshotted)
+        self.selected: dict[str, list[str]] = {"include": list(o.include), "exclude": list(o.exclude)}
+        self._selected_next: dict[str, list[str]] | None = None
         gtid_start: str | None = None
         if checkpoint and "snapshot" in checkpoint:  # stopped mid-snapshot: go on with it
             self._open_snapshot(checkpoint["snapshot"], logs)
@@ -359,6 +371,8 @@ class MysqlSource(Source):
         self.file, self.next_pos = file, offset
         self._start_stream(file, offset, skip, gtid_start)
         self._restore_fences(checkpoint)
+        if checkpoint and self.snap is None:
+            self._snapshot_new_tables(checkpoint.get("selected"))
         log.info(
             "[%s] mysql source at %s:%s (skip %s) on %s, server_id %s",
             self.pipeline,
@@ -407,8 +421,8 @@ class MysqlSource(Source):
         parts = snap.read(max_rows)
         if snap.done:
             state = snap.state
-            checkpoint: dict[str, Any] = {"file": state["file"], "offset": state["offset"], "skip": 0,
-                                          "gtid": state.get("gtid")}
+            checkpoint: dict[str, Any] = self._extras({"file": state["file"], "offset": state["offset"], "skip": 0,
+                                                       "gtid": state.get("gtid")})
             self.snap_progress = snap.progress()
             snap.close()
             self.snap = None
@@ -445,6 +459,8 @@ class MysqlSource(Source):
         if lifted:
             self.snap = None
             self.snap_progress = fenced.progress()
+            if self._selected_next is not None:  # the newly selected tables are snapshotted
+                self.selected, self._selected_next = self._selected_next, None
             log.info("[%s] stream at %s:%s, past every snapshot chunk", self.pipeline, self.file, self.next_pos)
         if not parts:
             return None
@@ -472,6 +488,31 @@ class MysqlSource(Source):
         self.backfill_queue.append((found, where))
         log.info("[%s] backfill of %s asked for", self.pipeline, ", ".join(t.name for t in found))
         return {"tables": [t.name for t in found], "where": where, "rows_estimate": sum(t.rows_estimate for t in found)}
+
+    def _snapshot_new_tables(self, before: dict[str, Any] | None) -> None:
+        """Resuming with include/exclude that select tables the checkpoint's did not: snapshot those (a
+        backfill, while the stream goes on from the checkpoint) unless `snapshot: never`. The checkpoints
+        keep the old include/exclude until the backfill is done, so a restart before that snapshots again."""
+        o: MysqlOptions = self.options
+        if o.snapshot == "never" or not isinstance(before, dict) or before == self.selected:
+            return
+        was = TableMatcher(list(before.get("include") or []), list(before.get("exclude") or []))
+        from dbus_ray.binlog import preflight as pf
+        from dbus_ray.binlog.snapshot import list_tables
+
+        conn = pf.connect(self.ep)
+        try:
+            new = [f"{db}.{t}" for db, t, _e, _n in list_tables(conn, self.matcher)
+                   if not was(db, t) and not (o.skip_osc_tables and OSC_RE.match(t))]
+        finally:
+            conn.close()
+        if not new:
+            return
+        log.info("[%s] include/exclude now select %s: snapshotting them while streaming", self.pipeline,
+                 ", ".join(new))
+        self.backfill(new)
+        self.selected, self._selected_next = {"include": list(before.get("include") or []),
+                                              "exclude": list(before.get("exclude") or [])}, self.selected
 
     def _restore_fences(self, checkpoint: dict[str, Any] | None) -> None:
         """Resuming from a checkpoint taken while the stream ran behind a parallel snapshot's fences."""
@@ -766,10 +807,10 @@ class MysqlSource(Source):
         if entry is None:
             layout = None
             if self.matcher(db, table) and not (self.options.skip_osc_tables and OSC_RE.match(table)):
+                offset = ev.log_pos - ev.event_size if ev.log_pos else self.next_pos
                 try:
-                    layout = self._layout_of(self.stream.table_map_event(ev).get_table(), db, table)
+                    layout = self._layout_of(self.stream.table_map_event(ev).get_table(), db, table, offset)
                 except (DecodeError, ValueError, IndexError, KeyError, struct.error) as exc:
-                    offset = ev.log_pos - ev.event_size if ev.log_pos else self.next_pos
                     raise DecodeError(
                         f"binlog {self.file}:{offset}: cannot read the table map event of {db}.{table}: {exc}"
                     ) from None
@@ -854,6 +895,8 @@ class MysqlSource(Source):
                 self.names_cache.pop((db, table), None)
                 for key in [k for k, v in self.map_cache.items() if v[0] == db and (v[1] == table or not table)]:
                     del self.map_cache[key]
+            if self.history_on or self.history:
+                self._ddl_passed(named, offset)
             if self.options.skip_osc_tables:  # a DDL on shadow tables only is left out; a cut-over
                 # rename (`t TO _t_del, _t_gho TO t`) is a DDL of `t`
                 target = next((n for n in named if not n[1] or not OSC_RE.match(n[1])), None)
@@ -872,8 +915,8 @@ class MysqlSource(Source):
         if not self.txn.began:
             self._end()
 
-    def _layout_of(self, table_obj: Any, db: str, table: str) -> Any:
-        """The layout of a table definition (a stock `Table` parsed from a TABLE_MAP event)."""
+    def _layout_of(self, table_obj: Any, db: str, table: str, offset: int = 0) -> Any:
+        """The layout of a table definition (a stock `Table` parsed from a TABLE_MAP event at `offset`)."""
         from dbus_ray.binlog.types import Layout, columns_of
 
         cols = table_obj.columns
@@ -882,8 +925,45 @@ class MysqlSource(Source):
             pk = table_obj.primary_key
             key = (pk,) if isinstance(pk, str) and pk else tuple(pk) if pk else ()
         else:
-            names, key = self._schema_from_catalog(db, table)
+            names, key = self._names_at(db, table, len(cols), offset)
         return Layout(db, table, columns_of(table_obj, names), key)
+
+    def _live(self, offset: int) -> bool:
+        """At `offset` of the current file the stream is caught up with where the server was at open, so
+        information_schema describes the tables as of here."""
+        return self.reached or (binlog_index(self.file), offset) >= self.target
+
+    def _names_at(self, db: str, table: str, n: int, offset: int) -> tuple[list[str], tuple[str, ...]]:
+        """Column names and key of a table whose TABLE_MAP event (at `offset`, `n` columns) carries no names:
+        the schema history's version valid there, else information_schema (recorded in the history when the
+        stream is live), whose column count must match the event's."""
+        version = self.history.at(db, table, self.file, offset)
+        if version is not None and version.columns is not None and len(version.columns) == n:
+            return list(version.columns), version.key
+        names, key = self._schema_from_catalog(db, table)
+        if len(names) != n:
+            raise DbusError(
+                f"binlog {self.file}:{offset}: table {db}.{table} has {n} columns in the binlog but {len(names)} "
+                "in information_schema (altered since) and the schema history has no definition for this "
+                "position: set binlog_row_metadata=FULL on the server, or restart the pipeline from a snapshot"
+            )
+        if self._live(offset):
+            self.history.record(db, table, self.file, offset, names, key)
+        return names, key
+
+    def _ddl_passed(self, named: list[tuple[str, str]], offset: int) -> None:
+        """A DDL statement (at `offset`) on the tables `named` passed: record their definitions from here on
+        when live; when behind, mark the versions recorded before it as no longer known (unless the history
+        has the definition that starts here)."""
+        live = self._live(offset)
+        for db, table in named:
+            if not table or not self.matcher(db, table):
+                continue
+            if live:
+                names, key = self._schema_from_catalog(db, table)
+                self.history.record(db, table, self.file, offset, names or None, key)
+            elif self.history.tables.get((db, table)) and not self.history.recorded_at(db, table, self.file, offset):
+                self.history.record(db, table, self.file, offset, None)
 
     def _schema_from_catalog(self, db: str, table: str) -> tuple[list[str], tuple[str, ...]]:
         """Column names and primary key from information_schema (servers without binlog_row_metadata)."""
@@ -1002,14 +1082,23 @@ class MysqlSource(Source):
         """Where to resume so that every row handed out so far is skipped and no other."""
         if self.pending:
             seg = self.pending[0]
-            return {"file": seg.tfile, "offset": seg.toffset, "skip": seg.index, "gtid": seg.gtid}
+            return self._extras({"file": seg.tfile, "offset": seg.toffset, "skip": seg.index, "gtid": seg.gtid})
         txn = self.txn
         if txn is not None:
-            return {"file": txn.file, "offset": txn.offset, "skip": txn.rows, "gtid": txn.gtid}
+            return self._extras({"file": txn.file, "offset": txn.offset, "skip": txn.rows, "gtid": txn.gtid})
         if self.resume is not None:
             file, offset, skip = self.resume
-            return {"file": file, "offset": offset, "skip": skip, "gtid": self.last_gtid}
-        return {"file": self.file, "offset": self.next_pos, "skip": 0, "gtid": self.last_gtid}
+            return self._extras({"file": file, "offset": offset, "skip": skip, "gtid": self.last_gtid})
+        return self._extras({"file": self.file, "offset": self.next_pos, "skip": 0, "gtid": self.last_gtid})
+
+    def _extras(self, checkpoint: dict[str, Any]) -> dict[str, Any]:
+        """A binlog checkpoint with the include/exclude it was taken under (unless `snapshot: never`) and the
+        schema history (pruned to what a resume from it needs) when there is one."""
+        if self.options.snapshot != "never":
+            checkpoint["selected"] = self.selected
+        if self.history:
+            checkpoint["schema_history"] = self.history.to_json(checkpoint["file"], checkpoint["offset"])
+        return checkpoint
 
     def position(self) -> dict[str, Any] | None:
         """Between transactions with nothing pending: the position after the last commit read."""
