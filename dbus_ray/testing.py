@@ -8,6 +8,20 @@ from collections.abc import Callable
 from typing import Any
 
 
+def sibling_test(test_file: str, name: str) -> Any:
+    """The test module `name` (e.g. "test_mysql_source.py") of the folder of `test_file` (a test's
+    `__file__`), loaded by path for its tables and helpers: the test folders are not packages."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(test_file).with_name(name)
+    spec = importlib.util.spec_from_file_location(f"_dbus_sibling_{path.stem}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def wait_for(check: Callable[[], Any], timeout: float = 60.0, what: str = "condition", every: float = 0.2) -> Any:
     """Call `check` until it returns something true (returned), or fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout

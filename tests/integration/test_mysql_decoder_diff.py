@@ -23,31 +23,21 @@ cell and the value SELECT returns, which ours must equal (and stock must still d
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from dbus_ray.sources.mysql import MysqlOptions, MysqlSource
+from dbus_ray.testing import sibling_test
 
 pytestmark = pytest.mark.integration
 
 DB = "dbus_test"
 
 
-def _fidelity_table() -> tuple[str, list[str]]:
-    """TYPES_DDL and TYPE_ROWS of test_mysql_source.py (loaded by path: tests are not a package)."""
-    path = Path(__file__).with_name("test_mysql_source.py")
-    spec = importlib.util.spec_from_file_location("_dbus_mysql_source_types", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.TYPES_DDL, module.TYPE_ROWS
-
-
-TYPES_DDL, TYPE_ROWS = _fidelity_table()
+_source_tests = sibling_test(__file__, "test_mysql_source.py")
+TYPES_DDL, TYPE_ROWS = _source_tests.TYPES_DDL, _source_tests.TYPE_ROWS  # the type-fidelity table
 
 # (column, row id) -> the value SELECT returns, where stock python-mysql-replication 1.0.17 decodes a
 # different value

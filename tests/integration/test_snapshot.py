@@ -6,7 +6,6 @@ after PURGE BINARY LOGS."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
 import threading
@@ -21,21 +20,11 @@ from dbus_ray.config import parse_config
 from dbus_ray.errors import DbusError
 from dbus_ray.model import dumps
 from dbus_ray.sources.mysql import MysqlOptions, MysqlSource
-from dbus_ray.testing import drain, execute, position, table_name
+from dbus_ray.testing import drain, execute, position, sibling_test, table_name
 
 pytestmark = pytest.mark.integration
 
 DB = "dbus_test"
-
-
-def _source_tests() -> Any:
-    """test_mysql_source.py (loaded by path: tests are not a package), for its type-fidelity table."""
-    path = Path(__file__).with_name("test_mysql_source.py")
-    spec = importlib.util.spec_from_file_location("_dbus_mysql_source_for_snapshot", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def fill(conn: pymysql.connections.Connection, table: str, n: int, start: int = 0) -> None:
@@ -119,7 +108,7 @@ def apply_upserts(rows: list[dict[str, Any]]) -> dict[str, dict[Any, dict[str, A
 
 
 def test_snapshot_values_and_types_equal_the_binlog_decoder(mariadb: Any, root: Any) -> None:
-    mod = _source_tests()
+    mod = sibling_test(__file__, "test_mysql_source.py")  # its type-fidelity table
     t = table_name("snap_types")
     execute(root, mod.TYPES_DDL.format(t=t))
     start = position(root)

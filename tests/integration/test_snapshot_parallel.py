@@ -6,7 +6,6 @@ worker is survived (its chunks are read again); a stop mid-snapshot resumes afte
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import random
 import signal
@@ -18,24 +17,14 @@ from typing import Any
 import pytest
 import ray
 
-from dbus_ray.testing import execute, table_name, wait_for
+from dbus_ray.testing import execute, sibling_test, table_name, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session")]
 
 DB = "dbus_test"
 
 
-def _snapshot_tests() -> Any:
-    """test_snapshot.py (loaded by path: tests are not a package), for its helpers."""
-    path = Path(__file__).with_name("test_snapshot.py")
-    spec = importlib.util.spec_from_file_location("_dbus_snapshot_for_parallel", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-snap = _snapshot_tests()
+snap = sibling_test(__file__, "test_snapshot.py")  # its helpers
 
 
 def writer_thread(mariadb: Any, t: str, n: int, stop: threading.Event, commits: list[float],
