@@ -22,6 +22,21 @@ def sibling_test(test_file: str, name: str) -> Any:
     return module
 
 
+def live_actor_pid(name: str) -> int | None:
+    """The process id of the live actor named `name` (any namespace, from the GCS), None when none is."""
+    from ray._private import state
+
+    for info in state.actors().values():
+        if info.get("Name") == name and info.get("State") == "ALIVE" and info.get("Pid"):
+            return int(info["Pid"])
+    return None
+
+
+def actor_pid(name: str, timeout: float = 30.0) -> int:
+    """The process id of the live actor named `name`, waiting up to `timeout` seconds for one."""
+    return wait_for(lambda: live_actor_pid(name), timeout=timeout, what=f"a live actor {name}")
+
+
 def wait_for(check: Callable[[], Any], timeout: float = 60.0, what: str = "condition", every: float = 0.2) -> Any:
     """Call `check` until it returns something true (returned), or fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout

@@ -43,7 +43,7 @@ from dbus_ray.binlog.preflight import binlog_index
 from dbus_ray.devstack import MariaDB
 from dbus_ray.kafka_checkpoints import KafkaCheckpointStore
 from dbus_ray.netfault import FaultProxy
-from dbus_ray.testing import execute, position, wait_for
+from dbus_ray.testing import actor_pid, execute, position, wait_for
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -140,18 +140,6 @@ class Workload(threading.Thread):
             conn.close()
         except BaseException as exc:  # noqa: BLE001 - the test reports it
             self.error = exc
-
-
-def actor_pid(name: str) -> int:
-    from ray._private.state import actors
-
-    def alive() -> int | None:
-        for actor in actors().values():
-            if actor.get("Name") == name and actor["State"] == "ALIVE" and actor.get("Pid"):
-                return actor["Pid"]
-        return None
-
-    return wait_for(alive, timeout=30, what=f"a live actor {name}")
 
 
 def _change(msg: Any) -> tuple[int, int, int, tuple[str, int, int]]:

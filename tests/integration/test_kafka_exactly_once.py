@@ -28,7 +28,7 @@ from dbus_ray.kafka_checkpoints import KafkaCheckpointStore, store_for
 from dbus_ray.pipeline import Pipeline, run_pipeline
 from dbus_ray.sinks.kafka import KafkaOptions, KafkaSink
 from dbus_ray.sources.mock import MockOptions, MockSource
-from dbus_ray.testing import wait_for
+from dbus_ray.testing import actor_pid
 
 from .test_kafka_sink import check_every_row, read_topic
 
@@ -257,18 +257,6 @@ def test_log_markers_decide_what_read_committed_sees(broker: Any) -> None:
         | {(0, b"plain")}
     everything = read_topic(broker.bootstrap, topic, committed=True)
     print(f"\nlibrdkafka read_committed on Tansu: {len(everything)} records, kafka_log: {len(got)}")
-
-
-def actor_pid(name: str) -> int:
-    from ray._private.state import actors
-
-    def alive() -> int | None:
-        for actor in actors().values():
-            if actor.get("Name") == name and actor["State"] == "ALIVE" and actor.get("Pid"):
-                return actor["Pid"]
-        return None
-
-    return wait_for(alive, timeout=30, what=f"a live actor {name}")
 
 
 def log_counts(bootstrap: str, topic: str) -> tuple[int, int]:

@@ -27,7 +27,7 @@ from dbus_ray.config import PipelineConfig, parse_config
 from dbus_ray.devstack import MariaDB
 from dbus_ray.errors import DbusError
 from dbus_ray.sources.mysql import MysqlOptions, MysqlSource
-from dbus_ray.testing import execute, position, table_name, wait_for
+from dbus_ray.testing import execute, live_actor_pid, position, table_name, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -146,15 +146,6 @@ def live_actor_names(pipeline: str) -> list[str]:
 
     return [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
             if a["name"].startswith(f"dbus:{pipeline}:")]
-
-
-def actor_pid(name: str) -> int | None:
-    from ray._private import state
-
-    for info in state.actors().values():
-        if info.get("Name") == name and info.get("State") == "ALIVE" and info.get("Pid"):
-            return int(info["Pid"])
-    return None
 
 
 def proc_status(pid: int) -> dict[str, int]:
@@ -303,7 +294,7 @@ def test_million_row_delete_and_update_stream_with_bounded_reader_memory(
     def sample() -> None:
         pid = None
         while not done.is_set() and pid is None:
-            pid = actor_pid(reader)
+            pid = live_actor_pid(reader)
             if pid is None:
                 time.sleep(0.01)
         while pid is not None and not done.is_set():
