@@ -173,3 +173,28 @@ def test_cli_plugins_lists_every_type() -> None:
     listed = {(r["kind"], r["type"]) for r in json.loads(result.stdout)}
     assert {("source", "mock"), ("source", "mysql"), ("sink", "kafka"), ("sink", "jsonl"), ("sink", "null"),
             ("sink", "stdout")} <= listed
+
+
+@pytest.mark.parametrize("start, kind, value", [
+    ("latest", "latest", None),
+    ("earliest", "earliest", None),
+    ("mysql-bin.000042:1234", "position", ("mysql-bin.000042", 1234)),
+    ("0-1-100", "gtid", "0-1-100"),  # MariaDB domain-server-seq
+    ("0-1-100,1-2-7", "gtid", "0-1-100,1-2-7"),
+    ("3e11fa47-71ca-11e1-9e33-c80aa9429562:1-77", "gtid", "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-77"),  # MySQL
+    ("3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5:7-9, 4f11fa47-71ca-11e1-9e33-c80aa9429562:3", "gtid",
+     "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5:7-9, 4f11fa47-71ca-11e1-9e33-c80aa9429562:3"),
+])
+def test_mysql_start_forms(start: str, kind: str, value: object) -> None:
+    from dbus_ray.sources.mysql import parse_start
+
+    assert parse_start(start) == (kind, value)
+
+
+@pytest.mark.parametrize("start", ["", "latest-ish", "binlog:abc", "0-1", "3e11fa47:1-7"])
+def test_mysql_bad_start_is_refused(start: str) -> None:
+    from dbus_ray.config import Invalid
+    from dbus_ray.sources.mysql import parse_start
+
+    with pytest.raises(Invalid, match="bad start"):
+        parse_start(start)
