@@ -22,7 +22,7 @@ class Parcel:
     pipeline: str
     seq: int  # the last batch's sequence number: acknowledging it covers every batch of the parcel
     rows: int
-    tables: frozenset[str]  # "db.table" of every run, for the router's fast path
+    tables: frozenset[tuple[str, str]]  # (db, table) of every run, for the router's fast path
     checkpoint: dict[str, Any] | None
     ts: float
     refs: list[Any] = field(default_factory=list)  # ObjectRefs of RowBatch objects, in source order
@@ -31,13 +31,7 @@ class Parcel:
     def put(cls, batch: RowBatch) -> Parcel:
         """The batch into the object store, its head into a parcel."""
         tables = frozenset((p.db, p.table) for p in batch.parts)
-        return cls.of(batch, ray.put(batch), tables)
-
-    @classmethod
-    def of(cls, batch: RowBatch, ref: Any, tables: frozenset[Any] | None = None) -> Parcel:
-        if tables is None:
-            tables = frozenset((p.db, p.table) for p in batch.parts)
-        return cls(batch.pipeline, batch.seq, batch.num_rows, tables, batch.checkpoint, batch.ts, [ref])
+        return cls(batch.pipeline, batch.seq, batch.num_rows, tables, batch.checkpoint, batch.ts, [ray.put(batch)])
 
     @staticmethod
     def merge(parcels: list[Parcel]) -> Parcel:

@@ -481,6 +481,28 @@ class Snapshot:
         return dict(self.state)
 
     # ------------------------------------------------------------------ reading
+    def _start_table(self, parts: list[TableRows]) -> SnapTable | None:
+        """The next queued table, its start marker appended to `parts`; None (and done) when none is left."""
+        if not self.queue:
+            self.done = True
+            self.t_done = time.monotonic()
+            return None
+        t = self.queue[0]
+        self.state.update(table=t.name, last_pk=None, rows=0)
+        parts.append(self._marker(t, "start", None))
+        return t
+
+    def _end_table(self, t: SnapTable, parts: list[TableRows]) -> None:
+        """`t` is read: its end marker appended to `parts`; the last end marker ends the snapshot (its batch
+        carries the position)."""
+        parts.append(self._marker(t, "end", self.state["rows"]))
+        self.state["tables_done"] = [*self.state["tables_done"], t.name]
+        self.state.update(table=None, last_pk=None, rows=0)
+        self.queue.pop(0)
+        if not self.queue:
+            self.done = True
+            self.t_done = time.monotonic()
+
     def read(self, max_rows: int) -> list[TableRows]:
         """The next runs of at most `max_rows` rows (markers included); `self.state` is then the state after
         them, `self.done` True once every table is read (the last end marker is in these runs)."""
@@ -491,14 +513,9 @@ class Snapshot:
             if self.buf_at >= len(self.buf):
                 if self.state["table"] is None:
                     self._flush(parts, rows)
-                    if not self.queue:
-                        self.done = True
-                        self.t_done = time.monotonic()
+                    if self._start_table(parts) is None:
                         break
-                    t = self.queue[0]
-                    self.state.update(table=t.name, last_pk=None, rows=0)
                     self.buf, self.buf_at, self.exhausted = [], 0, False
-                    parts.append(self._marker(t, "start", None))
                     got += 1
                     continue
                 t = self.queue[0]
@@ -506,14 +523,8 @@ class Snapshot:
                     self._fetch(t)
                 if self.buf_at >= len(self.buf):  # the table is read
                     self._flush(parts, rows)
-                    parts.append(self._marker(t, "end", self.state["rows"]))
+                    self._end_table(t, parts)
                     got += 1
-                    self.state["tables_done"] = [*self.state["tables_done"], t.name]
-                    self.state.update(table=None, last_pk=None, rows=0)
-                    self.queue.pop(0)
-                    if not self.queue:  # the last end marker ends the snapshot (its batch carries the position)
-                        self.done = True
-                        self.t_done = time.monotonic()
                     continue
             k = min(max_rows - got, len(self.buf) - self.buf_at)
             if self.rate:
@@ -806,14 +817,10 @@ class ParallelSnapshot(Snapshot):
         got = 0
         while got < max_rows and not self.done:
             if self.state["table"] is None:
-                if not self.queue:
-                    self.done = True
-                    self.t_done = time.monotonic()
+                t = self._start_table(parts)
+                if t is None:
                     break
-                t = self.queue[0]
-                self.state.update(table=t.name, last_pk=None, rows=0)
                 self._plan(t, None)
-                parts.append(self._marker(t, "start", None))
                 got += 1
                 self.safe = dict(self.state)
                 continue
@@ -840,14 +847,8 @@ class ParallelSnapshot(Snapshot):
                 self.cur = None
                 if hi is None:  # the last one: the table is read (its end marker goes with its last rows)
                     self._fence(t, None, at)
-                    parts.append(self._marker(t, "end", self.state["rows"]))
+                    self._end_table(t, parts)
                     got += 1
-                    self.state["tables_done"] = [*self.state["tables_done"], t.name]
-                    self.state.update(table=None, last_pk=None, rows=0)
-                    self.queue.pop(0)
-                    if not self.queue:
-                        self.done = True
-                        self.t_done = time.monotonic()
                 else:
                     self.state["last_pk"] = pk_to_json(hi)
                     self._fence(t, self.state["last_pk"], at)
