@@ -30,14 +30,19 @@ class RayRuntime:
         return {n["NodeID"]: float(n["Resources"].get("dbus_capacity", 1.0))
                 for n in ray.nodes() if n["Alive"]}
 
-    def start(self, cfg: PipelineConfig, epoch: int, node: str) -> Pipeline:
-        pipeline = Pipeline(cfg, epoch=epoch, node_id=node, detached=True)
+    def start(self, cfg: PipelineConfig, epoch: int, node: str, secrets: dict[str, str],
+              expect_checkpoint: bool) -> Pipeline:
+        pipeline = Pipeline(cfg, epoch=epoch, node_id=node, detached=True, secrets=secrets,
+                            expect_checkpoint=expect_checkpoint)
         pipeline.kill_strays()
         pipeline.start()
         return pipeline
 
     def attach(self, cfg: PipelineConfig, epoch: int) -> Pipeline | None:
         return Pipeline.attach(cfg, epoch)
+
+    def secrets(self, pipeline: str, epoch: int) -> dict[str, str] | None:
+        return Pipeline.secrets_of(pipeline, epoch)
 
     def health(self, handle: Pipeline) -> dict[str, Any]:
         return handle.health(HEALTH_TIMEOUT_S)

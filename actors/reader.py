@@ -10,14 +10,17 @@ order, at most every `checkpoint.every_ms` and always on stop.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import os
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from typing import Any
 
 import ray
 
 from dbus_ray import fencing, heap, registry
+from dbus_ray.acks import Checkpoint, SubmittedBatches
 from dbus_ray.checkpoints import open_store
 from dbus_ray.config import PipelineConfig
 from dbus_ray.errors import DbusError, reason
@@ -36,26 +39,29 @@ PEEK_ROWS = 1000
 @ray.remote(num_cpus=0, max_restarts=0, max_concurrency=64)
 class Reader:
     def __init__(
-        self, cfg: PipelineConfig, sink_names: list[str], max_rows: int | None = None, epoch: int | None = None
+        self,
+        cfg: PipelineConfig,
+        sink_names: list[str],
+        max_rows: int | None = None,
+        epoch: int | None = None,
+        secrets: dict[str, str] | None = None,
+        expect_checkpoint: bool = False,
     ) -> None:
         heap.use_system_pool()
         self.cfg = cfg
         self.name = cfg.name
         self.epoch = epoch
+        # the values of the spec's `${VAR}`s, in this process's memory only: a restarted controller
+        # asks for them back (`secrets()`), so it can keep supervising without writing them anywhere
+        self._secrets = dict(secrets or {})
+        self.expect_checkpoint = expect_checkpoint  # the controller knows a checkpoint was saved before
         self.store = open_store(cfg.checkpoint.store, cfg.name, cfg.pipeline_dir, cfg)
-        self.checkpoint: dict[str, Any] | None = None  # loaded by start()
         self.source = registry.source_class(cfg.source.type)(cfg.name, cfg.source.options)
         self.max_rows = max_rows
-        self.acked = {name: 0 for name in sink_names}
-        self.pending: OrderedDict[int, tuple[int, dict[str, Any] | None, float]] = OrderedDict()
-        self.seq = 0
-        self.committed_seq = 0
+        self.sink_names = list(sink_names)
+        self.book = SubmittedBatches(self.sink_names)  # replaced by start() once the checkpoint is loaded
         self.rows_read = 0
-        self.rows_delivered = 0
-        self.in_flight = 0
         self.max_in_flight = 0
-        self.delivered_ts = 0.0
-        self.saved: dict[str, Any] | None = None  # the checkpoint last written to the store
         self.last_save = 0.0
         self.error: str | None = None
         self.state = "created"
@@ -72,9 +78,15 @@ class Reader:
         """Load the checkpoint and open the source there. Done by `start`, which the pipeline calls once
         its writers are up: a restarted exactly-once writer has then fenced its predecessor's open
         transaction, so no commit of a zombie can land after the checkpoint is read."""
-        saved = self.store.load()
-        self.checkpoint = self.saved = saved
-        self.source.open(saved["source"] if saved else None)
+        saved = Checkpoint.from_dict(self.store.load())
+        if saved is None and self.expect_checkpoint and self.cfg.checkpoint.on_missing == "fail":
+            raise DbusError(
+                f"pipeline {self.name}: checkpoint store {self.store.describe()} is empty, but the pipeline "
+                "saved checkpoints before: starting anew would skip rows. Restore the store, or set "
+                "checkpoint.on_missing: start to start from source.start"
+            )
+        self.book = SubmittedBatches(self.sink_names, saved)
+        self.source.open(saved.source if saved else None)
         log.info("[%s] reader opened %s at %s", self.name, self.cfg.source.type, saved)
 
     async def start(self, router: Any) -> None:
@@ -95,7 +107,7 @@ class Reader:
                 want = flow.read_batch_rows
                 if self.max_rows is not None:
                     want = min(want, self.max_rows - self.rows_read)
-                while self.in_flight + want > flow.max_rows_in_flight and self.state == "running":
+                while self.book.rows_in_flight + want > flow.max_rows_in_flight and self.state == "running":
                     self.capacity.clear()
                     try:
                         await asyncio.wait_for(self.capacity.wait(), 0.1)
@@ -103,22 +115,21 @@ class Reader:
                         pass
                 if self.state != "running":
                     break
-                batch = await asyncio.to_thread(self.source.poll, want, self.seq + 1)
+                batch = await asyncio.to_thread(self.source.poll, want, self.book.last_seq + 1)
                 if batch is None or batch.num_rows == 0:
                     self.caught_up = self.source.caught_up()
-                    if not self.pending:
-                        self._advance_idle()
+                    self.book.idle(self.source.position(), time.time())
+                    self._maybe_save()  # also a change an earlier idle poll made but could not save yet
                     await asyncio.sleep(0.005 if not self.caught_up else 0.02)
                     continue
-                self.seq += 1
                 self.caught_up = self.source.caught_up()
                 rows = batch.num_rows
-                self.pending[self.seq] = (rows, batch.checkpoint, batch.ts)
+                seq = self.book.submit(rows, batch.checkpoint, batch.ts)
+                assert seq == batch.seq, f"batch {batch.seq} submitted as {seq}"
                 self.rows_read += rows
-                self.in_flight += rows
                 self.metrics.rows_in.inc(rows)
                 self._remember(batch)
-                self.max_in_flight = max(self.max_in_flight, self.in_flight)
+                self.max_in_flight = max(self.max_in_flight, self.book.rows_in_flight)
                 calls.append(self.router.push.remote(Parcel.put(batch)))
                 heap.trim()
                 if len(calls) >= MAX_PENDING_CALLS:
@@ -147,13 +158,6 @@ class Reader:
                     return out
         return out
 
-    def _advance_idle(self) -> None:
-        """Nothing in flight: let the checkpoint follow the source past reads that carried no rows."""
-        position = self.source.position()
-        if position is not None and (self.checkpoint is None or self.checkpoint.get("source") != position):
-            self.checkpoint = {"source": position, "seq": self.committed_seq, "time": time.time()}
-        self._maybe_save()  # also a change an earlier idle poll made but could not save yet (rate limit)
-
     def _fail(self, reason: str) -> None:
         if self.error is None:
             self.error = reason
@@ -164,6 +168,16 @@ class Reader:
 
     async def fail(self, reason: str) -> None:
         self._fail(reason)
+
+    async def sink_failed(self, sink: str, first_seq: int, reason: str) -> None:
+        """A writer could not deliver batch `first_seq`: no later acknowledgement of it counts, the
+        pipeline stops, and its checkpoint stays before that batch."""
+        self.book.fail(sink, first_seq, reason)
+        self._fail(reason)
+
+    async def secrets(self) -> dict[str, str]:
+        """The values of the spec's `${VAR}`s this pipeline was started with (for a restarted controller)."""
+        return dict(self._secrets)
 
     async def stop(self, timeout: float = 30.0) -> dict[str, Any]:
         """Stop reading, deliver what is in flight, save the final checkpoint, close the source."""
@@ -177,7 +191,7 @@ class Reader:
                 await asyncio.wait_for(self.router.flush.remote(), timeout)
             except Exception as exc:
                 self._fail(reason(exc))
-            while self.pending and self.error is None and time.monotonic() < deadline:
+            while self.book.pending and self.error is None and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)
         self._save()
         await asyncio.to_thread(self.source.close)
@@ -195,22 +209,9 @@ class Reader:
 
     # ------------------------------------------------------------------ acks and checkpoints
     async def ack(self, sink: str, seq: int) -> None:
-        if seq <= self.acked.get(sink, 0):
-            return
-        self.acked[sink] = seq
-        done = min(self.acked.values())
-        while self.pending:
-            first = next(iter(self.pending))
-            if first > done:
-                break
-            rows, checkpoint, ts = self.pending.popitem(last=False)[1]
-            self.in_flight -= rows
-            self.rows_delivered += rows
-            self.metrics.rows_delivered.inc(rows)
-            self.committed_seq = first
-            self.delivered_ts = max(self.delivered_ts, ts)
-            if checkpoint is not None:
-                self.checkpoint = {"source": checkpoint, "seq": first, "time": time.time()}
+        delivered = self.book.ack(sink, seq, time.time())
+        if delivered:
+            self.metrics.rows_delivered.inc(delivered)
         self.capacity.set()
         self._maybe_save()
 
@@ -220,42 +221,49 @@ class Reader:
 
     def _save(self) -> None:
         self.last_save = time.monotonic()
-        if self.checkpoint is not None and self.checkpoint is not self.saved:
-            if self.epoch is not None:
-                current = fencing.current_epoch(self.name)
-                if current != self.epoch:
-                    self._fail(f"stale epoch {self.epoch} (the controller's is {current}): checkpoint refused")
-                    return
-                self.checkpoint["epoch"] = self.epoch
-            self.store.save(self.checkpoint)
-            self.saved = self.checkpoint
+        checkpoint = self.book.to_save()
+        if checkpoint is None:
+            return
+        if self.epoch is not None:
+            current = fencing.current_epoch(self.name)
+            if current != self.epoch:
+                self._fail(f"stale epoch {self.epoch} (the controller's is {current}): checkpoint refused")
+                return
+            checkpoint = dataclasses.replace(checkpoint, epoch=self.epoch)
+        self.store.save(checkpoint.to_dict())
+        self.book.mark_saved(checkpoint)
+        self.book.checkpoint = checkpoint
 
     # ------------------------------------------------------------------ status
     async def identity(self) -> dict[str, Any]:
-        return {"pipeline": self.name, "epoch": self.epoch, "node": ray.get_runtime_context().get_node_id()}
+        return {"pipeline": self.name, "epoch": self.epoch, "node": ray.get_runtime_context().get_node_id(),
+                "pid": os.getpid()}
 
     async def status(self) -> dict[str, Any]:
         return self._status()
 
     def _status(self) -> dict[str, Any]:
-        if self.pending:
-            lag = max(0.0, time.time() - next(iter(self.pending.values()))[2])
+        oldest = self.book.oldest_ts
+        if oldest is not None:
+            lag = max(0.0, time.time() - oldest)
         elif self.state == "created":  # the source is not open yet
             lag = 0.0
         else:
             lag = self.source.lag_seconds()
         self.metrics.lag.set(lag)
-        self.metrics.in_flight.set(self.in_flight)
+        self.metrics.in_flight.set(self.book.rows_in_flight)
+        checkpoint = self.book.checkpoint
         return {
             "pipeline": self.name,
             "state": self.state,
             "rows_read": self.rows_read,
-            "rows_delivered": self.rows_delivered,
-            "rows_in_flight": self.in_flight,
+            "rows_delivered": self.book.rows_delivered,
+            "rows_in_flight": self.book.rows_in_flight,
             "max_rows_in_flight": self.max_in_flight,
-            "caught_up": self.caught_up and not self.pending,
+            "caught_up": self.caught_up and not self.book.pending,
             "lag_seconds": lag,
-            "checkpoint": self.checkpoint,
+            "checkpoint": checkpoint.to_dict() if checkpoint is not None else None,
+            "checkpoint_saved": self.book.saved is not None,
             "checkpoint_store": self.store.describe(),
             "snapshot": getattr(self.source, "snapshot_progress", lambda: None)() if self.state != "created" else None,
             "error": self.error,

@@ -1,6 +1,11 @@
 """Writer actor `dbus:<pipeline>:writer:<sink>`: delivers batches to one sink, one at a time and in
 order, then acknowledges each to the reader, which advances the checkpoint. The rows come as object-store
-references (`dbus_ray.parcel`), fetched here."""
+references (`dbus_ray.parcel`), fetched here.
+
+A batch that fails is the writer's last: it reports the failure to the reader (after every earlier
+acknowledgement, so in order) and refuses every later batch without touching the sink, so nothing after
+a row that was not delivered is delivered or acknowledged, and the checkpoint stays before it. The
+pipeline stops; the controller restarts it from that checkpoint."""
 
 from __future__ import annotations
 
@@ -33,21 +38,28 @@ class Writer:
         self.rows = 0
         self.batches = 0
         self.last_latency = 0.0
+        self.acked_seq = 0  # the last batch acknowledged
+        self.failure: str | None = None  # why a batch failed: the writer delivers nothing after it
         self.metrics = WriterMetrics(cfg.name, sink.name)
 
     def write(self, parcel: Parcel) -> int:
+        if self.failure is not None:
+            raise RuntimeError(f"{self.failure} (batch {parcel.seq} not written: the sink failed before it)")
         started = time.monotonic()
-        batch = parcel.unpack(ray.get(parcel.refs))
         try:
+            batch = parcel.unpack(ray.get(parcel.refs))
             self.sink.write(batch)
         except Exception as exc:
             self.metrics.errors.inc()
-            raise RuntimeError(f"sink {self.sink_name} ({self.sink.type_name}): {exc}") from exc
+            self.failure = f"sink {self.sink_name} ({self.sink.type_name}): {exc}"
+            self.reader.sink_failed.remote(self.sink_name, self.acked_seq + 1, self.failure)
+            raise RuntimeError(self.failure) from exc
         self.last_latency = time.monotonic() - started
         self.metrics.latency.observe(self.last_latency)
         self.metrics.rows_out.inc(batch.num_rows)
         self.rows += batch.num_rows
         self.batches += 1
+        self.acked_seq = batch.seq
         self.reader.ack.remote(self.sink_name, batch.seq)
         del batch
         heap.trim()
@@ -58,4 +70,5 @@ class Writer:
 
     @ray.method(concurrency_group="control")
     def stats(self) -> dict[str, Any]:
-        return {"rows": self.rows, "batches": self.batches, "last_latency_s": self.last_latency}
+        return {"rows": self.rows, "batches": self.batches, "last_latency_s": self.last_latency,
+                "failure": self.failure}

@@ -81,14 +81,19 @@ class FlowOptions:
 
 @dataclass
 class CheckpointOptions:
-    store: str = "file"  # file | gcs
+    store: str = "file"  # file | gcs | kafka
     every_ms: int = 200  # commit at most this often (and always on stop)
+    # a pipeline that saved checkpoints before finds its store empty (the store lost them): `fail` (stop with
+    # one line, nothing skipped) or `start` (start again from `source.start`, which may skip or repeat rows)
+    on_missing: str = "fail"
 
     def __post_init__(self) -> None:
         from dbus_ray.checkpoints import STORES
 
         if self.store not in STORES:
             raise Invalid("store", f"unknown checkpoint store {self.store!r} (known: {', '.join(STORES)})")
+        if self.on_missing not in ("fail", "start"):
+            raise Invalid("on_missing", f"must be fail or start, not {self.on_missing!r}")
 
 
 @dataclass
@@ -169,29 +174,32 @@ def parse_config(
     return cfg
 
 
-def referenced_vars(value: Any) -> set[str]:
-    """Names of the environment variables `${VAR}` a config mapping refers to."""
+def referenced_vars(value: Any, required: bool = False) -> set[str]:
+    """Names of the environment variables `${VAR}` a config mapping refers to (`required`: only those
+    without a `${VAR:-default}`)."""
     if isinstance(value, str):
-        return {m.group(1) for m in ENV_RE.finditer(value)}
+        return {m.group(1) for m in ENV_RE.finditer(value) if not required or m.group(2) is None}
     if isinstance(value, dict):
-        return set().union(*(referenced_vars(v) for v in value.values())) if value else set()
+        return set().union(*(referenced_vars(v, required) for v in value.values())) if value else set()
     if isinstance(value, list):
-        return set().union(*(referenced_vars(v) for v in value)) if value else set()
+        return set().union(*(referenced_vars(v, required) for v in value)) if value else set()
     return set()
 
 
 class MaskedEnv(typing.Mapping[str, str]):
-    """An environment in which every variable exists: unknown ones read as `***` (to parse a config for
-    its shape when its secrets are not at hand)."""
+    """An environment for parsing a config for its shape when its secrets are not at hand: a variable it
+    does not know takes its `${VAR:-default}` when there is one, and reads as `***` otherwise."""
+
+    MASK = "***"
 
     def __init__(self, base: typing.Mapping[str, str]) -> None:
         self.base = base
 
     def __getitem__(self, key: str) -> str:
-        return self.base.get(key, "***")
+        return self.base[key]
 
     def __contains__(self, key: object) -> bool:
-        return True
+        return key in self.base
 
     def __iter__(self) -> typing.Iterator[str]:
         return iter(self.base)
@@ -209,6 +217,8 @@ def _interpolate(value: Any, path: str, env: typing.Mapping[str, str]) -> Any:
                 return env[name]
             if default is not None:
                 return default
+            if isinstance(env, MaskedEnv):
+                return MaskedEnv.MASK
             raise Invalid(path, f"environment variable {name} is not set")
 
         return ENV_RE.sub(sub, value)

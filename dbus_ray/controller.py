@@ -88,8 +88,10 @@ class Runtime(Protocol):
     """What the supervisor needs from Ray (a fake in unit tests)."""
 
     def nodes(self) -> dict[str, float]: ...
-    def start(self, cfg: PipelineConfig, epoch: int, node: str) -> Any: ...
+    def start(self, cfg: PipelineConfig, epoch: int, node: str, secrets: dict[str, str],
+              expect_checkpoint: bool) -> Any: ...
     def attach(self, cfg: PipelineConfig, epoch: int) -> Any | None: ...
+    def secrets(self, pipeline: str, epoch: int) -> dict[str, str] | None: ...
     def health(self, handle: Any) -> dict[str, Any]: ...
     def stop(self, handle: Any) -> dict[str, Any] | None: ...
     def kill(self, handle: Any) -> None: ...
@@ -114,6 +116,7 @@ class PipelineRecord:
     started: float = 0.0  # when the current owner started
     updated: float = field(default_factory=time.time)
     status: dict[str, Any] = field(default_factory=dict)  # the reader's last status
+    checkpointed: bool = False  # a checkpoint was saved: an empty store later means it was lost
 
     def public(self) -> dict[str, Any]:
         out = asdict(self)
@@ -184,7 +187,12 @@ class Supervisor:
 
     def _missing(self, record: PipelineRecord) -> list[str]:
         known = {**os.environ, **self.secrets.get(record.name, {})}
-        return sorted(v for v in referenced_vars(record.spec) if v not in known)
+        return sorted(v for v in referenced_vars(record.spec, required=True) if v not in known)
+
+    def _missing_error(self, missing: list[str]) -> str:
+        return (f"environment variable {', '.join(missing)} unknown to the controller (secrets are kept in "
+                "memory only, by the controller and the pipeline's reader, and both were lost): submit the "
+                "pipeline again")
 
     def submit(self, spec: dict[str, Any], secrets: dict[str, str] | None = None) -> dict[str, Any]:
         """Create a pipeline, or update it when the spec or its secrets changed (new version: restarts
@@ -274,7 +282,7 @@ class Supervisor:
 
     def checkpoint(self, name: str) -> dict[str, Any] | None:
         with self.lock:
-            cfg = self._cfg(self._get(name))
+            cfg = self._resolved(self._get(name))
         return _store(cfg).load()
 
     def set_checkpoint(self, name: str, position: str) -> dict[str, Any]:
@@ -285,21 +293,36 @@ class Supervisor:
             record = self._get(name)
             if record.desired == "running" or name in self.handles:
                 raise DbusError(f"pipeline {name} is running: pause or stop it before setting its checkpoint")
-            cfg = self._cfg(record)
+            cfg = self._resolved(record)
             try:
                 source = registry.SOURCES[cfg.source.type].parse_position(position)
             except ValueError as exc:
                 raise DbusError(str(exc)) from None
             checkpoint = {"source": source, "seq": 0, "time": self.clock(), "set_by": "operator"}
             _store(cfg).save(checkpoint)
+            record.checkpointed = True
+            self._persist(record)
             return checkpoint
+
+    def _resolved(self, record: PipelineRecord) -> PipelineConfig:
+        """The pipeline's config with every `${VAR}` known (DbusError naming the missing ones otherwise)."""
+        missing = self._missing(record)
+        if missing:
+            raise DbusError(f"pipeline {record.name}: {self._missing_error(missing)}")
+        try:
+            return self._cfg(record)
+        except ConfigError as exc:
+            raise DbusError(str(exc)) from None
 
     # ------------------------------------------------------------------ reconcile
     def reconcile(self) -> None:
         with self.lock:
             now = self.clock()
             for record in list(self.records.values()):
-                self._check(record, now)
+                try:
+                    self._check(record, now)
+                except Exception as exc:  # noqa: BLE001 - one pipeline's trouble is its state, not a loop of tracebacks
+                    self._failed(record, reason(exc), now)
             nodes = self.runtime.nodes()
             wanted = [r.name for r in self.records.values() if r.desired == "running"]
             current = {n: self.records[n].node if n in self.handles else None for n in wanted}
@@ -325,7 +348,16 @@ class Supervisor:
                 self._halt(record, record.desired)
             return
         if handle is None and record.epoch and record.state in ("running", "starting"):
-            handle = self.runtime.attach(self._cfg(record), record.epoch)  # after a controller restart
+            # after a controller restart: the pipeline's reader still holds the `${VAR}` values
+            if name not in self.secrets:
+                found = self.runtime.secrets(name, record.epoch)
+                if found is not None:
+                    self.secrets[name] = found
+            missing = self._missing(record)
+            if missing:  # its actors are gone with the values: nobody can start it again
+                self._failed(record, self._missing_error(missing), now)
+                return
+            handle = self.runtime.attach(self._cfg(record), record.epoch)
             if handle is not None:
                 self.handles[name] = handle
         if handle is None:
@@ -340,6 +372,9 @@ class Supervisor:
             self._persist(record)
             return
         record.status = status
+        if status.get("checkpoint_saved") and not record.checkpointed:
+            record.checkpointed = True
+            self._persist(record)
         if status["state"] == "failed":
             self.runtime.kill(handle)
             self.handles.pop(name, None)
@@ -353,15 +388,21 @@ class Supervisor:
     def _start(self, record: PipelineRecord, node: str) -> None:
         missing = self._missing(record)
         if missing:
-            self._failed(record, f"environment variable {', '.join(missing)} unknown to the controller (secrets "
-                                 "are kept in its memory only): submit the pipeline again", self.clock())
+            self._failed(record, self._missing_error(missing), self.clock())
+            return
+        try:
+            cfg = self._cfg(record)
+        except ConfigError as exc:
+            self._failed(record, str(exc), self.clock())
             return
         record.epoch = self._next_epoch()
         record.node, record.state, record.status = node, "starting", {}  # no figures of an older owner
         self.runtime.set_epoch(record.name, record.epoch)  # fences every older owner
         self._persist(record)
         try:
-            self.handles[record.name] = self.runtime.start(self._cfg(record), record.epoch, node)
+            self.handles[record.name] = self.runtime.start(cfg, record.epoch, node,
+                                                           dict(self.secrets.get(record.name, {})),
+                                                           record.checkpointed)
         except Exception as exc:  # noqa: BLE001 - a failure is a state, retried with backoff
             self._failed(record, reason(exc), self.clock())
             return

@@ -48,8 +48,12 @@ class Pipeline:
         epoch: int | None = None,
         node_id: str | None = None,
         detached: bool = False,
+        secrets: dict[str, str] | None = None,
+        expect_checkpoint: bool = False,
     ) -> None:
         self.cfg = cfg
+        self.secrets = dict(secrets or {})
+        self.expect_checkpoint = expect_checkpoint
         self.max_rows = max_rows
         self.epoch = epoch
         self.node_id = node_id
@@ -93,6 +97,18 @@ class Pipeline:
         pipeline.writers = actors[3::2]
         return pipeline
 
+    @staticmethod
+    def secrets_of(pipeline: str, epoch: int | None) -> dict[str, str] | None:
+        """The `${VAR}` values the running reader of `pipeline` (under `epoch`) was started with; None
+        when there is no such reader."""
+        try:
+            reader = ray.get_actor(actor_name(pipeline, "reader"), namespace=NAMESPACE)
+            if ray.get(reader.identity.remote(), timeout=10)["epoch"] != epoch:
+                return None
+            return ray.get(reader.secrets.remote(), timeout=10)
+        except Exception:  # noqa: BLE001 - missing or dead
+            return None
+
     def kill_strays(self) -> None:
         """Kill any actor left under this pipeline's names (by an earlier owner)."""
         for n in self.actor_names():
@@ -122,7 +138,7 @@ class Pipeline:
             raise DbusError(f"pipeline {cfg.name} is already running (actor {name} exists)")
         try:
             self.reader = Reader.options(**self._options("reader")).remote(
-                cfg, [s.name for s in cfg.sinks], self.max_rows, self.epoch
+                cfg, [s.name for s in cfg.sinks], self.max_rows, self.epoch, self.secrets, self.expect_checkpoint
             )
             self.actors.append(self.reader)
             router_at = len(self.actors)

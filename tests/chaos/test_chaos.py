@@ -2,7 +2,10 @@
 turn the reader, router, batcher and writer processes and the controller, stall the broker
 (SIGSTOP/SIGCONT), restart MariaDB (kill -9 and start in the first and every other round, a clean
 restart in the others) and drop the network between the reader and MariaDB (every connection reset,
-new ones refused for 2 s, through `dbus_ray.netfault`). Then compare what Kafka holds with what was
+new ones refused for 2 s, through `dbus_ray.netfault`), kill -9 the controller and then a reader (the
+pipeline's DSN password is a `${VAR}` only the submitter knew), and make the topic refuse the writes of a
+batch for a moment (its `max.message.bytes` set to 1, then back: the sink fails one batch, then works).
+Then compare what Kafka holds with what was
 committed, per fault in a table. Two modes:
 - at-least-once: no row change missing, per-key order kept, duplicates counted and reported;
 - exactly-once (`delivery: exactly_once`, `checkpoint.store: kafka`: each batch is one transaction with its
@@ -10,8 +13,8 @@ committed, per fault in a table. Two modes:
   (`dbus_ray.kafka_log`), every row change exactly once and per-key order kept. There the writer is killed
   while its open transaction already has its checkpoint record on the broker.
 
-Short form in `make test`: at-least-once one round of 8 faults, exactly-once the 4 faults of EOS_SHORT;
-`make chaos` runs DBUS_CHAOS_ROUNDS=5: 40 faults in each mode.
+Short form in `make test`: at-least-once one round of 10 faults, exactly-once the 5 faults of EOS_SHORT;
+`make chaos` runs DBUS_CHAOS_ROUNDS=5: 50 faults in each mode.
 Node removal is tested in tests/cluster (a multi-node Ray cannot share the session's Ray).
 """
 
@@ -35,7 +38,14 @@ import pymysql
 import pytest
 import ray
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+    ResourceType,
+)
 
 from dbus_ray import kafka_log
 from dbus_ray.actors.controller import get_controller
@@ -52,9 +62,12 @@ KEYS = 200
 AT_LEAST_ONCE, EXACTLY_ONCE = "at_least_once", "exactly_once"
 #: one round; each stage kill restarts the whole pipeline under a new epoch
 FAULTS = ("kill -9 reader", "kill -9 router", "kill -9 batcher:kafka", "kill -9 writer:kafka", "kill -9 controller",
-          "broker SIGSTOP 3s", "MariaDB restart", "network drop 2s")
-#: the short form's exactly-once run: the writer dying mid-transaction, another stage, the broker, the source
-EOS_SHORT = ("kill -9 writer:kafka", "kill -9 batcher:kafka", "broker SIGSTOP 3s", "MariaDB restart")
+          "kill -9 controller, then reader", "topic refuses a batch", "broker SIGSTOP 3s", "MariaDB restart",
+          "network drop 2s")
+#: the short form's exactly-once run: the writer dying mid-transaction, another stage, a failed batch, the
+#: broker, the source
+EOS_SHORT = ("kill -9 writer:kafka", "kill -9 batcher:kafka", "topic refuses a batch", "broker SIGSTOP 3s",
+             "MariaDB restart")
 
 
 @pytest.fixture(scope="module")
@@ -209,6 +222,15 @@ def kill_in_transaction(pid: int, bootstrap: str, topic: str, timeout: float = 6
     raise AssertionError(f"no moment with an open transaction's checkpoint in {topic} within {timeout} s")
 
 
+def set_max_message_bytes(bootstrap: str, topic: str, limit: int | None) -> None:
+    """Set the topic's `max.message.bytes` (None: back to the broker's default)."""
+    op = AlterConfigOpType.SET if limit is not None else AlterConfigOpType.DELETE
+    entry = ConfigEntry("max.message.bytes", str(limit) if limit is not None else None, incremental_operation=op)
+    resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[entry])
+    for future in AdminClient({"bootstrap.servers": bootstrap}).incremental_alter_configs([resource]).values():
+        future.result(timeout=30)
+
+
 def fault_plan(mode: str) -> list[str]:
     """The faults of a run, in order: ROUNDS times the whole rotation; the short form of exactly-once
     (ROUNDS=1) runs EOS_SHORT only."""
@@ -232,16 +254,18 @@ def test_chaos_loses_nothing_and_keeps_key_order(own: MariaDB, broker: Any, tmp_
     controller = get_controller()
     sink = {"name": "kafka", "type": "kafka", "bootstrap": broker.bootstrap, "topic": topic, "partitions": 3,
             "delivery_timeout_ms": 60_000}
+    # the password as a `${VAR}` known only to the submitter: a restarted controller must get it back
+    dsn = proxy.dsn(own.dsn).replace(f":{own.password}@", ":${CHAOS_PW}@")
     spec: dict[str, Any] = {
         "name": name, "data_dir": str(tmp_path / "data"),
-        "source": {"type": "mysql", "dsn": proxy.dsn(own.dsn), "start": start, "include": ["chaos.items"]},
+        "source": {"type": "mysql", "dsn": dsn, "start": start, "include": ["chaos.items"]},
         "sinks": [sink],
         "flow": {"read_batch_rows": 500, "max_rows_in_flight": 5000},
     }
     if exactly:  # each batch one transaction with its checkpoint, which the reader loads back from Kafka
         sink.update(delivery=EXACTLY_ONCE, checkpoint_topic=f"{topic}-checkpoints")
         spec["checkpoint"] = {"store": "kafka"}
-    ray.get(controller.submit.remote(spec))
+    ray.get(controller.submit.remote(spec, {"CHAOS_PW": own.password}))
 
     def record() -> dict[str, Any]:
         return ray.get(controller.get.remote(name), timeout=30)
@@ -285,6 +309,26 @@ def test_chaos_loses_nothing_and_keeps_key_order(own: MariaDB, broker: Any, tmp_
                 started = time.monotonic()
                 os.kill(pid, signal.SIGKILL)
                 wait_for(lambda p=pid: _answers_with_new_pid(controller, p), timeout=90, what="controller back")
+            elif fault == "kill -9 controller, then reader":
+                pid = ray.get(controller.info.remote())["pid"]
+                epoch = record()["epoch"]
+                started = time.monotonic()
+                os.kill(pid, signal.SIGKILL)
+                wait_for(lambda p=pid: _answers_with_new_pid(controller, p), timeout=90, what="controller back")
+                loops = ray.get(controller.info.remote())["loops"]
+                wait_for(lambda n=loops: ray.get(controller.info.remote())["loops"] > n, what="a reconcile loop")
+                os.kill(actor_pid(f"dbus:{name}:reader"), signal.SIGKILL)
+                wait_for(lambda e=epoch: flowing(e), timeout=90, what="recovery after killing the reader")
+            elif fault == "topic refuses a batch":  # the broker rejects the writes of one batch, then accepts again
+                epoch = record()["epoch"]
+                started = time.monotonic()
+                set_max_message_bytes(broker.bootstrap, topic, 1)
+                try:
+                    wait_for(lambda e=epoch: record()["epoch"] > e or record()["state"] == "failed", timeout=90,
+                             what="the batch refused and the pipeline stopped")
+                finally:
+                    set_max_message_bytes(broker.bootstrap, topic, None)
+                wait_for(lambda e=epoch: flowing(e), timeout=120, what="recovery after the refused batch")
             elif fault.startswith("kill -9 "):
                 role = fault.removeprefix("kill -9 ")
                 wait_for(lambda: delivered() > 0, what="rows flowing")

@@ -313,3 +313,46 @@ def test_submit_watch_reloads_a_changed_file(controller: Any, tmp_path: Path) ->
 
 def _known(controller: Any, name: str) -> bool:
     return name in {p["name"] for p in ray.get(controller.list.remote())}
+
+
+def test_restarted_controller_keeps_supervising_pipelines_with_secrets(controller: Any, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """kill -9 of the controller, then kill -9 of a reader: the pipeline, whose config holds a `${VAR}` known only
+    to the submitter and a `${VAR:-default}`, is restarted with the values it had, and rows flow again."""
+    monkeypatch.delenv("CTRL_UNSET", raising=False)
+    raw = spec(tmp_path, "c-secret")
+    raw["sinks"][0]["path"] = "${CTRL_SECRET_DIR}/c-secret.jsonl"
+    raw["data_dir"] = "${CTRL_UNSET:-" + str(tmp_path / "data") + "}"
+    ray.get(controller.submit.remote(raw, {"CTRL_SECRET_DIR": str(tmp_path)}))
+    wait_for(lambda: state_of(controller, "c-secret")["status"].get("rows_delivered", 0) > 200, what="rows")
+    epoch = state_of(controller, "c-secret")["epoch"]
+    pid = ray.get(controller.info.remote())["pid"]
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: (_pid(controller) or pid) != pid, what="controller back")
+    loops = ray.get(controller.info.remote())["loops"]
+    wait_for(lambda: ray.get(controller.info.remote())["loops"] >= loops + 2, what="two reconcile loops")
+    os.kill(ray.get(reader_of("c-secret").identity.remote())["pid"], signal.SIGKILL)
+    wait_for(lambda: state_of(controller, "c-secret")["epoch"] > epoch
+             and state_of(controller, "c-secret")["state"] == "running", what="restart under a new epoch")
+    record = state_of(controller, "c-secret")
+    assert record["error"] is None, record["error"]
+    before = (tmp_path / "c-secret.jsonl").stat().st_size
+    wait_for(lambda: (tmp_path / "c-secret.jsonl").stat().st_size > before, what="rows after the restart")
+
+
+def test_a_lost_checkpoint_fails_the_pipeline_unless_asked_to_start_anew(controller: Any, tmp_path: Path) -> None:
+    raw = spec(tmp_path, "c-lost")
+    ray.get(controller.submit.remote(raw))
+    wait_for(lambda: state_of(controller, "c-lost")["checkpointed"], what="a checkpoint saved")
+    ray.get(controller.pause.remote("c-lost"))
+    wait_for(lambda: state_of(controller, "c-lost")["state"] == "paused", what="paused")
+    store = tmp_path / "data" / "c-lost" / "checkpoint.json"
+    assert store.exists()
+    store.unlink()  # the store lost it
+    ray.get(controller.resume.remote("c-lost"))
+    wait_for(lambda: state_of(controller, "c-lost")["state"] == "failed", what="failed")
+    error = state_of(controller, "c-lost")["error"]
+    assert "checkpoint store file" in error and "is empty, but the pipeline saved checkpoints before" in error, error
+    assert "\n" not in error and not store.exists()
+    ray.get(controller.submit.remote({**raw, "checkpoint": {"on_missing": "start"}}))
+    wait_for(lambda: state_of(controller, "c-lost")["state"] == "running" and store.exists(), what="started anew")

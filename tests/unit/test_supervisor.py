@@ -21,12 +21,15 @@ class FakeRuntime:
     def nodes(self) -> dict[str, float]:
         return dict(self.node_map)
 
-    def start(self, cfg: Any, epoch: int, node: str) -> str:
+    def start(self, cfg: Any, epoch: int, node: str, secrets: dict[str, str] | None = None,
+              expect_checkpoint: bool = False) -> str:
         if cfg.name in self.fail_start:
             self.events.append(("failed", cfg.name, epoch))
             raise DbusError(self.fail_start[cfg.name])
         assert cfg.name not in self.live, "started while an older owner still runs"
-        self.live[cfg.name] = {"epoch": epoch, "node": node, "state": "running", "error": None}
+        self.live[cfg.name] = {"epoch": epoch, "node": node, "state": "running", "error": None,
+                               "secrets": dict(secrets or {}), "expect_checkpoint": expect_checkpoint,
+                               "checkpoint_saved": False}
         self.events.append(("start", cfg.name, node))
         return cfg.name
 
@@ -34,11 +37,15 @@ class FakeRuntime:
         live = self.live.get(cfg.name)
         return cfg.name if live and live["epoch"] == epoch else None
 
+    def secrets(self, pipeline: str, epoch: int) -> dict[str, str] | None:
+        live = self.live.get(pipeline)
+        return dict(live["secrets"]) if live and live["epoch"] == epoch else None
+
     def health(self, handle: str) -> dict[str, Any]:
         live = self.live.get(handle)
         if live is None or live["node"] not in self.node_map:
             raise RuntimeError("actor died")
-        return {"state": live["state"], "error": live["error"]}
+        return {"state": live["state"], "error": live["error"], "checkpoint_saved": live["checkpoint_saved"]}
 
     def stop(self, handle: str) -> dict[str, Any]:
         self.events.append(("stop", handle, self.live.pop(handle, {}).get("node")))
@@ -185,14 +192,14 @@ def test_projects_filter_the_list(parts) -> None:
     assert [r["name"] for r in sup.list("shop")] == ["p1"]
 
 
-def test_secrets_stay_in_memory_and_a_restarted_controller_asks_for_them(parts) -> None:
+def test_secrets_stay_in_memory_and_a_restarted_controller_gets_them_from_the_pipeline(parts) -> None:
     kv, runtime, clock, sup = parts
     seen_paths: list[str] = []
     start = runtime.start
 
-    def start_and_look(cfg: Any, epoch: int, node: str) -> str:
+    def start_and_look(cfg: Any, epoch: int, node: str, secrets: dict[str, str], expect: bool) -> str:
         seen_paths.append(cfg.sinks[0].options.path)
-        return start(cfg, epoch, node)
+        return start(cfg, epoch, node, secrets, expect)
 
     runtime.start = start_and_look
     spec_ = {"name": "s1", "source": {"type": "mock"},
@@ -205,15 +212,74 @@ def test_secrets_stay_in_memory_and_a_restarted_controller_asks_for_them(parts) 
 
     again = Supervisor(kv, runtime, "sticky", clock)  # a restarted controller: the spec, not the secret
     again.reconcile()
-    assert again.get("s1")["state"] == "running"  # re-attached without the secret
-    del runtime.live["s1"]
+    assert again.get("s1")["state"] == "running"  # re-attached, the secret taken back from the live reader
+    assert all(b"hunter2" not in value for value in kv.data.values())
+    del runtime.live["s1"]  # then the reader dies: restarted with the secret it had
     again.reconcile()
-    again.reconcile()
-    record = again.get("s1")
-    assert record["state"] == "failed"
-    assert record["error"] == ("environment variable SECRET_DIR unknown to the controller (secrets are kept in its "
-                               "memory only): submit the pipeline again")
-    again.submit(spec_, {"SECRET_DIR": "/hunter2"})
     again.reconcile()
     assert again.get("s1")["state"] == "running" and seen_paths[-1] == "/hunter2/out.jsonl"
-    assert again.get("s1")["version"] == 1
+    assert again.get("s1")["error"] is None
+
+
+def test_a_restarted_controller_without_the_secrets_fails_the_pipeline_in_one_line(parts) -> None:
+    kv, runtime, clock, sup = parts
+    spec_ = {"name": "s1", "source": {"type": "mysql", "dsn": "mysql://u:${PW}@db1:3306"},
+             "sinks": [{"name": "f", "type": "null"}]}
+    sup.submit(spec_, {"PW": "hunter2"})
+    sup.reconcile()
+    del runtime.live["s1"]  # the pipeline died with the controller
+    again = Supervisor(kv, runtime, "sticky", clock)
+    for _ in range(3):
+        again.reconcile()  # never raises
+    record = again.get("s1")
+    assert record["state"] == "failed"
+    assert record["error"] == ("environment variable PW unknown to the controller (secrets are kept in memory "
+                               "only, by the controller and the pipeline's reader, and both were lost): submit "
+                               "the pipeline again")
+    again.submit(spec_, {"PW": "hunter2"})
+    again.reconcile()
+    assert again.get("s1")["state"] == "running" and runtime.live["s1"]["secrets"] == {"PW": "hunter2"}
+
+
+def test_defaults_of_variables_work_through_the_controller(parts, monkeypatch) -> None:
+    kv, runtime, clock, sup = parts
+    monkeypatch.delenv("DBUS_TEST_UNSET", raising=False)
+    seen: list[tuple[str, str]] = []
+    start = runtime.start
+
+    def start_and_look(cfg: Any, epoch: int, node: str, secrets: dict[str, str], expect: bool) -> str:
+        seen.append((cfg.sinks[0].options.path, cfg.data_dir))
+        return start(cfg, epoch, node, secrets, expect)
+
+    runtime.start = start_and_look
+    sup.submit({"name": "d1", "source": {"type": "mock"}, "data_dir": "${DBUS_TEST_UNSET:-/tmp/dflt}",
+                "sinks": [{"name": "f", "type": "jsonl", "path": "${DBUS_TEST_UNSET:-/tmp/x.jsonl}"}]})
+    sup.reconcile()
+    assert seen == [("/tmp/x.jsonl", "/tmp/dflt")]
+    assert sup.get("d1")["state"] == "running"
+
+
+def test_a_pipeline_that_saved_checkpoints_is_started_expecting_one(parts) -> None:
+    kv, runtime, clock, sup = parts
+    sup.submit(spec("c1"))
+    sup.reconcile()
+    assert runtime.live["c1"]["expect_checkpoint"] is False
+    runtime.live["c1"]["checkpoint_saved"] = True
+    sup.reconcile()
+    assert sup.get("c1")["checkpointed"] is True
+    again = Supervisor(kv, runtime, "sticky", clock)  # known across a controller restart too
+    runtime.live["c1"]["state"], runtime.live["c1"]["error"] = "failed", "boom"
+    again.reconcile()
+    clock.now += 100
+    again.reconcile()
+    assert runtime.live["c1"]["expect_checkpoint"] is True
+
+
+def test_a_config_that_no_longer_parses_fails_the_pipeline_instead_of_raising(parts) -> None:
+    kv, runtime, clock, sup = parts
+    sup.submit(spec("b1"))
+    record = sup.records["b1"]
+    record.spec = {**record.spec, "flow": {"read_batch_rows": 0}}  # e.g. a spec a newer version rejects
+    sup.reconcile()
+    assert sup.get("b1")["state"] == "failed"
+    assert "read_batch_rows" in sup.get("b1")["error"]
