@@ -20,6 +20,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from dbus_ray.acks import Checkpoint
 from dbus_ray.config import ConfigError, MaskedEnv, PipelineConfig, parse_config, referenced_vars
 from dbus_ray.errors import DbusError, reason
 from dbus_ray.placement import STRATEGIES, place
@@ -298,7 +299,7 @@ class Supervisor:
                 source = registry.SOURCES[cfg.source.type].parse_position(position)
             except ValueError as exc:
                 raise DbusError(str(exc)) from None
-            checkpoint = {"source": source, "seq": 0, "time": self.clock(), "set_by": "operator"}
+            checkpoint = Checkpoint(source, 0, self.clock(), set_by="operator").to_dict()
             _store(cfg).save(checkpoint)
             record.checkpointed = True
             self._persist(record)
