@@ -21,7 +21,6 @@ from dbus_ray.sequencer import Sequencer
 log = logging.getLogger("dbus.batcher")
 
 
-@ray.remote(num_cpus=0, max_restarts=0, max_concurrency=64)
 class Batcher:
     def __init__(self, cfg: PipelineConfig, sink: str, writer: Any, reader: Any) -> None:
         self.name = cfg.name
@@ -88,3 +87,7 @@ class Batcher:
 
     async def stats(self) -> dict[str, Any]:
         return {"buffered_rows": self.rows, "flushes": self.flushes}
+
+
+#: the stage as its own actor (`flow.placement: spread`); `Batcher` itself runs inside a fused pipeline
+BatcherActor = ray.remote(num_cpus=0, max_restarts=0, max_concurrency=64)(Batcher)

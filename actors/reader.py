@@ -36,7 +36,6 @@ MAX_PENDING_CALLS = 16
 PEEK_ROWS = 1000
 
 
-@ray.remote(num_cpus=0, max_restarts=0, max_concurrency=64)
 class Reader:
     def __init__(
         self,
@@ -269,3 +268,6 @@ class Reader:
             "error": self.error,
         }
 
+
+#: the stage as its own actor (`flow.placement: spread`); `Reader` itself runs inside a fused pipeline
+ReaderActor = ray.remote(num_cpus=0, max_restarts=0, max_concurrency=64)(Reader)

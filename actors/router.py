@@ -50,21 +50,16 @@ def route(batch: RowBatch, ops: list[Operator], sinks: list[tuple[str, TableMatc
     return out
 
 
-@ray.remote(num_cpus=0, max_restarts=0, max_concurrency=64)
 class Router:
-    def __init__(self, cfg: PipelineConfig, batchers: list[Any]) -> None:
+    def __init__(self, cfg: PipelineConfig, batchers: list[Any], reader: Any) -> None:
         self.name = cfg.name
+        self.reader = reader
         self.ops, self.sinks = build_routes(cfg)
         self.batchers = batchers
         self.rows_in = 0
         self.rows_out = 0
         self.order = Sequencer()
         self.error: str | None = None
-
-    def _reader(self) -> Any:
-        from dbus_ray.pipeline import NAMESPACE
-
-        return ray.get_actor(f"dbus:{self.name}:reader", namespace=NAMESPACE)
 
     def _unchanged(self, parcel: Parcel) -> list[bool]:
         """For each sink: whether it gets the parcel as it is (so its rows need not be fetched)."""
@@ -87,7 +82,7 @@ class Router:
                 outs = await self._route(parcel, self._unchanged(parcel))
             except Exception as exc:  # e.g. an expression comparing a column with a literal of another type
                 self.error = f"router: {reason(exc)}"
-                self._reader().fail.remote(self.error)
+                self.reader.fail.remote(self.error)
         if self.error is not None:  # no batch passes a failed one: the checkpoint stays before it
             await self.order.advance(parcel.seq)
             raise DbusError(self.error)
@@ -101,3 +96,7 @@ class Router:
 
     async def stats(self) -> dict[str, int]:
         return {"rows_in": self.rows_in, "rows_out": self.rows_out}
+
+
+#: the stage as its own actor (`flow.placement: spread`); `Router` itself runs inside a fused pipeline
+RouterActor = ray.remote(num_cpus=0, max_restarts=0, max_concurrency=64)(Router)

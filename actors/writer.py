@@ -26,7 +26,6 @@ log = logging.getLogger("dbus.writer")
 
 # `write` runs on the default thread, one batch at a time and in order; `stats` answers on its own
 # thread so a health check gets through while a slow destination holds a write.
-@ray.remote(num_cpus=0, max_restarts=0, concurrency_groups={"control": 1})
 class Writer:
     def __init__(self, cfg: PipelineConfig, sink: SinkConfig, reader: Any) -> None:
         heap.use_system_pool()
@@ -43,11 +42,15 @@ class Writer:
         self.metrics = WriterMetrics(cfg.name, sink.name)
 
     def write(self, parcel: Parcel) -> int:
+        return self.deliver(parcel, None)
+
+    def deliver(self, parcel: Parcel, fetched: list[Any] | None) -> int:
+        """Write the parcel's rows (`fetched`: its batches, when the caller fetched them already)."""
         if self.failure is not None:
             raise RuntimeError(f"{self.failure} (batch {parcel.seq} not written: the sink failed before it)")
         started = time.monotonic()
         try:
-            batch = parcel.unpack(ray.get(parcel.refs))
+            batch = parcel.unpack(fetched if fetched is not None else ray.get(parcel.refs))
             self.sink.write(batch)
         except Exception as exc:
             self.metrics.errors.inc()
@@ -72,3 +75,7 @@ class Writer:
     def stats(self) -> dict[str, Any]:
         return {"rows": self.rows, "batches": self.batches, "last_latency_s": self.last_latency,
                 "failure": self.failure}
+
+
+#: the stage as its own actor (`flow.placement: spread`); `Writer` itself runs inside a fused pipeline
+WriterActor = ray.remote(num_cpus=0, max_restarts=0, concurrency_groups={"control": 1})(Writer)

@@ -8,6 +8,8 @@ stderr). `DBUS_BENCH_QUICK=1`: small row counts (well under 2 minutes).
   Ray; rows/s measured over the steady part of the run (from the first delivered row to the last).
 - scale out (benchmarks/scale.py, in a process of its own: it starts a two-node Ray cluster): one
   pipeline on one node vs two pipelines on two nodes, each node one CPU core; rows/s and the ratio.
+- density (benchmarks/density.py): memory (summed PSS of their actor processes) per idle mock pipeline,
+  `flow.placement: fused` (one process a pipeline) vs `spread` (one per stage).
 - snapshot (benchmarks/snapshot.py): the mysql source's snapshot read rate, parallelism 1 and 2.
 - e2e (benchmarks/e2e.py): MariaDB -> Ray pipeline -> Kafka (Tansu): catch-up rows/s of pre-written
   rows and the pipeline's memory meanwhile (peak of the summed PSS of its four actor processes: shared
@@ -40,6 +42,7 @@ DECODER_ROWS = int(os.environ.get("DBUS_BENCH_DECODER_ROWS", "50000" if QUICK el
 CATCHUP_ROWS = int(os.environ.get("DBUS_BENCH_CATCHUP_ROWS", "50000" if QUICK else "1000000"))
 LATENCY_RATE = int(os.environ.get("DBUS_BENCH_LATENCY_RATE", "5000"))
 SCALE_ROWS = int(os.environ.get("DBUS_BENCH_SCALE_ROWS", "4000000" if QUICK else "10000000"))
+DENSITY_PIPELINES = int(os.environ.get("DBUS_BENCH_DENSITY_PIPELINES", "5" if QUICK else "20"))
 LATENCY_SECONDS = float(os.environ.get("DBUS_BENCH_LATENCY_SECONDS", "5" if QUICK else "20"))
 
 
@@ -130,6 +133,12 @@ def table(results: dict[str, Any]) -> str:
         lat = e2e["latency"]
         row(f"commit->Kafka p50 at {lat['rows_per_s_written']:,} rows/s", lat["p50_ms"], "ms")
         row(f"commit->Kafka p99 at {lat['rows_per_s_written']:,} rows/s", lat["p99_ms"], "ms")
+    dens = results.get("density") or {}
+    for mode in ("fused", "spread"):
+        if mode in dens:
+            d = dens[mode]
+            row(f"idle pipeline PSS, {mode} ({d['pipelines']} pipelines, {d['processes']} processes)",
+                d["pss_mb_per_pipeline"], "MB")
     snap = results.get("snapshot") or {}
     for p in (1, 2):
         if f"parallelism_{p}" in snap:
@@ -140,10 +149,12 @@ def table(results: dict[str, Any]) -> str:
                 results.get("e2e_target_rows_per_s")),
                ("p99 latency ms", (e2e.get("latency") or {}).get("p99_ms"), "<", results.get("latency_target_p99_ms")),
                ("memory (peak PSS MB)", (e2e.get("catch_up") or {}).get("peak_pss_mb"), "<",
-                results.get("memory_target_mb"))]
+                results.get("memory_target_mb")),
+               ("idle fused pipeline PSS MB", (dens.get("fused") or {}).get("pss_mb_per_pipeline"), "<=",
+                dens.get("target_pss_mb_per_pipeline"))]
     for what, value, cmp, target in targets:
         if value is not None and target is not None:
-            met = value >= target if cmp == ">=" else value < target
+            met = value >= target if cmp == ">=" else value <= target if cmp == "<=" else value < target
             lines.append(f"target {what} {cmp} {target:,}: {'met' if met else 'NOT met'} ({value:,})")
     for name, err in (results.get("errors") or {}).items():
         lines.append(f"FAILED {name}: {err}")
@@ -152,6 +163,7 @@ def table(results: dict[str, Any]) -> str:
 
 def main() -> int:
     from decoder import decoder_bench
+    from density import density_bench
     from e2e import catch_up, latency
     from snapshot import snapshot_bench
 
@@ -180,6 +192,7 @@ def main() -> int:
             best = max(r["rows_per_s_steady"] for r in results["transport_mock_to_null"])
             results["transport_best_rows_per_s"] = best
             results["transport_target_rows_per_s"] = 2_000_000
+        results["density"] = section(results, "density", density_bench, DENSITY_PIPELINES, DENSITY_PIPELINES)
         results["scale_out"] = section(results, "scale-out", scale_out, SCALE_ROWS)
         results["snapshot"] = section(results, "snapshot", snapshot_bench, mariadb)
 

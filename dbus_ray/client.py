@@ -156,16 +156,21 @@ class Bus:
         from dbus_ray.pipeline import NAMESPACE, actor_name
 
         cfg = parse_config(self._call("spec", name), f"pipeline {name}", MaskedEnv(os.environ))
+        fused = cfg.placement == "fused"  # the reader's actor runs the writers too
         try:
             reader = ray.get_actor(actor_name(name, "reader"), namespace=NAMESPACE)
-            writers = {s.name: ray.get_actor(actor_name(name, "writer", s.name), namespace=NAMESPACE)
-                       for s in cfg.sinks}
+            writers = {} if fused else {s.name: ray.get_actor(actor_name(name, "writer", s.name), namespace=NAMESPACE)
+                                        for s in cfg.sinks}
         except ValueError:
             raise DbusError(f"pipeline {name} is not running") from None
 
         def sample() -> tuple[float, int, dict[str, int]]:
             read = ray.get(reader.status.remote(), timeout=10)["rows_read"]
-            outs = {k: ray.get(w.stats.remote(), timeout=10)["rows"] for k, w in writers.items()}
+            if fused:
+                stages = ray.get(reader.stage_stats.remote(), timeout=10)
+                outs = {s.name: stages[f"writer:{s.name}"]["rows"] for s in cfg.sinks}
+            else:
+                outs = {k: ray.get(w.stats.remote(), timeout=10)["rows"] for k, w in writers.items()}
             return time.monotonic(), read, outs
 
         t0, r0, o0 = sample()

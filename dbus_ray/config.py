@@ -60,6 +60,9 @@ class SelectFilter:
 FILTERS: dict[str, type] = {"select": SelectFilter}
 
 
+PLACEMENTS = ("auto", "fused", "spread")
+
+
 @dataclass
 class FlowOptions:
     """How rows move between actors."""
@@ -68,8 +71,13 @@ class FlowOptions:
     max_rows_in_flight: int = 400_000  # rows read but not yet delivered to every sink
     sink_batch_rows: int = 50_000  # the batcher hands the writer about this many rows at once
     linger_ms: int = 50  # ... or what it holds after this long
+    # fused: every stage in one actor process; spread: one actor per stage; auto: fused unless the source
+    # asks for worker actors of its own (snapshot_parallelism >= 2)
+    placement: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.placement not in PLACEMENTS:
+            raise Invalid("placement", f"must be one of {', '.join(PLACEMENTS)}, not {self.placement!r}")
         for key in ("read_batch_rows", "max_rows_in_flight", "sink_batch_rows"):
             if getattr(self, key) < 1:
                 raise Invalid(key, "must be at least 1")
@@ -128,6 +136,14 @@ class PipelineConfig:
     data_dir: str = "~/.dbus/data"
     path: str = ""  # the file it came from
     raw: dict[str, Any] = field(default_factory=dict, repr=False)  # the mapping, `${VAR}`s replaced
+
+    @property
+    def placement(self) -> str:
+        """`fused` or `spread`: `flow.placement` with `auto` decided (spread when the source runs worker
+        actors of its own, e.g. a parallel snapshot)."""
+        if self.flow.placement != "auto":
+            return self.flow.placement
+        return "spread" if getattr(self.source.options, "snapshot_parallelism", 1) > 1 else "fused"
 
     @property
     def pipeline_dir(self) -> Path:

@@ -1,5 +1,8 @@
 """Assembles one pipeline on Ray (reader -> router -> batcher -> writer per sink), watches it and stops
-it cleanly. Actors are named `dbus:<pipeline>:<role>[:<sink>]` in Ray namespace `dbus`."""
+it cleanly. Actors are named `dbus:<pipeline>:<role>[:<sink>]` in Ray namespace `dbus`.
+
+Placement (`flow.placement`): `spread` runs each stage as its own actor; `fused` runs them all inside
+one actor named like the reader (`dbus_ray.actors.fused`), which answers for the others."""
 
 from __future__ import annotations
 
@@ -76,7 +79,10 @@ class Pipeline:
             )
         return options
 
-    def actor_names(self) -> list[str]:
+    def actor_names(self, placement: str | None = None) -> list[str]:
+        """The names of the pipeline's actors (of `placement`, default the config's)."""
+        if (placement or self.cfg.placement) == "fused":
+            return [actor_name(self.cfg.name, "reader")]
         names = [actor_name(self.cfg.name, "reader"), actor_name(self.cfg.name, "router")]
         for sink in self.cfg.sinks:
             names += [actor_name(self.cfg.name, "batcher", sink.name), actor_name(self.cfg.name, "writer", sink.name)]
@@ -110,12 +116,19 @@ class Pipeline:
             return None
 
     def kill_strays(self) -> None:
-        """Kill any actor left under this pipeline's names (by an earlier owner)."""
-        for n in self.actor_names():
+        """Kill any actor left under this pipeline's names (by an earlier owner, of either placement)."""
+        for n in self.actor_names("spread"):
             try:
                 ray.kill(ray.get_actor(n, namespace=NAMESPACE), no_restart=True)
             except ValueError:
                 pass
+
+    def stage_stats(self, timeout: float = 10.0) -> dict[str, dict[str, Any]]:
+        """`stats()` of every stage but the reader, by stage name (`router`, `batcher:<sink>`, `writer:<sink>`)."""
+        if self.cfg.placement == "fused":
+            return ray.get(self.reader.stage_stats.remote(), timeout=timeout)
+        names = [n.split(":", 2)[2] for n in self.actor_names()[1:]]
+        return dict(zip(names, ray.get([a.stats.remote() for a in self.actors[1:]], timeout=timeout)))
 
     def health(self, timeout: float = 10.0) -> dict[str, Any]:
         """The reader's status once every actor answered within `timeout` (raises otherwise)."""
@@ -123,10 +136,11 @@ class Pipeline:
         return ray.get(calls, timeout=timeout)[0]
 
     def start(self) -> None:
-        from dbus_ray.actors.batcher import Batcher
-        from dbus_ray.actors.reader import Reader
-        from dbus_ray.actors.router import Router
-        from dbus_ray.actors.writer import Writer
+        from dbus_ray.actors.batcher import BatcherActor
+        from dbus_ray.actors.fused import FusedPipelineActor
+        from dbus_ray.actors.reader import ReaderActor
+        from dbus_ray.actors.router import RouterActor
+        from dbus_ray.actors.writer import WriterActor
 
         cfg = self.cfg
         name = actor_name(cfg.name, "reader")
@@ -136,22 +150,26 @@ class Pipeline:
             pass
         else:
             raise DbusError(f"pipeline {cfg.name} is already running (actor {name} exists)")
+        args = (cfg, [s.name for s in cfg.sinks], self.max_rows, self.epoch, self.secrets, self.expect_checkpoint)
         try:
-            self.reader = Reader.options(**self._options("reader")).remote(
-                cfg, [s.name for s in cfg.sinks], self.max_rows, self.epoch, self.secrets, self.expect_checkpoint
-            )
+            if cfg.placement == "fused":  # one actor: it opens the sinks, then reads
+                self.reader = FusedPipelineActor.options(**self._options("reader")).remote(*args)
+                self.actors.append(self.reader)
+                ray.get(self.reader.start.remote(), timeout=START_TIMEOUT_S)
+                return
+            self.reader = ReaderActor.options(**self._options("reader")).remote(*args)
             self.actors.append(self.reader)
             router_at = len(self.actors)
             batchers = []
             for sink in cfg.sinks:
-                writer = Writer.options(**self._options("writer", sink.name)).remote(cfg, sink, self.reader)
-                batcher = Batcher.options(**self._options("batcher", sink.name)).remote(
+                writer = WriterActor.options(**self._options("writer", sink.name)).remote(cfg, sink, self.reader)
+                batcher = BatcherActor.options(**self._options("batcher", sink.name)).remote(
                     cfg, sink.name, writer, self.reader
                 )
                 self.writers.append(writer)
                 batchers.append(batcher)
                 self.actors += [batcher, writer]
-            router = Router.options(**self._options("router")).remote(cfg, batchers)
+            router = RouterActor.options(**self._options("router")).remote(cfg, batchers, self.reader)
             self.actors.insert(router_at, router)
             ray.get([w.stats.remote() for w in self.writers], timeout=START_TIMEOUT_S)  # a sink that cannot open
             ray.get(self.reader.start.remote(router), timeout=START_TIMEOUT_S)

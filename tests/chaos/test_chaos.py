@@ -260,7 +260,7 @@ def test_chaos_loses_nothing_and_keeps_key_order(own: MariaDB, broker: Any, tmp_
         "name": name, "data_dir": str(tmp_path / "data"),
         "source": {"type": "mysql", "dsn": dsn, "start": start, "include": ["chaos.items"]},
         "sinks": [sink],
-        "flow": {"read_batch_rows": 500, "max_rows_in_flight": 5000},
+        "flow": {"read_batch_rows": 500, "max_rows_in_flight": 5000, "placement": "spread"},  # stages killed alone
     }
     if exactly:  # each batch one transaction with its checkpoint, which the reader loads back from Kafka
         sink.update(delivery=EXACTLY_ONCE, checkpoint_topic=f"{topic}-checkpoints")

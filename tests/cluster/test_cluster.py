@@ -38,7 +38,7 @@ def spec(tmp_path: Path, name: str) -> dict[str, Any]:
     return {"name": name, "data_dir": str(tmp_path / "data"),
             "source": {"type": "mock", "rows": None, "rate": 1000, "keys": 40},
             "sinks": [{"name": "file", "type": "jsonl", "path": str(tmp_path / f"{name}.jsonl"), "fsync": False}],
-            "flow": {"read_batch_rows": 100, "max_rows_in_flight": 1000},
+            "flow": {"read_batch_rows": 100, "max_rows_in_flight": 1000, "placement": "spread"},
             "checkpoint": {"store": "gcs"}}
 
 

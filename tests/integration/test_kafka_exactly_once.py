@@ -324,7 +324,8 @@ def test_kill_9_writer_mid_transaction_every_row_once(tmp_path: Path, broker: An
         "sinks": [{"name": "k", "type": "kafka", "bootstrap": broker.bootstrap, "topic": topic,
                    "delivery": "exactly_once", "partitions": 3}],
         "checkpoint": {"store": "kafka"},
-        "flow": {"read_batch_rows": 1000, "sink_batch_rows": 3000, "max_rows_in_flight": 6000},
+        "flow": {"read_batch_rows": 1000, "sink_batch_rows": 3000, "max_rows_in_flight": 6000,
+                 "placement": "spread"},  # the writer is killed alone
         "data_dir": str(tmp_path / "data"),
     }
     cfg = parse_config(raw, "eos-kill.yaml", {})

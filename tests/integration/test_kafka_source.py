@@ -173,7 +173,8 @@ def test_exactly_once_mirror_survives_kill_9_of_its_writer(
                    "format": "raw", "partitions": 4, "delivery": "exactly_once"}],
         "checkpoint": {"store": "kafka"},
         "data_dir": str(tmp_path / "data"),
-        "flow": {"read_batch_rows": 3000, "sink_batch_rows": 3000, "max_rows_in_flight": 6000},
+        "flow": {"read_batch_rows": 3000, "sink_batch_rows": 3000, "max_rows_in_flight": 6000,
+                 "placement": "spread"},  # the writer is killed alone
     }
     cfg = parse_config(raw, "mirror-eos.yaml", {})
     pipeline = Pipeline(cfg)
@@ -216,7 +217,8 @@ def test_at_least_once_mirror_survives_kill_9_of_its_writer(
                    "format": "raw", "partitions": 4}],
         "data_dir": str(tmp_path / "data"),
         "checkpoint": {"every_ms": 200},
-        "flow": {"read_batch_rows": 1000, "sink_batch_rows": 1000, "max_rows_in_flight": 4000},
+        "flow": {"read_batch_rows": 1000, "sink_batch_rows": 1000, "max_rows_in_flight": 4000,
+                 "placement": "spread"},  # the writer is killed alone
     }
     cfg = parse_config(raw, "mirror-alo.yaml", {})
     pipeline = Pipeline(cfg)

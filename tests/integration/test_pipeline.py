@@ -1,5 +1,6 @@
 """The mock pipeline end to end through real Ray actors: delivery, order, fan-out, back-pressure,
-resume and failure."""
+resume and failure. Every test of the pipeline contract runs in both placements (`flow.placement`): each
+stage its own actor (`spread`) and all stages in one actor (`fused`)."""
 
 from __future__ import annotations
 
@@ -19,13 +20,23 @@ from dbus_ray.cli import app
 from dbus_ray.config import parse_config
 from dbus_ray.errors import DbusError
 from dbus_ray.pipeline import NAMESPACE, Pipeline, run_pipeline
+from dbus_ray.testing import wait_for
 
 pytestmark = pytest.mark.usefixtures("ray_session")
+
+PLACEMENT = {"now": "spread"}  # the placement `config()` asks for, set per test by the fixture below
+
+
+@pytest.fixture(autouse=True, params=["fused", "spread"])
+def placement(request: pytest.FixtureRequest) -> str:
+    PLACEMENT["now"] = request.param
+    return request.param
 
 
 def config(tmp_path: Path, name: str, source: dict[str, Any], sinks: list[dict[str, Any]], **extra: Any):
     raw = {"name": name, "source": {"type": "mock", **source}, "sinks": sinks, "data_dir": str(tmp_path / "data")}
     raw.update(extra)
+    raw["flow"] = {**raw.get("flow", {}), "placement": PLACEMENT["now"]}
     return parse_config(raw, f"{name}.yaml", {})
 
 
@@ -144,13 +155,18 @@ def test_sink_that_cannot_open_is_a_clear_error(tmp_path: Path) -> None:
     assert not [a for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith("dbus:noopen:")]
 
 
-def test_actors_are_named_and_a_second_run_is_refused(tmp_path: Path) -> None:
+def test_actors_are_named_and_a_second_run_is_refused(tmp_path: Path, placement: str) -> None:
     cfg = config(tmp_path, "named", {"rows": None, "rate": 100}, [{"name": "n", "type": "null"}])
     pipeline = Pipeline(cfg)
     pipeline.start()
     try:
-        names = {a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == NAMESPACE}
-        assert {"dbus:named:reader", "dbus:named:router", "dbus:named:batcher:n", "dbus:named:writer:n"} <= names
+        names = {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                 if a["namespace"] == NAMESPACE and a["name"].startswith("dbus:named:")}
+        stages = {"dbus:named:reader", "dbus:named:router", "dbus:named:batcher:n", "dbus:named:writer:n"}
+        assert names == (stages if placement == "spread" else {"dbus:named:reader"})
+        # every stage answers for itself either way
+        wait_for(lambda: pipeline.stage_stats()["writer:n"]["rows"] > 0, what="rows through the writer")
+        assert set(pipeline.stage_stats()) == {"router", "batcher:n", "writer:n"}
         with pytest.raises(DbusError, match="^pipeline named is already running"):
             Pipeline(cfg).start()
     finally:
@@ -171,10 +187,10 @@ def test_cli_run_until_caught_up(tmp_path: Path) -> None:
     assert len(read_jsonl(out)) == 3000
 
 
-def test_metrics_reach_rays_prometheus_endpoint(tmp_path: Path) -> None:
+def test_metrics_reach_rays_prometheus_endpoint(tmp_path: Path, placement: str) -> None:
     import urllib.request
 
-    cfg = config(tmp_path, "metered", {"rows": None, "rate": 5000}, [{"name": "n", "type": "null"}])
+    cfg = config(tmp_path, f"metered-{placement}", {"rows": None, "rate": 5000}, [{"name": "n", "type": "null"}])
     port = ray._private.worker.global_worker.node.metrics_export_port
     pipeline = Pipeline(cfg)
     pipeline.start()
@@ -183,7 +199,7 @@ def test_metrics_reach_rays_prometheus_endpoint(tmp_path: Path) -> None:
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
         found: dict[str, float] = {}
         for line in text.splitlines():
-            if line.startswith("ray_dbus_") and 'pipeline="metered"' in line:
+            if line.startswith("ray_dbus_") and f'pipeline="metered-{placement}"' in line:
                 name = line.split("{", 1)[0]
                 found[name] = found.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
         return found

@@ -1,0 +1,68 @@
+"""A fused pipeline (`flow.placement: fused`): reader, router, batchers and writers of one pipeline in one
+actor process, named like the reader (`dbus:<pipeline>:reader`) and answering everything the reader
+answers, so status, peek, backfill, checkpoints and the controller's health checks work as in a spread
+pipeline. The stages are the same classes as the spread pipeline's actors, connected through
+`LocalHandle`s (`dbus_ray.actors.local`) instead of Ray calls: same order, back-pressure, acknowledgement
+and checkpoint rules, one process instead of 2 + 2 per sink.
+
+A writer's sink I/O runs on that writer's own thread (`ThreadedWriter`); everything else on the actor's
+event loop."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import ray
+
+from dbus_ray.actors.batcher import Batcher
+from dbus_ray.actors.local import LocalHandle, ThreadedWriter
+from dbus_ray.actors.reader import Reader
+from dbus_ray.actors.router import Router
+from dbus_ray.actors.writer import Writer
+from dbus_ray.errors import DbusError
+
+
+class FusedPipeline(Reader):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.writers: dict[str, Writer] = {}
+        self.batchers: dict[str, Batcher] = {}
+        self.router_stage: Router | None = None
+        self.threaded: list[ThreadedWriter] = []
+
+    async def start(self, router: Any = None) -> None:
+        """Open every sink (a restarted exactly-once writer fences its zombie), then start reading."""
+        loop = asyncio.get_running_loop()
+        me = LocalHandle(self, loop)
+        cfg = self.cfg
+        for sink in cfg.sinks:  # opening a sink blocks (brokers, files): off the event loop
+            self.writers[sink.name] = await asyncio.to_thread(Writer, cfg, sink, me)
+        batcher_handles = []
+        for sink in cfg.sinks:
+            threaded = ThreadedWriter(self.writers[sink.name], f"writer:{sink.name}")
+            self.batchers[sink.name] = Batcher(cfg, sink.name, LocalHandle(threaded, loop), me)
+            batcher_handles.append(LocalHandle(self.batchers[sink.name], loop))
+            self.threaded.append(threaded)
+        self.router_stage = Router(cfg, batcher_handles, me)
+        await super().start(LocalHandle(self.router_stage, loop))
+
+    async def stop(self, timeout: float = 30.0) -> dict[str, Any]:
+        final = await super().stop(timeout)
+        for threaded in self.threaded:  # after the writes handed to it
+            await threaded.close()
+        return final
+
+    async def stage_stats(self) -> dict[str, dict[str, Any]]:
+        """The figures each stage's own actor would give (`stats()`), by stage name (`router`,
+        `batcher:<sink>`, `writer:<sink>`)."""
+        if self.router_stage is None:
+            raise DbusError(f"pipeline {self.name} is not started")
+        out: dict[str, dict[str, Any]] = {"router": await self.router_stage.stats()}
+        for name, batcher in self.batchers.items():
+            out[f"batcher:{name}"] = await batcher.stats()
+            out[f"writer:{name}"] = self.writers[name].stats()
+        return out
+
+
+FusedPipelineActor = ray.remote(num_cpus=0, max_restarts=0, max_concurrency=64)(FusedPipeline)
