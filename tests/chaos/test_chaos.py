@@ -39,7 +39,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from dbus_ray import kafka_log
 from dbus_ray.actors.controller import get_controller
-from dbus_ray.binlog.preflight import binlog_index
+from dbus_ray.mysql.connection import binlog_index
 from dbus_ray.devstack import MariaDB
 from dbus_ray.kafka_checkpoints import KafkaCheckpointStore
 from dbus_ray.netfault import FaultProxy

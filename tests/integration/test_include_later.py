@@ -109,7 +109,7 @@ def test_table_added_to_include_is_snapshotted_while_streaming(
 def test_checkpoints_keep_the_old_include_until_the_new_tables_are_read(mariadb: Any, root: Any) -> None:
     """In the source: a checkpoint taken before the new table's snapshot ended still names the old include,
     so a restart from it reads the table again; `snapshot: never` records and reads nothing."""
-    from dbus_ray.sources.mysql import MysqlOptions, MysqlSource
+    from dbus_ray.mysql.source import MysqlOptions, MysqlSource
     from dbus_ray.testing import drain, position
 
     a, b = table_name("incl_src_a"), table_name("incl_src_b")

@@ -14,11 +14,11 @@ from typing import Any
 import pymysql
 import pytest
 
-from dbus_ray.binlog.preflight import auto_server_id
+from dbus_ray.mysql.connection import auto_server_id
 from dbus_ray.config import parse_config
 from dbus_ray.errors import DbusError
 from dbus_ray.model import dumps
-from dbus_ray.sources.mysql import MysqlOptions, MysqlSource, ddl_target
+from dbus_ray.mysql.source import MysqlOptions, MysqlSource, ddl_target
 from dbus_ray.testing import drain, execute, position, table_name
 
 pytestmark = pytest.mark.integration
@@ -476,7 +476,7 @@ def test_include_exclude(mariadb: Any, root: Any) -> None:
 
 
 def test_excluded_tables_are_not_decoded(mariadb: Any, root: Any, monkeypatch: Any) -> None:
-    from dbus_ray.binlog import types
+    from dbus_ray.mysql import values as types
 
     keep, drop = table_name("dk"), table_name("dd")
     execute(root, *(f"CREATE TABLE {x} (id INT PRIMARY KEY)" for x in (keep, drop)))

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from dbus_ray.binlog.schema_history import SchemaHistory
+from dbus_ray.mysql.schema_history import SchemaHistory
 from dbus_ray.checkpoints import FileCheckpointStore
 from dbus_ray.devstack import MariaDB
 from dbus_ray.errors import DbusError
-from dbus_ray.sources.mysql import MysqlOptions, MysqlSource
+from dbus_ray.mysql.source import MysqlOptions, MysqlSource
 from dbus_ray.testing import drain, execute, position, table_name
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,7 @@ snapshot sees (no FLUSH TABLES WITH READ LOCK). Each table is read in key order 
 range scan and memory stays at one chunk. The key is the primary key, else a unique index whose
 columns are all NOT NULL; a table with neither is refused (one line naming it) before anything is read.
 
-Values equal what the binlog decoder (`dbus_ray.binlog.types`) gives for the same row, with the same
+Values equal what the binlog decoder (`dbus_ray.mysql.values`) gives for the same row, with the same
 Arrow types: the column definitions come from information_schema and go through the same
 `column_reader` type mapping; SELECT values are brought into the decoder's form (DATE/DATETIME as ISO
 text, TIMESTAMP as ISO text in UTC, zero dates as the server shows them, FLOAT read through
@@ -44,8 +44,8 @@ from typing import Any
 import pyarrow as pa
 import pymysql
 
-from dbus_ray.binlog import preflight as pf
-from dbus_ray.binlog import types as bt
+from dbus_ray.mysql import connection as pf
+from dbus_ray.mysql import values as bt
 from dbus_ray.errors import DbusError
 from dbus_ray.model import META_SCHEMA, TableRows
 

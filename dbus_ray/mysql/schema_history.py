@@ -22,7 +22,7 @@ from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Any
 
-from dbus_ray.binlog.preflight import binlog_index
+from dbus_ray.mysql.connection import binlog_index
 
 
 def _at(file: str, offset: int) -> tuple[int, int]:

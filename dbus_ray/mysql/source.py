@@ -9,9 +9,9 @@ and its ROWS event and neither loses nor duplicates a row. `gtid` is the GTID of
 (or of the last one read), for information. Row positions: `offset` of the ROWS event, `index` of
 the row among the transaction's emitted rows, `txid` the GTID or `file:offset` of the BEGIN.
 
-Rows are decoded by `dbus_ray.binlog.types` (type mapping documented there) with the column names
+Rows are decoded by `dbus_ray.mysql.values` (type mapping documented there) with the column names
 the TABLE_MAP event carries (binlog_row_metadata=FULL), so rows written before an ALTER decode with
-the old columns; without them, with the schema history (`dbus_ray.binlog.schema_history`, carried in the
+the old columns; without them, with the schema history (`dbus_ray.mysql.schema_history`, carried in the
 checkpoint as `schema_history`), else information_schema with a column-count check.
 Tables excluded by include/exclude are skipped before any decoding, and so are the
 shadow tables of online schema change tools (`skip_osc_tables`, see OSC_RE): their cut-over rename is a
@@ -19,7 +19,7 @@ DDL row of the table itself. Columns an image leaves out (binlog_row_image MINIM
 row in the optional `absent` column (`dbus_ray.model.ABSENT_TYPE`). A DecodeError names the binlog
 position of its event.
 
-Snapshot (`snapshot: initial | when_needed`, see `dbus_ray.binlog.snapshot`): the selected tables' rows
+Snapshot (`snapshot: initial | when_needed`, see `dbus_ray.mysql.snapshot.catalog`): the selected tables' rows
 first, as `op: read` rows through the same `poll` batches, then the stream from the binlog position
 that matches the snapshot. While it runs the checkpoint is `{"snapshot": {...}}`; the batch holding
 its last row carries the binlog checkpoint of that position. With `snapshot_parallelism` >= 2 worker
@@ -42,9 +42,9 @@ from urllib.parse import unquote, urlsplit
 import pyarrow as pa
 import pymysql
 
-from dbus_ray.binlog import stream as bs
-from dbus_ray.binlog.preflight import binlog_index, is_server_id_clash
-from dbus_ray.binlog.schema_history import SchemaHistory
+from dbus_ray.mysql import replica as bs
+from dbus_ray.mysql.connection import binlog_index, is_server_id_clash
+from dbus_ray.mysql.schema_history import SchemaHistory
 from dbus_ray.config import Invalid
 from dbus_ray.errors import DbusError, DecodeError
 from dbus_ray.model import ABSENT_TYPE, META_SCHEMA, RowBatch, TableRows
@@ -119,7 +119,7 @@ class MysqlOptions:
     max_rows_per_second: int | None = None  # snapshot read throttle
     snapshot_parallelism: int = 1  # snapshot worker actors reading chunks at once (1: the reader reads them)
     skip_osc_tables: bool = True  # leave out gh-ost / pt-online-schema-change shadow tables (see OSC_RE)
-    schema_history: bool = False  # accept binlog_row_metadata MINIMAL (see dbus_ray.binlog.schema_history)
+    schema_history: bool = False  # accept binlog_row_metadata MINIMAL (see dbus_ray.mysql.schema_history)
 
     def __post_init__(self) -> None:
         parse_dsn(self.dsn)
@@ -288,7 +288,7 @@ class MysqlSource(Source):
         return {"file": file, "offset": int(offset), "skip": 0, "gtid": None}
 
     def open(self, checkpoint: dict[str, Any] | None) -> None:
-        from dbus_ray.binlog import preflight as pf
+        from dbus_ray.mysql import connection as pf
 
         o: MysqlOptions = self.options
         dsn = parse_dsn(o.dsn)
@@ -384,7 +384,7 @@ class MysqlSource(Source):
         )
 
     def _open_snapshot(self, state: dict[str, Any] | None, logs: list[tuple[str, int]]) -> None:
-        from dbus_ray.binlog.snapshot import Snapshot
+        from dbus_ray.mysql.snapshot.catalog import Snapshot
 
         o: MysqlOptions = self.options
         if state is not None and state.get("file") and state["file"] not in dict(logs):
@@ -393,7 +393,7 @@ class MysqlSource(Source):
             state = None
         if o.snapshot_parallelism > 1:
             from dbus_ray.actors.snapshot_worker import WorkerPool
-            from dbus_ray.binlog.snapshot import ParallelSnapshot
+            from dbus_ray.mysql.snapshot.catalog import ParallelSnapshot
 
             pool = WorkerPool(self.ep, self.pipeline, o.snapshot_parallelism)
             self.snap = ParallelSnapshot(self.ep, self.pipeline, self.matcher, pool, o.snapshot_parallelism,
@@ -411,7 +411,7 @@ class MysqlSource(Source):
 
     def _poll_snapshot(self, max_rows: int, seq: int) -> RowBatch | None:
         if self.snap is None:  # a backfill was asked for (`dbus snapshot`)
-            from dbus_ray.binlog.snapshot import Backfill
+            from dbus_ray.mysql.snapshot.catalog import Backfill
 
             o: MysqlOptions = self.options
             self.snap = Backfill(self.ep, self.pipeline, self.backfill_queue, o.chunk_rows, o.max_rows_per_second)
@@ -427,7 +427,7 @@ class MysqlSource(Source):
             snap.close()
             self.snap = None
             if "fences" in state:
-                from dbus_ray.binlog.snapshot import Fenced, Fences
+                from dbus_ray.mysql.snapshot.catalog import Fenced, Fences
 
                 checkpoint["fences"] = state["fences"]
                 self.snap = Fenced(Fences(state["fences"]), float(state.get("ts") or snap.ts), self.snap_progress)
@@ -480,7 +480,7 @@ class MysqlSource(Source):
         (SQL) selects; checked here (one-line DbusError), read by the polling thread (see Backfill)."""
         from collections import deque
 
-        from dbus_ray.binlog.snapshot import backfill_tables
+        from dbus_ray.mysql.snapshot.catalog import backfill_tables
 
         found = backfill_tables(self.ep, self.matcher, list(tables), where)
         if self.backfill_queue is None:
@@ -497,8 +497,8 @@ class MysqlSource(Source):
         if o.snapshot == "never" or not isinstance(before, dict) or before == self.selected:
             return
         was = TableMatcher(list(before.get("include") or []), list(before.get("exclude") or []))
-        from dbus_ray.binlog import preflight as pf
-        from dbus_ray.binlog.snapshot import list_tables
+        from dbus_ray.mysql import connection as pf
+        from dbus_ray.mysql.snapshot.catalog import list_tables
 
         conn = pf.connect(self.ep)
         try:
@@ -517,13 +517,13 @@ class MysqlSource(Source):
     def _restore_fences(self, checkpoint: dict[str, Any] | None) -> None:
         """Resuming from a checkpoint taken while the stream ran behind a parallel snapshot's fences."""
         if checkpoint and checkpoint.get("fences"):
-            from dbus_ray.binlog.snapshot import Fenced, Fences
+            from dbus_ray.mysql.snapshot.catalog import Fenced, Fences
 
             self.snap = Fenced(Fences(checkpoint["fences"]), time.time())
 
     def _stream_after_snapshot(self, file: str, offset: int) -> None:
         """Start the binlog stream at the snapshot's position; caught up means up to where the server is now."""
-        from dbus_ray.binlog import preflight as pf
+        from dbus_ray.mysql import connection as pf
 
         conn = pf.connect(self.ep)
         try:
@@ -688,7 +688,7 @@ class MysqlSource(Source):
                 if code == ER_MASTER_FATAL_READING_BINLOG:
                     raise self._binlog_error(exc) from None
                 if code in (1045, 1044):
-                    from dbus_ray.binlog.preflight import connect_error
+                    from dbus_ray.mysql.connection import connect_error
 
                     raise connect_error(self.ep, exc) from None
                 attempt += 1
@@ -718,7 +718,7 @@ class MysqlSource(Source):
     def _server_id_clash(self) -> DbusError:
         """Another replica connected with this reader's server_id and the server ended this connection:
         reconnecting would throw the other one out in turn, forever."""
-        from dbus_ray.binlog import preflight as pf
+        from dbus_ray.mysql import connection as pf
 
         self._close_stream()
         others: list[tuple[str, int]] | None = None
@@ -769,7 +769,7 @@ class MysqlSource(Source):
                 self._check_reached(end)
 
     def _handle_raw(self, ev: Any) -> None:
-        """A hot event the stream left unparsed (see dbus_ray.binlog.stream)."""
+        """A hot event the stream left unparsed (see dbus_ray.mysql.replica)."""
         t = ev.type
         if t == bs.TABLE_MAP_EVENT:
             self._table_map(ev)
@@ -917,7 +917,7 @@ class MysqlSource(Source):
 
     def _layout_of(self, table_obj: Any, db: str, table: str, offset: int = 0) -> Any:
         """The layout of a table definition (a stock `Table` parsed from a TABLE_MAP event at `offset`)."""
-        from dbus_ray.binlog.types import Layout, columns_of
+        from dbus_ray.mysql.values import Layout, columns_of
 
         cols = table_obj.columns
         names: list[str] | None = None
@@ -969,7 +969,7 @@ class MysqlSource(Source):
         """Column names and primary key from information_schema (servers without binlog_row_metadata)."""
         hit = self.names_cache.get((db, table))
         if hit is None:
-            from dbus_ray.binlog.preflight import connect
+            from dbus_ray.mysql.connection import connect
 
             conn = connect(self.ep)
             try:
