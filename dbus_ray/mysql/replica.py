@@ -1,15 +1,21 @@
-"""The binlog connection of the `mysql` source: python-mysql-replication's `BinLogStreamReader` does the
-handshake (checksum, heartbeat, slave registration, dump command), but the hot events are not turned
-into its event objects.
+"""The binlog connection of the `mysql` source: our own replica session and packet loop over a pymysql
+connection, and the few slices that read the header fields of the events the stream decodes.
+
+`Replica` does what a replica does on connect (binlog checksum, heartbeat period, MariaDB slave
+capability, COM_REGISTER_SLAVE, then COM_BINLOG_DUMP from `file:offset`, or from a GTID set: MariaDB
+`@slave_connect_state`, MySQL COM_BINLOG_DUMP_GTID), then hands out each event of a type the stream
+decodes as a `RawEvent`: its header fields and the packet bytes, parsed by the stream with a few slices.
+It never reconnects by itself: a dropped connection is an error the stream answers by starting a new
+`Replica` at its checkpoint (so a reconnect never lands mid-transaction). python-mysql-replication
+supplies only public pieces: `ReportSlave` (the COM_REGISTER_SLAVE packet), `GtidSet` (the GTID set
+encoding) and `BinLogPacketWrapper`/`TableMapEvent`, which parse a TABLE_MAP event the stream has not
+seen before (`table_map_event`; the stream keys definitions by their bytes, so each is parsed once).
+Writing packets goes through pymysql's `_write_bytes`/`_next_seq_id`/`_read_packet`, as
+python-mysql-replication does.
 
 Profile of the stock reader on one-row transactions (GTID, TABLE_MAP, WRITE_ROWS, XID per row): ~75% of
-the time goes into `TableMapEvent.__init__` (column objects, optional metadata, name sync) that is
-re-parsed for every transaction although its bytes never change. Here a packet of a hot event type
-(TABLE_MAP, ROWS v1/v2, XID, GTID, QUERY, heartbeat) comes back as a `RawEvent`: its header fields and
-the packet bytes, parsed by the source with a few slices. The source keys TABLE_MAP events by their
-bytes (everything but the table id), so a table definition is parsed once, by the stock
-`TableMapEvent` (`table_map_event`), and decoded by a layout compiled for it. Every other event type
-goes through the stock `BinLogPacketWrapper` as before.
+the time went into `TableMapEvent.__init__` (column objects, optional metadata, name sync), re-parsed
+for every transaction although its bytes never change; hence raw events and parsed-once definitions.
 """
 
 from __future__ import annotations
@@ -18,14 +24,18 @@ import struct
 from typing import Any
 
 import pymysql
-from pymysqlreplication import BinLogStreamReader
-from pymysqlreplication.binlogstream import MYSQL_EXPECTED_ERROR_CODES
+from pymysql.constants.COMMAND import COM_BINLOG_DUMP
+from pymysqlreplication.binlogstream import ReportSlave
+from pymysqlreplication.gtid import GtidSet
 from pymysqlreplication.packet import BinLogPacketWrapper
 from pymysqlreplication.row_event import TableMapEvent
 
+COM_BINLOG_DUMP_GTID = 0x1E
+#: pymysql errors of a dropped connection (server gone, lost during a query)
+CONNECTION_LOST = (2013, 2006)
+
 QUERY_EVENT = 2
 ROTATE_EVENT = 4
-FORMAT_DESCRIPTION_EVENT = 15
 XID_EVENT = 16
 TABLE_MAP_EVENT = 19
 WRITE_ROWS_V1, UPDATE_ROWS_V1, DELETE_ROWS_V1 = 23, 24, 25
@@ -43,8 +53,10 @@ ROWS_OP = {
     DELETE_ROWS_V2: "delete",
 }
 ROWS_V2 = frozenset((WRITE_ROWS_V2, UPDATE_ROWS_V2, DELETE_ROWS_V2))
-HOT = frozenset(
-    (TABLE_MAP_EVENT, XID_EVENT, HEARTBEAT_EVENT, GTID_EVENT, MARIADB_GTID_EVENT, QUERY_EVENT, *ROWS_OP)
+#: The event types the stream reads; the replica skips every other one.
+DECODED = frozenset(
+    (ROTATE_EVENT, TABLE_MAP_EVENT, XID_EVENT, HEARTBEAT_EVENT, GTID_EVENT, MARIADB_GTID_EVENT, QUERY_EVENT,
+     *ROWS_OP)
 )
 _HEADER_UNPACK = struct.Struct("<IBIII").unpack_from
 HEADER = 20  # OK byte + 19-byte event header: the post-header starts here
@@ -132,95 +144,135 @@ def rows_body(ev: RawEvent) -> tuple[int, int, int, bytes, bytes | None, int]:
     return table_id, flags, ncols, bitmap, bitmap2, p
 
 
-_CONNECTED_STREAM = "_BinLogStreamReader__connected_stream"
-_CONNECTED_CTL = "_BinLogStreamReader__connected_ctl"
-_USE_CHECKSUM = "_BinLogStreamReader__use_checksum"
+def rotate(ev: RawEvent) -> tuple[str, int]:
+    """(next binlog file, position) of a ROTATE event."""
+    position = int.from_bytes(ev.data[HEADER : HEADER + 8], "little")
+    return ev.data[HEADER + 8 : ev.end].decode(), position
 
 
-class FastBinLogStreamReader(BinLogStreamReader):
-    """`fetchone` returns a `RawEvent` for hot event types, the stock event object otherwise."""
+class _StreamLost(Exception):
+    """The binlog connection dropped (the stream resumes from its checkpoint on a new connection)."""
 
-    def fetchone(self) -> Any:
-        p = "_BinLogStreamReader__"
-        d = self.__dict__
+
+class _Control:
+    """What `TableMapEvent` asks of python-mysql-replication's control connection: the charset and which
+    server kind it is (the stream reads column names itself, so no query is ever sent)."""
+
+    charset = "utf8"
+
+    def __init__(self, mariadb: bool) -> None:
+        self.dbms = "mariadb" if mariadb else "mysql"
+
+    def _get_dbms(self) -> str:
+        return self.dbms
+
+
+class Replica:
+    """One binlog connection, from `file:offset` or (with `gtid`) from a GTID set; `fetch` connects on
+    first use. `settings` are pymysql.connect keyword arguments; `identity` is the host name the replica
+    registers with (SHOW SLAVE HOSTS)."""
+
+    def __init__(self, settings: dict[str, Any], server_id: int, identity: str, heartbeat: float, file: str = "",
+                 offset: int = 4, gtid: str | None = None, mariadb: bool = True,
+                 row_metadata: bool = True) -> None:
+        self.settings = dict(settings)
+        self.settings.setdefault("charset", "utf8")
+        self.server_id = server_id
+        self.identity = identity
+        self.heartbeat = heartbeat
+        self.file, self.offset, self.gtid = file, offset, gtid
+        self.mariadb = mariadb
+        self.row_metadata = row_metadata
+        self.connection: pymysql.connections.Connection | None = None
+        self.checksum = False
+        self.closed = False
+        self._control = _Control(mariadb)
+
+    # ------------------------------------------------------------------ session
+    def _query(self, sql: str, args: Any = None) -> Any:
+        assert self.connection is not None
+        with self.connection.cursor() as cur:
+            cur.execute(sql, args)
+            return cur.fetchone()
+
+    def _send(self, packet: bytes) -> None:
+        """A command packet (its 4-byte header included) as the first of a new command."""
+        assert self.connection is not None
+        self.connection._write_bytes(packet)
+        self.connection._next_seq_id = 1
+
+    def connect(self) -> None:
+        if self.closed:
+            raise _StreamLost("binlog connection closed")
+        self.connection = pymysql.connect(**self.settings)
+        row = self._query("SHOW GLOBAL VARIABLES LIKE 'BINLOG_CHECKSUM'")
+        self.checksum = row is not None and row[1] != "NONE"
+        if self.checksum:  # tell the server this replica understands event checksums
+            self._query("SET @master_binlog_checksum= @@global.binlog_checksum")
+        net_timeout = float(self.settings.get("read_timeout") or 4294967)
+        period = min(net_timeout / 2.0, self.heartbeat, 4294967)
+        self._query("SET @master_heartbeat_period = %s", (int(period * 1_000_000_000),))
+        # MariaDB: a capability below 4 makes a MariaDB 10.6 server replace GTID events (we read them)
+        self._query("SET @mariadb_slave_capability=4")
+        self._send(ReportSlave((self.identity, "", "", 0)).encoded(self.server_id))
+        self.connection._read_packet()
+        if self.gtid is None:
+            name = self.file.encode()
+            self._send(struct.pack("<i", len(name) + 11) + bytes([COM_BINLOG_DUMP])
+                       + struct.pack("<IHI", self.offset, 0, self.server_id) + name)
+        elif self.mariadb:
+            self._query("SET @slave_connect_state = %s", (self.gtid,))
+            self._query("SET @slave_gtid_strict_mode=1")
+            self._query("SET @slave_gtid_ignore_duplicates=0")
+            self._send(struct.pack("<i", 15) + bytes([COM_BINLOG_DUMP])
+                       + struct.pack("<iHI", 4, 0, self.server_id) + b"\0\0\0\0")  # no file: the GTID state says where
+        else:  # flags BINLOG_THROUGH_GTID, an empty file name, position 4, then the encoded GTID set
+            gtids = GtidSet(self.gtid)
+            body = (struct.pack("<HII", 0x04, self.server_id, 3) + b"\0\0\0"
+                    + struct.pack("<QI", 4, gtids.encoded_length) + gtids.encoded())
+            self._send(struct.pack("<i", len(body) + 1) + bytes([COM_BINLOG_DUMP_GTID]) + body)
+
+    def thread_id(self) -> int | None:
+        """The server's id of this connection (KILL), None before it connected."""
+        return None if self.connection is None else self.connection.thread_id()
+
+    # ------------------------------------------------------------------ events
+    def fetch(self) -> RawEvent | None:
+        """The next event of a type in DECODED (blocks until one comes; heartbeats come every
+        `heartbeat` seconds without events); None when the server ended the stream."""
+        if self.connection is None:
+            self.connect()
+        conn = self.connection
+        assert conn is not None
         while True:
-            if self.end_log_pos and self.is_past_end_log_pos:
-                return None
-            if not d[_CONNECTED_STREAM]:
-                getattr(self, p + "connect_to_stream")()
-            if not d[_CONNECTED_CTL]:
-                getattr(self, p + "connect_to_ctl")()
             try:
-                pkt = self._stream_connection._read_packet()
-            except pymysql.OperationalError as error:
-                code = error.args[0] if error.args else None
-                if code in MYSQL_EXPECTED_ERROR_CODES:
-                    self._stream_connection.close()
-                    setattr(self, p + "connected_stream", False)
-                    continue
+                pkt = conn._read_packet()
+            except pymysql.OperationalError as exc:
+                if exc.args and exc.args[0] in CONNECTION_LOST:
+                    self.close()
+                    raise _StreamLost("binlog connection lost") from exc
                 raise
             data = pkt._data
             if pkt.is_eof_packet():
                 self.close()
                 return None
-            if data[0] != 0 or len(data) < 7:
+            if data[0] != 0 or len(data) < 7 or data[5] not in DECODED:
                 continue
-            if data[5] in HOT:
-                ev = RawEvent(pkt, data, d[_USE_CHECKSUM])
-                if ev.log_pos:
-                    self.log_pos = ev.log_pos
-                return ev
-            event = self._stock_event(pkt)
-            if event is not None:
-                return event
-
-    def _wrap(self, pkt: Any, allowed: Any) -> BinLogPacketWrapper:
-        p = "_BinLogStreamReader__"
-        g = self.__dict__
-        return BinLogPacketWrapper(
-            pkt,
-            self.table_map,
-            self._ctl_connection,
-            self.mysql_version,
-            g[p + "use_checksum"],
-            allowed,
-            g[p + "only_tables"],
-            g[p + "ignored_tables"],
-            g[p + "only_schemas"],
-            g[p + "ignored_schemas"],
-            g[p + "freeze_schema"],
-            g[p + "ignore_decode_errors"],
-            g[p + "verify_checksum"],
-            g[p + "optional_meta_data"],
-            g[p + "enable_logging"],
-            g[p + "use_column_name_cache"],
-            g[p + "post_header_lengths"],
-        )
-
-    def _stock_event(self, pkt: Any) -> Any:
-        """What the stock `fetchone` does with one packet (positions, table map reset on rotate, format
-        description), returning the event when it is one the caller asked for."""
-        p = "_BinLogStreamReader__"
-        wrapped = self._wrap(pkt, self.__dict__[p + "allowed_events_in_packet"])
-        ev = wrapped.event
-        if wrapped.event_type == ROTATE_EVENT:
-            self.log_pos = ev.position
-            self.log_file = ev.next_binlog
-            if wrapped.timestamp != 0:
-                self.table_map = {}
-        elif wrapped.log_pos:
-            self.log_pos = wrapped.log_pos
-        if self.end_log_pos and self.log_pos >= self.end_log_pos:
-            self.is_past_end_log_pos = True
-        if wrapped.event_type == FORMAT_DESCRIPTION_EVENT and ev is not None:
-            self.mysql_version = ev.mysql_version
-            self.__dict__[p + "post_header_lengths"] = ev.post_header_len
-        if ev is None or ev.__class__ not in self.__dict__[p + "allowed_events"]:
-            return None
-        return ev
+            return RawEvent(pkt, data, self.checksum)
 
     def table_map_event(self, raw: RawEvent) -> TableMapEvent:
-        """The stock parse of a TABLE_MAP event (a definition not seen before)."""
-        self.table_map = {}
-        wrapped = self._wrap(raw.pkt, {TableMapEvent})
+        """python-mysql-replication's parse of a TABLE_MAP event (column types, metadata, names)."""
+        wrapped = BinLogPacketWrapper(
+            raw.pkt, {}, self._control, (0, 0, 0), self.checksum, frozenset((TableMapEvent,)), None, None, None,
+            None, False, False, False, self.row_metadata, False, False, None,
+        )
         return wrapped.event
+
+    def close(self) -> None:
+        self.closed = True
+        if self.connection is not None:
+            try:
+                self.connection.close()
+            except Exception:  # noqa: BLE001 - already broken
+                pass
+            self.connection = None

@@ -180,7 +180,7 @@ def test_start_from_mariadb_gtid_set(mariadb: MariaDB, root: Any) -> None:
                                                      include=[f"{DB}.{t}"]))
         src.open(None)
         try:
-            return drain(src, t), src._checkpoint()
+            return drain(src, t), src.checkpoint()
         finally:
             src.close()
 

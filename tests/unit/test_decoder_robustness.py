@@ -25,9 +25,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dbus_ray.mysql import values as T
-from dbus_ray.mysql.values import ColumnDef, Layout
 from dbus_ray.errors import DecodeError
+from dbus_ray.mysql import values as T
+from dbus_ray.mysql.decoder import Layout
+from dbus_ray.mysql.values import ColumnDef
 
 TIME_LIMIT_S = 2.0
 EXAMPLES = int(os.environ.get("DBUS_HYPOTHESIS_EXAMPLES", "150"))
