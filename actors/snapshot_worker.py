@@ -1,7 +1,7 @@
 """Snapshot worker actors `dbus:<pipeline>:snapshot:<i>`: read key-range chunks of a parallel snapshot
 (`source.snapshot_parallelism` >= 2), each worker inside its own consistent-snapshot transaction, and
 hand back the rows as an Arrow image plus the binlog position the transaction sees (see
-`dbus_ray.binlog.snapshot.ParallelSnapshot`). The pool is started by the pipeline's reader (which owns
+`dbus_ray.mysql.snapshot.parallel.ParallelSnapshot`). The pool is started by the pipeline's reader (which owns
 the workers: they end with it), spread over the cluster's nodes."""
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ import pyarrow as pa
 import pymysql
 import ray
 
-from dbus_ray.binlog import preflight as pf
-from dbus_ray.binlog.snapshot import SnapTable, WorkerLost, open_consistent
 from dbus_ray.errors import DbusError
+from dbus_ray.mysql import connection as pf
+from dbus_ray.mysql.snapshot.catalog import SnapTable, open_consistent
+from dbus_ray.mysql.snapshot.parallel import WorkerLost
 from dbus_ray.pipeline import NAMESPACE, actor_name
 
 log = logging.getLogger("dbus.snapshot")

@@ -68,7 +68,7 @@ def write_workload(mariadb: Any, table: str, rows: int, one_row_txn: bool, db: s
 
 def read_ours(mariadb: Any, wl: dict[str, Any], batch_rows: int = 20_000, server_id: int = 8101) -> float:
     """Seconds for MysqlSource to hand out every row of the workload as Arrow batches."""
-    from dbus_ray.sources.mysql import MysqlOptions, MysqlSource
+    from dbus_ray.mysql.source import MysqlOptions, MysqlSource
 
     file, pos = wl["start"]
     db = "dbus_test"

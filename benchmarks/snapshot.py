@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Any
 
-from dbus_ray.sources.mysql import MysqlOptions, MysqlSource
+from dbus_ray.mysql.source import MysqlOptions, MysqlSource
 
 DB = "dbus_test"
 QUICK = os.environ.get("DBUS_BENCH_QUICK", "") not in ("", "0")

@@ -15,7 +15,7 @@ from dbus_ray.model import RowBatch
 #: The module of each built-in plugin: it registers the plugin when imported.
 BUILTIN_SOURCES = {
     "mock": "dbus_ray.sources.mock",
-    "mysql": "dbus_ray.sources.mysql",
+    "mysql": "dbus_ray.mysql.source",
     "kafka": "dbus_ray.sources.kafka",
 }
 BUILTIN_SINKS = {

@@ -49,9 +49,9 @@ from confluent_kafka.admin import (
 
 from dbus_ray import kafka_log
 from dbus_ray.actors.controller import get_controller
-from dbus_ray.binlog.preflight import binlog_index
 from dbus_ray.devstack import MariaDB
 from dbus_ray.kafka_checkpoints import KafkaCheckpointStore
+from dbus_ray.mysql.offset import binlog_index
 from dbus_ray.netfault import FaultProxy
 from dbus_ray.testing import actor_pid, execute, position, wait_for
 

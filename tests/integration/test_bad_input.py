@@ -192,7 +192,7 @@ def test_server_id_clash_between_readers(spare_mariadb: MariaDB) -> None:
     the other one connects: the reader thrown out fails with one line instead of reconnecting (see
     docs/operations.md; tests/integration/test_mysql_faults.py has the other cases)."""
     from dbus_ray.errors import DbusError
-    from dbus_ray.sources.mysql import MysqlOptions, MysqlSource
+    from dbus_ray.mysql.source import MysqlOptions, MysqlSource
 
     a = MysqlSource("clash-a", MysqlOptions(dsn=spare_mariadb.dsn, server_id=4242))
     b = MysqlSource("clash-b", MysqlOptions(dsn=spare_mariadb.dsn, server_id=4242))

@@ -109,7 +109,7 @@ def test_table_added_to_include_is_snapshotted_while_streaming(
 def test_checkpoints_keep_the_old_include_until_the_new_tables_are_read(mariadb: Any, root: Any) -> None:
     """In the source: a checkpoint taken before the new table's snapshot ended still names the old include,
     so a restart from it reads the table again; `snapshot: never` records and reads nothing."""
-    from dbus_ray.sources.mysql import MysqlOptions, MysqlSource
+    from dbus_ray.mysql.source import MysqlOptions, MysqlSource
     from dbus_ray.testing import drain, position
 
     a, b = table_name("incl_src_a"), table_name("incl_src_b")
@@ -135,7 +135,7 @@ def test_checkpoints_keep_the_old_include_until_the_new_tables_are_read(mariadb:
         assert first.checkpoint["selected"] == old  # B not read yet
         batches = drain(src, max_rows=5)
         assert reads(batches) == list(range(1, 31))
-        assert src._checkpoint()["selected"] == new
+        assert src.checkpoint()["selected"] == new
     finally:
         src.close()
     src = source("when_needed")  # restarted from the checkpoint taken after B's start marker
@@ -147,6 +147,6 @@ def test_checkpoints_keep_the_old_include_until_the_new_tables_are_read(mariadb:
     src = source("never")
     src.open(checkpoint)
     try:
-        assert reads(drain(src)) == [] and "selected" not in src._checkpoint()
+        assert reads(drain(src)) == [] and "selected" not in src.checkpoint()
     finally:
         src.close()

@@ -1,4 +1,4 @@
-"""Differential test of our binlog decoder (dbus_ray.binlog: compiled per-table layouts) against stock
+"""Differential test of our binlog decoder (dbus_ray.mysql: compiled per-table layouts) against stock
 python-mysql-replication, on the same binlog: every column type of the type-fidelity table
 (TYPES_DDL/TYPE_ROWS of test_mysql_source.py), in row-by-row inserts, one multi-row UPDATE (before
 and after images) and one multi-row DELETE.
@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from dbus_ray.sources.mysql import MysqlOptions, MysqlSource
+from dbus_ray.mysql.source import MysqlOptions, MysqlSource
 from dbus_ray.testing import sibling_test
 
 pytestmark = pytest.mark.integration

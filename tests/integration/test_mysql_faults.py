@@ -26,7 +26,7 @@ import pytest
 from dbus_ray.config import PipelineConfig, parse_config
 from dbus_ray.devstack import MariaDB
 from dbus_ray.errors import DbusError
-from dbus_ray.sources.mysql import MysqlOptions, MysqlSource
+from dbus_ray.mysql.source import MysqlOptions, MysqlSource
 from dbus_ray.testing import execute, live_actor_pid, position, table_name, wait_for
 
 pytestmark = pytest.mark.integration
@@ -180,7 +180,7 @@ def test_start_from_mariadb_gtid_set(mariadb: MariaDB, root: Any) -> None:
                                                      include=[f"{DB}.{t}"]))
         src.open(None)
         try:
-            return drain(src, t), src._checkpoint()
+            return drain(src, t), src.checkpoint()
         finally:
             src.close()
 

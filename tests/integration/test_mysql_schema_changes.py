@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from dbus_ray.sources.mysql import MysqlOptions, MysqlSource, renamed_tables
+from dbus_ray.mysql.ddl import renamed_tables
+from dbus_ray.mysql.source import MysqlOptions, MysqlSource
 from dbus_ray.testing import drain, execute, position, table_name
 
 pytestmark = pytest.mark.integration
@@ -59,7 +60,7 @@ def online_alter(root: Any, t: str, tool: str) -> None:
 def test_online_schema_change_keeps_the_table_name_and_skips_shadow_tables(
     mariadb: Any, root: Any, monkeypatch: Any, tool: str
 ) -> None:
-    from dbus_ray.binlog import types
+    from dbus_ray.mysql import decoder as types
 
     t = table_name("osc")
     execute(root, f"CREATE TABLE {t} (id INT PRIMARY KEY, a VARCHAR(10))")

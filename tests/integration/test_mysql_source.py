@@ -14,11 +14,12 @@ from typing import Any
 import pymysql
 import pytest
 
-from dbus_ray.binlog.preflight import auto_server_id
 from dbus_ray.config import parse_config
 from dbus_ray.errors import DbusError
 from dbus_ray.model import dumps
-from dbus_ray.sources.mysql import MysqlOptions, MysqlSource, ddl_target
+from dbus_ray.mysql.connection import auto_server_id
+from dbus_ray.mysql.ddl import ddl_target
+from dbus_ray.mysql.source import MysqlOptions, MysqlSource
 from dbus_ray.testing import drain, execute, position, table_name
 
 pytestmark = pytest.mark.integration
@@ -476,7 +477,7 @@ def test_include_exclude(mariadb: Any, root: Any) -> None:
 
 
 def test_excluded_tables_are_not_decoded(mariadb: Any, root: Any, monkeypatch: Any) -> None:
-    from dbus_ray.binlog import types
+    from dbus_ray.mysql import decoder as types
 
     keep, drop = table_name("dk"), table_name("dd")
     execute(root, *(f"CREATE TABLE {x} (id INT PRIMARY KEY)" for x in (keep, drop)))
@@ -573,7 +574,7 @@ def test_connection_loss_reconnects_without_loss_or_duplicates(mariadb: Any, roo
                     break
                 continue
             got += changes([batch], t)
-            thread = src.stream._stream_connection.thread_id()
+            thread = src.stream.replica.thread_id()
             ready = len(got) > 100 and len(reconnects()) == len(killed) and thread not in killed
             if ready and len(killed) < 2:
                 execute(root, f"KILL {thread}")  # the server drops the binlog connection

@@ -15,7 +15,7 @@ import pytest
 
 from dbus_ray.devstack import MariaDB
 from dbus_ray.errors import DbusError
-from dbus_ray.sources.mysql import MysqlOptions, MysqlSource
+from dbus_ray.mysql.source import MysqlOptions, MysqlSource
 
 pytestmark = pytest.mark.integration
 

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from dbus_ray.binlog.schema_history import SchemaHistory
 from dbus_ray.checkpoints import FileCheckpointStore
 from dbus_ray.devstack import MariaDB
 from dbus_ray.errors import DbusError
-from dbus_ray.sources.mysql import MysqlOptions, MysqlSource
+from dbus_ray.mysql.schema_history import SchemaHistory
+from dbus_ray.mysql.source import MysqlOptions, MysqlSource
 from dbus_ray.testing import drain, execute, position, table_name
 
 pytestmark = pytest.mark.integration
@@ -128,7 +128,7 @@ def test_replay_decodes_each_row_with_the_columns_it_had(minimal: MariaDB, db: A
             got = live_rows(src, len(expected))
             assert images(got) == expected  # live: decoded as written
             want += expected
-            store.save(src._checkpoint())
+            store.save(src.checkpoint())
             saved = store.load()
             assert saved is not None
             for entry in saved.get("schema_history", []):
@@ -166,7 +166,7 @@ def test_resume_from_an_old_checkpoint_after_an_alter(minimal: MariaDB, db: Any,
     try:
         execute(db, f"INSERT INTO {t} VALUES (1, 'one')")
         assert images(live_rows(src, 1)) == [("insert", {"id": 1, "a": "one"})]
-        store.save(src._checkpoint())
+        store.save(src.checkpoint())
     finally:
         src.close()
     # down: a row, then an ALTER, then rows with the new column

@@ -19,7 +19,7 @@ import pytest
 from dbus_ray.config import parse_config
 from dbus_ray.errors import DbusError
 from dbus_ray.model import dumps
-from dbus_ray.sources.mysql import MysqlOptions, MysqlSource
+from dbus_ray.mysql.source import MysqlOptions, MysqlSource
 from dbus_ray.testing import drain, execute, position, sibling_test, table_name
 
 pytestmark = pytest.mark.integration

@@ -186,7 +186,7 @@ def test_cli_plugins_lists_every_type() -> None:
      "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5:7-9, 4f11fa47-71ca-11e1-9e33-c80aa9429562:3"),
 ])
 def test_mysql_start_forms(start: str, kind: str, value: object) -> None:
-    from dbus_ray.sources.mysql import parse_start
+    from dbus_ray.mysql.options import parse_start
 
     assert parse_start(start) == (kind, value)
 
@@ -194,7 +194,7 @@ def test_mysql_start_forms(start: str, kind: str, value: object) -> None:
 @pytest.mark.parametrize("start", ["", "latest-ish", "binlog:abc", "0-1", "3e11fa47:1-7"])
 def test_mysql_bad_start_is_refused(start: str) -> None:
     from dbus_ray.config import Invalid
-    from dbus_ray.sources.mysql import parse_start
+    from dbus_ray.mysql.options import parse_start
 
     with pytest.raises(Invalid, match="bad start"):
         parse_start(start)

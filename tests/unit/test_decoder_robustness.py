@@ -1,4 +1,4 @@
-"""Robustness of the row-image decoders (`dbus_ray.binlog.types.Layout.read_rows`, the per-table
+"""Robustness of the row-image decoders (`dbus_ray.mysql.values.Layout.read_rows`, the per-table
 compiled decoder every ROWS event goes through) against truncated and corrupted bytes, property-based
 (hypothesis): row images are generated from column values, then cut, overwritten or replaced by random
 bytes. Every case runs under a time limit (a hang fails) and must either decode or raise a `DecodeError`
@@ -25,9 +25,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dbus_ray.binlog import types as T
-from dbus_ray.binlog.types import ColumnDef, Layout
 from dbus_ray.errors import DecodeError
+from dbus_ray.mysql import values as T
+from dbus_ray.mysql.decoder import Layout
+from dbus_ray.mysql.values import ColumnDef
 
 TIME_LIMIT_S = 2.0
 EXAMPLES = int(os.environ.get("DBUS_HYPOTHESIS_EXAMPLES", "150"))

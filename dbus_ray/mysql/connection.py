@@ -240,12 +240,6 @@ def preflight(conn: pymysql.connections.Connection, ep: Endpoint, schema_history
     return ServerInfo(version, mariadb, file, pos, gtid or None, variables, warnings)
 
 
-def binlog_index(name: str) -> int:
-    """The sequence number of a binlog file name (`binlog.000042` -> 42)."""
-    m = re.search(r"\.(\d+)$", name)
-    return int(m.group(1)) if m else 0
-
-
 # ---------------------------------------------------------------------------------------- server_id
 
 

@@ -22,11 +22,7 @@ from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Any
 
-from dbus_ray.binlog.preflight import binlog_index
-
-
-def _at(file: str, offset: int) -> tuple[int, int]:
-    return binlog_index(file), offset
+from dbus_ray.mysql.offset import position_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +34,7 @@ class Version:
 
     @property
     def at(self) -> tuple[int, int]:
-        return _at(self.file, self.offset)
+        return position_key(self.file, self.offset)
 
 
 class SchemaHistory:
@@ -77,7 +73,7 @@ class SchemaHistory:
         versions = self.tables.get((db, table))
         if not versions:
             return None
-        i = bisect_right([v.at for v in versions], _at(file, offset))
+        i = bisect_right([v.at for v in versions], position_key(file, offset))
         return versions[i - 1] if i else None
 
     def recorded_at(self, db: str, table: str, file: str, offset: int) -> bool:
@@ -86,7 +82,7 @@ class SchemaHistory:
 
     def prune(self, file: str, offset: int) -> None:
         """Drop the versions older than the newest one at or before `file:offset`."""
-        pos = _at(file, offset)
+        pos = position_key(file, offset)
         for versions in self.tables.values():
             if len(versions) > 1:
                 i = bisect_right([v.at for v in versions], pos)

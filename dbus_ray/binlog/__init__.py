@@ -1,2 +1,0 @@
-"""MySQL/MariaDB binlog helpers of the `mysql` source: column decoding (`types`) and server checks
-(`preflight`)."""

@@ -1,0 +1,15 @@
+"""The `mysql` source: a MySQL/MariaDB binlog read as a replica. One concept per module:
+
+- `source`: `MysqlSource`, the registered `mysql` source; it only coordinates (snapshot or stream).
+- `options`: the config keys, the DSN and the `start` forms.
+- `connection`: connecting, the preflight checks at open, binlog positions, `server_id: auto`.
+- `offset`: `BinlogOffset`, the checkpoint (its JSON form), and the order of binlog positions.
+- `replica`: the binlog connection (replica session and packet loop) and the raw event slices.
+- `streaming`: `BinlogStream`, events -> transactions -> pending rows -> batches; reconnects.
+- `schema`, `schema_history`: table definitions over time (TABLE_MAP, history, information_schema).
+- `values`, `decoder`: column values per MySQL type, and the compiled row decoder (`Layout`).
+- `batches`: pending row segments and their Arrow record batches.
+- `ddl`: the DDL statements understood, online-schema-change shadow tables, the DDL row image.
+- `snapshot/`: `catalog` (tables, keys, queries), `serial`, `parallel` (worker actors, fences) and
+  `backfill` (on-demand, interleaved with the stream).
+"""

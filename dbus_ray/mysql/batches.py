@@ -1,0 +1,131 @@
+"""Rows the `mysql` source's stream decoded and has not handed out yet: `Segment`s (the rows of one ROWS
+event, or one DDL row, with their binlog position), and how consecutive segments of one table
+definition become one Arrow record batch (`runs`)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pyarrow as pa
+
+from dbus_ray.model import ABSENT_TYPE, META_SCHEMA, TableRows
+
+
+class Segment:
+    """Pending rows of one ROWS event (or one DDL row): images as one value list per column (None: the
+    event has no such image), and the position of its first row. Rows leave from the front."""
+
+    __slots__ = ("layout", "op", "before", "after", "n", "file", "offset", "gtid", "index", "txid", "ts",
+                 "tfile", "toffset", "absent")
+
+    def __init__(self, layout: Any, op: str, before: list[list[Any]] | None, after: list[list[Any]] | None,
+                 n: int, file: str, offset: int, gtid: str | None, index: int, txid: str, ts: float,
+                 tfile: str, toffset: int, absent: dict[str, list[str]] | None = None) -> None:
+        self.layout, self.op, self.before, self.after, self.n = layout, op, before, after, n
+        self.file, self.offset, self.gtid, self.index, self.txid = file, offset, gtid, index, txid
+        self.ts, self.tfile, self.toffset = ts, tfile, toffset
+        self.absent = absent  # image -> columns the event's image leaves out (binlog_row_image MINIMAL/NOBLOB)
+
+    def split(self, k: int) -> Segment:
+        """Remove the first `k` rows (k < n) and return them as a segment."""
+        b, a = self.before, self.after
+        head = Segment(self.layout, self.op, None if b is None else [c[:k] for c in b],
+                    None if a is None else [c[:k] for c in a], k, self.file, self.offset, self.gtid,
+                    self.index, self.txid, self.ts, self.tfile, self.toffset, self.absent)
+        self.before = None if b is None else [c[k:] for c in b]
+        self.after = None if a is None else [c[k:] for c in a]
+        self.n -= k
+        self.index += k
+        return head
+
+
+def runs(segs: list[Segment]) -> list[TableRows]:
+    """Consecutive segments of one table definition -> one Arrow record batch each."""
+    parts: list[TableRows] = []
+    now = time.time()
+    start = 0
+    n = len(segs)
+    while start < n:
+        layout = segs[start].layout
+        end = start + 1
+        while end < n and segs[end].layout is layout:
+            end += 1
+        run = segs[start:end]
+        k = sum(s.n for s in run)
+        ops: list[str] = []
+        files: list[str] = []
+        offsets: list[int] = []
+        gtids: list[str | None] = []
+        indexes: list[int] = []
+        txids: list[str] = []
+        tss: list[float] = []
+        for s in run:
+            m = s.n
+            if m == 1:
+                ops.append(s.op)
+                files.append(s.file)
+                offsets.append(s.offset)
+                gtids.append(s.gtid)
+                indexes.append(s.index)
+                txids.append(s.txid)
+                tss.append(s.ts)
+            else:
+                ops += [s.op] * m
+                files += [s.file] * m
+                offsets += [s.offset] * m
+                gtids += [s.gtid] * m
+                indexes += range(s.index, s.index + m)
+                txids += [s.txid] * m
+                tss += [s.ts] * m
+        before = _images(layout, run, "before", k)
+        after = _images(layout, run, "after", k)
+        arrays = [
+            pa.array(ops, pa.string()),
+            pa.array(files, pa.string()),
+            pa.array(offsets, pa.int64()),
+            pa.array(gtids, pa.string()),
+            pa.array(indexes, pa.int32()),
+            pa.array(txids, pa.string()),
+            pa.array(tss, pa.float64()),
+            pa.array([now] * k, pa.float64()),
+            before,
+            after,
+        ]
+        schema = META_SCHEMA.append(pa.field("before", before.type)).append(pa.field("after", after.type))
+        if any(s.absent for s in run):  # only with binlog_row_image MINIMAL/NOBLOB
+            absent: list[dict[str, list[str]] | None] = []
+            for s in run:
+                absent += [s.absent] * s.n
+            arrays.append(pa.array(absent, ABSENT_TYPE))
+            schema = schema.append(pa.field("absent", ABSENT_TYPE))
+        parts.append(
+            TableRows(
+                layout.db, layout.table, layout.key, pa.RecordBatch.from_arrays(arrays, schema=schema)
+            )
+        )
+        start = end
+    return parts
+
+def _images(layout: Any, run: list[Segment], which: str, k: int) -> pa.StructArray:
+    """The `before` or `after` struct column of a run of segments."""
+    images = [getattr(s, which) for s in run]
+    if len(run) == 1:
+        return layout.struct(images[0], k)
+    if all(i is None for i in images):
+        return layout.struct(None, k)
+    cols: list[list[Any]] = [[] for _ in layout.types]
+    mask: list[bool] | None = None
+    if any(i is None for i in images):
+        mask = []
+        for s, image in zip(run, images):
+            mask += [image is None] * s.n
+    for s, image in zip(run, images):
+        if image is None:
+            nones = [None] * s.n
+            for c in cols:
+                c += nones
+        else:
+            for c, sc in zip(cols, image):
+                c += sc
+    return layout.struct(cols, k, mask)

@@ -1,0 +1,95 @@
+"""Options of the `mysql` source: its config keys (`MysqlOptions`, checked when the config loads, each
+error naming its key), the DSN and the `start` forms."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
+
+from dbus_ray.config import Invalid
+
+MARIADB_GTID_RE = re.compile(r"^\d+-\d+-\d+(,\s*\d+-\d+-\d+)*$")
+MYSQL_GTID_RE = re.compile(r"^[0-9a-fA-F-]{36}(:\d+(-\d+)?)+(,\s*[0-9a-fA-F-]{36}(:\d+(-\d+)?)+)*$")
+FILE_POS_RE = re.compile(r"^([^:\s]+):(\d+)$")
+
+
+@dataclass
+class MysqlDsn:
+    user: str
+    password: str
+    host: str
+    port: int
+
+
+def parse_dsn(dsn: str) -> MysqlDsn:
+    """`mysql://user:password@host:port` -> parts. Raises Invalid (key "dsn") naming what is wrong,
+    never echoing the password."""
+    parts = urlsplit(dsn)
+    if parts.scheme not in ("mysql", "mariadb"):
+        shown = parts.scheme or dsn.split(":", 1)[0]
+        raise Invalid("dsn", f"bad DSN scheme {shown!r}: expected mysql://user:password@host:port")
+    try:
+        port = parts.port or 3306
+    except ValueError:
+        raise Invalid("dsn", "bad DSN port: expected mysql://user:password@host:port") from None
+    if not parts.hostname:
+        raise Invalid("dsn", "DSN has no host: expected mysql://user:password@host:port")
+    if not parts.username:
+        raise Invalid("dsn", "DSN has no user: expected mysql://user:password@host:port")
+    return MysqlDsn(unquote(parts.username), unquote(parts.password or ""), parts.hostname, port)
+
+
+def parse_start(start: str) -> tuple[str, Any]:
+    """`latest` | `earliest` | `file:offset` | GTID set -> (kind, value)."""
+    text = start.strip()
+    if text in ("latest", "earliest"):
+        return text, None
+    m = FILE_POS_RE.match(text)
+    if m and not MYSQL_GTID_RE.match(text):
+        return "position", (m.group(1), int(m.group(2)))
+    if MARIADB_GTID_RE.match(text) or MYSQL_GTID_RE.match(text):
+        return "gtid", text
+    raise Invalid(
+        "start", f"bad start {start!r}: expected latest, earliest, binlog-file:offset or a GTID set"
+    )
+
+
+@dataclass
+class MysqlOptions:
+    dsn: str
+    server_id: int | str = "auto"
+    start: str = "latest"  # latest | earliest | file:offset | GTID set
+    include: list[str] = field(default_factory=lambda: ["*.*"])
+    exclude: list[str] = field(default_factory=list)
+    ssl_ca: str | None = None
+    ssl_cert: str | None = None
+    ssl_key: str | None = None
+    snapshot: Literal["never", "initial", "when_needed"] = "never"
+    chunk_rows: int = 10_000  # rows per snapshot query (keyset page)
+    max_rows_per_second: int | None = None  # snapshot read throttle
+    snapshot_parallelism: int = 1  # snapshot worker actors reading chunks at once (1: the reader reads them)
+    skip_osc_tables: bool = True  # leave out gh-ost / pt-online-schema-change shadow tables (see OSC_RE)
+    schema_history: bool = False  # accept binlog_row_metadata MINIMAL (see dbus_ray.mysql.schema_history)
+
+    def __post_init__(self) -> None:
+        parse_dsn(self.dsn)
+        if self.chunk_rows < 1:
+            raise Invalid("chunk_rows", "must be at least 1")
+        if self.snapshot_parallelism < 1:
+            raise Invalid("snapshot_parallelism", "must be at least 1")
+        if self.max_rows_per_second is not None and self.max_rows_per_second < 1:
+            raise Invalid("max_rows_per_second", "must be at least 1 (or left out: no throttle)")
+        if isinstance(self.server_id, str) and self.server_id != "auto":
+            raise Invalid("server_id", f"expected an integer or 'auto', got {self.server_id!r}")
+        if isinstance(self.server_id, int) and not 1 <= self.server_id < 2**32:
+            raise Invalid("server_id", "must be between 1 and 4294967295")
+        parse_start(self.start)
+        from dbus_ray.routing import check_pattern
+
+        for key in ("include", "exclude"):
+            for i, pattern in enumerate(getattr(self, key)):
+                reason = check_pattern(pattern)
+                if reason:
+                    raise Invalid(f"{key}[{i}]", reason)

@@ -1,0 +1,138 @@
+"""Table definitions of the `mysql` source's stream: which layout decodes the rows of a table id, from
+the TABLE_MAP events, the schema history and information_schema.
+
+Column names come from the TABLE_MAP event (binlog_row_metadata=FULL), so rows written before an ALTER
+decode with the old columns; without them, from the schema history (`dbus_ray.mysql.schema_history`,
+carried in the checkpoint), else information_schema with a column-count check. A definition is keyed by
+the TABLE_MAP bytes after the table id and parsed once; a DDL on a table forgets its definitions.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from typing import Any
+
+from dbus_ray.errors import DbusError, DecodeError
+from dbus_ray.mysql import replica as rp
+from dbus_ray.mysql.connection import Endpoint, connect
+from dbus_ray.mysql.ddl import OSC_RE
+from dbus_ray.mysql.schema_history import SchemaHistory
+
+
+class TableSchema:
+    """The stream's table definitions. `live(file, offset)` says whether the stream at that position is
+    caught up with where the server was at open (information_schema then describes the tables as of
+    there)."""
+
+    def __init__(self, ep: Endpoint, matcher: Callable[[str, str], bool], skip_osc_tables: bool,
+                 history: list[Any] | None, history_on: bool) -> None:
+        self.ep = ep
+        self.matcher = matcher
+        self.skip_osc_tables = skip_osc_tables
+        # TABLE_MAP bytes (all but the table id) -> (db, table, Layout or None when excluded)
+        self.map_cache: dict[bytes, tuple[str, str, Any]] = {}
+        self.by_table_id: dict[int, tuple[str, str, Any]] = {}
+        self.names_cache: dict[tuple[str, str], tuple[list[str], tuple[str, ...]]] = {}
+        # column names per position when TABLE_MAP events carry none (binlog_row_metadata not FULL)
+        self.history = SchemaHistory(history)
+        self.history_on = history_on
+
+    def selected(self, db: str, table: str) -> bool:
+        return self.matcher(db, table) and not (self.skip_osc_tables and bool(OSC_RE.match(table)))
+
+    def table_map(self, ev: rp.RawEvent, replica: rp.Replica, file: str, offset: int, live: bool) -> None:
+        """Map the event's table id to a layout, parsing a definition only the first time it is seen."""
+        table_id, key, db, table = rp.table_map_names(ev)
+        entry = self.map_cache.get(key)
+        if entry is None:
+            layout = None
+            if self.selected(db, table):
+                try:
+                    layout = self.layout_of(replica.table_map_event(ev).get_table(), db, table, file, offset, live)
+                except (DecodeError, ValueError, IndexError, KeyError, struct.error) as exc:
+                    raise DecodeError(
+                        f"binlog {file}:{offset}: cannot read the table map event of {db}.{table}: {exc}"
+                    ) from None
+            entry = self.map_cache[key] = (db, table, layout)
+        self.by_table_id[table_id] = entry
+
+    def layout(self, table_id: int) -> Any:
+        """The layout of a table id's rows; None when no TABLE_MAP was seen for it or it is excluded."""
+        entry = self.by_table_id.get(table_id)
+        return None if entry is None else entry[2]
+
+    def layout_of(self, table_obj: Any, db: str, table: str, file: str, offset: int, live: bool) -> Any:
+        """The layout of a table definition (a stock `Table` parsed from a TABLE_MAP event at `offset`)."""
+        from dbus_ray.mysql.decoder import Layout, columns_of
+
+        cols = table_obj.columns
+        names: list[str] | None = None
+        if all(c.name for c in cols):
+            pk = table_obj.primary_key
+            key = (pk,) if isinstance(pk, str) and pk else tuple(pk) if pk else ()
+        else:
+            names, key = self.names_at(db, table, len(cols), file, offset, live)
+        return Layout(db, table, columns_of(table_obj, names), key)
+
+    def names_at(self, db: str, table: str, n: int, file: str, offset: int,
+                 live: bool) -> tuple[list[str], tuple[str, ...]]:
+        """Column names and key of a table whose TABLE_MAP event (at `offset`, `n` columns) carries no names:
+        the schema history's version valid there, else information_schema (recorded in the history when the
+        stream is live), whose column count must match the event's."""
+        version = self.history.at(db, table, file, offset)
+        if version is not None and version.columns is not None and len(version.columns) == n:
+            return list(version.columns), version.key
+        names, key = self.from_catalog(db, table)
+        if len(names) != n:
+            raise DbusError(
+                f"binlog {file}:{offset}: table {db}.{table} has {n} columns in the binlog but {len(names)} "
+                "in information_schema (altered since) and the schema history has no definition for this "
+                "position: set binlog_row_metadata=FULL on the server, or restart the pipeline from a snapshot"
+            )
+        if live:
+            self.history.record(db, table, file, offset, names, key)
+        return names, key
+
+    def ddl(self, named: list[tuple[str, str]], file: str, offset: int, live: bool) -> None:
+        """A DDL statement (at `offset`) on the tables `named` (table "" for a database) passed: forget their
+        definitions; with a schema history, record their definitions from here on when live; when behind,
+        mark the versions recorded before it as no longer known (unless the history has the definition that
+        starts here)."""
+        for db, table in named:
+            self.names_cache.pop((db, table), None)
+            for key in [k for k, v in self.map_cache.items() if v[0] == db and (v[1] == table or not table)]:
+                del self.map_cache[key]
+        if not (self.history_on or self.history):
+            return
+        for db, table in named:
+            if not table or not self.matcher(db, table):
+                continue
+            if live:
+                names, key = self.from_catalog(db, table)
+                self.history.record(db, table, file, offset, names or None, key)
+            elif self.history.tables.get((db, table)) and not self.history.recorded_at(db, table, file, offset):
+                self.history.record(db, table, file, offset, None)
+
+    def from_catalog(self, db: str, table: str) -> tuple[list[str], tuple[str, ...]]:
+        """Column names and primary key from information_schema (servers without binlog_row_metadata)."""
+        hit = self.names_cache.get((db, table))
+        if hit is None:
+            conn = connect(self.ep)
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(
+                        "SELECT COLUMN_NAME, COLUMN_KEY FROM information_schema.COLUMNS "
+                        "WHERE TABLE_SCHEMA=%s AND TABLE_NAME=%s ORDER BY ORDINAL_POSITION",
+                        (db, table),
+                    )
+                    rows = cur.fetchall()
+            finally:
+                conn.close()
+            hit = ([r[0] for r in rows], tuple(r[0] for r in rows if r[1] == "PRI"))
+            self.names_cache[(db, table)] = hit
+        return hit
+
+    def history_json(self, file: str, offset: int) -> list[list[Any]] | None:
+        """The schema history a resume from `file:offset` needs (None: there is none)."""
+        return self.history.to_json(file, offset) if self.history else None

@@ -1,0 +1,314 @@
+"""Source `mysql`: reads a MySQL/MariaDB binlog as a replica and emits row changes. This class only
+coordinates (the package docstring lists the modules it uses): it runs the checks at open
+(`connection`), then a snapshot (`snapshot.*`) or the binlog stream (`streaming`), and builds each batch's
+checkpoint (`offset.BinlogOffset`, whose docstring describes the format).
+
+Snapshot (`snapshot: initial | when_needed`): the selected tables' rows first, as `op: read` rows
+through the same `poll` batches, then the stream from the binlog position that matches the snapshot.
+While it runs the checkpoint is `{"snapshot": {...}}`; the batch holding its last row carries the binlog
+checkpoint of that position. With `snapshot_parallelism` >= 2 worker actors read the chunks and the
+stream's checkpoints carry `fences` until it passed every chunk's position; `backfill` (`dbus snapshot`)
+interleaves an on-demand snapshot with the stream. Unless `snapshot: never`, binlog checkpoints carry
+`selected` (include/exclude): tables a later start's patterns newly select are backfilled
+(`_snapshot_new_tables`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from typing import Any
+
+from dbus_ray.errors import DbusError
+from dbus_ray.model import RowBatch
+from dbus_ray.mysql import connection as cn
+from dbus_ray.mysql.ddl import OSC_RE
+from dbus_ray.mysql.offset import BinlogOffset, binlog_index, is_snapshot
+from dbus_ray.mysql.options import MysqlOptions, parse_dsn, parse_start
+from dbus_ray.mysql.schema import TableSchema
+from dbus_ray.mysql.snapshot.backfill import Backfill, backfill_tables
+from dbus_ray.mysql.snapshot.catalog import list_tables
+from dbus_ray.mysql.snapshot.parallel import Fenced, Fences, ParallelSnapshot
+from dbus_ray.mysql.snapshot.serial import Snapshot
+from dbus_ray.mysql.streaming import BinlogStream
+from dbus_ray.registry import Source, source
+from dbus_ray.routing import TableMatcher
+
+log = logging.getLogger("dbus.mysql")
+
+
+@source("mysql")
+class MysqlSource(Source):
+    Options = MysqlOptions
+
+    def __init__(self, pipeline: str, options: MysqlOptions) -> None:
+        super().__init__(pipeline, options)
+        o = options
+        dsn = parse_dsn(o.dsn)
+        ssl = {k: v for k, v in (("ca", o.ssl_ca), ("cert", o.ssl_cert), ("key", o.ssl_key)) if v}
+        self.ep = cn.Endpoint(dsn.host, dsn.port, dsn.user, dsn.password, ssl or None)
+        self.where = self.ep.where
+        self.matcher = TableMatcher(o.include, o.exclude)
+        self.server_id = o.server_id if isinstance(o.server_id, int) else 0  # `auto`: chosen at open
+        self.identity = cn.replica_identity(pipeline)
+        self.info: cn.ServerInfo | None = None
+        self.schema: TableSchema | None = None
+        self.stream: BinlogStream | None = None
+        self.snap: Any = None  # Snapshot / ParallelSnapshot / Backfill / Fenced while one applies
+        self.snap_progress: dict[str, Any] | None = None
+        # the include/exclude the checkpoints record (the old ones until newly selected tables are snapshotted)
+        self.selected: dict[str, list[str]] = {"include": list(o.include), "exclude": list(o.exclude)}
+        self._selected_next: dict[str, list[str]] | None = None
+        self.backfill_queue: deque[tuple[list[Any], str | None]] = deque()  # asked for by `backfill`
+        self._fenced_poll = False
+
+    @classmethod
+    def parse_position(cls, text: str) -> dict[str, Any]:
+        """`binlog.000042:1234` (the start of a transaction) -> a checkpoint."""
+        return BinlogOffset.parse(text).to_dict()
+
+    # ------------------------------------------------------------------ open / close
+    def open(self, checkpoint: dict[str, Any] | None) -> None:
+        o: MysqlOptions = self.options
+        if o.server_id == "auto":
+            self.server_id = cn.auto_server_id(self.pipeline, self.where)
+        conn = cn.connect(self.ep)
+        try:
+            info = self.info = cn.preflight(conn, self.ep, schema_history=o.schema_history)
+            logs = cn.binary_logs(conn, self.ep)
+            others = cn.registered_replicas(conn, self.server_id)
+        finally:
+            conn.close()
+        others = [r for r in others or [] if r[0] != self.identity]
+        if others:  # a replica that is not this pipeline holds the id: connecting would throw it out
+            raise cn.server_id_clash(self.ep, self.server_id, others, took_over=False)
+        self.schema = TableSchema(self.ep, self.matcher, o.skip_osc_tables, (checkpoint or {}).get("schema_history"),
+                                  history_on=not info.has_row_metadata)
+        if is_snapshot(checkpoint):  # stopped mid-snapshot: go on with it
+            self._open_snapshot(checkpoint["snapshot"], logs)  # type: ignore[index]
+            return
+        if not checkpoint and o.snapshot == "initial":
+            self._open_snapshot(None, logs)
+            return
+        gtid: str | None = None
+        if checkpoint:
+            start = BinlogOffset.from_dict(checkpoint)
+            what = "checkpoint"
+        else:
+            kind, value = parse_start(o.start)
+            what = f"start {o.start}"
+            if kind == "latest":
+                start = BinlogOffset(info.file, info.position)
+            elif kind == "earliest":
+                if not logs:
+                    raise DbusError(f"{self.where} has no binlog files (SHOW BINARY LOGS is empty)")
+                start = BinlogOffset(logs[0][0], 4)
+            elif kind == "position":
+                start = BinlogOffset(*value)
+            else:
+                start, gtid = BinlogOffset("", 0), value
+        if not gtid:
+            if o.snapshot == "when_needed" and start.file not in dict(logs):
+                log.warning("[%s] binlog file %s (%s) is no longer on %s: snapshot (snapshot: when_needed)",
+                            self.pipeline, start.file, what, self.where)
+                self._open_snapshot(None, logs)
+                return
+            self._check_position(start.file, start.offset, logs, what)
+        target = (binlog_index(info.file), info.position)
+        self.stream = BinlogStream(self.pipeline, self.ep, info, self.server_id, self.identity, self.schema,
+                                   start.with_(selected=None, schema_history=None, fences=None), target, gtid)
+        if start.fences:  # taken while the stream ran behind a parallel snapshot's fences
+            self.snap = Fenced(Fences(start.fences), time.time())
+        if checkpoint and self.snap is None:
+            self._snapshot_new_tables(checkpoint.get("selected"))
+        log.info("[%s] mysql source at %s:%s (skip %s) on %s, server_id %s", self.pipeline, start.file, start.offset,
+                 start.skip, self.where, self.server_id)
+
+    def close(self) -> None:
+        if self.snap is not None:
+            self.snap.close()
+        if self.stream is not None:
+            self.stream.close()
+            self.stream = None
+
+    def _check_position(self, file: str, offset: int, logs: list[tuple[str, int]], what: str) -> None:
+        sizes = dict(logs)
+        if file not in sizes:
+            oldest = logs[0][0] if logs else "none"
+            raise DbusError(
+                f"binlog file {file} ({what}) is no longer on {self.where} (purged? oldest is {oldest}): "
+                "restart from `start: earliest` or a snapshot (the rows in between are lost) after removing "
+                "the pipeline's checkpoint"
+            )
+        if offset < 4 or offset > sizes[file]:
+            raise DbusError(f"binlog position {file}:{offset} ({what}) is beyond the end of {file} on {self.where}")
+
+    # ------------------------------------------------------------------ checkpoints and state
+    def checkpoint(self, at: BinlogOffset | None = None) -> dict[str, Any]:
+        """The binlog checkpoint of `at` (default: the stream's offset), with the include/exclude it was
+        taken under (unless `snapshot: never`) and the schema history a resume from it needs."""
+        if at is None:
+            assert self.stream is not None
+            at = self.stream.offset()
+        assert self.schema is not None
+        return at.with_(
+            selected=self.selected if self.options.snapshot != "never" else None,
+            schema_history=self.schema.history_json(at.file, at.offset),
+        ).to_dict()
+
+    def position(self) -> dict[str, Any] | None:
+        """Between transactions with nothing pending: the position after the last commit read."""
+        if self.snap is not None or self.stream is None or not self.stream.between_transactions():
+            return None
+        return self.checkpoint()
+
+    def caught_up(self) -> bool:
+        if self.snap is not None or self.stream is None:
+            return False
+        return self.stream.caught_up()
+
+    def lag_seconds(self) -> float:
+        if self.snap is not None:  # behind the binlog by the age of the snapshot
+            return max(0.0, time.time() - float(self.snap.state.get("ts") or self.snap.ts))
+        return 0.0 if self.stream is None else self.stream.lag_seconds()
+
+    def snapshot_progress(self) -> dict[str, Any] | None:
+        """The snapshot's progress (tables done/total, rows, rows/s, ...) while it runs and after; None when
+        this source did not snapshot."""
+        if self.snap is not None:
+            return self.snap.progress()
+        return self.snap_progress
+
+    # ------------------------------------------------------------------ reading
+    def poll(self, max_rows: int, seq: int) -> RowBatch | None:
+        if self.snap is not None or (self.backfill_queue and not self._fenced_poll):
+            return self._poll_snapshot(max_rows, seq)
+        assert self.stream is not None
+        got = self.stream.read(max_rows)
+        if got is None:
+            return None
+        parts, ts = got
+        return RowBatch(self.pipeline, seq, parts, self.checkpoint(), ts)
+
+    def _poll_snapshot(self, max_rows: int, seq: int) -> RowBatch | None:
+        if self.snap is None:  # a backfill was asked for (`dbus snapshot`)
+            o: MysqlOptions = self.options
+            self.snap = Backfill(self.ep, self.pipeline, self.backfill_queue, o.chunk_rows, o.max_rows_per_second)
+        snap = self.snap
+        if snap.done:  # a parallel snapshot is read: the stream runs behind its fences
+            return self._poll_fenced(max_rows, seq)
+        parts = snap.read(max_rows)
+        if snap.done:
+            state = snap.state
+            at = BinlogOffset(state["file"], state["offset"], 0, state.get("gtid"))
+            checkpoint = self.checkpoint(at)
+            self.snap_progress = snap.progress()
+            snap.close()
+            self.snap = None
+            if "fences" in state:
+                checkpoint["fences"] = state["fences"]
+                self.snap = Fenced(Fences(state["fences"]), float(state.get("ts") or snap.ts), self.snap_progress)
+            self._stream_after_snapshot(at)
+            log.info("[%s] snapshot done: %s", self.pipeline, self.snap_progress)
+        else:
+            checkpoint = {"snapshot": snap.checkpoint_state()}
+        if not parts:
+            return None
+        return RowBatch(self.pipeline, seq, parts, checkpoint, snap.ts)
+
+    def _poll_fenced(self, max_rows: int, seq: int) -> RowBatch | None:
+        """The stream after a parallel snapshot or during a backfill, without the changes the chunks
+        hold (Fences, KeyFences), until it passed every chunk's position; a backfill's next chunk is read
+        after the stream's rows (so at a later position). The checkpoints carry a snapshot's fences."""
+        fenced = self.snap
+        self.snap, self._fenced_poll = None, True
+        try:
+            batch = self.poll(max_rows, seq)
+        finally:
+            self.snap, self._fenced_poll = fenced, False
+        stream = self.stream
+        assert stream is not None
+        fences = fenced.fences
+        parts = [] if batch is None else [p for p in (fences.keep(part) for part in batch.parts) if p is not None]
+        room = max_rows - sum(p.num_rows for p in parts)
+        if not fenced.finished and room > 0:
+            parts += fenced.read(room)
+        lifted = fenced.finished and fences.passed(stream.file, stream.next_pos) and stream.between_transactions()
+        if lifted:
+            self.snap = None
+            self.snap_progress = fenced.progress()
+            if self._selected_next is not None:  # the newly selected tables are snapshotted
+                self.selected, self._selected_next = self._selected_next, None
+            log.info("[%s] stream at %s:%s, past every snapshot chunk", self.pipeline, stream.file, stream.next_pos)
+        if not parts:
+            return None
+        checkpoint = batch.checkpoint if batch is not None else self.checkpoint()
+        if not lifted and fences.raw:
+            checkpoint = {**checkpoint, "fences": fences.raw}
+        return RowBatch(self.pipeline, seq, parts, checkpoint, batch.ts if batch is not None else time.time())
+
+    # ------------------------------------------------------------------ snapshots
+    def _open_snapshot(self, state: dict[str, Any] | None, logs: list[tuple[str, int]]) -> None:
+        o: MysqlOptions = self.options
+        if state is not None and state.get("file") and state["file"] not in dict(logs):
+            log.warning("[%s] binlog file %s of the interrupted snapshot is no longer on %s: snapshot again from the "
+                        "start", self.pipeline, state["file"], self.where)
+            state = None
+        if o.snapshot_parallelism > 1:
+            from dbus_ray.actors.snapshot_worker import WorkerPool
+
+            pool = WorkerPool(self.ep, self.pipeline, o.snapshot_parallelism)
+            self.snap = ParallelSnapshot(self.ep, self.pipeline, self.matcher, pool, o.snapshot_parallelism,
+                                         o.chunk_rows, o.max_rows_per_second, state)
+        else:
+            self.snap = Snapshot(self.ep, self.pipeline, self.matcher, o.chunk_rows, o.max_rows_per_second, state)
+        try:
+            self.snap.begin()
+        except BaseException:
+            self.snap.close()
+            self.snap = None
+            raise
+
+    def _stream_after_snapshot(self, at: BinlogOffset) -> None:
+        """Start the binlog stream at the snapshot's position; caught up means up to where the server is now."""
+        conn = cn.connect(self.ep)
+        try:
+            logs = cn.binary_logs(conn, self.ep)
+            now = cn.master_status(conn, self.ep)
+        finally:
+            conn.close()
+        self._check_position(at.file, at.offset, logs, "snapshot position")
+        assert self.info is not None and self.schema is not None
+        self.stream = BinlogStream(self.pipeline, self.ep, self.info, self.server_id, self.identity, self.schema,
+                                   at, (binlog_index(now[0]), now[1]))
+
+    def backfill(self, tables: list[str], where: str | None = None) -> dict[str, Any]:
+        """Ask for an on-demand snapshot of `tables` (db.table) while the stream runs, of the rows `where`
+        (SQL) selects; checked here (one-line DbusError), read by the polling thread (see Backfill)."""
+        found = backfill_tables(self.ep, self.matcher, list(tables), where)
+        self.backfill_queue.append((found, where))
+        log.info("[%s] backfill of %s asked for", self.pipeline, ", ".join(t.name for t in found))
+        return {"tables": [t.name for t in found], "where": where, "rows_estimate": sum(t.rows_estimate for t in found)}
+
+    def _snapshot_new_tables(self, before: dict[str, Any] | None) -> None:
+        """Resuming with include/exclude that select tables the checkpoint's did not: snapshot those (a
+        backfill, while the stream goes on from the checkpoint) unless `snapshot: never`. The checkpoints
+        keep the old include/exclude until the backfill is done, so a restart before that snapshots again."""
+        o: MysqlOptions = self.options
+        if o.snapshot == "never" or not isinstance(before, dict) or before == self.selected:
+            return
+        was = TableMatcher(list(before.get("include") or []), list(before.get("exclude") or []))
+        conn = cn.connect(self.ep)
+        try:
+            new = [f"{db}.{t}" for db, t, _e, _n in list_tables(conn, self.matcher)
+                   if not was(db, t) and not (o.skip_osc_tables and OSC_RE.match(t))]
+        finally:
+            conn.close()
+        if not new:
+            return
+        log.info("[%s] include/exclude now select %s: snapshotting them while streaming", self.pipeline,
+                 ", ".join(new))
+        self.backfill(new)
+        self.selected, self._selected_next = {"include": list(before.get("include") or []),
+                                              "exclude": list(before.get("exclude") or [])}, self.selected

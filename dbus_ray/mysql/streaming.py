@@ -1,0 +1,342 @@
+"""The binlog stream of the `mysql` source: events from the replica connection -> transactions -> pending
+row segments -> batches, and the offset a resume starts from (`dbus_ray.mysql.offset`).
+
+Transactions are followed by their markers (GTID, BEGIN, XID/COMMIT); a row's position is the `offset`
+of its ROWS event, its `index` among the transaction's emitted rows and its `txid` (the GTID or
+`file:offset` of the BEGIN). Tables excluded by include/exclude are skipped before any decoding, and so
+are the shadow tables of online schema change tools (`skip_osc_tables`, see `dbus_ray.mysql.ddl.OSC_RE`):
+their cut-over rename is a DDL row of the table itself. Columns an image leaves out (binlog_row_image
+MINIMAL/NOBLOB) are listed per row in the optional `absent` column (`dbus_ray.model.ABSENT_TYPE`). A
+DecodeError names the binlog position of its event. A dropped connection is resumed from the offset
+(never mid-transaction), with backoff, RECONNECT_ATTEMPTS times.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from dbus_ray.errors import DbusError, DecodeError
+from dbus_ray.model import TableRows
+from dbus_ray.mysql import connection as cn
+from dbus_ray.mysql import replica as rp
+from dbus_ray.mysql.batches import Segment, runs
+from dbus_ray.mysql.ddl import OSC_RE, DdlLayout, ddl_target, renamed_tables
+from dbus_ray.mysql.offset import BinlogOffset, binlog_index
+from dbus_ray.mysql.schema import TableSchema
+
+log = logging.getLogger("dbus.mysql")
+
+HEARTBEAT_SECONDS = 0.25  # the server sends a heartbeat after this long without events
+POLL_BUDGET_SECONDS = 0.05  # a poll holding rows returns after this long even when not full (latency)
+READ_TIMEOUT_SECONDS = 10  # 40 heartbeats: a link gone silent (black hole, dead host) is dropped
+RECONNECT_ATTEMPTS = 8
+
+
+@dataclass
+class _Txn:
+    file: str
+    offset: int
+    gtid: str | None
+    began: bool  # inside BEGIN ... COMMIT (else ends after its one statement)
+    skip: int = 0  # rows already emitted before a resume
+    rows: int = 0  # rows of included tables seen so far
+
+    @property
+    def txid(self) -> str:
+        return self.gtid or f"{self.file}:{self.offset}"
+
+
+class BinlogStream:
+    """Reads the binlog from `start` (or, with `gtid`, from a GTID set); `target` is the position (file
+    index, offset) the server was at when the stream opened: caught up means at or past it."""
+
+    def __init__(self, pipeline: str, ep: cn.Endpoint, info: cn.ServerInfo, server_id: int, identity: str,
+                 schema: TableSchema, start: BinlogOffset, target: tuple[int, int], gtid: str | None = None) -> None:
+        self.pipeline = pipeline
+        self.ep = ep
+        self.where = ep.where
+        self.info = info
+        self.server_id = server_id
+        self.identity = identity
+        self.schema = schema
+        self.target = target
+        self.pending: list[Segment] = []
+        self.pending_rows = 0
+        self._index_of: tuple[str, int] = ("", 0)
+        self.replica: rp.Replica | None = None
+        self.txn: _Txn | None = None
+        self.resume: tuple[str, int, int] | None = None
+        self.last_gtid = start.gtid
+        self.idle = False
+        self.reached = False
+        self.last_ts = 0.0
+        self.file, self.next_pos = start.file, start.offset
+        self._start(start.file, start.offset, start.skip, gtid)
+
+    def _start(self, file: str, offset: int, skip: int, gtid: str | None = None) -> None:
+        settings = self.ep.settings()
+        settings["read_timeout"] = READ_TIMEOUT_SECONDS
+        self.replica = rp.Replica(settings, self.server_id, self.identity, HEARTBEAT_SECONDS, file, offset, gtid,
+                                  mariadb=self.info.mariadb, row_metadata=self.info.has_row_metadata)
+        self.txn = None
+        self.schema.by_table_id = {}
+        self.resume = (file, offset, skip) if skip else None
+
+    def close(self) -> None:
+        if self.replica is not None:
+            self.replica.close()
+            self.replica = None
+
+    # ------------------------------------------------------------------ state
+    def offset(self) -> BinlogOffset:
+        """Where to resume so that every row handed out so far is skipped and no other."""
+        if self.pending:
+            seg = self.pending[0]
+            return BinlogOffset(seg.tfile, seg.toffset, seg.index, seg.gtid)
+        txn = self.txn
+        if txn is not None:
+            return BinlogOffset(txn.file, txn.offset, txn.rows, txn.gtid)
+        if self.resume is not None:
+            file, offset, skip = self.resume
+            return BinlogOffset(file, offset, skip, self.last_gtid)
+        return BinlogOffset(self.file, self.next_pos, 0, self.last_gtid)
+
+    def between_transactions(self) -> bool:
+        """Nothing pending and no transaction open: the offset is the position after the last commit."""
+        return not self.pending and self.txn is None
+
+    def caught_up(self) -> bool:
+        return (self.reached or self.idle) and not self.pending
+
+    def lag_seconds(self) -> float:
+        if self.pending:
+            return max(0.0, time.time() - min(s.ts for s in self.pending))
+        if self.idle or not self.last_ts:
+            return 0.0
+        return max(0.0, time.time() - self.last_ts)
+
+    def _live(self, offset: int) -> bool:
+        """At `offset` of the current file the stream is caught up with where the server was at open, so
+        information_schema describes the tables as of here."""
+        return self.reached or (binlog_index(self.file), offset) >= self.target
+
+    def _check_reached(self, end: int) -> None:
+        if self.file != self._index_of[0]:
+            self._index_of = (self.file, binlog_index(self.file))
+        self.reached = (self._index_of[1], end) >= self.target
+
+    # ------------------------------------------------------------------ reading
+    def read(self, max_rows: int) -> tuple[list[TableRows], float] | None:
+        """Up to `max_rows` rows as Arrow runs and the newest event time among them; None when no row came
+        within the poll budget (or a heartbeat said the server has nothing more)."""
+        monotonic = time.monotonic
+        deadline = monotonic() + POLL_BUDGET_SECONDS
+        fetch, handle = self._fetch, self._handle
+        while self.pending_rows < max_rows:
+            if self.pending_rows and monotonic() > deadline:
+                break
+            event = fetch()
+            if event is None:
+                break
+            if event.type == rp.HEARTBEAT_EVENT:
+                self.idle = True
+                break
+            self.idle = False
+            handle(event)
+        if not self.pending_rows:
+            return None
+        segs = self._take(max_rows)
+        return runs(segs), max(s.ts for s in segs)
+
+    def _take(self, max_rows: int) -> list[Segment]:
+        """The first `max_rows` pending rows (splitting a segment when needed)."""
+        pending = self.pending
+        got = 0
+        i = 0
+        while i < len(pending) and got + pending[i].n <= max_rows:
+            got += pending[i].n
+            i += 1
+        out = pending[:i]
+        rest = pending[i:]
+        if got < max_rows and rest:
+            out.append(rest[0].split(max_rows - got))
+            got = max_rows
+        self.pending = rest
+        self.pending_rows -= got
+        return out
+
+    def _fetch(self) -> rp.RawEvent | None:
+        attempt = 0
+        while True:
+            try:
+                assert self.replica is not None
+                return self.replica.fetch()
+            except DbusError:
+                raise
+            except Exception as exc:
+                code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+                if cn.is_server_id_clash(exc):
+                    raise self._server_id_clash() from None
+                if code == cn.ER_MASTER_FATAL_READING_BINLOG:
+                    raise self._binlog_error(exc) from None
+                if code in (cn.ER_ACCESS_DENIED, cn.ER_DBACCESS_DENIED):
+                    raise cn.connect_error(self.ep, exc) from None
+                attempt += 1
+                if attempt > RECONNECT_ATTEMPTS:
+                    why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                    raise DbusError(
+                        f"lost the binlog connection to {self.where} and could not reconnect "
+                        f"({RECONNECT_ATTEMPTS} attempts): {why}"
+                    ) from None
+                cp = self.offset()
+                self.pending = []
+                self.pending_rows = 0
+                self.close()
+                delay = min(0.2 * 2**attempt, 15.0)
+                log.warning("[%s] binlog connection to %s lost (%s); reconnecting in %.1fs from %s", self.pipeline,
+                            self.where, type(exc).__name__, delay, cp.to_dict())
+                time.sleep(delay)
+                self.file, self.next_pos = cp.file, cp.offset
+                self._start(cp.file, cp.offset, cp.skip)
+
+    def _server_id_clash(self) -> DbusError:
+        """Another replica connected with this reader's server_id and the server ended this connection:
+        reconnecting would throw the other one out in turn, forever."""
+        self.close()
+        others: list[tuple[str, int]] | None = None
+        try:
+            conn = cn.connect(self.ep)
+            try:
+                others = cn.registered_replicas(conn, self.server_id)
+            finally:
+                conn.close()
+        except DbusError:
+            pass
+        return cn.server_id_clash(self.ep, self.server_id, others, took_over=True)
+
+    def _binlog_error(self, exc: BaseException) -> DbusError:
+        text = str(exc.args[1] if len(exc.args) > 1 else exc).splitlines()[0]
+        if "find first log" in text or "purged" in text.lower():
+            return DbusError(
+                f"binlog file {self.file} is no longer on {self.where} (purged?): restart from "
+                "`start: earliest` or a snapshot after removing the pipeline's checkpoint"
+            )
+        return DbusError(f"the server {self.where} refused to send the binlog at {self.file}:{self.next_pos}: {text}")
+
+    # ------------------------------------------------------------------ events
+    def _handle(self, ev: rp.RawEvent) -> None:
+        t = ev.type
+        end = ev.log_pos
+        offset = end - ev.event_size if end else self.next_pos
+        if t == rp.TABLE_MAP_EVENT:
+            assert self.replica is not None
+            self.schema.table_map(ev, self.replica, self.file, offset, self._live(offset))
+            return
+        if ev.timestamp:
+            self.last_ts = float(ev.timestamp)
+        if t in rp.ROWS_OP:
+            self._rows(ev, offset)
+        elif t == rp.MARIADB_GTID_EVENT:
+            gtid, flags = rp.mariadb_gtid(ev)
+            self._begin(offset, gtid, began=not (flags & 1))
+        elif t == rp.XID_EVENT:
+            self._end()
+        elif t == rp.GTID_EVENT:
+            self._begin(offset, rp.mysql_gtid(ev), began=False)
+        elif t == rp.QUERY_EVENT:
+            schema, sql = rp.query_parts(ev)
+            self._statement(sql, schema, float(ev.timestamp), offset)
+        elif t == rp.ROTATE_EVENT:
+            self.file, self.next_pos = rp.rotate(ev)
+            if ev.timestamp:  # a real rotation: table ids may be reused from here on
+                self.schema.by_table_id = {}
+            return
+        if end:
+            self.next_pos = end
+            if not self.reached and self.txn is None:
+                self._check_reached(end)
+
+    def _rows(self, ev: rp.RawEvent, offset: int) -> None:
+        table_id, _flags, _ncols, bitmap, bitmap2, pos = rp.rows_body(ev)
+        layout = self.schema.layout(table_id)
+        if layout is None:  # no TABLE_MAP seen for it, or an excluded table
+            return
+        txn = self.txn
+        if txn is None:  # a rows event outside any transaction marker: treat it as its own transaction
+            txn = self._begin(offset, None, began=False)
+        op = rp.ROWS_OP[ev.type]
+        try:
+            before, after = layout.read_rows(ev.data, op, bitmap, bitmap2, pos, ev.end)
+        except DecodeError as exc:
+            raise DecodeError(f"binlog {self.file}:{offset}: {exc}") from None
+        n = len((after if after is not None else before)[0])  # type: ignore[index]
+        absent: dict[str, list[str]] | None = None
+        gone = layout.absent(bitmap)
+        gone2 = layout.absent(bitmap2) if bitmap2 is not None else ()
+        if gone or gone2:  # binlog_row_image MINIMAL or NOBLOB: columns not in the image are absent, not null
+            absent = {}
+            if gone:
+                absent["after" if op == "insert" else "before"] = list(gone)
+            if gone2:
+                absent["after"] = list(gone2)
+        first = txn.rows
+        txn.rows += n
+        start = max(0, txn.skip - first)
+        if start < n:
+            if start:
+                before = None if before is None else [c[start:] for c in before]
+                after = None if after is None else [c[start:] for c in after]
+            self.pending.append(
+                Segment(layout, op, before, after, n - start, self.file, offset, txn.gtid, first + start,
+                        txn.txid, float(ev.timestamp), txn.file, txn.offset, absent)
+            )
+            self.pending_rows += n - start
+        if not txn.began:
+            self._end()
+
+    def _begin(self, offset: int, gtid: str | None, began: bool) -> _Txn:
+        txn = self.txn = _Txn(self.file, offset, gtid, began)
+        if self.resume and self.resume[:2] == (self.file, offset):
+            txn.skip = self.resume[2]
+            self.resume = None
+        return txn
+
+    def _end(self) -> None:
+        if self.txn is not None and self.txn.gtid:
+            self.last_gtid = self.txn.gtid
+        self.txn = None
+
+    def _statement(self, sql: str, schema: str, ts: float, offset: int) -> None:
+        head = sql.lstrip()[:16].upper()
+        if head.startswith("BEGIN") or head.startswith("XA START"):
+            if self.txn is None:
+                self._begin(offset, None, began=True)
+            else:
+                self.txn.began = True
+            return
+        if head.startswith("COMMIT") or head.startswith("ROLLBACK") or head.startswith("XA END"):
+            self._end()
+            return
+        txn = self.txn if self.txn is not None else self._begin(offset, None, began=False)
+        target = ddl_target(sql, schema)
+        if target is not None:
+            named = [target, *renamed_tables(sql, schema)]
+            self.schema.ddl(named, self.file, offset, self._live(offset))
+            if self.schema.skip_osc_tables:  # a DDL on shadow tables only is left out; a cut-over
+                # rename (`t TO _t_del, _t_gho TO t`) is a DDL of `t`
+                target = next((n for n in named if not n[1] or not OSC_RE.match(n[1])), None)
+        if target is not None:
+            db, table = target
+            if self.schema.matcher(db, table or "*"):
+                index = txn.rows
+                txn.rows += 1
+                if index >= txn.skip:
+                    self.pending.append(
+                        Segment(DdlLayout(db, table), "ddl", None, [[sql]], 1, self.file, offset, txn.gtid, index,
+                                txn.txid, ts, txn.file, txn.offset)
+                    )
+                    self.pending_rows += 1
+        if not txn.began:
+            self._end()
