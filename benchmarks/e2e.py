@@ -1,4 +1,4 @@
-"""End to end: MariaDB binlog -> reader -> router -> batcher -> Kafka writer (Tansu broker), one
+"""End to end: MariaDB binlog -> reader -> router -> batcher -> Kafka writer (Apache Kafka broker), one
 pipeline on the local Ray.
 
 - `catch_up`: `rows` rows pre-written (INSERTs of 1,000 rows into the 7-column table of the decoder

@@ -11,7 +11,7 @@ stderr). `DBUS_BENCH_QUICK=1`: small row counts (well under 2 minutes).
 - density (benchmarks/density.py): memory (summed PSS of their actor processes) per idle mock pipeline,
   `flow.placement: fused` (one process a pipeline) vs `spread` (one per stage).
 - snapshot (benchmarks/snapshot.py): the mysql source's snapshot read rate, parallelism 1 and 2.
-- e2e (benchmarks/e2e.py): MariaDB -> Ray pipeline -> Kafka (Tansu): catch-up rows/s of pre-written
+- e2e (benchmarks/e2e.py): MariaDB -> Ray pipeline -> Apache Kafka: catch-up rows/s of pre-written
   rows and the pipeline's memory meanwhile (peak of the summed PSS of its four actor processes: shared
   pages such as libraries counted once; the summed RSS counts them four times); commit -> Kafka latency
   percentiles at a steady write rate (5,000 rows/s).

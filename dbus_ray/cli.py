@@ -425,7 +425,8 @@ def print_dev(state: dict[str, Any]) -> None:
     if db:
         typer.echo(f"mariadb  {health(db):8} {db.get('dsn')}  datadir {db.get('datadir')}")
     if broker:
-        typer.echo(f"broker   {health(broker):8} {broker.get('bootstrap')}")
+        typer.echo(f"broker   {health(broker):8} {broker.get('bootstrap')}  Apache Kafka {broker.get('version')} "
+                   f"(KRaft), started in {broker.get('start_seconds')} s")
     typer.echo(f"state    {state.get('state_file')} (holds the dev password)")
 
 

@@ -11,9 +11,9 @@ Two modes, chosen from the pipeline's sinks by `store_for(pipeline, cfg)`:
 
 `load()` reads the topic with `isolation.level=read_committed` from the beginning to the end of every
 partition and returns the value of the last record whose key is the pipeline name, i.e. the
-`{"source": .., "seq": .., "time": ..}` the reader hands back to its source. Transactional: only a record
-the log's transaction markers show committed (`dbus_ray.kafka_log`; plaintext connections), since some
-brokers (Tansu) show records of aborted transactions to read_committed consumers.
+`{"source": .., "seq": .., "time": ..}` the reader hands back to its source. Transactional: the broker
+hides records of aborted transactions from read_committed consumers, and the records of a transaction
+still open (its writer died) until it ends, so only a committed checkpoint is ever loaded.
 """
 
 from __future__ import annotations
@@ -86,7 +86,6 @@ class KafkaCheckpointStore(CheckpointStore):
             "auto.offset.reset": "earliest",
         })
         key = self.pipeline.encode()
-        committed = self._committed(partitions)
         found: tuple[int, int, bytes] | None = None  # (timestamp, offset order, value) of the newest record
         try:
             consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in partitions])
@@ -104,7 +103,7 @@ class KafkaCheckpointStore(CheckpointStore):
                         open_partitions.discard(msg.partition())
                         continue
                     raise RuntimeError(f"checkpoint store kafka: reading {self.topic}: {msg.error().str()}")
-                if msg.key() == key and (committed is None or msg.offset() in committed[msg.partition()]):
+                if msg.key() == key:
                     # one key lives in one partition: the highest offset there is the newest
                     found = (msg.partition(), msg.offset(), msg.value())
         finally:
@@ -112,23 +111,6 @@ class KafkaCheckpointStore(CheckpointStore):
         if found is None or found[2] is None:
             return None
         return json.loads(found[2])
-
-    def _committed(self, partitions: list[int]) -> dict[int, set[int]] | None:
-        """Transactional store: the offsets of committed records by the log's transaction markers
-        (`dbus_ray.kafka_log`), since brokers such as Tansu show records of aborted transactions to
-        read_committed consumers: a checkpoint of a transaction aborted after a writer died would skip its
-        rows. None (the broker's read_committed is trusted) for a plain store or a non-plaintext connection."""
-        if not self.transactional or self.client.get("security.protocol", "plaintext").lower() != "plaintext":
-            return None
-        from dbus_ray import kafka_log
-
-        try:
-            return {p: kafka_log.committed_offsets(kafka_log.record_batches(self.bootstrap, self.topic, p,
-                                                                            timeout=self.timeout_s))
-                    for p in partitions}
-        except (kafka_log.KafkaLogError, OSError) as exc:
-            raise RuntimeError(f"checkpoint store kafka: reading the transaction markers of {self.topic}: {exc}") \
-                from None
 
     def save(self, checkpoint: dict[str, Any]) -> None:
         if self.transactional:

@@ -1,9 +1,8 @@
 """Read a partition's log as the broker stores it (raw Fetch requests, Kafka protocol) and apply the
 `read_committed` rules on the client side.
 
-For brokers that keep transaction markers in the log but do not hide aborted records from
-`isolation.level=read_committed` consumers (Tansu: its Fetch responses carry no aborted-transaction list),
-this tells which offsets a Kafka broker would show a read_committed consumer:
+It shows what the log holds beside what a read_committed consumer gets: the records of aborted or still
+open transactions and the commit/abort markers, so tests can see a transaction in the log before it ends:
 
 - `record_batches(bootstrap, topic, partition)` fetches the partition from offset 0 with Fetch v4 and returns
   each record batch's header (`Batch`): base and last offset, producer id and epoch, the `isTransactional`
@@ -16,8 +15,8 @@ this tells which offsets a Kafka broker would show a read_committed consumer:
 - `read_committed(bootstrap, topic)` reads every message of the topic with librdkafka (read_uncommitted,
   `assign()`) and returns those at committed offsets, in partition order.
 
-Used by tests to prove exactly-once delivery on Tansu; works against Kafka too (one request per partition
-leader, no authentication).
+Used by tests to find open transactions in the log and to cross-check the broker's read_committed answer
+(one request per partition leader, no authentication).
 """
 
 from __future__ import annotations
@@ -152,7 +151,7 @@ def leaders(bootstrap: str, topic: str, timeout: float = 10.0) -> dict[int, tupl
     """{partition: (host, port) of its leader}."""
     from confluent_kafka.admin import AdminClient
 
-    # all topics: asking for one by name makes brokers with auto-create (Tansu) create it
+    # all topics: asking for one by name makes a broker with auto-create create it
     metadata = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=timeout)
     found = metadata.topics.get(topic)
     if found is None or found.error is not None:

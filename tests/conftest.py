@@ -1,5 +1,5 @@
 """Fixtures shared by every test, each started on first use and once per session: one local Ray, a
-private MariaDB and a Kafka-protocol broker (see `dbus_ray.devstack`)."""
+private MariaDB and an Apache Kafka broker (see `dbus_ray.devstack`)."""
 
 from __future__ import annotations
 
@@ -47,10 +47,10 @@ def mariadb() -> Iterator[MariaDB]:
 
 @pytest.fixture(scope="session")
 def broker() -> Iterator[Broker]:
-    """A Tansu broker (memory storage) on a free port: ``broker.bootstrap`` is ``127.0.0.1:PORT``.
+    """An Apache Kafka broker (KRaft, one node) on a free port: ``broker.bootstrap`` is ``127.0.0.1:PORT``.
 
-    Shared by the whole session: use your own topic names.  Read with ``Consumer.assign()``, not
-    ``subscribe()`` (group joins take ~20 s on Tansu); see the ``Broker`` docstring for its quirks.
+    Started once per session (a JVM start takes seconds): use your own topic names.  Auto-created topics
+    get one partition; create a topic explicitly when the partition count or its configs matter.
     """
     server = Broker().start()
     try:

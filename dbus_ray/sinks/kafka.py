@@ -218,6 +218,7 @@ class KafkaSink(Sink):
             self._ensure_topic(o.checkpoint_topic, partitions=1, config={"cleanup.policy": "compact"})
             config["transactional.id"] = f"dbus-{self.pipeline}-{self.name}"
             config.setdefault("transaction.timeout.ms", o.delivery_timeout_ms)  # must be >= delivery timeout
+        self._producer_config = config
         self.producer = Producer(config)
         if self.dead_letter:
             self._warm(o.dead_letter_topic)
@@ -446,6 +447,16 @@ class KafkaSink(Sink):
             self.producer.abort_transaction(self.options.timeout_s)
         except (KafkaException, SystemError) as exc:  # fenced or fatal: nothing was committed anyway
             log.warning("[%s] %s: abort_transaction: %s", self.pipeline, self.where, self._reason(exc))
+            err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+            if err is None or err.code() != KafkaError.INVALID_TXN_STATE:
+                return
+            # Apache Kafka 4 can answer the abort of a transaction whose partitions were not registered yet
+            # (right after a commit, AddPartitionsToTxn still retried) with INVALID_TXN_STATE, fatal for the
+            # producer though nobody fenced it: start a new one with the same transactional.id (its
+            # init_transactions aborts whatever is still open)
+            self.fatal = None
+            self.producer = Producer(self._producer_config)
+            self.producer.init_transactions(self.options.timeout_s)
 
     def close(self) -> None:
         producer = getattr(self, "producer", None)

@@ -9,9 +9,9 @@ Then compare what Kafka holds with what was
 committed, per fault in a table. Two modes:
 - at-least-once: no row change missing, per-key order kept, duplicates counted and reported;
 - exactly-once (`delivery: exactly_once`, `checkpoint.store: kafka`: each batch is one transaction with its
-  checkpoint): judged by what a read_committed consumer gets by the log's transaction markers
-  (`dbus_ray.kafka_log`), every row change exactly once and per-key order kept. There the writer is killed
-  while its open transaction already has its checkpoint record on the broker.
+  checkpoint): judged by what an `isolation.level=read_committed` consumer gets from the broker, every row
+  change exactly once and per-key order kept. There the writer is killed while its open transaction already
+  has its checkpoint record on the broker (seen in the log by `dbus_ray.kafka_log`).
 
 Short form in `make test`: at-least-once one round of 10 faults, exactly-once the 5 faults of EOS_SHORT;
 `make chaos` runs DBUS_CHAOS_ROUNDS=5: 50 faults in each mode.
@@ -162,27 +162,24 @@ def _change(msg: Any) -> tuple[int, int, int, tuple[str, int, int]]:
     return msg.timestamp()[1], msg.partition(), msg.offset(), (row["op"], image["id"], image["v"])
 
 
-def read_topic(bootstrap: str, topic: str, mode: str) -> list[tuple[int, int, int, tuple[str, int, int]]]:
+def read_topic(bootstrap: str, topic: str) -> list[tuple[int, int, int, tuple[str, int, int]]]:
     """(Kafka timestamp in ms, partition, offset, row change) of every message of `topic`, in partition and
-    offset order (the order a consumer gets each key's changes in): all of them (at-least-once), or those a
-    read_committed consumer gets by the log's transaction markers (exactly-once; Tansu does not hide aborted
-    records itself, see `dbus_ray.kafka_log`)."""
-    if mode == EXACTLY_ONCE:
-        got = [_change(msg) for msg in kafka_log.read_committed(bootstrap, topic)]
-    else:
-        got = []
-        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "chaos", "enable.auto.commit": False})
-        try:
-            partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-            consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-            idle = time.monotonic()
-            while time.monotonic() - idle < 3:
-                for msg in consumer.consume(2000, timeout=0.5):
-                    if msg.error() is None:
-                        got.append(_change(msg))
-                        idle = time.monotonic()
-        finally:
-            consumer.close()
+    offset order (the order a consumer gets each key's changes in), as an `isolation.level=read_committed`
+    consumer gets them from the broker (the records of aborted transactions hidden)."""
+    got = []
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "chaos", "enable.auto.commit": False,
+                         "isolation.level": "read_committed"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        idle = time.monotonic()
+        while time.monotonic() - idle < 3:
+            for msg in consumer.consume(2000, timeout=0.5):
+                if msg.error() is None:
+                    got.append(_change(msg))
+                    idle = time.monotonic()
+    finally:
+        consumer.close()
     got.sort(key=lambda m: m[1:3])
     return got
 
@@ -383,7 +380,7 @@ def test_chaos_loses_nothing_and_keeps_key_order(own: MariaDB, broker: Any, tmp_
     finally:
         proxy.stop()
 
-    messages = read_topic(broker.bootstrap, topic, mode)
+    messages = read_topic(broker.bootstrap, topic)
     got = [change for _, _, _, change in messages]
     missing = set(expected) - set(got)
     duplicates = len(got) - len(set(got))
@@ -429,8 +426,7 @@ def test_chaos_loses_nothing_and_keeps_key_order(own: MariaDB, broker: Any, tmp_
 
 def test_kafka_checkpoint_of_an_aborted_transaction_is_never_loaded(broker: Any) -> None:
     """The writer killed mid-transaction above: its checkpoint record is on the broker, the successor's
-    init_transactions aborts it. Tansu shows it to read_committed consumers; the store must not resume from
-    it (it would skip the aborted rows)."""
+    init_transactions aborts it. The store must never resume from it (it would skip the aborted rows)."""
     topic = f"chaos-cp-{uuid.uuid4().hex[:8]}"
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     admin.create_topics([NewTopic(topic, 1)])[topic].result(30)

@@ -1,4 +1,4 @@
-"""The private dev stack against the real things: Debian's mariadbd and the Tansu broker."""
+"""The private dev stack against the real things: Debian's mariadbd and the Apache Kafka broker (KRaft)."""
 
 from __future__ import annotations
 
@@ -28,6 +28,8 @@ from dbus_ray.devstack import (
     dev_down,
     dev_status,
     dev_up,
+    kafka_libs,
+    kafka_version,
     redacted,
 )
 
@@ -223,6 +225,25 @@ def test_broker_topic_produce_and_read_back_with_assign(broker: Broker) -> None:
     assert received == sent  # every message, in order per key
 
 
+def test_broker_is_apache_kafka_in_kraft_mode_with_bounded_heap(broker: Broker) -> None:
+    libs = kafka_libs()
+    assert (libs / f"kafka_2.13-{broker.version}.jar").is_file()  # the jar Maven fetched for pom.xml
+    assert broker.version.split(".")[0] == "4"
+    log = broker.log_path.read_text()
+    assert f"Kafka version: {broker.version}" in log  # what the running broker itself reports
+    assert "process.roles = [broker, controller]" in log  # KRaft combined mode, no ZooKeeper
+    cmdline = Path(f"/proc/{broker.pid}/cmdline").read_bytes().split(b"\0")
+    assert b"-Xmx512m" in cmdline and b"kafka.Kafka" in cmdline
+    print(f"\nApache Kafka {broker.version} started in {broker.start_seconds:.1f} s")
+
+
+def test_broker_startup_failure_shows_the_error(tmp_path: Path) -> None:
+    server = Broker(parent_dir=tmp_path, config={"num.partitions": "many"})
+    with pytest.raises(DevStackError, match="num.partitions"):
+        server.start()
+    assert list(tmp_path.iterdir()) == []  # temp dir removed even though the start failed
+
+
 def test_broker_stop_removes_process_and_dir(tmp_path: Path) -> None:
     server = Broker(parent_dir=tmp_path).start()
     pid, base_dir, port = server.pid, server.base_dir, server.port
@@ -260,6 +281,7 @@ def test_dev_up_status_down_round_trip(tmp_path: Path) -> None:
     dirs = [Path(db["base_dir"]), Path(kafka["base_dir"])]
     assert all(d.is_dir() for d in dirs)
     assert kafka["bootstrap"] == f"127.0.0.1:{kafka['port']}"
+    assert kafka["version"] == kafka_version() and kafka["start_seconds"] > 0
     assert "dbus-pass" not in json.dumps(redacted(status))
 
     # The recorded DSN works and the broker answers.

