@@ -79,6 +79,31 @@ class Progress:
             self.stream.write("\n")
 
 
+class StopSignals:
+    """SIGINT (Ctrl-C) and SIGTERM (systemd, `docker stop`) ask `dbus run` to stop: the pipeline is stopped
+    cleanly (in-flight rows delivered, final checkpoint) and the command exits 0. No exception is thrown
+    into the middle of a Ray call; a second signal while stopping only says that it is stopping."""
+
+    def __init__(self, pipeline: str) -> None:
+        import signal
+        import threading
+
+        self.pipeline = pipeline
+        self.requested = threading.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        import signal
+
+        name = signal.Signals(signum).name
+        if self.requested.is_set():
+            os.write(2, f"\n{self.pipeline}: {name}: already stopping, waiting for the final checkpoint\n".encode())
+            return
+        self.requested.set()
+        os.write(2, f"\n{self.pipeline}: {name}: stopping with a final checkpoint ...\n".encode())
+
+
 @app.command()
 def validate(file: Path = typer.Argument(..., help="pipeline YAML file")) -> None:
     """Check a pipeline file; print a one-line error naming the key when something is wrong."""
@@ -97,7 +122,7 @@ def run(
     max_rows: int | None = typer.Option(None, "--max-rows", help="stop after reading this many rows"),
     output: str = typer.Option("table", help="final status as table or json"),
 ) -> None:
-    """Run one pipeline in the foreground; Ctrl-C stops it cleanly with a final checkpoint."""
+    """Run one pipeline in the foreground; Ctrl-C or SIGTERM stops it cleanly with a final checkpoint."""
     cfg = load(file)
     from dbus_ray.pipeline import connect_ray, run_pipeline
 
@@ -106,9 +131,11 @@ def run(
         connect_ray(address)
     except Exception as exc:  # noqa: BLE001 - shown to the user in one line
         fail(f"cannot start or reach Ray{' at ' + address if address else ''}: {exc}", EXIT_UNAVAILABLE)
+    stop = StopSignals(cfg.name)  # after ray.init, which sets its own SIGTERM handler
     progress = Progress()
     try:
-        final = run_pipeline(cfg, max_rows=max_rows, until_caught_up=until_caught_up, on_progress=progress)
+        final = run_pipeline(cfg, max_rows=max_rows, until_caught_up=until_caught_up, on_progress=progress,
+                             should_stop=stop.requested.is_set)
     except DbusError as exc:
         fail(str(exc), EXIT_FAILED)
         return
