@@ -154,11 +154,16 @@ def show(status: dict[str, Any], output: str) -> None:
 
 
 def check_ray_address(address: str | None) -> None:
-    """Fail at once when an explicit Ray address (--address or $RAY_ADDRESS, `host:port`) has nothing
-    listening: `ray.init` would otherwise retry for minutes."""
+    """Fail at once when the Ray address to use has nothing listening: `ray.init` would otherwise retry for
+    minutes. The address is --address, else $RAY_ADDRESS, else the one the last `ray start` on this machine
+    wrote to Ray's cluster file (stale once that head crashed)."""
     import socket
 
     target = address or os.environ.get("RAY_ADDRESS") or ""
+    origin = ""
+    if not target:
+        target, cluster_file = last_cluster_address()
+        origin = f" (the address of the last `ray start` here, read from {cluster_file})" if target else ""
     host, sep, port = target.rpartition(":")
     if not sep or "://" in target or not host or not port.isdigit():
         return  # "auto", "local", ray://...: Ray answers those quickly
@@ -166,14 +171,29 @@ def check_ray_address(address: str | None) -> None:
         socket.create_connection((host.strip("[]"), int(port)), timeout=3).close()
     except OSError as exc:
         why = exc.strerror or type(exc).__name__
-        fail(f"no Ray cluster at {target}: nothing answers on {host}:{port} ({why}); start one with "
+        fail(f"no Ray cluster at {target}{origin}: nothing answers on {host}:{port} ({why}); start one with "
              "`ray start --head`, or fix --address / RAY_ADDRESS", EXIT_UNAVAILABLE)
 
 
+def last_cluster_address() -> tuple[str, str]:
+    """The GCS address in Ray's cluster file (`$RAY_TMPDIR/ray/ray_current_cluster`) and the file's path;
+    "" when there is none."""
+    try:
+        from ray._common.utils import get_ray_address_file
+
+        path = get_ray_address_file(None)
+        return Path(path).read_text().strip(), path
+    except (ImportError, OSError):
+        return "", ""
+
+
 def bus(address: str | None) -> Any:
+    import ray
+
     from dbus_ray.client import connect
 
-    check_ray_address(address)
+    if not ray.is_initialized():
+        check_ray_address(address)
     try:
         return connect(address)
     except DbusError as exc:
@@ -276,17 +296,45 @@ def status(
     print_rows(rows, output)
 
 
+WAITED_STATE = {"pause": "paused", "resume": "running", "stop": "stopped"}
+
+
 def _lifecycle(action: str):
-    def command(pipeline: str = typer.Argument(...), address: str | None = ADDRESS) -> None:
+    def command(
+        pipeline: str = typer.Argument(...),
+        wait: bool = typer.Option(False, "--wait", help="wait until the pipeline is in the state asked for"),
+        timeout: float = typer.Option(120.0, "--timeout", help="seconds --wait waits at most"),
+        address: str | None = ADDRESS,
+    ) -> None:
         b = bus(address)
-        result = call(getattr(b, action), pipeline)
-        typer.echo(f"pipeline {pipeline}: {action} requested" + (f" (state {result['state']})" if result else ""))
+        result = call(getattr(b, action), pipeline)  # answers at once: the controller acts on it next
+        if not wait or action == "remove":
+            typer.echo(f"pipeline {pipeline}: {action} requested" + (f" (state {result['state']})" if result else ""))
+            return
+        wait_for_state(b, pipeline, WAITED_STATE[action], timeout, since=(result or {}).get("updated", 0.0))
 
     command.__doc__ = {"pause": "Stop a pipeline's actors with a final checkpoint; resume continues from it.",
                        "resume": "Run a paused or stopped pipeline again from its checkpoint.",
                        "stop": "Stop a pipeline (final checkpoint); it stays listed.",
                        "remove": "Stop a pipeline and forget it."}[action]
     return command
+
+
+def wait_for_state(b: Any, pipeline: str, wanted: str, timeout: float, since: float = 0.0) -> None:
+    """Poll the controller until `pipeline` is `wanted` (exit 1 when it failed after the request, whose
+    record was written at `since`; 3 on timeout)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        record = call(b.get, pipeline)
+        if record["state"] == wanted:
+            typer.echo(f"pipeline {pipeline}: {wanted}")
+            return
+        if record["state"] == "failed" and wanted == "running" and record["updated"] > since:
+            fail(f"pipeline {pipeline} failed: {record.get('error')}", EXIT_FAILED)
+        if time.monotonic() >= deadline:
+            fail(f"pipeline {pipeline} is still {record['state']} after {timeout:g}s (asked for {wanted})",
+                 EXIT_UNAVAILABLE)
+        time.sleep(0.2)
 
 
 for _action in ("pause", "resume", "stop", "remove"):
