@@ -15,6 +15,7 @@ from typing import Any
 
 import typer
 
+from dbus_ray.cli_run import Progress, StopSignals, finite, hide_forwarded_failure
 from dbus_ray.config import ConfigError, PipelineConfig, load_config, redact
 from dbus_ray.errors import DbusError
 
@@ -37,71 +38,6 @@ def load(path: Path) -> PipelineConfig:
     except ConfigError as exc:
         fail(str(exc), EXIT_INPUT)
         raise  # unreachable
-
-
-class Progress:
-    """One live line: rows in/out, rows/s, lag; a newline at the end."""
-
-    def __init__(self, stream=sys.stderr) -> None:
-        self.stream = stream
-        self.live = stream.isatty()
-        self.last = (time.monotonic(), 0)
-        self.rate = 0.0
-        self.printed = 0.0
-        self.width = 100
-
-    def __call__(self, status: dict[str, Any]) -> None:
-        now = time.monotonic()
-        then, rows = self.last
-        if now - then >= 0.5:
-            self.rate = (status["rows_delivered"] - rows) / (now - then)
-            self.last = (now, status["rows_delivered"])
-        line = (
-            f"{status['pipeline']}: {status['state']}  in {status['rows_read']:,}  out {status['rows_delivered']:,}"
-            f"  {self.rate:,.0f} rows/s  lag {status['lag_seconds']:.1f}s"
-        )
-        snap = (status.get("snapshot") or {})
-        if snap.get("state") == "running":
-            from dbus_ray.client import snapshot_line
-
-            line += f"  [{snapshot_line(snap)}]"
-        if self.live:
-            self.stream.write("\r" + line.ljust(self.width))
-            self.width = max(self.width, len(line))
-            self.stream.flush()
-        elif now - self.printed >= 5:
-            self.printed = now
-            self.stream.write(line + "\n")
-
-    def end(self, status: dict[str, Any]) -> None:
-        self(status)
-        if self.live:
-            self.stream.write("\n")
-
-
-class StopSignals:
-    """SIGINT (Ctrl-C) and SIGTERM (systemd, `docker stop`) ask `dbus run` to stop: the pipeline is stopped
-    cleanly (in-flight rows delivered, final checkpoint) and the command exits 0. No exception is thrown
-    into the middle of a Ray call; a second signal while stopping only says that it is stopping."""
-
-    def __init__(self, pipeline: str) -> None:
-        import signal
-        import threading
-
-        self.pipeline = pipeline
-        self.requested = threading.Event()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, self._handle)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        import signal
-
-        name = signal.Signals(signum).name
-        if self.requested.is_set():
-            os.write(2, f"\n{self.pipeline}: {name}: already stopping, waiting for the final checkpoint\n".encode())
-            return
-        self.requested.set()
-        os.write(2, f"\n{self.pipeline}: {name}: stopping with a final checkpoint ...\n".encode())
 
 
 @app.command()
@@ -132,6 +68,9 @@ def run(
     except Exception as exc:  # noqa: BLE001 - shown to the user in one line
         fail(f"cannot start or reach Ray{' at ' + address if address else ''}: {exc}", EXIT_UNAVAILABLE)
     stop = StopSignals(cfg.name)  # after ray.init, which sets its own SIGTERM handler
+    hide_forwarded_failure(cfg.name)
+    if finite(cfg):
+        until_caught_up = True  # a source with an end: done once every row of it is delivered
     progress = Progress()
     try:
         final = run_pipeline(cfg, max_rows=max_rows, until_caught_up=until_caught_up, on_progress=progress,
@@ -140,8 +79,9 @@ def run(
         fail(str(exc), EXIT_FAILED)
         return
     progress.end(final)
-    show(final, output)
-    if final["state"] == "failed":
+    failed = final["state"] == "failed"
+    show({k: v for k, v in final.items() if not (failed and k == "error")}, output)  # the error: once, below
+    if failed:
         fail(f"pipeline {cfg.name} failed: {final['error']}", EXIT_FAILED)
 
 
@@ -250,6 +190,8 @@ def submit(
     b = bus(address)
     record = call(b.submit, file)
     typer.echo(f"pipeline {cfg.name}: submitted (version {record['version']}, state {record['state']})")
+    if record.get("desired") in ("paused", "stopped"):  # submit never restarts what an operator stopped
+        typer.echo(f"pipeline {cfg.name} is {record['desired']}: `dbus resume {cfg.name}` runs it")
     if not watch:
         return
     mtime = file.stat().st_mtime
@@ -470,7 +412,7 @@ def dev_up() -> None:
 
 @dev_app.command("status")
 def dev_status() -> None:
-    """Show whether the dev stack runs, and where."""
+    """Show whether the dev stack runs, and where (exit code 3 when it or a part of it is down)."""
     from dbus_ray import devstack
 
     state = devstack.dev_status(DEV_STATE)
@@ -478,6 +420,11 @@ def dev_status() -> None:
         typer.echo("dev stack: not running")
         raise typer.Exit(EXIT_UNAVAILABLE)
     print_dev(state)
+    down = [key for key in ("mariadb", "broker")
+            if state.get(key) and not (state[key].get("alive") and state[key].get("answering"))]
+    if down:
+        fail(f"dev stack: {' and '.join(down)} DOWN: `dbus dev down` then `dbus dev up` starts it again",
+             EXIT_UNAVAILABLE)
 
 
 @dev_app.command("down")
