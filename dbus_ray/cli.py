@@ -398,6 +398,27 @@ def plugins(output: str = OUTPUT) -> None:
     print_rows(rows, output)
 
 
+@app.command("config-docs")
+def config_docs(
+    output: Path | None = typer.Option(None, "--output", help="write here (default: print)"),
+    check: bool = typer.Option(False, "--check", help="exit 1 when --output differs from what would be written"),
+) -> None:
+    """The reference of every config key (type, default, meaning), generated from the config classes."""
+    from dbus_ray.config_docs import render
+
+    text = render()
+    if output is None:
+        typer.echo(text, nl=False)
+    elif check:
+        if not output.exists() or output.read_text() != text:
+            fail(f"{output} is not what the config classes generate: run `dbus config-docs --output {output}`",
+                 EXIT_FAILED)
+        typer.echo(f"{output}: up to date")
+    else:
+        output.write_text(text)
+        typer.echo(f"{output}: written")
+
+
 @dev_app.command("up")
 def dev_up() -> None:
     """Start the dev stack in the background and print its addresses."""

@@ -81,7 +81,7 @@ class FlowOptions:
 
 @dataclass
 class CheckpointOptions:
-    store: str = "file"  # file | gcs
+    store: str = "file"  # file (under data_dir) | gcs (Ray's GCS) | kafka (the kafka sink's brokers)
     every_ms: int = 200  # commit at most this often (and always on stop)
 
     def __post_init__(self) -> None:
