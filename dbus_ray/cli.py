@@ -60,9 +60,11 @@ def run(
 ) -> None:
     """Run one pipeline in the foreground; Ctrl-C or SIGTERM stops it cleanly with a final checkpoint."""
     cfg = load(file)
+    from dbus_ray.client import use_ray_token
     from dbus_ray.pipeline import connect_ray, run_pipeline
 
     check_ray_address(address)
+    use_ray_token()
     try:
         connect_ray(address)
     except Exception as exc:  # noqa: BLE001 - shown to the user in one line
