@@ -15,6 +15,7 @@ from typing import Any
 
 import typer
 
+from dbus_ray.cli_run import Progress, StopSignals, finite, hide_forwarded_failure
 from dbus_ray.config import ConfigError, PipelineConfig, load_config, redact
 from dbus_ray.errors import DbusError
 
@@ -39,46 +40,6 @@ def load(path: Path) -> PipelineConfig:
         raise  # unreachable
 
 
-class Progress:
-    """One live line: rows in/out, rows/s, lag; a newline at the end."""
-
-    def __init__(self, stream=sys.stderr) -> None:
-        self.stream = stream
-        self.live = stream.isatty()
-        self.last = (time.monotonic(), 0)
-        self.rate = 0.0
-        self.printed = 0.0
-        self.width = 100
-
-    def __call__(self, status: dict[str, Any]) -> None:
-        now = time.monotonic()
-        then, rows = self.last
-        if now - then >= 0.5:
-            self.rate = (status["rows_delivered"] - rows) / (now - then)
-            self.last = (now, status["rows_delivered"])
-        line = (
-            f"{status['pipeline']}: {status['state']}  in {status['rows_read']:,}  out {status['rows_delivered']:,}"
-            f"  {self.rate:,.0f} rows/s  lag {status['lag_seconds']:.1f}s"
-        )
-        snap = (status.get("snapshot") or {})
-        if snap.get("state") == "running":
-            from dbus_ray.client import snapshot_line
-
-            line += f"  [{snapshot_line(snap)}]"
-        if self.live:
-            self.stream.write("\r" + line.ljust(self.width))
-            self.width = max(self.width, len(line))
-            self.stream.flush()
-        elif now - self.printed >= 5:
-            self.printed = now
-            self.stream.write(line + "\n")
-
-    def end(self, status: dict[str, Any]) -> None:
-        self(status)
-        if self.live:
-            self.stream.write("\n")
-
-
 @app.command()
 def validate(file: Path = typer.Argument(..., help="pipeline YAML file")) -> None:
     """Check a pipeline file; print a one-line error naming the key when something is wrong."""
@@ -97,24 +58,32 @@ def run(
     max_rows: int | None = typer.Option(None, "--max-rows", help="stop after reading this many rows"),
     output: str = typer.Option("table", help="final status as table or json"),
 ) -> None:
-    """Run one pipeline in the foreground; Ctrl-C stops it cleanly with a final checkpoint."""
+    """Run one pipeline in the foreground; Ctrl-C or SIGTERM stops it cleanly with a final checkpoint."""
     cfg = load(file)
+    from dbus_ray.client import use_ray_token
     from dbus_ray.pipeline import connect_ray, run_pipeline
 
     check_ray_address(address)
+    use_ray_token()
     try:
         connect_ray(address)
     except Exception as exc:  # noqa: BLE001 - shown to the user in one line
         fail(f"cannot start or reach Ray{' at ' + address if address else ''}: {exc}", EXIT_UNAVAILABLE)
+    stop = StopSignals(cfg.name)  # after ray.init, which sets its own SIGTERM handler
+    hide_forwarded_failure(cfg.name)
+    if finite(cfg):
+        until_caught_up = True  # a source with an end: done once every row of it is delivered
     progress = Progress()
     try:
-        final = run_pipeline(cfg, max_rows=max_rows, until_caught_up=until_caught_up, on_progress=progress)
+        final = run_pipeline(cfg, max_rows=max_rows, until_caught_up=until_caught_up, on_progress=progress,
+                             should_stop=stop.requested.is_set)
     except DbusError as exc:
         fail(str(exc), EXIT_FAILED)
         return
     progress.end(final)
-    show(final, output)
-    if final["state"] == "failed":
+    failed = final["state"] == "failed"
+    show({k: v for k, v in final.items() if not (failed and k == "error")}, output)  # the error: once, below
+    if failed:
         fail(f"pipeline {cfg.name} failed: {final['error']}", EXIT_FAILED)
 
 
@@ -127,11 +96,16 @@ def show(status: dict[str, Any], output: str) -> None:
 
 
 def check_ray_address(address: str | None) -> None:
-    """Fail at once when an explicit Ray address (--address or $RAY_ADDRESS, `host:port`) has nothing
-    listening: `ray.init` would otherwise retry for minutes."""
+    """Fail at once when the Ray address to use has nothing listening: `ray.init` would otherwise retry for
+    minutes. The address is --address, else $RAY_ADDRESS, else the one the last `ray start` on this machine
+    wrote to Ray's cluster file (stale once that head crashed)."""
     import socket
 
     target = address or os.environ.get("RAY_ADDRESS") or ""
+    origin = ""
+    if not target:
+        target, cluster_file = last_cluster_address()
+        origin = f" (the address of the last `ray start` here, read from {cluster_file})" if target else ""
     host, sep, port = target.rpartition(":")
     if not sep or "://" in target or not host or not port.isdigit():
         return  # "auto", "local", ray://...: Ray answers those quickly
@@ -139,14 +113,29 @@ def check_ray_address(address: str | None) -> None:
         socket.create_connection((host.strip("[]"), int(port)), timeout=3).close()
     except OSError as exc:
         why = exc.strerror or type(exc).__name__
-        fail(f"no Ray cluster at {target}: nothing answers on {host}:{port} ({why}); start one with "
+        fail(f"no Ray cluster at {target}{origin}: nothing answers on {host}:{port} ({why}); start one with "
              "`ray start --head`, or fix --address / RAY_ADDRESS", EXIT_UNAVAILABLE)
 
 
+def last_cluster_address() -> tuple[str, str]:
+    """The GCS address in Ray's cluster file (`$RAY_TMPDIR/ray/ray_current_cluster`) and the file's path;
+    "" when there is none."""
+    try:
+        from ray._common.utils import get_ray_address_file
+
+        path = get_ray_address_file(None)
+        return Path(path).read_text().strip(), path
+    except (ImportError, OSError):
+        return "", ""
+
+
 def bus(address: str | None) -> Any:
+    import ray
+
     from dbus_ray.client import connect
 
-    check_ray_address(address)
+    if not ray.is_initialized():
+        check_ray_address(address)
     try:
         return connect(address)
     except DbusError as exc:
@@ -203,6 +192,8 @@ def submit(
     b = bus(address)
     record = call(b.submit, file)
     typer.echo(f"pipeline {cfg.name}: submitted (version {record['version']}, state {record['state']})")
+    if record.get("desired") in ("paused", "stopped"):  # submit never restarts what an operator stopped
+        typer.echo(f"pipeline {cfg.name} is {record['desired']}: `dbus resume {cfg.name}` runs it")
     if not watch:
         return
     mtime = file.stat().st_mtime
@@ -249,17 +240,45 @@ def status(
     print_rows(rows, output)
 
 
+WAITED_STATE = {"pause": "paused", "resume": "running", "stop": "stopped"}
+
+
 def _lifecycle(action: str):
-    def command(pipeline: str = typer.Argument(...), address: str | None = ADDRESS) -> None:
+    def command(
+        pipeline: str = typer.Argument(...),
+        wait: bool = typer.Option(False, "--wait", help="wait until the pipeline is in the state asked for"),
+        timeout: float = typer.Option(120.0, "--timeout", help="seconds --wait waits at most"),
+        address: str | None = ADDRESS,
+    ) -> None:
         b = bus(address)
-        result = call(getattr(b, action), pipeline)
-        typer.echo(f"pipeline {pipeline}: {action} requested" + (f" (state {result['state']})" if result else ""))
+        result = call(getattr(b, action), pipeline)  # answers at once: the controller acts on it next
+        if not wait or action == "remove":
+            typer.echo(f"pipeline {pipeline}: {action} requested" + (f" (state {result['state']})" if result else ""))
+            return
+        wait_for_state(b, pipeline, WAITED_STATE[action], timeout, since=(result or {}).get("updated", 0.0))
 
     command.__doc__ = {"pause": "Stop a pipeline's actors with a final checkpoint; resume continues from it.",
                        "resume": "Run a paused or stopped pipeline again from its checkpoint.",
                        "stop": "Stop a pipeline (final checkpoint); it stays listed.",
                        "remove": "Stop a pipeline and forget it."}[action]
     return command
+
+
+def wait_for_state(b: Any, pipeline: str, wanted: str, timeout: float, since: float = 0.0) -> None:
+    """Poll the controller until `pipeline` is `wanted` (exit 1 when it failed after the request, whose
+    record was written at `since`; 3 on timeout)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        record = call(b.get, pipeline)
+        if record["state"] == wanted:
+            typer.echo(f"pipeline {pipeline}: {wanted}")
+            return
+        if record["state"] == "failed" and wanted == "running" and record["updated"] > since:
+            fail(f"pipeline {pipeline} failed: {record.get('error')}", EXIT_FAILED)
+        if time.monotonic() >= deadline:
+            fail(f"pipeline {pipeline} is still {record['state']} after {timeout:g}s (asked for {wanted})",
+                 EXIT_UNAVAILABLE)
+        time.sleep(0.2)
 
 
 for _action in ("pause", "resume", "stop", "remove"):
@@ -381,6 +400,27 @@ def plugins(output: str = OUTPUT) -> None:
     print_rows(rows, output)
 
 
+@app.command("config-docs")
+def config_docs(
+    output: Path | None = typer.Option(None, "--output", help="write here (default: print)"),
+    check: bool = typer.Option(False, "--check", help="exit 1 when --output differs from what would be written"),
+) -> None:
+    """The reference of every config key (type, default, meaning), generated from the config classes."""
+    from dbus_ray.config_docs import render
+
+    text = render()
+    if output is None:
+        typer.echo(text, nl=False)
+    elif check:
+        if not output.exists() or output.read_text() != text:
+            fail(f"{output} is not what the config classes generate: run `dbus config-docs --output {output}`",
+                 EXIT_FAILED)
+        typer.echo(f"{output}: up to date")
+    else:
+        output.write_text(text)
+        typer.echo(f"{output}: written")
+
+
 @dev_app.command("up")
 def dev_up() -> None:
     """Start the dev stack in the background and print its addresses."""
@@ -395,7 +435,7 @@ def dev_up() -> None:
 
 @dev_app.command("status")
 def dev_status() -> None:
-    """Show whether the dev stack runs, and where."""
+    """Show whether the dev stack runs, and where (exit code 3 when it or a part of it is down)."""
     from dbus_ray import devstack
 
     state = devstack.dev_status(DEV_STATE)
@@ -403,6 +443,11 @@ def dev_status() -> None:
         typer.echo("dev stack: not running")
         raise typer.Exit(EXIT_UNAVAILABLE)
     print_dev(state)
+    down = [key for key in ("mariadb", "broker")
+            if state.get(key) and not (state[key].get("alive") and state[key].get("answering"))]
+    if down:
+        fail(f"dev stack: {' and '.join(down)} DOWN: `dbus dev down` then `dbus dev up` starts it again",
+             EXIT_UNAVAILABLE)
 
 
 @dev_app.command("down")

@@ -44,15 +44,45 @@ def snapshot_line(progress: dict[str, Any] | None) -> str | None:
     return line
 
 
+def ray_token() -> str | None:
+    """Where this process's Ray token comes from (`RAY_AUTH_TOKEN`, the file `RAY_AUTH_TOKEN_PATH` names, or
+    Ray's default file `~/.ray/auth_token`, written by `ray get-auth-token --generate`); None without one."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return "RAY_AUTH_TOKEN"
+    if os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return os.environ["RAY_AUTH_TOKEN_PATH"]
+    default = Path.home() / ".ray" / "auth_token"
+    return str(default) if default.is_file() and default.stat().st_size else None
+
+
+def use_ray_token() -> bool:
+    """Send the Ray token with every call to the cluster when one is configured (see `ray_token`): Ray does so
+    only under `RAY_AUTH_MODE=token` when the address is given, so that is set unless `RAY_AUTH_MODE` is
+    already (`disabled` keeps it off). True when token authentication is on for this process."""
+    if "RAY_AUTH_MODE" not in os.environ and ray_token() is not None:
+        os.environ["RAY_AUTH_MODE"] = "token"
+        try:
+            from ray._raylet import Config
+
+            Config.initialize("")  # Ray read RAY_AUTH_MODE when it was imported: make it read it again
+        except (ImportError, AttributeError):
+            pass
+    return os.environ.get("RAY_AUTH_MODE", "").lower() == "token"
+
+
 def join_cluster(address: str | None = None) -> None:
     """Join a running Ray cluster (not start one: the controller must outlive this process)."""
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS") or "auto"
+    token = use_ray_token()
     try:
         ray.init(address=address, namespace="dbus", logging_level="WARNING", log_to_driver=False)
     except (ConnectionError, RuntimeError) as exc:
-        raise DbusError(f"no Ray cluster at {address}: {reason(exc)} (start one with `ray start --head`, "
+        hint = ("the cluster refuses a wrong token, or nothing runs there" if token else
+                "a cluster with token authentication refuses drivers without its token: set RAY_AUTH_TOKEN or "
+                "RAY_AUTH_TOKEN_PATH")
+        raise DbusError(f"no Ray cluster at {address}: {reason(exc)} ({hint}; start one with `ray start --head`, "
                         "or pass --address / set RAY_ADDRESS)") from None
 
 

@@ -89,7 +89,7 @@ class FlowOptions:
 
 @dataclass
 class CheckpointOptions:
-    store: str = "file"  # file | gcs | kafka
+    store: str = "file"  # file (under data_dir) | gcs (Ray's GCS) | kafka (the kafka sink's brokers)
     every_ms: int = 200  # commit at most this often (and always on stop)
     # a pipeline that saved checkpoints before finds its store empty (the store lost them): `fail` (stop with
     # one line, nothing skipped) or `start` (start again from `source.start`, which may skip or repeat rows)
@@ -381,7 +381,19 @@ def build(cls: type, raw: Any, path: str, extra_allowed: set[str] = frozenset())
     try:
         return cls(**kwargs)
     except Invalid as exc:
-        raise Invalid(_join(path, exc.key), exc.reason) from None
+        reason = exc.reason + (_dsn_hint(raw.get("dsn")) if exc.key == "dsn" else "")
+        raise Invalid(_join(path, exc.key), reason) from None
+
+
+def _dsn_hint(dsn: Any) -> str:
+    """For a DSN whose user or password holds a character that ends that part of a URL: how to write it
+    (without showing the password)."""
+    m = re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://(.*)@", dsn) if isinstance(dsn, str) else None
+    found = sorted({c for c in m.group(1) if c in "/?#@"}) if m else []
+    if not found:
+        return ""
+    chars = ", ".join(f"'{c}' as %{ord(c):02X}" for c in found)
+    return f" (the user or password holds {' '.join(repr(c) for c in found)}: percent-encode it, {chars})"
 
 
 def _coerce(value: Any, hint: Any, path: str) -> Any:

@@ -150,6 +150,7 @@ class Supervisor:
         self.strategy = strategy
         self.clock = clock
         self.lock = threading.RLock()
+        self.desired_lock = threading.Lock()  # pause / resume / stop: never wait for a reconcile step
         self.records: dict[str, PipelineRecord] = {}
         self.handles: dict[str, Any] = {}
         # values of the `${VAR}`s of each spec: in memory only, never in the KV store (nor in logs)
@@ -242,7 +243,9 @@ class Supervisor:
         return candidate
 
     def set_desired(self, name: str, desired: str) -> dict[str, Any]:
-        with self.lock:
+        """Record what the operator wants and answer at once: the reconcile loop acts on it (it may hold
+        `self.lock` for seconds while it starts or stops actors); `dbus stop --wait` waits for the state."""
+        with self.desired_lock:
             record = self._get(name)
             if record.desired != desired:
                 record.desired = desired

@@ -14,6 +14,11 @@ renames it to `<number>.parquet` (atomic: readers never see a partial file) and 
 On open, staging files a crashed writer left behind are converted the same way (once: a staging file whose
 Parquet file exists is only removed). Readers that skip hidden files (pyarrow.dataset, Spark, DuckDB) see
 only complete files. A clean stop closes every file.
+
+Files are never torn: when a batch cannot be written (`No space left on device`, any OSError), every staging
+file the batch touched is cut back to its last complete (fsync'ed) record batch and closed, a Parquet file
+being written is removed, and the error names the file. The cut staging files are converted into Parquet
+files by the next write (the retry) or, after a crash, by the next open; later rows go to new files.
 """
 
 from __future__ import annotations
@@ -102,6 +107,7 @@ class TableFile:
         self.rows = 0
         self.opened = time.monotonic()
         self.dirty = False
+        self.durable = 0  # the staging file's length after its last complete, fsync'ed record batch
 
     def append(self, data: pa.RecordBatch) -> None:
         self.writer.write_batch(data.replace_schema_metadata(self.schema.metadata))
@@ -113,6 +119,16 @@ class TableFile:
             self.handle.flush()
             os.fsync(self.handle.fileno())
             self.dirty = False
+            self.durable = self.handle.tell()
+
+    def abandon(self) -> None:
+        """After a failed write: close the stream without another byte, cut the staging file back to its
+        last complete record batch."""
+        try:
+            self.handle.close()  # may fail flushing its buffer: the cut below removes those bytes anyway
+        except OSError:
+            pass
+        os.truncate(self.staging, self.durable)
 
     def close_stream(self) -> None:
         self.writer.close()
@@ -131,6 +147,7 @@ class ParquetSink(Sink):
         self.next_number: dict[Path, int] = {}
         self.lock = threading.Lock()
         self.closed_files: list[Path] = []
+        self.pending: list[Path] = []  # staging files cut back after a failed write, to convert on retry
         self.recover()
         self.stopping = threading.Event()
         self.timer = threading.Thread(target=self._timer, name=f"parquet-{self.name}", daemon=True)
@@ -139,17 +156,25 @@ class ParquetSink(Sink):
     # ------------------------------------------------------------------ files
     def recover(self) -> None:
         """Convert the staging files a crashed writer left into Parquet files."""
-        for staging in sorted(self.root.glob("*/*/.*.arrows")):
-            final = staging.with_name(staging.name[1:].replace(".arrows", ".parquet"))
-            if not final.exists():
-                table = read_staging(staging)
-                if table is not None and table.num_rows:
-                    self._write_parquet(table, final)
-                    log.info("[%s] parquet sink %s recovered %d rows into %s", self.pipeline, self.name,
-                             table.num_rows, final)
-            staging.unlink()
         for tmp in self.root.glob("*/*/*.parquet.tmp"):
             tmp.unlink()
+        for staging in sorted(self.root.glob("*/*/.*.arrows")):
+            self._convert(staging)
+
+    def _convert(self, staging: Path) -> None:
+        final = staging.with_name(staging.name[1:].replace(".arrows", ".parquet"))
+        if not final.exists():
+            table = read_staging(staging)
+            if table is not None and table.num_rows:
+                self._write_parquet(table, final)
+                log.info("[%s] parquet sink %s recovered %d rows into %s", self.pipeline, self.name,
+                         table.num_rows, final)
+        staging.unlink()
+
+    def _retry_pending(self) -> None:
+        while self.pending:
+            self._convert(self.pending[0])
+            self.pending.pop(0)
 
     def _number(self, directory: Path) -> int:
         number = self.next_number.get(directory)
@@ -174,20 +199,29 @@ class ParquetSink(Sink):
     def _write_parquet(self, table: pa.Table, final: Path) -> None:
         tmp = final.with_name(final.name + ".tmp")
         compression = None if self.options.compression == "none" else self.options.compression
-        with open(tmp, "wb") as f:
-            pq.write_table(table, f, compression=compression, row_group_size=self.options.row_group_rows)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(tmp, "wb") as f:
+                pq.write_table(table, f, compression=compression, row_group_size=self.options.row_group_rows)
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # never leave half a Parquet file
+            raise
         os.rename(tmp, final)
         _fsync_dir(final.parent)
 
     def _roll(self, key: tuple[str, str]) -> None:
         tf = self.files.pop(key)
-        tf.close_stream()
-        table = read_staging(tf.staging)
-        if table is not None and table.num_rows:
-            self._write_parquet(table, tf.final)
-            self.closed_files.append(tf.final)
+        try:
+            tf.close_stream()
+            table = read_staging(tf.staging)
+            if table is not None and table.num_rows:
+                self._write_parquet(table, tf.final)
+                self.closed_files.append(tf.final)
+        except BaseException:
+            tf.abandon()
+            self.pending.append(tf.staging)
+            raise
         tf.staging.unlink()
 
     def _roll_aged(self) -> None:
@@ -207,25 +241,40 @@ class ParquetSink(Sink):
 
     # ------------------------------------------------------------------ writing
     def write(self, batch: RowBatch) -> None:
-        limit = self.options.max_rows
         with self.lock:
             touched: list[TableFile] = []
-            for part in batch.parts:
-                data, offset = part.data, 0
-                while offset < data.num_rows:
-                    tf = self._file_for(part)
-                    n = min(limit - tf.rows, data.num_rows - offset)
-                    tf.append(data.slice(offset, n))
-                    offset += n
-                    if tf.rows >= limit:
-                        self._roll((part.db, part.table))  # closed, renamed, fsync'ed: durable
-                    elif tf not in touched:
-                        touched.append(tf)
-            for tf in touched:
-                if self.files.get((tf.schema.metadata[b"dbus.db"].decode(),
-                                   tf.schema.metadata[b"dbus.table"].decode())) is tf:
-                    tf.sync()
-            self._roll_aged()
+            try:
+                self._retry_pending()
+                self._write(batch, touched)
+            except OSError as exc:
+                for tf in touched:  # cut back what this batch appended: no staging file keeps a torn batch
+                    key = (tf.schema.metadata[b"dbus.db"].decode(), tf.schema.metadata[b"dbus.table"].decode())
+                    if self.files.get(key) is tf:
+                        del self.files[key]
+                        tf.abandon()
+                        self.pending.append(tf.staging)
+                where = exc.filename or (touched[-1].staging if touched else self.root)
+                raise OSError(exc.errno, f"cannot write {where}: {exc.strerror or exc} (cut back to the last "
+                                         "complete batch)") from None
+
+    def _write(self, batch: RowBatch, touched: list[TableFile]) -> None:
+        limit = self.options.max_rows
+        for part in batch.parts:
+            data, offset = part.data, 0
+            while offset < data.num_rows:
+                tf = self._file_for(part)
+                if tf not in touched:
+                    touched.append(tf)
+                n = min(limit - tf.rows, data.num_rows - offset)
+                tf.append(data.slice(offset, n))
+                offset += n
+                if tf.rows >= limit:
+                    self._roll((part.db, part.table))  # closed, renamed, fsync'ed: durable
+        for tf in touched:
+            if self.files.get((tf.schema.metadata[b"dbus.db"].decode(),
+                               tf.schema.metadata[b"dbus.table"].decode())) is tf:
+                tf.sync()
+        self._roll_aged()
 
     def close(self) -> None:
         stopping = getattr(self, "stopping", None)

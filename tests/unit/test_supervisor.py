@@ -283,3 +283,40 @@ def test_a_config_that_no_longer_parses_fails_the_pipeline_instead_of_raising(pa
     sup.reconcile()
     assert sup.get("b1")["state"] == "failed"
     assert "read_batch_rows" in sup.get("b1")["error"]
+
+
+def test_stop_and_resume_answer_while_a_reconcile_step_is_slow(parts) -> None:
+    """A reconcile step holds the controller's lock for as long as a start takes; stop and resume record
+    the wish and answer at once (the next reconcile acts on it)."""
+    import threading
+
+    kv, runtime, clock, sup = parts
+    sup.submit(spec("p1"))
+    sup.submit(spec("slow"))
+    sup.reconcile()
+    sup.set_desired("slow", "stopped")
+    sup.reconcile()
+    sup.set_desired("slow", "running")
+    entered, release = threading.Event(), threading.Event()
+    start = runtime.start
+
+    def slow_start(cfg: Any, epoch: int, node: str, secrets: dict[str, str], expect: bool) -> str:
+        entered.set()
+        assert release.wait(30)
+        return start(cfg, epoch, node, secrets, expect)
+
+    runtime.start = slow_start
+    step = threading.Thread(target=sup.reconcile)
+    step.start()
+    try:
+        assert entered.wait(10), "the reconcile step did not start the pipeline"
+        answered: list[Any] = []
+        caller = threading.Thread(target=lambda: answered.append(sup.set_desired("p1", "stopped")))
+        caller.start()
+        caller.join(2)
+        assert answered and answered[0]["desired"] == "stopped", "stop waited for the reconcile step"
+    finally:
+        release.set()
+        step.join(30)
+    sup.reconcile()
+    assert sup.get("p1")["state"] == "stopped" and sup.get("slow")["state"] == "running"
