@@ -224,7 +224,8 @@ def set_max_message_bytes(bootstrap: str, topic: str, limit: int | None) -> None
     op = AlterConfigOpType.SET if limit is not None else AlterConfigOpType.DELETE
     entry = ConfigEntry("max.message.bytes", str(limit) if limit is not None else None, incremental_operation=op)
     resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[entry])
-    for future in AdminClient({"bootstrap.servers": bootstrap}).incremental_alter_configs([resource]).values():
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # kept alive until the answer is in
+    for future in admin.incremental_alter_configs([resource]).values():
         future.result(timeout=30)
 
 
