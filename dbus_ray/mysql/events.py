@@ -129,11 +129,15 @@ EVENT_TYPES: dict[int, EventType] = _table(
     (DELETE_ROWS_COMPRESSED, "DELETE_ROWS_COMPRESSED_EVENT", DECODED, "deleted rows (log_bin_compress=ON)"),
 )
 
+class RefusedEvent(DbusError):
+    """The stream reached an event it cannot read (it hands out the rows before it, then stops)."""
+
+
 DECODED_TYPES = frozenset(c for c, e in EVENT_TYPES.items() if e.kind == DECODED)
 IGNORED_TYPES = frozenset(c for c, e in EVENT_TYPES.items() if e.kind == IGNORED)
 
 
-def refused(code: int, file: str, offset: int) -> DbusError:
+def refused(code: int, file: str, offset: int) -> RefusedEvent:
     """The one-line error of an event the stream cannot read (a REFUSED or unknown type) at `file:offset`."""
     known = EVENT_TYPES.get(code)
     if known is None:
@@ -141,12 +145,12 @@ def refused(code: int, file: str, offset: int) -> DbusError:
         why = "a server newer than the source, or a corrupt binlog"
     else:
         what, why = f"event type {code} {known.name}", known.why
-    return DbusError(f"binlog {file}:{offset}: {what} cannot be read: {why}; the pipeline stops before it")
+    return RefusedEvent(f"binlog {file}:{offset}: {what} cannot be read: {why}; the pipeline stops before it")
 
 
-def refused_xa(file: str, offset: int) -> DbusError:
+def refused_xa(file: str, offset: int) -> RefusedEvent:
     """A MariaDB GTID event that starts an XA transaction ending in XA PREPARE (refused before any of its rows)."""
-    return DbusError(
+    return RefusedEvent(
         f"binlog {file}:{offset}: event type {MARIADB_GTID_EVENT} GTID_EVENT starts a prepared XA transaction "
         f"(flag PREPARED_XA): {EVENT_TYPES[XA_PREPARE_EVENT].why}; the pipeline stops before it"
     )

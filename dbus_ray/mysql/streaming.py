@@ -74,6 +74,7 @@ class BinlogStream:
         self.reached = False
         self.last_ts = 0.0
         self.file, self.next_pos = start.file, start.offset
+        self.refused: et.RefusedEvent | None = None  # an event it cannot read, raised once the rows before it are out
         self._start(start.file, start.offset, start.skip, gtid)
 
     def _start(self, file: str, offset: int, skip: int, gtid: str | None = None) -> None:
@@ -109,7 +110,7 @@ class BinlogStream:
         return not self.pending and self.txn is None
 
     def caught_up(self) -> bool:
-        return (self.reached or self.idle) and not self.pending
+        return (self.reached or self.idle) and not self.pending and self.refused is None
 
     def lag_seconds(self) -> float:
         if self.pending:
@@ -132,10 +133,12 @@ class BinlogStream:
     def read(self, max_rows: int) -> tuple[list[TableRows], float] | None:
         """Up to `max_rows` rows as Arrow runs and the newest event time among them; None when no row came
         within the poll budget (or a heartbeat said the server has nothing more)."""
+        if self.refused is not None and not self.pending_rows:
+            raise self.refused
         monotonic = time.monotonic
         deadline = monotonic() + POLL_BUDGET_SECONDS
         fetch, handle = self._fetch, self._handle
-        while self.pending_rows < max_rows:
+        while self.pending_rows < max_rows and self.refused is None:
             if self.pending_rows and monotonic() > deadline:
                 break
             event = fetch()
@@ -145,7 +148,12 @@ class BinlogStream:
                 self.idle = True
                 break
             self.idle = False
-            handle(event)
+            try:
+                handle(event)
+            except et.RefusedEvent as exc:
+                if not self.pending_rows:
+                    raise
+                self.refused = exc  # the rows before it first: their checkpoint is still before it
         if not self.pending_rows:
             return None
         segs = self._take(max_rows)
@@ -229,7 +237,8 @@ class BinlogStream:
     # ------------------------------------------------------------------ events
     def _handle(self, ev: rp.RawEvent) -> None:
         """One event; its type decides (`dbus_ray.mysql.events`): decoded, ignored (no row change, the
-        position stays), or refused (a one-line DbusError: the checkpoint stays before it)."""
+        position stays), or refused (a one-line RefusedEvent, raised by `read` once the rows before it are
+        handed out: the checkpoint stays before it)."""
         t = ev.type
         end = ev.log_pos
         offset = end - ev.event_size if end else self.next_pos

@@ -5,12 +5,17 @@ its rows never handed out."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pymysql
 import pytest
+import yaml
+from typer.testing import CliRunner
 
+from dbus_ray.cli import app
 from dbus_ray.devstack import MariaDB
 from dbus_ray.errors import DbusError
 from dbus_ray.mysql.source import MysqlOptions, MysqlSource
@@ -86,19 +91,25 @@ def test_compressed_events_give_the_rows_select_shows(compressed: MariaDB) -> No
     ]
 
 
-def test_prepared_xa_transaction_stops_the_source_before_its_rows(compressed: MariaDB) -> None:
-    conn = compressed.root_connect()
-    execute(conn, "CREATE DATABASE IF NOT EXISTS xa", "CREATE TABLE xa.t (id INT PRIMARY KEY, v VARCHAR(20))")
+def xa_workload(server: MariaDB, db: str) -> tuple[str, str]:
+    """Two ordinary transactions (one an XA COMMIT ... ONE PHASE), a prepared XA transaction rolled back,
+    then one more row: (position before them, position of the prepared transaction's GTID event)."""
+    conn = server.root_connect()
+    execute(conn, f"CREATE DATABASE {db}", f"CREATE TABLE {db}.t (id INT PRIMARY KEY, v VARCHAR(20))")
     start = position(conn)
-    execute(conn, "INSERT INTO xa.t VALUES (1, 'plain')",
-            "XA START 'one'", "INSERT INTO xa.t VALUES (2, 'one-phase')", "XA END 'one'", "XA COMMIT 'one' ONE PHASE")
+    execute(conn, f"INSERT INTO {db}.t VALUES (1, 'plain')", "XA START 'one'",
+            f"INSERT INTO {db}.t VALUES (2, 'one-phase')", "XA END 'one'", "XA COMMIT 'one' ONE PHASE")
     prepared_at = position(conn)  # the prepared transaction's GTID event starts here
-    execute(conn, "XA START 'x1'", "INSERT INTO xa.t VALUES (3, 'rolled-back')", "XA END 'x1'", "XA PREPARE 'x1'",
-            "XA ROLLBACK 'x1'", "INSERT INTO xa.t VALUES (4, 'after')")
-    assert select(conn, "SELECT * FROM xa.t") == {1: {"id": 1, "v": "plain"}, 2: {"id": 2, "v": "one-phase"},
-                                                  4: {"id": 4, "v": "after"}}
+    execute(conn, "XA START 'x1'", f"INSERT INTO {db}.t VALUES (3, 'rolled-back')", "XA END 'x1'",
+            "XA PREPARE 'x1'", "XA ROLLBACK 'x1'", f"INSERT INTO {db}.t VALUES (4, 'after')")
+    assert select(conn, f"SELECT * FROM {db}.t") == {1: {"id": 1, "v": "plain"}, 2: {"id": 2, "v": "one-phase"},
+                                                     4: {"id": 4, "v": "after"}}
     conn.close()
+    return start, prepared_at
 
+
+def test_prepared_xa_transaction_stops_the_source_before_its_rows(compressed: MariaDB) -> None:
+    start, prepared_at = xa_workload(compressed, "xa")
     src = source(compressed, start, ["xa.*"])
     src.open(None)
     batches: list[Any] = []
@@ -159,3 +170,22 @@ def test_large_change_with_the_default_threshold_equals_select(compressed: Maria
     assert [c.op for c in got].count("insert") == 5000
     # DATETIME arrives as ISO text (see dbus_ray.mysql.values), SELECT gives a datetime
     assert rows == {i: {**r, "at": r["at"].isoformat()} for i, r in final.items()}
+
+
+def test_a_refused_event_fails_the_pipeline_with_one_line(compressed: MariaDB, ray_session: None,
+                                                          tmp_path: Path) -> None:
+    start, prepared_at = xa_workload(compressed, "xa_run")
+    out = tmp_path / "out.jsonl"
+    config = {"name": "xa-stop", "data_dir": str(tmp_path / "data"),
+              "source": {"type": "mysql", "dsn": compressed.dsn, "server_id": 7303, "start": start,
+                         "include": ["xa_run.*"]},
+              "sinks": [{"name": "out", "type": "jsonl", "path": str(out)}]}
+    path = tmp_path / "xa-stop.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    result = CliRunner().invoke(app, ["run", str(path), "--until-caught-up"])
+    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    print(f"MESSAGE {errors}")
+    assert result.exit_code == 1 and len(errors) == 1, result.output
+    assert f"binlog {prepared_at}: event type 162 GTID_EVENT starts a prepared XA transaction" in errors[0]
+    # the rows before the refused event are delivered (and checkpointed), none of it or after it
+    assert [json.loads(line)["after"]["v"] for line in out.read_text().splitlines()] == ["plain", "one-phase"]
