@@ -72,6 +72,8 @@ class MysqlOptions:
     snapshot_parallelism: int = 1  # snapshot worker actors reading chunks at once (1: the reader reads them)
     skip_osc_tables: bool = True  # leave out gh-ost / pt-online-schema-change shadow tables (see OSC_RE)
     schema_history: bool = False  # accept binlog_row_metadata MINIMAL (see dbus_ray.mysql.schema_history)
+    # db.table glob -> the columns that key its row changes instead of the primary key (see dbus_ray.mysql.keys)
+    message_key_columns: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         parse_dsn(self.dsn)
@@ -88,6 +90,14 @@ class MysqlOptions:
         parse_start(self.start)
         from dbus_ray.routing import check_pattern
 
+        if not isinstance(self.message_key_columns, dict):
+            raise Invalid("message_key_columns", "expected a mapping of db.table patterns to lists of columns")
+        for pattern, cols in self.message_key_columns.items():
+            reason = check_pattern(str(pattern))
+            if reason:
+                raise Invalid(f"message_key_columns[{pattern!r}]", reason)
+            if not isinstance(cols, list) or not cols or not all(isinstance(c, str) and c for c in cols):
+                raise Invalid(f"message_key_columns[{pattern!r}]", "expected a non-empty list of column names")
         for key in ("include", "exclude"):
             for i, pattern in enumerate(getattr(self, key)):
                 reason = check_pattern(pattern)

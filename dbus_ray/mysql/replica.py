@@ -3,15 +3,15 @@ connection, and the few slices that read the header fields of the events the str
 
 `Replica` does what a replica does on connect (binlog checksum, heartbeat period, MariaDB slave
 capability, COM_REGISTER_SLAVE, then COM_BINLOG_DUMP from `file:offset`, or from a GTID set: MariaDB
-`@slave_connect_state`, MySQL COM_BINLOG_DUMP_GTID), then hands out each event of a type the stream
-decodes as a `RawEvent`: its header fields and the packet bytes, parsed by the stream with a few slices.
-It never reconnects by itself: a dropped connection is an error the stream answers by starting a new
-`Replica` at its checkpoint (so a reconnect never lands mid-transaction). python-mysql-replication
-supplies only public pieces: `ReportSlave` (the COM_REGISTER_SLAVE packet), `GtidSet` (the GTID set
-encoding) and `BinLogPacketWrapper`/`TableMapEvent`, which parse a TABLE_MAP event the stream has not
-seen before (`table_map_event`; the stream keys definitions by their bytes, so each is parsed once).
-Writing packets goes through pymysql's `_write_bytes`/`_next_seq_id`/`_read_packet`, as
-python-mysql-replication does.
+`@slave_connect_state`, MySQL COM_BINLOG_DUMP_GTID), then hands out every event, of any type, as a
+`RawEvent`: its header fields and the packet bytes, parsed by the stream with a few slices (the stream
+decides per type, see `dbus_ray.mysql.events`). It never reconnects by itself: a dropped connection
+is an error the stream answers by starting a new `Replica` at its checkpoint (so a reconnect never
+lands mid-transaction). python-mysql-replication supplies only public pieces: `ReportSlave` (the
+COM_REGISTER_SLAVE packet), `GtidSet` (the GTID set encoding) and `BinLogPacketWrapper`/`TableMapEvent`,
+which parse a TABLE_MAP event the stream has not seen before (`table_map_event`; the stream keys
+definitions by their bytes, so each is parsed once). Writing packets goes through pymysql's
+`_write_bytes`/`_next_seq_id`/`_read_packet`, as python-mysql-replication does.
 
 Profile of the stock reader on one-row transactions (GTID, TABLE_MAP, WRITE_ROWS, XID per row): ~75% of
 the time went into `TableMapEvent.__init__` (column objects, optional metadata, name sync), re-parsed
@@ -21,6 +21,7 @@ for every transaction although its bytes never change; hence raw events and pars
 from __future__ import annotations
 
 import struct
+import zlib
 from typing import Any
 
 import pymysql
@@ -30,40 +31,18 @@ from pymysqlreplication.gtid import GtidSet
 from pymysqlreplication.packet import BinLogPacketWrapper
 from pymysqlreplication.row_event import TableMapEvent
 
+from dbus_ray.mysql.events import QUERY_COMPRESSED_EVENT, ROWS_UPDATE, ROWS_V2
+
 COM_BINLOG_DUMP_GTID = 0x1E
 #: pymysql errors of a dropped connection (server gone, lost during a query)
 CONNECTION_LOST = (2013, 2006)
 
-QUERY_EVENT = 2
-ROTATE_EVENT = 4
-XID_EVENT = 16
-TABLE_MAP_EVENT = 19
-WRITE_ROWS_V1, UPDATE_ROWS_V1, DELETE_ROWS_V1 = 23, 24, 25
-HEARTBEAT_EVENT = 27
-WRITE_ROWS_V2, UPDATE_ROWS_V2, DELETE_ROWS_V2 = 30, 31, 32
-GTID_EVENT = 33
-MARIADB_GTID_EVENT = 162
-
-ROWS_OP = {
-    WRITE_ROWS_V1: "insert",
-    WRITE_ROWS_V2: "insert",
-    UPDATE_ROWS_V1: "update",
-    UPDATE_ROWS_V2: "update",
-    DELETE_ROWS_V1: "delete",
-    DELETE_ROWS_V2: "delete",
-}
-ROWS_V2 = frozenset((WRITE_ROWS_V2, UPDATE_ROWS_V2, DELETE_ROWS_V2))
-#: The event types the stream reads; the replica skips every other one.
-DECODED = frozenset(
-    (ROTATE_EVENT, TABLE_MAP_EVENT, XID_EVENT, HEARTBEAT_EVENT, GTID_EVENT, MARIADB_GTID_EVENT, QUERY_EVENT,
-     *ROWS_OP)
-)
 _HEADER_UNPACK = struct.Struct("<IBIII").unpack_from
 HEADER = 20  # OK byte + 19-byte event header: the post-header starts here
 
 
 class RawEvent:
-    """A hot event, not parsed: `data` is the whole packet (OK byte, header, body, checksum); the
+    """An event, not parsed: `data` is the whole packet (OK byte, header, body, checksum); the
     body is data[HEADER:end]."""
 
     __slots__ = ("type", "timestamp", "server_id", "event_size", "log_pos", "data", "end", "pkt")
@@ -104,8 +83,30 @@ def query_parts(ev: RawEvent) -> tuple[str, str]:
     status_len = int.from_bytes(data[HEADER + 11 : HEADER + 13], "little")
     p = HEADER + 13 + status_len
     schema = data[p : p + schema_len].decode("utf-8", "replace")
-    query = data[p + schema_len + 1 : ev.end].decode("utf-8", errors="backslashreplace")
-    return schema, query
+    query = data[p + schema_len + 1 : ev.end]
+    if ev.type == QUERY_COMPRESSED_EVENT:
+        query = uncompress(query)
+    return schema, query.decode("utf-8", errors="backslashreplace")
+
+
+def uncompress(record: bytes) -> bytes:
+    """A MariaDB compressed record (log_bin_compress=ON: the statement of a QUERY_COMPRESSED_EVENT, the row
+    images of a ROWS_COMPRESSED event): a header byte `0x80 | algorithm << 4 | n` (algorithm 0: zlib),
+    the uncompressed length in `n` big-endian bytes, then the zlib stream. ValueError when it is not one."""
+    if not record:
+        raise ValueError("empty compressed record")
+    head = record[0]
+    n = head & 0x07
+    if head & 0x80 == 0 or (head >> 4) & 0x07 != 0 or not 1 <= n <= 4:
+        raise ValueError(f"not a zlib-compressed record (header byte {head:#04x})")
+    size = int.from_bytes(record[1 : 1 + n], "big")
+    try:
+        out = zlib.decompress(record[1 + n :])
+    except zlib.error as exc:
+        raise ValueError(f"corrupt compressed record: {exc}") from None
+    if len(out) != size:
+        raise ValueError(f"compressed record holds {len(out)} bytes, its header says {size}")
+    return out
 
 
 def mysql_gtid(ev: RawEvent) -> str:
@@ -138,7 +139,7 @@ def rows_body(ev: RawEvent) -> tuple[int, int, int, bytes, bytes | None, int]:
     bitmap = data[p : p + nbytes]
     p += nbytes
     bitmap2 = None
-    if ev.type in (UPDATE_ROWS_V1, UPDATE_ROWS_V2):
+    if ev.type in ROWS_UPDATE:
         bitmap2 = data[p : p + nbytes]
         p += nbytes
     return table_id, flags, ncols, bitmap, bitmap2, p
@@ -238,8 +239,8 @@ class Replica:
 
     # ------------------------------------------------------------------ events
     def fetch(self) -> RawEvent | None:
-        """The next event of a type in DECODED (blocks until one comes; heartbeats come every
-        `heartbeat` seconds without events); None when the server ended the stream."""
+        """The next event, of any type (blocks until one comes; heartbeats come every `heartbeat` seconds
+        without events); None when the server ended the stream."""
         if self.connection is None:
             self.connect()
         conn = self.connection
@@ -256,7 +257,7 @@ class Replica:
             if pkt.is_eof_packet():
                 self.close()
                 return None
-            if data[0] != 0 or len(data) < 7 or data[5] not in DECODED:
+            if data[0] != 0 or len(data) < 7:
                 continue
             return RawEvent(pkt, data, self.checksum)
 

@@ -24,6 +24,7 @@ from dbus_ray.errors import DbusError
 from dbus_ray.model import RowBatch
 from dbus_ray.mysql import connection as cn
 from dbus_ray.mysql.ddl import OSC_RE
+from dbus_ray.mysql.keys import MessageKeys
 from dbus_ray.mysql.offset import BinlogOffset, binlog_index, is_snapshot
 from dbus_ray.mysql.options import MysqlOptions, parse_dsn, parse_start
 from dbus_ray.mysql.schema import TableSchema
@@ -50,6 +51,7 @@ class MysqlSource(Source):
         self.ep = cn.Endpoint(dsn.host, dsn.port, dsn.user, dsn.password, ssl or None)
         self.where = self.ep.where
         self.matcher = TableMatcher(o.include, o.exclude)
+        self.keys = MessageKeys(pipeline, o.message_key_columns)
         self.server_id = o.server_id if isinstance(o.server_id, int) else 0  # `auto`: chosen at open
         self.identity = cn.replica_identity(pipeline)
         self.info: cn.ServerInfo | None = None
@@ -182,6 +184,10 @@ class MysqlSource(Source):
 
     # ------------------------------------------------------------------ reading
     def poll(self, max_rows: int, seq: int) -> RowBatch | None:
+        batch = self._poll(max_rows, seq)
+        return self.keys.apply(batch) if batch is not None else None
+
+    def _poll(self, max_rows: int, seq: int) -> RowBatch | None:
         if self.snap is not None or (self.backfill_queue and not self._fenced_poll):
             return self._poll_snapshot(max_rows, seq)
         assert self.stream is not None

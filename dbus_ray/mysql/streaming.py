@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from dbus_ray.errors import DbusError, DecodeError
 from dbus_ray.model import TableRows
 from dbus_ray.mysql import connection as cn
+from dbus_ray.mysql import events as et
 from dbus_ray.mysql import replica as rp
 from dbus_ray.mysql.batches import Segment, runs
 from dbus_ray.mysql.ddl import OSC_RE, DdlLayout, ddl_target, renamed_tables
@@ -73,6 +74,7 @@ class BinlogStream:
         self.reached = False
         self.last_ts = 0.0
         self.file, self.next_pos = start.file, start.offset
+        self.refused: et.RefusedEvent | None = None  # an event it cannot read, raised once the rows before it are out
         self._start(start.file, start.offset, start.skip, gtid)
 
     def _start(self, file: str, offset: int, skip: int, gtid: str | None = None) -> None:
@@ -108,7 +110,7 @@ class BinlogStream:
         return not self.pending and self.txn is None
 
     def caught_up(self) -> bool:
-        return (self.reached or self.idle) and not self.pending
+        return (self.reached or self.idle) and not self.pending and self.refused is None
 
     def lag_seconds(self) -> float:
         if self.pending:
@@ -131,20 +133,27 @@ class BinlogStream:
     def read(self, max_rows: int) -> tuple[list[TableRows], float] | None:
         """Up to `max_rows` rows as Arrow runs and the newest event time among them; None when no row came
         within the poll budget (or a heartbeat said the server has nothing more)."""
+        if self.refused is not None and not self.pending_rows:
+            raise self.refused
         monotonic = time.monotonic
         deadline = monotonic() + POLL_BUDGET_SECONDS
         fetch, handle = self._fetch, self._handle
-        while self.pending_rows < max_rows:
+        while self.pending_rows < max_rows and self.refused is None:
             if self.pending_rows and monotonic() > deadline:
                 break
             event = fetch()
             if event is None:
                 break
-            if event.type == rp.HEARTBEAT_EVENT:
+            if event.type in et.HEARTBEATS:
                 self.idle = True
                 break
             self.idle = False
-            handle(event)
+            try:
+                handle(event)
+            except et.RefusedEvent as exc:
+                if not self.pending_rows:
+                    raise
+                self.refused = exc  # the rows before it first: their checkpoint is still before it
         if not self.pending_rows:
             return None
         segs = self._take(max_rows)
@@ -227,28 +236,40 @@ class BinlogStream:
 
     # ------------------------------------------------------------------ events
     def _handle(self, ev: rp.RawEvent) -> None:
+        """One event; its type decides (`dbus_ray.mysql.events`): decoded, ignored (no row change, the
+        position stays), or refused (a one-line RefusedEvent, raised by `read` once the rows before it are
+        handed out: the checkpoint stays before it)."""
         t = ev.type
         end = ev.log_pos
         offset = end - ev.event_size if end else self.next_pos
-        if t == rp.TABLE_MAP_EVENT:
+        if t not in et.DECODED_TYPES:
+            if t in et.IGNORED_TYPES:
+                return
+            raise et.refused(t, self.file, offset)
+        if t == et.TABLE_MAP_EVENT:
             assert self.replica is not None
             self.schema.table_map(ev, self.replica, self.file, offset, self._live(offset))
             return
         if ev.timestamp:
             self.last_ts = float(ev.timestamp)
-        if t in rp.ROWS_OP:
+        if t in et.ROWS_OP:
             self._rows(ev, offset)
-        elif t == rp.MARIADB_GTID_EVENT:
+        elif t == et.MARIADB_GTID_EVENT:
             gtid, flags = rp.mariadb_gtid(ev)
+            if flags & et.MARIADB_FL_PREPARED_XA:  # before any row of it is handed out
+                raise et.refused_xa(self.file, offset)
             self._begin(offset, gtid, began=not (flags & 1))
-        elif t == rp.XID_EVENT:
+        elif t == et.XID_EVENT:
             self._end()
-        elif t == rp.GTID_EVENT:
+        elif t == et.GTID_EVENT:
             self._begin(offset, rp.mysql_gtid(ev), began=False)
-        elif t == rp.QUERY_EVENT:
-            schema, sql = rp.query_parts(ev)
+        elif t in et.QUERIES:
+            try:
+                schema, sql = rp.query_parts(ev)
+            except ValueError as exc:
+                raise DecodeError(f"binlog {self.file}:{offset}: cannot read the query event: {exc}") from None
             self._statement(sql, schema, float(ev.timestamp), offset)
-        elif t == rp.ROTATE_EVENT:
+        elif t == et.ROTATE_EVENT:
             self.file, self.next_pos = rp.rotate(ev)
             if ev.timestamp:  # a real rotation: table ids may be reused from here on
                 self.schema.by_table_id = {}
@@ -266,9 +287,16 @@ class BinlogStream:
         txn = self.txn
         if txn is None:  # a rows event outside any transaction marker: treat it as its own transaction
             txn = self._begin(offset, None, began=False)
-        op = rp.ROWS_OP[ev.type]
+        op = et.ROWS_OP[ev.type]
+        data, end = ev.data, ev.end
         try:
-            before, after = layout.read_rows(ev.data, op, bitmap, bitmap2, pos, ev.end)
+            if ev.type in et.ROWS_COMPRESSED:  # log_bin_compress=ON: the row images are one compressed record
+                try:
+                    data = rp.uncompress(data[pos:end])
+                except ValueError as exc:
+                    raise DecodeError(f"{op} rows event of {layout.db}.{layout.table}: {exc}") from None
+                pos, end = 0, len(data)
+            before, after = layout.read_rows(data, op, bitmap, bitmap2, pos, end)
         except DecodeError as exc:
             raise DecodeError(f"binlog {self.file}:{offset}: {exc}") from None
         n = len((after if after is not None else before)[0])  # type: ignore[index]

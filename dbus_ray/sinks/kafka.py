@@ -348,7 +348,8 @@ class KafkaSink(Sink):
             position = f'{{"file":{file},"offset":{pos["offset"]},"gtid":{gtid},"index":{pos["index"]}}}'
             op = ops.get(record["op"]) or ops.setdefault(record["op"], record["op"].encode())
             headers = [("op", op), ("db", db), ("table", table), ("position", position.encode())]
-            self._produce(topic, value, dumpb(key), headers, position, name)
+            # a table without a key (and without message_key_columns): a null key, spread over partitions
+            self._produce(topic, value, dumpb(key) if key else None, headers, position, name)
         return len(records)
 
     def _produce(self, topic: str, value: bytes | None, key: bytes | None, headers: list | None, position: str,
