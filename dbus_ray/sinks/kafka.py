@@ -277,12 +277,21 @@ class KafkaSink(Sink):
         from confluent_kafka.admin import ConfigResource
 
         resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
-        try:
-            entries = self.admin.describe_configs([resource])[resource].result(timeout=self.options.timeout_s)
-            return int(entries["max.message.bytes"].value)
-        except (KafkaException, KeyError, ValueError, TypeError, concurrent.futures.TimeoutError) as exc:
-            log.warning("[%s] %s: max.message.bytes of topic %s unknown: %s", self.pipeline, self.where, topic, exc)
+        for attempt in range(20):  # a topic created a moment ago may be unknown to the broker's configs yet
+            try:
+                entries = self.admin.describe_configs([resource])[resource].result(timeout=self.options.timeout_s)
+                return int(entries["max.message.bytes"].value)
+            except KafkaException as exc:
+                if exc.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART and attempt < 19:
+                    time.sleep(0.1)
+                    continue
+                reason: Any = exc
+            except (KeyError, ValueError, TypeError, concurrent.futures.TimeoutError) as exc:
+                reason = exc
+            log.warning("[%s] %s: max.message.bytes of topic %s unknown: %s", self.pipeline, self.where, topic,
+                        reason)
             return 1_048_588
+        return 1_048_588
 
     def _warm(self, topic: str) -> None:
         """Fetch the (existing) topic's metadata now: the first produce would otherwise wait ~1 s for it."""
