@@ -20,7 +20,7 @@ from dbus_ray.config import ConfigError, PipelineConfig, load_config, redact
 from dbus_ray.errors import DbusError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="dbus-ray: a change-data-capture bus on Ray.")
-dev_app = typer.Typer(no_args_is_help=True, help="A private MariaDB (binlog on) and Kafka-protocol broker.")
+dev_app = typer.Typer(no_args_is_help=True, help="A private MariaDB (binlog on) and Apache Kafka broker (KRaft).")
 app.add_typer(dev_app, name="dev")
 
 EXIT_FAILED, EXIT_INPUT, EXIT_UNAVAILABLE = 1, 2, 3

@@ -1,6 +1,6 @@
 """`dbus demo`: the real path on a laptop with nothing configured.
 
-Starts a private MariaDB (binlog on) and a Kafka-protocol broker, creates `shop.orders`, writes
+Starts a private MariaDB (binlog on) and an Apache Kafka broker, creates `shop.orders`, writes
 inserts, updates and deletes while a MySQL -> Kafka pipeline runs on a local Ray, shows live
 progress, then a summary (rows written vs delivered, rows/s, lag) and a few messages read back from
 Kafka. Everything it started is stopped at the end.
@@ -109,7 +109,7 @@ def run_demo(rows: int = 50_000, address: str | None = None, out: Any = sys.stde
     def say(text: str) -> None:
         print(text, file=out, flush=True)
 
-    say("demo: starting a private MariaDB (binlog on) and a Kafka-protocol broker ...")
+    say("demo: starting a private MariaDB (binlog on) and an Apache Kafka broker ...")
     with DevStack() as stack, tempfile.TemporaryDirectory(prefix="dbus-demo-") as data:
         db, broker = stack.mariadb, stack.broker
         say(f"demo: MariaDB at {db.host}:{db.port}, broker at {broker.bootstrap}")

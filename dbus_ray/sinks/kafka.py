@@ -38,8 +38,11 @@ produced):
   `dead_letter_payload_bytes` (1024) and only as much as fits under the limit (possibly nothing), with
   `payload_truncated` true when it is not all of it (always, for a value that is oversize by itself).
   A record that cannot fit even without payload fails the write like `fail`.
-A broker that rejects a message the producer accepted (a topic's smaller `max.message.bytes`) fails the
-write in both modes: its delivery report comes after later rows were sent.
+The limit is the smaller of the producer's `message.max.bytes` and the `max.message.bytes` of the sink's
+fixed topic as the broker reports it at open: the sink lowers its producer's limit to the topic's, so the
+producer refuses such a row before it reaches the broker and the row goes the `on_oversize` way (the
+broker would reject the whole record batch, after later rows were sent). A templated topic whose
+`max.message.bytes` is below the producer's limit fails the write when it is first used, naming both.
 """
 
 from __future__ import annotations
@@ -214,6 +217,10 @@ class KafkaSink(Sink):
         self.fatal: str | None = None
         config = producer_config(o, f"dbus-{self.pipeline}-{self.name}")
         config["error_cb"] = self._on_error
+        self.limit = int(config.get("message.max.bytes", 1_000_000))
+        if "{" not in o.topic and self._topic_limit(o.topic) < self.limit:
+            self.limit = config["message.max.bytes"] = self._topic_limit(o.topic)
+            config["batch.size"] = min(int(config["batch.size"]), self.limit)
         if self.exactly_once:
             self._ensure_topic(o.checkpoint_topic, partitions=1, config={"cleanup.policy": "compact"})
             config["transactional.id"] = f"dbus-{self.pipeline}-{self.name}"
@@ -265,6 +272,27 @@ class KafkaSink(Sink):
             raise DbusError(f"{self.where}: cannot create topic {topic}: no answer in {o.timeout_s:.0f} s") from None
         self.known_topics.add(topic)
 
+    def _topic_limit(self, topic: str) -> int:
+        """The topic's `max.message.bytes` as the broker reports it (its default when it cannot tell)."""
+        from confluent_kafka.admin import ConfigResource
+
+        resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+        for attempt in range(20):  # a topic created a moment ago may be unknown to the broker's configs yet
+            try:
+                entries = self.admin.describe_configs([resource])[resource].result(timeout=self.options.timeout_s)
+                return int(entries["max.message.bytes"].value)
+            except KafkaException as exc:
+                if exc.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART and attempt < 19:
+                    time.sleep(0.1)
+                    continue
+                reason: Any = exc
+            except (KeyError, ValueError, TypeError, concurrent.futures.TimeoutError) as exc:
+                reason = exc
+            log.warning("[%s] %s: max.message.bytes of topic %s unknown: %s", self.pipeline, self.where, topic,
+                        reason)
+            return 1_048_588
+        return 1_048_588
+
     def _warm(self, topic: str) -> None:
         """Fetch the (existing) topic's metadata now: the first produce would otherwise wait ~1 s for it."""
         try:
@@ -280,6 +308,10 @@ class KafkaSink(Sink):
             if reason:
                 raise DbusError(f"topic {found!r} for table {rows.name} {reason}")
             self._ensure_topic(found)
+            if found != self.options.topic and self._topic_limit(found) < self.limit:
+                raise DbusError(f"topic {found}: its max.message.bytes {self._topic_limit(found)} is below the "
+                                f"sink's producer message.max.bytes {self.limit}: set producer: message.max.bytes "
+                                "to at most the smallest max.message.bytes of the sink's topics")
             self._warm(found)
             self.topics_of[(rows.db, rows.table)] = found
         return found
@@ -368,7 +400,7 @@ class KafkaSink(Sink):
                     raise DbusError(f"topic {topic}: cannot produce row at {position}: {_kafka_reason(exc)}") \
                         from None
                 size = _size(value, key, headers)
-                limit = int(self.options.producer.get("message.max.bytes", 1_000_000))
+                limit = self.limit
                 if self.dead_letter and topic != self.options.dead_letter_topic and table != "checkpoint":
                     self._to_dead_letter(topic, value, key, headers, position, table, size, limit,
                                          _kafka_reason(exc))

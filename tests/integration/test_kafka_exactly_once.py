@@ -263,14 +263,14 @@ def test_log_markers_decide_what_read_committed_sees(broker: Any) -> None:
 
 def log_counts(bootstrap: str, topic: str) -> tuple[int, int]:
     """(committed, uncommitted) data records in `topic`'s log by its transaction markers; (0, 0) while there
-    is no such topic."""
+    is no such topic or its partitions have no leader yet (just created)."""
     committed = hidden = 0
     try:
         partitions = kafka_log.partitions_of(bootstrap, topic)
+        logs = [kafka_log.record_batches(bootstrap, topic, partition) for partition in partitions]
     except kafka_log.KafkaLogError:
         return 0, 0
-    for partition in partitions:
-        batches = kafka_log.record_batches(bootstrap, topic, partition)
+    for batches in logs:
         visible = kafka_log.committed_offsets(batches)
         for batch in batches:
             if not batch.control:

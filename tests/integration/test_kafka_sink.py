@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 import ray
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from dbus_ray.checkpoints import FileCheckpointStore
 from dbus_ray.config import ConfigError, build, load_config, parse_config
@@ -427,3 +427,63 @@ def test_example_config_runs(tmp_path: Path, broker: Any) -> None:
     assert final["error"] is None and final["rows_delivered"] == 20_000
     msgs = [m for t in (0, 1) for m in read_topic(broker.bootstrap, f"dbus.mock.items_{t}")]
     assert set(check_every_row(msgs, 20_000, 6).values()) == {1}
+
+
+def topic_with_limit(broker: Any, topic: str, limit: int) -> None:
+    """Create `topic` (2 partitions) with the broker-side `max.message.bytes` `limit`, and check that the broker
+    itself enforces it: a producer with librdkafka's default limit (1 MB) gets its larger message refused."""
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic(topic, 2, config={"max.message.bytes": str(limit)})])[topic].result(30)
+    refused: list[Any] = []
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 0})
+    producer.produce(topic, b"x" * (limit + 500), b"probe", partition=1,
+                     on_delivery=lambda err, msg: refused.append(err))
+    assert producer.flush(30) == 0
+    assert refused and refused[0] is not None and refused[0].code() == KafkaError.MSG_SIZE_TOO_LARGE
+
+
+def test_topic_max_message_bytes_of_the_broker_fails_the_write_at_the_row(broker: Any) -> None:
+    """A row over the topic's `max.message.bytes` (enforced by the broker, the producer's own limit is the
+    default 1 MB) fails the write at that row, naming the topic's limit; nothing after it is delivered."""
+    topic_with_limit(broker, "unit-topic-limit", 2000)
+    sink = open_sink(broker, topic="unit-topic-limit", partitions=2)
+    batch, big, small = oversize_batch()
+    with pytest.raises(DbusError) as info:
+        sink.write(batch)
+    text = str(info.value)
+    assert text.startswith('topic unit-topic-limit: cannot produce row at {"file":"mock","offset":40,'), text
+    assert "the limit 2000: raise" in text and "on_oversize: dead_letter" in text
+    sink.close()
+    offsets = sorted(json.loads(m.value())["pos"]["offset"] for m in read_topic(broker.bootstrap, "unit-topic-limit"))
+    assert offsets == list(range(40)), "only the rows before the oversize row may be delivered"
+
+
+@pytest.mark.parametrize("delivery", ["at_least_once", "exactly_once"])
+def test_topic_max_message_bytes_of_the_broker_dead_letters_the_row(broker: Any, delivery: str) -> None:
+    """With `on_oversize: dead_letter`, a row over the topic's broker-side `max.message.bytes` goes to the
+    dead-letter topic and every other row is delivered, in order."""
+    topic, dead = f"unit-topic-limit-dlq-{delivery}", f"unit-topic-limit-dead-{delivery}"
+    topic_with_limit(broker, topic, 2000)
+    sink = open_sink(broker, topic=topic, partitions=2, delivery=delivery, on_oversize="dead_letter",
+                     dead_letter_topic=dead, dead_letter_payload_bytes=100)
+    batch, big, small = oversize_batch()
+    sink.write(batch)
+    sink.close()
+    assert sink.dead_lettered == 5
+    msgs = read_topic(broker.bootstrap, topic, committed=True)
+    assert sorted(json.loads(m.value())["pos"]["offset"] for m in msgs) == [c.position.offset for c in small]
+    for partition in (0, 1):
+        assert [json.loads(m.value())["pos"]["offset"] for m in msgs if m.partition() == partition] == \
+            [c.position.offset for c in small if partition_of(dumpb(c.key), 2) == partition]
+    records = [json.loads(m.value()) for m in read_topic(broker.bootstrap, dead, committed=True)]
+    assert sorted(r["position"]["offset"] for r in records) == [c.position.offset for c in big.changes("p")]
+    assert all(r["limit"] == 2000 and r["size"] > 2000 and r["topic"] == topic for r in records)
+
+
+def test_templated_topic_with_a_smaller_max_message_bytes_is_named(broker: Any) -> None:
+    topic_with_limit(broker, "unit-tpl.mock.items", 2000)
+    sink = open_sink(broker, topic="unit-tpl.{db}.{table}", partitions=2)
+    with pytest.raises(DbusError, match=r"topic unit-tpl\.mock\.items: its max.message.bytes 2000 is below the "
+                                        r"sink's producer message.max.bytes 1000000"):
+        sink.write(mock_batches(1, rows=10)[0])
+    sink.close()
