@@ -16,6 +16,7 @@ from typing import Any
 import ray
 
 from dbus_ray.config import PipelineConfig
+from dbus_ray.constants import NAMESPACE, READER, actor_name
 from dbus_ray.errors import DbusError, reason
 from dbus_ray.model import RowBatch
 from dbus_ray.operators import Operator, apply_operators, build_operators
@@ -62,9 +63,7 @@ class Router:
         self.error: str | None = None
 
     def _reader(self) -> Any:
-        from dbus_ray.pipeline import NAMESPACE
-
-        return ray.get_actor(f"dbus:{self.name}:reader", namespace=NAMESPACE)
+        return ray.get_actor(actor_name(self.name, READER), namespace=NAMESPACE)
 
     def _unchanged(self, parcel: Parcel) -> list[bool]:
         """For each sink: whether it gets the parcel as it is (so its rows need not be fetched)."""

@@ -15,6 +15,9 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
+from dbus_ray.constants import checkpoint_key
+from dbus_ray.storage.kv_store import GcsKV, KVStore
+
 
 class CheckpointStore(ABC):
     @abstractmethod
@@ -65,22 +68,19 @@ class FileCheckpointStore(CheckpointStore):
 class GcsCheckpointStore(CheckpointStore):
     """Ray's GCS internal KV, namespace `dbus`, key `checkpoint:<pipeline>`."""
 
-    def __init__(self, pipeline: str) -> None:
-        self.key = f"checkpoint:{pipeline}".encode()
+    def __init__(self, pipeline: str, kv: KVStore | None = None) -> None:
+        self.key = checkpoint_key(pipeline)
+        self.kv = kv or GcsKV()
 
     def load(self) -> dict[str, Any] | None:
-        from ray.experimental import internal_kv
-
-        value = internal_kv._internal_kv_get(self.key, namespace="dbus")
+        value = self.kv.get(self.key)
         return None if value is None else json.loads(value)
 
     def save(self, checkpoint: dict[str, Any]) -> None:
-        from ray.experimental import internal_kv
-
-        internal_kv._internal_kv_put(self.key, json.dumps(checkpoint).encode(), overwrite=True, namespace="dbus")
+        self.kv.put(self.key, json.dumps(checkpoint).encode())
 
     def describe(self) -> str:
-        return f"gcs {self.key.decode()}"
+        return f"gcs {self.key}"
 
 
 STORES = ("file", "gcs", "kafka")

@@ -16,6 +16,7 @@ from typing import Any
 import typer
 
 from dbus_ray.config import ConfigError, PipelineConfig, load_config, redact
+from dbus_ray.constants import CONTROLLER_NAME
 from dbus_ray.errors import DbusError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="dbus-ray: a change-data-capture bus on Ray.")
@@ -363,7 +364,7 @@ def controller(
         info = ray.get(get_controller(strategy=strategy).info.remote(), timeout=60)
     except DbusError as exc:
         fail(str(exc), EXIT_UNAVAILABLE)
-    typer.echo(f"controller dbus:controller: pid {info['pid']}, node {info['node'][:12]}, "
+    typer.echo(f"controller {CONTROLLER_NAME}: pid {info['pid']}, node {info['node'][:12]}, "
                f"strategy {info['strategy']}")
 
 

@@ -17,6 +17,7 @@ import ray
 import yaml
 
 from dbus_ray.config import MaskedEnv, load_config, parse_config, redact, referenced_vars
+from dbus_ray.constants import NAMESPACE, READER, WRITER, actor_name
 from dbus_ray.errors import DbusError, reason
 
 PEEK_SCHEMA = pa.schema([
@@ -50,7 +51,7 @@ def join_cluster(address: str | None = None) -> None:
         return
     address = address or os.environ.get("RAY_ADDRESS") or "auto"
     try:
-        ray.init(address=address, namespace="dbus", logging_level="WARNING", log_to_driver=False)
+        ray.init(address=address, namespace=NAMESPACE, logging_level="WARNING", log_to_driver=False)
     except (ConnectionError, RuntimeError) as exc:
         raise DbusError(f"no Ray cluster at {address}: {reason(exc)} (start one with `ray start --head`, "
                         "or pass --address / set RAY_ADDRESS)") from None
@@ -117,10 +118,8 @@ class Bus:
 
     def peek_rows(self, name: str, n: int = 100) -> list[dict[str, Any]]:
         """The newest `n` row changes the pipeline read (JSON form), oldest first."""
-        from dbus_ray.pipeline import NAMESPACE, actor_name
-
         try:
-            reader = ray.get_actor(actor_name(name, "reader"), namespace=NAMESPACE)
+            reader = ray.get_actor(actor_name(name, READER), namespace=NAMESPACE)
         except ValueError:
             raise DbusError(f"pipeline {name} is not running") from None
         return ray.get(reader.peek.remote(n), timeout=30)
@@ -153,12 +152,11 @@ class Bus:
         import time
 
         from dbus_ray.dag import Flow
-        from dbus_ray.pipeline import NAMESPACE, actor_name
 
         cfg = parse_config(self._call("spec", name), f"pipeline {name}", MaskedEnv(os.environ))
         try:
-            reader = ray.get_actor(actor_name(name, "reader"), namespace=NAMESPACE)
-            writers = {s.name: ray.get_actor(actor_name(name, "writer", s.name), namespace=NAMESPACE)
+            reader = ray.get_actor(actor_name(name, READER), namespace=NAMESPACE)
+            writers = {s.name: ray.get_actor(actor_name(name, WRITER, s.name), namespace=NAMESPACE)
                        for s in cfg.sinks}
         except ValueError:
             raise DbusError(f"pipeline {name} is not running") from None

@@ -1,5 +1,5 @@
 """Assembles one pipeline on Ray (reader -> router -> batcher -> writer per sink), watches it and stops
-it cleanly. Actors are named `dbus:<pipeline>:<role>[:<sink>]` in Ray namespace `dbus`."""
+it cleanly. Actors are named `dbus:<pipeline>:<role>[:<sink>]` in Ray namespace `dbus` (`dbus_ray.constants`)."""
 
 from __future__ import annotations
 
@@ -12,16 +12,12 @@ from typing import Any
 import ray
 
 from dbus_ray.config import PipelineConfig
+from dbus_ray.constants import BATCHER, NAMESPACE, READER, ROUTER, WRITER, actor_name
 from dbus_ray.errors import DbusError, reason
 
 log = logging.getLogger("dbus.pipeline")
 
-NAMESPACE = "dbus"
 START_TIMEOUT_S = 120.0  # creating the actors and opening source and sinks
-
-
-def actor_name(pipeline: str, role: str, part: str | None = None) -> str:
-    return f"dbus:{pipeline}:{role}" + (f":{part}" if part else "")
 
 
 def connect_ray(address: str | None = None, num_cpus: int | None = None) -> None:
@@ -73,9 +69,9 @@ class Pipeline:
         return options
 
     def actor_names(self) -> list[str]:
-        names = [actor_name(self.cfg.name, "reader"), actor_name(self.cfg.name, "router")]
+        names = [actor_name(self.cfg.name, READER), actor_name(self.cfg.name, ROUTER)]
         for sink in self.cfg.sinks:
-            names += [actor_name(self.cfg.name, "batcher", sink.name), actor_name(self.cfg.name, "writer", sink.name)]
+            names += [actor_name(self.cfg.name, BATCHER, sink.name), actor_name(self.cfg.name, WRITER, sink.name)]
         return names
 
     @classmethod
@@ -113,7 +109,7 @@ class Pipeline:
         from dbus_ray.actors.writer import Writer
 
         cfg = self.cfg
-        name = actor_name(cfg.name, "reader")
+        name = actor_name(cfg.name, READER)
         try:
             ray.get_actor(name, namespace=NAMESPACE)
         except ValueError:
@@ -121,21 +117,21 @@ class Pipeline:
         else:
             raise DbusError(f"pipeline {cfg.name} is already running (actor {name} exists)")
         try:
-            self.reader = Reader.options(**self._options("reader")).remote(
+            self.reader = Reader.options(**self._options(READER)).remote(
                 cfg, [s.name for s in cfg.sinks], self.max_rows, self.epoch
             )
             self.actors.append(self.reader)
             router_at = len(self.actors)
             batchers = []
             for sink in cfg.sinks:
-                writer = Writer.options(**self._options("writer", sink.name)).remote(cfg, sink, self.reader)
-                batcher = Batcher.options(**self._options("batcher", sink.name)).remote(
+                writer = Writer.options(**self._options(WRITER, sink.name)).remote(cfg, sink, self.reader)
+                batcher = Batcher.options(**self._options(BATCHER, sink.name)).remote(
                     cfg, sink.name, writer, self.reader
                 )
                 self.writers.append(writer)
                 batchers.append(batcher)
                 self.actors += [batcher, writer]
-            router = Router.options(**self._options("router")).remote(cfg, batchers)
+            router = Router.options(**self._options(ROUTER)).remote(cfg, batchers)
             self.actors.insert(router_at, router)
             ray.get([w.stats.remote() for w in self.writers], timeout=START_TIMEOUT_S)  # a sink that cannot open
             ray.get(self.reader.start.remote(router), timeout=START_TIMEOUT_S)
