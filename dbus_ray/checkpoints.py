@@ -89,7 +89,7 @@ STORES = ("file", "gcs", "kafka")
 def open_store(kind: str, pipeline: str, pipeline_dir: str | os.PathLike[str], cfg: Any = None) -> CheckpointStore:
     """The store `kind` of a pipeline; `kafka` needs the pipeline config `cfg` (it uses the kafka sink's brokers)."""
     if kind == "kafka":
-        from dbus_ray.kafka_checkpoints import store_for
+        from dbus_ray.kafka.checkpoints import store_for
 
         return store_for(pipeline, cfg)
     if kind == "file":

@@ -37,11 +37,11 @@ import ray
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from dbus_ray import kafka_log
 from dbus_ray.actors.controller import get_controller
 from dbus_ray.binlog.preflight import binlog_index
 from dbus_ray.devstack import MariaDB
-from dbus_ray.kafka_checkpoints import KafkaCheckpointStore
+from dbus_ray.kafka import log as kafka_log
+from dbus_ray.kafka.checkpoints import KafkaCheckpointStore
 from dbus_ray.netfault import FaultProxy
 from dbus_ray.testing import actor_pid, execute, position, wait_for
 
