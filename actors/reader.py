@@ -187,7 +187,7 @@ class Reader:
 
     async def backfill(self, tables: list[str], where: str | None = None) -> dict[str, Any]:
         """An on-demand snapshot of `tables` while the stream runs (`dbus snapshot`)."""
-        fn = getattr(self.source, "backfill", None)
+        fn = self.source.backfill if self.source.supports_backfill else None
         if fn is None or self.state != "running":
             why = "is not running" if fn is not None else f"has a {self.cfg.source.type} source, which cannot backfill"
             raise DbusError(f"pipeline {self.name} {why}")
@@ -257,7 +257,7 @@ class Reader:
             "lag_seconds": lag,
             "checkpoint": self.checkpoint,
             "checkpoint_store": self.store.describe(),
-            "snapshot": getattr(self.source, "snapshot_progress", lambda: None)() if self.state != "created" else None,
+            "snapshot": self.source.snapshot_progress() if self.state != "created" else None,
             "error": self.error,
         }
 

@@ -370,15 +370,13 @@ def controller(
 
 @app.command()
 def plugins(output: str = OUTPUT) -> None:
-    """List the source and sink types."""
+    """List the plugins: source, sink and filter operator types and checkpoint stores, with their options
+    and optional abilities (the table leaves the options out: `-o json` has them)."""
     from dbus_ray import registry
 
-    registry.load_builtins()
-    rows = []
-    for kind, table in (("source", registry.SOURCES), ("sink", registry.SINKS)):
-        for name, cls in sorted(table.items()):
-            doc = (sys.modules[cls.__module__].__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
-            rows.append({"kind": kind, "type": name, "about": doc.split(": ", 1)[-1].split(". ")[0].rstrip(".")})
+    rows = registry.listing()
+    if output != "json":
+        rows = [{k: v for k, v in row.items() if k != "options"} for row in rows]
     print_rows(rows, output)
 
 

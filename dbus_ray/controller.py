@@ -20,6 +20,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from dbus_ray import registry
 from dbus_ray.checkpoints import open_store
 from dbus_ray.config import ConfigError, MaskedEnv, PipelineConfig, parse_config, referenced_vars
 from dbus_ray.constants import KV_CONTROLLER_EPOCH, KV_PIPELINE_PREFIX
@@ -227,15 +228,13 @@ class Supervisor:
 
     def set_checkpoint(self, name: str, position: str) -> dict[str, Any]:
         """Replace a stopped or paused pipeline's checkpoint; it resumes from there."""
-        from dbus_ray import registry
-
         with self.lock:
             record = self._get(name)
             if record.desired == "running" or name in self.handles:
                 raise DbusError(f"pipeline {name} is running: pause or stop it before setting its checkpoint")
             cfg = self._cfg(record)
             try:
-                source = registry.SOURCES[cfg.source.type].parse_position(position)
+                source = registry.source_class(cfg.source.type).parse_position(position)
             except ValueError as exc:
                 raise DbusError(str(exc)) from None
             checkpoint = {"source": source, "seq": 0, "time": self.clock(), "set_by": "operator"}

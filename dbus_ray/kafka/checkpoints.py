@@ -37,9 +37,14 @@ from dbus_ray.kafka.client import (
     topic_partitions,
 )
 from dbus_ray.model import dumps
+from dbus_ray.registry import checkpoint_store
 
 
+@checkpoint_store("kafka")
 class KafkaCheckpointStore(CheckpointStore):
+    """In a compacted Kafka topic, on the brokers of the pipeline's kafka sink (committed with the rows by an
+    exactly-once sink)."""
+
     def __init__(
         self,
         pipeline: str,
@@ -59,6 +64,10 @@ class KafkaCheckpointStore(CheckpointStore):
         self._producer: Any = None
         self._acked = 0
         self._error: str | None = None
+
+    @classmethod
+    def for_pipeline(cls, pipeline: str, pipeline_dir: Any, cfg: Any = None) -> KafkaCheckpointStore:
+        return store_for(pipeline, cfg)
 
     def _config(self) -> dict[str, Any]:
         return client_config(self.bootstrap, self.client)

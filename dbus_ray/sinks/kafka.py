@@ -55,7 +55,6 @@ from typing import Any, Literal
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
-from dbus_ray.config import Invalid
 from dbus_ray.errors import DbusError
 from dbus_ray.kafka.client import (
     CHECKPOINT_TOPIC,
@@ -71,6 +70,7 @@ from dbus_ray.model import RowBatch, TableRows, dumpb, dumps
 from dbus_ray.registry import Sink, sink
 from dbus_ray.serializers import get_serializer
 from dbus_ray.serializers.json import encode_json
+from dbus_ray.validation import Invalid
 
 log = logging.getLogger("dbus.kafka")
 

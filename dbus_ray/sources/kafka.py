@@ -24,11 +24,11 @@ from typing import Any, Literal
 import pyarrow as pa
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
 
-from dbus_ray.config import Invalid
 from dbus_ray.errors import DbusError
 from dbus_ray.kafka.raw import RAW_TYPE
 from dbus_ray.model import META_SCHEMA, RowBatch, TableRows
 from dbus_ray.registry import Source, source
+from dbus_ray.validation import Invalid
 
 log = logging.getLogger("dbus.kafka_source")
 
