@@ -1,12 +1,18 @@
 """Sink `kafka`: every row change as one Kafka message (confluent-kafka / librdkafka).
 
 - value: the row change serialized by `format` (`json`: the documented JSON form; `avro`: see
-  `dbus_ray.serializers.avro`, Confluent wire format when `schema_registry` is set);
+  `dbus_ray.serializers.avro`, Confluent wire format when `schema_registry` is set; `arrow` and `raw`: below);
 - key: the primary key (or the `key` columns) as a JSON object, e.g. `{"id":42}`; partitioned with
   murmur2 (`partitioner: murmur2_random`, Java's default), so one key always lands in one partition and
   keeps its order;
 - headers: `op`, `db`, `table` and `position` (the row's source position as compact JSON:
   `{"file":..,"offset":..,"gtid":..,"index":..}`).
+
+`format: arrow`: one message per table run instead of one per row: the value is an Arrow IPC stream of one
+record batch (`dbus_ray.serializers.arrow`: the meta columns, `before` and `after` as struct columns of the
+table's Arrow types, schema metadata `dbus.db`, `dbus.table`, `dbus.key`, `dbus.pipeline`), the key
+`{"db":..,"table":..}` (so a table's runs stay in order in one partition), headers `db`, `table`, `rows` and
+`position` (the run's first row). `format: raw` mirrors a kafka source (`dbus_ray.kafka.raw`).
 
 `topic` is fixed (`cdc`) or a template over `{db}`, `{table}` and `{pipeline}` (default `dbus.{db}.{table}`).
 A topic that does not exist is created with `partitions` partitions before the first message goes to it
@@ -86,7 +92,7 @@ class KafkaOptions:
     bootstrap: str
     topic: str = "dbus.{db}.{table}"  # fixed, or a template over {db}, {table}, {pipeline}
     key: list[str] | None = None  # message key columns; null: the table's primary key
-    format: Literal["json", "avro", "raw"] = "json"  # raw: mirror a kafka source (see dbus_ray/kafka/raw.py)
+    format: Literal["json", "avro", "raw", "arrow"] = "json"  # arrow: a run per message; raw: mirror a kafka source
     schema_registry: str | None = None  # avro only: Confluent wire format with this registry
     delivery: Literal["at_least_once", "exactly_once"] = "at_least_once"
     partitions: int = 6  # for topics the sink creates
@@ -126,6 +132,8 @@ class KafkaOptions:
             for i, column in enumerate(self.key):
                 if not column:
                     raise Invalid(f"key[{i}]", "must not be empty")
+        if self.key is not None and self.format in ("arrow", "raw"):
+            raise Invalid("key", f"is not for format {self.format} (its message key is set by the format)")
         if self.schema_registry is not None and self.format != "avro":
             raise Invalid("schema_registry", "is for format avro only")
         if self.partitions < 1:
@@ -289,6 +297,8 @@ class KafkaSink(Sink):
         topic = self.topic_for(part)
         if self.options.format == "raw":  # key, value, headers, timestamp and partition as the source had them
             return self._produce_raw(topic, part)
+        if self.options.format == "arrow":
+            return self._produce_arrow(topic, part)
         produced = 0
         for start in range(0, part.num_rows, SLICE_ROWS):  # bounded memory: a slice's row objects at a time
             rows = TableRows(part.db, part.table, part.key, part.data.slice(start, SLICE_ROWS))
@@ -307,6 +317,18 @@ class KafkaSink(Sink):
                           partition=partition % count, timestamp=timestamp or 0)
             n += 1
         return n
+
+    def _produce_arrow(self, topic: str, rows: TableRows) -> int:
+        """The whole run as one message: an Arrow IPC stream (see the module docstring)."""
+        if not rows.num_rows:
+            return 0
+        [value] = self.serializer.encode(rows, self.pipeline)
+        first = {name: rows.data.column(name)[0].as_py() for name in ("file", "offset", "gtid", "index")}
+        position = dumps(first)
+        headers = [("db", rows.db.encode()), ("table", rows.table.encode()), ("rows", str(rows.num_rows).encode()),
+                   ("position", position.encode())]
+        self._produce(topic, value, dumpb({"db": rows.db, "table": rows.table}), headers, position, rows.name)
+        return 1
 
     def _produce_rows(self, topic: str, part: TableRows) -> int:
         records = list(part.records(self.pipeline))
