@@ -9,6 +9,7 @@ what the `dbus` CLI uses.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,12 @@ import pyarrow as pa
 import ray
 import yaml
 
+from dbus_ray.actors.controller import get_controller
 from dbus_ray.config import MaskedEnv, load_config, parse_config, redact, referenced_vars
 from dbus_ray.constants import NAMESPACE, READER, WRITER, actor_name
+from dbus_ray.dag import Flow
 from dbus_ray.errors import DbusError, reason
+from dbus_ray.model import dumps
 
 PEEK_SCHEMA = pa.schema([
     ("db", pa.string()), ("table", pa.string()), ("op", pa.string()), ("key", pa.string()),
@@ -126,8 +130,6 @@ class Bus:
 
     def peek(self, name: str, n: int = 100):
         """The newest `n` row changes as a pyarrow Table (images and key as JSON text)."""
-        from dbus_ray.model import dumps
-
         rows = self.peek_rows(name, n)
         flat = [{"db": r["db"], "table": r["table"], "op": r["op"], "key": dumps(r["key"]),
                  "before": None if r["before"] is None else dumps(r["before"]),
@@ -149,10 +151,6 @@ class Bus:
 
     def flow(self, name: str, window_s: float = 1.0):
         """rows/s read and acknowledged per sink, measured over `window_s` on the live actors."""
-        import time
-
-        from dbus_ray.dag import Flow
-
         cfg = parse_config(self._call("spec", name), f"pipeline {name}", MaskedEnv(os.environ))
         try:
             reader = ray.get_actor(actor_name(name, READER), namespace=NAMESPACE)
@@ -193,8 +191,6 @@ class Bus:
 
 def connect(address: str | None = None, create: bool = True) -> Bus:
     """Join the cluster and return a `Bus` on its controller (started if missing)."""
-    from dbus_ray.actors.controller import get_controller
-
     join_cluster(address)
     try:
         return Bus(get_controller(create=create))

@@ -11,6 +11,10 @@ from typing import Any
 
 import ray
 
+from dbus_ray.actors.batcher import Batcher
+from dbus_ray.actors.reader import Reader
+from dbus_ray.actors.router import Router
+from dbus_ray.actors.writer import Writer
 from dbus_ray.config import PipelineConfig
 from dbus_ray.constants import BATCHER, NAMESPACE, READER, ROUTER, WRITER, actor_name
 from dbus_ray.errors import DbusError, reason
@@ -103,11 +107,6 @@ class Pipeline:
         return ray.get(calls, timeout=timeout)[0]
 
     def start(self) -> None:
-        from dbus_ray.actors.batcher import Batcher
-        from dbus_ray.actors.reader import Reader
-        from dbus_ray.actors.router import Router
-        from dbus_ray.actors.writer import Writer
-
         cfg = self.cfg
         name = actor_name(cfg.name, READER)
         try:
