@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: demo test bench chaos lint install mariadb java kafka clean
+.PHONY: demo test unit bench chaos lint install mariadb java kafka clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,9 +36,12 @@ kafka: $(VENV)/.installed java  # the broker of the dev stack, tests, demo and b
 demo: install
 	$(VENV)/bin/dbus demo
 
-test: install
+test: install lint  # lint first: CI fails on a ruff finding as on a failing test
 	$(PY) -m pytest -q tests/unit tests/integration tests/chaos
 	$(PY) -m pytest -q tests/cluster  # its own process: it starts a multi-node Ray cluster
+
+unit: install  # the fast tests alone (no MariaDB, broker or Ray started): a few seconds
+	$(PY) -m pytest -q tests/unit
 
 bench: install
 	$(PY) benchmarks/run.py

@@ -1,10 +1,11 @@
-"""Controller actor `dbus:controller` (namespace `dbus`): one per Ray cluster, detached, restarted by
-Ray when it dies. A thin shell: the logic is `dbus_ray.controller.Supervisor`; this file holds the
-Ray side (`RayRuntime`) and the reconcile thread."""
+"""Controller actor `dbus:controller` (namespace `dbus`, see `dbus_ray.constants`): one per Ray cluster,
+detached, restarted by Ray when it dies. A thin shell: the logic is `dbus_ray.controller.Supervisor`; this
+file holds the Ray side (`RayRuntime`) and the reconcile thread."""
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from typing import Any
@@ -13,13 +14,14 @@ import ray
 
 from dbus_ray import fencing
 from dbus_ray.config import PipelineConfig
-from dbus_ray.controller import GcsKV, Supervisor
-from dbus_ray.errors import reason
+from dbus_ray.constants import CONTROLLER_NAME, NAMESPACE, READER, actor_name
+from dbus_ray.controller import Supervisor
+from dbus_ray.errors import DbusError, reason
 from dbus_ray.pipeline import Pipeline
+from dbus_ray.storage.kv_store import GcsKV
 
 log = logging.getLogger("dbus.controller")
 
-CONTROLLER_NAME = "dbus:controller"
 HEALTH_TIMEOUT_S = 10.0
 
 
@@ -115,12 +117,9 @@ class Controller:
 
     def backfill(self, name: str, tables: list[str], where: str | None = None) -> dict[str, Any]:
         """Ask the pipeline's reader for an on-demand snapshot of `tables` (`dbus snapshot`)."""
-        from dbus_ray.errors import DbusError
-        from dbus_ray.pipeline import NAMESPACE, actor_name
-
         self.supervisor.get(name)  # a pipeline by that name
         try:
-            reader = ray.get_actor(actor_name(name, "reader"), namespace=NAMESPACE)
+            reader = ray.get_actor(actor_name(name, READER), namespace=NAMESPACE)
         except ValueError:
             raise DbusError(f"pipeline {name} is not running") from None
         try:
@@ -132,8 +131,6 @@ class Controller:
         self.supervisor.reconcile()
 
     def info(self) -> dict[str, Any]:
-        import os
-
         return {"pid": os.getpid(), "started": self.started, "loops": self.loops,
                 "strategy": self.supervisor.strategy, "node": ray.get_runtime_context().get_node_id()}
 
@@ -141,7 +138,7 @@ class Controller:
 def get_controller(create: bool = True, strategy: str = "sticky") -> Any:
     """The cluster's controller; created if missing (get-if-exists, so concurrent callers share one)."""
     if not create:
-        return ray.get_actor(CONTROLLER_NAME, namespace="dbus")
+        return ray.get_actor(CONTROLLER_NAME, namespace=NAMESPACE)
     return Controller.options(
-        name=CONTROLLER_NAME, namespace="dbus", lifetime="detached", get_if_exists=True
+        name=CONTROLLER_NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True
     ).remote(strategy)

@@ -200,7 +200,7 @@ class Reader:
 
     async def backfill(self, tables: list[str], where: str | None = None) -> dict[str, Any]:
         """An on-demand snapshot of `tables` while the stream runs (`dbus snapshot`)."""
-        fn = getattr(self.source, "backfill", None)
+        fn = self.source.backfill if self.source.supports_backfill else None
         if fn is None or self.state != "running":
             why = "is not running" if fn is not None else f"has a {self.cfg.source.type} source, which cannot backfill"
             raise DbusError(f"pipeline {self.name} {why}")
@@ -264,7 +264,7 @@ class Reader:
             "checkpoint": checkpoint.to_dict() if checkpoint is not None else None,
             "checkpoint_saved": self.book.saved is not None,
             "checkpoint_store": self.store.describe(),
-            "snapshot": getattr(self.source, "snapshot_progress", lambda: None)() if self.state != "created" else None,
+            "snapshot": self.source.snapshot_progress() if self.state != "created" else None,
             "error": self.error,
         }
 

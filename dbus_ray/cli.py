@@ -2,22 +2,28 @@
 
 Exit codes: 0 success; 1 the pipeline failed while running; 2 bad input (config, arguments);
 3 a component could not be started or reached (Ray, MariaDB, broker).
+
+Commands import what needs Ray or the dev stack (`client`, `pipeline`, `devstack`, `demo`, the controller)
+when they run, so `dbus validate`, `dbus plugins` and `--help` start without loading Ray.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import typer
 
+from dbus_ray import registry
 from dbus_ray.cli_run import Progress, StopSignals, finite, hide_forwarded_failure
 from dbus_ray.config import ConfigError, PipelineConfig, load_config, redact
+from dbus_ray.constants import CONTROLLER_NAME
+from dbus_ray.dag import as_svg, as_text
 from dbus_ray.errors import DbusError
+from dbus_ray.model import dumps
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="dbus-ray: a change-data-capture bus on Ray.")
 dev_app = typer.Typer(no_args_is_help=True, help="A private MariaDB (binlog on) and Apache Kafka broker (KRaft).")
@@ -305,8 +311,6 @@ def peek(
     address: str | None = ADDRESS,
 ) -> None:
     """The newest row changes a running pipeline read, one JSON line each."""
-    from dbus_ray.model import dumps
-
     for row in call(bus(address).peek_rows, pipeline, n):
         typer.echo(redact(dumps(row)))
 
@@ -356,8 +360,6 @@ def dag(
     address: str | None = ADDRESS,
 ) -> None:
     """The pipeline's stages and sinks with live rows/s (text, and an SVG picture with --svg)."""
-    from dbus_ray.dag import as_svg, as_text
-
     cfg, flow = call(bus(address).flow, pipeline)
     typer.echo(as_text(cfg, flow))
     if svg is not None:
@@ -382,21 +384,17 @@ def controller(
         info = ray.get(get_controller(strategy=strategy).info.remote(), timeout=60)
     except DbusError as exc:
         fail(str(exc), EXIT_UNAVAILABLE)
-    typer.echo(f"controller dbus:controller: pid {info['pid']}, node {info['node'][:12]}, "
+    typer.echo(f"controller {CONTROLLER_NAME}: pid {info['pid']}, node {info['node'][:12]}, "
                f"strategy {info['strategy']}")
 
 
 @app.command()
 def plugins(output: str = OUTPUT) -> None:
-    """List the source and sink types."""
-    from dbus_ray import registry
-
-    registry.load_builtins()
-    rows = []
-    for kind, table in (("source", registry.SOURCES), ("sink", registry.SINKS)):
-        for name, cls in sorted(table.items()):
-            doc = (sys.modules[cls.__module__].__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
-            rows.append({"kind": kind, "type": name, "about": doc.split(": ", 1)[-1].split(". ")[0].rstrip(".")})
+    """List the plugins: source, sink and filter operator types and checkpoint stores, with their options
+    and optional abilities (the table leaves the options out: `-o json` has them)."""
+    rows = registry.listing()
+    if output != "json":
+        rows = [{k: v for k, v in row.items() if k != "options"} for row in rows]
     print_rows(rows, output)
 
 

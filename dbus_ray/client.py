@@ -9,6 +9,7 @@ what the `dbus` CLI uses.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,12 @@ import pyarrow as pa
 import ray
 import yaml
 
+from dbus_ray.actors.controller import get_controller
 from dbus_ray.config import MaskedEnv, load_config, parse_config, redact, referenced_vars
+from dbus_ray.constants import NAMESPACE, READER, WRITER, actor_name
+from dbus_ray.dag import Flow
 from dbus_ray.errors import DbusError, reason
+from dbus_ray.model import dumps
 
 PEEK_SCHEMA = pa.schema([
     ("db", pa.string()), ("table", pa.string()), ("op", pa.string()), ("key", pa.string()),
@@ -77,7 +82,7 @@ def join_cluster(address: str | None = None) -> None:
     address = address or os.environ.get("RAY_ADDRESS") or "auto"
     token = use_ray_token()
     try:
-        ray.init(address=address, namespace="dbus", logging_level="WARNING", log_to_driver=False)
+        ray.init(address=address, namespace=NAMESPACE, logging_level="WARNING", log_to_driver=False)
     except (ConnectionError, RuntimeError) as exc:
         hint = ("the cluster refuses a wrong token, or nothing runs there" if token else
                 "a cluster with token authentication refuses drivers without its token: set RAY_AUTH_TOKEN or "
@@ -147,18 +152,14 @@ class Bus:
 
     def peek_rows(self, name: str, n: int = 100) -> list[dict[str, Any]]:
         """The newest `n` row changes the pipeline read (JSON form), oldest first."""
-        from dbus_ray.pipeline import NAMESPACE, actor_name
-
         try:
-            reader = ray.get_actor(actor_name(name, "reader"), namespace=NAMESPACE)
+            reader = ray.get_actor(actor_name(name, READER), namespace=NAMESPACE)
         except ValueError:
             raise DbusError(f"pipeline {name} is not running") from None
         return ray.get(reader.peek.remote(n), timeout=30)
 
     def peek(self, name: str, n: int = 100):
         """The newest `n` row changes as a pyarrow Table (images and key as JSON text)."""
-        from dbus_ray.model import dumps
-
         rows = self.peek_rows(name, n)
         flat = [{"db": r["db"], "table": r["table"], "op": r["op"], "key": dumps(r["key"]),
                  "before": None if r["before"] is None else dumps(r["before"]),
@@ -180,16 +181,11 @@ class Bus:
 
     def flow(self, name: str, window_s: float = 1.0):
         """rows/s read and acknowledged per sink, measured over `window_s` on the live actors."""
-        import time
-
-        from dbus_ray.dag import Flow
-        from dbus_ray.pipeline import NAMESPACE, actor_name
-
         cfg = parse_config(self._call("spec", name), f"pipeline {name}", MaskedEnv(os.environ))
         fused = cfg.placement == "fused"  # the reader's actor runs the writers too
         try:
-            reader = ray.get_actor(actor_name(name, "reader"), namespace=NAMESPACE)
-            writers = {} if fused else {s.name: ray.get_actor(actor_name(name, "writer", s.name), namespace=NAMESPACE)
+            reader = ray.get_actor(actor_name(name, READER), namespace=NAMESPACE)
+            writers = {} if fused else {s.name: ray.get_actor(actor_name(name, WRITER, s.name), namespace=NAMESPACE)
                                         for s in cfg.sinks}
         except ValueError:
             raise DbusError(f"pipeline {name} is not running") from None
@@ -230,8 +226,6 @@ class Bus:
 
 def connect(address: str | None = None, create: bool = True) -> Bus:
     """Join the cluster and return a `Bus` on its controller (started if missing)."""
-    from dbus_ray.actors.controller import get_controller
-
     join_cluster(address)
     try:
         return Bus(get_controller(create=create))

@@ -18,46 +18,11 @@ from typing import Any
 import yaml
 
 from dbus_ray import registry
-from dbus_ray.routing import check_pattern
+from dbus_ray.validation import Invalid, check_name, check_patterns
 
 
 class ConfigError(Exception):
     """A user mistake in a pipeline config; str() is the one-line message."""
-
-
-class Invalid(ValueError):
-    """Raised by option validators: `key` (relative to the section, may be empty) and reason."""
-
-    def __init__(self, key: str, reason: str) -> None:
-        super().__init__(reason)
-        self.key = key
-        self.reason = reason
-
-
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-
-
-def check_name(value: str, what: str = "name") -> None:
-    if not NAME_RE.match(value):
-        raise Invalid("", f"{what} {value!r} must be 1-63 letters, digits, '_', '.' or '-'")
-
-
-@dataclass
-class SelectFilter:
-    """Keep only the tables matching `include` and not matching `exclude` (db.table globs)."""
-
-    include: list[str] = field(default_factory=lambda: ["*.*"])
-    exclude: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        for key in ("include", "exclude"):
-            for i, pattern in enumerate(getattr(self, key)):
-                reason = check_pattern(pattern)
-                if reason:
-                    raise Invalid(f"{key}[{i}]", reason)
-
-
-FILTERS: dict[str, type] = {"select": SelectFilter}
 
 
 PLACEMENTS = ("auto", "fused", "spread")
@@ -89,17 +54,16 @@ class FlowOptions:
 
 @dataclass
 class CheckpointOptions:
-    store: str = "file"  # file (under data_dir) | gcs (Ray's GCS) | kafka (the kafka sink's brokers)
+    store: str = "file"  # a checkpoint store type (`dbus plugins`): file, gcs or kafka
     every_ms: int = 200  # commit at most this often (and always on stop)
     # a pipeline that saved checkpoints before finds its store empty (the store lost them): `fail` (stop with
     # one line, nothing skipped) or `start` (start again from `source.start`, which may skip or repeat rows)
     on_missing: str = "fail"
 
     def __post_init__(self) -> None:
-        from dbus_ray.checkpoints import STORES
-
-        if self.store not in STORES:
-            raise Invalid("store", f"unknown checkpoint store {self.store!r} (known: {', '.join(STORES)})")
+        known = registry.known(registry.STORE)
+        if self.store not in known:
+            raise Invalid("store", f"unknown checkpoint store {self.store!r} (known: {', '.join(known)})")
         if self.on_missing not in ("fail", "start"):
             raise Invalid("on_missing", f"must be fail or start, not {self.on_missing!r}")
 
@@ -262,7 +226,7 @@ def _parse(raw: Any) -> PipelineConfig:
     _at("name", check_name, name, "pipeline name")
     project = _typed(raw.get("project", "default"), str, "project")
     _at("project", check_name, project, "project")
-    source = _section(raw, "source", registry.SOURCES, "source type", "source")
+    source = _source(raw)
     filters_raw = _typed(raw.get("filters", []) or [], list, "filters")
     filters = [_filter(f, f"filters[{i}]") for i, f in enumerate(filters_raw)]
     sinks_raw = _required(raw, "sinks", list, "")
@@ -277,8 +241,7 @@ def _parse(raw: Any) -> PipelineConfig:
             raise Invalid(f"sinks[{i}].name", f"duplicate sink name {s.name!r} (also sinks[{seen[s.name]}])")
         seen[s.name] = i
     for i, f in enumerate(filters):  # operators that name sinks (route)
-        if hasattr(f.options, "check_sinks"):
-            _at(f"filters[{i}]", f.options.check_sinks, [s.name for s in sinks])
+        _at(f"filters[{i}]", registry.OPERATORS[f.type].check_sinks, f.options, [s.name for s in sinks])
     flow = build(FlowOptions, raw.get("flow") or {}, "flow")
     checkpoint = build(CheckpointOptions, raw.get("checkpoint") or {}, "checkpoint")
     data_dir = _typed(raw.get("data_dir", "~/.dbus/data"), str, "data_dir")
@@ -292,24 +255,29 @@ def _at(key: str, fn: typing.Callable[..., None], *args: Any) -> None:
         raise Invalid(_join(key, exc.key), exc.reason) from None
 
 
-def _section(raw: dict, key: str, known: dict[str, type], what: str, path: str) -> SourceConfig:
-    section = _required(raw, key, dict, "")
-    type_name = _required(section, "type", str, path)
-    cls = known.get(type_name)
-    if cls is None:
-        raise Invalid(f"{path}.type", f"unknown {what} {type_name!r} (known: {', '.join(sorted(known))})")
+def _plugin(kind: str, type_name: str, what: str, path: str) -> type:
+    """The plugin class of `type_name`, or `Invalid` naming the known ones."""
+    try:
+        return registry.plugin_class(kind, type_name)
+    except KeyError:
+        known = ", ".join(registry.known(kind))
+        raise Invalid(f"{path}.type", f"unknown {what} {type_name!r} (known: {known})") from None
+
+
+def _source(raw: dict) -> SourceConfig:
+    section = _required(raw, "source", dict, "")
+    type_name = _required(section, "type", str, "source")
+    cls = _plugin(registry.SOURCE, type_name, "source type", "source")
     options = {k: v for k, v in section.items() if k != "type"}
-    return SourceConfig(type_name, build(cls.Options, options, path, extra_allowed={"type"}))
+    return SourceConfig(type_name, build(cls.Options, options, "source", extra_allowed={"type"}))
 
 
 def _filter(item: Any, path: str) -> FilterConfig:
     item = _typed(item, dict, path)
     type_name = _required(item, "type", str, path)
-    cls = FILTERS.get(type_name)
-    if cls is None:
-        raise Invalid(f"{path}.type", f"unknown filter type {type_name!r} (known: {', '.join(sorted(FILTERS))})")
+    cls = _plugin(registry.OPERATOR, type_name, "filter type", path)
     options = {k: v for k, v in item.items() if k != "type"}
-    return FilterConfig(type_name, build(cls, options, path, extra_allowed={"type"}))
+    return FilterConfig(type_name, build(cls.Options, options, path, extra_allowed={"type"}))
 
 
 def _sink(item: Any, path: str) -> SinkConfig:
@@ -317,17 +285,11 @@ def _sink(item: Any, path: str) -> SinkConfig:
     name = _required(item, "name", str, path)
     _at(f"{path}.name", check_name, name, "sink name")
     type_name = _required(item, "type", str, path)
-    cls = registry.SINKS.get(type_name)
-    if cls is None:
-        raise Invalid(
-            f"{path}.type", f"unknown sink type {type_name!r} (known: {', '.join(sorted(registry.SINKS))})"
-        )
+    cls = _plugin(registry.SINK, type_name, "sink type", path)
     match = _typed(item.get("match", ["*.*"]), list, f"{path}.match")
     for i, pattern in enumerate(match):
         _typed(pattern, str, f"{path}.match[{i}]")
-        reason = check_pattern(pattern)
-        if reason:
-            raise Invalid(f"{path}.match[{i}]", reason)
+    check_patterns(match, f"{path}.match")
     options = {k: v for k, v in item.items() if k not in ("name", "type", "match")}
     opts = build(cls.Options, options, path, extra_allowed={"name", "type", "match"})
     return SinkConfig(name, type_name, list(match), opts)

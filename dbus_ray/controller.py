@@ -20,69 +20,20 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from dbus_ray import registry
 from dbus_ray.acks import Checkpoint
+from dbus_ray.checkpoints import open_store
 from dbus_ray.config import ConfigError, MaskedEnv, PipelineConfig, parse_config, referenced_vars
+from dbus_ray.constants import KV_CONTROLLER_EPOCH, KV_PIPELINE_PREFIX
 from dbus_ray.errors import DbusError, reason
 from dbus_ray.placement import STRATEGIES, place
+from dbus_ray.storage.kv_store import KVStore
 
 log = logging.getLogger("dbus.controller")
 
 SERVER_ID_BASE = 1001  # server_ids the controller hands out start here
 MAX_BACKOFF_S = 60.0
 STABLE_S = 30.0  # running this long without failing resets the retry backoff
-
-
-class KVStore(Protocol):
-    def get(self, key: str) -> bytes | None: ...
-    def put(self, key: str, value: bytes) -> None: ...
-    def delete(self, key: str) -> None: ...
-    def keys(self, prefix: str) -> list[str]: ...
-
-
-class MemoryKV:
-    """A KVStore in a dict (unit tests)."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
-
-    def get(self, key: str) -> bytes | None:
-        return self.data.get(key)
-
-    def put(self, key: str, value: bytes) -> None:
-        self.data[key] = value
-
-    def delete(self, key: str) -> None:
-        self.data.pop(key, None)
-
-    def keys(self, prefix: str) -> list[str]:
-        return [k for k in self.data if k.startswith(prefix)]
-
-
-class GcsKV:
-    """Ray's GCS internal key-value store, namespace `dbus`."""
-
-    NAMESPACE = "dbus"
-
-    def get(self, key: str) -> bytes | None:
-        from ray.experimental import internal_kv
-
-        return internal_kv._internal_kv_get(key.encode(), namespace=self.NAMESPACE)
-
-    def put(self, key: str, value: bytes) -> None:
-        from ray.experimental import internal_kv
-
-        internal_kv._internal_kv_put(key.encode(), value, overwrite=True, namespace=self.NAMESPACE)
-
-    def delete(self, key: str) -> None:
-        from ray.experimental import internal_kv
-
-        internal_kv._internal_kv_del(key.encode(), namespace=self.NAMESPACE)
-
-    def keys(self, prefix: str) -> list[str]:
-        from ray.experimental import internal_kv
-
-        found = internal_kv._internal_kv_list(prefix.encode(), namespace=self.NAMESPACE)
-        return [k.decode() if isinstance(k, bytes) else k for k in found]
 
 
 class Runtime(Protocol):
@@ -133,14 +84,12 @@ def _config(record: PipelineRecord, env: Any) -> PipelineConfig:
 
 
 def _store(cfg: PipelineConfig):
-    from dbus_ray.checkpoints import open_store
-
     return open_store(cfg.checkpoint.store, cfg.name, cfg.pipeline_dir, cfg)
 
 
 class Supervisor:
-    PREFIX = "controller:pipeline:"
-    EPOCH_KEY = "controller:epoch"
+    PREFIX = KV_PIPELINE_PREFIX
+    EPOCH_KEY = KV_CONTROLLER_EPOCH
 
     def __init__(self, kv: KVStore, runtime: Runtime, strategy: str = "sticky", clock=time.time) -> None:
         if strategy not in STRATEGIES:
@@ -291,15 +240,13 @@ class Supervisor:
 
     def set_checkpoint(self, name: str, position: str) -> dict[str, Any]:
         """Replace a stopped or paused pipeline's checkpoint; it resumes from there."""
-        from dbus_ray import registry
-
         with self.lock:
             record = self._get(name)
             if record.desired == "running" or name in self.handles:
                 raise DbusError(f"pipeline {name} is running: pause or stop it before setting its checkpoint")
             cfg = self._resolved(record)
             try:
-                source = registry.SOURCES[cfg.source.type].parse_position(position)
+                source = registry.source_class(cfg.source.type).parse_position(position)
             except ValueError as exc:
                 raise DbusError(str(exc)) from None
             checkpoint = Checkpoint(source, 0, self.clock(), set_by="operator").to_dict()

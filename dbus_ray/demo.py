@@ -18,6 +18,8 @@ from decimal import Decimal
 from typing import Any
 
 from dbus_ray.config import parse_config
+from dbus_ray.devstack import DevStack
+from dbus_ray.pipeline import connect_ray, run_pipeline
 
 TOPIC = "dbus.shop.orders"
 SCHEMA = """
@@ -103,9 +105,6 @@ def read_back(bootstrap: str, limit: int, timeout: float = 20.0) -> list[Any]:
 
 
 def run_demo(rows: int = 50_000, address: str | None = None, out: Any = sys.stderr) -> int:
-    from dbus_ray.devstack import DevStack
-    from dbus_ray.pipeline import connect_ray, run_pipeline
-
     def say(text: str) -> None:
         print(text, file=out, flush=True)
 

@@ -20,8 +20,6 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
-OPS = ("insert", "update", "delete", "ddl", "read")
-
 #: Arrow columns every `TableRows.data` starts with; `before` and `after` (struct columns of the
 #: table's columns, null where the image does not exist) follow.
 META_SCHEMA = pa.schema(

@@ -1,5 +1,5 @@
 """Assembles one pipeline on Ray (reader -> router -> batcher -> writer per sink), watches it and stops
-it cleanly. Actors are named `dbus:<pipeline>:<role>[:<sink>]` in Ray namespace `dbus`.
+it cleanly. Actors are named `dbus:<pipeline>:<role>[:<sink>]` in Ray namespace `dbus` (`dbus_ray.constants`).
 
 Placement (`flow.placement`): `spread` runs each stage as its own actor; `fused` runs them all inside
 one actor named like the reader (`dbus_ray.actors.fused`), which answers for the others."""
@@ -14,17 +14,18 @@ from typing import Any
 
 import ray
 
+from dbus_ray.actors.batcher import BatcherActor
+from dbus_ray.actors.fused import FusedPipelineActor
+from dbus_ray.actors.reader import ReaderActor
+from dbus_ray.actors.router import RouterActor
+from dbus_ray.actors.writer import WriterActor
 from dbus_ray.config import PipelineConfig
+from dbus_ray.constants import BATCHER, NAMESPACE, READER, ROUTER, WRITER, actor_name
 from dbus_ray.errors import DbusError, reason
 
 log = logging.getLogger("dbus.pipeline")
 
-NAMESPACE = "dbus"
 START_TIMEOUT_S = 120.0  # creating the actors and opening source and sinks
-
-
-def actor_name(pipeline: str, role: str, part: str | None = None) -> str:
-    return f"dbus:{pipeline}:{role}" + (f":{part}" if part else "")
 
 
 def connect_ray(address: str | None = None, num_cpus: int | None = None) -> None:
@@ -82,10 +83,10 @@ class Pipeline:
     def actor_names(self, placement: str | None = None) -> list[str]:
         """The names of the pipeline's actors (of `placement`, default the config's)."""
         if (placement or self.cfg.placement) == "fused":
-            return [actor_name(self.cfg.name, "reader")]
-        names = [actor_name(self.cfg.name, "reader"), actor_name(self.cfg.name, "router")]
+            return [actor_name(self.cfg.name, READER)]
+        names = [actor_name(self.cfg.name, READER), actor_name(self.cfg.name, ROUTER)]
         for sink in self.cfg.sinks:
-            names += [actor_name(self.cfg.name, "batcher", sink.name), actor_name(self.cfg.name, "writer", sink.name)]
+            names += [actor_name(self.cfg.name, BATCHER, sink.name), actor_name(self.cfg.name, WRITER, sink.name)]
         return names
 
     @classmethod
@@ -108,7 +109,7 @@ class Pipeline:
         """The `${VAR}` values the running reader of `pipeline` (under `epoch`) was started with; None
         when there is no such reader."""
         try:
-            reader = ray.get_actor(actor_name(pipeline, "reader"), namespace=NAMESPACE)
+            reader = ray.get_actor(actor_name(pipeline, READER), namespace=NAMESPACE)
             if ray.get(reader.identity.remote(), timeout=10)["epoch"] != epoch:
                 return None
             return ray.get(reader.secrets.remote(), timeout=10)
@@ -136,14 +137,8 @@ class Pipeline:
         return ray.get(calls, timeout=timeout)[0]
 
     def start(self) -> None:
-        from dbus_ray.actors.batcher import BatcherActor
-        from dbus_ray.actors.fused import FusedPipelineActor
-        from dbus_ray.actors.reader import ReaderActor
-        from dbus_ray.actors.router import RouterActor
-        from dbus_ray.actors.writer import WriterActor
-
         cfg = self.cfg
-        name = actor_name(cfg.name, "reader")
+        name = actor_name(cfg.name, READER)
         try:
             ray.get_actor(name, namespace=NAMESPACE)
         except ValueError:
@@ -153,23 +148,23 @@ class Pipeline:
         args = (cfg, [s.name for s in cfg.sinks], self.max_rows, self.epoch, self.secrets, self.expect_checkpoint)
         try:
             if cfg.placement == "fused":  # one actor: it opens the sinks, then reads
-                self.reader = FusedPipelineActor.options(**self._options("reader")).remote(*args)
+                self.reader = FusedPipelineActor.options(**self._options(READER)).remote(*args)
                 self.actors.append(self.reader)
                 ray.get(self.reader.start.remote(), timeout=START_TIMEOUT_S)
                 return
-            self.reader = ReaderActor.options(**self._options("reader")).remote(*args)
+            self.reader = ReaderActor.options(**self._options(READER)).remote(*args)
             self.actors.append(self.reader)
             router_at = len(self.actors)
             batchers = []
             for sink in cfg.sinks:
-                writer = WriterActor.options(**self._options("writer", sink.name)).remote(cfg, sink, self.reader)
-                batcher = BatcherActor.options(**self._options("batcher", sink.name)).remote(
+                writer = WriterActor.options(**self._options(WRITER, sink.name)).remote(cfg, sink, self.reader)
+                batcher = BatcherActor.options(**self._options(BATCHER, sink.name)).remote(
                     cfg, sink.name, writer, self.reader
                 )
                 self.writers.append(writer)
                 batchers.append(batcher)
                 self.actors += [batcher, writer]
-            router = RouterActor.options(**self._options("router")).remote(cfg, batchers, self.reader)
+            router = RouterActor.options(**self._options(ROUTER)).remote(cfg, batchers, self.reader)
             self.actors.insert(router_at, router)
             ray.get([w.stats.remote() for w in self.writers], timeout=START_TIMEOUT_S)  # a sink that cannot open
             ray.get(self.reader.start.remote(router), timeout=START_TIMEOUT_S)

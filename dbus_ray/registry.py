@@ -1,34 +1,54 @@
-"""Plugins by `type:`: the base classes of sources and sinks and the registry that finds them.
+"""Plugins by `type:`: the base classes of sources and sinks and the one registry of every kind of plugin
+(sources, sinks, filter operators, checkpoint stores).
 
-A plugin class declares its config keys as a dataclass in `Options`; the config loader validates a
-section against it, so every plugin gets the same one-line errors for free.
+A plugin class registers itself with a decorator (`@source("mysql")`, `@sink("kafka")`,
+`@operator("filter")`, `@checkpoint_store("gcs")`), declares its config keys as a dataclass in `Options`
+(the config loader validates a section against it, so every plugin gets the same one-line errors for free)
+and its optional abilities as class attributes (a source: `supports_backfill`, `reports_snapshot_progress`),
+which the registry lists (`dbus plugins`) and the runtime reads instead of probing for methods.
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, fields, is_dataclass
 from typing import Any, ClassVar
 
 from dbus_ray.model import RowBatch
 
-#: The module of each built-in plugin: it registers the plugin when imported.
-BUILTIN_SOURCES = {
-    "mock": "dbus_ray.sources.mock",
-    "mysql": "dbus_ray.mysql.source",
-    "kafka": "dbus_ray.sources.kafka",
-}
-BUILTIN_SINKS = {
-    "null": "dbus_ray.sinks.null",
-    "jsonl": "dbus_ray.sinks.jsonl",
-    "stdout": "dbus_ray.sinks.stdout",
-    "kafka": "dbus_ray.sinks.kafka",
-    "parquet": "dbus_ray.sinks.parquet",
-}
-BUILTIN_MODULES = (*BUILTIN_SOURCES.values(), *BUILTIN_SINKS.values(), "dbus_ray.operators")
+SOURCE, SINK, OPERATOR, STORE = "source", "sink", "operator", "checkpoint store"
+KINDS = (SOURCE, SINK, OPERATOR, STORE)
 
-SOURCES: dict[str, type[Source]] = {}
-SINKS: dict[str, type[Sink]] = {}
+#: The module of each built-in plugin, by kind and type: it registers the plugin when imported.
+BUILTINS: dict[str, dict[str, str]] = {
+    SOURCE: {
+        "mock": "dbus_ray.sources.mock",
+        "mysql": "dbus_ray.mysql.source",
+        "kafka": "dbus_ray.sources.kafka",
+    },
+    SINK: {
+        "null": "dbus_ray.sinks.null",
+        "jsonl": "dbus_ray.sinks.jsonl",
+        "stdout": "dbus_ray.sinks.stdout",
+        "kafka": "dbus_ray.sinks.kafka",
+        "parquet": "dbus_ray.sinks.parquet",
+    },
+    OPERATOR: {name: "dbus_ray.operators" for name in (
+        "select", "filter", "regex", "rename", "drop_columns", "mask", "route", "split", "count")},
+    STORE: {
+        "file": "dbus_ray.checkpoints",
+        "gcs": "dbus_ray.checkpoints",
+        "kafka": "dbus_ray.kafka.checkpoints",
+    },
+}
+
+#: The registered plugin classes, by kind and type.
+PLUGINS: dict[str, dict[str, type]] = {kind: {} for kind in KINDS}
+SOURCES: dict[str, type[Source]] = PLUGINS[SOURCE]
+SINKS: dict[str, type[Sink]] = PLUGINS[SINK]
+OPERATORS: dict[str, type] = PLUGINS[OPERATOR]
+STORES: dict[str, type] = PLUGINS[STORE]
 
 
 @dataclass
@@ -40,10 +60,22 @@ class Source:
     """Reads row changes. Runs inside the reader actor; `poll` may block briefly.
 
     The checkpoint a source returns in a batch is opaque to the rest of the bus: it is stored once
-    every row up to that batch is delivered and handed back to `open` on the next start."""
+    every row up to that batch is delivered and handed back to `open` on the next start.
+
+    Optional abilities: `supports_backfill` (it implements `backfill`: `dbus snapshot`) and
+    `reports_snapshot_progress` (its `snapshot_progress` says how far a snapshot got). A subclass that
+    implements the method and does not set the flag gets it set."""
 
     type_name: ClassVar[str]
     Options: ClassVar[type] = NoOptions
+    supports_backfill: ClassVar[bool] = False
+    reports_snapshot_progress: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for flag, method in (("supports_backfill", "backfill"), ("reports_snapshot_progress", "snapshot_progress")):
+            if flag not in cls.__dict__ and getattr(cls, method) is not getattr(Source, method):
+                setattr(cls, flag, True)
 
     def __init__(self, pipeline: str, options: Any) -> None:
         self.pipeline = pipeline
@@ -73,6 +105,14 @@ class Source:
     def lag_seconds(self) -> float:
         return 0.0
 
+    def backfill(self, tables: list[str], where: str | None = None) -> dict[str, Any]:
+        """An on-demand snapshot of `tables` (db.table) while the stream runs (`supports_backfill`)."""
+        raise ValueError(f"a {self.type_name} source cannot backfill")
+
+    def snapshot_progress(self) -> dict[str, Any] | None:
+        """How far the snapshot got (`reports_snapshot_progress`); None when there is none."""
+        return None
+
     def close(self) -> None:
         pass
 
@@ -99,43 +139,88 @@ class Sink:
         pass
 
 
-def source(type_name: str):
-    def register(cls: type[Source]) -> type[Source]:
+def register(kind: str, type_name: str):
+    """A class decorator registering a plugin of `kind` under `type_name`."""
+
+    def add(cls: type) -> type:
         cls.type_name = type_name
-        SOURCES[type_name] = cls
+        PLUGINS[kind][type_name] = cls
         return cls
 
-    return register
+    return add
+
+
+def source(type_name: str):
+    return register(SOURCE, type_name)
 
 
 def sink(type_name: str):
-    def register(cls: type[Sink]) -> type[Sink]:
-        cls.type_name = type_name
-        SINKS[type_name] = cls
-        return cls
+    return register(SINK, type_name)
 
-    return register
+
+def operator(type_name: str):
+    return register(OPERATOR, type_name)
+
+
+def checkpoint_store(type_name: str):
+    return register(STORE, type_name)
 
 
 def load_builtins() -> None:
-    for module in BUILTIN_MODULES:
-        importlib.import_module(module)
+    for modules in BUILTINS.values():
+        for module in set(modules.values()):
+            importlib.import_module(module)
+
+
+def plugin_class(kind: str, type_name: str) -> type:
+    """The class of plugin `type_name` of `kind`, importing only its module (an actor holds one plugin, not
+    all: each module costs memory in every process that imports it). KeyError when there is none."""
+    known = PLUGINS[kind]
+    if type_name not in known and type_name in BUILTINS[kind]:
+        importlib.import_module(BUILTINS[kind][type_name])
+    if type_name not in known:
+        load_builtins()
+    return known[type_name]
 
 
 def source_class(type_name: str) -> type[Source]:
-    """The source class of `type_name`, importing only its module (an actor holds one plugin, not all:
-    each module costs memory in every process that imports it)."""
-    if type_name not in SOURCES and type_name in BUILTIN_SOURCES:
-        importlib.import_module(BUILTIN_SOURCES[type_name])
-    if type_name not in SOURCES:
-        load_builtins()
-    return SOURCES[type_name]
+    return plugin_class(SOURCE, type_name)
 
 
 def sink_class(type_name: str) -> type[Sink]:
-    """The sink class of `type_name`, importing only its module (see `source_class`)."""
-    if type_name not in SINKS and type_name in BUILTIN_SINKS:
-        importlib.import_module(BUILTIN_SINKS[type_name])
-    if type_name not in SINKS:
-        load_builtins()
-    return SINKS[type_name]
+    return plugin_class(SINK, type_name)
+
+
+def store_class(type_name: str) -> type:
+    return plugin_class(STORE, type_name)
+
+
+def known(kind: str) -> list[str]:
+    """The type names of `kind`: built in or registered."""
+    return sorted(set(BUILTINS[kind]) | set(PLUGINS[kind]))
+
+
+def abilities(cls: type) -> list[str]:
+    """The optional abilities a plugin class declares (its true boolean flags)."""
+    return [name for name in ("supports_backfill", "reports_snapshot_progress") if getattr(cls, name, False)]
+
+
+def describe(kind: str, cls: type) -> dict[str, Any]:
+    """One line of `dbus plugins`: kind, type, what it does, its options and its abilities. What it does is the
+    first sentence of the plugin module's docstring (sources and sinks, after its `Sink x:` head), of its
+    options' docstring (operators) or of its class docstring (checkpoint stores)."""
+    options = getattr(cls, "Options", NoOptions)
+    if kind in (SOURCE, SINK):
+        doc = (sys.modules[cls.__module__].__doc__ or "").strip().split("\n\n")[0].split(": ", 1)[-1]
+    else:
+        doc = ((options if kind == OPERATOR else cls).__doc__ or "").strip()
+    about = " ".join(doc.split()).split(". ")[0].rstrip(".")
+    about = about[:1].lower() + about[1:]
+    names = [f.name for f in fields(options)] if is_dataclass(options) else []
+    return {"kind": kind, "type": cls.type_name, "about": about, "abilities": abilities(cls), "options": names}
+
+
+def listing() -> list[dict[str, Any]]:
+    """Every plugin, by kind then type (`dbus plugins`)."""
+    load_builtins()
+    return [describe(kind, cls) for kind in KINDS for _, cls in sorted(PLUGINS[kind].items())]

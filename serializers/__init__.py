@@ -1,5 +1,5 @@
 """Row-change codecs by name: `json` (the documented JSON form), `avro` (fastavro, one record schema per
-table) and `arrow` (a whole run of rows as Arrow IPC, for peek, notebooks and parquet).
+table) and `arrow` (a whole run of rows as one Arrow IPC stream: the kafka sink's `format: arrow`).
 
 Every serializer has `encode(rows, pipeline, records=None) -> list[bytes]`: the message values for one
 `TableRows` run. Per-row serializers (`per_row = True`: json, avro) return one value per row change, in
@@ -12,6 +12,7 @@ too); serializers do not modify them.
 
 from __future__ import annotations
 
+import importlib
 from typing import Any, ClassVar, Protocol
 
 from dbus_ray.model import TableRows
@@ -27,21 +28,18 @@ class Serializer(Protocol):
         ...
 
 
-SERIALIZERS = ("json", "avro", "arrow")
+#: name -> (module, class): a serializer's module is imported only when it is asked for (avro needs fastavro).
+_CLASSES = {
+    "json": ("dbus_ray.serializers.json", "JsonSerializer"),
+    "avro": ("dbus_ray.serializers.avro", "AvroSerializer"),
+    "arrow": ("dbus_ray.serializers.arrow", "ArrowSerializer"),
+}
+SERIALIZERS = tuple(_CLASSES)
 
 
 def get_serializer(name: str, **options: Any) -> Serializer:
     """A serializer by name; `options` go to its constructor (e.g. avro's `schema_registry`)."""
-    if name == "json":
-        from dbus_ray.serializers.json import JsonSerializer
-
-        return JsonSerializer(**options)
-    if name == "avro":
-        from dbus_ray.serializers.avro import AvroSerializer
-
-        return AvroSerializer(**options)
-    if name == "arrow":
-        from dbus_ray.serializers.arrow import ArrowSerializer
-
-        return ArrowSerializer(**options)
-    raise ValueError(f"unknown serializer {name!r} (known: {', '.join(SERIALIZERS)})")
+    if name not in _CLASSES:
+        raise ValueError(f"unknown serializer {name!r} (known: {', '.join(SERIALIZERS)})")
+    module, cls = _CLASSES[name]
+    return getattr(importlib.import_module(module), cls)(**options)

@@ -1,5 +1,5 @@
-"""Serializer `arrow`: a whole run of rows (`TableRows`) as one Arrow record batch or Arrow IPC stream,
-for `dbus peek`, notebooks and parquet files. The table's identity travels in the schema metadata
+"""Serializer `arrow`: a whole run of rows (`TableRows`) as one Arrow record batch or Arrow IPC stream (the
+kafka sink's `format: arrow`). The table's identity travels in the schema metadata
 (`dbus.db`, `dbus.table`, `dbus.key` as JSON, `dbus.pipeline`), so `from_ipc` rebuilds the `TableRows`.
 Values are the source's, untouched (unsigned, decimal and temporal types keep their Arrow types)."""
 
@@ -48,11 +48,6 @@ def from_ipc(data: bytes) -> list[TableRows]:
     """Every run (record batch) in one IPC stream written by `to_ipc`."""
     reader = pa.ipc.open_stream(pa.py_buffer(data))
     return [from_record_batch(batch) for batch in reader]
-
-
-def to_table(runs: list[TableRows], pipeline: str = "") -> pa.Table:
-    """Runs of one table (same Arrow schema) as a pyarrow Table, e.g. for `pyarrow.parquet.write_table`."""
-    return pa.Table.from_batches([to_record_batch(r, pipeline) for r in runs])
 
 
 class ArrowSerializer:

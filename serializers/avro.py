@@ -46,7 +46,6 @@ from dbus_ray.model import TableRows
 Convert = Callable[[Any], Any] | None
 
 _NAME_BAD = re.compile(r"[^A-Za-z0-9_]")
-_EPOCH_DATE = dt.date(1970, 1, 1)
 _MICRO = dt.timedelta(microseconds=1)
 UINT64_SCHEMA = {"type": "bytes", "logicalType": "decimal", "precision": 20, "scale": 0}
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any, ClassVar
 
-from dbus_ray.model import RowChange, TableRows, dumpb, dumps
+from dbus_ray.model import TableRows, dumpb, dumps
 
 encode_json = dumps
 
@@ -22,9 +22,6 @@ class JsonSerializer:
 
     def encode(self, rows: TableRows, pipeline: str, records: list[dict[str, Any]] | None = None) -> list[bytes]:
         return [dumpb(r) for r in (rows.records(pipeline) if records is None else records)]
-
-    def encode_change(self, change: RowChange) -> bytes:
-        return dumpb(change.to_dict())
 
     @staticmethod
     def decode(value: bytes) -> dict[str, Any]:

@@ -1,12 +1,18 @@
 """Sink `kafka`: every row change as one Kafka message (confluent-kafka / librdkafka).
 
 - value: the row change serialized by `format` (`json`: the documented JSON form; `avro`: see
-  `dbus_ray.serializers.avro`, Confluent wire format when `schema_registry` is set);
+  `dbus_ray.serializers.avro`, Confluent wire format when `schema_registry` is set; `arrow` and `raw`: below);
 - key: the primary key (or the `key` columns) as a JSON object, e.g. `{"id":42}`; partitioned with
   murmur2 (`partitioner: murmur2_random`, Java's default), so one key always lands in one partition and
   keeps its order;
 - headers: `op`, `db`, `table` and `position` (the row's source position as compact JSON:
   `{"file":..,"offset":..,"gtid":..,"index":..}`).
+
+`format: arrow`: one message per table run instead of one per row: the value is an Arrow IPC stream of one
+record batch (`dbus_ray.serializers.arrow`: the meta columns, `before` and `after` as struct columns of the
+table's Arrow types, schema metadata `dbus.db`, `dbus.table`, `dbus.key`, `dbus.pipeline`), the key
+`{"db":..,"table":..}` (so a table's runs stay in order in one partition), headers `db`, `table`, `rows` and
+`position` (the run's first row). `format: raw` mirrors a kafka source (`dbus_ray.kafka.raw`).
 
 `topic` is fixed (`cdc`) or a template over `{db}`, `{table}` and `{pipeline}` (default `dbus.{db}.{table}`).
 A topic that does not exist is created with `partitions` partitions before the first message goes to it
@@ -21,7 +27,7 @@ Delivery:
   writer fences its zombie). Each `write(batch)` is one transaction holding the batch's rows AND the
   checkpoint record (`{"source": batch.checkpoint, "seq": .., "time": ..}`, keyed by the pipeline name)
   in the compacted topic `checkpoint_topic` (default `__dbus_checkpoints`): rows and checkpoint commit
-  together. Read it back with `dbus_ray.kafka_checkpoints.KafkaCheckpointStore` (`checkpoint.store:
+  together. Read it back with `dbus_ray.kafka.checkpoints.KafkaCheckpointStore` (`checkpoint.store:
   kafka`, whose `save` is then a no-op). Consumers must read with `isolation.level=read_committed`.
 
 A row whose message is larger than the producer's `message.max.bytes` (librdkafka refuses it when it is
@@ -57,13 +63,24 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from confluent_kafka import KafkaError, KafkaException, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
-from dbus_ray.config import Invalid
 from dbus_ray.errors import DbusError
+from dbus_ray.kafka.client import (
+    CHECKPOINT_TOPIC,
+    MANAGED,
+    check_topic_name,
+    client_config,
+    create_topic,
+    kafka_reason,
+    producer_config,
+)
+from dbus_ray.kafka.raw import raw_messages, raw_positions
 from dbus_ray.model import RowBatch, TableRows, dumpb, dumps
 from dbus_ray.registry import Sink, sink
+from dbus_ray.serializers import get_serializer
 from dbus_ray.serializers.json import encode_json
+from dbus_ray.validation import Invalid
 
 log = logging.getLogger("dbus.kafka")
 
@@ -71,26 +88,7 @@ log = logging.getLogger("dbus.kafka")
 #: not those of the whole batch.
 SLICE_ROWS = 2048
 
-CHECKPOINT_TOPIC = "__dbus_checkpoints"
 TEMPLATE_FIELDS = {"db", "table", "pipeline"}
-#: librdkafka settings the sink owns: `producer:` may not change them.
-MANAGED = {"bootstrap.servers", "enable.idempotence", "acks", "transactional.id", "partitioner",
-           "compression.type", "compression.codec", "batch.size", "linger.ms", "queue.buffering.max.ms",
-           "message.send.max.retries", "retries", "retry.backoff.ms", "delivery.timeout.ms",
-           "message.timeout.ms"}
-_TOPIC_OK = set(string.ascii_letters + string.digits + "._-")
-
-
-def check_topic_name(topic: str) -> str | None:
-    """Why `topic` is not a legal Kafka topic name, or None."""
-    if not topic or topic in (".", ".."):
-        return "is empty"
-    if len(topic) > 249:
-        return "is longer than 249 characters"
-    bad = sorted(set(topic) - _TOPIC_OK)
-    if bad:
-        return f"has characters Kafka does not allow ({''.join(bad)!r}; allowed: letters, digits, '.', '_', '-')"
-    return None
 
 
 @dataclass
@@ -98,7 +96,7 @@ class KafkaOptions:
     bootstrap: str
     topic: str = "dbus.{db}.{table}"  # fixed, or a template over {db}, {table}, {pipeline}
     key: list[str] | None = None  # message key columns; null: the table's primary key
-    format: Literal["json", "avro", "raw"] = "json"  # raw: mirror a kafka source (see serializers/raw.py)
+    format: Literal["json", "avro", "raw", "arrow"] = "json"  # arrow: a run per message; raw: mirror a kafka source
     schema_registry: str | None = None  # avro only: Confluent wire format with this registry
     delivery: Literal["at_least_once", "exactly_once"] = "at_least_once"
     partitions: int = 6  # for topics the sink creates
@@ -138,6 +136,8 @@ class KafkaOptions:
             for i, column in enumerate(self.key):
                 if not column:
                     raise Invalid(f"key[{i}]", "must not be empty")
+        if self.key is not None and self.format in ("arrow", "raw"):
+            raise Invalid("key", f"is not for format {self.format} (its message key is set by the format)")
         if self.schema_registry is not None and self.format != "avro":
             raise Invalid("schema_registry", "is for format avro only")
         if self.partitions < 1:
@@ -163,29 +163,16 @@ class KafkaOptions:
                 raise Invalid(f"producer.{name}", "is set by the sink (use its own option, e.g. compression)")
 
 
-def producer_config(o: KafkaOptions, client_id: str) -> dict[str, Any]:
+def sink_producer_config(o: KafkaOptions, client_id: str) -> dict[str, Any]:
     """The librdkafka settings of the sink's producer (without `transactional.id`)."""
-    return {
-        **o.producer,
-        "bootstrap.servers": o.bootstrap,
-        "client.id": o.producer.get("client.id", client_id),
-        "enable.idempotence": True,
-        "acks": "all",
-        "partitioner": "murmur2_random",
+    return producer_config(o.bootstrap, o.producer, client_id, tuning={
         "compression.type": o.compression,
         "batch.size": o.batch_size,
         "linger.ms": o.linger_ms,
         "message.send.max.retries": o.retries,
         "retry.backoff.ms": o.retry_backoff_ms,
         "delivery.timeout.ms": o.delivery_timeout_ms,
-        "logger": log,
-    }
-
-
-def admin_config(o: KafkaOptions) -> dict[str, Any]:
-    """Settings an AdminClient/Consumer shares with the producer (security, client id ...)."""
-    shared = {k: v for k, v in o.producer.items() if k.startswith(("security.", "sasl.", "ssl.", "client."))}
-    return {**shared, "bootstrap.servers": o.bootstrap, "logger": log}
+    })
 
 
 def checkpoint_record(pipeline: str, batch: RowBatch, sink_name: str) -> bytes:
@@ -197,14 +184,12 @@ class KafkaSink(Sink):
     Options = KafkaOptions
 
     def open(self) -> None:
-        from dbus_ray.serializers import get_serializer
-
         o: KafkaOptions = self.options
         self.where = f"kafka sink {self.name}"
         self.exactly_once = o.delivery == "exactly_once"
         options = {"schema_registry": o.schema_registry} if o.schema_registry else {}
         self.serializer = None if o.format == "raw" else get_serializer(o.format, **options)
-        self.admin = AdminClient(admin_config(o))
+        self.admin = AdminClient(client_config(o.bootstrap, o.producer))
         self.known_topics: set[str] = set()
         self.topics_of: dict[tuple[str, str], str] = {}
         self._refresh_topics()  # fails fast when the broker is unreachable
@@ -215,7 +200,7 @@ class KafkaSink(Sink):
             self._ensure_topic(o.dead_letter_topic)
         self.dead_lettered = 0
         self.fatal: str | None = None
-        config = producer_config(o, f"dbus-{self.pipeline}-{self.name}")
+        config = sink_producer_config(o, f"dbus-{self.pipeline}-{self.name}")
         config["error_cb"] = self._on_error
         self.limit = int(config.get("message.max.bytes", 1_000_000))
         if "{" not in o.topic and self._topic_limit(o.topic) < self.limit:
@@ -233,7 +218,7 @@ class KafkaSink(Sink):
             try:
                 self.producer.init_transactions(o.timeout_s)
             except KafkaException as exc:
-                raise DbusError(f"{self.where}: cannot start transactions on {o.bootstrap}: {_kafka_reason(exc)}") \
+                raise DbusError(f"{self.where}: cannot start transactions on {o.bootstrap}: {kafka_reason(exc)}") \
                     from None
         self.errors: list[tuple[str, str, str]] = []
         self.acked = 0
@@ -246,7 +231,7 @@ class KafkaSink(Sink):
         try:
             metadata = self.admin.list_topics(timeout=o.timeout_s)  # all topics: never auto-creates one
         except KafkaException as exc:
-            raise DbusError(f"{self.where}: cannot reach broker {o.bootstrap}: {_kafka_reason(exc)}") from None
+            raise DbusError(f"{self.where}: cannot reach broker {o.bootstrap}: {kafka_reason(exc)}") from None
         self.known_topics = {name for name, t in metadata.topics.items() if t.error is None}
 
     def _ensure_topic(self, topic: str, partitions: int | None = None, config: dict[str, str] | None = None) -> None:
@@ -258,18 +243,12 @@ class KafkaSink(Sink):
             return
         if not o.create_topics:
             raise DbusError(f"{self.where}: topic {topic} does not exist (create_topics is off)")
-        new = NewTopic(topic, num_partitions=partitions or o.partitions, replication_factor=o.replication_factor,
-                       config=config or {})
-        future = self.admin.create_topics([new], operation_timeout=o.timeout_s, request_timeout=o.timeout_s)[topic]
+        count = partitions or o.partitions
         try:
-            future.result(timeout=o.timeout_s + 5)
-            log.info("[%s] %s created topic %s (%d partitions)", self.pipeline, self.where, topic,
-                     new.num_partitions)
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise DbusError(f"{self.where}: cannot create topic {topic}: {_kafka_reason(exc)}") from None
-        except concurrent.futures.TimeoutError:
-            raise DbusError(f"{self.where}: cannot create topic {topic}: no answer in {o.timeout_s:.0f} s") from None
+            if create_topic(self.admin, topic, count, o.replication_factor, config, o.timeout_s):
+                log.info("[%s] %s created topic %s (%d partitions)", self.pipeline, self.where, topic, count)
+        except RuntimeError as exc:
+            raise DbusError(f"{self.where}: {exc}") from None
         self.known_topics.add(topic)
 
     def _topic_limit(self, topic: str) -> int:
@@ -298,7 +277,7 @@ class KafkaSink(Sink):
         try:
             self.producer.list_topics(topic, timeout=self.options.timeout_s)
         except KafkaException as exc:
-            raise DbusError(f"topic {topic}: no metadata: {_kafka_reason(exc)}") from None
+            raise DbusError(f"topic {topic}: no metadata: {kafka_reason(exc)}") from None
 
     def topic_for(self, rows: TableRows) -> str:
         found = self.topics_of.get((rows.db, rows.table))
@@ -351,14 +330,39 @@ class KafkaSink(Sink):
     def _produce_part(self, part: TableRows) -> int:
         topic = self.topic_for(part)
         if self.options.format == "raw":  # key, value, headers, timestamp and partition as the source had them
-            from dbus_ray.serializers.raw import produce_raw
-
-            return produce_raw(self, topic, part)
+            return self._produce_raw(topic, part)
+        if self.options.format == "arrow":
+            return self._produce_arrow(topic, part)
         produced = 0
         for start in range(0, part.num_rows, SLICE_ROWS):  # bounded memory: a slice's row objects at a time
             rows = TableRows(part.db, part.table, part.key, part.data.slice(start, SLICE_ROWS))
             produced += self._produce_rows(topic, rows)
         return produced
+
+    def _produce_raw(self, topic: str, rows: TableRows) -> int:
+        """A run of raw Kafka messages (`dbus_ray.kafka.raw`) with the same key, value, headers and timestamp,
+        to the source partition modulo the topic's partition count (so each source partition's order is
+        kept). The position of a message is `{"topic":..,"partition":..,"offset":..}` of the source."""
+        partitions = self.producer.list_topics(topic, timeout=self.options.timeout_s).topics[topic].partitions
+        count = max(len(partitions), 1)
+        n = 0
+        for (partition, key, value, headers, timestamp), position in zip(raw_messages(rows), raw_positions(rows)):
+            self._produce(topic, value, key, headers or None, position, f"{rows.db}/{partition}",
+                          partition=partition % count, timestamp=timestamp or 0)
+            n += 1
+        return n
+
+    def _produce_arrow(self, topic: str, rows: TableRows) -> int:
+        """The whole run as one message: an Arrow IPC stream (see the module docstring)."""
+        if not rows.num_rows:
+            return 0
+        [value] = self.serializer.encode(rows, self.pipeline)
+        first = {name: rows.data.column(name)[0].as_py() for name in ("file", "offset", "gtid", "index")}
+        position = dumps(first)
+        headers = [("db", rows.db.encode()), ("table", rows.table.encode()), ("rows", str(rows.num_rows).encode()),
+                   ("position", position.encode())]
+        self._produce(topic, value, dumpb({"db": rows.db, "table": rows.table}), headers, position, rows.name)
+        return 1
 
     def _produce_rows(self, topic: str, part: TableRows) -> int:
         records = list(part.records(self.pipeline))
@@ -397,16 +401,16 @@ class KafkaSink(Sink):
                 self.producer.poll(0.05)
             except KafkaException as exc:
                 if not exc.args or getattr(exc.args[0], "code", lambda: None)() != KafkaError.MSG_SIZE_TOO_LARGE:
-                    raise DbusError(f"topic {topic}: cannot produce row at {position}: {_kafka_reason(exc)}") \
+                    raise DbusError(f"topic {topic}: cannot produce row at {position}: {kafka_reason(exc)}") \
                         from None
                 size = _size(value, key, headers)
                 limit = self.limit
                 if self.dead_letter and topic != self.options.dead_letter_topic and table != "checkpoint":
                     self._to_dead_letter(topic, value, key, headers, position, table, size, limit,
-                                         _kafka_reason(exc))
+                                         kafka_reason(exc))
                     return
                 raise DbusError(f"topic {topic}: cannot produce row at {position} of table {table}, key "
-                                f"{_key_text(key)}: {_kafka_reason(exc)}; the message is {size} bytes, the limit "
+                                f"{_key_text(key)}: {kafka_reason(exc)}; the message is {size} bytes, the limit "
                                 f"{limit}: raise the sink's producer: message.max.bytes (and the topic's "
                                 "max.message.bytes) or set on_oversize: dead_letter") from None
 
@@ -473,7 +477,7 @@ class KafkaSink(Sink):
         error callback has the real reason then."""
         if isinstance(exc, SystemError) and self.fatal:
             return self.fatal
-        return _kafka_reason(exc)
+        return kafka_reason(exc)
 
     def _abort(self) -> None:
         try:
@@ -514,11 +518,3 @@ def _key_text(key: bytes | None, limit: int = 200) -> str:
         return "null"
     text = key.decode("utf-8", "replace")
     return text if len(text) <= limit else text[:limit] + "..."
-
-
-def _kafka_reason(exc: BaseException) -> str:
-    """The broker's or librdkafka's reason, one line (`KafkaError` name and text)."""
-    err = exc.args[0] if exc.args else None
-    if hasattr(err, "str") and hasattr(err, "name"):
-        return f"{err.str()} ({err.name()})"
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

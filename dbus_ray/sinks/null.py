@@ -6,9 +6,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from dbus_ray.config import Invalid
 from dbus_ray.model import RowBatch
 from dbus_ray.registry import Sink, sink
+from dbus_ray.validation import Invalid
 
 
 @dataclass

@@ -8,7 +8,7 @@ partitions, for mirroring to another cluster (sink `kafka` with `format: raw`) o
   `start` decides (`earliest` | `latest`).
 - Each partition's messages become one run (`TableRows`) with `db` = topic and `table` = the partition
   number, in partition order; the message is kept as it was in the `after` image (key, value, headers,
-  timestamp: see `dbus_ray.serializers.raw`). `op` is `insert`, `file`/`offset`/`index` are topic, offset and
+  timestamp: see `dbus_ray.kafka.raw`). `op` is `insert`, `file`/`offset`/`index` are topic, offset and
   partition, `txid` is `topic/partition/offset` and `ts` the message timestamp.
 - Caught up: every assigned partition has reached its end (partition EOF) since its last message.
 """
@@ -24,11 +24,11 @@ from typing import Any, Literal
 import pyarrow as pa
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
 
-from dbus_ray.config import Invalid
 from dbus_ray.errors import DbusError
+from dbus_ray.kafka.raw import RAW_TYPE
 from dbus_ray.model import META_SCHEMA, RowBatch, TableRows
 from dbus_ray.registry import Source, source
-from dbus_ray.serializers.raw import RAW_TYPE
+from dbus_ray.validation import Invalid
 
 log = logging.getLogger("dbus.kafka_source")
 

@@ -17,9 +17,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dbus_ray.config import Invalid
 from dbus_ray.model import META_SCHEMA, RowBatch, TableRows
 from dbus_ray.registry import Source, source
+from dbus_ray.validation import Invalid
 
 IMAGE_TYPE = pa.struct(
     [("id", pa.int64()), ("seq", pa.int64()), ("name", pa.string()), ("amount", pa.int64())]

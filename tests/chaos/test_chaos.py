@@ -12,7 +12,7 @@ committed, per fault in a table. Two modes:
 - exactly-once (`delivery: exactly_once`, `checkpoint.store: kafka`: each batch is one transaction with its
   checkpoint): judged by what an `isolation.level=read_committed` consumer gets from the broker, every row
   change exactly once and per-key order kept. There the writer is killed while its open transaction already
-  has its checkpoint record on the broker (seen in the log by `dbus_ray.kafka_log`).
+  has its checkpoint record on the broker (seen in the log by `dbus_ray.kafka.log`).
 
 Short form in `make test`: at-least-once one round of 10 faults, exactly-once the 5 faults of EOS_SHORT;
 `make chaos` runs DBUS_CHAOS_ROUNDS=5: 50 faults in each mode.
@@ -48,10 +48,10 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
-from dbus_ray import kafka_log
 from dbus_ray.actors.controller import get_controller
 from dbus_ray.devstack import MariaDB
-from dbus_ray.kafka_checkpoints import KafkaCheckpointStore
+from dbus_ray.kafka import log as kafka_log
+from dbus_ray.kafka.checkpoints import KafkaCheckpointStore
 from dbus_ray.mysql.offset import binlog_index
 from dbus_ray.netfault import FaultProxy
 from dbus_ray.testing import actor_pid, execute, position, wait_for

@@ -20,11 +20,11 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from dbus_ray import kafka_log
 from dbus_ray.checkpoints import open_store
 from dbus_ray.config import build, parse_config
 from dbus_ray.errors import DbusError
-from dbus_ray.kafka_checkpoints import KafkaCheckpointStore, store_for
+from dbus_ray.kafka import log as kafka_log
+from dbus_ray.kafka.checkpoints import KafkaCheckpointStore, store_for
 from dbus_ray.pipeline import Pipeline, run_pipeline
 from dbus_ray.sinks.kafka import KafkaOptions, KafkaSink
 from dbus_ray.sources.mock import MockOptions, MockSource

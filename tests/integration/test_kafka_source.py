@@ -18,7 +18,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from dbus_ray.checkpoints import FileCheckpointStore
 from dbus_ray.config import build, parse_config
 from dbus_ray.devstack import Broker
-from dbus_ray.kafka_checkpoints import store_for
+from dbus_ray.kafka.checkpoints import store_for
 from dbus_ray.pipeline import Pipeline, run_pipeline
 from dbus_ray.sinks.kafka import KafkaOptions, KafkaSink
 from dbus_ray.sources.kafka import KafkaSource, KafkaSourceOptions

@@ -23,8 +23,9 @@ import yaml
 from typer.testing import CliRunner
 
 from dbus_ray.cli import app
+from dbus_ray.constants import NAMESPACE, actor_name
 from dbus_ray.devstack import MariaDB, free_port
-from dbus_ray.pipeline import NAMESPACE, actor_name
+from dbus_ray.storage.kv_store import GcsKV
 from dbus_ray.testing import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session")]
@@ -164,11 +165,10 @@ def _actor_table() -> str:
 
 
 def _kv_dump() -> str:
-    from ray.experimental import internal_kv
-
+    kv = GcsKV()
     parts = []
-    for key in internal_kv._internal_kv_list(b"", namespace="dbus"):
-        value = internal_kv._internal_kv_get(key, namespace="dbus") or b""
+    for key in kv.keys(""):
+        value = kv.get(key) or b""
         parts.append(f"{key!r}: {value.decode('utf-8', 'replace')}")
     return "\n".join(parts)
 

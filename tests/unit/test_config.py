@@ -173,6 +173,18 @@ def test_cli_plugins_lists_every_type() -> None:
     listed = {(r["kind"], r["type"]) for r in json.loads(result.stdout)}
     assert {("source", "mock"), ("source", "mysql"), ("sink", "kafka"), ("sink", "jsonl"), ("sink", "null"),
             ("sink", "stdout")} <= listed
+    operators = {"select", "filter", "regex", "rename", "drop_columns", "mask", "route", "split", "count"}
+    assert {t for k, t in listed if k == "operator"} == operators
+    assert {t for k, t in listed if k == "checkpoint store"} == {"file", "gcs", "kafka"}
+    by_type = {(r["kind"], r["type"]): r for r in json.loads(result.stdout)}
+    assert by_type[("source", "mysql")]["abilities"] == ["supports_backfill", "reports_snapshot_progress"]
+    assert by_type[("source", "mock")]["abilities"] == []
+    assert by_type[("operator", "filter")]["options"] == ["expr"]
+    assert by_type[("sink", "null")]["about"] == "counts rows and drops them (benchmarks, dry runs)"
+    table = CliRunner().invoke(app, ["plugins"])
+    assert table.exit_code == 0, table.output
+    assert table.stdout.splitlines()[0].split() == ["KIND", "TYPE", "ABOUT", "ABILITIES"]
+    assert any(line.split()[:3] == ["checkpoint", "store", "gcs"] for line in table.stdout.splitlines())
 
 
 @pytest.mark.parametrize("start, kind, value", [

@@ -19,7 +19,7 @@ import pytest
 
 from dbus_ray.model import Position, RowChange, TableRows, dumps, json_default
 from dbus_ray.serializers import SERIALIZERS, get_serializer
-from dbus_ray.serializers.arrow import from_ipc, to_table
+from dbus_ray.serializers.arrow import from_ipc
 from dbus_ray.serializers.avro import AvroSerializer, avro_name
 
 STDLIB = json.JSONEncoder(default=json_default, ensure_ascii=False, separators=(",", ":"))
@@ -215,8 +215,6 @@ def test_arrow_round_trip(rows: TableRows) -> None:
     assert (back.db, back.table, back.key) == (rows.db, rows.table, rows.key)
     assert back.data.equals(rows.data)
     assert [c.to_dict() for c in back.changes("p")] == [c.to_dict() for c in rows.changes("p")]
-    table = to_table([rows, rows], "p")
-    assert table.num_rows == 2 * rows.num_rows and table.schema.metadata[b"dbus.table"] == b"orders"
 
 
 def test_json_encoder_equals_dumps(rows: TableRows) -> None:

@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
-from dbus_ray.controller import MemoryKV, Supervisor
+from dbus_ray.controller import Supervisor
 from dbus_ray.errors import DbusError
+from dbus_ray.storage.kv_store import MemoryKV
 
 
 class FakeRuntime:

@@ -19,20 +19,31 @@ still open (its writer died) until it ends, so only a committed checkpoint is ev
 from __future__ import annotations
 
 import json
-import logging
 import time
 import uuid
 from typing import Any
 
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
 from dbus_ray.checkpoints import CheckpointStore
+from dbus_ray.kafka.client import (
+    CHECKPOINT_TOPIC,
+    client_config,
+    create_topic,
+    kafka_reason,
+    producer_config,
+    topic_partitions,
+)
 from dbus_ray.model import dumps
-
-log = logging.getLogger("dbus.kafka")
-
-CHECKPOINT_TOPIC = "__dbus_checkpoints"
+from dbus_ray.registry import checkpoint_store
 
 
+@checkpoint_store("kafka")
 class KafkaCheckpointStore(CheckpointStore):
+    """In a compacted Kafka topic, on the brokers of the pipeline's kafka sink (committed with the rows by an
+    exactly-once sink)."""
+
     def __init__(
         self,
         pipeline: str,
@@ -53,27 +64,22 @@ class KafkaCheckpointStore(CheckpointStore):
         self._acked = 0
         self._error: str | None = None
 
+    @classmethod
+    def for_pipeline(cls, pipeline: str, pipeline_dir: Any, cfg: Any = None) -> KafkaCheckpointStore:
+        return store_for(pipeline, cfg)
+
     def _config(self) -> dict[str, Any]:
-        return {**self.client, "bootstrap.servers": self.bootstrap, "logger": log}
+        return client_config(self.bootstrap, self.client)
 
     def _topic_partitions(self) -> list[int] | None:
         """The checkpoint topic's partitions, None when it does not exist (asked without creating it)."""
-        from confluent_kafka import KafkaException
-        from confluent_kafka.admin import AdminClient
-
         try:
-            metadata = AdminClient(self._config()).list_topics(timeout=self.timeout_s)
+            return topic_partitions(AdminClient(self._config()), self.topic, self.timeout_s)
         except KafkaException as exc:
             raise RuntimeError(f"checkpoint store kafka: cannot reach broker {self.bootstrap}: "
-                               f"{exc.args[0].str() if exc.args else exc}") from None
-        topic = metadata.topics.get(self.topic)
-        if topic is None or topic.error is not None:
-            return None
-        return sorted(topic.partitions)
+                               f"{kafka_reason(exc)}") from None
 
     def load(self) -> dict[str, Any] | None:
-        from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
-
         partitions = self._topic_partitions()
         if not partitions:
             return None
@@ -115,12 +121,9 @@ class KafkaCheckpointStore(CheckpointStore):
     def save(self, checkpoint: dict[str, Any]) -> None:
         if self.transactional:
             return  # committed by the exactly-once kafka sink in the transaction of the batch's rows
-        from confluent_kafka import Producer
-
         if self._producer is None:
             self._ensure_topic()
-            self._producer = Producer({**self._config(), "enable.idempotence": True, "acks": "all",
-                                       "linger.ms": 0, "partitioner": "murmur2_random"})
+            self._producer = Producer(producer_config(self.bootstrap, self.client, tuning={"linger.ms": 0}))
         self._acked, self._error = 0, None
         self._producer.produce(self.topic, dumps(checkpoint).encode(), self.pipeline.encode(),
                                on_delivery=self._on_delivery)
@@ -136,20 +139,13 @@ class KafkaCheckpointStore(CheckpointStore):
             self._error = err.str()
 
     def _ensure_topic(self) -> None:
-        from confluent_kafka import KafkaError, KafkaException
-        from confluent_kafka.admin import AdminClient, NewTopic
-
         if self._topic_partitions() is not None:
             return
-        new = NewTopic(self.topic, num_partitions=1, replication_factor=-1, config={"cleanup.policy": "compact"})
-        admin = AdminClient(self._config())  # keep it alive until the future resolves
-        future = admin.create_topics([new], operation_timeout=self.timeout_s)[self.topic]
         try:
-            future.result(timeout=self.timeout_s + 5)
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise RuntimeError(f"checkpoint store kafka: cannot create {self.topic}: {exc.args[0].str()}") \
-                    from None
+            create_topic(AdminClient(self._config()), self.topic, 1, config={"cleanup.policy": "compact"},
+                         timeout_s=self.timeout_s)
+        except RuntimeError as exc:
+            raise RuntimeError(f"checkpoint store kafka: {exc}") from None
 
     def describe(self) -> str:
         mode = "transactional" if self.transactional else "plain"
@@ -161,7 +157,7 @@ def store_for(pipeline: str, cfg: Any) -> KafkaCheckpointStore:
     transactional when that sink delivers exactly once (it must then be the pipeline's only sink, since
     its checkpoint must cover every sink)."""
     if cfg is None:
-        raise ValueError("checkpoint store kafka needs the pipeline config (open_store(..., cfg=cfg))")
+        raise ValueError("checkpoint store kafka needs the pipeline config")
     kafka = [s for s in cfg.sinks if s.type == "kafka"]
     if not kafka:
         raise ValueError(f"pipeline {pipeline}: checkpoint store kafka needs a kafka sink (it uses its brokers)")
