@@ -21,6 +21,7 @@ import ray
 
 from dbus_ray import fencing, heap, registry
 from dbus_ray.acks import Checkpoint, SubmittedBatches
+from dbus_ray.actors.snapshot_worker import WorkerPool
 from dbus_ray.checkpoints import open_store
 from dbus_ray.config import PipelineConfig
 from dbus_ray.errors import DbusError, reason
@@ -56,6 +57,7 @@ class Reader:
         self.expect_checkpoint = expect_checkpoint  # the controller knows a checkpoint was saved before
         self.store = open_store(cfg.checkpoint.store, cfg.name, cfg.pipeline_dir, cfg)
         self.source = registry.source_class(cfg.source.type)(cfg.name, cfg.source.options)
+        self.source.worker_pool = WorkerPool  # for a source that reads with worker actors of its own
         self.max_rows = max_rows
         self.sink_names = list(sink_names)
         self.book = SubmittedBatches(self.sink_names)  # replaced by start() once the checkpoint is loaded

@@ -15,11 +15,11 @@ import pyarrow as pa
 import pymysql
 import ray
 
+from dbus_ray.constants import NAMESPACE, actor_name
 from dbus_ray.errors import DbusError
 from dbus_ray.mysql import connection as pf
 from dbus_ray.mysql.snapshot.catalog import SnapTable, open_consistent
 from dbus_ray.mysql.snapshot.parallel import WorkerLost
-from dbus_ray.pipeline import NAMESPACE, actor_name
 
 log = logging.getLogger("dbus.snapshot")
 

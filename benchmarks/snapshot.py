@@ -17,6 +17,7 @@ import sys
 import time
 from typing import Any
 
+from dbus_ray.actors.snapshot_worker import WorkerPool
 from dbus_ray.mysql.source import MysqlOptions, MysqlSource
 
 DB = "dbus_test"
@@ -48,6 +49,7 @@ def read_all(mariadb: Any, table: str, parallelism: int) -> dict[str, Any]:
     src = MysqlSource(f"bench-snapshot-{parallelism}", MysqlOptions(
         dsn=mariadb.dsn, server_id=8300 + parallelism, snapshot="initial", include=[f"{DB}.{table}"],
         snapshot_parallelism=parallelism))
+    src.worker_pool = WorkerPool  # as the reader actor hands it in
     started = time.monotonic()
     src.open(None)
     try:

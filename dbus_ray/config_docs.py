@@ -213,8 +213,8 @@ def render() -> str:
         out += [f"### source `{name}`", "", _about(sys.modules[cls.__module__]), ""]
         out += _table(rows_of(cls.Options, f"source {name}"))
     out += ["## `filters`", "", "Each item has a `type` and its options; they apply in order.", ""]
-    for name, cls in sorted(config.FILTERS.items()):
-        out += [f"### filter `{name}`", "", _about(cls), ""] + _table(rows_of(cls, f"filter {name}"))
+    for name, cls in sorted(registry.OPERATORS.items()):
+        out += [f"### filter `{name}`", "", _about(cls), ""] + _table(rows_of(cls.Options, f"filter {name}"))
     out += ["## `sinks`", "", "Keys of every sink:", ""]
     common = [("name", "string", "required"), ("type", "string", "required"), ("match", "list of string", '`["*.*"]`')]
     out += _table([f"| `{k}` | {t} | {d} | {_cell(MEANINGS['sink'][k])} |" for k, t, d in common])

@@ -70,6 +70,10 @@ class Source:
     Options: ClassVar[type] = NoOptions
     supports_backfill: ClassVar[bool] = False
     reports_snapshot_progress: ClassVar[bool] = False
+    #: the class that starts worker actors for a source that reads with some (a parallel snapshot), called as
+    #: `worker_pool(endpoint, pipeline, n)`: handed in by the reader actor (`dbus_ray.actors`), since plugins
+    #: never import the actors
+    worker_pool: Any = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -262,9 +262,10 @@ class MysqlSource(Source):
                         "start", self.pipeline, state["file"], self.where)
             state = None
         if o.snapshot_parallelism > 1:
-            from dbus_ray.actors.snapshot_worker import WorkerPool
-
-            pool = WorkerPool(self.ep, self.pipeline, o.snapshot_parallelism)
+            if self.worker_pool is None:
+                raise DbusError(f"source.snapshot_parallelism {o.snapshot_parallelism}: the parallel snapshot's "
+                                "worker actors are started by the pipeline's reader actor (set worker_pool)")
+            pool = self.worker_pool(self.ep, self.pipeline, o.snapshot_parallelism)
             self.snap = ParallelSnapshot(self.ep, self.pipeline, self.matcher, pool, o.snapshot_parallelism,
                                          o.chunk_rows, o.max_rows_per_second, state)
         else:
