@@ -27,7 +27,7 @@ class Serializer(Protocol):
         ...
 
 
-SERIALIZERS = ("json", "avro", "arrow")
+SERIALIZERS = ("json", "avro", "arrow", "debezium")
 
 
 def get_serializer(name: str, **options: Any) -> Serializer:
@@ -44,4 +44,8 @@ def get_serializer(name: str, **options: Any) -> Serializer:
         from dbus_ray.serializers.arrow import ArrowSerializer
 
         return ArrowSerializer(**options)
+    if name == "debezium":
+        from dbus_ray.serializers.debezium import DebeziumSerializer
+
+        return DebeziumSerializer(**options)
     raise ValueError(f"unknown serializer {name!r} (known: {', '.join(SERIALIZERS)})")

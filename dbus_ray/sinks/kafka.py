@@ -60,6 +60,7 @@ from dbus_ray.config import Invalid
 from dbus_ray.errors import DbusError
 from dbus_ray.model import RowBatch, TableRows, dumpb, dumps
 from dbus_ray.registry import Sink, sink
+from dbus_ray.serializers.debezium import DebeziumOptions, produce_debezium
 from dbus_ray.serializers.json import encode_json
 
 log = logging.getLogger("dbus.kafka")
@@ -95,7 +96,8 @@ class KafkaOptions:
     bootstrap: str
     topic: str = "dbus.{db}.{table}"  # fixed, or a template over {db}, {table}, {pipeline}
     key: list[str] | None = None  # message key columns; null: the table's primary key
-    format: Literal["json", "avro", "raw"] = "json"  # raw: mirror a kafka source (see serializers/raw.py)
+    format: Literal["json", "avro", "raw", "debezium"] = "json"  # raw: mirror a kafka source (see serializers/raw.py)
+    debezium: DebeziumOptions = field(default_factory=DebeziumOptions)  # format debezium: serializers/debezium.py
     schema_registry: str | None = None  # avro only: Confluent wire format with this registry
     delivery: Literal["at_least_once", "exactly_once"] = "at_least_once"
     partitions: int = 6  # for topics the sink creates
@@ -200,6 +202,8 @@ class KafkaSink(Sink):
         self.where = f"kafka sink {self.name}"
         self.exactly_once = o.delivery == "exactly_once"
         options = {"schema_registry": o.schema_registry} if o.schema_registry else {}
+        if o.format == "debezium":
+            options = {"options": o.debezium, "key": o.key}
         self.serializer = None if o.format == "raw" else get_serializer(o.format, **options)
         self.admin = AdminClient(admin_config(o))
         self.known_topics: set[str] = set()
@@ -300,8 +304,11 @@ class KafkaSink(Sink):
         if self.exactly_once:
             self._txn("begin_transaction", self.producer.begin_transaction)
         try:
-            for part in batch.parts:
-                expected += self._produce_part(part)
+            if self.options.format == "debezium":  # messages per row vary, topics are <prefix>.<db>.<table>
+                expected += produce_debezium(self, batch)
+            else:
+                for part in batch.parts:
+                    expected += self._produce_part(part)
             if self.exactly_once and batch.checkpoint is not None:
                 self._produce(self.options.checkpoint_topic, checkpoint_record(self.pipeline, batch, self.name),
                               self.pipeline.encode(), None, "checkpoint", "checkpoint")

@@ -809,7 +809,10 @@ class MysqlSource(Source):
             if self.matcher(db, table) and not (self.options.skip_osc_tables and OSC_RE.match(table)):
                 offset = ev.log_pos - ev.event_size if ev.log_pos else self.next_pos
                 try:
-                    layout = self._layout_of(self.stream.table_map_event(ev).get_table(), db, table, offset)
+                    table_map = self.stream.table_map_event(ev)
+                    table_obj = table_map.get_table()
+                    table_obj.null_bitmask = table_map.null_bitmask  # NOT NULL columns, for column metadata
+                    layout = self._layout_of(table_obj, db, table, offset)
                 except (DecodeError, ValueError, IndexError, KeyError, struct.error) as exc:
                     raise DecodeError(
                         f"binlog {self.file}:{offset}: cannot read the table map event of {db}.{table}: {exc}"

@@ -1,0 +1,527 @@
+"""Serializer `debezium`: row changes as Debezium's MySQL connector writes them (its change-event envelope,
+key and value, through Kafka Connect's JsonConverter), so consumers of Debezium topics read ours unchanged.
+
+Per row change (`op` insert/update/delete/read -> `c`/`u`/`d`/`r`; `ddl` rows, snapshot markers included,
+are not row events and give no message):
+- topic `<topic_prefix>.<db>.<table>`;
+- key: the primary-key columns (or the sink's `key` columns) as a struct, null for a table without one;
+- value: `before`, `after`, `source` (`version`, `connector`, `name`, `ts_ms`, `snapshot`, `db`, `sequence`,
+  `ts_us`, `ts_ns`, `table`, `server_id`, `gtid`, `file`, `pos`, `row`, `thread`, `query`), `transaction`
+  (null unless `provide_transaction_metadata`), `op`, `ts_ms`, `ts_us`, `ts_ns`;
+- with `schemas_enable` (JsonConverter's `schemas.enable`, on by default as in Kafka Connect) key and value
+  are `{"schema": ..., "payload": ...}`, else the payload alone;
+- a delete is followed by a tombstone (same key, null value) unless `tombstones_on_delete` is off;
+- an update that changes the key is a delete of the old key and its tombstone (both with header
+  `__debezium.newkey`), then a create of the new key (header `__debezium.oldkey`), as Debezium emits it;
+  header values are keys in the message key's form.
+
+Column values follow Debezium's MySQL mapping, driven by the column's MySQL type that the mysql source puts
+in each image field's metadata (`dbus.mysql`, see `dbus_ray.binlog.column_meta`); a field without it is
+mapped from its Arrow type. Options (Debezium's names with `_` for `.`): `decimal_handling_mode`,
+`time_precision_mode`, `binary_handling_mode`, `bigint_unsigned_handling_mode`. The README's "Coming from
+Debezium" lists what differs from Debezium's own output and why.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import decimal
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import pyarrow as pa
+
+from dbus_ray import __version__
+from dbus_ray.model import RowBatch, TableRows, dumpb
+
+META_KEY = b"dbus.mysql"
+NOT_NULL_KEY = b"dbus.not_null"
+OPS = {"insert": "c", "update": "u", "delete": "d", "read": "r"}
+SNAPSHOT_VALUES = "true,first,first_in_data_collection,last_in_data_collection,last,false,incremental"
+
+Convert = Callable[[Any], Any]
+_EPOCH = dt.datetime(1970, 1, 1)
+_EPOCH_DATE = dt.date(1970, 1, 1)
+_MICRO = dt.timedelta(microseconds=1)
+_DATE_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})")
+
+
+@dataclass
+class DebeziumOptions:
+    """The `debezium:` section of a kafka sink with `format: debezium`."""
+
+    topic_prefix: str | None = None  # Debezium's topic.prefix (also source.name); default: the pipeline name
+    connector: Literal["mysql", "mariadb"] = "mysql"  # source.connector
+    schemas_enable: bool = True  # JsonConverter schemas.enable (key and value)
+    tombstones_on_delete: bool = True
+    decimal_handling_mode: Literal["precise", "string", "double"] = "precise"
+    time_precision_mode: Literal["adaptive_time_microseconds", "adaptive", "connect"] = "adaptive_time_microseconds"
+    binary_handling_mode: Literal["bytes", "base64", "base64-url-safe", "hex"] = "bytes"
+    bigint_unsigned_handling_mode: Literal["long", "precise"] = "long"
+    provide_transaction_metadata: bool = False
+
+    def __post_init__(self) -> None:
+        from dbus_ray.config import Invalid
+
+        if self.topic_prefix is not None and not re.fullmatch(r"[A-Za-z0-9._-]+", self.topic_prefix):
+            raise Invalid("topic_prefix", f"{self.topic_prefix!r} must be letters, digits, '.', '_' or '-'")
+
+
+# ------------------------------------------------------------------------------------------ values
+
+
+def _days(text: str) -> int | None:
+    m = _DATE_RE.match(text)
+    if not m:
+        return None
+    try:
+        return (dt.date(int(m[1]), int(m[2]), int(m[3])) - _EPOCH_DATE).days
+    except ValueError:  # zero or partial date: Debezium writes null
+        return None
+
+
+def _datetime(text: str) -> dt.datetime | None:
+    try:
+        return dt.datetime.fromisoformat(text.replace(" ", "T"))
+    except ValueError:
+        return None
+
+
+def _epoch_micros(text: str) -> int | None:
+    value = _datetime(text)
+    if value is None:
+        return None
+    return (value.replace(tzinfo=None) - _EPOCH) // _MICRO
+
+
+def _unscaled(value: decimal.Decimal, scale: int) -> bytes:
+    """Kafka Connect's Decimal: the unscaled value, big-endian two's complement, shortest form."""
+    sign, digits, exponent = value.as_tuple()
+    n = int("".join(map(str, digits)) or "0")
+    shift = int(exponent) + scale
+    n = n * 10**shift if shift >= 0 else n // 10**-shift
+    n = -n if sign else n
+    return n.to_bytes(max(1, (n + (n < 0)).bit_length() // 8 + 1), "big", signed=True)
+
+
+def _b64(value: bytes) -> str:
+    return base64.b64encode(value).decode("ascii")
+
+
+@dataclass
+class _Column:
+    name: str
+    schema: dict[str, Any]
+    convert: Convert | None  # the image's value (not None) -> the payload's
+    not_null: bool = False
+    zero: str | None = None  # TIMESTAMP: a zero value is null in a snapshot, this (the epoch) in the binlog
+
+
+def _named(type_: str, name: str, version: int | None = 1, parameters: dict[str, str] | None = None
+           ) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": type_, "name": name}
+    if version is not None:
+        out["version"] = version
+    if parameters:
+        out["parameters"] = parameters
+    return out
+
+
+def _allowed(spec: str) -> str:
+    body = spec[spec.index("(") + 1 : spec.rindex(")")]
+    return ",".join(m.replace("''", "'") for m in re.findall(r"'((?:[^']|'')*)'", body))
+
+
+class _Mapper:
+    def __init__(self, o: DebeziumOptions) -> None:
+        self.o = o
+
+    def binary(self, pad: int = 0) -> tuple[dict[str, Any], Convert]:
+        mode = self.o.binary_handling_mode
+
+        def fill(v: bytes) -> bytes:
+            return v + b"\x00" * (pad - len(v)) if len(v) < pad else v
+
+        if mode == "bytes":
+            return {"type": "bytes"}, lambda v: _b64(fill(v))
+        if mode == "base64":
+            return {"type": "string"}, lambda v: _b64(fill(v))
+        if mode == "base64-url-safe":
+            return {"type": "string"}, lambda v: base64.urlsafe_b64encode(fill(v)).decode("ascii")
+        return {"type": "string"}, lambda v: fill(v).hex()
+
+    def decimal(self, precision: int, scale: int) -> tuple[dict[str, Any], Convert]:
+        mode = self.o.decimal_handling_mode
+        if mode == "string":
+            return {"type": "string"}, lambda v: format(decimal.Decimal(v), "f")
+        if mode == "double":
+            return {"type": "double"}, float
+        params = {"scale": str(scale), "connect.decimal.precision": str(precision)}
+        return (_named("bytes", "org.apache.kafka.connect.data.Decimal", 1, params),
+                lambda v: _b64(_unscaled(decimal.Decimal(v), scale)))
+
+    def column(self, f: pa.Field) -> _Column:
+        meta = f.metadata or {}
+        spec = meta.get(META_KEY, b"").decode()
+        schema, convert = self.by_spec(spec) if spec else self.by_arrow(f.type)
+        zero = convert("1970-01-01T00:00:00+00:00") if spec.startswith("timestamp") and convert else None
+        return _Column(f.name, schema, convert, NOT_NULL_KEY in meta, zero)
+
+    def by_spec(self, spec: str) -> tuple[dict[str, Any], Convert | None]:
+        base, _, args = spec.partition("(")
+        arg = args.rstrip(")")
+        tmode = self.o.time_precision_mode
+        if base in ("tinyint", "tinyint unsigned", "smallint"):
+            return {"type": "int16"}, None
+        if base in ("smallint unsigned", "mediumint", "mediumint unsigned", "int"):
+            return {"type": "int32"}, None
+        if base in ("int unsigned", "bigint"):
+            return {"type": "int64"}, None
+        if base == "bigint unsigned":
+            if self.o.bigint_unsigned_handling_mode == "precise":
+                return self.decimal(20, 0)
+            return {"type": "int64"}, lambda v: v - (1 << 64) if v >= 1 << 63 else v
+        if base == "decimal":
+            p, s = (int(x) for x in arg.split(","))
+            return self.decimal(p, s)
+        if base == "float":
+            return {"type": "float"}, None
+        if base == "double":
+            return {"type": "double"}, None
+        if base == "bit":
+            bits = int(arg)
+            if bits == 1:
+                return {"type": "boolean"}, lambda v: any(v)
+            size = (bits + 7) // 8
+            return (_named("bytes", "io.debezium.data.Bits", 1, {"length": str(bits)}),
+                    lambda v: _b64(bytes(reversed(v.rjust(size, b"\x00")[-size:]))))
+        if base == "year":  # YEAR 0000 is 1900 in Debezium's binlog reader (the stored byte + 1900)
+            return _named("int32", "io.debezium.time.Year"), lambda v: v or 1900
+        if base == "date":
+            name = "org.apache.kafka.connect.data.Date" if tmode == "connect" else "io.debezium.time.Date"
+            return _named("int32", name), _days
+        if base == "datetime":
+            fsp = int(arg or 0)
+            if tmode == "connect":
+                return _named("int64", "org.apache.kafka.connect.data.Timestamp"), _millis(_epoch_micros)
+            if fsp <= 3:
+                return _named("int64", "io.debezium.time.Timestamp"), _millis(_epoch_micros)
+            return _named("int64", "io.debezium.time.MicroTimestamp"), _epoch_micros
+        if base == "timestamp":
+            return _named("string", "io.debezium.time.ZonedTimestamp"), _zoned(int(arg or 0))
+        if base == "time":
+            fsp = int(arg or 0)
+            if tmode == "connect":
+                return _named("int32", "org.apache.kafka.connect.data.Time"), lambda v: v // _MICRO // 1000
+            if tmode == "adaptive" and fsp <= 3:
+                return _named("int32", "io.debezium.time.Time"), lambda v: v // _MICRO // 1000
+            return _named("int64", "io.debezium.time.MicroTime"), lambda v: v // _MICRO
+        if base == "enum":
+            return _named("string", "io.debezium.data.Enum", 1, {"allowed": _allowed(spec)}), None
+        if base == "set":
+            return _named("string", "io.debezium.data.EnumSet", 1, {"allowed": _allowed(spec)}), None
+        if base == "json":
+            return _named("string", "io.debezium.data.Json"), None
+        if base == "geometry":
+            schema = {"type": "struct", "fields": [{"type": "bytes", "optional": False, "field": "wkb"},
+                                                   {"type": "int32", "optional": True, "field": "srid"}],
+                      "name": "io.debezium.data.geometry.Geometry", "version": 1, "doc": "Geometry"}
+            return schema, _geometry
+        if base == "binary":
+            return self.binary(int(arg or 0))
+        if base in ("varbinary", "blob"):
+            return self.binary()
+        return {"type": "string"}, None  # char, varchar, text
+
+    def by_arrow(self, t: pa.DataType) -> tuple[dict[str, Any], Convert | None]:
+        if pa.types.is_boolean(t):
+            return {"type": "boolean"}, None
+        if pa.types.is_uint64(t):
+            return self.by_spec("bigint unsigned")
+        if pa.types.is_integer(t):
+            width = t.bit_width * (2 if pa.types.is_unsigned_integer(t) else 1)
+            return {"type": "int16" if width <= 16 else "int32" if width <= 32 else "int64"}, None
+        if pa.types.is_float32(t):
+            return {"type": "float"}, None
+        if pa.types.is_floating(t):
+            return {"type": "double"}, None
+        if pa.types.is_decimal(t):
+            return self.decimal(t.precision, t.scale)
+        if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
+            return self.binary()
+        if pa.types.is_duration(t):
+            return self.by_spec("time(6)")
+        return {"type": "string"}, None
+
+
+def _millis(fn: Callable[[str], int | None]) -> Convert:
+    def convert(v: str) -> int | None:
+        micros = fn(v)
+        return None if micros is None else micros // 1000
+
+    return convert
+
+
+def _zoned(fsp: int) -> Convert:
+    def convert(v: str) -> str | None:
+        value = _datetime(v)
+        if value is None:
+            return None
+        value = value.astimezone(dt.UTC) if value.tzinfo else value
+        text = value.strftime("%Y-%m-%dT%H:%M:%S")
+        if fsp:
+            text += f".{value.microsecond:06d}"[: fsp + 1]
+        return text + "Z"
+
+    return convert
+
+
+def _geometry(v: bytes) -> dict[str, Any]:
+    srid = int.from_bytes(v[:4], "little")
+    return {"wkb": _b64(v[4:]), "srid": srid or None}
+
+
+# ------------------------------------------------------------------------------------------ tables
+
+
+@dataclass
+class _Table:
+    columns: list[_Column]
+    key: list[_Column]
+    key_schema: dict[str, Any] | None
+    value_schema: dict[str, Any]
+
+
+def _source_schema(connector: str) -> dict[str, Any]:
+    def f(type_: str, name: str, optional: bool = False) -> dict[str, Any]:
+        return {"type": type_, "optional": optional, "field": name}
+
+    snapshot = {**_named("string", "io.debezium.data.Enum", 1, {"allowed": SNAPSHOT_VALUES}), "optional": True,
+                "default": "false", "field": "snapshot"}
+    return {"type": "struct", "fields": [
+        f("string", "version"), f("string", "connector"), f("string", "name"), f("int64", "ts_ms"), snapshot,
+        f("string", "db"), f("string", "sequence", True), f("int64", "ts_us", True), f("int64", "ts_ns", True),
+        f("string", "table", True), f("int64", "server_id"), f("string", "gtid", True), f("string", "file"),
+        f("int64", "pos"), f("int32", "row"), f("int64", "thread", True), f("string", "query", True),
+    ], "optional": False, "name": f"io.debezium.connector.{connector}.Source", "version": 1, "field": "source"}
+
+
+_TRANSACTION_SCHEMA = {"type": "struct", "fields": [
+    {"type": "string", "optional": False, "field": "id"},
+    {"type": "int64", "optional": False, "field": "total_order"},
+    {"type": "int64", "optional": False, "field": "data_collection_order"},
+], "optional": True, "name": "event.block", "version": 1, "field": "transaction"}
+
+
+class DebeziumSerializer:
+    name: ClassVar[str] = "debezium"
+    per_row: ClassVar[bool] = False  # a row change may be 0 to 4 messages (see `messages`)
+    content_type: ClassVar[str] = "application/json"
+
+    def __init__(self, options: DebeziumOptions | None = None, key: list[str] | None = None, **kwargs: Any) -> None:
+        self.o = options or DebeziumOptions(**kwargs)
+        self.key_columns = key
+        self.mapper = _Mapper(self.o)
+        self._tables: dict[tuple[str, str, pa.DataType, tuple[str, ...]], _Table] = {}
+        self._event: tuple[str, int] | None = None  # the binlog event of the last row, and its row count
+        self._row = 0
+        self._txn: tuple[str | None, dict[str, int]] = (None, {})
+        self._snapshot_started = False
+        self._first_of: set[str] = set()  # tables whose next read row is the first of their snapshot
+
+    # ------------------------------------------------------------------ schemas
+    def table(self, rows: TableRows) -> _Table:
+        image_type = rows.data.schema.field("after").type
+        key_names = tuple(self.key_columns) if self.key_columns else rows.key
+        found = self._tables.get((rows.db, rows.table, image_type, key_names))
+        if found is not None:
+            return found
+        columns = [self.mapper.column(f) for f in image_type] if pa.types.is_struct(image_type) else []
+        by_name = {c.name: c for c in columns}
+        key = [by_name[k] for k in key_names if k in by_name]
+        prefix = f"{self._prefix}.{rows.db}.{rows.table}"
+
+        def struct(cols: list[_Column], name: str, optional: bool, nonnull: set[str]) -> dict[str, Any]:
+            fields = [{**c.schema, "optional": not (c.not_null or c.name in nonnull), "field": c.name} for c in cols]
+            return {"type": "struct", "fields": fields, "optional": optional, "name": name}
+
+        keys = {c.name for c in key}
+        key_schema = struct(key, f"{prefix}.Key", False, keys) if key else None
+        image = struct(columns, f"{prefix}.Value", True, keys)
+        value_schema = {"type": "struct", "fields": [
+            {**image, "field": "before"}, {**image, "field": "after"}, _source_schema(self.o.connector),
+            _TRANSACTION_SCHEMA, {"type": "string", "optional": False, "field": "op"},
+            *({"type": "int64", "optional": True, "field": f} for f in ("ts_ms", "ts_us", "ts_ns")),
+        ], "optional": False, "name": f"{prefix}.Envelope", "version": 2}
+        found = _Table(columns, key, key_schema, value_schema)
+        self._tables[(rows.db, rows.table, image_type, key_names)] = found
+        return found
+
+    # ------------------------------------------------------------------ messages
+    def topic(self, db: str, table: str) -> str:
+        return f"{self._prefix}.{db}.{table}"
+
+    def messages(self, rows: TableRows, pipeline: str, records: list[dict[str, Any]] | None = None,
+                 last_read: tuple[int, str] | None = None) -> list[tuple[bytes | None, bytes | None, list | None, str]]:
+        """`(key, value, headers, op)` of every message of a run of rows, in order (`op` is Debezium's, or
+        `tombstone`). `last_read`: the run's row that is the last of its table's snapshot and its `snapshot` value."""
+        self._prefix = self.o.topic_prefix or pipeline
+        if records is None:
+            records = list(rows.records(pipeline))
+        out: list[tuple[bytes | None, bytes | None, list | None, str]] = []
+        if not records:
+            return out
+        if records[0]["op"] == "ddl":
+            for r in records:
+                marker = (r["after"] or {}).get("snapshot")
+                if marker == "start":
+                    self._first_of.add(r["after"]["table"])
+            return out
+        t = self.table(rows)
+        name = rows.name
+        for i, r in enumerate(records):
+            op = OPS.get(r["op"])
+            if op is None:
+                continue
+            before = self._image(t, r["before"], op == "r")
+            after = self._image(t, r["after"], op == "r")
+            snapshot = "false"
+            if op == "r":
+                snapshot = "true"
+                if name in self._first_of:
+                    self._first_of.discard(name)
+                    snapshot = "first_in_data_collection" if self._snapshot_started else "first"
+                    self._snapshot_started = True
+                if last_read is not None and i == last_read[0]:
+                    snapshot = last_read[1]
+            source = self._source(r, rows, snapshot)
+            txn = self._transaction(r, name)
+            old_key = self._key(t, before)
+            new_key = self._key(t, after)
+            if op == "u" and t.key and old_key != new_key:
+                newkey = [("__debezium.newkey", new_key)]
+                out.append((old_key, self._value(t, before, None, source, txn, "d"), newkey, "d"))
+                if self.o.tombstones_on_delete:
+                    out.append((old_key, None, newkey, "tombstone"))
+                out.append((new_key, self._value(t, None, after, source, txn, "c"),
+                            [("__debezium.oldkey", old_key)], "c"))
+                continue
+            key = old_key if op == "d" else new_key
+            out.append((key, self._value(t, before, after, source, txn, op), None, op))
+            if op == "d" and self.o.tombstones_on_delete:
+                out.append((key, None, None, "tombstone"))
+        return out
+
+    def encode(self, rows: TableRows, pipeline: str, records: list[dict[str, Any]] | None = None) -> list[bytes]:
+        """The values of the run's messages (tombstones left out); `messages` has keys and headers too."""
+        return [v for _, v, _, _ in self.messages(rows, pipeline, records) if v is not None]
+
+    def _image(self, t: _Table, image: dict[str, Any] | None, snapshot: bool) -> dict[str, Any] | None:
+        if image is None:
+            return None
+        out = {}
+        for c in t.columns:
+            v = image.get(c.name)
+            if v is not None and c.convert is not None:
+                v = c.convert(v)
+                if v is None and not snapshot:
+                    v = c.zero
+            out[c.name] = v
+        return out
+
+    def _key(self, t: _Table, image: dict[str, Any] | None) -> bytes | None:
+        if not t.key or image is None:
+            return None
+        payload = {c.name: image.get(c.name) for c in t.key}
+        if self.o.schemas_enable:
+            return dumpb({"schema": t.key_schema, "payload": payload})
+        return dumpb(payload)
+
+    def _source(self, r: dict[str, Any], rows: TableRows, snapshot: str) -> dict[str, Any]:
+        pos = r["pos"]
+        gtid = pos["gtid"]
+        event = (pos["file"], pos["offset"])
+        if event != self._event or r["op"] == "read":
+            self._event, self._row = event, 0
+        else:
+            self._row += 1
+        ts_us = int(r["ts"] * 1_000_000)
+        server_id = 0
+        if gtid and gtid.count("-") == 2:  # MariaDB domain-server-sequence
+            server_id = int(gtid.split("-")[1])
+        return {
+            "version": f"dbus-ray-{__version__}", "connector": self.o.connector, "name": self._prefix,
+            "ts_ms": ts_us // 1000, "snapshot": snapshot, "db": rows.db, "sequence": None, "ts_us": ts_us,
+            "ts_ns": ts_us * 1000, "table": rows.table, "server_id": server_id, "gtid": gtid,
+            "file": pos["file"], "pos": pos["offset"], "row": self._row, "thread": None, "query": None,
+        }
+
+    def _transaction(self, r: dict[str, Any], name: str) -> dict[str, Any] | None:
+        if not self.o.provide_transaction_metadata or r["op"] == "read":
+            return None
+        tid = r["pos"]["gtid"] or r["txid"]
+        if self._txn[0] != tid:
+            self._txn = (tid, {})
+        counts = self._txn[1]
+        counts[name] = counts.get(name, 0) + 1
+        return {"id": tid, "total_order": r["pos"]["index"] + 1, "data_collection_order": counts[name]}
+
+    def _value(self, t: _Table, before: Any, after: Any, source: dict[str, Any], txn: Any, op: str) -> bytes:
+        now = time.time_ns()
+        payload = {"before": before, "after": after, "source": source, "transaction": txn, "op": op,
+                   "ts_ms": now // 1_000_000, "ts_us": now // 1000, "ts_ns": now}
+        if self.o.schemas_enable:
+            return dumpb({"schema": t.value_schema, "payload": payload})
+        return dumpb(payload)
+
+
+def last_reads(batch: RowBatch) -> dict[int, tuple[int, str]]:
+    """Part index -> (index of its row that is the last of its table's snapshot, `last_in_data_collection`
+    or, for the snapshot's very last row, `last`), found by the table's end marker following in the same
+    batch; the batch that ends the snapshot carries the stream's checkpoint (no `snapshot` state)."""
+    out: dict[int, tuple[int, str]] = {}
+    last_part: dict[str, int] = {}
+    ends = isinstance(batch.checkpoint, dict) and "snapshot" not in batch.checkpoint
+    final = None
+    for i, part in enumerate(batch.parts):
+        if not part.num_rows:
+            continue
+        ops = part.data.column("op")
+        if ops[0].as_py() == "ddl":
+            for image in part.data.column("after").to_pylist():
+                if image and image.get("snapshot") == "end" and image.get("table") in last_part:
+                    j = last_part.pop(image["table"])
+                    out[j] = (batch.parts[j].num_rows - 1, "last_in_data_collection")
+                    final = j
+        elif ops[part.num_rows - 1].as_py() == "read":
+            last_part[part.name] = i
+    if ends and final is not None:
+        out[final] = (out[final][0], "last")
+    return out
+
+
+def produce_debezium(sink: Any, batch: RowBatch) -> int:
+    """Produce a batch's messages with `sink`'s producer (a `KafkaSink` with `format: debezium`); returns
+    how many went out (delivery reports go to the sink's `_on_delivery`)."""
+    serializer: DebeziumSerializer = sink.serializer
+    last = last_reads(batch)
+    n = 0
+    for i, part in enumerate(batch.parts):
+        messages = serializer.messages(part, sink.pipeline, None, last.get(i))
+        if not messages:
+            continue
+        topic = sink.topics_of.get((part.db, part.table))
+        if topic is None:
+            topic = serializer.topic(part.db, part.table)
+            sink._ensure_topic(topic)
+            sink._warm(topic)
+            sink.topics_of[(part.db, part.table)] = topic
+        where = f'{{"table":"{part.name}"}}'
+        for key, value, headers, _ in messages:
+            sink._produce(topic, value, key, headers, where, part.name)
+            n += 1
+    return n
