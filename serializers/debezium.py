@@ -59,7 +59,7 @@ class DebeziumOptions:
     schemas_enable: bool = True  # JsonConverter schemas.enable (key and value)
     tombstones_on_delete: bool = True
     decimal_handling_mode: Literal["precise", "string", "double"] = "precise"
-    time_precision_mode: Literal["adaptive_time_microseconds", "adaptive", "connect"] = "adaptive_time_microseconds"
+    time_precision_mode: Literal["adaptive_time_microseconds", "connect"] = "adaptive_time_microseconds"
     binary_handling_mode: Literal["bytes", "base64", "base64-url-safe", "hex"] = "bytes"
     bigint_unsigned_handling_mode: Literal["long", "precise"] = "long"
     provide_transaction_metadata: bool = False
@@ -154,8 +154,8 @@ class _Mapper:
             return {"type": "string"}, lambda v: base64.urlsafe_b64encode(fill(v)).decode("ascii")
         return {"type": "string"}, lambda v: fill(v).hex()
 
-    def decimal(self, precision: int, scale: int) -> tuple[dict[str, Any], Convert]:
-        mode = self.o.decimal_handling_mode
+    def decimal(self, precision: int, scale: int, mode: str | None = None) -> tuple[dict[str, Any], Convert]:
+        mode = mode or self.o.decimal_handling_mode
         if mode == "string":
             return {"type": "string"}, lambda v: format(decimal.Decimal(v), "f")
         if mode == "double":
@@ -182,8 +182,8 @@ class _Mapper:
         if base in ("int unsigned", "bigint"):
             return {"type": "int64"}, None
         if base == "bigint unsigned":
-            if self.o.bigint_unsigned_handling_mode == "precise":
-                return self.decimal(20, 0)
+            if self.o.bigint_unsigned_handling_mode == "precise":  # a Connect Decimal whatever decimal mode
+                return self.decimal(20, 0, "precise")
             return {"type": "int64"}, lambda v: v - (1 << 64) if v >= 1 << 63 else v
         if base == "decimal":
             p, s = (int(x) for x in arg.split(","))
@@ -215,10 +215,8 @@ class _Mapper:
             return _named("string", "io.debezium.time.ZonedTimestamp"), _zoned(int(arg or 0))
         if base == "time":
             fsp = int(arg or 0)
-            if tmode == "connect":
-                return _named("int32", "org.apache.kafka.connect.data.Time"), lambda v: v // _MICRO // 1000
-            if tmode == "adaptive" and fsp <= 3:
-                return _named("int32", "io.debezium.time.Time"), lambda v: v // _MICRO // 1000
+            if tmode == "connect":  # a TIME outside 00:00 .. 24:00 has no Connect Time: null, as in Debezium
+                return _named("int32", "org.apache.kafka.connect.data.Time"), _connect_time
             return _named("int64", "io.debezium.time.MicroTime"), lambda v: v // _MICRO
         if base == "enum":
             return _named("string", "io.debezium.data.Enum", 1, {"allowed": _allowed(spec)}), None
@@ -256,6 +254,10 @@ class _Mapper:
         if pa.types.is_duration(t):
             return self.by_spec("time(6)")
         return {"type": "string"}, None
+
+
+def _connect_time(v: dt.timedelta) -> int | None:
+    return v // _MICRO // 1000 if dt.timedelta(0) <= v < dt.timedelta(days=1) else None
 
 
 def _millis(fn: Callable[[str], int | None]) -> Convert:
@@ -329,7 +331,7 @@ class DebeziumSerializer:
         self._tables: dict[tuple[str, str, pa.DataType, tuple[str, ...]], _Table] = {}
         self._event: tuple[str, int] | None = None  # the binlog event of the last row, and its row count
         self._row = 0
-        self._txn: tuple[str | None, dict[str, int]] = (None, {})
+        self._txn: tuple[str | None, dict[str, int]] = (None, {})  # transaction id, events per table ("": all)
         self._snapshot_started = False
         self._first_of: set[str] = set()  # tables whose next read row is the first of their snapshot
 
@@ -399,19 +401,20 @@ class DebeziumSerializer:
                 if last_read is not None and i == last_read[0]:
                     snapshot = last_read[1]
             source = self._source(r, rows, snapshot)
-            txn = self._transaction(r, name)
             old_key = self._key(t, before)
             new_key = self._key(t, after)
             if op == "u" and t.key and old_key != new_key:
                 newkey = [("__debezium.newkey", new_key)]
+                txn = self._transaction(r, name)
                 out.append((old_key, self._value(t, before, None, source, txn, "d"), newkey, "d"))
                 if self.o.tombstones_on_delete:
                     out.append((old_key, None, newkey, "tombstone"))
+                txn = self._transaction(r, name)
                 out.append((new_key, self._value(t, None, after, source, txn, "c"),
                             [("__debezium.oldkey", old_key)], "c"))
                 continue
             key = old_key if op == "d" else new_key
-            out.append((key, self._value(t, before, after, source, txn, op), None, op))
+            out.append((key, self._value(t, before, after, source, self._transaction(r, name), op), None, op))
             if op == "d" and self.o.tombstones_on_delete:
                 out.append((key, None, None, "tombstone"))
         return out
@@ -461,6 +464,8 @@ class DebeziumSerializer:
         }
 
     def _transaction(self, r: dict[str, Any], name: str) -> dict[str, Any] | None:
+        """The `transaction` block of the next event of row `r`: its transaction's id (GTID), and the event's
+        number in the transaction and among the transaction's events of its table (a key change is two)."""
         if not self.o.provide_transaction_metadata or r["op"] == "read":
             return None
         tid = r["pos"]["gtid"] or r["txid"]
@@ -468,7 +473,8 @@ class DebeziumSerializer:
             self._txn = (tid, {})
         counts = self._txn[1]
         counts[name] = counts.get(name, 0) + 1
-        return {"id": tid, "total_order": r["pos"]["index"] + 1, "data_collection_order": counts[name]}
+        counts[""] = counts.get("", 0) + 1
+        return {"id": tid, "total_order": counts[""], "data_collection_order": counts[name]}
 
     def _value(self, t: _Table, before: Any, after: Any, source: dict[str, Any], txn: Any, op: str) -> bytes:
         now = time.time_ns()

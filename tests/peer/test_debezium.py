@@ -84,20 +84,38 @@ def ours_as_records(msgs: list[Any]) -> list[dict[str, Any]]:
              "headers": {k: v.decode() for k, v in m.headers() or ()}} for m in msgs]
 
 
-def pipeline_config(tmp_path: Path, mariadb: Any, broker: Any) -> Any:
+#: Option sets, ours (the sink's `debezium:` section) and Debezium's properties: the defaults, and the other
+#: values of the options users set most.
+OPTIONS = {
+    "defaults": ({}, {}),
+    "other-modes": (
+        {"schemas_enable": False, "tombstones_on_delete": False, "decimal_handling_mode": "string",
+         "time_precision_mode": "connect", "binary_handling_mode": "hex", "bigint_unsigned_handling_mode": "precise",
+         "provide_transaction_metadata": True},
+        {"converter.schemas.enable": "false", "tombstones.on.delete": "false", "decimal.handling.mode": "string",
+         "time.precision.mode": "connect", "binary.handling.mode": "hex", "bigint.unsigned.handling.mode": "precise",
+         "provide.transaction.metadata": "true"},
+    ),
+}
+
+
+def pipeline_config(tmp_path: Path, mariadb: Any, broker: Any, options: dict[str, Any]) -> Any:
     raw = {
-        "name": "dbz-peer",
+        "name": f"dbz-{options['topic_prefix']}",
         "source": {"type": "mysql", "dsn": mariadb.dsn, "server_id": 7401, "include": [f"{DB}.*"],
                    "snapshot": "initial"},
         "sinks": [{"name": "k", "type": "kafka", "bootstrap": broker.bootstrap, "format": "debezium",
-                   "partitions": 1, "debezium": {"topic_prefix": PREFIX, "connector": "mariadb"}}],
+                   "partitions": 1, "debezium": {"topic_prefix": PREFIX, "connector": "mariadb", **options}}],
         "data_dir": str(tmp_path / "data"),
     }
     return parse_config(raw, "dbz-peer.yaml", {})
 
 
 @pytest.mark.usefixtures("ray_session")
-def test_same_messages_as_debezium(tmp_path: Path, mariadb: Any, broker: Any, root: Any) -> None:
+@pytest.mark.parametrize("mode", list(OPTIONS))
+def test_same_messages_as_debezium(tmp_path: Path, mariadb: Any, broker: Any, root: Any, mode: str) -> None:
+    ours_options, their_options = OPTIONS[mode]
+    prefix = f"{PREFIX}-{mode}"
     reason = missing()
     if reason:
         pytest.fail(reason)
@@ -106,23 +124,25 @@ def test_same_messages_as_debezium(tmp_path: Path, mariadb: Any, broker: Any, ro
             *(f"INSERT INTO {DB}.types VALUES {row}" for row in TYPE_ROWS[:2]),
             f"INSERT INTO {DB}.items VALUES (1, 'one', 1.50), (2, 'two', 2.00), (3, 'three', 3.33)")
     dbz = Debezium(tmp_path / "debezium", host=mariadb.host, port=mariadb.port, user="root",
-                   password=mariadb.root_password, databases=[DB], topic_prefix=PREFIX).start()
+                   password=mariadb.root_password, databases=[DB], topic_prefix=prefix, extra=their_options).start()
     try:
         dbz.wait_for("end of the snapshot", lambda rs: any('"snapshot":"last"' in (r["value"] or "") for r in rs))
-        cfg = pipeline_config(tmp_path, mariadb, broker)
+        cfg = pipeline_config(tmp_path, mariadb, broker, {**ours_options, "topic_prefix": prefix})
         final = run_pipeline(cfg, until_caught_up=True, interval=0.1)  # the snapshot, same rows as Debezium's
         assert final["error"] is None, final["error"]
         execute(root, "SET SESSION sql_mode = ''", *CHANGES)
         final = run_pipeline(cfg, until_caught_up=True, interval=0.1)  # resumes: the changes
         assert final["error"] is None, final["error"]
-        ours = {t: ours_as_records(read_topic(broker.bootstrap, f"{PREFIX}.{DB}.{t}")) for t in ("types", "items")}
+        ours = {t: ours_as_records(read_topic(broker.bootstrap, f"{prefix}.{DB}.{t}")) for t in ("types", "items")}
         expected = sum(len(v) for v in ours.values())
-        theirs_all = dbz.wait_for(f"{expected} records", lambda rs: len(rs) >= expected)
+        tables = (f"{prefix}.{DB}.types", f"{prefix}.{DB}.items")
+        theirs_all = dbz.wait_for(f"{expected} records",
+                                  lambda rs: sum(r["topic"] in tables for r in rs) >= expected)
     finally:
         dbz.stop()
     problems = []
     for table, mine in ours.items():
-        theirs = [r for r in theirs_all if r["topic"] == f"{PREFIX}.{DB}.{table}"]
+        theirs = [r for r in theirs_all if r["topic"] == f"{prefix}.{DB}.{table}"]
         assert len(mine) == len(theirs), (table, [json.loads(r["value"] or "null") for r in theirs])
         for i, (a, b) in enumerate(zip(mine, theirs)):
             where = f"{table} message {i}"
