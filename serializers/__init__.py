@@ -1,5 +1,7 @@
 """Row-change codecs by name: `json` (the documented JSON form), `avro` (fastavro, one record schema per
-table) and `arrow` (a whole run of rows as Arrow IPC, for peek, notebooks and parquet).
+table), `arrow` (a whole run of rows as Arrow IPC, for peek, notebooks and parquet) and `debezium`
+(Debezium's change-event envelope; its `messages` gives key, value and headers of each message, see
+`dbus_ray.serializers.debezium`).
 
 Every serializer has `encode(rows, pipeline, records=None) -> list[bytes]`: the message values for one
 `TableRows` run. Per-row serializers (`per_row = True`: json, avro) return one value per row change, in
