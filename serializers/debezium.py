@@ -24,12 +24,8 @@ Debezium" lists what differs from Debezium's own output and why.
 
 from __future__ import annotations
 
-import base64
-import datetime as dt
-import decimal
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -37,17 +33,10 @@ import pyarrow as pa
 
 from dbus_ray import __version__
 from dbus_ray.model import RowBatch, TableRows, dumpb
+from dbus_ray.serializers.debezium_values import Column, Mapper, named
 
-META_KEY = b"dbus.mysql"
-NOT_NULL_KEY = b"dbus.not_null"
 OPS = {"insert": "c", "update": "u", "delete": "d", "read": "r"}
 SNAPSHOT_VALUES = "true,first,first_in_data_collection,last_in_data_collection,last,false,incremental"
-
-Convert = Callable[[Any], Any]
-_EPOCH = dt.datetime(1970, 1, 1)
-_EPOCH_DATE = dt.date(1970, 1, 1)
-_MICRO = dt.timedelta(microseconds=1)
-_DATE_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})")
 
 
 @dataclass
@@ -71,229 +60,14 @@ class DebeziumOptions:
             raise Invalid("topic_prefix", f"{self.topic_prefix!r} must be letters, digits, '.', '_' or '-'")
 
 
-# ------------------------------------------------------------------------------------------ values
-
-
-def _days(text: str) -> int | None:
-    m = _DATE_RE.match(text)
-    if not m:
-        return None
-    try:
-        return (dt.date(int(m[1]), int(m[2]), int(m[3])) - _EPOCH_DATE).days
-    except ValueError:  # zero or partial date: Debezium writes null
-        return None
-
-
-def _datetime(text: str) -> dt.datetime | None:
-    try:
-        return dt.datetime.fromisoformat(text.replace(" ", "T"))
-    except ValueError:
-        return None
-
-
-def _epoch_micros(text: str) -> int | None:
-    value = _datetime(text)
-    if value is None:
-        return None
-    return (value.replace(tzinfo=None) - _EPOCH) // _MICRO
-
-
-def _unscaled(value: decimal.Decimal, scale: int) -> bytes:
-    """Kafka Connect's Decimal: the unscaled value, big-endian two's complement, shortest form."""
-    sign, digits, exponent = value.as_tuple()
-    n = int("".join(map(str, digits)) or "0")
-    shift = int(exponent) + scale
-    n = n * 10**shift if shift >= 0 else n // 10**-shift
-    n = -n if sign else n
-    return n.to_bytes(max(1, (n + (n < 0)).bit_length() // 8 + 1), "big", signed=True)
-
-
-def _b64(value: bytes) -> str:
-    return base64.b64encode(value).decode("ascii")
-
-
-@dataclass
-class _Column:
-    name: str
-    schema: dict[str, Any]
-    convert: Convert | None  # the image's value (not None) -> the payload's
-    not_null: bool = False
-    zero: str | None = None  # TIMESTAMP: a zero value is null in a snapshot, this (the epoch) in the binlog
-
-
-def _named(type_: str, name: str, version: int | None = 1, parameters: dict[str, str] | None = None
-           ) -> dict[str, Any]:
-    out: dict[str, Any] = {"type": type_, "name": name}
-    if version is not None:
-        out["version"] = version
-    if parameters:
-        out["parameters"] = parameters
-    return out
-
-
-def _allowed(spec: str) -> str:
-    body = spec[spec.index("(") + 1 : spec.rindex(")")]
-    return ",".join(m.replace("''", "'") for m in re.findall(r"'((?:[^']|'')*)'", body))
-
-
-class _Mapper:
-    def __init__(self, o: DebeziumOptions) -> None:
-        self.o = o
-
-    def binary(self, pad: int = 0) -> tuple[dict[str, Any], Convert]:
-        mode = self.o.binary_handling_mode
-
-        def fill(v: bytes) -> bytes:
-            return v + b"\x00" * (pad - len(v)) if len(v) < pad else v
-
-        if mode == "bytes":
-            return {"type": "bytes"}, lambda v: _b64(fill(v))
-        if mode == "base64":
-            return {"type": "string"}, lambda v: _b64(fill(v))
-        if mode == "base64-url-safe":
-            return {"type": "string"}, lambda v: base64.urlsafe_b64encode(fill(v)).decode("ascii")
-        return {"type": "string"}, lambda v: fill(v).hex()
-
-    def decimal(self, precision: int, scale: int, mode: str | None = None) -> tuple[dict[str, Any], Convert]:
-        mode = mode or self.o.decimal_handling_mode
-        if mode == "string":
-            return {"type": "string"}, lambda v: format(decimal.Decimal(v), "f")
-        if mode == "double":
-            return {"type": "double"}, float
-        params = {"scale": str(scale), "connect.decimal.precision": str(precision)}
-        return (_named("bytes", "org.apache.kafka.connect.data.Decimal", 1, params),
-                lambda v: _b64(_unscaled(decimal.Decimal(v), scale)))
-
-    def column(self, f: pa.Field) -> _Column:
-        meta = f.metadata or {}
-        spec = meta.get(META_KEY, b"").decode()
-        schema, convert = self.by_spec(spec) if spec else self.by_arrow(f.type)
-        zero = convert("1970-01-01T00:00:00+00:00") if spec.startswith("timestamp") and convert else None
-        return _Column(f.name, schema, convert, NOT_NULL_KEY in meta, zero)
-
-    def by_spec(self, spec: str) -> tuple[dict[str, Any], Convert | None]:
-        base, _, args = spec.partition("(")
-        arg = args.rstrip(")")
-        tmode = self.o.time_precision_mode
-        if base in ("tinyint", "tinyint unsigned", "smallint"):
-            return {"type": "int16"}, None
-        if base in ("smallint unsigned", "mediumint", "mediumint unsigned", "int"):
-            return {"type": "int32"}, None
-        if base in ("int unsigned", "bigint"):
-            return {"type": "int64"}, None
-        if base == "bigint unsigned":
-            if self.o.bigint_unsigned_handling_mode == "precise":  # a Connect Decimal whatever decimal mode
-                return self.decimal(20, 0, "precise")
-            return {"type": "int64"}, lambda v: v - (1 << 64) if v >= 1 << 63 else v
-        if base == "decimal":
-            p, s = (int(x) for x in arg.split(","))
-            return self.decimal(p, s)
-        if base == "float":
-            return {"type": "float"}, None
-        if base == "double":
-            return {"type": "double"}, None
-        if base == "bit":
-            bits = int(arg)
-            if bits == 1:
-                return {"type": "boolean"}, lambda v: any(v)
-            size = (bits + 7) // 8
-            return (_named("bytes", "io.debezium.data.Bits", 1, {"length": str(bits)}),
-                    lambda v: _b64(bytes(reversed(v.rjust(size, b"\x00")[-size:]))))
-        if base == "year":  # YEAR 0000 is 1900 in Debezium's binlog reader (the stored byte + 1900)
-            return _named("int32", "io.debezium.time.Year"), lambda v: v or 1900
-        if base == "date":
-            name = "org.apache.kafka.connect.data.Date" if tmode == "connect" else "io.debezium.time.Date"
-            return _named("int32", name), _days
-        if base == "datetime":
-            fsp = int(arg or 0)
-            if tmode == "connect":
-                return _named("int64", "org.apache.kafka.connect.data.Timestamp"), _millis(_epoch_micros)
-            if fsp <= 3:
-                return _named("int64", "io.debezium.time.Timestamp"), _millis(_epoch_micros)
-            return _named("int64", "io.debezium.time.MicroTimestamp"), _epoch_micros
-        if base == "timestamp":
-            return _named("string", "io.debezium.time.ZonedTimestamp"), _zoned(int(arg or 0))
-        if base == "time":
-            fsp = int(arg or 0)
-            if tmode == "connect":  # a TIME outside 00:00 .. 24:00 has no Connect Time: null, as in Debezium
-                return _named("int32", "org.apache.kafka.connect.data.Time"), _connect_time
-            return _named("int64", "io.debezium.time.MicroTime"), lambda v: v // _MICRO
-        if base == "enum":
-            return _named("string", "io.debezium.data.Enum", 1, {"allowed": _allowed(spec)}), None
-        if base == "set":
-            return _named("string", "io.debezium.data.EnumSet", 1, {"allowed": _allowed(spec)}), None
-        if base == "json":
-            return _named("string", "io.debezium.data.Json"), None
-        if base == "geometry":
-            schema = {"type": "struct", "fields": [{"type": "bytes", "optional": False, "field": "wkb"},
-                                                   {"type": "int32", "optional": True, "field": "srid"}],
-                      "name": "io.debezium.data.geometry.Geometry", "version": 1, "doc": "Geometry"}
-            return schema, _geometry
-        if base == "binary":
-            return self.binary(int(arg or 0))
-        if base in ("varbinary", "blob"):
-            return self.binary()
-        return {"type": "string"}, None  # char, varchar, text
-
-    def by_arrow(self, t: pa.DataType) -> tuple[dict[str, Any], Convert | None]:
-        if pa.types.is_boolean(t):
-            return {"type": "boolean"}, None
-        if pa.types.is_uint64(t):
-            return self.by_spec("bigint unsigned")
-        if pa.types.is_integer(t):
-            width = t.bit_width * (2 if pa.types.is_unsigned_integer(t) else 1)
-            return {"type": "int16" if width <= 16 else "int32" if width <= 32 else "int64"}, None
-        if pa.types.is_float32(t):
-            return {"type": "float"}, None
-        if pa.types.is_floating(t):
-            return {"type": "double"}, None
-        if pa.types.is_decimal(t):
-            return self.decimal(t.precision, t.scale)
-        if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
-            return self.binary()
-        if pa.types.is_duration(t):
-            return self.by_spec("time(6)")
-        return {"type": "string"}, None
-
-
-def _connect_time(v: dt.timedelta) -> int | None:
-    return v // _MICRO // 1000 if dt.timedelta(0) <= v < dt.timedelta(days=1) else None
-
-
-def _millis(fn: Callable[[str], int | None]) -> Convert:
-    def convert(v: str) -> int | None:
-        micros = fn(v)
-        return None if micros is None else micros // 1000
-
-    return convert
-
-
-def _zoned(fsp: int) -> Convert:
-    def convert(v: str) -> str | None:
-        value = _datetime(v)
-        if value is None:
-            return None
-        value = value.astimezone(dt.UTC) if value.tzinfo else value
-        text = value.strftime("%Y-%m-%dT%H:%M:%S")
-        if fsp:
-            text += f".{value.microsecond:06d}"[: fsp + 1]
-        return text + "Z"
-
-    return convert
-
-
-def _geometry(v: bytes) -> dict[str, Any]:
-    srid = int.from_bytes(v[:4], "little")
-    return {"wkb": _b64(v[4:]), "srid": srid or None}
-
 
 # ------------------------------------------------------------------------------------------ tables
 
 
 @dataclass
 class _Table:
-    columns: list[_Column]
-    key: list[_Column]
+    columns: list[Column]
+    key: list[Column]
     key_schema: dict[str, Any] | None
     value_schema: dict[str, Any]
 
@@ -302,7 +76,7 @@ def _source_schema(connector: str) -> dict[str, Any]:
     def f(type_: str, name: str, optional: bool = False) -> dict[str, Any]:
         return {"type": type_, "optional": optional, "field": name}
 
-    snapshot = {**_named("string", "io.debezium.data.Enum", 1, {"allowed": SNAPSHOT_VALUES}), "optional": True,
+    snapshot = {**named("string", "io.debezium.data.Enum", 1, {"allowed": SNAPSHOT_VALUES}), "optional": True,
                 "default": "false", "field": "snapshot"}
     return {"type": "struct", "fields": [
         f("string", "version"), f("string", "connector"), f("string", "name"), f("int64", "ts_ms"), snapshot,
@@ -327,7 +101,7 @@ class DebeziumSerializer:
     def __init__(self, options: DebeziumOptions | None = None, key: list[str] | None = None, **kwargs: Any) -> None:
         self.o = options or DebeziumOptions(**kwargs)
         self.key_columns = key
-        self.mapper = _Mapper(self.o)
+        self.mapper = Mapper(self.o)
         self._tables: dict[tuple[str, str, pa.DataType, tuple[str, ...]], _Table] = {}
         self._event: tuple[str, int] | None = None  # the binlog event of the last row, and its row count
         self._row = 0
@@ -347,7 +121,7 @@ class DebeziumSerializer:
         key = [by_name[k] for k in key_names if k in by_name]
         prefix = f"{self._prefix}.{rows.db}.{rows.table}"
 
-        def struct(cols: list[_Column], name: str, optional: bool, nonnull: set[str]) -> dict[str, Any]:
+        def struct(cols: list[Column], name: str, optional: bool, nonnull: set[str]) -> dict[str, Any]:
             fields = [{**c.schema, "optional": not (c.not_null or c.name in nonnull), "field": c.name} for c in cols]
             return {"type": "struct", "fields": fields, "optional": optional, "name": name}
 
