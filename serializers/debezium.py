@@ -11,6 +11,9 @@ are not row events and give no message):
 - with `schemas_enable` (JsonConverter's `schemas.enable`, on by default as in Kafka Connect) key and value
   are `{"schema": ..., "payload": ...}`, else the payload alone;
 - a delete is followed by a tombstone (same key, null value) unless `tombstones_on_delete` is off;
+- with `provide_transaction_metadata`, Debezium's transaction topic `<topic_prefix>.transaction`: `BEGIN`
+  before a transaction's first event, `END` (event counts per table) when the next begins or a batch ends
+  at a transaction boundary (checkpoint `skip` 0); a DDL's transaction has a BEGIN only, as in Debezium;
 - an update that changes the key is a delete of the old key and its tombstone (both with header
   `__debezium.newkey`), then a create of the new key (header `__debezium.oldkey`), as Debezium emits it;
   header values are keys in the message key's form.
@@ -93,6 +96,21 @@ _TRANSACTION_SCHEMA = {"type": "struct", "fields": [
 ], "optional": True, "name": "event.block", "version": 1, "field": "transaction"}
 
 
+_TX_KEY_SCHEMA = {"type": "struct", "fields": [{"type": "string", "optional": False, "field": "id"}],
+                  "optional": False, "name": "io.debezium.connector.common.TransactionMetadataKey", "version": 1}
+_TX_VALUE_SCHEMA = {"type": "struct", "fields": [
+    {"type": "string", "optional": False, "field": "status"},
+    {"type": "string", "optional": False, "field": "id"},
+    {"type": "int64", "optional": True, "field": "event_count"},
+    {"type": "array", "items": {"type": "struct", "fields": [
+        {"type": "string", "optional": False, "field": "data_collection"},
+        {"type": "int64", "optional": False, "field": "event_count"}], "optional": True, "name": "event.collection",
+        "version": 1},
+     "optional": True, "field": "data_collections"},
+    {"type": "int64", "optional": False, "field": "ts_ms"},
+], "optional": False, "name": "io.debezium.connector.common.TransactionMetadataValue", "version": 1}
+
+
 class DebeziumSerializer:
     name: ClassVar[str] = "debezium"
     per_row: ClassVar[bool] = False  # a row change may be 0 to 4 messages (see `messages`)
@@ -106,6 +124,8 @@ class DebeziumSerializer:
         self._event: tuple[str, int] | None = None  # the binlog event of the last row, and its row count
         self._row = 0
         self._txn: tuple[str | None, dict[str, int]] = (None, {})  # transaction id, events per table ("": all)
+        self._txn_ts = 0  # commit time (ms) of the transaction in `_txn`
+        self._tx_out: list[tuple[bytes | None, bytes | None, list | None, str]] = []  # BEGIN/END not yet returned
         self._snapshot_started = False
         self._first_of: set[str] = set()  # tables whose next read row is the first of their snapshot
 
@@ -143,8 +163,9 @@ class DebeziumSerializer:
 
     def messages(self, rows: TableRows, pipeline: str, records: list[dict[str, Any]] | None = None,
                  last_read: tuple[int, str] | None = None) -> list[tuple[bytes | None, bytes | None, list | None, str]]:
-        """`(key, value, headers, op)` of every message of a run of rows, in order (`op` is Debezium's, or
-        `tombstone`). `last_read`: the run's row that is the last of its table's snapshot and its `snapshot` value."""
+        """`(key, value, headers, op)` of every message of a run of rows, in order (`op` is Debezium's,
+        `tombstone`, or `BEGIN`/`END` for the transaction topic). `last_read`: the run's row that is the last of
+        its table's snapshot and its `snapshot` value."""
         self._prefix = self.o.topic_prefix or pipeline
         if records is None:
             records = list(rows.records(pipeline))
@@ -156,6 +177,10 @@ class DebeziumSerializer:
                 marker = (r["after"] or {}).get("snapshot")
                 if marker == "start":
                     self._first_of.add(r["after"]["table"])
+                elif marker is None and self.o.provide_transaction_metadata and r["pos"]["gtid"]:
+                    # as Debezium does: a DDL statement's transaction has a BEGIN and no END
+                    out += self.end_transaction()
+                    out.append(self._tx_message("BEGIN", r["pos"]["gtid"], int(r["ts"] * 1000), None))
             return out
         t = self.table(rows)
         name = rows.name
@@ -180,6 +205,8 @@ class DebeziumSerializer:
             if op == "u" and t.key and old_key != new_key:
                 newkey = [("__debezium.newkey", new_key)]
                 txn = self._transaction(r, name)
+                out += self._tx_out
+                self._tx_out = []
                 out.append((old_key, self._value(t, before, None, source, txn, "d"), newkey, "d"))
                 if self.o.tombstones_on_delete:
                     out.append((old_key, None, newkey, "tombstone"))
@@ -188,7 +215,10 @@ class DebeziumSerializer:
                             [("__debezium.oldkey", old_key)], "c"))
                 continue
             key = old_key if op == "d" else new_key
-            out.append((key, self._value(t, before, after, source, self._transaction(r, name), op), None, op))
+            txn = self._transaction(r, name)
+            out += self._tx_out
+            self._tx_out = []
+            out.append((key, self._value(t, before, after, source, txn, op), None, op))
             if op == "d" and self.o.tombstones_on_delete:
                 out.append((key, None, None, "tombstone"))
         return out
@@ -244,11 +274,39 @@ class DebeziumSerializer:
             return None
         tid = r["pos"]["gtid"] or r["txid"]
         if self._txn[0] != tid:
+            self._tx_out += self.end_transaction()
             self._txn = (tid, {})
+            self._tx_out.append(self._tx_message("BEGIN", tid, int(r["ts"] * 1000), None))
+        self._txn_ts = int(r["ts"] * 1000)
         counts = self._txn[1]
         counts[name] = counts.get(name, 0) + 1
         counts[""] = counts.get("", 0) + 1
         return {"id": tid, "total_order": counts[""], "data_collection_order": counts[name]}
+
+    def transaction_topic(self) -> str:
+        return f"{self._prefix}.transaction"
+
+    def end_transaction(self) -> list[tuple[bytes | None, bytes | None, list | None, str]]:
+        """The END message of the transaction whose events were returned last (none when there is none); called
+        when the source says it committed (a batch ending at a transaction boundary) or the next one begins."""
+        tid, counts = self._txn
+        if tid is None or not self.o.provide_transaction_metadata:
+            return []
+        self._txn = (None, {})
+        return [self._tx_message("END", tid, self._txn_ts, counts)]
+
+    def _tx_message(self, status: str, tid: str, ts_ms: int, counts: dict[str, int] | None
+                    ) -> tuple[bytes | None, bytes | None, list | None, str]:
+        """A message of Debezium's transaction topic (`<topic_prefix>.transaction`), keyed by the id."""
+        collections = None if counts is None else [
+            {"data_collection": name, "event_count": n} for name, n in counts.items() if name]
+        value = {"status": status, "id": tid, "event_count": None if counts is None else counts.get("", 0),
+                 "data_collections": collections, "ts_ms": ts_ms}
+        key = {"id": tid}
+        if self.o.schemas_enable:
+            return (dumpb({"schema": _TX_KEY_SCHEMA, "payload": key}),
+                    dumpb({"schema": _TX_VALUE_SCHEMA, "payload": value}), None, status)
+        return dumpb(key), dumpb(value), None, status
 
     def _value(self, t: _Table, before: Any, after: Any, source: dict[str, Any], txn: Any, op: str) -> bytes:
         now = time.time_ns()
@@ -301,7 +359,22 @@ def produce_debezium(sink: Any, batch: RowBatch) -> int:
             sink._warm(topic)
             sink.topics_of[(part.db, part.table)] = topic
         where = f'{{"table":"{part.name}"}}'
-        for key, value, headers, _ in messages:
-            sink._produce(topic, value, key, headers, where, part.name)
+        for key, value, headers, op in messages:
+            to = _transaction_topic(sink, serializer) if op in ("BEGIN", "END") else topic
+            sink._produce(to, value, key, headers, where, part.name)
+            n += 1
+    checkpoint = batch.checkpoint if isinstance(batch.checkpoint, dict) else {}
+    if checkpoint.get("skip") == 0 and "snapshot" not in checkpoint:  # the batch ends where a transaction did
+        for key, value, headers, _ in serializer.end_transaction():
+            sink._produce(_transaction_topic(sink, serializer), value, key, headers, '{"transaction":"END"}',
+                          "transaction")
             n += 1
     return n
+
+
+def _transaction_topic(sink: Any, serializer: DebeziumSerializer) -> str:
+    topic = serializer.transaction_topic()
+    if topic not in sink.known_topics:
+        sink._ensure_topic(topic)
+        sink._warm(topic)
+    return topic

@@ -132,14 +132,41 @@ def test_key_change_is_delete_tombstone_create_with_key_headers() -> None:
                                              provide_transaction_metadata=True))
     out = messages(ser, run([("update", ROW, {**ROW, "id": 100}), ("update", ROW, {**ROW, "name": "y"})]))
     assert [(k, op, h) for k, _, h, op in out] == [
+        ({"id": "0-1-7"}, "BEGIN", {}),
         ({"id": 1}, "d", {"__debezium.newkey": {"id": 100}}),
         ({"id": 1}, "tombstone", {"__debezium.newkey": {"id": 100}}),
         ({"id": 100}, "c", {"__debezium.oldkey": {"id": 1}}),
         ({"id": 1}, "u", {}),
     ]
     orders = [(v["transaction"]["total_order"], v["transaction"]["data_collection_order"]) for _, v, _, op in out
-              if v is not None]
-    assert orders == [(1, 1), (2, 2), (3, 3)] and out[0][1]["transaction"]["id"] == "0-1-7"
+              if v is not None and op != "BEGIN"]
+    assert orders == [(1, 1), (2, 2), (3, 3)] and out[1][1]["transaction"]["id"] == "0-1-7"
+    assert out[0][1] == {"status": "BEGIN", "id": "0-1-7", "event_count": None, "data_collections": None,
+                         "ts_ms": 1_700_000_000_500}
+    [(key, end, _, status)] = [(json.loads(k), json.loads(v), h, s) for k, v, h, s in ser.end_transaction()]
+    assert (key, status) == ({"id": "0-1-7"}, "END")
+    assert end == {"status": "END", "id": "0-1-7", "event_count": 3,
+                   "data_collections": [{"data_collection": "shop.t", "event_count": 3}], "ts_ms": 1_700_000_000_500}
+    assert ser.end_transaction() == []  # once
+    assert ser.transaction_topic() == "srv.transaction"
+
+
+def test_next_transaction_ends_the_last_and_ddl_has_begin_only() -> None:
+    ser = DebeziumSerializer(DebeziumOptions(topic_prefix="srv", schemas_enable=False,
+                                             provide_transaction_metadata=True))
+    first = messages(ser, run([("insert", None, ROW)], gtid="0-1-7"))
+    second = messages(ser, run([("insert", None, {**ROW, "id": 2})], gtid="0-1-8"))
+    assert [op for *_, op in first] == ["BEGIN", "c"]
+    assert [(op, v["id"] if op in ("BEGIN", "END") else None) for _, v, _, op in second] == [
+        ("END", "0-1-7"), ("BEGIN", "0-1-8"), ("c", None)]
+    ddl_type = pa.struct([("sql", pa.string())])
+    arrays = [pa.array(["ddl"]), pa.array(["f"]), pa.array([9], pa.int64()), pa.array(["0-1-9"]),
+              pa.array([0], pa.int32()), pa.array(["0-1-9"]), pa.array([2.0]), pa.array([2.0])]
+    schema = META_SCHEMA.append(pa.field("before", ddl_type)).append(pa.field("after", ddl_type))
+    ddl = TableRows("shop", "t", (), pa.RecordBatch.from_arrays(
+        [*arrays, pa.nulls(1, ddl_type), pa.array([{"sql": "ALTER TABLE t ADD c INT"}], ddl_type)], schema=schema))
+    assert [(op, v["id"]) for _, v, _, op in messages(ser, ddl)] == [("END", "0-1-8"), ("BEGIN", "0-1-9")]
+    assert ser.end_transaction() == []
 
 
 @pytest.mark.parametrize(("options", "column", "expected"), [
