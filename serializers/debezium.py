@@ -120,7 +120,8 @@ class DebeziumSerializer:
         self.o = options or DebeziumOptions(**kwargs)
         self.key_columns = key
         self.mapper = Mapper(self.o)
-        self._tables: dict[tuple[str, str, pa.DataType, tuple[str, ...]], _Table] = {}
+        self._tables: dict[tuple[Any, ...], _Table] = {}
+        self._prefix = self.o.topic_prefix or ""  # set from the pipeline's name by `messages` when not given
         self._event: tuple[str, int] | None = None  # the binlog event of the last row, and its row count
         self._row = 0
         self._txn: tuple[str | None, dict[str, int]] = (None, {})  # transaction id, events per table ("": all)
@@ -133,7 +134,11 @@ class DebeziumSerializer:
     def table(self, rows: TableRows) -> _Table:
         image_type = rows.data.schema.field("after").type
         key_names = tuple(self.key_columns) if self.key_columns else rows.key
-        found = self._tables.get((rows.db, rows.table, image_type, key_names))
+        # Arrow types compare without their metadata: the columns' MySQL types (and NOT NULL) are part of the key
+        meta = tuple(tuple(sorted((f.metadata or {}).items())) for f in image_type) \
+            if pa.types.is_struct(image_type) else ()
+        cache_key = (rows.db, rows.table, image_type, meta, key_names)
+        found = self._tables.get(cache_key)
         if found is not None:
             return found
         columns = [self.mapper.column(f) for f in image_type] if pa.types.is_struct(image_type) else []
@@ -154,7 +159,7 @@ class DebeziumSerializer:
             *({"type": "int64", "optional": True, "field": f} for f in ("ts_ms", "ts_us", "ts_ns")),
         ], "optional": False, "name": f"{prefix}.Envelope", "version": 2}
         found = _Table(columns, key, key_schema, value_schema)
-        self._tables[(rows.db, rows.table, image_type, key_names)] = found
+        self._tables[cache_key] = found
         return found
 
     # ------------------------------------------------------------------ messages

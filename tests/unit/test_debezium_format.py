@@ -225,3 +225,24 @@ def test_options_are_checked_where_they_are_set() -> None:
         build(KafkaOptions, {"bootstrap": "b:9092", "format": "debezium", "debezium": {"topic_prefix": "a b"}},
               "sinks[0]")
     assert "topic_prefix" in str(err.value.key if isinstance(err.value, Invalid) else err.value)
+
+
+def test_a_changed_column_definition_gets_a_new_schema() -> None:
+    """Arrow types equal but the MySQL definition changed (ALTER ... NULL): the schema follows."""
+    ser = DebeziumSerializer(DebeziumOptions(topic_prefix="srv"))
+    [(_, first, _, _)] = messages(ser, run([("insert", None, ROW)]))
+    nullable = pa.struct([column_field(c if c.name != "name" else bt.ColumnDef("name", bt.VARCHAR, charset="utf-8"),
+                                       t) for c, t in COLUMNS])
+    rows = run([("insert", None, ROW)])
+    data = rows.data
+    schema = data.schema.set(data.schema.get_field_index("after"), pa.field("after", nullable))
+    schema = schema.set(schema.get_field_index("before"), pa.field("before", nullable))
+    changed = TableRows(rows.db, rows.table, rows.key, pa.RecordBatch.from_arrays(
+        [*data.columns[:-2], data.column("before").cast(nullable), data.column("after").cast(nullable)],
+        schema=schema))
+    [(_, second, _, _)] = messages(ser, changed)
+
+    def optional(value: dict[str, Any]) -> bool:
+        return {f["field"]: f for f in value["schema"]["fields"][1]["fields"]}["name"]["optional"]
+
+    assert optional(first) is False and optional(second) is True
