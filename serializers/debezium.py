@@ -39,6 +39,8 @@ from dbus_ray.model import RowBatch, TableRows, dumpb
 from dbus_ray.serializers.debezium_values import Column, Mapper, named
 
 OPS = {"insert": "c", "update": "u", "delete": "d", "read": "r"}
+#: Rows turned into messages at a time (the kafka sink's slice): the Python objects of one slice are alive at once.
+SLICE_ROWS = 2048
 SNAPSHOT_VALUES = "true,first,first_in_data_collection,last_in_data_collection,last,false,incremental"
 
 
@@ -353,21 +355,14 @@ def produce_debezium(sink: Any, batch: RowBatch) -> int:
     serializer: DebeziumSerializer = sink.serializer
     last = last_reads(batch)
     n = 0
-    for i, part in enumerate(batch.parts):
-        messages = serializer.messages(part, sink.pipeline, None, last.get(i))
-        if not messages:
-            continue
-        topic = sink.topics_of.get((part.db, part.table))
-        if topic is None:
-            topic = serializer.topic(part.db, part.table)
-            sink._ensure_topic(topic)
-            sink._warm(topic)
-            sink.topics_of[(part.db, part.table)] = topic
-        where = f'{{"table":"{part.name}"}}'
-        for key, value, headers, op in messages:
-            to = _transaction_topic(sink, serializer) if op in ("BEGIN", "END") else topic
-            sink._produce(to, value, key, headers, where, part.name)
-            n += 1
+    for i, whole in enumerate(batch.parts):
+        for start in range(0, whole.num_rows, SLICE_ROWS):  # bounded memory: one slice's messages at a time
+            part = TableRows(whole.db, whole.table, whole.key, whole.data.slice(start, SLICE_ROWS))
+            last_read = last.get(i)
+            if last_read is not None:
+                inside = start <= last_read[0] < start + SLICE_ROWS
+                last_read = (last_read[0] - start, last_read[1]) if inside else None
+            n += _produce_part(sink, serializer, part, last_read)
     checkpoint = batch.checkpoint if isinstance(batch.checkpoint, dict) else {}
     if checkpoint.get("skip") == 0 and "snapshot" not in checkpoint:  # the batch ends where a transaction did
         for key, value, headers, _ in serializer.end_transaction():
@@ -375,6 +370,24 @@ def produce_debezium(sink: Any, batch: RowBatch) -> int:
                           "transaction")
             n += 1
     return n
+
+
+def _produce_part(sink: Any, serializer: DebeziumSerializer, part: TableRows, last_read: tuple[int, str] | None
+                  ) -> int:
+    messages = serializer.messages(part, sink.pipeline, None, last_read)
+    if not messages:
+        return 0
+    topic = sink.topics_of.get((part.db, part.table))
+    if topic is None:
+        topic = serializer.topic(part.db, part.table)
+        sink._ensure_topic(topic)
+        sink._warm(topic)
+        sink.topics_of[(part.db, part.table)] = topic
+    where = f'{{"table":"{part.name}"}}'
+    for key, value, headers, op in messages:
+        to = _transaction_topic(sink, serializer) if op in ("BEGIN", "END") else topic
+        sink._produce(to, value, key, headers, where, part.name)
+    return len(messages)
 
 
 def _transaction_topic(sink: Any, serializer: DebeziumSerializer) -> str:

@@ -71,6 +71,17 @@ def run(rows: list[tuple[str, dict | None, dict | None]], gtid: str | None = "0-
     return TableRows(db, table, ("id",), pa.RecordBatch.from_arrays([*arrays, before, after], schema=schema))
 
 
+def marker(what: str) -> TableRows:
+    """A snapshot marker row of table shop.t (as the mysql source's snapshot emits it)."""
+    marker_type = pa.struct([("snapshot", pa.string()), ("table", pa.string()), ("rows", pa.int64())])
+    arrays = [pa.array(["ddl"]), pa.array(["f"]), pa.array([4], pa.int64()), pa.nulls(1, pa.string()),
+              pa.array([0], pa.int32()), pa.array(["s"]), pa.array([1.0]), pa.array([1.0])]
+    after = pa.array([{"snapshot": what, "table": "shop.t", "rows": None}], marker_type)
+    schema = META_SCHEMA.append(pa.field("before", marker_type)).append(pa.field("after", marker_type))
+    return TableRows("shop", "t", (), pa.RecordBatch.from_arrays([*arrays, pa.nulls(1, marker_type), after],
+                                                                 schema=schema))
+
+
 def messages(ser: DebeziumSerializer, rows: TableRows, last: Any = None) -> list[tuple[Any, Any, dict, str]]:
     out = []
     for key, value, headers, op in ser.messages(rows, "pipe", None, last):
@@ -192,16 +203,6 @@ def test_handling_modes(options: dict[str, Any], column: str, expected: Any) -> 
 
 def test_snapshot_markers_and_ddl_rows() -> None:
     ser = DebeziumSerializer(DebeziumOptions(topic_prefix="srv", schemas_enable=False))
-    marker_type = pa.struct([("snapshot", pa.string()), ("table", pa.string()), ("rows", pa.int64())])
-
-    def marker(what: str) -> TableRows:
-        arrays = [pa.array(["ddl"]), pa.array(["f"]), pa.array([4], pa.int64()), pa.nulls(1, pa.string()),
-                  pa.array([0], pa.int32()), pa.array(["s"]), pa.array([1.0]), pa.array([1.0])]
-        after = pa.array([{"snapshot": what, "table": "shop.t", "rows": None}], marker_type)
-        schema = META_SCHEMA.append(pa.field("before", marker_type)).append(pa.field("after", marker_type))
-        return TableRows("shop", "t", (), pa.RecordBatch.from_arrays([*arrays, pa.nulls(1, marker_type), after],
-                                                                     schema=schema))
-
     reads = run([("read", None, ROW), ("read", None, {**ROW, "id": 2}), ("read", None, {**ROW, "id": 3})],
                 gtid=None)
     batch = RowBatch("pipe", 1, [marker("start"), reads, marker("end")], checkpoint={"file": "f", "offset": 4})
@@ -246,3 +247,38 @@ def test_a_changed_column_definition_gets_a_new_schema() -> None:
         return {f["field"]: f for f in value["schema"]["fields"][1]["fields"]}["name"]["optional"]
 
     assert optional(first) is False and optional(second) is True
+
+
+class FakeSink:
+    """What produce_debezium uses of a KafkaSink, recording the messages."""
+
+    def __init__(self, serializer: DebeziumSerializer) -> None:
+        self.serializer, self.pipeline = serializer, "pipe"
+        self.topics_of: dict = {}
+        self.known_topics: set[str] = set()
+        self.produced: list[tuple[str, Any, Any]] = []
+
+    def _ensure_topic(self, topic: str) -> None:
+        self.known_topics.add(topic)
+
+    def _warm(self, topic: str) -> None:
+        pass
+
+    def _produce(self, topic: str, value: Any, key: Any, headers: Any, position: str, table: str) -> None:
+        self.produced.append((topic, key, value))
+
+
+def test_produce_a_large_batch_in_slices_with_its_snapshot_ends() -> None:
+    from dbus_ray.serializers.debezium import SLICE_ROWS, produce_debezium
+
+    n = SLICE_ROWS * 2 + 5
+    reads = run([("read", None, {**ROW, "id": i}) for i in range(n)], gtid=None)
+    sink = FakeSink(DebeziumSerializer(DebeziumOptions(topic_prefix="srv", schemas_enable=False)))
+    batch = RowBatch("pipe", 1, [marker("start"), reads, marker("end")],
+                     checkpoint={"file": "f", "offset": 4, "skip": 0})
+    assert produce_debezium(sink, batch) == n
+    values = [json.loads(v) for _, _, v in sink.produced]
+    assert {t for t, _, _ in sink.produced} == {"srv.shop.t"}
+    assert [v["after"]["id"] for v in values] == list(range(n))
+    snapshot = [v["source"]["snapshot"] for v in values]
+    assert snapshot[0] == "first" and snapshot[-1] == "last" and set(snapshot[1:-1]) == {"true"}
