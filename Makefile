@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: demo test unit bench chaos lint install mariadb java kafka clean
+.PHONY: demo test unit bench chaos lint install mariadb java kafka clean peer-deps peer
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,23 @@ bench: install
 
 chaos: install  # the long chaos run: 5 rounds of 8 faults in each mode (at-least-once, exactly-once), with tables of recovery times and counts
 	DBUS_CHAOS_ROUNDS=5 $(PY) -m pytest -q -s tests/chaos
+
+# Debezium side by side (tests/peer): a JDK and Maven from Debian when missing, then Debezium's jars from Maven
+# Central (java/debezium/pom.xml) into DEBEZIUM_JARS.
+DEBEZIUM_JARS ?= $(HOME)/.cache/dbus-ray/debezium-3.5.0
+
+peer-deps:
+	@if ! command -v java >/dev/null 2>&1 || ! command -v mvn >/dev/null 2>&1; then \
+		$(SUDO) apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q default-jdk-headless maven; \
+	fi
+	@if ! ls $(DEBEZIUM_JARS)/debezium-connector-mariadb-*.jar >/dev/null 2>&1; then \
+		mkdir -p $(DEBEZIUM_JARS) && \
+		mvn -q -B -f java/debezium/pom.xml dependency:copy-dependencies -DoutputDirectory=$(DEBEZIUM_JARS); \
+	fi
+
+peer: install peer-deps  # format: debezium compared with Debezium itself, message by message
+	DBUS_DEBEZIUM_JARS=$(DEBEZIUM_JARS) $(PY) -m pytest -q tests/peer
 
 lint: install
 	$(VENV)/bin/ruff check .

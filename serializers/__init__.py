@@ -1,5 +1,7 @@
 """Row-change codecs by name: `json` (the documented JSON form), `avro` (fastavro, one record schema per
-table) and `arrow` (a whole run of rows as one Arrow IPC stream: the kafka sink's `format: arrow`).
+table), `arrow` (a whole run of rows as one Arrow IPC stream: the kafka sink's `format: arrow`) and
+`debezium` (Debezium's change-event envelope; its `messages` gives key, value and headers of each
+message, see `dbus_ray.serializers.debezium`).
 
 Every serializer has `encode(rows, pipeline, records=None) -> list[bytes]`: the message values for one
 `TableRows` run. Per-row serializers (`per_row = True`: json, avro) return one value per row change, in
@@ -33,6 +35,7 @@ _CLASSES = {
     "json": ("dbus_ray.serializers.json", "JsonSerializer"),
     "avro": ("dbus_ray.serializers.avro", "AvroSerializer"),
     "arrow": ("dbus_ray.serializers.arrow", "ArrowSerializer"),
+    "debezium": ("dbus_ray.serializers.debezium", "DebeziumSerializer"),
 }
 SERIALIZERS = tuple(_CLASSES)
 

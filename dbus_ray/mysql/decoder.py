@@ -22,6 +22,7 @@ from typing import Any
 import pyarrow as pa
 
 from dbus_ray.errors import DecodeError
+from dbus_ray.mysql.column_meta import column_field
 from dbus_ray.mysql.values import (
     _INTS,
     BLOB,
@@ -220,7 +221,7 @@ class Layout:
             self._code.append(code)
             self.converters.append(convert)
             self.types.append(column_reader(c)[1])
-        self.image_type = pa.struct([pa.field(n, t) for n, t in zip(self.names, self.types)])
+        self.image_type = pa.struct([column_field(c, t) for c, t in zip(columns, self.types)])
         self._fields = list(self.image_type)
         self._compiled: dict[tuple[bytes, bytes | None], Callable[..., int]] = {}
         self._absent: dict[bytes, tuple[str, ...]] = {}
@@ -328,6 +329,7 @@ def _rename(line: str, lists: str) -> str:
 def columns_of(table_map_event: Any, names: list[str] | None = None) -> list[ColumnDef]:
     """ColumnDefs of a python-mysql-replication TableMapEvent (`names` when the event carries none)."""
     out = []
+    nulls = getattr(table_map_event, "null_bitmask", None) or b""
     for i, c in enumerate(table_map_event.columns):
         name = c.name or (names[i] if names and i < len(names) else f"col{i}")
         members: tuple[str, ...] = ()
@@ -353,6 +355,7 @@ def columns_of(table_map_event: Any, names: list[str] | None = None) -> list[Col
                 bits=data.get("bits", 0),
                 size=data.get("size", 0),
                 members=members,
+                nullable=not nulls or bool(nulls[i >> 3] >> (i & 7) & 1),
             )
         )
     return out

@@ -49,7 +49,10 @@ class TableSchema:
             layout = None
             if self.selected(db, table):
                 try:
-                    layout = self.layout_of(replica.table_map_event(ev).get_table(), db, table, file, offset, live)
+                    table_map = replica.table_map_event(ev)
+                    table_obj = table_map.get_table()
+                    table_obj.null_bitmask = table_map.null_bitmask  # NOT NULL columns, for column metadata
+                    layout = self.layout_of(table_obj, db, table, file, offset, live)
                 except (DecodeError, ValueError, IndexError, KeyError, struct.error) as exc:
                     raise DecodeError(
                         f"binlog {file}:{offset}: cannot read the table map event of {db}.{table}: {exc}"

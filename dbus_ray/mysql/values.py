@@ -82,6 +82,7 @@ class ColumnDef:
     bits: int = 0  # BIT
     size: int = 0  # ENUM/SET: bytes
     members: tuple[str, ...] = ()  # ENUM/SET values (ENUM without the leading '')
+    nullable: bool = True
 
 
 def codec_of(charset_name: str | None, collation: str | None) -> str | None:

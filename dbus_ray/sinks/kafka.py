@@ -79,6 +79,7 @@ from dbus_ray.kafka.raw import raw_messages, raw_positions
 from dbus_ray.model import RowBatch, TableRows, dumpb, dumps
 from dbus_ray.registry import Sink, sink
 from dbus_ray.serializers import get_serializer
+from dbus_ray.serializers.debezium import DebeziumOptions, produce_debezium
 from dbus_ray.serializers.json import encode_json
 from dbus_ray.validation import Invalid
 
@@ -96,7 +97,8 @@ class KafkaOptions:
     bootstrap: str
     topic: str = "dbus.{db}.{table}"  # fixed, or a template over {db}, {table}, {pipeline}
     key: list[str] | None = None  # message key columns; null: the table's primary key
-    format: Literal["json", "avro", "raw", "arrow"] = "json"  # arrow: a run per message; raw: mirror a kafka source
+    format: Literal["json", "avro", "raw", "arrow", "debezium"] = "json"  # arrow: a run a message; raw: mirror
+    debezium: DebeziumOptions = field(default_factory=DebeziumOptions)  # format debezium: its options
     schema_registry: str | None = None  # avro only: Confluent wire format with this registry
     delivery: Literal["at_least_once", "exactly_once"] = "at_least_once"
     partitions: int = 6  # for topics the sink creates
@@ -188,6 +190,8 @@ class KafkaSink(Sink):
         self.where = f"kafka sink {self.name}"
         self.exactly_once = o.delivery == "exactly_once"
         options = {"schema_registry": o.schema_registry} if o.schema_registry else {}
+        if o.format == "debezium":
+            options = {"options": o.debezium, "key": o.key}
         self.serializer = None if o.format == "raw" else get_serializer(o.format, **options)
         self.admin = AdminClient(client_config(o.bootstrap, o.producer))
         self.known_topics: set[str] = set()
@@ -312,8 +316,11 @@ class KafkaSink(Sink):
         if self.exactly_once:
             self._txn("begin_transaction", self.producer.begin_transaction)
         try:
-            for part in batch.parts:
-                expected += self._produce_part(part)
+            if self.options.format == "debezium":  # messages per row vary, topics are <prefix>.<db>.<table>
+                expected += produce_debezium(self, batch)
+            else:
+                for part in batch.parts:
+                    expected += self._produce_part(part)
             if self.exactly_once and batch.checkpoint is not None:
                 self._produce(self.options.checkpoint_topic, checkpoint_record(self.pipeline, batch, self.name),
                               self.pipeline.encode(), None, "checkpoint", "checkpoint")

@@ -167,8 +167,8 @@ def test_options_are_validated() -> None:
     assert err() == "v.yaml: sinks[0].bootstrap: field required"
     assert "sinks[0].topic: unknown template field {schema}" in err(bootstrap="b:1", topic="x.{schema}")
     assert "sinks[0].topic: topic 'a b' has characters Kafka does not allow" in err(bootstrap="b:1", topic="a b")
-    assert "sinks[0].format: expected one of 'json', 'avro', 'raw', 'arrow', got 'xml'" in err(bootstrap="b:1",
-                                                                                              format="xml")
+    assert "sinks[0].format: expected one of 'json', 'avro', 'raw', 'arrow', 'debezium', got 'xml'" in err(
+        bootstrap="b:1", format="xml")
     assert "sinks[0].partitions: must be at least 1" in err(bootstrap="b:1", partitions=0)
     assert "sinks[0].schema_registry: is for format avro only" in err(bootstrap="b:1", schema_registry="http://r")
     assert "sinks[0].producer.acks: is set by the sink" in err(bootstrap="b:1", producer={"acks": "1"})

@@ -88,7 +88,7 @@ def rows() -> TableRows:
 
 
 def test_registry_names() -> None:
-    assert SERIALIZERS == ("json", "avro", "arrow")
+    assert SERIALIZERS == ("json", "avro", "arrow", "debezium")
     for name in SERIALIZERS:
         assert get_serializer(name).name == name
     with pytest.raises(ValueError, match="unknown serializer 'xml'"):

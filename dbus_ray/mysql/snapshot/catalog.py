@@ -21,7 +21,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import decimal
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pyarrow as pa
@@ -30,6 +30,7 @@ import pymysql
 from dbus_ray.errors import DbusError
 from dbus_ray.mysql import connection as pf
 from dbus_ray.mysql import values as bt
+from dbus_ray.mysql.column_meta import column_field
 
 #: Schemas never snapshotted (their tables are not user data, several have no key).
 SYSTEM_SCHEMAS = ("mysql", "information_schema", "performance_schema", "sys")
@@ -198,7 +199,7 @@ class SnapTable:
 
     def __post_init__(self) -> None:
         self.types = [bt.column_reader(c)[1] for c in self.columns]
-        self.fields = [pa.field(c.name, t) for c, t in zip(self.columns, self.types)]
+        self.fields = [column_field(c, t) for c, t in zip(self.columns, self.types)]
         self.image_type = pa.struct(self.fields)
         self.converters = [_converter(c) for c in self.columns]
         names = [c.name for c in self.columns]
@@ -308,7 +309,7 @@ def describe(conn: pymysql.connections.Connection, db: str, table: str, engine: 
             f"table {where} has no primary key or unique NOT NULL key, so the snapshot cannot read it in key "
             "order: add a primary key, or leave the table out (source.exclude)"
         )
-    columns = [column_def(c, where) for c in cols]
+    columns = [replace(column_def(c, where), nullable=c["IS_NULLABLE"] == "YES") for c in cols]
     return SnapTable(db, table, columns, primary, page, engine, estimate)
 
 

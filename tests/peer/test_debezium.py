@@ -1,0 +1,160 @@
+"""`format: debezium` against Debezium itself: Debezium's MariaDB connector (embedded engine, see
+debezium_runner.py) and our pipeline (mysql source -> kafka sink with `format: debezium`, through Ray, to
+the session's broker) read the same MariaDB: a snapshot of every type of the type-fidelity table, then
+inserts, updates (multi-row events), a primary-key change, deletes and DDL. Both outputs are compared
+message by message per topic: key, value and the key-change headers equal, except the fields listed in
+IGNORED (timestamps and the connector's own version). Run by `make peer` (needs `make peer-deps`)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dbus_ray.config import parse_config
+from dbus_ray.pipeline import run_pipeline
+from dbus_ray.testing import execute
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
+
+from debezium_runner import Debezium, missing  # noqa: E402
+from test_kafka_sink import read_topic  # noqa: E402
+from test_mysql_source import TYPE_ROWS, TYPES_DDL  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+DB = "dbz_peer"
+PREFIX = "peer"
+#: Fields that must differ: when each side read the change, and which software wrote it.
+IGNORED_SOURCE = {"version", "ts_ms", "ts_us", "ts_ns"}
+IGNORED_ENVELOPE = {"ts_ms", "ts_us", "ts_ns"}
+#: Headers compared (Debezium's `__debezium.context.*` headers name its engine run).
+HEADERS = ("__debezium.newkey", "__debezium.oldkey")
+
+ITEMS_DDL = f"CREATE TABLE {DB}.items (id INT PRIMARY KEY, name VARCHAR(20) NOT NULL, amount DECIMAL(10,2))"
+
+CHANGES = [
+    # rows 3 and 4 of the type table (zero dates, fractions, all NULL), one event each
+    *(f"INSERT INTO {DB}.types VALUES {row}" for row in TYPE_ROWS[2:]),
+    # one multi-row event: `source.row` counts inside it
+    f"INSERT INTO {DB}.items VALUES (10, 'ten', 10.00), (11, 'eleven', -0.01), (12, 'twelve', NULL)",
+    f"UPDATE {DB}.types SET vc = 'changed', d41 = 1.5, dt6 = '2001-02-03 04:05:06.7' WHERE id = 1",
+    f"UPDATE {DB}.items SET amount = amount + 1 WHERE id >= 10",
+    f"UPDATE {DB}.items SET id = 100 WHERE id = 2",  # primary-key change
+    f"DELETE FROM {DB}.items WHERE id = 3",
+    f"DELETE FROM {DB}.types WHERE id = 2",
+    f"ALTER TABLE {DB}.items ADD COLUMN note VARCHAR(20) NULL",
+    f"INSERT INTO {DB}.items VALUES (13, 'thirteen', 13.13, 'after ddl')",
+    f"UPDATE {DB}.items SET note = 'n' WHERE id = 1",
+]
+
+
+def normalized(text: str | None) -> Any:
+    """A JsonConverter key or value, parsed, without the fields that must differ."""
+    if text is None:
+        return None
+    value = json.loads(text)
+    payload = value.get("payload") if isinstance(value, dict) and "schema" in value else value
+    if isinstance(payload, dict) and "status" in payload:  # transaction BEGIN/END: its commit time
+        payload.pop("ts_ms", None)
+    if isinstance(payload, dict) and "source" in payload:
+        for name in IGNORED_ENVELOPE:
+            payload.pop(name, None)
+        for name in IGNORED_SOURCE:
+            payload["source"].pop(name, None)
+    return value
+
+
+def differences(ours: Any, theirs: Any, path: str = "") -> list[str]:
+    if isinstance(ours, dict) and isinstance(theirs, dict):
+        out = []
+        for k in list(theirs) + [k for k in ours if k not in theirs]:
+            out += differences(ours.get(k, "<absent>"), theirs.get(k, "<absent>"), f"{path}.{k}")
+        return out
+    if isinstance(ours, list) and isinstance(theirs, list) and len(ours) == len(theirs):
+        return [d for i, (a, b) in enumerate(zip(ours, theirs)) for d in differences(a, b, f"{path}[{i}]")]
+    return [] if ours == theirs else [f"{path}: ours {ours!r}, Debezium {theirs!r}"]
+
+
+def ours_as_records(msgs: list[Any]) -> list[dict[str, Any]]:
+    return [{"topic": m.topic(), "key": None if m.key() is None else m.key().decode(),
+             "value": None if m.value() is None else m.value().decode(),
+             "headers": {k: v.decode() for k, v in m.headers() or ()}} for m in msgs]
+
+
+#: Option sets, ours (the sink's `debezium:` section) and Debezium's properties: the defaults, and the other
+#: values of the options users set most.
+OPTIONS = {
+    "defaults": ({}, {}),
+    "transactions": ({"provide_transaction_metadata": True}, {"provide.transaction.metadata": "true"}),
+    "other-modes": (
+        {"schemas_enable": False, "tombstones_on_delete": False, "decimal_handling_mode": "string",
+         "time_precision_mode": "connect", "binary_handling_mode": "hex", "bigint_unsigned_handling_mode": "precise",
+         "provide_transaction_metadata": True},
+        {"converter.schemas.enable": "false", "tombstones.on.delete": "false", "decimal.handling.mode": "string",
+         "time.precision.mode": "connect", "binary.handling.mode": "hex", "bigint.unsigned.handling.mode": "precise",
+         "provide.transaction.metadata": "true"},
+    ),
+}
+
+
+def pipeline_config(tmp_path: Path, mariadb: Any, broker: Any, options: dict[str, Any]) -> Any:
+    raw = {
+        "name": f"dbz-{options['topic_prefix']}",
+        "source": {"type": "mysql", "dsn": mariadb.dsn, "server_id": 7401, "include": [f"{DB}.*"],
+                   "snapshot": "initial"},
+        "sinks": [{"name": "k", "type": "kafka", "bootstrap": broker.bootstrap, "format": "debezium",
+                   "partitions": 1, "debezium": {"topic_prefix": PREFIX, "connector": "mariadb", **options}}],
+        "data_dir": str(tmp_path / "data"),
+    }
+    return parse_config(raw, "dbz-peer.yaml", {})
+
+
+@pytest.mark.usefixtures("ray_session")
+@pytest.mark.parametrize("mode", list(OPTIONS))
+def test_same_messages_as_debezium(tmp_path: Path, mariadb: Any, broker: Any, root: Any, mode: str) -> None:
+    ours_options, their_options = OPTIONS[mode]
+    prefix = f"{PREFIX}-{mode}"
+    reason = missing()
+    if reason:
+        pytest.fail(reason)
+    execute(root, "SET SESSION sql_mode = ''", f"DROP DATABASE IF EXISTS {DB}", f"CREATE DATABASE {DB}",
+            TYPES_DDL.format(t=f"{DB}.types"), ITEMS_DDL,
+            *(f"INSERT INTO {DB}.types VALUES {row}" for row in TYPE_ROWS[:2]),
+            f"INSERT INTO {DB}.items VALUES (1, 'one', 1.50), (2, 'two', 2.00), (3, 'three', 3.33)")
+    dbz = Debezium(tmp_path / "debezium", host=mariadb.host, port=mariadb.port, user="root",
+                   password=mariadb.root_password, databases=[DB], topic_prefix=prefix, extra=their_options).start()
+    try:
+        dbz.wait_for("end of the snapshot", lambda rs: any('"snapshot":"last"' in (r["value"] or "") for r in rs))
+        cfg = pipeline_config(tmp_path, mariadb, broker, {**ours_options, "topic_prefix": prefix})
+        final = run_pipeline(cfg, until_caught_up=True, interval=0.1)  # the snapshot, same rows as Debezium's
+        assert final["error"] is None, final["error"]
+        execute(root, "SET SESSION sql_mode = ''", *CHANGES)
+        final = run_pipeline(cfg, until_caught_up=True, interval=0.1)  # resumes: the changes
+        assert final["error"] is None, final["error"]
+        topics = [f"{prefix}.{DB}.types", f"{prefix}.{DB}.items"]
+        if ours_options.get("provide_transaction_metadata"):
+            topics.append(f"{prefix}.transaction")
+        ours = {t: ours_as_records(read_topic(broker.bootstrap, t)) for t in topics}
+        expected = sum(len(v) for v in ours.values())
+        tables = set(topics)
+        theirs_all = dbz.wait_for(f"{expected} records",
+                                  lambda rs: sum(r["topic"] in tables for r in rs) >= expected)
+    finally:
+        dbz.stop()
+    problems = []
+    for table, mine in ours.items():
+        theirs = [r for r in theirs_all if r["topic"] == table]
+        assert len(mine) == len(theirs), (table, [r["value"] for r in theirs], [r["value"] for r in mine])
+        for i, (a, b) in enumerate(zip(mine, theirs)):
+            where = f"{table} message {i}"
+            problems += [f"{where} key{d}" for d in differences(normalized(a["key"]), normalized(b["key"]))]
+            problems += [f"{where} value{d}" for d in differences(normalized(a["value"]), normalized(b["value"]))]
+            for h in HEADERS:
+                problems += [f"{where} header {h}{d}" for d in
+                             differences(normalized(a["headers"].get(h)), normalized(b["headers"].get(h)))]
+    assert not problems, "\n".join(problems[:60])
