@@ -19,7 +19,7 @@ are not row events and give no message):
   header values are keys in the message key's form.
 
 Column values follow Debezium's MySQL mapping, driven by the column's MySQL type that the mysql source puts
-in each image field's metadata (`dbus.mysql`, see `dbus_ray.binlog.column_meta`); a field without it is
+in each image field's metadata (`dbus.mysql`, see `dbus_ray.mysql.column_meta`); a field without it is
 mapped from its Arrow type. Options (Debezium's names with `_` for `.`): `decimal_handling_mode`,
 `time_precision_mode`, `binary_handling_mode`, `bigint_unsigned_handling_mode`. The README's "Coming from
 Debezium" lists what differs from Debezium's own output and why.

@@ -1,6 +1,6 @@
 """Column values and their Kafka Connect schemas as Debezium's MySQL connector maps them (for
 `dbus_ray.serializers.debezium`), by the column's MySQL type from the image field's metadata (`dbus.mysql`,
-`dbus.not_null`; see `dbus_ray.binlog.column_meta`), else by its Arrow type."""
+`dbus.not_null`; see `dbus_ray.mysql.column_meta`), else by its Arrow type."""
 
 from __future__ import annotations
 
