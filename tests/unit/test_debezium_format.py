@@ -13,10 +13,10 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from dbus_ray.mysql import values as bt
-from dbus_ray.mysql.column_meta import column_field
 from dbus_ray.config import ConfigError, Invalid, build
 from dbus_ray.model import META_SCHEMA, RowBatch, TableRows
+from dbus_ray.mysql import values as bt
+from dbus_ray.mysql.column_meta import column_field
 from dbus_ray.serializers import get_serializer
 from dbus_ray.serializers.debezium import DebeziumOptions, DebeziumSerializer, last_reads
 from dbus_ray.sinks.kafka import KafkaOptions
