@@ -143,7 +143,7 @@ def test_sink_failure_fails_pipeline_and_keeps_checkpoint(tmp_path: Path) -> Non
                  [{"name": "disk", "type": "jsonl", "path": "/dev/full", "fsync": False}])
     final = run_pipeline(cfg, until_caught_up=True, interval=0.05)
     assert final["state"] == "failed"
-    assert final["error"].startswith("sink disk (jsonl): [Errno 28] No space left on device")
+    assert final["error"].startswith("sink disk (jsonl): [Errno 28] cannot write /dev/full: No space left on device")
     assert final["rows_delivered"] == 0
     assert FileCheckpointStore(cfg.pipeline_dir).load() is None
 
