@@ -114,7 +114,7 @@ def workload(conn: Any, table: str, rounds: int, first_id: int, rng: random.Rand
                 nid += 1
             cur.execute(f"UPDATE {table} SET counter = counter + 1, s = CONCAT(IFNULL(s, ''), 'x') "
                         f"ORDER BY RAND() LIMIT 3")
-            cur.execute(f"UPDATE {table} SET counter = counter + 1, n = NULL, b = NULL WHERE id % 7 = {nid % 7}")
+            cur.execute(f"UPDATE {table} SET counter = counter + 1, n = NULL, b = NULL WHERE id % 7 = {nid % 7} LIMIT 5")
             cur.execute(f"UPDATE {table} SET id = id + 1000000, counter = counter + 1 WHERE id < 1000000 "
                         f"ORDER BY RAND() LIMIT 1")  # a primary-key change
             cur.execute(f"DELETE FROM {table} ORDER BY RAND() LIMIT 1")
@@ -229,13 +229,14 @@ def test_kill_9_mid_stream_then_resume_applies_each_change_once(mariadb: Any, po
         wconn.autocommit(True)
         rng, nid = random.Random(3), 1
         try:
-            while not stop.is_set():
+            while not stop.is_set() and rounds[0] < 200:
                 nid = workload(wconn, t, 1, nid, rng)
                 rounds[0] += 1
         finally:
             wconn.close()
 
     writer = threading.Thread(target=write, daemon=True)
+    t0 = time.monotonic()
     pipeline = Pipeline(cfg)
     pipeline.start()
     try:
@@ -248,16 +249,18 @@ def test_kill_9_mid_stream_then_resume_applies_each_change_once(mariadb: Any, po
             pipeline.kill()
             pipeline = Pipeline(cfg)
             pipeline.start()
-        stop.set()
-        writer.join(30)
+        writer.join(60)
         final = pipeline.stop()
     finally:
         stop.set()
         pipeline.kill()
     assert final["error"] is None, final
+    t1 = time.monotonic()
     final = run_pipeline(cfg, until_caught_up=True, interval=0.1)
     assert final["error"] is None, final
     assert_equal(mariadb, postgres, schema, t)
+    print(f"\npostgres sink, kill -9 x2: {rounds[0]} workload rounds, {len(mariadb_rows(mariadb, t)) - 1} rows; "
+          f"runs with kills {t1 - t0:.1f} s, resume {time.monotonic() - t1:.1f} s")
     with postgres.connect() as pconn:
         twice = pconn.execute(f'SELECT id, counter, count(*) FROM "{schema}".audit GROUP BY 1, 2 '
                               'HAVING count(*) > 1 LIMIT 5').fetchall()
