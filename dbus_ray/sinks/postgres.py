@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 from psycopg import sql
@@ -65,7 +65,9 @@ class PostgresOptions:
     schema: str = "{db}"  # the target schema of a source table: a name, may use {db} and {table}
     table: str = "{table}"  # the target table's name: may use {db} and {table} (e.g. `{db}_{table}`)
     create: bool = True  # create missing schemas and target tables from the source's columns
-    ddl: str = "stop"  # `follow`: apply the source's ADD/DROP COLUMN to the target; `stop`: stop at any DDL
+    # `follow`: apply the source's ADD/DROP COLUMN to the target; `stop`: stop at them (any other change of
+    # columns always stops the sink; CREATE TABLE and index changes need nothing)
+    ddl: Literal["follow", "stop"] = "stop"
     checkpoint_table: str = "public.dbus_checkpoints"  # the bookkeeping table, [schema.]name
     timeout_s: float = 30.0  # connect timeout, and how long open waits for a previous writer's lock
 
@@ -74,8 +76,6 @@ class PostgresOptions:
             raise Invalid("dsn", "must not be empty")
         _name_part("schema", self.schema)
         _name_part("table", self.table)
-        if self.ddl not in ("follow", "stop"):
-            raise Invalid("ddl", f"must be follow or stop, not {self.ddl!r}")
         if not split_qualified(self.checkpoint_table)[1]:
             raise Invalid("checkpoint_table", "must name a table")
         if self.timeout_s <= 0:
