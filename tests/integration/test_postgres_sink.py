@@ -114,7 +114,8 @@ def workload(conn: Any, table: str, rounds: int, first_id: int, rng: random.Rand
                 nid += 1
             cur.execute(f"UPDATE {table} SET counter = counter + 1, s = CONCAT(IFNULL(s, ''), 'x') "
                         f"ORDER BY RAND() LIMIT 3")
-            cur.execute(f"UPDATE {table} SET counter = counter + 1, n = NULL, b = NULL WHERE id % 7 = {nid % 7} LIMIT 5")
+            cur.execute(f"UPDATE {table} SET counter = counter + 1, n = NULL, b = NULL "
+                        f"WHERE id % 7 = {nid % 7} LIMIT 5")
             cur.execute(f"UPDATE {table} SET id = id + 1000000, counter = counter + 1 WHERE id < 1000000 "
                         f"ORDER BY RAND() LIMIT 1")  # a primary-key change
             cur.execute(f"DELETE FROM {table} ORDER BY RAND() LIMIT 1")
@@ -276,3 +277,16 @@ def test_kill_9_mid_stream_then_resume_applies_each_change_once(mariadb: Any, po
     finally:
         src.close()
     assert left == 0, f"{left} row changes after the bookkeeping checkpoint {saved}"
+
+
+def test_store_loads_what_the_sink_committed_and_saves_only_operator_checkpoints(postgres: Any) -> None:
+    name = f"st{uuid.uuid4().hex[:6]}"
+    store = PostgresCheckpointStore(name, postgres.conninfo(), "bk.checkpoints")
+    assert store.load() is None  # no bookkeeping table yet
+    store.save({"source": {"file": "b.000001", "offset": 4}, "seq": 3, "time": 1.0})  # the reader's: a no-op
+    assert store.load() is None
+    store.save({"source": {"file": "b.000002", "offset": 9}, "seq": 0, "time": 2.0, "set_by": "operator"})
+    with postgres.connect() as conn:
+        row = conn.execute("SELECT checkpoint FROM bk.checkpoints WHERE pipeline = %s", (name,)).fetchone()
+    assert row[0]["source"] == {"file": "b.000002", "offset": 9}
+    assert store.load() == row[0]
