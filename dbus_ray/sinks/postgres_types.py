@@ -107,11 +107,16 @@ def compatible(mapped: str, existing: str) -> bool:
 ALTER_RE = re.compile(r"^\s*ALTER\s+(?:ONLINE\s+|IGNORE\s+)*TABLE\s+\S+\s+(.*)$", re.I | re.S)
 CREATE_TABLE_RE = re.compile(r"^\s*CREATE\s+(?:OR\s+REPLACE\s+)?TABLE\b", re.I)
 INDEX_RE = re.compile(r"^\s*(CREATE\s+(?:UNIQUE\s+|FULLTEXT\s+|SPATIAL\s+)?INDEX|DROP\s+INDEX)\b", re.I)
+#: statements that change no table's rows or columns: databases created, views
+NO_ROWS_RE = re.compile(r"^\s*(CREATE\s+(DATABASE|SCHEMA)|(CREATE|ALTER|DROP)\s+(OR\s+REPLACE\s+)?"
+                        r"(ALGORITHM\s*=\s*\w+\s+)?(DEFINER\s*=\s*\S+\s+)?(SQL\s+SECURITY\s+\w+\s+)?VIEW)\b", re.I)
 IDENT = r"(`(?:[^`]|``)+`|[\w$]+)"
 ADD_RE = re.compile(r"^ADD\s+(?:COLUMN\s+)?(?:IF\s+NOT\s+EXISTS\s+)?" + IDENT + r"\s+(.*)$", re.I | re.S)
 DROP_RE = re.compile(r"^DROP\s+(?:COLUMN\s+)?(?:IF\s+EXISTS\s+)?" + IDENT + r"\s*$", re.I | re.S)
 HARMLESS_RE = re.compile(r"^(ADD|DROP)\s+(INDEX|KEY|UNIQUE|FULLTEXT|SPATIAL|FOREIGN\s+KEY|CONSTRAINT)\b|"
-                         r"^(ALGORITHM|LOCK)\s*=", re.I)
+                         r"^RENAME\s+(INDEX|KEY)\b|^(FORCE|ENABLE\s+KEYS|DISABLE\s+KEYS)$|"
+                         r"^ALTER\s+(COLUMN\s+)?\S+\s+(SET\s+DEFAULT|DROP\s+DEFAULT)\b|"
+                         r"^(ALGORITHM|LOCK|ENGINE|AUTO_INCREMENT|COMMENT|ROW_FORMAT|KEY_BLOCK_SIZE)\b", re.I)
 TYPE_RE = re.compile(r"^(\w+)\s*(?:\(([^)]*)\))?\s*(UNSIGNED)?", re.I)
 DEFAULT_RE = re.compile(r"\bDEFAULT\s+('(?:[^'\\]|''|\\.)*'|-?\d+(?:\.\d+)?|NULL)", re.I)
 FUNCTION_DEFAULT_RE = re.compile(r"\bDEFAULT\s+(?!'|-?\d|NULL\b)", re.I)
@@ -184,7 +189,7 @@ def alter_actions(sql: str) -> list[tuple[str, str, str | None, str | None]] | N
     """What a source DDL statement asks of the target: a list of ("add", column, pg type, default) and
     ("drop", column, None, None); [] when it changes no column (CREATE TABLE, indexes); None when it is a DDL
     the sink cannot follow."""
-    if CREATE_TABLE_RE.match(sql) or INDEX_RE.match(sql):
+    if CREATE_TABLE_RE.match(sql) or INDEX_RE.match(sql) or NO_ROWS_RE.match(sql):
         return []
     m = ALTER_RE.match(sql)
     if not m:
