@@ -79,11 +79,12 @@ def assert_equal(server: Any, pg: Any, schema: str, table: str) -> None:
         assert row == dst[key], f"row {key}: MariaDB {row} != PostgreSQL {dst[key]}"
 
 
-def config(name: str, server: Any, pg: Any, tmp_path: Path, start: str, tables: list[str], **sink: Any) -> Any:
+def config(name: str, server: Any, pg: Any, tmp_path: Path, start: str, tables: list[str],
+           source: dict[str, Any] | None = None, **sink: Any) -> Any:
     raw = {
         "name": name,
         "source": {"type": "mysql", "dsn": server.dsn, "start": start, "include": [f"{DB}.{t}" for t in tables],
-                   "server_id": random.randint(20_000, 60_000)},
+                   "server_id": random.randint(20_000, 60_000), **(source or {})},
         "sinks": [{"name": "pg", "type": "postgres", "dsn": pg.conninfo(), "schema": f"copy_{name}", **sink}],
         "checkpoint": {"store": "postgres"},
         "flow": {"read_batch_rows": 200, "max_rows_in_flight": 2000, "sink_batch_rows": 500, "linger_ms": 20},
@@ -178,6 +179,32 @@ def test_pipeline_keeps_an_equal_copy_and_follows_add_drop_column(mariadb: Any, 
     final = run_pipeline(cfg, until_caught_up=True, interval=0.1)
     assert final["error"] is not None and "MODIFY COLUMN s VARCHAR(80)" in final["error"], final
     assert "dbus checkpoint set" in final["error"] and "\n" not in final["error"]
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_snapshot_then_stream_keeps_an_equal_copy(mariadb: Any, postgres: Any, tmp_path: Path) -> None:
+    t = table_name("pgsnap")
+    conn = mariadb.root_connect(DB)
+    try:
+        execute(conn, "SET time_zone = '+00:00'", f"CREATE TABLE {t} ({COLUMNS})")
+        conn.autocommit(True)
+        nid = workload(conn, t, 30, 1, random.Random(4))  # rows the snapshot reads
+    finally:
+        conn.close()
+    name = f"ps{uuid.uuid4().hex[:6]}"
+    cfg = config(name, mariadb, postgres, tmp_path, "latest", [t], source={"snapshot": "initial", "chunk_rows": 40})
+    final = run_pipeline(cfg, until_caught_up=True, interval=0.1)
+    assert final["error"] is None, final
+    assert_equal(mariadb, postgres, f"copy_{name}", t)
+    conn = mariadb.root_connect(DB)
+    try:
+        conn.autocommit(True)
+        workload(conn, t, 10, nid, random.Random(5))
+    finally:
+        conn.close()
+    final = run_pipeline(cfg, until_caught_up=True, interval=0.1)
+    assert final["error"] is None, final
+    assert_equal(mariadb, postgres, f"copy_{name}", t)
 
 
 def kill_9_when(actor: str, check: Any, timeout: float = 60) -> None:
