@@ -125,7 +125,8 @@ class PostgresSink(Sink):
     def open(self) -> None:
         o = self.options
         try:
-            self.conn = psycopg.connect(o.dsn, connect_timeout=max(1, int(o.timeout_s)), autocommit=True)
+            self.conn = psycopg.connect(o.dsn, connect_timeout=max(1, int(o.timeout_s)), autocommit=True,
+                                        application_name=f"dbus-{self.pipeline}-{self.name}"[:63])
         except psycopg.Error as exc:
             raise DbusError(f"postgres sink {self.name}: cannot connect: {_reason(exc)}") from None
         # one writer per pipeline at a time: a restarted writer waits here until its predecessor's session

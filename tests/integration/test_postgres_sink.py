@@ -1,8 +1,9 @@
 """The `postgres` sink against a real MariaDB and PostgreSQL: a mysql pipeline's inserts, updates, primary-key
 changes, deletes, NULLs and common types end in a PostgreSQL table equal to the MariaDB table row for row;
-ADD/DROP COLUMN follow the source; other DDL stops the sink; kill -9 of the pipeline's actor mid-stream, then
-resume: still equal, every change applied once (an audit trigger on the target records each applied row
-version), and the bookkeeping checkpoint is the end of what was applied."""
+ADD/DROP COLUMN follow the source; other DDL stops the sink; an initial snapshot; kill -9 of the pipeline's
+actor mid-stream (once right after a commit, once while the sink's transaction is open), then resume: still
+equal, every change applied once (an audit trigger on the target records each applied row version), and
+the bookkeeping checkpoint is the end of what was applied."""
 
 from __future__ import annotations
 
@@ -207,6 +208,12 @@ def test_snapshot_then_stream_keeps_an_equal_copy(mariadb: Any, postgres: Any, t
     assert_equal(mariadb, postgres, f"copy_{name}", t)
 
 
+def open_transaction(pg: Any, application: str) -> bool:
+    with pg.connect() as conn:
+        return bool(conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND "
+                                 "xact_start IS NOT NULL AND state <> 'active'", (application,)).fetchone()[0])
+
+
 def kill_9_when(actor: str, check: Any, timeout: float = 60) -> None:
     """SIGKILL `actor`'s process at a moment `check()` is true (frozen with SIGSTOP while looking)."""
     pid = actor_pid(actor)
@@ -271,9 +278,12 @@ def test_kill_9_mid_stream_then_resume_applies_each_change_once(mariadb: Any, po
         writer.start()
         for kill in range(2):
             wait_for(lambda k=kill: rounds[0] >= 40 * (k + 1), 60, "the workload to go on")
-            before = PostgresCheckpointStore(name, postgres.conninfo()).load()
-            kill_9_when(actor_name(name, "reader"),
-                        lambda b=before: PostgresCheckpointStore(name, postgres.conninfo()).load() != b)
+            if kill == 0:  # right after a commit
+                before = PostgresCheckpointStore(name, postgres.conninfo()).load()
+                kill_9_when(actor_name(name, "reader"),
+                            lambda b=before: PostgresCheckpointStore(name, postgres.conninfo()).load() != b)
+            else:  # while the sink's transaction is open (rows staged or applied, not committed)
+                kill_9_when(actor_name(name, "reader"), lambda: open_transaction(postgres, f"dbus-{name}-pg"))
             pipeline.kill()
             pipeline = Pipeline(cfg)
             pipeline.start()
