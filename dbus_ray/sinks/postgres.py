@@ -354,8 +354,10 @@ def _reason(exc: BaseException) -> str:
 # ------------------------------------------------------------------ checkpoint store
 @checkpoint_store("postgres")
 class PostgresCheckpointStore(CheckpointStore):
-    """In the postgres sink's bookkeeping table, committed by the sink in each batch's transaction: `load()`
-    reads it, `save()` is a no-op (except for a checkpoint an operator sets, `dbus checkpoint set`)."""
+    """In the postgres sink's bookkeeping table, committed with each batch's rows.
+
+    `load()` reads it; `save()` is a no-op (the sink committed it already), except for a checkpoint an operator
+    sets (`dbus checkpoint set`), which it writes."""
 
     def __init__(self, pipeline: str, dsn: str, table: str = "public.dbus_checkpoints", timeout_s: float = 30.0):
         self.pipeline = pipeline
