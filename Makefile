@@ -1,5 +1,6 @@
 # The two commands of the README: `make demo` and `make test`. Each creates .venv when missing,
-# installs the package with its dev extra, installs Debian's mariadb-server when mariadbd is missing and
+# installs the package with its dev extra, installs Debian's mariadb-server when mariadbd is missing, postgresql
+# when initdb is missing and
 # default-jdk-headless and maven when java or mvn is missing, and fetches the Apache Kafka broker's jars
 # (dbus_ray/devstack/pom.xml) from Maven Central into ~/.cache/dbus-ray/kafka-<version>/.
 PYTHON ?= python3
@@ -8,7 +9,7 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: demo test unit bench chaos lint install mariadb java kafka clean peer-deps peer
+.PHONY: demo test unit bench chaos lint install mariadb postgres java kafka clean peer-deps peer
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,12 +17,18 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $@
 
-install: $(VENV)/.installed mariadb kafka
+install: $(VENV)/.installed mariadb postgres kafka
 
 mariadb:
 	@if ! command -v mariadbd >/dev/null 2>&1 && [ ! -x /usr/sbin/mariadbd ]; then \
 		$(SUDO) apt-get update -q && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q mariadb-server; \
+	fi
+
+postgres:  # the postgres sink's tests start a private PostgreSQL (initdb + postgres; Debian: /usr/lib/postgresql/<ver>/bin)
+	@if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		$(SUDO) apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q postgresql; \
 	fi
 
 java:

@@ -33,6 +33,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "stdout": "dbus_ray.sinks.stdout",
         "kafka": "dbus_ray.sinks.kafka",
         "parquet": "dbus_ray.sinks.parquet",
+        "postgres": "dbus_ray.sinks.postgres",
     },
     OPERATOR: {name: "dbus_ray.operators" for name in (
         "select", "filter", "regex", "rename", "drop_columns", "mask", "route", "split", "count")},
@@ -40,6 +41,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "file": "dbus_ray.checkpoints",
         "gcs": "dbus_ray.checkpoints",
         "kafka": "dbus_ray.kafka.checkpoints",
+        "postgres": "dbus_ray.sinks.postgres",
     },
 }
 

@@ -1,5 +1,5 @@
 """Fixtures shared by every test, each started on first use and once per session: one local Ray, a
-private MariaDB and an Apache Kafka broker (see `dbus_ray.devstack`)."""
+private MariaDB, an Apache Kafka broker and a PostgreSQL (see `dbus_ray.devstack`)."""
 
 from __future__ import annotations
 
@@ -53,6 +53,20 @@ def broker() -> Iterator[Broker]:
     get one partition; create a topic explicitly when the partition count or its configs matter.
     """
     server = Broker().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Any]:
+    """A private PostgreSQL (Debian's initdb + postgres, run as user postgres when we are root) on 127.0.0.1 and
+    a free port, trust authentication: ``postgres.conninfo()`` is the postgres sink's `dsn`, ``connect()`` a
+    superuser connection to database ``dbus_test``. Shared by the whole session: use your own schema names."""
+    from dbus_ray.devstack.postgres import PostgreSQL
+
+    server = PostgreSQL().start()
     try:
         yield server
     finally:
