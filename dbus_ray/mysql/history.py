@@ -138,3 +138,25 @@ def resume_point(ep: cn.Endpoint, info: cn.ServerInfo, cp: BinlogOffset, logs: l
                 "after %s%s", pipeline, here, cp.file, cp.offset, cp.server, cp.gtid_pos or "(empty)",
                 f", skipping the first {cp.skip} rows of {cp.gtid}" if cp.skip else "")
     return cp, cp.gtid_pos
+
+
+def binlog_refusal(text: str, where: str, server: str | None, file: str, pos: int, by_gtid: BinlogOffset | None,
+                   state: str | None) -> DbusError:
+    """The one-line error of a server that refused the binlog dump (its message `text`): connected by the
+    GTID `state` (that of the checkpoint or start `by_gtid`), or at `file:pos`."""
+    if by_gtid is not None:
+        taken = f" (the checkpoint's state, taken on server {by_gtid.server})" if by_gtid.server else ""
+        return DbusError(
+            f"{where} (server {server}) cannot resume by GTID after {state or '(empty)'}{taken}: "
+            f"{text.split('. ')[0]}; its history does not hold those transactions: {FIX}"
+        )
+    if "find first log" in text or "purged" in text.lower():
+        return DbusError(
+            f"binlog file {file} is no longer on {where} (purged?): restart from `start: earliest` or a snapshot "
+            "after removing the pipeline's checkpoint"
+        )
+    hint = ""
+    if "max_allowed_packet" in text or "bogus data" in text:
+        hint = (" (that position is not an event boundary: the binlog was reset, or the position is another "
+                f"server's; {FIX})")
+    return DbusError(f"the server {where} refused to send the binlog at {file}:{pos}: {text}{hint}")

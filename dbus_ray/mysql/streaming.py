@@ -24,7 +24,7 @@ from dbus_ray.mysql import events as et
 from dbus_ray.mysql import replica as rp
 from dbus_ray.mysql.batches import Segment, runs
 from dbus_ray.mysql.ddl import OSC_RE, DdlLayout, ddl_target, renamed_tables
-from dbus_ray.mysql.history import format_state, parse_state
+from dbus_ray.mysql.history import binlog_refusal, format_state, parse_state
 from dbus_ray.mysql.offset import BinlogOffset, binlog_index
 from dbus_ray.mysql.schema import TableSchema
 
@@ -261,25 +261,8 @@ class BinlogStream:
 
     def _binlog_error(self, exc: BaseException) -> DbusError:
         text = str(exc.args[1] if len(exc.args) > 1 else exc).splitlines()[0]
-        if self.resume_gtid is not None and self.resume is not None:
-            taken = f", taken on server {self.resume.server}" if self.resume.server else ""
-            return DbusError(
-                f"{self.where} (server {self.server}) cannot resume by GTID after {self.resume_gtid or '(empty)'} (the "
-                f"checkpoint's state{taken}): {text.split('. ')[0]}; its history does not hold the checkpoint's "
-                "transactions: set a position with `dbus checkpoint set`, or remove the pipeline's checkpoint and "
-                "snapshot"
-            )
-        if "find first log" in text or "purged" in text.lower():
-            return DbusError(
-                f"binlog file {self.file} is no longer on {self.where} (purged?): restart from "
-                "`start: earliest` or a snapshot after removing the pipeline's checkpoint"
-            )
-        hint = ""
-        if "max_allowed_packet" in text or "bogus data" in text:
-            hint = (" (that position is not an event boundary: the binlog was reset, or the position is from another "
-                    "server; set one with `dbus checkpoint set`, or snapshot)")
-        return DbusError(f"the server {self.where} refused to send the binlog at {self.file}:{self.next_pos}: "
-                         f"{text}{hint}")
+        by_gtid = self.resume if self.resume_gtid is not None else None  # still before its first transaction
+        return binlog_refusal(text, self.where, self.server, self.file, self.next_pos, by_gtid, self.resume_gtid)
 
     # ------------------------------------------------------------------ events
     def _handle(self, ev: rp.RawEvent) -> None:
