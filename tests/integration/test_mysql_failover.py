@@ -378,3 +378,34 @@ def test_old_checkpoints_without_history_fields_still_resume(lone: MariaDB) -> N
         src.close()
     assert [r["after"]["id"] for r in rows] == [10, 11]
     assert cp["server"] == "1" and cp["gtid_pos"] == "0-1-8"
+
+
+def test_pipeline_after_reset_master_stops_with_one_line(lone: MariaDB, ray_session: None, tmp_path: Path) -> None:
+    from dbus_ray.pipeline import Pipeline, run_pipeline
+
+    t = table_name("resetpipe")
+    _history(lone, t)
+    name = f"reset-{uuid.uuid4().hex[:6]}"
+    cfg = parse_config({
+        "name": name,
+        "source": {"type": "mysql", "dsn": lone.dsn, "start": "earliest", "include": [f"{DB}.{t}"],
+                   "server_id": 7321},
+        "sinks": [{"name": "count", "type": "null"}],
+        "data_dir": str(tmp_path / "data"),
+    }, f"{name}.yaml", {})
+    final = run_pipeline(cfg, until_caught_up=True, interval=0.1)
+    assert final["error"] is None and final["rows_delivered"] == 6, final
+    cp = final["checkpoint"]["source"]
+    conn = lone.root_connect(DB)
+    try:
+        execute(conn, "RESET MASTER")
+    finally:
+        conn.close()
+    pipeline = Pipeline(cfg)
+    with pytest.raises(DbusError) as info:
+        pipeline.start()
+    pipeline.kill()
+    text = str(info.value)
+    assert "\n" not in text and text.startswith(f"pipeline {name} cannot start: "), text
+    assert f"{cp['file']}:{cp['offset']} is not an event boundary there" in text and "RESET MASTER" in text, text
+    assert "max_allowed_packet" not in text and "dbus checkpoint set" in text, text
