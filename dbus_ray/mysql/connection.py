@@ -99,6 +99,11 @@ class ServerInfo:
     warnings: list[str] = field(default_factory=list)
 
     @property
+    def server(self) -> str | None:
+        """Whose binlog this is: MySQL `@@server_uuid`, MariaDB `@@server_id` (as a string)."""
+        return self.variables.get("server_uuid") or self.variables.get("server_id") or None
+
+    @property
     def has_row_metadata(self) -> bool:
         return self.variables.get("binlog_row_metadata", "").upper() == "FULL"
 
@@ -178,7 +183,8 @@ def preflight(conn: pymysql.connections.Connection, ep: Endpoint, schema_history
         version = str(cur.fetchone()[0])
         cur.execute(
             "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('log_bin', 'binlog_format', 'binlog_row_image', "
-            "'binlog_row_metadata', 'gtid_binlog_pos', 'gtid_executed', 'gtid_mode', 'binlog_checksum')"
+            "'binlog_row_metadata', 'gtid_binlog_pos', 'gtid_executed', 'gtid_mode', 'binlog_checksum', "
+            "'server_id', 'server_uuid')"
         )
         variables = {str(k).lower(): str(v) for k, v in cur.fetchall()}
         cur.execute("SHOW GRANTS")

@@ -2,16 +2,21 @@
 JSON form (`to_dict` / `from_dict`), and the order of binlog positions (`position_key`).
 
 Checkpoint (opaque to the bus, one per RowBatch, handed back to `open`), keys in this order:
-`{"file": "binlog.000042", "offset": 1234, "skip": 3, "gtid": "0-1-77", "selected": {...},
-"schema_history": [...], "fences": {...}}`. `offset` is always a transaction boundary: the position of
-the GTID/BEGIN event of the transaction in progress when the batch ended inside one (and `skip` counts
+`{"file": "binlog.000042", "offset": 1234, "skip": 3, "gtid": "0-1-77", "gtid_pos": "0-1-76", "server": "1",
+"selected": {...}, "schema_history": [...], "fences": {...}}`. `offset` is always a transaction boundary: the
+position of the GTID/BEGIN event of the transaction in progress when the batch ended inside one (and `skip` counts
 the rows of that transaction already emitted), else the position after the last transaction read
 (`skip` 0). So a resume never starts between a TABLE_MAP and its ROWS event and neither loses nor
 duplicates a row. `gtid` is the GTID of that transaction (or of the last one read), for information.
-The last three keys are there only when they apply: `selected` the include/exclude the checkpoint was
-taken under (unless `snapshot: never`), `schema_history` the table definitions a resume needs
-(`dbus_ray.mysql.schema_history`), `fences` the chunk positions of a parallel snapshot the stream has
-not passed yet (`dbus_ray.mysql.snapshot.parallel.Fences`).
+`gtid_pos` (MariaDB) is the GTID state at `offset`, one `domain-server-seq` per domain, as
+`BINLOG_GTID_POS(file, offset)` gives it: the transactions before the offset; `server` is the identity
+of the server whose binlog `file:offset` is in (MariaDB `@@server_id`, MySQL `@@server_uuid`). With
+them a resume checks the position against the server's history and, on another server (a promoted
+replica), resumes by GTID (`dbus_ray.mysql.history`); checkpoints without them (older ones, `dbus
+checkpoint set`) load and resume by `file:offset`. The last three keys are there only when they apply:
+`selected` the include/exclude the checkpoint was taken under (unless `snapshot: never`), `schema_history` the
+table definitions a resume needs (`dbus_ray.mysql.schema_history`), `fences` the chunk positions of a parallel
+snapshot the stream has not passed yet (`dbus_ray.mysql.snapshot.parallel.Fences`).
 
 A snapshot in progress checkpoints `{"snapshot": {...}}` instead (`is_snapshot`; see
 `dbus_ray.mysql.snapshot.serial`).
@@ -42,6 +47,10 @@ def is_snapshot(checkpoint: dict[str, Any] | None) -> bool:
     return bool(checkpoint) and "snapshot" in checkpoint  # type: ignore[operator]
 
 
+def _opt_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
 @dataclass(frozen=True)
 class BinlogOffset:
     """Where a resume starts: the transaction at `file:offset`, skipping its first `skip` rows."""
@@ -53,6 +62,8 @@ class BinlogOffset:
     selected: dict[str, list[str]] | None = None
     schema_history: list[list[Any]] | None = None
     fences: dict[str, Any] | None = None
+    gtid_pos: str | None = None
+    server: str | None = None
 
     @classmethod
     def from_dict(cls, checkpoint: dict[str, Any]) -> BinlogOffset:
@@ -65,6 +76,8 @@ class BinlogOffset:
             selected if isinstance(selected, dict) else None,
             checkpoint.get("schema_history"),
             checkpoint.get("fences"),
+            _opt_str(checkpoint.get("gtid_pos")),
+            _opt_str(checkpoint.get("server")),
         )
 
     @classmethod
@@ -77,6 +90,10 @@ class BinlogOffset:
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"file": self.file, "offset": self.offset, "skip": self.skip, "gtid": self.gtid}
+        if self.gtid_pos is not None:
+            out["gtid_pos"] = self.gtid_pos
+        if self.server is not None:
+            out["server"] = self.server
         if self.selected is not None:
             out["selected"] = self.selected
         if self.schema_history is not None:

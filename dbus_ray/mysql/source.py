@@ -24,6 +24,7 @@ from dbus_ray.errors import DbusError
 from dbus_ray.model import RowBatch
 from dbus_ray.mysql import connection as cn
 from dbus_ray.mysql.ddl import OSC_RE
+from dbus_ray.mysql.history import resume_point, state_at
 from dbus_ray.mysql.keys import MessageKeys
 from dbus_ray.mysql.offset import BinlogOffset, binlog_index, is_snapshot
 from dbus_ray.mysql.options import MysqlOptions, parse_dsn, parse_start
@@ -94,8 +95,8 @@ class MysqlSource(Source):
             self._open_snapshot(None, logs)
             return
         gtid: str | None = None
-        if checkpoint:
-            start = BinlogOffset.from_dict(checkpoint)
+        if checkpoint:  # checked against the server's history; on another server, by GTID
+            start, gtid = resume_point(self.ep, info, BinlogOffset.from_dict(checkpoint), logs, self.pipeline)
             what = "checkpoint"
         else:
             kind, value = parse_start(o.start)
@@ -109,23 +110,31 @@ class MysqlSource(Source):
             elif kind == "position":
                 start = BinlogOffset(*value)
             else:
-                start, gtid = BinlogOffset("", 0), value
-        if not gtid:
+                start, gtid = BinlogOffset("", 0, gtid_pos=value if info.mariadb else None), value
+        if gtid is None:
             if o.snapshot == "when_needed" and start.file not in dict(logs):
                 log.warning("[%s] binlog file %s (%s) is no longer on %s: snapshot (snapshot: when_needed)",
                             self.pipeline, start.file, what, self.where)
                 self._open_snapshot(None, logs)
                 return
             self._check_position(start.file, start.offset, logs, what)
+            start = self._with_state(start, what)
         target = (binlog_index(info.file), info.position)
         self.stream = BinlogStream(self.pipeline, self.ep, info, self.server_id, self.identity, self.schema,
                                    start.with_(selected=None, schema_history=None, fences=None), target, gtid)
+        if checkpoint and gtid is not None:  # resuming by GTID: the server checks its history now
+            try:
+                self.stream.connect_now()
+            except BaseException:
+                self.close()
+                raise
         if start.fences:  # taken while the stream ran behind a parallel snapshot's fences
             self.snap = Fenced(Fences(start.fences), time.time())
         if checkpoint and self.snap is None:
             self._snapshot_new_tables(checkpoint.get("selected"))
-        log.info("[%s] mysql source at %s:%s (skip %s) on %s, server_id %s", self.pipeline, start.file, start.offset,
-                 start.skip, self.where, self.server_id)
+        at = f"GTID state {gtid or '(empty)'}" if gtid is not None else f"{start.file}:{start.offset}"
+        skip = f" (skip {start.skip} rows of {start.gtid or 'its transaction'})" if start.skip else ""
+        log.info("[%s] mysql source at %s%s on %s, server_id %s", self.pipeline, at, skip, self.where, self.server_id)
 
     def close(self) -> None:
         if self.snap is not None:
@@ -145,6 +154,24 @@ class MysqlSource(Source):
             )
         if offset < 4 or offset > sizes[file]:
             raise DbusError(f"binlog position {file}:{offset} ({what}) is beyond the end of {file} on {self.where}")
+
+    def _with_state(self, start: BinlogOffset, what: str) -> BinlogOffset:
+        """`start` with the server's identity and (MariaDB) the GTID state at its position; a position that is
+        not an event boundary is refused."""
+        assert self.info is not None
+        if not self.info.mariadb:
+            return start.with_(server=self.info.server)
+        if start.gtid_pos is not None and start.server == self.info.server:  # checked by resume_point
+            return start
+        conn = cn.connect(self.ep)
+        try:
+            state = state_at(conn, start.file, start.offset)
+        finally:
+            conn.close()
+        if state is None:
+            raise DbusError(f"binlog position {start.file}:{start.offset} ({what}) is not the start of an event on "
+                            f"{self.where}: give the position of a transaction (SHOW BINLOG EVENTS)")
+        return start.with_(gtid_pos=state, server=self.info.server)
 
     # ------------------------------------------------------------------ checkpoints and state
     def checkpoint(self, at: BinlogOffset | None = None) -> dict[str, Any]:
@@ -207,7 +234,7 @@ class MysqlSource(Source):
         parts = snap.read(max_rows)
         if snap.done:
             state = snap.state
-            at = BinlogOffset(state["file"], state["offset"], 0, state.get("gtid"))
+            at = self._stream_after_snapshot(BinlogOffset(state["file"], state["offset"], 0, state.get("gtid")))
             checkpoint = self.checkpoint(at)
             self.snap_progress = snap.progress()
             snap.close()
@@ -215,7 +242,6 @@ class MysqlSource(Source):
             if "fences" in state:
                 checkpoint["fences"] = state["fences"]
                 self.snap = Fenced(Fences(state["fences"]), float(state.get("ts") or snap.ts), self.snap_progress)
-            self._stream_after_snapshot(at)
             log.info("[%s] snapshot done: %s", self.pipeline, self.snap_progress)
         else:
             checkpoint = {"snapshot": snap.checkpoint_state()}
@@ -277,8 +303,9 @@ class MysqlSource(Source):
             self.snap = None
             raise
 
-    def _stream_after_snapshot(self, at: BinlogOffset) -> None:
-        """Start the binlog stream at the snapshot's position; caught up means up to where the server is now."""
+    def _stream_after_snapshot(self, at: BinlogOffset) -> BinlogOffset:
+        """Start the binlog stream at the snapshot's position (returned with its GTID state); caught up means up
+        to where the server is now."""
         conn = cn.connect(self.ep)
         try:
             logs = cn.binary_logs(conn, self.ep)
@@ -286,9 +313,11 @@ class MysqlSource(Source):
         finally:
             conn.close()
         self._check_position(at.file, at.offset, logs, "snapshot position")
+        at = self._with_state(at, "snapshot position")
         assert self.info is not None and self.schema is not None
         self.stream = BinlogStream(self.pipeline, self.ep, self.info, self.server_id, self.identity, self.schema,
                                    at, (binlog_index(now[0]), now[1]))
+        return at
 
     def backfill(self, tables: list[str], where: str | None = None) -> dict[str, Any]:
         """Ask for an on-demand snapshot of `tables` (db.table) while the stream runs, of the rows `where`

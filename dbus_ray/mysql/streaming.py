@@ -24,6 +24,7 @@ from dbus_ray.mysql import events as et
 from dbus_ray.mysql import replica as rp
 from dbus_ray.mysql.batches import Segment, runs
 from dbus_ray.mysql.ddl import OSC_RE, DdlLayout, ddl_target, renamed_tables
+from dbus_ray.mysql.history import binlog_refusal, format_state, parse_state
 from dbus_ray.mysql.offset import BinlogOffset, binlog_index
 from dbus_ray.mysql.schema import TableSchema
 
@@ -43,6 +44,7 @@ class _Txn:
     began: bool  # inside BEGIN ... COMMIT (else ends after its one statement)
     skip: int = 0  # rows already emitted before a resume
     rows: int = 0  # rows of included tables seen so far
+    before: str | None = None  # the GTID state before it (MariaDB)
 
     @property
     def txid(self) -> str:
@@ -50,8 +52,10 @@ class _Txn:
 
 
 class BinlogStream:
-    """Reads the binlog from `start` (or, with `gtid`, from a GTID set); `target` is the position (file
-    index, offset) the server was at when the stream opened: caught up means at or past it."""
+    """Reads the binlog from `start` (or, with `gtid`, from a GTID set: until the first transaction comes,
+    the offset stays `start`, and its `skip` applies to the transaction `start.gtid`); `target` is the
+    position (file index, offset) the server was at when the stream opened: caught up means at or past
+    it. On MariaDB it follows the GTID state (`gtid_pos` of the offsets) from `start.gtid_pos` or `gtid`."""
 
     def __init__(self, pipeline: str, ep: cn.Endpoint, info: cn.ServerInfo, server_id: int, identity: str,
                  schema: TableSchema, start: BinlogOffset, target: tuple[int, int], gtid: str | None = None) -> None:
@@ -68,23 +72,35 @@ class BinlogStream:
         self._index_of: tuple[str, int] = ("", 0)
         self.replica: rp.Replica | None = None
         self.txn: _Txn | None = None
-        self.resume: tuple[str, int, int] | None = None
+        self.resume: BinlogOffset | None = None  # where it started, until the stream reaches it
+        self.resume_gtid: str | None = None  # connected by this GTID state
+        self._skip_gtid: tuple[str, int] | None = None
+        self.server = info.server
+        self.gtid_state: dict[str, str] | None = None
+        self._state_text: str | None = None
         self.last_gtid = start.gtid
         self.idle = False
         self.reached = False
         self.last_ts = 0.0
         self.file, self.next_pos = start.file, start.offset
         self.refused: et.RefusedEvent | None = None  # an event it cannot read, raised once the rows before it are out
-        self._start(start.file, start.offset, start.skip, gtid)
+        self._peeked: rp.RawEvent | None = None  # read by `connect_now`, handed out first
+        self._start(start, gtid)
 
-    def _start(self, file: str, offset: int, skip: int, gtid: str | None = None) -> None:
+    def _start(self, start: BinlogOffset, gtid: str | None = None) -> None:
         settings = self.ep.settings()
         settings["read_timeout"] = READ_TIMEOUT_SECONDS
-        self.replica = rp.Replica(settings, self.server_id, self.identity, HEARTBEAT_SECONDS, file, offset, gtid,
-                                  mariadb=self.info.mariadb, row_metadata=self.info.has_row_metadata)
+        self.replica = rp.Replica(settings, self.server_id, self.identity, HEARTBEAT_SECONDS, start.file,
+                                  start.offset, gtid, mariadb=self.info.mariadb,
+                                  row_metadata=self.info.has_row_metadata)
         self.txn = None
         self.schema.by_table_id = {}
-        self.resume = (file, offset, skip) if skip else None
+        self.resume_gtid = gtid
+        self.resume = start if start.skip or gtid is not None else None
+        self._skip_gtid = (start.gtid, start.skip) if gtid is not None and start.skip and start.gtid else None
+        state = gtid if gtid is not None else start.gtid_pos
+        self.gtid_state = parse_state(state) if self.info.mariadb and state is not None else None
+        self._state_text = None
 
     def close(self) -> None:
         if self.replica is not None:
@@ -96,14 +112,22 @@ class BinlogStream:
         """Where to resume so that every row handed out so far is skipped and no other."""
         if self.pending:
             seg = self.pending[0]
-            return BinlogOffset(seg.tfile, seg.toffset, seg.index, seg.gtid)
+            return BinlogOffset(seg.tfile, seg.toffset, seg.index, seg.gtid, gtid_pos=seg.before_state,
+                                server=self.server)
         txn = self.txn
         if txn is not None:
-            return BinlogOffset(txn.file, txn.offset, txn.rows, txn.gtid)
+            return BinlogOffset(txn.file, txn.offset, txn.rows, txn.gtid, gtid_pos=txn.before, server=self.server)
         if self.resume is not None:
-            file, offset, skip = self.resume
-            return BinlogOffset(file, offset, skip, self.last_gtid)
-        return BinlogOffset(self.file, self.next_pos, 0, self.last_gtid)
+            return self.resume
+        return BinlogOffset(self.file, self.next_pos, 0, self.last_gtid, gtid_pos=self._state(), server=self.server)
+
+    def _state(self) -> str | None:
+        """The GTID state after the last transaction read (MariaDB), None when not followed."""
+        if self.gtid_state is None:
+            return None
+        if self._state_text is None:
+            self._state_text = format_state(self.gtid_state)
+        return self._state_text
 
     def between_transactions(self) -> bool:
         """Nothing pending and no transaction open: the offset is the position after the last commit."""
@@ -176,7 +200,15 @@ class BinlogStream:
         self.pending_rows -= got
         return out
 
+    def connect_now(self) -> None:
+        """Connect and read the first event now (kept for `read`): a server that cannot send the binlog
+        from the start (a GTID state not in its history) says so at open, not at the first poll."""
+        self._peeked = self._fetch()
+
     def _fetch(self) -> rp.RawEvent | None:
+        if self._peeked is not None:
+            event, self._peeked = self._peeked, None
+            return event
         attempt = 0
         while True:
             try:
@@ -200,6 +232,7 @@ class BinlogStream:
                         f"({RECONNECT_ATTEMPTS} attempts): {why}"
                     ) from None
                 cp = self.offset()
+                by_gtid = self.resume_gtid if self.resume is not None else None  # before its first transaction
                 self.pending = []
                 self.pending_rows = 0
                 self.close()
@@ -207,8 +240,9 @@ class BinlogStream:
                 log.warning("[%s] binlog connection to %s lost (%s); reconnecting in %.1fs from %s", self.pipeline,
                             self.where, type(exc).__name__, delay, cp.to_dict())
                 time.sleep(delay)
-                self.file, self.next_pos = cp.file, cp.offset
-                self._start(cp.file, cp.offset, cp.skip)
+                if by_gtid is None:
+                    self.file, self.next_pos = cp.file, cp.offset
+                self._start(cp, by_gtid)
 
     def _server_id_clash(self) -> DbusError:
         """Another replica connected with this reader's server_id and the server ended this connection:
@@ -227,12 +261,8 @@ class BinlogStream:
 
     def _binlog_error(self, exc: BaseException) -> DbusError:
         text = str(exc.args[1] if len(exc.args) > 1 else exc).splitlines()[0]
-        if "find first log" in text or "purged" in text.lower():
-            return DbusError(
-                f"binlog file {self.file} is no longer on {self.where} (purged?): restart from "
-                "`start: earliest` or a snapshot after removing the pipeline's checkpoint"
-            )
-        return DbusError(f"the server {self.where} refused to send the binlog at {self.file}:{self.next_pos}: {text}")
+        by_gtid = self.resume if self.resume_gtid is not None else None  # still before its first transaction
+        return binlog_refusal(text, self.where, self.server, self.file, self.next_pos, by_gtid, self.resume_gtid)
 
     # ------------------------------------------------------------------ events
     def _handle(self, ev: rp.RawEvent) -> None:
@@ -318,22 +348,33 @@ class BinlogStream:
                 after = None if after is None else [c[start:] for c in after]
             self.pending.append(
                 Segment(layout, op, before, after, n - start, self.file, offset, txn.gtid, first + start,
-                        txn.txid, float(ev.timestamp), txn.file, txn.offset, absent)
+                        txn.txid, float(ev.timestamp), txn.file, txn.offset, absent, txn.before)
             )
             self.pending_rows += n - start
         if not txn.began:
             self._end()
 
     def _begin(self, offset: int, gtid: str | None, began: bool) -> _Txn:
-        txn = self.txn = _Txn(self.file, offset, gtid, began)
-        if self.resume and self.resume[:2] == (self.file, offset):
-            txn.skip = self.resume[2]
-            self.resume = None
+        txn = self.txn = _Txn(self.file, offset, gtid, began, before=self._state())
+        resume = self.resume
+        if resume is not None:
+            if self.resume_gtid is not None:  # the first transaction by GTID: positions are this server's now
+                self.resume = None
+            elif resume.file == self.file and resume.offset == offset:
+                txn.skip = resume.skip
+                self.resume = None
+        if self._skip_gtid is not None and gtid == self._skip_gtid[0]:
+            txn.skip = self._skip_gtid[1]
+            self._skip_gtid = None
         return txn
 
     def _end(self) -> None:
-        if self.txn is not None and self.txn.gtid:
-            self.last_gtid = self.txn.gtid
+        txn = self.txn
+        if txn is not None and txn.gtid:
+            self.last_gtid = txn.gtid
+            if self.gtid_state is not None:
+                self.gtid_state[txn.gtid.split("-", 1)[0]] = txn.gtid
+                self._state_text = None
         self.txn = None
 
     def _statement(self, sql: str, schema: str, ts: float, offset: int) -> None:
@@ -363,7 +404,7 @@ class BinlogStream:
                 if index >= txn.skip:
                     self.pending.append(
                         Segment(DdlLayout(db, table), "ddl", None, [[sql]], 1, self.file, offset, txn.gtid, index,
-                                txn.txid, ts, txn.file, txn.offset)
+                                txn.txid, ts, txn.file, txn.offset, None, txn.before)
                     )
                     self.pending_rows += 1
         if not txn.began:

@@ -177,7 +177,7 @@ def test_composite_and_unique_keys_page_in_chunks(mariadb: Any, root: Any) -> No
     assert progress["rows"] == 91 + 50
     # checkpoints: snapshot state while it runs, the binlog position with the last row
     assert "snapshot" in batches[0].checkpoint
-    assert set(batches[-1].checkpoint) - {"selected"} == {"file", "offset", "skip", "gtid"}
+    assert set(batches[-1].checkpoint) - {"selected"} == {"file", "offset", "skip", "gtid", "gtid_pos", "server"}
 
 
 def test_resume_from_each_checkpoint_of_a_binary_and_composite_key(mariadb: Any, root: Any) -> None:
@@ -313,7 +313,7 @@ def test_initial_snapshot_then_stream_with_racing_writes(
         watcher.join()
     assert not errors, errors
     assert final["error"] is None and final["state"] == "stopped"
-    assert set(final["checkpoint"]["source"]) - {"selected"} == {"file", "offset", "skip", "gtid"}
+    assert set(final["checkpoint"]["source"]) - {"selected"} == {"file", "offset", "skip", "gtid", "gtid_pos", "server"}
     final = run_pipeline(cfg, until_caught_up=True, interval=0.1)  # the changes after the first run caught up
     assert final["error"] is None
 
@@ -370,7 +370,7 @@ def test_resume_after_stop_mid_snapshot(mariadb: Any, root: Any, ray_session: No
     )
     final = run_pipeline(cfg, until_caught_up=True, interval=0.05)
     assert final["error"] is None
-    assert set(final["checkpoint"]["source"]) - {"selected"} == {"file", "offset", "skip", "gtid"}
+    assert set(final["checkpoint"]["source"]) - {"selected"} == {"file", "offset", "skip", "gtid", "gtid_pos", "server"}
     rows = read_jsonl(out)
     second = rows[first_rows:]
     # each row is read once over both runs; the unfinished table went on after its last key

@@ -112,7 +112,8 @@ def test_parallel_snapshot_with_racing_writes_survives_a_worker_kill(
     assert progress["parallelism"] == 2 and progress["worker_restarts"] >= 1, progress
     final = run_pipeline(cfg, until_caught_up=True, interval=0.1)  # the changes after the first run caught up
     assert final["error"] is None
-    assert set(final["checkpoint"]["source"]) - {"selected"} == {"file", "offset", "skip", "gtid"}  # fences lifted
+    # fences lifted
+    assert set(final["checkpoint"]["source"]) - {"selected"} == {"file", "offset", "skip", "gtid", "gtid_pos", "server"}
 
     rows = snap.read_jsonl(out)
     reads = [r for r in rows if r["op"] == "read"]
