@@ -10,7 +10,10 @@ time by ``make install``.  Each broker gets its own temp dir (``server.propertie
 Settings for a one-broker cluster: replication factor 1 and min ISR 1 for the internal topics
 (consumer offsets, transaction state, share-group state), one partition each (fewer files, faster
 first group or transaction), ``group.initial.rebalance.delay.ms=0`` (a group joins at once), no time-based
-retention by default (tests write messages with timestamps of days ago; a topic's ``retention.ms`` still applies).
+retention by default (tests write messages with timestamps of days ago; a topic's ``retention.ms`` still applies),
+a log cleaner that looks for work every second (``log.cleaner.backoff.ms``; compaction otherwise uses the broker's
+defaults: cleaner on, one thread, the topic's ``segment.ms``, ``min.cleanable.dirty.ratio`` and
+``delete.retention.ms`` decide when a log is compacted and its tombstones go).
 Topics created by a client (auto-create or ``create_topics``) are real Kafka topics: their configs
 (``max.message.bytes``, ``cleanup.policy``, ...) are enforced by the broker.
 """
@@ -200,6 +203,7 @@ class Broker(_Component):
             "share.coordinator.state.topic.min.isr": 1,
             "group.initial.rebalance.delay.ms": 0,
             "log.retention.ms": -1,  # a dev broker keeps every message, however old its timestamp
+            "log.cleaner.backoff.ms": 1000,  # an idle cleaner looks for compactable logs every second (not 15 s)
             **self.config,
         }
 
