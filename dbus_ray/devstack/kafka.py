@@ -127,8 +127,12 @@ def kafka_libs() -> Path:
 
 
 def _cluster_id() -> str:
-    """A random cluster id in Kafka's form (base64url of a UUID, no padding)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    """A random cluster id in Kafka's form (base64url of a UUID, no padding), never starting with ``-``
+    (like Kafka's own ``Uuid.randomUuid``: the storage tool would take it for an option)."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cid.startswith("-"):
+            return cid
 
 
 class Broker(_Component):
