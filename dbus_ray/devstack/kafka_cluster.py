@@ -74,6 +74,7 @@ class ClusterNode(Broker):
         if self.running:
             raise DevStackError(f"kafka node {self.node_id} is already running (pid {self.pid})")
         argv = self._java_argv(java, libs, self.heap, "kafka.Kafka", str(self.properties_path))
+        argv.insert(2, "-XX:TieredStopAtLevel=1")  # three JVMs starting on few cores: no optimizing compiler
         self._proc = self._spawn(argv, self.base_dir / "broker.out")
 
     def kill(self) -> None:
