@@ -45,7 +45,8 @@ demo: install
 
 test: install lint  # lint first: CI fails on a ruff finding as on a failing test
 	$(PY) -m pytest -q tests/unit tests/integration tests/chaos
-	$(PY) -m pytest -q tests/cluster  # its own process: it starts a multi-node Ray cluster
+	$(PY) -m pytest -q tests/cluster/test_cluster.py  # its own process: it starts a multi-node Ray cluster
+	$(PY) -m pytest -q -s tests/cluster/test_kafka_cluster.py  # its own process: three Kafka brokers, own Ray; prints recovery times
 
 unit: install  # the fast tests alone (no MariaDB, broker or Ray started): a few seconds
 	$(PY) -m pytest -q tests/unit

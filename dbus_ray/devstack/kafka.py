@@ -10,7 +10,10 @@ time by ``make install``.  Each broker gets its own temp dir (``server.propertie
 Settings for a one-broker cluster: replication factor 1 and min ISR 1 for the internal topics
 (consumer offsets, transaction state, share-group state), one partition each (fewer files, faster
 first group or transaction), ``group.initial.rebalance.delay.ms=0`` (a group joins at once), no time-based
-retention by default (tests write messages with timestamps of days ago; a topic's ``retention.ms`` still applies).
+retention by default (tests write messages with timestamps of days ago; a topic's ``retention.ms`` still applies),
+a log cleaner that looks for work every second (``log.cleaner.backoff.ms``; compaction otherwise uses the broker's
+defaults: cleaner on, one thread, the topic's ``segment.ms``, ``min.cleanable.dirty.ratio`` and
+``delete.retention.ms`` decide when a log is compacted and its tombstones go).
 Topics created by a client (auto-create or ``create_topics``) are real Kafka topics: their configs
 (``max.message.bytes``, ``cleanup.policy``, ...) are enforced by the broker.
 """
@@ -124,8 +127,12 @@ def kafka_libs() -> Path:
 
 
 def _cluster_id() -> str:
-    """A random cluster id in Kafka's form (base64url of a UUID, no padding)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    """A random cluster id in Kafka's form (base64url of a UUID, no padding), never starting with ``-``
+    (like Kafka's own ``Uuid.randomUuid``: the storage tool would take it for an option)."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cid.startswith("-"):
+            return cid
 
 
 class Broker(_Component):
@@ -200,6 +207,7 @@ class Broker(_Component):
             "share.coordinator.state.topic.min.isr": 1,
             "group.initial.rebalance.delay.ms": 0,
             "log.retention.ms": -1,  # a dev broker keeps every message, however old its timestamp
+            "log.cleaner.backoff.ms": 1000,  # an idle cleaner looks for compactable logs every second (not 15 s)
             **self.config,
         }
 

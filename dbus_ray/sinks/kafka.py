@@ -5,6 +5,8 @@
 - key: the primary key (or the `key` columns) as a JSON object, e.g. `{"id":42}`; partitioned with
   murmur2 (`partitioner: murmur2_random`, Java's default), so one key always lands in one partition and
   keeps its order;
+- `tombstones: true` (for compacted topics): a delete is followed by a tombstone (the key, a null value),
+  and an update that changes the key is preceded by a tombstone of the old key;
 - headers: `op`, `db`, `table` and `position` (the row's source position as compact JSON:
   `{"file":..,"offset":..,"gtid":..,"index":..}`).
 
@@ -112,6 +114,7 @@ class KafkaOptions:
     delivery_timeout_ms: int = 120_000  # a message not acknowledged by then fails the write
     timeout_s: float = 30.0  # broker metadata, topic creation and transaction calls
     checkpoint_topic: str = CHECKPOINT_TOPIC  # exactly_once: where the checkpoint commits with the rows
+    tombstones: bool = False  # a delete (and a key change's old key) is followed by a null-value message
     on_oversize: Literal["fail", "dead_letter"] = "fail"  # a row larger than producer message.max.bytes
     dead_letter_topic: str = "dbus.dead_letter"  # on_oversize dead_letter: where such rows are recorded
     dead_letter_payload_bytes: int = 1024  # how much of the oversize value the dead-letter record keeps
@@ -140,6 +143,8 @@ class KafkaOptions:
                     raise Invalid(f"key[{i}]", "must not be empty")
         if self.key is not None and self.format in ("arrow", "raw"):
             raise Invalid("key", f"is not for format {self.format} (its message key is set by the format)")
+        if self.tombstones and self.format in ("arrow", "raw"):
+            raise Invalid("tombstones", f"is not for format {self.format} (a message there is not one row)")
         if self.schema_registry is not None and self.format != "avro":
             raise Invalid("schema_registry", "is for format avro only")
         if self.partitions < 1:
@@ -379,6 +384,7 @@ class KafkaSink(Sink):
         name = part.name
         ops: dict[str, bytes] = {}
         strings: dict[str | None, str] = {}  # file names and GTIDs repeat: encode each once
+        produced = 0  # tombstones
         for record, value in zip(records, values):
             if key_columns is None:
                 key = record["key"]
@@ -392,8 +398,16 @@ class KafkaSink(Sink):
             op = ops.get(record["op"]) or ops.setdefault(record["op"], record["op"].encode())
             headers = [("op", op), ("db", db), ("table", table), ("position", position.encode())]
             # a table without a key (and without message_key_columns): a null key, spread over partitions
+            before = record["before"] if self.options.tombstones and record["op"] == "update" else None
+            old = {k: before.get(k) for k in key_columns or part.key} if before else None
+            if old and old != key:  # tombstones: the old key is gone (compaction drops its messages)
+                self._produce(topic, None, dumpb(old), headers, position, name)
+                produced += 1
             self._produce(topic, value, dumpb(key) if key else None, headers, position, name)
-        return len(records)
+            if key and self.options.tombstones and record["op"] == "delete":
+                self._produce(topic, None, dumpb(key), headers, position, name)
+                produced += 1
+        return len(records) + produced
 
     def _produce(self, topic: str, value: bytes | None, key: bytes | None, headers: list | None, position: str,
                  table: str, **extra: Any) -> None:
