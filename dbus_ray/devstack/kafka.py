@@ -167,12 +167,6 @@ class Broker(_Component):
         self.start_seconds: float | None = None
 
     @property
-    def port(self) -> int:
-        if self._port is None:
-            raise DevStackError("kafka is not started")
-        return self._port
-
-    @property
     def bootstrap(self) -> str:
         """``127.0.0.1:PORT`` for ``bootstrap.servers``."""
         return f"{self.host}:{self.port}"

@@ -71,12 +71,6 @@ class MariaDB(_Component):
 
     # -- properties
     @property
-    def port(self) -> int:
-        if self._port is None:
-            raise DevStackError("mariadb is not started")
-        return self._port
-
-    @property
     def socket(self) -> str:
         return str(self.base_dir / "mysqld.sock")
 

@@ -70,12 +70,6 @@ class PostgreSQL(_Component):
         self._port: int | None = None
 
     @property
-    def port(self) -> int:
-        if self._port is None:
-            raise DevStackError("postgres is not started")
-        return self._port
-
-    @property
     def datadir(self) -> str:
         return str(self.base_dir / "data")
 

@@ -175,6 +175,7 @@ class _Component:
         self.detached = detached
         self._proc: subprocess.Popen[bytes] | None = None
         self._base_dir: Path | None = None
+        self._port: int | None = None
 
     # -- shared properties
     @property
@@ -182,6 +183,13 @@ class _Component:
         if self._base_dir is None:
             raise DevStackError(f"{self.name} is not started")
         return self._base_dir
+
+    @property
+    def port(self) -> int:
+        """The port it listens on (chosen when it starts, unless given)."""
+        if self._port is None:
+            raise DevStackError(f"{self.name} is not started")
+        return self._port
 
     @property
     def pid(self) -> int:

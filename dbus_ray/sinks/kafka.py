@@ -59,31 +59,27 @@ import base64
 import concurrent.futures
 import json
 import logging
-import string
 import time
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
+from dbus_ray.acks import Checkpoint
 from dbus_ray.errors import DbusError
 from dbus_ray.kafka.client import (
-    CHECKPOINT_TOPIC,
-    MANAGED,
     check_topic_name,
     client_config,
     create_topic,
     kafka_reason,
-    producer_config,
 )
 from dbus_ray.kafka.raw import raw_messages, raw_positions
+from dbus_ray.kafka.sink_options import KafkaOptions, sink_producer_config
 from dbus_ray.model import RowBatch, TableRows, dumpb, dumps
 from dbus_ray.registry import Sink, sink
 from dbus_ray.serializers import get_serializer
-from dbus_ray.serializers.debezium import DebeziumOptions, produce_debezium
+from dbus_ray.serializers.debezium import produce_debezium
 from dbus_ray.serializers.json import encode_json
-from dbus_ray.validation import Invalid
 
 log = logging.getLogger("dbus.kafka")
 
@@ -91,99 +87,9 @@ log = logging.getLogger("dbus.kafka")
 #: not those of the whole batch.
 SLICE_ROWS = 2048
 
-TEMPLATE_FIELDS = {"db", "table", "pipeline"}
-
-
-@dataclass
-class KafkaOptions:
-    bootstrap: str
-    topic: str = "dbus.{db}.{table}"  # fixed, or a template over {db}, {table}, {pipeline}
-    key: list[str] | None = None  # message key columns; null: the table's primary key
-    format: Literal["json", "avro", "raw", "arrow", "debezium"] = "json"  # arrow: a run a message; raw: mirror
-    debezium: DebeziumOptions = field(default_factory=DebeziumOptions)  # format debezium: its options
-    schema_registry: str | None = None  # avro only: Confluent wire format with this registry
-    delivery: Literal["at_least_once", "exactly_once"] = "at_least_once"
-    partitions: int = 6  # for topics the sink creates
-    replication_factor: int = -1  # for topics the sink creates; -1: the broker's default
-    create_topics: bool = True
-    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
-    batch_size: int = 1_000_000  # bytes per partition batch (librdkafka batch.size)
-    linger_ms: int = 5
-    retries: int = 2_147_483_647  # bounded in time by delivery_timeout_ms
-    retry_backoff_ms: int = 100
-    delivery_timeout_ms: int = 120_000  # a message not acknowledged by then fails the write
-    timeout_s: float = 30.0  # broker metadata, topic creation and transaction calls
-    checkpoint_topic: str = CHECKPOINT_TOPIC  # exactly_once: where the checkpoint commits with the rows
-    tombstones: bool = False  # a delete (and a key change's old key) is followed by a null-value message
-    on_oversize: Literal["fail", "dead_letter"] = "fail"  # a row larger than producer message.max.bytes
-    dead_letter_topic: str = "dbus.dead_letter"  # on_oversize dead_letter: where such rows are recorded
-    dead_letter_payload_bytes: int = 1024  # how much of the oversize value the dead-letter record keeps
-    producer: dict[str, Any] = field(default_factory=dict)  # more librdkafka producer settings
-
-    def __post_init__(self) -> None:
-        if not self.bootstrap.strip():
-            raise Invalid("bootstrap", "must not be empty")
-        try:
-            names = {name for _, name, _, _ in string.Formatter().parse(self.topic) if name is not None}
-        except ValueError as exc:
-            raise Invalid("topic", f"bad template {self.topic!r}: {exc}") from None
-        unknown = names - TEMPLATE_FIELDS
-        if unknown:
-            raise Invalid("topic", f"unknown template field {{{min(unknown)}}} (allowed: {{db}}, {{table}}, "
-                                   "{pipeline})")
-        if not names:
-            reason = check_topic_name(self.topic)
-            if reason:
-                raise Invalid("topic", f"topic {self.topic!r} {reason}")
-        if self.key is not None:
-            if not self.key:
-                raise Invalid("key", "must name at least one column (or be left out for the primary key)")
-            for i, column in enumerate(self.key):
-                if not column:
-                    raise Invalid(f"key[{i}]", "must not be empty")
-        if self.key is not None and self.format in ("arrow", "raw"):
-            raise Invalid("key", f"is not for format {self.format} (its message key is set by the format)")
-        if self.tombstones and self.format in ("arrow", "raw"):
-            raise Invalid("tombstones", f"is not for format {self.format} (a message there is not one row)")
-        if self.schema_registry is not None and self.format != "avro":
-            raise Invalid("schema_registry", "is for format avro only")
-        if self.partitions < 1:
-            raise Invalid("partitions", "must be at least 1")
-        if self.replication_factor == 0 or self.replication_factor < -1:
-            raise Invalid("replication_factor", "must be at least 1 (or -1 for the broker's default)")
-        for key in ("batch_size", "delivery_timeout_ms"):
-            if getattr(self, key) < 1:
-                raise Invalid(key, "must be at least 1")
-        for key in ("linger_ms", "retries", "retry_backoff_ms"):
-            if getattr(self, key) < 0:
-                raise Invalid(key, "must not be negative")
-        if self.timeout_s <= 0:
-            raise Invalid("timeout_s", "must be positive")
-        for key in ("checkpoint_topic", "dead_letter_topic"):
-            reason = check_topic_name(getattr(self, key))
-            if reason:
-                raise Invalid(key, f"topic {getattr(self, key)!r} {reason}")
-        if self.dead_letter_payload_bytes < 0:
-            raise Invalid("dead_letter_payload_bytes", "must not be negative")
-        for name in self.producer:
-            if name in MANAGED:
-                raise Invalid(f"producer.{name}", "is set by the sink (use its own option, e.g. compression)")
-
-
-def sink_producer_config(o: KafkaOptions, client_id: str) -> dict[str, Any]:
-    """The librdkafka settings of the sink's producer (without `transactional.id`)."""
-    return producer_config(o.bootstrap, o.producer, client_id, tuning={
-        "compression.type": o.compression,
-        "batch.size": o.batch_size,
-        "linger.ms": o.linger_ms,
-        "message.send.max.retries": o.retries,
-        "retry.backoff.ms": o.retry_backoff_ms,
-        "delivery.timeout.ms": o.delivery_timeout_ms,
-    })
-
-
 def checkpoint_record(pipeline: str, batch: RowBatch, sink_name: str) -> bytes:
-    return dumps({"source": batch.checkpoint, "seq": batch.seq, "time": time.time(), "sink": sink_name}).encode()
+    """The checkpoint committed in the transaction of `batch`'s rows (exactly-once): the position after it."""
+    return dumps({**Checkpoint(batch.checkpoint, batch.seq, time.time()).to_dict(), "sink": sink_name}).encode()
 
 
 @sink("kafka")
