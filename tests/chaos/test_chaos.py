@@ -2,7 +2,7 @@
 turn the reader, router, batcher and writer processes and the controller, stall the broker
 (SIGSTOP/SIGCONT), restart MariaDB (kill -9 and start in the first and every other round, a clean
 restart in the others) and drop the network between the reader and MariaDB (every connection reset,
-new ones refused for 2 s, through `dbus_ray.netfault`), kill -9 the controller and then a reader (the
+new ones refused for 2 s, through `tests.support.netfault`), kill -9 the controller and then a reader (the
 pipeline's DSN password is a `${VAR}` only the submitter knew), and make the topic refuse the writes of a
 batch for a moment (its `max.message.bytes` set to 100, then back: the sink fails one batch, then works; 100
 bytes still admits the ~80-byte transaction markers, so the failed transaction can be aborted).
@@ -53,8 +53,8 @@ from dbus_ray.devstack import MariaDB
 from dbus_ray.kafka import log as kafka_log
 from dbus_ray.kafka.checkpoints import KafkaCheckpointStore
 from dbus_ray.mysql.offset import binlog_index
-from dbus_ray.netfault import FaultProxy
-from dbus_ray.testing import actor_pid, execute, position, wait_for
+from tests.support.helpers import actor_pid, execute, position, wait_for
+from tests.support.netfault import FaultProxy
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 

@@ -18,7 +18,7 @@ import ray
 from ray.cluster_utils import Cluster
 
 from dbus_ray.actors.controller import get_controller
-from dbus_ray.testing import wait_for
+from tests.support.helpers import wait_for
 
 
 @pytest.fixture(scope="module")

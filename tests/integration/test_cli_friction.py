@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from dbus_ray.cli import app
 from dbus_ray.config import ConfigError, parse_config
-from dbus_ray.testing import wait_for
+from tests.support.helpers import wait_for
 
 
 def dbus_run(config: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -18,7 +18,7 @@ from dbus_ray.actors.controller import get_controller
 from dbus_ray.checkpoints import FileCheckpointStore
 from dbus_ray.config import parse_config
 from dbus_ray.pipeline import NAMESPACE, Pipeline, actor_name
-from dbus_ray.testing import wait_for
+from tests.support.helpers import wait_for
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 

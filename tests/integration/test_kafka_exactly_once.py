@@ -28,7 +28,7 @@ from dbus_ray.kafka.checkpoints import KafkaCheckpointStore, store_for
 from dbus_ray.pipeline import Pipeline, run_pipeline
 from dbus_ray.sinks.kafka import KafkaOptions, KafkaSink
 from dbus_ray.sources.mock import MockOptions, MockSource
-from dbus_ray.testing import actor_pid
+from tests.support.helpers import actor_pid
 
 from .test_kafka_sink import check_every_row, read_topic
 

@@ -22,7 +22,7 @@ from dbus_ray.kafka.checkpoints import store_for
 from dbus_ray.pipeline import Pipeline, run_pipeline
 from dbus_ray.sinks.kafka import KafkaOptions, KafkaSink
 from dbus_ray.sources.kafka import KafkaSource, KafkaSourceOptions
-from dbus_ray.testing import drain
+from tests.support.helpers import drain
 
 from .test_kafka_exactly_once import kill_mid_transaction, kill_when
 

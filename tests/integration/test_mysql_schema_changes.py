@@ -12,7 +12,7 @@ import pytest
 
 from dbus_ray.mysql.ddl import renamed_tables
 from dbus_ray.mysql.source import MysqlOptions, MysqlSource
-from dbus_ray.testing import drain, execute, position, table_name
+from tests.support.helpers import drain, execute, position, table_name
 
 pytestmark = pytest.mark.integration
 

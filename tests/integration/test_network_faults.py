@@ -1,5 +1,5 @@
 """Network faults between the reader and MariaDB, through a TCP proxy the test controls
-(`dbus_ray.netfault.FaultProxy`): while a writer inserts, updates and deletes rows, the link gets latency,
+(`tests.support.netfault.FaultProxy`): while a writer inserts, updates and deletes rows, the link gets latency,
 then connection resets, then a short black hole (the connection survives it), then one longer than the
 reader's read timeout (the reader drops the silent connection and reconnects), then a bandwidth cap. The
 pipeline slows, reconnects (counted as binlog dump requests through the proxy), and in the end every row
@@ -24,9 +24,9 @@ import pytest
 
 from dbus_ray.config import parse_config
 from dbus_ray.devstack import MariaDB
-from dbus_ray.netfault import FaultProxy
 from dbus_ray.pipeline import Pipeline
-from dbus_ray.testing import execute, position, table_name, wait_for
+from tests.support.helpers import execute, position, table_name, wait_for
+from tests.support.netfault import FaultProxy
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session")]
 

@@ -20,7 +20,7 @@ from dbus_ray.cli import app
 from dbus_ray.config import parse_config
 from dbus_ray.errors import DbusError
 from dbus_ray.pipeline import NAMESPACE, Pipeline, run_pipeline
-from dbus_ray.testing import wait_for
+from tests.support.helpers import wait_for
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 

@@ -16,11 +16,11 @@ from typing import Any
 import pymysql
 import pytest
 
-from dbus_ray.config import parse_config
 from dbus_ray.errors import DbusError
-from dbus_ray.model import dumps
 from dbus_ray.mysql.source import MysqlOptions, MysqlSource
-from dbus_ray.testing import drain, execute, position, sibling_test, table_name
+from tests.support.changes import apply_strict, apply_upserts, is_marker, pipeline_config, read_jsonl, select_json
+from tests.support.helpers import drain, execute, position, table_name
+from tests.support.mysql_types import TYPE_ROWS, TYPES_DDL
 
 pytestmark = pytest.mark.integration
 
@@ -43,77 +43,15 @@ def changes(batches: list[Any]) -> list[dict[str, Any]]:
     return [json.loads(c.to_json()) for b in batches for c in b.changes()]
 
 
-def select_json(conn: pymysql.connections.Connection, table: str, order: str = "id") -> list[dict[str, Any]]:
-    with conn.cursor(pymysql.cursors.DictCursor) as cur:
-        cur.execute(f"SELECT * FROM {table} ORDER BY {order}")
-        return [json.loads(dumps(r)) for r in cur.fetchall()]
-
-
-def pipeline_config(mariadb: Any, tmp_path: Path, pipeline: str, out: Path, **source_options: Any) -> Any:
-    flow = source_options.pop("flow", {"read_batch_rows": 1000, "max_rows_in_flight": 4000})
-    raw = {
-        "name": pipeline,
-        "source": {"type": "mysql", "dsn": "mysql://dbus:${PW}@127.0.0.1:" + str(mariadb.port), **source_options},
-        "sinks": [{"name": "file", "type": "jsonl", "path": str(out)}],
-        "flow": flow,
-        "data_dir": str(tmp_path / "data"),
-    }
-    return parse_config(raw, f"{pipeline}.yaml", {"PW": mariadb.password})
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
-def is_marker(r: dict[str, Any]) -> bool:
-    return r["op"] == "ddl" and r["after"] is not None and "snapshot" in r["after"]
-
-
-def apply_strict(rows: list[dict[str, Any]]) -> dict[str, dict[Any, dict[str, Any]]]:
-    """Table -> id -> row, applying the changes in order and failing on any duplicate or lost change: a
-    `read` or `insert` of a present key, an update or delete whose before image is not the current row."""
-    state: dict[str, dict[Any, dict[str, Any]]] = {}
-    for r in rows:
-        if r["op"] == "ddl":
-            continue
-        t = state.setdefault(r["table"], {})
-        k = r["key"]["id"]
-        if r["op"] in ("read", "insert"):
-            assert k not in t, f"{r['op']} of {r['table']} id {k} that is already there: a duplicate"
-            t[k] = r["after"]
-        else:
-            assert t.get(k) == r["before"], f"{r['op']} of {r['table']} id {k}: before {r['before']} != {t.get(k)}"
-            if r["op"] == "update":
-                t[k] = r["after"]
-            else:
-                del t[k]
-    return state
-
-
-def apply_upserts(rows: list[dict[str, Any]]) -> dict[str, dict[Any, dict[str, Any]]]:
-    """Table -> id -> row, applying the changes in order as idempotent upserts and deletes (at-least-once)."""
-    state: dict[str, dict[Any, dict[str, Any]]] = {}
-    for r in rows:
-        if r["op"] == "ddl":
-            continue
-        t = state.setdefault(r["table"], {})
-        if r["op"] == "delete":
-            t.pop(r["key"]["id"], None)
-        else:
-            t[r["key"]["id"]] = r["after"]
-    return state
-
-
 # ------------------------------------------------------------------------------------- source level
 
 
 def test_snapshot_values_and_types_equal_the_binlog_decoder(mariadb: Any, root: Any) -> None:
-    mod = sibling_test(__file__, "test_mysql_source.py")  # its type-fidelity table
     t = table_name("snap_types")
-    execute(root, mod.TYPES_DDL.format(t=t))
+    execute(root, TYPES_DDL.format(t=t))
     start = position(root)
     execute(root, "SET SESSION sql_mode = ''")
-    for row in mod.TYPE_ROWS:
+    for row in TYPE_ROWS:
         execute(root, f"INSERT INTO {t} VALUES {row}")
     execute(root, f"INSERT INTO {t} (id, f, db) VALUES (5, 1234567.8, 0.1), (6, -1.17549e-38, 1e-300)")
 

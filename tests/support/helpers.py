@@ -1,4 +1,5 @@
-"""Helpers for tests of code that runs on Ray (used by the project's tests; handy in notebooks)."""
+"""Helpers the tests share: waiting for a state, live actor pids, unique table names, SQL on a pymysql
+connection, the binlog position and draining a source in process."""
 
 from __future__ import annotations
 
@@ -6,20 +7,6 @@ import time
 import uuid
 from collections.abc import Callable
 from typing import Any
-
-
-def sibling_test(test_file: str, name: str) -> Any:
-    """The test module `name` (e.g. "test_mysql_source.py") of the folder of `test_file` (a test's
-    `__file__`), loaded by path for its tables and helpers: the test folders are not packages."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(test_file).with_name(name)
-    spec = importlib.util.spec_from_file_location(f"_dbus_sibling_{path.stem}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def live_actor_pid(name: str) -> int | None:
