@@ -3,6 +3,8 @@ connection, the binlog position and draining a source in process."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 import uuid
 from collections.abc import Callable
@@ -66,3 +68,24 @@ def drain(source: Any, max_rows: int = 1000, limit: int = 5000) -> list[Any]:
             continue
         batches.append(batch)
     raise AssertionError("source never caught up")
+
+
+def kill_when(actor: str | int, check: Callable[[], Any], what: str, timeout: float = 60) -> Any:
+    """SIGKILL the process of `actor` (an actor name or a pid) at a moment `check()` is true: freeze it
+    (SIGSTOP), call `check`, kill it if so, else let it go on (SIGCONT) and look again a moment later.
+    Returns what `check` said."""
+    pid = actor if isinstance(actor, int) else actor_pid(actor)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            found = check()
+        except BaseException:
+            os.kill(pid, signal.SIGCONT)
+            raise
+        if found:
+            os.kill(pid, signal.SIGKILL)  # a stopped process dies at once
+            return found
+        os.kill(pid, signal.SIGCONT)
+        time.sleep(0.005)
+    raise AssertionError(f"{actor}: no moment with {what} within {timeout} s")
