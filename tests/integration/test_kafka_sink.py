@@ -22,6 +22,7 @@ from dbus_ray.pipeline import Pipeline, run_pipeline
 from dbus_ray.serializers.avro import AvroSerializer
 from dbus_ray.sinks.kafka import KafkaOptions, KafkaSink
 from dbus_ray.sources.mock import MockOptions, MockSource
+from tests.support.helpers import wait_for
 from tests.support.topics import check_every_row, partition_of, partitions_of, read_topic
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -255,9 +256,7 @@ def test_resume_after_crash_duplicates_only_unacknowledged(tmp_path: Path, broke
                        {"topic": "resume-crash", "partitions": 6}, checkpoint={"every_ms": 300})
     pipeline = Pipeline(cfg)
     pipeline.start()
-    deadline = time.monotonic() + 30
-    while pipeline.status()["rows_delivered"] < 8_000 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: pipeline.status()["rows_delivered"] >= 8_000, timeout=30, every=0.05, what="8,000 rows delivered")
     pipeline.kill()
     saved = FileCheckpointStore(cfg.pipeline_dir).load()
     assert saved is not None and 0 < saved["source"]["next"] < total

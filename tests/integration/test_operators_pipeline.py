@@ -8,17 +8,15 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
-import ray
 
 from dbus_ray.checkpoints import FileCheckpointStore
 from dbus_ray.config import parse_config
 from dbus_ray.pipeline import Pipeline, run_pipeline
+from tests.support.helpers import metric_samples, wait_for
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -152,29 +150,24 @@ def test_bad_expression_at_runtime_fails_the_pipeline_and_keeps_the_checkpoint(t
 def test_count_reaches_rays_prometheus_endpoint(tmp_path: Path) -> None:
     cfg = make_config(tmp_path, "op-count", [{"type": "count", "name": "seen", "by": ["table", "op"]}],
                       rows=None, rate=3000)
-    port = ray._private.worker.global_worker.node.metrics_export_port
     pipeline = Pipeline(cfg)
     pipeline.start()
 
     def scrape() -> dict[tuple[str, str], float]:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
         found: dict[tuple[str, str], float] = {}
-        for line in text.splitlines():
-            if line.startswith("ray_dbus_operator_rows") and 'pipeline="op-count"' in line:
-                labels = dict(part.split("=", 1) for part in line.split("{", 1)[1].split("}", 1)[0].split(","))
-                assert labels['operator'] == '"seen"' and labels["db"] == '""'
-                key = (labels["table"].strip('"'), labels["op"].strip('"'))
-                found[key] = found.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+        for _, labels, value in metric_samples("ray_dbus_operator_rows", "op-count"):
+            assert labels["operator"] == "seen" and labels["db"] == ""
+            key = (labels["table"], labels["op"])
+            found[key] = found.get(key, 0.0) + value
         return found
 
+    def counted() -> dict[tuple[str, str], float] | None:
+        found = scrape()
+        return found if {t for t, _ in found} == {"items_0", "items_1", "items_2"} \
+            and {o for _, o in found} >= {"insert"} else None
+
     try:
-        deadline = time.monotonic() + 60
-        found: dict[tuple[str, str], float] = {}
-        while time.monotonic() < deadline:
-            found = scrape()
-            if {t for t, _ in found} == {"items_0", "items_1", "items_2"} and {o for _, o in found} >= {"insert"}:
-                break
-            time.sleep(1)
+        found = wait_for(counted, timeout=60, every=1, what="the operator's counts at the Prometheus endpoint")
         delivered = pipeline.status()["rows_read"]
     finally:
         pipeline.stop()

@@ -19,7 +19,7 @@ import pytest
 from dbus_ray.errors import DbusError
 from dbus_ray.mysql.source import MysqlOptions, MysqlSource
 from tests.support.changes import apply_strict, apply_upserts, is_marker, pipeline_config, read_jsonl, select_json
-from tests.support.helpers import drain, execute, position, table_name
+from tests.support.helpers import drain, execute, position, table_name, wait_for
 from tests.support.mysql_types import TYPE_ROWS, TYPES_DDL
 
 pytestmark = pytest.mark.integration
@@ -229,19 +229,20 @@ def test_initial_snapshot_then_stream_with_racing_writes(
                           include=[f"{DB}.{a}", f"{DB}.{b}"], max_rows_per_second=10_000)
     def stop_after_snapshot() -> None:  # the reader calls itself caught up only once a poll finds nothing new
         done = f'"snapshot":"end","table":"{DB}.{b}"'
-        while not stop.is_set():
-            if out.exists() and done in out.read_text():
-                time.sleep(0.5)  # racing the start of the stream too
-                stop.set()
-            time.sleep(0.1)
+        try:
+            wait_for(lambda: stop.is_set() or (out.exists() and done in out.read_text()), timeout=600, every=0.1,
+                     what="the snapshot's end marker")
+            n = written["n"]
+            wait_for(lambda: stop.is_set() or written["n"] >= n + 100, what="writes racing the start of the stream")
+        finally:
+            stop.set()
 
     thread = threading.Thread(target=writer)
     watcher = threading.Thread(target=stop_after_snapshot)
     thread.start()
     watcher.start()
     try:
-        while written["n"] < 20:
-            time.sleep(0.01)
+        wait_for(lambda: errors or written["n"] >= 20, every=0.01, what="the writer's first writes")
         began = time.monotonic()
         final = run_pipeline(cfg, until_caught_up=True, interval=0.1)
         took = time.monotonic() - began
@@ -349,19 +350,13 @@ def test_when_needed_snapshots_after_purge(mariadb: Any, root: Any, ray_session:
     execute(root, f"UPDATE {t} SET v = 5 WHERE id < 50", "FLUSH BINARY LOGS", f"DELETE FROM {t} WHERE id >= 250")
     execute(root, "FLUSH BINARY LOGS")
     newest = position(root).split(":")[0]
-    files: list[str] = []
-    warnings: Any = ()
-    for _ in range(100):  # a file stays while a binlog reader is still on it or InnoDB still needs it
+    def purged() -> bool:  # a file stays while a binlog reader is still on it or InnoDB still needs it
         with root.cursor() as cur:
             cur.execute(f"PURGE BINARY LOGS TO '{newest}'")
-            cur.execute("SHOW WARNINGS")
-            warnings = cur.fetchall()
             cur.execute("SHOW BINARY LOGS")
-            files = [r[0] for r in cur.fetchall()]
-        if old_file not in files:
-            break
-        time.sleep(0.1)
-    assert old_file not in files, (files, warnings)
+            return old_file not in [r[0] for r in cur.fetchall()]
+
+    wait_for(purged, timeout=20, every=0.1, what=f"{old_file} purged")
     never = source(mariadb, include=[f"{DB}.{t}"])
     with pytest.raises(DbusError, match=rf"binlog file {old_file} \(checkpoint\) is no longer on"):
         never.open(final["checkpoint"]["source"])

@@ -80,7 +80,8 @@ def test_backfill_while_streaming(controller: Any, mariadb: Any, root: Any, tmp_
         assert result.output.startswith(f"pipeline snap-bf: backfill of {DB}.{t} asked for (where id <= 1500)")
         end = f'"snapshot":"end","table":"{DB}.{t}"'
         wait_for(lambda: end in out.read_text(), what="the backfill's end marker", timeout=60)
-        time.sleep(0.5)
+        written = len(commits)
+        wait_for(lambda: len(commits) >= written + 50, what="writes after the backfill ended")
     finally:
         stop.set()
         thread.join()

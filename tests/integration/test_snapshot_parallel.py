@@ -93,8 +93,7 @@ def test_parallel_snapshot_with_racing_writes_survives_a_worker_kill(
     thread = writer_thread(mariadb, t, n, stop, commits, errors)
     kill_thread = threading.Thread(target=killer)
     try:
-        while len(commits) < 20:
-            time.sleep(0.01)
+        wait_for(lambda: errors or len(commits) >= 20, every=0.01, what="the writer's first writes")
         kill_thread.start()
         began = time.monotonic()
         final = run_pipeline(cfg, until_caught_up=True, interval=0.1)

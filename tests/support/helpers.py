@@ -89,3 +89,21 @@ def kill_when(actor: str | int, check: Callable[[], Any], what: str, timeout: fl
         os.kill(pid, signal.SIGCONT)
         time.sleep(0.005)
     raise AssertionError(f"{actor}: no moment with {what} within {timeout} s")
+
+
+def metric_samples(prefix: str, pipeline: str) -> list[tuple[str, dict[str, str], float]]:
+    """(name, labels, value) of each sample named `prefix...` of `pipeline` at the local Ray node's Prometheus
+    endpoint (the metrics the pipeline's actors export)."""
+    import urllib.request
+
+    import ray
+
+    port = ray._private.worker.global_worker.node.metrics_export_port
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    samples = []
+    for line in text.splitlines():
+        if line.startswith(prefix) and f'pipeline="{pipeline}"' in line:
+            name, rest = line.split("{", 1)
+            labels = dict(part.split("=", 1) for part in rest.split("}", 1)[0].split(","))
+            samples.append((name, {k: v.strip('"') for k, v in labels.items()}, float(line.rsplit(" ", 1)[1])))
+    return samples
