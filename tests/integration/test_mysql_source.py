@@ -20,8 +20,8 @@ from dbus_ray.model import dumps
 from dbus_ray.mysql.connection import auto_server_id
 from dbus_ray.mysql.ddl import ddl_target
 from dbus_ray.mysql.source import MysqlOptions, MysqlSource
-from tests.support.helpers import drain, execute, position, table_name
-from tests.support.mysql_types import TYPE_ROWS, TYPES_DDL
+from tests.support.helpers import decoded_tables, drain, execute, position, table_name
+from tests.support.mysql_types import TYPE_ROWS, create_type_table
 
 pytestmark = pytest.mark.integration
 
@@ -275,11 +275,7 @@ def f32(x: float | None) -> float | None:
 
 def test_type_fidelity_matches_select(mariadb: Any, root: Any) -> None:
     t = table_name("types")
-    execute(root, TYPES_DDL.format(t=t))
-    start = position(root)
-    execute(root, "SET SESSION sql_mode = ''")
-    for row in TYPE_ROWS:
-        execute(root, f"INSERT INTO {t} VALUES {row}")
+    start = create_type_table(root, t)
     rows = read(mariadb, start, t)
     expected = select_json(root, t)
     assert [r["op"] for r in rows] == ["insert"] * len(TYPE_ROWS)
@@ -428,20 +424,11 @@ def test_include_exclude(mariadb: Any, root: Any) -> None:
 
 
 def test_excluded_tables_are_not_decoded(mariadb: Any, root: Any, monkeypatch: Any) -> None:
-    from dbus_ray.mysql import decoder as types
-
     keep, drop = table_name("dk"), table_name("dd")
     execute(root, *(f"CREATE TABLE {x} (id INT PRIMARY KEY)" for x in (keep, drop)))
     start = position(root)
     execute(root, *(f"INSERT INTO {x} VALUES (1), (2), (3)" for x in (drop, keep)))
-    decoded: list[str] = []
-    original = types.Layout.read_rows
-
-    def spy(self: Any, *args: Any) -> Any:
-        decoded.append(self.table)
-        return original(self, *args)
-
-    monkeypatch.setattr(types.Layout, "read_rows", spy)
+    decoded = decoded_tables(monkeypatch)
     rows = read(mariadb, start, include=[f"{DB}.{keep}"])
     assert [r["table"] for r in rows] == [keep] * 3
     assert decoded == [keep]

@@ -18,9 +18,18 @@ import pytest
 
 from dbus_ray.errors import DbusError
 from dbus_ray.mysql.source import MysqlOptions, MysqlSource
-from tests.support.changes import apply_strict, apply_upserts, is_marker, pipeline_config, read_jsonl, select_json
+from tests.support.changes import (
+    apply_strict,
+    apply_upserts,
+    assert_tables_match,
+    is_marker,
+    pipeline_config,
+    read_jsonl,
+    snapshot_markers,
+    snapshot_window,
+)
 from tests.support.helpers import drain, execute, position, table_name, wait_for
-from tests.support.mysql_types import TYPE_ROWS, TYPES_DDL
+from tests.support.mysql_types import create_type_table
 
 pytestmark = pytest.mark.integration
 
@@ -48,11 +57,7 @@ def changes(batches: list[Any]) -> list[dict[str, Any]]:
 
 def test_snapshot_values_and_types_equal_the_binlog_decoder(mariadb: Any, root: Any) -> None:
     t = table_name("snap_types")
-    execute(root, TYPES_DDL.format(t=t))
-    start = position(root)
-    execute(root, "SET SESSION sql_mode = ''")
-    for row in TYPE_ROWS:
-        execute(root, f"INSERT INTO {t} VALUES {row}")
+    start = create_type_table(root, t)
     execute(root, f"INSERT INTO {t} (id, f, db) VALUES (5, 1234567.8, 0.1), (6, -1.17549e-38, 1e-300)")
 
     def parts(src: MysqlSource) -> list[Any]:
@@ -258,12 +263,11 @@ def test_initial_snapshot_then_stream_with_racing_writes(
 
     rows = read_jsonl(out)
     reads = [r for r in rows if r["op"] == "read"]
-    markers = [(r["table"], r["after"]["snapshot"]) for r in rows if is_marker(r)]
+    markers = snapshot_markers(rows)
     assert markers == [(a, "start"), (a, "end"), (b, "start"), (b, "end")]
     stream = [r for r in rows if r["op"] in ("insert", "update", "delete")]
     # the writes raced the snapshot: many were committed while it was being read
-    began_read = min(r["read_ts"] for r in rows if is_marker(r))
-    ended_read = max(r["read_ts"] for r in rows if is_marker(r))
+    began_read, ended_read = snapshot_window(rows)
     assert ended_read - began_read > 1.0
     assert sum(began_read < c < ended_read for c in commits) > 50
     # every change comes after all snapshot rows, from the snapshot's position on
@@ -272,8 +276,7 @@ def test_initial_snapshot_then_stream_with_racing_writes(
     assert min((r["pos"]["file"], r["pos"]["offset"]) for r in stream) >= snap_pos
     # nothing lost, nothing twice: applying strictly in order gives today's tables
     state = apply_strict(rows)
-    for t in (a, b):
-        assert sorted(state[t].values(), key=lambda r: r["id"]) == select_json(root, t), t
+    assert_tables_match(state, root, a, b)
     n = len(reads)
     print(f"\nsnapshot: {n} rows + {len(stream)} changes racing ({written['n']} writes) in {took:.1f}s")
 
@@ -318,7 +321,7 @@ def test_resume_after_stop_mid_snapshot(mariadb: Any, root: Any, ray_session: No
         assert len(ids) == len(set(ids)), t
     resumed_reads = [r["key"]["id"] for r in second if r["op"] == "read"]
     assert resumed_reads and min(resumed_reads) == last + 1 and 20000 in resumed_reads
-    markers = [(r["table"], r["after"]["snapshot"]) for r in rows if is_marker(r)]
+    markers = snapshot_markers(rows)
     assert markers == [(a, "start"), (a, "end"), (b, "start"), (b, "end")]
     # the stream starts at the first snapshot's position: the changes made while stopped all arrive,
     # including those the resumed snapshot's reads already hold (at-least-once) ...
@@ -328,8 +331,7 @@ def test_resume_after_stop_mid_snapshot(mariadb: Any, root: Any, ray_session: No
     assert all((r["pos"]["file"], r["pos"]["offset"]) >= first_pos for r in changed)
     # ... and applying everything in order gives today's tables
     state = apply_upserts(rows)
-    for t in (a, b):
-        assert sorted(state[t].values(), key=lambda r: r["id"]) == select_json(root, t), t
+    assert_tables_match(state, root, a, b)
 
 
 def test_when_needed_snapshots_after_purge(mariadb: Any, root: Any, ray_session: None, tmp_path: Path) -> None:
@@ -370,7 +372,7 @@ def test_when_needed_snapshots_after_purge(mariadb: Any, root: Any, ray_session:
     rows = read_jsonl(out)[1:]
     assert rows[-1]["op"] == "update" and rows[-1]["after"]["s"] == "streamed"
     state = apply_strict(rows)
-    assert sorted(state[t].values(), key=lambda r: r["id"]) == select_json(root, t)
+    assert_tables_match(state, root, t)
 
 
 def test_example_config_parses() -> None:

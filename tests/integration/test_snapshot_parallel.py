@@ -17,7 +17,14 @@ from typing import Any
 import pytest
 import ray
 
-from tests.support.changes import apply_strict, is_marker, pipeline_config, read_jsonl, select_json
+from tests.support.changes import (
+    apply_strict,
+    assert_tables_match,
+    pipeline_config,
+    read_jsonl,
+    snapshot_markers,
+    snapshot_window,
+)
 from tests.support.helpers import execute, table_name, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session")]
@@ -113,7 +120,7 @@ def test_parallel_snapshot_with_racing_writes_survives_a_worker_kill(
 
     rows = read_jsonl(out)
     reads = [r for r in rows if r["op"] == "read"]
-    markers = [(r["table"], r["after"]["snapshot"]) for r in rows if is_marker(r)]
+    markers = snapshot_markers(rows)
     assert markers == [(t, "start"), (t, "end")]
     # the chunks were read at several positions: one consistent snapshot per worker (the two may meet at one
     # position), and a later one, after the kill, in its replacement
@@ -122,13 +129,12 @@ def test_parallel_snapshot_with_racing_writes_survives_a_worker_kill(
     # reads in key order, and writes raced them, the kill happened while they were read
     ids = [r["key"]["id"] for r in reads]
     assert ids == sorted(ids)
-    first_read = min(r["read_ts"] for r in rows if is_marker(r))
-    last_read = max(r["read_ts"] for r in rows if is_marker(r))
+    first_read, last_read = snapshot_window(rows)
     assert sum(first_read < c < last_read for c in commits) > 100
     assert first_read < killed["at"] < last_read
     # each key read once, then exactly the changes after its read: applied strictly, the table as it is
     state = apply_strict(rows)
-    assert sorted(state[t].values(), key=lambda r: r["id"]) == select_json(root, t)
+    assert_tables_match(state, root, t)
     print(f"\nparallel snapshot: {len(reads)} rows, {len(rows) - len(reads)} changes, {len(commits)} writes, "
           f"{progress['worker_restarts']} worker restart(s), {took:.1f}s")
 
@@ -176,7 +182,7 @@ def test_parallel_snapshot_resumes_after_the_last_emitted_key(mariadb: Any, root
     second = rows[first_rows:]
     resumed_reads = [r["key"]["id"] for r in second if r["op"] == "read"]
     assert resumed_reads and min(resumed_reads) == last + 1 and 20000 in resumed_reads
-    markers = [(r["table"], r["after"]["snapshot"]) for r in rows if is_marker(r)]
+    markers = snapshot_markers(rows)
     assert markers == [(a, "start"), (a, "end"), (b, "start"), (b, "end")]
     # exactly once: the resumed reads already hold the changes made to their keys while stopped, the
     # stream brings only those to keys read before the stop
@@ -186,8 +192,7 @@ def test_parallel_snapshot_resumes_after_the_last_emitted_key(mariadb: Any, root
         + [(a, "insert", 20000), (b, "update", last - 1), (b, "delete", last - 2)]
     )
     state = apply_strict(rows)
-    for t in (a, b):
-        assert sorted(state[t].values(), key=lambda r: r["id"]) == select_json(root, t), t
+    assert_tables_match(state, root, a, b)
 
 
 def test_snapshot_parallelism_below_one_is_refused(mariadb: Any, tmp_path: Path) -> None:

@@ -73,3 +73,20 @@ def apply_upserts(rows: list[dict[str, Any]]) -> dict[str, dict[Any, dict[str, A
         else:
             t[r["key"]["id"]] = r["after"]
     return state
+
+
+def snapshot_markers(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(table, "start" or "end") of each snapshot marker, in order."""
+    return [(r["table"], r["after"]["snapshot"]) for r in rows if is_marker(r)]
+
+
+def snapshot_window(rows: list[dict[str, Any]]) -> tuple[float, float]:
+    """The read time of the first and of the last snapshot marker."""
+    times = [r["read_ts"] for r in rows if is_marker(r)]
+    return min(times), max(times)
+
+
+def assert_tables_match(state: dict[str, dict[Any, dict[str, Any]]], conn: Any, *tables: str) -> None:
+    """The applied changes of each table (`apply_strict`/`apply_upserts`) are the table as SELECT returns it."""
+    for t in tables:
+        assert sorted(state.get(t, {}).values(), key=lambda r: r["id"]) == select_json(conn, t), t

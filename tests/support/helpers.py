@@ -107,3 +107,19 @@ def metric_samples(prefix: str, pipeline: str) -> list[tuple[str, dict[str, str]
             labels = dict(part.split("=", 1) for part in rest.split("}", 1)[0].split(","))
             samples.append((name, {k: v.strip('"') for k, v in labels.items()}, float(line.rsplit(" ", 1)[1])))
     return samples
+
+
+def decoded_tables(monkeypatch: Any) -> list[str]:
+    """The tables whose rows events the binlog decoder decodes from now on (a spy on `Layout.read_rows`),
+    filled in as they are decoded."""
+    from dbus_ray.mysql.decoder import Layout
+
+    decoded: list[str] = []
+    original = Layout.read_rows
+
+    def spy(self: Any, *args: Any) -> Any:
+        decoded.append(self.table)
+        return original(self, *args)
+
+    monkeypatch.setattr(Layout, "read_rows", spy)
+    return decoded

@@ -2,6 +2,12 @@
 edge values (TYPE_ROWS, for `INSERT INTO {t} VALUES <row>` with `sql_mode = ''`), shared by the binlog
 decoder, snapshot and differential tests."""
 
+from __future__ import annotations
+
+from typing import Any
+
+from tests.support.helpers import execute, position
+
 TYPES_DDL = """
 CREATE TABLE {t} (
   id INT PRIMARY KEY,
@@ -50,3 +56,14 @@ TYPE_ROWS = [
         'medium', 'a,b,c', '"str"', ST_GeomFromText('LINESTRING(0 0,1 1)'))""",
     "(4" + ", NULL" * 44 + ")",
 ]
+
+
+def create_type_table(conn: Any, t: str) -> str:
+    """Create the type-fidelity table `t` and insert TYPE_ROWS (in non-strict mode, as the edge values need);
+    the binlog position before the inserts (`file:offset`)."""
+    execute(conn, TYPES_DDL.format(t=t))
+    start = position(conn)
+    execute(conn, "SET SESSION sql_mode = ''")
+    for row in TYPE_ROWS:
+        execute(conn, f"INSERT INTO {t} VALUES {row}")
+    return start

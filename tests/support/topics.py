@@ -53,9 +53,15 @@ def partitions_of(bootstrap: str, topic: str) -> list[int]:
     return sorted(metadata.topics[topic].partitions)
 
 
-def read_topic(bootstrap: str, topic: str, committed: bool = False, idle: float = 1.5) -> list[Any]:
+def read_topic(bootstrap: str, topic: str, committed: bool = False, idle: float = 1.5,
+               missing_ok: bool = False) -> list[Any]:
     """Every message of `topic` (all partitions, from the beginning) with assign(); read until every
-    partition reached its end and nothing more came for `idle` seconds."""
+    partition reached its end and nothing more came for `idle` seconds. With `missing_ok`, a topic that does
+    not exist (yet) has no messages."""
+    if missing_ok:
+        meta = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10)
+        if topic not in meta.topics or meta.topics[topic].error is not None:
+            return []
     parts = partitions_of(bootstrap, topic)
     consumer = Consumer({
         "bootstrap.servers": bootstrap, "group.id": "dbus-test-reader", "enable.auto.commit": False,
