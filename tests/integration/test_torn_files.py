@@ -7,7 +7,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from dbus_ray.model import RowBatch
 from dbus_ray.sinks.jsonl import JsonlOptions, JsonlSink
 from dbus_ray.sinks.parquet import ParquetOptions, ParquetSink
 from dbus_ray.sources.mock import MockOptions, MockSource
+from tests.support.helpers import small_tmpfs
 
 DISK_BYTES = 256 * 1024
 
@@ -35,14 +35,8 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A tmpfs of DISK_BYTES mounted for the test (the sandbox runs tests as root)."""
     mount = tmp_path / "disk"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_BYTES}", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
+    with small_tmpfs(mount, DISK_BYTES):
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
 def fill(disk: Path, keep_free: int) -> Path:

@@ -3,11 +3,13 @@ connection, the binlog position and draining a source in process."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 
@@ -123,3 +125,18 @@ def decoded_tables(monkeypatch: Any) -> list[str]:
 
     monkeypatch.setattr(Layout, "read_rows", spy)
     return decoded
+
+
+@contextlib.contextmanager
+def small_tmpfs(mount: Path, size: int | str) -> Iterator[Path]:
+    """A tmpfs of `size` bytes (or "128k") mounted at the directory `mount` for the block: a disk that fills
+    up. Mounting needs root (the tests' sandbox runs as root); a failure to mount fails the test."""
+    import subprocess
+
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, f"cannot mount a tmpfs at {mount} (needs root): {done.stderr.strip()}"
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
