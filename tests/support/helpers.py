@@ -1,5 +1,6 @@
-"""Helpers the tests share: waiting for a state, live actor pids, unique table names, SQL on a pymysql
-connection, the binlog position and draining a source in process."""
+"""Helpers the tests share: waiting for a state, live actor pids and killing an actor at a chosen moment,
+unique table names, SQL on a pymysql connection, the binlog position, draining a source in process, a spy
+on the binlog decoder, the pipeline metrics at Ray's Prometheus endpoint and a small tmpfs that fills up."""
 
 from __future__ import annotations
 
