@@ -89,7 +89,7 @@ def controller(ray_session: None) -> Iterator[Any]:
     import ray
 
     from dbus_ray.actors.controller import get_controller
-    from dbus_ray.testing import wait_for
+    from tests.support.helpers import wait_for
 
     handle = get_controller()
     ray.get(handle.info.remote())

@@ -348,21 +348,28 @@ def column_reader(col: ColumnDef) -> tuple[Reader, pa.DataType]:
             return bytes(buf[pos : pos + n]), pos + n
 
         return read_bit, pa.binary()
-    if t == ENUM:
+    if t == ENUM:  # index 0 is MySQL's error value ''; past the members (when known) the bytes are corrupt
         members = ("",) + col.members
-        size = col.size
+        size, known, name = col.size, bool(col.members), col.name
 
         def read_enum(buf: bytes, pos: int) -> tuple[Any, int]:
             i = int.from_bytes(buf[pos : pos + size], "little")
-            return (members[i] if i < len(members) else ""), pos + size
+            if i < len(members):
+                return members[i], pos + size
+            if known:
+                raise ValueError(f"ENUM column {name}: index {i} is past its {len(members) - 1} members")
+            return "", pos + size
 
         return read_enum, pa.string()
-    if t == SET:
+    if t == SET:  # a bit past the members (when known) is corrupt bytes
         members = col.members
-        size = col.size
+        size, name, beyond = col.size, col.name, ~((1 << len(col.members)) - 1) if col.members else 0
 
         def read_set(buf: bytes, pos: int) -> tuple[Any, int]:
             mask = int.from_bytes(buf[pos : pos + size], "little")
+            if mask & beyond:
+                raise ValueError(f"SET column {name}: bit {(mask & beyond).bit_length() - 1} is past its "
+                                 f"{len(members)} members")
             return ",".join(m for i, m in enumerate(members) if mask >> i & 1), pos + size
 
         return read_set, pa.string()

@@ -2,7 +2,7 @@
 turn the reader, router, batcher and writer processes and the controller, stall the broker
 (SIGSTOP/SIGCONT), restart MariaDB (kill -9 and start in the first and every other round, a clean
 restart in the others) and drop the network between the reader and MariaDB (every connection reset,
-new ones refused for 2 s, through `dbus_ray.netfault`), kill -9 the controller and then a reader (the
+new ones refused for 2 s, through `tests.support.netfault`), kill -9 the controller and then a reader (the
 pipeline's DSN password is a `${VAR}` only the submitter knew), and make the topic refuse the writes of a
 batch for a moment (its `max.message.bytes` set to 100, then back: the sink fails one batch, then works; 100
 bytes still admits the ~80-byte transaction markers, so the failed transaction can be aborted).
@@ -50,11 +50,11 @@ from confluent_kafka.admin import (
 
 from dbus_ray.actors.controller import get_controller
 from dbus_ray.devstack import MariaDB
-from dbus_ray.kafka import log as kafka_log
 from dbus_ray.kafka.checkpoints import KafkaCheckpointStore
 from dbus_ray.mysql.offset import binlog_index
-from dbus_ray.netfault import FaultProxy
-from dbus_ray.testing import actor_pid, execute, position, wait_for
+from tests.support.helpers import actor_pid, execute, kill_when, position, wait_for
+from tests.support.netfault import FaultProxy
+from tests.support.topics import log_counts
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -185,39 +185,12 @@ def read_topic(bootstrap: str, topic: str) -> list[tuple[int, int, int, tuple[st
     return got
 
 
-def uncommitted_records(bootstrap: str, topic: str) -> int:
-    """Data records in `topic`'s log that a read_committed consumer must not see: those of aborted or fenced
-    transactions and of the transaction still open (0 while there is no such topic)."""
-    try:
-        partitions = kafka_log.partitions_of(bootstrap, topic)
-    except kafka_log.KafkaLogError:
-        return 0
-    hidden = 0
-    for partition in partitions:
-        batches = kafka_log.record_batches(bootstrap, topic, partition)
-        visible = kafka_log.committed_offsets(batches)
-        hidden += sum(1 for b in batches if not b.control for o in b.offsets if o not in visible)
-    return hidden
-
-
-def kill_in_transaction(pid: int, bootstrap: str, topic: str, timeout: float = 60) -> None:
+def kill_in_transaction(pid: int, bootstrap: str, topic: str) -> None:
     """kill -9 the writer process `pid` while its open transaction has its checkpoint record in the log of the
-    checkpoint topic `topic`: freeze it (SIGSTOP), look at the log, kill it if so, else let it go on."""
-    before = uncommitted_records(bootstrap, topic)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        os.kill(pid, signal.SIGSTOP)
-        try:
-            found = uncommitted_records(bootstrap, topic) > before
-        except BaseException:
-            os.kill(pid, signal.SIGCONT)
-            raise
-        if found:
-            os.kill(pid, signal.SIGKILL)  # a stopped process dies at once
-            return
-        os.kill(pid, signal.SIGCONT)
-        time.sleep(0.005)
-    raise AssertionError(f"no moment with an open transaction's checkpoint in {topic} within {timeout} s")
+    checkpoint topic `topic`."""
+    before = log_counts(bootstrap, topic)[1]
+    kill_when(pid, lambda: log_counts(bootstrap, topic)[1] > before,
+              f"an open transaction's checkpoint in {topic}")
 
 
 def set_max_message_bytes(bootstrap: str, topic: str, limit: int | None) -> None:
@@ -413,7 +386,7 @@ def test_chaos_loses_nothing_and_keeps_key_order(own: MariaDB, broker: Any, tmp_
     print(f"{mode:<14} {'(before the first)':<32} {'':>10} {lost_after[0]:>10} {dup_after[0]:>16}")
     for i, (fault, seconds, _, _) in enumerate(report):
         print(f"{mode:<14} {fault:<32} {seconds:>10.1f} {lost_after[i + 1]:>10} {dup_after[i + 1]:>16}")
-    hidden = f", records of aborted transactions in the log {uncommitted_records(broker.bootstrap, topic)}" \
+    hidden = f", records of aborted transactions in the log {log_counts(broker.bootstrap, topic)[1]}" \
         if exactly else ""
     print(f"{mode}: row changes written {len(expected)}, in Kafka {len(got)}, lost {len(missing)}, duplicated "
           f"{duplicates}, faults {len(report)}, workload transactions interrupted {workload.interrupted}, proxy "

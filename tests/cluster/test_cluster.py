@@ -18,7 +18,7 @@ import ray
 from ray.cluster_utils import Cluster
 
 from dbus_ray.actors.controller import get_controller
-from dbus_ray.testing import wait_for
+from tests.support.helpers import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +103,8 @@ def test_node_loss_moves_pipelines_without_losing_rows(cluster: Cluster, tmp_pat
     after = records(controller)
     assert {n for n in names if after[n]["epoch"] != epochs[n]} == set(moved), "only the lost node's pipelines move"
     assert_actors_on_their_node(controller)
-    time.sleep(2)  # rows flow on the new nodes
+    lines = {n: _lines(tmp_path / f"{n}.jsonl") for n in moved}
+    wait_for(lambda: all(_lines(tmp_path / f"{n}.jsonl") > lines[n] + 100 for n in moved), what="rows on the new nodes")
 
     for name in names:
         ray.get(controller.stop.remote(name))

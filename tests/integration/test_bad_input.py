@@ -26,7 +26,7 @@ from typer.testing import CliRunner, Result
 
 from dbus_ray.cli import app
 from dbus_ray.devstack import MariaDB, free_port
-from dbus_ray.testing import wait_for
+from tests.support.helpers import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session")]
 

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from dbus_ray.cli import app
 from dbus_ray.config import ConfigError, parse_config
-from dbus_ray.testing import wait_for
+from tests.support.helpers import small_tmpfs, wait_for
 
 
 def dbus_run(config: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -48,14 +48,8 @@ def test_run_of_a_finite_mock_source_exits_when_its_rows_are_delivered(tmp_path:
 def test_run_prints_a_full_disk_once(tmp_path: Path) -> None:
     disk = tmp_path / "disk"
     disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(disk)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
+    with small_tmpfs(disk, "128k"):
         done = dbus_run(write_config(tmp_path, "full", {"rows": 50_000, "keys": 100}, disk / "out.jsonl"))
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=True)
     assert done.returncode == 1, done.stderr
     everything = done.stdout + done.stderr
     assert everything.count("No space left on device") == 1, everything

@@ -49,7 +49,7 @@ def test_stop_answers_at_once_and_wait_waits(controller: Any, tmp_path: Path) ->
     from typer.testing import CliRunner
 
     from dbus_ray.cli import app
-    from dbus_ray.testing import wait_for
+    from tests.support.helpers import wait_for
 
     spec = {"name": "c-wait", "data_dir": str(tmp_path / "data"),
             "source": {"type": "mock", "rows": None, "rate": 2000, "keys": 50},

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dbus_ray.testing import wait_for
+from tests.support.helpers import wait_for
 
 
 def endless_config(tmp_path: Path, name: str) -> Path:
@@ -86,7 +86,7 @@ def test_sigterm_stops_dbus_run_with_a_final_checkpoint(tmp_path: Path) -> None:
 
 @pytest.mark.usefixtures("ray_session")
 def test_second_ctrl_c_while_stopping_does_not_crash(tmp_path: Path) -> None:
-    from dbus_ray.testing import actor_pid
+    from tests.support.helpers import actor_pid
 
     run = Run(endless_config(tmp_path, "sig-int"))
     wait_for(lambda: len(lines(tmp_path / "out.jsonl")) >= 500, timeout=120, what="rows in the output file")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from dbus_ray.actors.controller import get_controller
 from dbus_ray.checkpoints import FileCheckpointStore
 from dbus_ray.config import parse_config
 from dbus_ray.pipeline import NAMESPACE, Pipeline, actor_name
-from dbus_ray.testing import wait_for
+from tests.support.helpers import wait_for
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -68,7 +69,8 @@ def test_controller_kill_9_recovers_without_restarting_pipelines(controller: Any
     assert new_pid != pid
     record = state_of(controller, "c-kill")
     assert record["epoch"] == epoch and record["state"] == "running"
-    time.sleep(3)  # a few reconcile loops
+    loops = ray.get(controller.info.remote())["loops"]
+    wait_for(lambda: ray.get(controller.info.remote())["loops"] >= loops + 3, what="three reconcile loops")
     assert reader_of("c-kill")._actor_id.hex() == reader_id
     assert state_of(controller, "c-kill")["epoch"] == epoch
 
@@ -111,7 +113,7 @@ def test_stale_epoch_cannot_commit_a_checkpoint(tmp_path: Path) -> None:
         status = wait_for(lambda: (s := pipeline.status())["state"] == "failed" and s, what="refusal")
         assert status["error"] == "stale epoch 5 (the controller's is 6): checkpoint refused"
         frozen = store.load()
-        time.sleep(0.5)
+        time.sleep(0.5)  # nothing to wait for: no later checkpoint may appear in this while
         assert store.load() == frozen and frozen["epoch"] == 5
     finally:
         pipeline.kill()
@@ -298,17 +300,20 @@ def test_submit_watch_reloads_a_changed_file(controller: Any, tmp_path: Path) ->
     address = ray.get_runtime_context().gcs_address
     proc = subprocess.Popen([sys.executable, "-m", "dbus_ray.cli", "submit", str(path), "--watch",
                              "--address", address], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
     try:
         wait_for(lambda: state_of(controller, "c-watch")["version"] == 1 if _known(controller, "c-watch") else None,
                  what="first version")
-        time.sleep(1.5)
+        wait_for(lambda: any(line.startswith("watching ") for line in lines), what="the CLI watching the file")
         path.write_text(json.dumps(spec(tmp_path, "c-watch", rate=3000)))
         wait_for(lambda: state_of(controller, "c-watch")["version"] == 2, what="reloaded version")
-        time.sleep(3)  # the CLI prints its line once the controller answered
+        wait_for(lambda: "pipeline c-watch: reloaded (version 2)\n" in lines, what="the CLI's reloaded line")
     finally:
         proc.terminate()
-        out = proc.communicate(timeout=30)[0]
-    assert "pipeline c-watch: reloaded (version 2)" in out
+        proc.wait(timeout=30)
+        reader.join(timeout=30)
 
 
 def _known(controller: Any, name: str) -> bool:

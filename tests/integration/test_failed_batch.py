@@ -10,37 +10,18 @@ from typing import Any
 
 import pytest
 import yaml
-from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient
 from typer.testing import CliRunner
 
 from dbus_ray.cli import app
 from dbus_ray.devstack import MariaDB
+from tests.support.topics import read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session")]
 
 
 def keys_in(bootstrap: str, topic: str) -> list[int]:
-    """Every record's `id` key in `topic`, in offset order, read by a plain Kafka consumer."""
-    meta = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10)
-    if topic not in meta.topics or meta.topics[topic].error is not None:
-        return []
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"t-{uuid.uuid4().hex[:6]}",
-                         "enable.partition.eof": True, "auto.offset.reset": "earliest"})
-    parts = sorted(meta.topics[topic].partitions)
-    consumer.assign([TopicPartition(topic, p, 0) for p in parts])
-    out, done = [], set()
-    try:
-        while len(done) < len(parts):
-            msg = consumer.poll(10)
-            assert msg is not None, "no end of partition within 10 s"
-            if msg.error():
-                done.add(msg.partition())
-                continue
-            out.append(json.loads(msg.key())["id"])
-    finally:
-        consumer.close()
-    return out
+    """Every record's `id` key in `topic`, read by a plain Kafka consumer (none while there is no topic)."""
+    return [json.loads(m.key())["id"] for m in read_topic(bootstrap, topic, missing_ok=True)]
 
 
 def test_oversize_row_stops_the_pipeline_and_the_checkpoint_stays_before_it(

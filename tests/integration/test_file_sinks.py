@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -166,4 +165,3 @@ def test_jsonl_line_longer_than_max_bytes_gets_its_own_file(tmp_path: Path) -> N
     files = sorted(tmp_path.iterdir())
     assert [f.name for f in files] == ["x.000001.jsonl", "x.000002.jsonl", "x.000003.jsonl"]
     assert [len(f.read_text().splitlines()) for f in files] == [1, 1, 1]
-    time.sleep(0)

@@ -5,7 +5,6 @@ repeated, and the checkpoints record the include/exclude they were taken under."
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from pathlib import Path
@@ -14,15 +13,12 @@ from typing import Any
 import pytest
 import ray
 
-from dbus_ray.testing import execute, table_name, wait_for
+from tests.support.changes import read_jsonl
+from tests.support.helpers import execute, table_name, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session")]
 
 DB = "dbus_test"
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def test_table_added_to_include_is_snapshotted_while_streaming(
@@ -110,7 +106,7 @@ def test_checkpoints_keep_the_old_include_until_the_new_tables_are_read(mariadb:
     """In the source: a checkpoint taken before the new table's snapshot ended still names the old include,
     so a restart from it reads the table again; `snapshot: never` records and reads nothing."""
     from dbus_ray.mysql.source import MysqlOptions, MysqlSource
-    from dbus_ray.testing import drain, position
+    from tests.support.helpers import drain, position
 
     a, b = table_name("incl_src_a"), table_name("incl_src_b")
     execute(root, f"CREATE TABLE {a} (id INT PRIMARY KEY)", f"CREATE TABLE {b} (id INT PRIMARY KEY)",

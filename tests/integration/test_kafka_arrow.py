@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import time
 from decimal import Decimal
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
-from confluent_kafka.admin import AdminClient
 
 from dbus_ray.config import ConfigError, build, parse_config
 from dbus_ray.model import Position, RowBatch, RowChange, TableRows
 from dbus_ray.sinks.kafka import KafkaOptions, KafkaSink
+from tests.support.topics import read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -53,31 +51,6 @@ def source_batch() -> RowBatch:
     return RowBatch("p", 1, [TableRows.from_changes(run, IMAGE) for run in runs], {"at": 140}, 1700000140.0)
 
 
-def read_all(bootstrap: str, topic: str) -> list[Any]:
-    """Every message of `topic` (all partitions) until each partition reached its end."""
-    parts = sorted(AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).topics[topic].partitions)
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "dbus-test-arrow", "enable.auto.commit": False,
-                         "enable.partition.eof": True})
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
-    out: list[Any] = []
-    at_end: set[int] = set()
-    deadline = time.monotonic() + 60
-    try:
-        while len(at_end) < len(parts) and time.monotonic() < deadline:
-            msg = consumer.poll(0.2)
-            if msg is None:
-                continue
-            if msg.error() is not None:
-                assert msg.error().code() == KafkaError._PARTITION_EOF, msg.error()
-                at_end.add(msg.partition())
-                continue
-            at_end.discard(msg.partition())
-            out.append(msg)
-    finally:
-        consumer.close()
-    return out
-
-
 def test_arrow_format_one_ipc_message_per_run_read_back_with_pandas(broker: Any) -> None:
     sink = KafkaSink("p", "k", build(KafkaOptions, {"bootstrap": broker.bootstrap, "topic": "arrow-cdc",
                                                     "format": "arrow", "partitions": 3}, "sinks[0]"))
@@ -86,7 +59,7 @@ def test_arrow_format_one_ipc_message_per_run_read_back_with_pandas(broker: Any)
         sink.write(source_batch())
     finally:
         sink.close()
-    msgs = read_all(broker.bootstrap, "arrow-cdc")
+    msgs = read_topic(broker.bootstrap, "arrow-cdc", idle=0)
     # three table runs (orders x3, users x1, orders x1): three messages, a table's runs in one partition, in order
     assert len(msgs) == 3
     orders = sorted([m for m in msgs if json.loads(m.key()) == {"db": "shop", "table": "orders"}],

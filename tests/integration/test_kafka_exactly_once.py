@@ -9,10 +9,7 @@ the log and cross-checks the broker's answer."""
 
 from __future__ import annotations
 
-import os
-import signal
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,20 +25,7 @@ from dbus_ray.kafka.checkpoints import KafkaCheckpointStore, store_for
 from dbus_ray.pipeline import Pipeline, run_pipeline
 from dbus_ray.sinks.kafka import KafkaOptions, KafkaSink
 from dbus_ray.sources.mock import MockOptions, MockSource
-from dbus_ray.testing import actor_pid
-
-from .test_kafka_sink import check_every_row, read_topic
-
-
-@pytest.fixture(scope="session")
-def ray_up() -> None:
-    import os
-
-    import ray
-
-    if not ray.is_initialized():
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        ray.init(address="local", num_cpus=2, include_dashboard=False, namespace="dbus")
+from tests.support.topics import check_every_row, kill_mid_transaction, log_counts, read_topic
 
 
 def eos_sink(broker: Any, pipeline: str, **options: Any) -> KafkaSink:
@@ -172,7 +156,7 @@ def test_store_for_config(broker: Any, tmp_path: Path) -> None:
     assert isinstance(open_store("kafka", "sf", tmp_path, cfg=cfg([k])), KafkaCheckpointStore)
 
 
-@pytest.mark.usefixtures("ray_up")
+@pytest.mark.usefixtures("ray_session")
 def test_pipeline_exactly_once_through_ray(tmp_path: Path, broker: Any) -> None:
     total = 10_000
     raw = {
@@ -189,9 +173,10 @@ def test_pipeline_exactly_once_through_ray(tmp_path: Path, broker: Any) -> None:
     assert store(broker, "eos-ray", transactional=True).load()["source"] == {"next": total}
 
 
-@pytest.mark.usefixtures("ray_up")
+@pytest.mark.usefixtures("ray_session")
 def test_pipeline_with_kafka_checkpoint_store(tmp_path: Path, broker: Any) -> None:
-    """`checkpoint.store: kafka` through Ray: needs the reader to pass its config to `open_store`."""
+    """`checkpoint.store: kafka` through Ray (the reader opens the store with the pipeline's config): a run
+    stopped after 1,500 rows saves its checkpoint in the transactional topic, the next resumes from it."""
     total = 4_000
     raw = {
         "name": "eos-store", "source": {"type": "mock", "rows": total, "keys": 100},
@@ -201,12 +186,7 @@ def test_pipeline_with_kafka_checkpoint_store(tmp_path: Path, broker: Any) -> No
         "data_dir": str(tmp_path / "data"),
     }
     cfg = parse_config(raw, "eos-store.yaml", {})
-    try:
-        first = run_pipeline(cfg, max_rows=1_500, interval=0.05)
-    except DbusError as exc:
-        if "needs the pipeline config" in str(exc):
-            pytest.skip("actors/reader.py does not pass cfg to open_store yet")
-        raise
+    first = run_pipeline(cfg, max_rows=1_500, interval=0.05)
     assert first["error"] is None
     assert store(broker, "eos-store", transactional=True).load()["source"] == {"next": 1_500}
     second = run_pipeline(cfg, until_caught_up=True, interval=0.05)
@@ -261,61 +241,12 @@ def test_log_markers_decide_what_read_committed_sees(broker: Any) -> None:
     assert from_broker == got
 
 
-def log_counts(bootstrap: str, topic: str) -> tuple[int, int]:
-    """(committed, uncommitted) data records in `topic`'s log by its transaction markers; (0, 0) while there
-    is no such topic or its partitions have no leader yet (just created)."""
-    committed = hidden = 0
-    try:
-        partitions = kafka_log.partitions_of(bootstrap, topic)
-        logs = [kafka_log.record_batches(bootstrap, topic, partition) for partition in partitions]
-    except kafka_log.KafkaLogError:
-        return 0, 0
-    for batches in logs:
-        visible = kafka_log.committed_offsets(batches)
-        for batch in batches:
-            if not batch.control:
-                n = sum(1 for o in batch.offsets if o in visible)
-                committed += n
-                hidden += len(batch.offsets) - n
-    return committed, hidden
-
-
 def uncommitted(bootstrap: str, topic: str) -> int:
     """Data records in the log that a read_committed consumer must not see."""
     return log_counts(bootstrap, topic)[1]
 
 
-def kill_when(actor: str, check: Callable[[], Any], what: str, timeout: float = 60) -> Any:
-    """SIGKILL the process of `actor` at a moment `check()` is true: freeze it (SIGSTOP), call `check`,
-    kill it if so, else let it go on (SIGCONT) and look again a moment later. Returns what `check` said."""
-    pid = actor_pid(actor)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        os.kill(pid, signal.SIGSTOP)
-        try:
-            found = check()
-        except BaseException:
-            os.kill(pid, signal.SIGCONT)
-            raise
-        if found:
-            os.kill(pid, signal.SIGKILL)  # a stopped process dies at once
-            return found
-        os.kill(pid, signal.SIGCONT)
-        time.sleep(0.005)
-    raise AssertionError(f"{actor}: no moment with {what} within {timeout} s")
-
-
-def kill_mid_transaction(actor: str, bootstrap: str, topic: str, before: int = 0, committed: int = 0) -> int:
-    """kill -9 `actor` (a writer) while its open transaction has rows in `topic`'s log (more uncommitted rows
-    than `before`, at least `committed` committed ones). Returns the uncommitted rows in the log then."""
-    def check() -> int:
-        done, hidden = log_counts(bootstrap, topic)
-        return hidden if hidden > before and done >= committed else 0
-
-    return kill_when(actor, check, f"an open transaction with rows in {topic}")
-
-
-@pytest.mark.usefixtures("ray_up")
+@pytest.mark.usefixtures("ray_session")
 def test_kill_9_writer_mid_transaction_every_row_once(tmp_path: Path, broker: Any) -> None:
     """kill -9 of the writer actor while a transaction's rows are already in the log; a new run resumes
     from the checkpoint committed in Kafka. Judged by the log's transaction markers (`kafka_log`): every

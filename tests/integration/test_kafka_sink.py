@@ -7,13 +7,11 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import pytest
-import ray
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import KafkaError, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from dbus_ray.checkpoints import FileCheckpointStore
@@ -24,88 +22,10 @@ from dbus_ray.pipeline import Pipeline, run_pipeline
 from dbus_ray.serializers.avro import AvroSerializer
 from dbus_ray.sinks.kafka import KafkaOptions, KafkaSink
 from dbus_ray.sources.mock import MockOptions, MockSource
-
-
-@pytest.fixture(scope="session")
-def ray_up() -> None:
-    """One local Ray for the session (shared with the other integration tests; never shut down here)."""
-    import os
-
-    if not ray.is_initialized():
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        ray.init(address="local", num_cpus=2, include_dashboard=False, namespace="dbus")
-
+from tests.support.helpers import wait_for
+from tests.support.topics import check_every_row, partition_of, partitions_of, read_topic
 
 # ---------------------------------------------------------------------------------------------- helpers
-
-
-def murmur2(data: bytes) -> int:
-    """Kafka's Java murmur2 (what librdkafka's `murmur2_random` partitioner computes)."""
-    m, r = 0x5BD1E995, 24
-    length = len(data)
-    h = (0x9747B28C ^ length) & 0xFFFFFFFF
-    for i in range(length // 4):
-        k = int.from_bytes(data[4 * i: 4 * i + 4], "little")
-        k = (k * m) & 0xFFFFFFFF
-        k ^= k >> r
-        k = (k * m) & 0xFFFFFFFF
-        h = (h * m) & 0xFFFFFFFF
-        h ^= k
-    rest = length & 3
-    tail = length & ~3
-    if rest == 3:
-        h ^= data[tail + 2] << 16
-    if rest >= 2:
-        h ^= data[tail + 1] << 8
-    if rest >= 1:
-        h ^= data[tail]
-        h = (h * m) & 0xFFFFFFFF
-    h ^= h >> 13
-    h = (h * m) & 0xFFFFFFFF
-    h ^= h >> 15
-    return h
-
-
-def partition_of(key: bytes, partitions: int) -> int:
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
-
-
-def partitions_of(bootstrap: str, topic: str) -> list[int]:
-    metadata = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10)
-    assert topic in metadata.topics, f"topic {topic} missing"
-    return sorted(metadata.topics[topic].partitions)
-
-
-def read_topic(bootstrap: str, topic: str, committed: bool = False, idle: float = 1.5) -> list[Any]:
-    """Every message of `topic` (all partitions, from the beginning) with assign(); read until every
-    partition reached its end and nothing more came for `idle` seconds."""
-    parts = partitions_of(bootstrap, topic)
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap, "group.id": "dbus-test-reader", "enable.auto.commit": False,
-        "enable.partition.eof": True, "isolation.level": "read_committed" if committed else "read_uncommitted",
-    })
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
-    out: list[Any] = []
-    at_end: set[int] = set()
-    last = time.monotonic()
-    deadline = time.monotonic() + 60
-    try:
-        while time.monotonic() < deadline:
-            msg = consumer.poll(0.2)
-            if msg is None:
-                if len(at_end) == len(parts) and time.monotonic() - last > idle:
-                    break
-                continue
-            if msg.error() is not None:
-                assert msg.error().code() == KafkaError._PARTITION_EOF, msg.error()
-                at_end.add(msg.partition())
-                continue
-            at_end.discard(msg.partition())
-            last = time.monotonic()
-            out.append(msg)
-    finally:
-        consumer.close()
-    return out
 
 
 def kafka_config(tmp_path: Path, name: str, broker: Any, source: dict[str, Any], sink: dict[str, Any],
@@ -131,27 +51,6 @@ def open_sink(broker: Any, **options: Any) -> KafkaSink:
     sink = KafkaSink("p", "k", build(KafkaOptions, {"bootstrap": broker.bootstrap, **options}, "sinks[0]"))
     sink.open()
     return sink
-
-
-def check_every_row(msgs: list[Any], total: int, partitions: int) -> dict[int, int]:
-    """Every row 0..total-1 present; each key in one partition (murmur2), its rows in source order within
-    that partition. Returns {row: times seen}."""
-    seen: dict[int, int] = defaultdict(int)
-    key_partition: dict[tuple[str, bytes], int] = {}
-    per_key: dict[tuple[str, bytes], list[int]] = defaultdict(list)
-    for msg in msgs:
-        value = json.loads(msg.value())
-        row = value["pos"]["offset"]
-        seen[row] += 1
-        k = (msg.topic(), msg.key())
-        assert key_partition.setdefault(k, msg.partition()) == msg.partition(), f"key {k} in two partitions"
-        assert msg.partition() == partition_of(msg.key(), partitions)
-        per_key[k].append(row)
-    assert sorted(seen) == list(range(total)), f"missing rows: {sorted(set(range(total)) - set(seen))[:10]}"
-    for k, rows in per_key.items():
-        first_seen = list(dict.fromkeys(rows))  # duplicates of a resume come again later, in order
-        assert first_seen == sorted(first_seen), f"key {k} out of order"
-    return seen
 
 
 # ---------------------------------------------------------------------------------------------- the sink
@@ -314,7 +213,7 @@ def test_missing_topic_without_create(broker: Any) -> None:
 # ---------------------------------------------------------------------------------------------- through Ray
 
 
-@pytest.mark.usefixtures("ray_up")
+@pytest.mark.usefixtures("ray_session")
 def test_pipeline_every_row_in_key_order(tmp_path: Path, broker: Any) -> None:
     total = 20_000
     cfg = kafka_config(tmp_path, "kafka-e2e", broker, {"rows": total, "keys": 500, "tables": 2},
@@ -332,7 +231,7 @@ def test_pipeline_every_row_in_key_order(tmp_path: Path, broker: Any) -> None:
     assert FileCheckpointStore(cfg.pipeline_dir).load()["source"] == {"next": total}
 
 
-@pytest.mark.usefixtures("ray_up")
+@pytest.mark.usefixtures("ray_session")
 def test_resume_after_clean_stop(tmp_path: Path, broker: Any) -> None:
     total = 12_000
     cfg = kafka_config(tmp_path, "kafka-resume", broker, {"rows": total, "keys": 300},
@@ -348,7 +247,7 @@ def test_resume_after_clean_stop(tmp_path: Path, broker: Any) -> None:
     assert duplicates == 0  # a clean stop delivers what is in flight and saves the final checkpoint
 
 
-@pytest.mark.usefixtures("ray_up")
+@pytest.mark.usefixtures("ray_session")
 def test_resume_after_crash_duplicates_only_unacknowledged(tmp_path: Path, broker: Any) -> None:
     """Kill the pipeline's actors mid-way (no final checkpoint), then run again: every row is there, and
     the only duplicates are the rows delivered after the last saved checkpoint."""
@@ -357,9 +256,7 @@ def test_resume_after_crash_duplicates_only_unacknowledged(tmp_path: Path, broke
                        {"topic": "resume-crash", "partitions": 6}, checkpoint={"every_ms": 300})
     pipeline = Pipeline(cfg)
     pipeline.start()
-    deadline = time.monotonic() + 30
-    while pipeline.status()["rows_delivered"] < 8_000 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: pipeline.status()["rows_delivered"] >= 8_000, timeout=30, every=0.05, what="8,000 rows delivered")
     pipeline.kill()
     saved = FileCheckpointStore(cfg.pipeline_dir).load()
     assert saved is not None and 0 < saved["source"]["next"] < total
@@ -379,7 +276,7 @@ def test_resume_after_crash_duplicates_only_unacknowledged(tmp_path: Path, broke
     assert duplicated == sorted(r for r in delivered_first if r >= resume_at)
 
 
-@pytest.mark.usefixtures("ray_up")
+@pytest.mark.usefixtures("ray_session")
 def test_pipeline_unreachable_broker_fails_to_start(tmp_path: Path) -> None:
     raw = {"name": "kafka-down", "source": {"type": "mock", "rows": 10},
            "sinks": [{"name": "k", "type": "kafka", "bootstrap": "127.0.0.1:1", "timeout_s": 2}],
@@ -392,7 +289,7 @@ def test_pipeline_unreachable_broker_fails_to_start(tmp_path: Path) -> None:
     assert "cannot start" in text and "kafka sink k: cannot reach broker 127.0.0.1:1" in text
 
 
-@pytest.mark.usefixtures("ray_up")
+@pytest.mark.usefixtures("ray_session")
 def test_pipeline_message_too_large_fails_without_checkpoint(tmp_path: Path, broker: Any) -> None:
     cfg = kafka_config(tmp_path, "kafka-large", broker, {"rows": 3000, "keys": 10, "db": "x" * 1200},
                        {"topic": "too-large", "producer": {"message.max.bytes": 1000}})
@@ -407,7 +304,7 @@ def test_pipeline_message_too_large_fails_without_checkpoint(tmp_path: Path, bro
     assert FileCheckpointStore(cfg.pipeline_dir).load() is None
 
 
-@pytest.mark.usefixtures("ray_up")
+@pytest.mark.usefixtures("ray_session")
 def test_pipeline_dead_letters_oversize_rows_and_goes_on(tmp_path: Path, broker: Any) -> None:
     cfg = kafka_config(tmp_path, "kafka-dlq", broker, {"rows": 300, "keys": 10, "db": "x" * 1200},
                        {"topic": "dlq-pipe", "producer": {"message.max.bytes": 2000}, "on_oversize": "dead_letter",
@@ -419,7 +316,7 @@ def test_pipeline_dead_letters_oversize_rows_and_goes_on(tmp_path: Path, broker:
     assert FileCheckpointStore(cfg.pipeline_dir).load()["source"] == {"next": 300}
 
 
-@pytest.mark.usefixtures("ray_up")
+@pytest.mark.usefixtures("ray_session")
 def test_example_config_runs(tmp_path: Path, broker: Any) -> None:
     """configs/mock-kafka.yaml as shipped, pointed at the test broker."""
     path = Path(__file__).parents[2] / "configs" / "mock-kafka.yaml"

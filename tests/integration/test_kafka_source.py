@@ -5,7 +5,6 @@ timestamps and per-partition order (sink `kafka` with `format: raw`)."""
 from __future__ import annotations
 
 import json
-import typing
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,9 +21,8 @@ from dbus_ray.kafka.checkpoints import store_for
 from dbus_ray.pipeline import Pipeline, run_pipeline
 from dbus_ray.sinks.kafka import KafkaOptions, KafkaSink
 from dbus_ray.sources.kafka import KafkaSource, KafkaSourceOptions
-from dbus_ray.testing import drain
-
-from .test_kafka_exactly_once import kill_mid_transaction, kill_when
+from tests.support.helpers import drain, kill_when
+from tests.support.topics import kill_mid_transaction
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 BASE_TS = 1_764_062_400_000
@@ -132,8 +130,6 @@ def second_broker() -> Iterator[Broker]:
         server.stop()
 
 
-@pytest.mark.skipif("raw" not in typing.get_args(typing.get_type_hints(KafkaOptions)["format"]),
-                    reason="the kafka sink has no `format: raw` yet (dbus_ray/sinks/kafka.py, see issue 9 report)")
 def test_mirror_between_two_brokers_keeps_keys_headers_timestamps_and_order(
     tmp_path: Path, broker: Broker, second_broker: Broker
 ) -> None:

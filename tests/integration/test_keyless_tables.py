@@ -11,35 +11,18 @@ from typing import Any
 
 import pytest
 import yaml
-from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient
 from typer.testing import CliRunner
 
 from dbus_ray.cli import app
 from dbus_ray.devstack import MariaDB
+from tests.support.topics import read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session")]
 
 
 def messages(bootstrap: str, topic: str) -> list[tuple[int, bytes | None, dict[str, Any]]]:
     """(partition, key, value) of every message of `topic`, read by a plain consumer."""
-    meta = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10)
-    parts = sorted(meta.topics[topic].partitions)
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"t-{uuid.uuid4().hex[:6]}",
-                         "enable.partition.eof": True})
-    consumer.assign([TopicPartition(topic, p, 0) for p in parts])
-    out, done = [], set()
-    try:
-        while len(done) < len(parts):
-            msg = consumer.poll(10)
-            assert msg is not None, "no end of partition within 10 s"
-            if msg.error():
-                done.add(msg.partition())
-                continue
-            out.append((msg.partition(), msg.key(), json.loads(msg.value())))
-    finally:
-        consumer.close()
-    return out
+    return [(m.partition(), m.key(), json.loads(m.value())) for m in read_topic(bootstrap, topic)]
 
 
 def run(tmp_path: Path, mariadb: MariaDB, broker: Any, table: str, start: str, topic: str,

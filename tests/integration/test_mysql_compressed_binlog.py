@@ -19,7 +19,7 @@ from dbus_ray.cli import app
 from dbus_ray.devstack import MariaDB
 from dbus_ray.errors import DbusError
 from dbus_ray.mysql.source import MysqlOptions, MysqlSource
-from dbus_ray.testing import drain, execute, position
+from tests.support.helpers import drain, execute, position
 
 pytestmark = pytest.mark.integration
 

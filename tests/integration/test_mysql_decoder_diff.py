@@ -1,6 +1,6 @@
 """Differential test of our binlog decoder (dbus_ray.mysql: compiled per-table layouts) against stock
 python-mysql-replication, on the same binlog: every column type of the type-fidelity table
-(TYPES_DDL/TYPE_ROWS of test_mysql_source.py), in row-by-row inserts, one multi-row UPDATE (before
+(TYPES_DDL/TYPE_ROWS of tests/support/mysql_types.py), in row-by-row inserts, one multi-row UPDATE (before
 and after images) and one multi-row DELETE.
 
 Our values are the Arrow values of the batches (`to_pylist()` of the `before`/`after` columns). The
@@ -29,15 +29,13 @@ from typing import Any
 import pytest
 
 from dbus_ray.mysql.source import MysqlOptions, MysqlSource
-from dbus_ray.testing import sibling_test
+from tests.support.mysql_types import TYPE_ROWS, TYPES_DDL
 
 pytestmark = pytest.mark.integration
 
 DB = "dbus_test"
 
 
-_source_tests = sibling_test(__file__, "test_mysql_source.py")
-TYPES_DDL, TYPE_ROWS = _source_tests.TYPES_DDL, _source_tests.TYPE_ROWS  # the type-fidelity table
 
 # (column, row id) -> the value SELECT returns, where stock python-mysql-replication 1.0.17 decodes a
 # different value

@@ -27,7 +27,7 @@ from dbus_ray.config import PipelineConfig, parse_config
 from dbus_ray.devstack import MariaDB
 from dbus_ray.errors import DbusError
 from dbus_ray.mysql.source import MysqlOptions, MysqlSource
-from dbus_ray.testing import execute, live_actor_pid, position, table_name, wait_for
+from tests.support.helpers import execute, live_actor_pid, position, table_name, wait_for
 
 pytestmark = pytest.mark.integration
 

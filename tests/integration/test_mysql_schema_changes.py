@@ -12,7 +12,7 @@ import pytest
 
 from dbus_ray.mysql.ddl import renamed_tables
 from dbus_ray.mysql.source import MysqlOptions, MysqlSource
-from dbus_ray.testing import drain, execute, position, table_name
+from tests.support.helpers import decoded_tables, drain, execute, position, table_name
 
 pytestmark = pytest.mark.integration
 
@@ -60,21 +60,12 @@ def online_alter(root: Any, t: str, tool: str) -> None:
 def test_online_schema_change_keeps_the_table_name_and_skips_shadow_tables(
     mariadb: Any, root: Any, monkeypatch: Any, tool: str
 ) -> None:
-    from dbus_ray.mysql import decoder as types
-
     t = table_name("osc")
     execute(root, f"CREATE TABLE {t} (id INT PRIMARY KEY, a VARCHAR(10))")
     start = position(root)
     execute(root, f"INSERT INTO {t} VALUES (1, 'a'), (2, 'b')")
     online_alter(root, t, tool)
-    decoded: list[str] = []
-    original = types.Layout.read_rows
-
-    def spy(self: Any, *args: Any) -> Any:
-        decoded.append(self.table)
-        return original(self, *args)
-
-    monkeypatch.setattr(types.Layout, "read_rows", spy)
+    decoded = decoded_tables(monkeypatch)
     rows = [r for r in read(mariadb, start) if t in r["table"]]
     assert {r["table"] for r in rows} == {t}, [(r["table"], r["op"]) for r in rows]
     assert set(decoded) == {t}

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from dbus_ray.cli import app
 from dbus_ray.config import parse_config
 from dbus_ray.errors import DbusError
 from dbus_ray.pipeline import NAMESPACE, Pipeline, run_pipeline
-from dbus_ray.testing import wait_for
+from tests.support.helpers import metric_samples, wait_for
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -188,31 +187,19 @@ def test_cli_run_until_caught_up(tmp_path: Path) -> None:
 
 
 def test_metrics_reach_rays_prometheus_endpoint(tmp_path: Path, placement: str) -> None:
-    import urllib.request
-
     cfg = config(tmp_path, f"metered-{placement}", {"rows": None, "rate": 5000}, [{"name": "n", "type": "null"}])
-    port = ray._private.worker.global_worker.node.metrics_export_port
     pipeline = Pipeline(cfg)
     pipeline.start()
 
-    def scrape() -> dict[str, float]:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    def scrape() -> dict[str, float] | None:
+        pipeline.status()  # refreshes the lag and in-flight gauges
         found: dict[str, float] = {}
-        for line in text.splitlines():
-            if line.startswith("ray_dbus_") and f'pipeline="metered-{placement}"' in line:
-                name = line.split("{", 1)[0]
-                found[name] = found.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
-        return found
+        for name, _, value in metric_samples("ray_dbus_", f"metered-{placement}"):
+            found[name] = found.get(name, 0.0) + value
+        return found if found.get("ray_dbus_rows_out_total", 0) > 0 and "ray_dbus_lag_seconds" in found else None
 
     try:
-        deadline = time.monotonic() + 60
-        found: dict[str, float] = {}
-        while time.monotonic() < deadline:
-            pipeline.status()  # refreshes the lag and in-flight gauges
-            found = scrape()
-            if found.get("ray_dbus_rows_out_total", 0) > 0 and "ray_dbus_lag_seconds" in found:
-                break
-            time.sleep(1)
+        found = wait_for(scrape, timeout=60, every=1, what="the pipeline's metrics at the Prometheus endpoint")
         delivered = pipeline.status()["rows_delivered"]
     finally:
         pipeline.stop()

@@ -20,7 +20,7 @@ from dbus_ray.devstack import MariaDB
 from dbus_ray.errors import DbusError
 from dbus_ray.mysql.schema_history import SchemaHistory
 from dbus_ray.mysql.source import MysqlOptions, MysqlSource
-from dbus_ray.testing import drain, execute, position, table_name
+from tests.support.helpers import drain, execute, position, table_name
 
 pytestmark = pytest.mark.integration
 

@@ -16,11 +16,20 @@ from typing import Any
 import pymysql
 import pytest
 
-from dbus_ray.config import parse_config
 from dbus_ray.errors import DbusError
-from dbus_ray.model import dumps
 from dbus_ray.mysql.source import MysqlOptions, MysqlSource
-from dbus_ray.testing import drain, execute, position, sibling_test, table_name
+from tests.support.changes import (
+    apply_strict,
+    apply_upserts,
+    assert_tables_match,
+    is_marker,
+    pipeline_config,
+    read_jsonl,
+    snapshot_markers,
+    snapshot_window,
+)
+from tests.support.helpers import drain, execute, position, table_name, wait_for
+from tests.support.mysql_types import create_type_table
 
 pytestmark = pytest.mark.integration
 
@@ -43,78 +52,12 @@ def changes(batches: list[Any]) -> list[dict[str, Any]]:
     return [json.loads(c.to_json()) for b in batches for c in b.changes()]
 
 
-def select_json(conn: pymysql.connections.Connection, table: str, order: str = "id") -> list[dict[str, Any]]:
-    with conn.cursor(pymysql.cursors.DictCursor) as cur:
-        cur.execute(f"SELECT * FROM {table} ORDER BY {order}")
-        return [json.loads(dumps(r)) for r in cur.fetchall()]
-
-
-def pipeline_config(mariadb: Any, tmp_path: Path, pipeline: str, out: Path, **source_options: Any) -> Any:
-    flow = source_options.pop("flow", {"read_batch_rows": 1000, "max_rows_in_flight": 4000})
-    raw = {
-        "name": pipeline,
-        "source": {"type": "mysql", "dsn": "mysql://dbus:${PW}@127.0.0.1:" + str(mariadb.port), **source_options},
-        "sinks": [{"name": "file", "type": "jsonl", "path": str(out)}],
-        "flow": flow,
-        "data_dir": str(tmp_path / "data"),
-    }
-    return parse_config(raw, f"{pipeline}.yaml", {"PW": mariadb.password})
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
-def is_marker(r: dict[str, Any]) -> bool:
-    return r["op"] == "ddl" and r["after"] is not None and "snapshot" in r["after"]
-
-
-def apply_strict(rows: list[dict[str, Any]]) -> dict[str, dict[Any, dict[str, Any]]]:
-    """Table -> id -> row, applying the changes in order and failing on any duplicate or lost change: a
-    `read` or `insert` of a present key, an update or delete whose before image is not the current row."""
-    state: dict[str, dict[Any, dict[str, Any]]] = {}
-    for r in rows:
-        if r["op"] == "ddl":
-            continue
-        t = state.setdefault(r["table"], {})
-        k = r["key"]["id"]
-        if r["op"] in ("read", "insert"):
-            assert k not in t, f"{r['op']} of {r['table']} id {k} that is already there: a duplicate"
-            t[k] = r["after"]
-        else:
-            assert t.get(k) == r["before"], f"{r['op']} of {r['table']} id {k}: before {r['before']} != {t.get(k)}"
-            if r["op"] == "update":
-                t[k] = r["after"]
-            else:
-                del t[k]
-    return state
-
-
-def apply_upserts(rows: list[dict[str, Any]]) -> dict[str, dict[Any, dict[str, Any]]]:
-    """Table -> id -> row, applying the changes in order as idempotent upserts and deletes (at-least-once)."""
-    state: dict[str, dict[Any, dict[str, Any]]] = {}
-    for r in rows:
-        if r["op"] == "ddl":
-            continue
-        t = state.setdefault(r["table"], {})
-        if r["op"] == "delete":
-            t.pop(r["key"]["id"], None)
-        else:
-            t[r["key"]["id"]] = r["after"]
-    return state
-
-
 # ------------------------------------------------------------------------------------- source level
 
 
 def test_snapshot_values_and_types_equal_the_binlog_decoder(mariadb: Any, root: Any) -> None:
-    mod = sibling_test(__file__, "test_mysql_source.py")  # its type-fidelity table
     t = table_name("snap_types")
-    execute(root, mod.TYPES_DDL.format(t=t))
-    start = position(root)
-    execute(root, "SET SESSION sql_mode = ''")
-    for row in mod.TYPE_ROWS:
-        execute(root, f"INSERT INTO {t} VALUES {row}")
+    start = create_type_table(root, t)
     execute(root, f"INSERT INTO {t} (id, f, db) VALUES (5, 1234567.8, 0.1), (6, -1.17549e-38, 1e-300)")
 
     def parts(src: MysqlSource) -> list[Any]:
@@ -291,19 +234,20 @@ def test_initial_snapshot_then_stream_with_racing_writes(
                           include=[f"{DB}.{a}", f"{DB}.{b}"], max_rows_per_second=10_000)
     def stop_after_snapshot() -> None:  # the reader calls itself caught up only once a poll finds nothing new
         done = f'"snapshot":"end","table":"{DB}.{b}"'
-        while not stop.is_set():
-            if out.exists() and done in out.read_text():
-                time.sleep(0.5)  # racing the start of the stream too
-                stop.set()
-            time.sleep(0.1)
+        try:
+            wait_for(lambda: stop.is_set() or (out.exists() and done in out.read_text()), timeout=600, every=0.1,
+                     what="the snapshot's end marker")
+            n = written["n"]
+            wait_for(lambda: stop.is_set() or written["n"] >= n + 100, what="writes racing the start of the stream")
+        finally:
+            stop.set()
 
     thread = threading.Thread(target=writer)
     watcher = threading.Thread(target=stop_after_snapshot)
     thread.start()
     watcher.start()
     try:
-        while written["n"] < 20:
-            time.sleep(0.01)
+        wait_for(lambda: errors or written["n"] >= 20, every=0.01, what="the writer's first writes")
         began = time.monotonic()
         final = run_pipeline(cfg, until_caught_up=True, interval=0.1)
         took = time.monotonic() - began
@@ -319,12 +263,11 @@ def test_initial_snapshot_then_stream_with_racing_writes(
 
     rows = read_jsonl(out)
     reads = [r for r in rows if r["op"] == "read"]
-    markers = [(r["table"], r["after"]["snapshot"]) for r in rows if is_marker(r)]
+    markers = snapshot_markers(rows)
     assert markers == [(a, "start"), (a, "end"), (b, "start"), (b, "end")]
     stream = [r for r in rows if r["op"] in ("insert", "update", "delete")]
     # the writes raced the snapshot: many were committed while it was being read
-    began_read = min(r["read_ts"] for r in rows if is_marker(r))
-    ended_read = max(r["read_ts"] for r in rows if is_marker(r))
+    began_read, ended_read = snapshot_window(rows)
     assert ended_read - began_read > 1.0
     assert sum(began_read < c < ended_read for c in commits) > 50
     # every change comes after all snapshot rows, from the snapshot's position on
@@ -333,8 +276,7 @@ def test_initial_snapshot_then_stream_with_racing_writes(
     assert min((r["pos"]["file"], r["pos"]["offset"]) for r in stream) >= snap_pos
     # nothing lost, nothing twice: applying strictly in order gives today's tables
     state = apply_strict(rows)
-    for t in (a, b):
-        assert sorted(state[t].values(), key=lambda r: r["id"]) == select_json(root, t), t
+    assert_tables_match(state, root, a, b)
     n = len(reads)
     print(f"\nsnapshot: {n} rows + {len(stream)} changes racing ({written['n']} writes) in {took:.1f}s")
 
@@ -379,7 +321,7 @@ def test_resume_after_stop_mid_snapshot(mariadb: Any, root: Any, ray_session: No
         assert len(ids) == len(set(ids)), t
     resumed_reads = [r["key"]["id"] for r in second if r["op"] == "read"]
     assert resumed_reads and min(resumed_reads) == last + 1 and 20000 in resumed_reads
-    markers = [(r["table"], r["after"]["snapshot"]) for r in rows if is_marker(r)]
+    markers = snapshot_markers(rows)
     assert markers == [(a, "start"), (a, "end"), (b, "start"), (b, "end")]
     # the stream starts at the first snapshot's position: the changes made while stopped all arrive,
     # including those the resumed snapshot's reads already hold (at-least-once) ...
@@ -389,8 +331,7 @@ def test_resume_after_stop_mid_snapshot(mariadb: Any, root: Any, ray_session: No
     assert all((r["pos"]["file"], r["pos"]["offset"]) >= first_pos for r in changed)
     # ... and applying everything in order gives today's tables
     state = apply_upserts(rows)
-    for t in (a, b):
-        assert sorted(state[t].values(), key=lambda r: r["id"]) == select_json(root, t), t
+    assert_tables_match(state, root, a, b)
 
 
 def test_when_needed_snapshots_after_purge(mariadb: Any, root: Any, ray_session: None, tmp_path: Path) -> None:
@@ -411,19 +352,13 @@ def test_when_needed_snapshots_after_purge(mariadb: Any, root: Any, ray_session:
     execute(root, f"UPDATE {t} SET v = 5 WHERE id < 50", "FLUSH BINARY LOGS", f"DELETE FROM {t} WHERE id >= 250")
     execute(root, "FLUSH BINARY LOGS")
     newest = position(root).split(":")[0]
-    files: list[str] = []
-    warnings: Any = ()
-    for _ in range(100):  # a file stays while a binlog reader is still on it or InnoDB still needs it
+    def purged() -> bool:  # a file stays while a binlog reader is still on it or InnoDB still needs it
         with root.cursor() as cur:
             cur.execute(f"PURGE BINARY LOGS TO '{newest}'")
-            cur.execute("SHOW WARNINGS")
-            warnings = cur.fetchall()
             cur.execute("SHOW BINARY LOGS")
-            files = [r[0] for r in cur.fetchall()]
-        if old_file not in files:
-            break
-        time.sleep(0.1)
-    assert old_file not in files, (files, warnings)
+            return old_file not in [r[0] for r in cur.fetchall()]
+
+    wait_for(purged, timeout=20, every=0.1, what=f"{old_file} purged")
     never = source(mariadb, include=[f"{DB}.{t}"])
     with pytest.raises(DbusError, match=rf"binlog file {old_file} \(checkpoint\) is no longer on"):
         never.open(final["checkpoint"]["source"])
@@ -437,7 +372,7 @@ def test_when_needed_snapshots_after_purge(mariadb: Any, root: Any, ray_session:
     rows = read_jsonl(out)[1:]
     assert rows[-1]["op"] == "update" and rows[-1]["after"]["s"] == "streamed"
     state = apply_strict(rows)
-    assert sorted(state[t].values(), key=lambda r: r["id"]) == select_json(root, t)
+    assert_tables_match(state, root, t)
 
 
 def test_example_config_parses() -> None:

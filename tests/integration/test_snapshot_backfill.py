@@ -5,7 +5,6 @@ read is followed by exactly the changes after it (writes race the backfill)."""
 
 from __future__ import annotations
 
-import json
 import random
 import threading
 import time
@@ -15,15 +14,12 @@ from typing import Any
 import pytest
 import ray
 
-from dbus_ray.testing import execute, table_name, wait_for
+from tests.support.changes import read_jsonl
+from tests.support.helpers import execute, table_name, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session")]
 
 DB = "dbus_test"
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def test_backfill_while_streaming(controller: Any, mariadb: Any, root: Any, tmp_path: Path) -> None:
@@ -84,7 +80,8 @@ def test_backfill_while_streaming(controller: Any, mariadb: Any, root: Any, tmp_
         assert result.output.startswith(f"pipeline snap-bf: backfill of {DB}.{t} asked for (where id <= 1500)")
         end = f'"snapshot":"end","table":"{DB}.{t}"'
         wait_for(lambda: end in out.read_text(), what="the backfill's end marker", timeout=60)
-        time.sleep(0.5)
+        written = len(commits)
+        wait_for(lambda: len(commits) >= written + 50, what="writes after the backfill ended")
     finally:
         stop.set()
         thread.join()

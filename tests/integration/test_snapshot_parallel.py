@@ -17,14 +17,19 @@ from typing import Any
 import pytest
 import ray
 
-from dbus_ray.testing import execute, sibling_test, table_name, wait_for
+from tests.support.changes import (
+    apply_strict,
+    assert_tables_match,
+    pipeline_config,
+    read_jsonl,
+    snapshot_markers,
+    snapshot_window,
+)
+from tests.support.helpers import execute, table_name, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session")]
 
 DB = "dbus_test"
-
-
-snap = sibling_test(__file__, "test_snapshot.py")  # its helpers
 
 
 def writer_thread(mariadb: Any, t: str, n: int, stop: threading.Event, commits: list[float],
@@ -72,7 +77,7 @@ def test_parallel_snapshot_with_racing_writes_survives_a_worker_kill(
     execute(root, f"CREATE TABLE {t} (id INT PRIMARY KEY, v INT, s VARCHAR(40))",
             f"INSERT INTO {t} SELECT seq, seq % 97, CONCAT('row-', seq) FROM seq_1_to_{n}")
     out = tmp_path / "out.jsonl"
-    cfg = snap.pipeline_config(mariadb, tmp_path, "snap-par", out, snapshot="initial", chunk_rows=5000,
+    cfg = pipeline_config(mariadb, tmp_path, "snap-par", out, snapshot="initial", chunk_rows=5000,
                                snapshot_parallelism=2, max_rows_per_second=50_000, include=[f"{DB}.{t}"],
                                flow={"read_batch_rows": 5000, "max_rows_in_flight": 20_000})
     stop = threading.Event()
@@ -95,8 +100,7 @@ def test_parallel_snapshot_with_racing_writes_survives_a_worker_kill(
     thread = writer_thread(mariadb, t, n, stop, commits, errors)
     kill_thread = threading.Thread(target=killer)
     try:
-        while len(commits) < 20:
-            time.sleep(0.01)
+        wait_for(lambda: errors or len(commits) >= 20, every=0.01, what="the writer's first writes")
         kill_thread.start()
         began = time.monotonic()
         final = run_pipeline(cfg, until_caught_up=True, interval=0.1)
@@ -115,9 +119,9 @@ def test_parallel_snapshot_with_racing_writes_survives_a_worker_kill(
     # fences lifted
     assert set(final["checkpoint"]["source"]) - {"selected"} == {"file", "offset", "skip", "gtid", "gtid_pos", "server"}
 
-    rows = snap.read_jsonl(out)
+    rows = read_jsonl(out)
     reads = [r for r in rows if r["op"] == "read"]
-    markers = [(r["table"], r["after"]["snapshot"]) for r in rows if snap.is_marker(r)]
+    markers = snapshot_markers(rows)
     assert markers == [(t, "start"), (t, "end")]
     # the chunks were read at several positions: one consistent snapshot per worker (the two may meet at one
     # position), and a later one, after the kill, in its replacement
@@ -126,13 +130,12 @@ def test_parallel_snapshot_with_racing_writes_survives_a_worker_kill(
     # reads in key order, and writes raced them, the kill happened while they were read
     ids = [r["key"]["id"] for r in reads]
     assert ids == sorted(ids)
-    first_read = min(r["read_ts"] for r in rows if snap.is_marker(r))
-    last_read = max(r["read_ts"] for r in rows if snap.is_marker(r))
+    first_read, last_read = snapshot_window(rows)
     assert sum(first_read < c < last_read for c in commits) > 100
     assert first_read < killed["at"] < last_read
     # each key read once, then exactly the changes after its read: applied strictly, the table as it is
-    state = snap.apply_strict(rows)
-    assert sorted(state[t].values(), key=lambda r: r["id"]) == snap.select_json(root, t)
+    state = apply_strict(rows)
+    assert_tables_match(state, root, t)
     print(f"\nparallel snapshot: {len(reads)} rows, {len(rows) - len(reads)} changes, {len(commits)} writes, "
           f"{progress['worker_restarts']} worker restart(s), {took:.1f}s")
 
@@ -153,7 +156,7 @@ def test_parallel_snapshot_resumes_after_the_last_emitted_key(mariadb: Any, root
         execute(root, f"CREATE TABLE {t} (id INT PRIMARY KEY, v INT, s VARCHAR(40))",
                 f"INSERT INTO {t} SELECT seq, seq % 97, 'x' FROM seq_1_to_5000")
     out = tmp_path / "out.jsonl"
-    cfg = snap.pipeline_config(mariadb, tmp_path, "snap-pres", out, snapshot="initial", chunk_rows=700,
+    cfg = pipeline_config(mariadb, tmp_path, "snap-pres", out, snapshot="initial", chunk_rows=700,
                                snapshot_parallelism=2, include=[f"{DB}.{a}", f"{DB}.{b}"],
                                flow={"read_batch_rows": 500, "max_rows_in_flight": 1000})
     final = run_pipeline(cfg, max_rows=7000, interval=0.05)
@@ -163,7 +166,7 @@ def test_parallel_snapshot_resumes_after_the_last_emitted_key(mariadb: Any, root
     last = saved["last_pk"][0]
     assert 0 < last < 5000 and saved["rows"] == last
     assert saved["fences"][f"{DB}.{b}"]["at"][-1][0] == [last]
-    first_rows = len(snap.read_jsonl(out))
+    first_rows = len(read_jsonl(out))
     # changes while stopped: to the table done, and to the unfinished one on both sides of where it stopped
     execute(
         root,
@@ -176,11 +179,11 @@ def test_parallel_snapshot_resumes_after_the_last_emitted_key(mariadb: Any, root
     )
     final = run_pipeline(cfg, until_caught_up=True, interval=0.05)
     assert final["error"] is None
-    rows = snap.read_jsonl(out)
+    rows = read_jsonl(out)
     second = rows[first_rows:]
     resumed_reads = [r["key"]["id"] for r in second if r["op"] == "read"]
     assert resumed_reads and min(resumed_reads) == last + 1 and 20000 in resumed_reads
-    markers = [(r["table"], r["after"]["snapshot"]) for r in rows if snap.is_marker(r)]
+    markers = snapshot_markers(rows)
     assert markers == [(a, "start"), (a, "end"), (b, "start"), (b, "end")]
     # exactly once: the resumed reads already hold the changes made to their keys while stopped, the
     # stream brings only those to keys read before the stop
@@ -189,15 +192,14 @@ def test_parallel_snapshot_resumes_after_the_last_emitted_key(mariadb: Any, root
         [(a, "update", i) for i in range(1, 11)] + [(a, "delete", i) for i in range(100, 105)]
         + [(a, "insert", 20000), (b, "update", last - 1), (b, "delete", last - 2)]
     )
-    state = snap.apply_strict(rows)
-    for t in (a, b):
-        assert sorted(state[t].values(), key=lambda r: r["id"]) == snap.select_json(root, t), t
+    state = apply_strict(rows)
+    assert_tables_match(state, root, a, b)
 
 
 def test_snapshot_parallelism_below_one_is_refused(mariadb: Any, tmp_path: Path) -> None:
     from dbus_ray.config import ConfigError
 
     with pytest.raises(ConfigError) as err:
-        snap.pipeline_config(mariadb, tmp_path, "snap-bad", tmp_path / "o.jsonl", snapshot="initial",
+        pipeline_config(mariadb, tmp_path, "snap-bad", tmp_path / "o.jsonl", snapshot="initial",
                              snapshot_parallelism=0)
     assert str(err.value) == "snap-bad.yaml: source.snapshot_parallelism: must be at least 1"

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import ray
 
-from dbus_ray.testing import execute, table_name, wait_for
+from tests.support.helpers import execute, table_name, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session")]
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 import errno
 import json
 import os
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -19,6 +19,7 @@ from dbus_ray.model import RowBatch
 from dbus_ray.sinks.jsonl import JsonlOptions, JsonlSink
 from dbus_ray.sinks.parquet import ParquetOptions, ParquetSink
 from dbus_ray.sources.mock import MockOptions, MockSource
+from tests.support.helpers import small_tmpfs
 
 DISK_BYTES = 256 * 1024
 
@@ -34,14 +35,8 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A tmpfs of DISK_BYTES mounted for the test (the sandbox runs tests as root)."""
     mount = tmp_path / "disk"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_BYTES}", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
+    with small_tmpfs(mount, DISK_BYTES):
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
 def fill(disk: Path, keep_free: int) -> Path:
@@ -58,12 +53,8 @@ def jsonl_offsets(path: Path) -> list[int]:
     return [json.loads(line)["pos"]["offset"] for line in path.read_bytes().decode().split("\n")[:-1]]
 
 
-def test_jsonl_full_disk_leaves_whole_lines_and_the_retry_appends_once(small_disk: Path) -> None:
-    path = small_disk / "out.jsonl"
-    bs = batches(8, 100)  # ~25 kB per batch, 200 kB in all
-    filler = fill(small_disk, 60 * 1024)
-    sink = JsonlSink("p", "f", JsonlOptions(path=str(path)))
-    sink.open()
+def write_until_full(sink: Any, bs: list[Any]) -> tuple[int, OSError]:
+    """Write the batches until the disk is full: (how many were written, the ENOSPC error), some and not all."""
     written = 0
     with pytest.raises(OSError) as failure:
         for b in bs:
@@ -71,9 +62,19 @@ def test_jsonl_full_disk_leaves_whole_lines_and_the_retry_appends_once(small_dis
             written += 1
     assert failure.value.errno == errno.ENOSPC
     assert 0 < written < len(bs)
+    return written, failure.value
+
+
+def test_jsonl_full_disk_leaves_whole_lines_and_the_retry_appends_once(small_disk: Path) -> None:
+    path = small_disk / "out.jsonl"
+    bs = batches(8, 100)  # ~25 kB per batch, 200 kB in all
+    filler = fill(small_disk, 60 * 1024)
+    sink = JsonlSink("p", "f", JsonlOptions(path=str(path)))
+    sink.open()
+    written, failure = write_until_full(sink, bs)
     assert jsonl_offsets(path) == list(range(written * 100))  # every line parses: the torn one was cut off
     assert path.read_bytes().endswith(b"\n")
-    assert str(path) in str(failure.value) and "No space left on device" in str(failure.value)
+    assert str(path) in str(failure) and "No space left on device" in str(failure)
     filler.unlink()  # space again: the writer retries the failed batch, then goes on
     for b in bs[written:]:
         sink.write(b)
@@ -140,17 +141,11 @@ def test_parquet_full_disk_keeps_complete_files_and_the_retry_delivers_once(smal
     filler = fill(small_disk, 100 * 1024)
     sink = ParquetSink("p", "pq", ParquetOptions(path=str(out), max_rows=2000, compression="none"))
     sink.open()
-    written = 0
-    with pytest.raises(OSError) as failure:
-        for b in bs:
-            sink.write(b)
-            written += 1
-    assert failure.value.errno == errno.ENOSPC
-    assert 0 < written < len(bs)
+    written, failure = write_until_full(sink, bs)
     assert not list(out.rglob("*.tmp")), "half a Parquet file left"
     for f in out.rglob("*.parquet"):
         pq.read_table(f)  # complete
-    assert str(out) in str(failure.value) and "No space left on device" in str(failure.value)
+    assert str(out) in str(failure) and "No space left on device" in str(failure)
     filler.unlink()
     for b in bs[written:written + 5]:  # the retry, then more
         sink.write(b)

@@ -7,8 +7,8 @@ that names the table; no other exception type gets out of the decoder.
 The runs are derandomized (the same examples each time, no example database); set
 DBUS_HYPOTHESIS_EXAMPLES to explore more than the default 150 examples per property.
 
-What does not hold yet is marked `xfail(strict=True)` with the reason, so it turns into a failure to
-unmark once `binlog/types.py` is fixed (see docs/operations.md, "Decoder robustness").
+An ENUM index or a SET bit past the column's members is refused too (a corrupt byte that would decode
+as a valid-looking value otherwise).
 """
 
 from __future__ import annotations
@@ -257,12 +257,24 @@ def test_truncated_row_is_detected() -> None:
             layout.read_rows(ORDER_ROW[:cut], "insert", b"\x0f")
 
 
-@pytest.mark.xfail(strict=True, reason="an ENUM index past the members decodes as '' (MySQL's error value) "
-                                       "instead of failing: a corrupt byte is not detected")
 def test_enum_index_out_of_range_is_detected() -> None:
+    """An ENUM index past the members (a corrupt byte) is refused, naming the table and the column; index 0
+    is MySQL's error value '' and decodes as such."""
     layout = Layout("shop", "t", [ColumnDef("kind", T.ENUM, size=1, members=("small", "large"))], ())
-    with pytest.raises(Exception):  # noqa: B017, PT011
+    assert layout.read_rows(b"\x00\x00\x00\x02", "insert", b"\x01")[1] == [["", "large"]]
+    with time_limit(), pytest.raises(DecodeError) as err:
         layout.read_rows(b"\x00\x09", "insert", b"\x01")
+    assert str(err.value) == ("cannot decode the insert rows event of shop.t (truncated or corrupt): "
+                              "ValueError: ENUM column kind: index 9 is past its 2 members")
+
+
+def test_set_bit_past_the_members_is_detected() -> None:
+    layout = Layout("shop", "t", [ColumnDef("tags", T.SET, size=1, members=("a", "b", "c"))], ())
+    assert layout.read_rows(b"\x00\x05\x00\x00", "insert", b"\x01")[1] == [["a,c", ""]]
+    with time_limit(), pytest.raises(DecodeError) as err:
+        layout.read_rows(b"\x00\x09", "insert", b"\x01")
+    assert str(err.value) == ("cannot decode the insert rows event of shop.t (truncated or corrupt): "
+                              "ValueError: SET column tags: bit 3 is past its 3 members")
 
 
 def test_empty_body_is_no_rows() -> None:
