@@ -28,7 +28,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from dbus_ray.config import parse_config
 from dbus_ray.devstack.kafka_cluster import KafkaCluster
 from dbus_ray.pipeline import Pipeline
-from dbus_ray.testing import wait_for
+from tests.support.helpers import wait_for
 
 PARTITIONS = 3
 MAX_IN_FLIGHT = 2000

@@ -20,7 +20,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from dbus_ray.config import parse_config
 from dbus_ray.pipeline import Pipeline
-from dbus_ray.testing import execute, position, table_name, wait_for
+from tests.support.helpers import execute, position, table_name, wait_for
 
 pytestmark = pytest.mark.integration
 

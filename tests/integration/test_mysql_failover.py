@@ -25,7 +25,7 @@ from dbus_ray.config import parse_config
 from dbus_ray.devstack import MariaDB
 from dbus_ray.errors import DbusError
 from dbus_ray.mysql.source import MysqlOptions, MysqlSource
-from dbus_ray.testing import drain, execute, position, table_name, wait_for
+from tests.support.helpers import drain, execute, position, table_name, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -24,8 +24,8 @@ from dbus_ray.config import build, parse_config
 from dbus_ray.mysql.source import MysqlOptions, MysqlSource
 from dbus_ray.pipeline import Pipeline, actor_name, run_pipeline
 from dbus_ray.sinks.postgres import PostgresCheckpointStore, PostgresOptions
-from dbus_ray.testing import actor_pid, drain, execute, position, table_name, wait_for
 from dbus_ray.validation import Invalid
+from tests.support.helpers import actor_pid, drain, execute, position, table_name, wait_for
 
 pytestmark = pytest.mark.integration
 DB = "dbus_test"

@@ -8,7 +8,6 @@ IGNORED (timestamps and the connector's own version). Run by `make peer` (needs 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +15,10 @@ import pytest
 
 from dbus_ray.config import parse_config
 from dbus_ray.pipeline import run_pipeline
-from dbus_ray.testing import execute
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
-
-from debezium_runner import Debezium, missing  # noqa: E402
-from test_kafka_sink import read_topic  # noqa: E402
-from test_mysql_source import TYPE_ROWS, TYPES_DDL  # noqa: E402
+from tests.peer.debezium_runner import Debezium, missing
+from tests.support.helpers import execute
+from tests.support.mysql_types import TYPE_ROWS, TYPES_DDL
+from tests.support.topics import read_topic
 
 pytestmark = pytest.mark.integration
 
