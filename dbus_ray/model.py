@@ -96,10 +96,11 @@ class RowChange:
 
 
 def json_default(value: Any) -> Any:
-    """JSON form of the non-JSON values a row can hold: DECIMAL as a string (exact), bytes as
-    base64, dates and times in ISO 8601, sets as sorted lists."""
+    """JSON form of the non-JSON values a row can hold: DECIMAL as a string in positional notation with
+    the column's scale (`-0.000000000000000000000000000001`, `0.0000000000`, as MySQL shows it; never
+    `1E-30`), bytes as base64, dates and times in ISO 8601, sets as sorted lists."""
     if isinstance(value, decimal.Decimal):
-        return str(value)
+        return format(value, "f")
     if isinstance(value, (bytes, bytearray, memoryview)):
         return base64.b64encode(bytes(value)).decode("ascii")
     if isinstance(value, (dt.datetime, dt.date, dt.time)):
