@@ -5,9 +5,10 @@ pipeline on the local Ray.
   benchmark), then a pipeline started at the position before them runs until caught up. rows/s over
   the steady part (first to last delivered row, from the reader's status every 20 ms) and over the
   wall time (pipeline start to caught up). Meanwhile the RSS of every pipeline actor process (reader,
-  router, batcher, writer; /proc/<pid>/status VmRSS, sampled every 100 ms) is summed: the peak sum
-  is `peak_rss_mb` (`rss_at_start_mb`: the first sample, as the actors start reading; `peak_pss_mb`: the
-  peak of the summed PSS, which counts pages the processes share, e.g. libraries, once).
+  router, batcher, writer when spread, the one process when fused; /proc/<pid>/status VmRSS, sampled
+  every 100 ms) is summed: the peak sum is `peak_rss_mb` (`rss_at_start_mb`: the first sample, as the
+  actors start reading; `peak_pss_mb`: the peak of the summed PSS, which counts pages the processes
+  share, e.g. libraries, once).
 - `latency`: a pipeline from `start: latest`; a separate process commits one-row transactions at a
   steady rate (autocommit INSERTs paced every 10 ms) and notes the wall-clock time each COMMIT
   returned; a consumer in this process (assign(), fetch.wait.max.ms=5) notes when each row's message
@@ -89,17 +90,14 @@ class RssSampler(threading.Thread):
 
 
 def actor_pids(pipeline: Any) -> dict[str, int]:
-    """role -> pid of every actor of a started pipeline (asked from inside each actor)."""
+    """actor name -> pid of every actor of a started pipeline (asked from inside each actor): the reader,
+    router, batchers and writers when spread, the one actor when fused (`flow.placement`)."""
     import ray
 
-    from dbus_ray.pipeline import NAMESPACE, actor_name
+    from dbus_ray.constants import NAMESPACE
 
-    cfg = pipeline.cfg
-    names = [actor_name(cfg.name, "reader"), actor_name(cfg.name, "router")]
-    for sink in cfg.sinks:
-        names += [actor_name(cfg.name, "batcher", sink.name), actor_name(cfg.name, "writer", sink.name)]
     out = {}
-    for name in names:
+    for name in pipeline.actor_names():
         handle = ray.get_actor(name, namespace=NAMESPACE)
         out[name] = ray.get(handle.__ray_call__.remote(lambda self: os.getpid()), timeout=30)
     return out

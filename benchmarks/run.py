@@ -126,9 +126,9 @@ def table(results: dict[str, Any]) -> str:
         c = e2e["catch_up"]
         row(f"e2e catch-up {c['rows']:,} rows: steady", c["rows_per_s_steady"], "rows/s")
         row(f"e2e catch-up {c['rows']:,} rows: wall", c["rows_per_s_wall"], "rows/s")
-        row(f"peak PSS sum, 4 actors ({c['rows']:,} rows)", c["peak_pss_mb"], "MB")
+        row(f"peak PSS sum of the actors ({c['rows']:,} rows)", c["peak_pss_mb"], "MB")
         row("  PSS sum at start", c.get("pss_at_start_mb"), "MB")
-        row("  peak RSS sum (shared pages counted 4x)", c["peak_rss_mb"], "MB")
+        row("  peak RSS sum (shared pages counted per process)", c["peak_rss_mb"], "MB")
     if "latency" in e2e:
         lat = e2e["latency"]
         row(f"commit->Kafka p50 at {lat['rows_per_s_written']:,} rows/s", lat["p50_ms"], "ms")
