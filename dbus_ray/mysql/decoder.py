@@ -192,7 +192,7 @@ def _column_code(i: int, col: ColumnDef, ns: dict[str, Any]) -> tuple[list[str],
     if prefix:
         value = "buf[pos : pos + n]"
         if codec == "utf-8":
-            value += ".decode('utf-8', 'replace')"
+            value += ".decode('utf-8')"
         elif codec == "binary":
             value = f"bytes({value})"
         else:

@@ -82,7 +82,7 @@ def query_parts(ev: RawEvent) -> tuple[str, str]:
     schema_len = data[HEADER + 8]
     status_len = int.from_bytes(data[HEADER + 11 : HEADER + 13], "little")
     p = HEADER + 13 + status_len
-    schema = data[p : p + schema_len].decode("utf-8", "replace")
+    schema = data[p : p + schema_len].decode("utf-8")  # names are utf8 in the binlog
     query = data[p + schema_len + 1 : ev.end]
     if ev.type == QUERY_COMPRESSED_EVENT:
         query = uncompress(query)

@@ -85,27 +85,45 @@ class ColumnDef:
     nullable: bool = True
 
 
+#: MySQL character set -> the Python codec that decodes it. Written out, since several MySQL names mean
+#: something else to Python (utf16 and utf32 are big-endian in MySQL, ucs2 is UTF-16BE) or nothing at all.
+#: A charset not listed (swe7, dec8, hp8, keybcs2, macce, geostd8, eucjpms, armscii8, ...) has no exact
+#: decoder here: its table is refused with one line, and a value a codec cannot decode stops the pipeline
+#: (strict decoding: nothing is ever replaced).
+MYSQL_CODECS = {
+    "utf8": "utf-8", "utf8mb3": "utf-8", "utf8mb4": "utf-8", "ascii": "ascii",
+    "ucs2": "utf-16-be", "utf16": "utf-16-be", "utf16le": "utf-16-le", "utf32": "utf-32-be",
+    "latin2": "iso8859-2", "latin5": "iso8859-9", "latin7": "iso8859-13", "greek": "iso8859-7",
+    "hebrew": "iso8859-8", "cp1250": "cp1250", "cp1251": "cp1251", "cp1256": "cp1256", "cp1257": "cp1257",
+    "cp850": "cp850", "cp852": "cp852", "cp866": "cp866", "koi8r": "koi8-r", "koi8u": "koi8-u",
+    "macroman": "mac-roman", "tis620": "tis-620", "big5": "big5", "gbk": "gbk", "gb2312": "gb2312",
+    "gb18030": "gb18030", "sjis": "shift_jis", "cp932": "cp932", "ujis": "euc-jp", "euckr": "euc-kr",
+}
+
+
 def codec_of(charset_name: str | None, collation: str | None) -> str | None:
-    """Python codec for a column's MySQL charset (as python-mysql-replication names it)."""
+    """Python codec for a column's MySQL charset (as python-mysql-replication names it). Raises ValueError
+    for a charset without an exact decoder."""
     if collation == "binary" or charset_name == "binary":
         return "binary"
-    if collation and collation.startswith("latin1"):
+    if charset_name == "latin1" or (collation and collation.startswith("latin1")):
         return "mysql-latin1"
-    if charset_name in (None, "utf8", "utf8mb4", "utf8mb3"):
+    if charset_name is None:
         return "utf-8"
-    return charset_name
+    codec = MYSQL_CODECS.get(charset_name)
+    if codec is None:
+        raise ValueError(f"character set {charset_name} has no exact decoder in dbus-ray: leave the table out "
+                         "(source.exclude) or convert the column to utf8mb4")
+    return codec
 
 
 def _decoder(codec: str) -> Callable[[bytes], Any]:
+    """Bytes -> value of a column in `codec` (from `codec_of`); strict: bytes the codec cannot decode raise."""
     if codec == "binary":
         return bytes
     if codec == "mysql-latin1":
         return lambda b: b.decode("latin-1").translate(LATIN1_TABLE)
-    try:
-        "".encode(codec)
-    except LookupError:
-        codec = "utf-8"
-    return lambda b: b.decode(codec, "replace")
+    return lambda b: b.decode(codec)
 
 
 # ------------------------------------------------------------------------------------------ readers
@@ -294,7 +312,7 @@ def _mysql_json(data: bytes) -> str:
 
 def _json_plain(value: Any) -> Any:
     if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
+        return value.decode("utf-8")  # JSON strings are utf8mb4: anything else stops the pipeline
     if isinstance(value, dict):
         return {_json_plain(k): _json_plain(v) for k, v in value.items()}
     if isinstance(value, list):

@@ -76,7 +76,10 @@ def column_def(row: dict[str, Any], where: str) -> bt.ColumnDef:
     name, data_type = row["COLUMN_NAME"], str(row["DATA_TYPE"]).lower()
     column_type = str(row["COLUMN_TYPE"]).lower()
     unsigned = "unsigned" in column_type
-    charset = bt.codec_of(row["CHARACTER_SET_NAME"], row["COLLATION_NAME"])
+    try:
+        charset = bt.codec_of(row["CHARACTER_SET_NAME"], row["COLLATION_NAME"])
+    except ValueError as exc:
+        raise DbusError(f"table {where}: column {name}: {exc}") from None
     fsp = int(row["DATETIME_PRECISION"] or 0)
     if data_type in _INT_TYPES:
         return bt.ColumnDef(name, _INT_TYPES[data_type], unsigned=unsigned)
