@@ -72,7 +72,6 @@ class SubmittedBatches:
         self.committed_seq = start.seq if start is not None else 0
         self.rows_in_flight = 0
         self.rows_delivered = 0
-        self.delivered_ts = 0.0
         self.checkpoint: Checkpoint | None = start
         self.saved: Checkpoint | None = start
 
@@ -114,7 +113,6 @@ class SubmittedBatches:
             self.rows_in_flight -= batch.rows
             delivered += batch.rows
             self.committed_seq = first
-            self.delivered_ts = max(self.delivered_ts, batch.ts)
             if batch.position is not None:
                 self.checkpoint = Checkpoint(batch.position, first, now)
         self.rows_delivered += delivered

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-import os
 import random
-import signal
 import threading
 import time
 import uuid
@@ -25,7 +23,7 @@ from dbus_ray.mysql.source import MysqlOptions, MysqlSource
 from dbus_ray.pipeline import Pipeline, actor_name, run_pipeline
 from dbus_ray.sinks.postgres import PostgresCheckpointStore, PostgresOptions
 from dbus_ray.validation import Invalid
-from tests.support.helpers import actor_pid, drain, execute, position, table_name, wait_for
+from tests.support.helpers import drain, execute, kill_when, position, table_name, wait_for
 
 pytestmark = pytest.mark.integration
 DB = "dbus_test"
@@ -214,25 +212,6 @@ def open_transaction(pg: Any, application: str) -> bool:
                                  "xact_start IS NOT NULL AND state <> 'active'", (application,)).fetchone()[0])
 
 
-def kill_9_when(actor: str, check: Any, timeout: float = 60) -> None:
-    """SIGKILL `actor`'s process at a moment `check()` is true (frozen with SIGSTOP while looking)."""
-    pid = actor_pid(actor)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        os.kill(pid, signal.SIGSTOP)
-        try:
-            found = check()
-        except BaseException:
-            os.kill(pid, signal.SIGCONT)
-            raise
-        if found:
-            os.kill(pid, signal.SIGKILL)
-            return
-        os.kill(pid, signal.SIGCONT)
-        time.sleep(0.01)
-    raise AssertionError(f"{actor}: never saw the moment to kill it within {timeout} s")
-
-
 @pytest.mark.usefixtures("ray_session")
 def test_kill_9_mid_stream_then_resume_applies_each_change_once(mariadb: Any, postgres: Any, tmp_path: Path) -> None:
     t = table_name("pgkill")
@@ -280,10 +259,12 @@ def test_kill_9_mid_stream_then_resume_applies_each_change_once(mariadb: Any, po
             wait_for(lambda k=kill: rounds[0] >= 40 * (k + 1), 60, "the workload to go on")
             if kill == 0:  # right after a commit
                 before = PostgresCheckpointStore(name, postgres.conninfo()).load()
-                kill_9_when(actor_name(name, "reader"),
-                            lambda b=before: PostgresCheckpointStore(name, postgres.conninfo()).load() != b)
+                kill_when(actor_name(name, "reader"),
+                          lambda b=before: PostgresCheckpointStore(name, postgres.conninfo()).load() != b,
+                          "a new checkpoint committed")
             else:  # while the sink's transaction is open (rows staged or applied, not committed)
-                kill_9_when(actor_name(name, "reader"), lambda: open_transaction(postgres, f"dbus-{name}-pg"))
+                kill_when(actor_name(name, "reader"), lambda: open_transaction(postgres, f"dbus-{name}-pg"),
+                          "the sink's transaction open")
             pipeline.kill()
             pipeline = Pipeline(cfg)
             pipeline.start()
