@@ -210,7 +210,11 @@ class Reader:
 
     # ------------------------------------------------------------------ acks and checkpoints
     async def ack(self, sink: str, seq: int) -> None:
-        delivered = self.book.ack(sink, seq, time.time())
+        try:
+            delivered = self.book.ack(sink, seq, time.time())
+        except ValueError as exc:  # nobody awaits an ack: a refused one must fail the pipeline, not vanish
+            self._fail(f"acknowledgement refused: {exc}")
+            return
         if delivered:
             self.metrics.rows_delivered.inc(delivered)
         self.capacity.set()
