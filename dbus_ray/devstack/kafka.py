@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any, Self
 
 from dbus_ray.devstack.process import (
-    _LIVE,
     DevStackError,
     _Component,
     _make_base_dir,
@@ -288,13 +287,10 @@ class Broker(_Component):
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the broker (SIGTERM: controlled shutdown; SIGKILL after ``timeout``) and remove its temp dir."""
-        _LIVE.discard(self)
         try:
-            self._stop_process(timeout)
+            super().stop(timeout)
         finally:
-            _remove_dir(self._base_dir)
-            self._base_dir = None
-            self._port = self._controller_port = None
+            self._controller_port = None
 
     def state(self) -> dict[str, Any]:
         return {

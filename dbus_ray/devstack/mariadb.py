@@ -15,11 +15,9 @@ from typing import Any, Self
 import pymysql
 
 from dbus_ray.devstack.process import (
-    _LIVE,
     DevStackError,
     _Component,
     _make_base_dir,
-    _remove_dir,
     _tail,
     free_port,
     log,
@@ -264,16 +262,6 @@ class MariaDB(_Component):
             time.monotonic() - t0,
         )
         return self
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Shut the server down (SIGTERM, SIGKILL after ``timeout``) and remove its temp dir."""
-        _LIVE.discard(self)
-        try:
-            self._stop_process(timeout)
-        finally:
-            _remove_dir(self._base_dir)
-            self._base_dir = None
-            self._port = None
 
     def shutdown(self, timeout: float = 30.0) -> None:
         """Stop ``mariadbd`` cleanly (SIGTERM, SIGKILL after ``timeout``) but keep its datadir and port, so

@@ -22,7 +22,6 @@ from dbus_ray.devstack.process import (
     _Component,
     _make_base_dir,
     _open_log,
-    _remove_dir,
     _tail,
     free_port,
     log,
@@ -191,12 +190,3 @@ class PostgreSQL(_Component):
                  self.base_dir, time.monotonic() - t0)
         return self
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Shut the server down (SIGTERM: smart shutdown, SIGKILL after ``timeout``) and remove its temp dir."""
-        _LIVE.discard(self)
-        try:
-            self._stop_process(timeout)
-        finally:
-            _remove_dir(self._base_dir)
-            self._base_dir = None
-            self._port = None

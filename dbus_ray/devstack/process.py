@@ -234,8 +234,15 @@ class _Component:
     def start(self) -> Self:
         raise NotImplementedError
 
-    def stop(self) -> None:
-        raise NotImplementedError
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the process (SIGTERM, SIGKILL after ``timeout``) and remove its temp dir."""
+        _LIVE.discard(self)
+        try:
+            self._stop_process(timeout)
+        finally:
+            _remove_dir(self._base_dir)
+            self._base_dir = None
+            self._port = None
 
     def __enter__(self) -> Self:
         return self.start()
