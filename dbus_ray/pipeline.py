@@ -186,12 +186,24 @@ class Pipeline:
             self.kill()
         return final
 
-    def kill(self) -> None:
+    def kill(self, timeout: float = 30.0) -> None:
+        """kill -9 every actor and return once each is gone: `ray.kill` only asks, and an actor still
+        running for a moment after it could save one more checkpoint behind the caller's back."""
         for actor in self.actors:
             try:
                 ray.kill(actor, no_restart=True)
             except Exception:  # noqa: BLE001 - already gone
                 pass
+        deadline = time.monotonic() + timeout
+        for actor in self.actors:
+            while time.monotonic() < deadline:
+                try:
+                    ray.get(actor.__ray_ready__.remote(), timeout=1.0)
+                except ray.exceptions.RayActorError:
+                    break  # dead
+                except Exception:  # noqa: BLE001 - not answering yet: look again
+                    pass
+                time.sleep(0.02)
         self.actors = []
 
 
