@@ -187,24 +187,43 @@ class Pipeline:
         return final
 
     def kill(self, timeout: float = 30.0) -> None:
-        """kill -9 every actor and return once each is gone: `ray.kill` only asks, and an actor still
-        running for a moment after it could save one more checkpoint behind the caller's back."""
+        """kill -9 every actor and return once each process on this node is gone. `ray.kill` only asks,
+        and the GCS marks an actor dead before its process exits: one alive for a moment more could
+        still write a line or save a checkpoint behind a caller that then reads them."""
+        pids = [_local_pid(actor) for actor in self.actors]
         for actor in self.actors:
             try:
                 ray.kill(actor, no_restart=True)
             except Exception:  # noqa: BLE001 - already gone
                 pass
         deadline = time.monotonic() + timeout
-        for actor in self.actors:
-            while time.monotonic() < deadline:
-                try:
-                    ray.get(actor.__ray_ready__.remote(), timeout=1.0)
-                except ray.exceptions.RayActorError:
-                    break  # dead
-                except Exception:  # noqa: BLE001 - not answering yet: look again
-                    pass
-                time.sleep(0.02)
+        for pid in filter(None, pids):
+            while _running(pid) and time.monotonic() < deadline:
+                time.sleep(0.01)
         self.actors = []
+
+
+def _local_pid(actor: Any) -> int | None:
+    """The process id of `actor` when it runs on this node (from the GCS's actor table), else None."""
+    try:
+        from ray._private import state
+
+        info = state.actors(actor._actor_id.hex())
+        here = ray.get_runtime_context().get_node_id()
+        if info.get("State") == "ALIVE" and info.get("Address", {}).get("NodeID") == here:
+            return int(info["Pid"]) or None
+    except Exception:  # noqa: BLE001 - unknown: nothing to wait for
+        pass
+    return None
+
+
+def _running(pid: int) -> bool:
+    """Whether process `pid` still runs (a zombie waiting to be reaped does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
 
 
 def run_pipeline(
