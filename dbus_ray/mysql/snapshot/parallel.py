@@ -93,33 +93,44 @@ class Fences:
             names = {image.type.field(i).name for i in range(image.type.num_fields)}
             if all(c in names for c in cols):
                 keys[side] = list(zip(*(image.field(c).to_pylist() for c in cols)))
-        mask, new_ops = [], list(ops)
+        before, after = [], []
         for i, op in enumerate(ops):
             if op not in ("insert", "update", "delete"):
-                mask.append(True)
+                before.append(False)
+                after.append(False)
                 continue
             at = position_key(files[i], offsets[i])
             key = {side: keys[side][i] if side in keys else None for side in ("before", "after")}
             if op == "update" and (key["after"] is None or None in key["after"]):
                 key["after"] = key["before"]  # a MINIMAL after image without the (unchanged) key
-            held = {side: self._holds(his, ats, key[side], at) for side in ("before", "after")}
-            if op != "update":
-                mask.append(not held["after" if op == "insert" else "before"])
-            elif held["before"] and held["after"]:
-                mask.append(False)
-            else:
-                mask.append(True)
-                if held["before"]:  # moved out of a range read after it: its row alone, as an insert
-                    new_ops[i] = "insert"
-                elif held["after"]:  # moved into a range read after it: the removal alone, as a delete
-                    new_ops[i] = "delete"
-        if new_ops != ops:
-            data = _as_ops(data, ops, new_ops)
-        if all(mask):
-            return part if data is part.data else TableRows(part.db, part.table, part.key, data)
-        if not any(mask):
-            return None
-        return TableRows(part.db, part.table, part.key, data.filter(pa.array(mask, pa.bool_())))
+            before.append(self._holds(his, ats, key["before"], at))
+            after.append(self._holds(his, ats, key["after"], at))
+        return keep_halves(part, ops, before, after)
+
+
+def keep_halves(part: TableRows, ops: list[str], before: list[bool], after: list[bool]) -> TableRows | None:
+    """`part` without the halves of its changes a read holds (`before[i]`: the removal of row i's before
+    key, `after[i]`: its after row): a change with every half it has held goes, an update with one held
+    goes out as its other half (an `insert` of its after row, a `delete` of its before key)."""
+    mask, new_ops = [], list(ops)
+    for i, op in enumerate(ops):
+        if op == "insert":
+            mask.append(not after[i])
+        elif op == "delete":
+            mask.append(not before[i])
+        elif op != "update" or not (before[i] or after[i]):
+            mask.append(True)
+        elif before[i] and after[i]:
+            mask.append(False)
+        else:
+            mask.append(True)
+            new_ops[i] = "insert" if before[i] else "delete"
+    data = part.data if new_ops == ops else _as_ops(part.data, ops, new_ops)
+    if all(mask):
+        return part if data is part.data else TableRows(part.db, part.table, part.key, data)
+    if not any(mask):
+        return None
+    return TableRows(part.db, part.table, part.key, data.filter(pa.array(mask, pa.bool_())))
 
 
 def _as_ops(data: pa.RecordBatch, ops: list[str], new_ops: list[str]) -> pa.RecordBatch:
