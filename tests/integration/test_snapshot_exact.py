@@ -15,7 +15,7 @@ import pytest
 import ray
 
 from tests.support.changes import pipeline_config, read_jsonl
-from tests.support.helpers import execute, table_name, wait_for
+from tests.support.helpers import actor_pid, execute, live_actor_pid, table_name, wait_for
 from tests.support.snapshot_exact import DB, Keyed, apply_keyed, diff, snapshot_rows
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session")]
@@ -114,6 +114,36 @@ def test_key_changes_across_ranges_read_on_either_side_of_them(mariadb: Any, roo
     assert diff(applied, table) == {"extra": 0, "missing": 0, "stale": 0}
     assert applied == table
     assert table[(-4960,)]["v"] == 5960 and table[(6010,)]["v"] == 1010  # (checked against the server itself)
+
+
+def test_a_reader_killed_under_run_pipeline_is_one_line(mariadb: Any, root: Any, tmp_path: Path) -> None:
+    from dbus_ray.errors import DbusError
+    from dbus_ray.pipeline import actor_name, run_pipeline
+
+    t = table_name("snap_dead")
+    execute(root, f"CREATE TABLE {t} (id INT PRIMARY KEY, v INT)",
+            f"INSERT INTO {t} SELECT seq, seq FROM seq_1_to_5000")
+    cfg = pipeline_config(mariadb, tmp_path, "snap-dead", tmp_path / "out.jsonl", snapshot="initial",
+                          max_rows_per_second=500, include=[f"{DB}.{t}"])
+    errors: list[BaseException] = []
+
+    def killer() -> None:
+        try:
+            os.kill(actor_pid(actor_name("snap-dead", "reader")), signal.SIGKILL)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+
+    thread = threading.Thread(target=killer)
+    thread.start()
+    try:
+        with pytest.raises(DbusError) as err:
+            run_pipeline(cfg, until_caught_up=True, interval=0.05)
+    finally:
+        thread.join()
+    assert not errors, errors
+    text = str(err.value)
+    assert text.startswith("pipeline snap-dead stopped: its reader died (") and "\n" not in text, text
+    assert live_actor_pid(actor_name("snap-dead", "writer", "file")) is None  # the rest was removed
 
 
 def _actor(name: str, namespace: str) -> Any:
