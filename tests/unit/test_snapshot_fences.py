@@ -4,13 +4,14 @@ those of the after key; an update with one half held goes out as the other half 
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 import pyarrow as pa
 
 from dbus_ray.model import META_SCHEMA, TableRows
 from dbus_ray.mysql.snapshot.backfill import KeyFences
-from dbus_ray.mysql.snapshot.parallel import Fences
+from dbus_ray.mysql.snapshot.parallel import Fences, ParallelSnapshot
 
 IMAGE = pa.struct([pa.field("id", pa.int32()), pa.field("v", pa.int32())])
 FILE = "binlog.000001"
@@ -67,3 +68,18 @@ def test_backfill_key_fences_judge_both_keys_too():
                    ("delete", 1000, row(1), None), ("insert", 1000, None, row(8)))
     assert out(fences.keep(part)) == [("delete", 9, None), ("insert", None, 9), ("update", 1, 9),
                                       ("insert", None, 8)]
+
+
+def test_the_floor_is_at_or_before_every_chunk_that_may_come_after_the_checkpoint():
+    """The last chunk received (3000), a chunk asked for when the last one received was at 2500, and the
+    snapshot worker 0 reads its next chunks in (1000, older: worker 1's replacement opened at 3000)."""
+    snap = ParallelSnapshot.__new__(ParallelSnapshot)
+    snap.state = {"table": "d.t", "last_pk": [5]}
+    snap.last_at = (FILE, 3000)
+    snap.asked = deque([[None, None, 1, None, ("binlog.000001", 2500)]])
+    snap.worker_at = [(FILE, 1000), (FILE, 3000)]
+    snap._save()
+    assert snap.safe == {"table": "d.t", "last_pk": [5], "floor": [FILE, 1000]}
+    snap.worker_at = [None, (FILE, 3000)]  # worker 0 replaced: its snapshot opens after now
+    snap._save()
+    assert snap.safe["floor"] == [FILE, 2500]

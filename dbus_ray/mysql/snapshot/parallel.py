@@ -14,13 +14,14 @@ Exactness (applying the output in order gives the table):
   positions the checkpoint does not hold. A resume reads those ranges again under newer snapshots; were
   they fenced at the new positions, the change that removed such a key in between would be dropped and
   the old `read` would stay. So the snapshot state carries `floor`, a binlog position at or before every
-  chunk that may be delivered after that state: the oldest of the chunk being emitted and the chunks
-  asked for (each noted at the position of the last chunk received when it was asked: its snapshot
-  opens later). A resumed snapshot fences every range it reads at that floor instead of the range's
-  read position: the stream then brings again every change to those keys since the floor (repeats, at
-  least once), and the last one decides, as after a serial snapshot. Ranges fenced in the checkpoint
-  keep their positions; a snapshot that never stopped keeps the exact "each key read once, followed by
-  exactly its later changes".
+  chunk that may be delivered after that state: the oldest of the chunk being emitted, of each worker's
+  snapshot (a worker reads all its chunks in one) and of the chunks asked for (each noted at the
+  position of the last chunk received when it was asked: a snapshot it is read in opens later). A
+  resumed snapshot fences every range it reads at that floor instead of the range's read position: the
+  stream then brings again every change to those keys since the floor (repeats, at least once), and the
+  last one decides, as after a serial snapshot. Ranges fenced in the checkpoint keep their positions; a
+  snapshot that never stopped keeps the exact "each key read once, followed by exactly its later
+  changes".
 """
 
 from __future__ import annotations
@@ -184,6 +185,7 @@ class ParallelSnapshot(Snapshot):
         self.todo: deque[tuple[Any, Any]] = deque()  # chunks (lo, hi) of the current table not yet asked for
         self.asked: deque[list[Any]] = deque()  # [lo, hi, worker, ref, floor] in key order
         self.last_at: tuple[str, int] = ("", 0)  # the position of the last chunk received (or of `begin`)
+        self.worker_at: list[tuple[str, int] | None] = [None] * parallelism  # of each worker's last chunk
         self.refence: tuple[str, int] | None = None  # resumed: where every range read now is fenced
         self.cur: tuple[pa.StructArray, tuple[str, int], Any] | None = None  # image, position, hi
         self.taken = 0
@@ -248,13 +250,14 @@ class ParallelSnapshot(Snapshot):
                 self.restarts += 1
                 log.warning("[%s] snapshot worker %d lost (%s): reading its chunks again", self.pipeline, i, exc)
                 self.pool.replace(i)
+                self.worker_at[i] = None  # (its replacement's snapshot opens now)
                 for entry in self.asked:
                     if entry[2] == i:
                         entry[3] = self.pool.read(i, t, entry[0], entry[1])
         self.asked.popleft()
         self.load[i] -= 1
         self.chunks += 1
-        self.last_at = (file, offset)
+        self.last_at = self.worker_at[i] = (file, offset)
         self.cur, self.taken = (image, (file, offset), hi), 0
         self._ask(t)
         return True
@@ -275,9 +278,11 @@ class ParallelSnapshot(Snapshot):
 
     def _save(self) -> None:
         """The state so far is one a resume can follow; its `floor` is at or before every chunk that may be
-        delivered after it (the one being emitted, those asked for, those asked later)."""
+        delivered after it: the one being emitted, those asked for, and those asked later, read either in
+        the snapshot a worker already has (it keeps one for all its chunks) or in one opened later."""
         self.safe = dict(self.state)
-        floor = min([self.last_at, *(tuple(e[4]) for e in self.asked)], key=lambda p: position_key(*p))
+        known = [self.last_at, *(tuple(e[4]) for e in self.asked), *(a for a in self.worker_at if a is not None)]
+        floor = min(known, key=lambda p: position_key(*p))
         self.safe["floor"] = list(floor)
 
     def read(self, max_rows: int) -> list[TableRows]:
