@@ -134,3 +134,33 @@ def run_until_reader_killed(cfg: Any, rows: int) -> int:
     finally:
         pipeline.kill()
     return got
+
+
+def kill_workers_when(pipeline: str, n: int, rows: int, errors: list[BaseException]) -> threading.Thread:
+    """A thread that kill -9s the `n` snapshot workers of `pipeline` once its snapshot has emitted `rows`
+    rows (the reader replaces them: their replacements read in newer snapshots)."""
+    import ray
+
+    from dbus_ray.pipeline import NAMESPACE, actor_name
+
+    def actor(name: str) -> Any:
+        try:
+            return ray.get_actor(name, namespace=NAMESPACE)
+        except ValueError:
+            return None
+
+    def run() -> None:
+        try:
+            reader = wait_for(lambda: actor(actor_name(pipeline, "reader")), what="the reader", every=0.02)
+            workers = [wait_for(lambda i=i: actor(actor_name(pipeline, "snapshot", str(i))), what=f"worker {i}",
+                                every=0.02) for i in range(n)]
+            pids = [ray.get(w.pid.remote(), timeout=30) for w in workers]
+            wait_for(lambda: snapshot_rows(reader) >= rows, timeout=120, what=f"{rows} snapshot rows", every=0.01)
+            for pid in pids:
+                os.kill(pid, signal.SIGKILL)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
