@@ -1,8 +1,8 @@
 """Property: a snapshot of the `mysql` source killed at a random point stays exact. Each case: a table keyed
 by an integer or by two integer columns, a writer updating, deleting, inserting and moving rows to new
 keys below and above every key (into ranges read earlier and later) from before the snapshot until the
-resumed one is done, a kill -9 of the reader once a random share of the snapshot is out (rows after its
-last saved checkpoint stay delivered) and a resume until caught up, or a kill -9 of both snapshot workers
+resumed one is done, a kill -9 of the reader once a random share of the snapshot is out and a checkpoint
+was saved (rows after it stay delivered) and a resume until caught up, or a kill -9 of both snapshot workers
 (replaced, their replacements read in newer snapshots than the chunks before); then the output applied in order (an
 update removes its before key and sets its after key; repeats allowed, at least once) must equal `SELECT *`
 of the table, with neither an extra, a missing nor a stale row.

@@ -11,6 +11,7 @@ import random
 import signal
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from tests.support.changes import select_json
@@ -120,16 +121,19 @@ def snapshot_rows(reader: Any) -> int:
 
 
 def run_until_reader_killed(cfg: Any, rows: int) -> int:
-    """Start the pipeline, kill -9 its reader once its snapshot has emitted `rows` rows, then remove its
-    other actors (what they delivered meanwhile stays delivered); the rows emitted when it was killed."""
+    """Start the pipeline, kill -9 its reader once its snapshot has emitted `rows` rows and the pipeline
+    saved a checkpoint (before its first one, a restart is a new start: see the snapshot tests), then
+    remove its other actors (what they delivered meanwhile stays delivered); the rows emitted when it was
+    killed."""
     from dbus_ray.pipeline import Pipeline, actor_name
 
+    saved = Path(cfg.pipeline_dir) / "checkpoint.json"
     pipeline = Pipeline(cfg, None)
     pipeline.start()
     try:
         pid = actor_pid(actor_name(cfg.name, "reader"))
-        got = wait_for(lambda: (n := snapshot_rows(pipeline.reader)) >= rows and n, timeout=120,
-                       what=f"{rows} snapshot rows", every=0.01)
+        got = wait_for(lambda: (n := snapshot_rows(pipeline.reader)) >= rows and saved.exists() and n, timeout=120,
+                       what=f"{rows} snapshot rows and a checkpoint", every=0.01)
         os.kill(pid, signal.SIGKILL)
     finally:
         pipeline.kill()
