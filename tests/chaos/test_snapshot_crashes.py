@@ -1,16 +1,21 @@
 """Property: a snapshot of the `mysql` source killed at a random point stays exact. Each case: a table keyed
 by an integer or by two integer columns, a writer updating, deleting, inserting and moving rows to new
 keys below and above every key (into ranges read earlier and later) from before the snapshot until the
-resumed one is done, a kill -9 of the reader once a random share of the snapshot is out and a checkpoint
-was saved (rows after it stay delivered) and a resume until caught up, or a kill -9 of both snapshot workers
-(replaced, their replacements read in newer snapshots than the chunks before); then the output applied in order (an
-update removes its before key and sets its after key; repeats allowed, at least once) must equal `SELECT *`
-of the table, with neither an extra, a missing nor a stale row.
+resumed one is done, and either a kill -9 of the reader once a random share of the snapshot is out and a
+checkpoint was saved (rows after it stay delivered) then a resume until caught up, or a kill -9 of both
+snapshot workers (their replacements read in newer snapshots than the chunks before). Then the output
+applied in order (an update removes its before key and sets its after key; repeats allowed: at least
+once) must equal `SELECT *` of the table, with neither an extra, a missing nor a stale row.
 
 Short form in `make test`: four cases (reader killed: parallelism 2 with both key kinds, parallelism 1 with
 the composite key; workers killed: an integer key); `make chaos` (DBUS_CHAOS_ROUNDS=5) runs every
 combination of parallelism 1/2, key kind and what is killed, each round with other seeds (other crash
-points and writes)."""
+points and writes).
+
+Not covered: a kill before the pipeline's first checkpoint save. The restart is then a new snapshot at a
+new position, and the rows the killed run delivered from the old one are never deleted (seen once in 30
+cases: 37 extra rows); the reader saves its first checkpoint only once a batch is acknowledged.
+"""
 
 from __future__ import annotations
 
