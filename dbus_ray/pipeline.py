@@ -241,7 +241,11 @@ def run_pipeline(
     pipeline.start()
     try:
         while True:
-            status = pipeline.status()
+            try:
+                status = pipeline.status()
+            except ray.exceptions.RayActorError as exc:  # the reader died (kill -9, its node lost): one line
+                pipeline.kill()
+                raise DbusError(f"pipeline {cfg.name} stopped: its reader died ({reason(exc)})") from None
             if on_progress:
                 on_progress(status)
             if status["state"] == "failed":
@@ -253,4 +257,7 @@ def run_pipeline(
             time.sleep(interval)
     except KeyboardInterrupt:
         log.warning("[%s] interrupted: stopping with a final checkpoint", cfg.name)
-    return pipeline.stop()
+    try:
+        return pipeline.stop()
+    except ray.exceptions.RayActorError as exc:
+        raise DbusError(f"pipeline {cfg.name} stopped: its reader died ({reason(exc)})") from None

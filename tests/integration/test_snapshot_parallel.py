@@ -2,7 +2,8 @@
 actors each in its own consistent snapshot, while a writer updates, deletes and inserts; the stream
 drops the changes a chunk already holds, so applying the output strictly in order (a read of a present
 key or an update whose before image is not the current row fails) gives the table; a kill -9 of a
-worker is survived (its chunks are read again); a stop mid-snapshot resumes after the last emitted key."""
+worker is survived (its chunks are read again); a stop mid-snapshot resumes after the last emitted key
+(the keys read again then also get the changes since the checkpoint again: at least once)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import ray
 
 from tests.support.changes import (
     apply_strict,
+    apply_upserts,
     assert_tables_match,
     pipeline_config,
     read_jsonl,
@@ -185,14 +187,17 @@ def test_parallel_snapshot_resumes_after_the_last_emitted_key(mariadb: Any, root
     assert resumed_reads and min(resumed_reads) == last + 1 and 20000 in resumed_reads
     markers = snapshot_markers(rows)
     assert markers == [(a, "start"), (a, "end"), (b, "start"), (b, "end")]
-    # exactly once: the resumed reads already hold the changes made to their keys while stopped, the
-    # stream brings only those to keys read before the stop
+    # the changes to keys read before the stop exactly once; those to the keys read again after it too
+    # (a stop cannot be told from a kill -9 that left rows delivered past the checkpoint: the changes
+    # since the checkpoint's floor are brought again for the ranges a resume reads, see
+    # dbus_ray.mysql.snapshot.parallel)
     changed = [r for r in second if r["op"] in ("insert", "update", "delete")]
     assert sorted((r["table"], r["op"], r["key"]["id"]) for r in changed) == sorted(
         [(a, "update", i) for i in range(1, 11)] + [(a, "delete", i) for i in range(100, 105)]
         + [(a, "insert", 20000), (b, "update", last - 1), (b, "delete", last - 2)]
+        + [(b, "update", last + 1), (b, "update", 4998), (b, "delete", last + 2), (b, "insert", 20000)]
     )
-    state = apply_strict(rows)
+    state = apply_upserts(rows)
     assert_tables_match(state, root, a, b)
 
 

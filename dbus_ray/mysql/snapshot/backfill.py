@@ -10,7 +10,6 @@ import time
 from collections import deque
 from typing import Any
 
-import pyarrow as pa
 import pymysql
 
 from dbus_ray.errors import DbusError
@@ -18,6 +17,7 @@ from dbus_ray.model import TableRows
 from dbus_ray.mysql import connection as pf
 from dbus_ray.mysql.offset import position_key
 from dbus_ray.mysql.snapshot.catalog import SnapTable, describe, list_tables
+from dbus_ray.mysql.snapshot.parallel import keep_halves
 from dbus_ray.mysql.snapshot.serial import Snapshot
 
 log = logging.getLogger("dbus.mysql")
@@ -46,13 +46,17 @@ class KeyFences:
         return not self.entries
 
     def keep(self, part: TableRows) -> TableRows | None:
+        """`part` without the halves of its changes an emitted read holds: the removal of a before key, the
+        row of an after key, each dropped when a chunk read after the change emitted that key (an update
+        with one half held goes out as its other half, a `delete` or an `insert`, as after a parallel
+        snapshot: `dbus_ray.mysql.snapshot.parallel`)."""
         entries = self.entries.get(f"{part.db}.{part.table}")
         if not entries:
             return part
         data = part.data
         ops = data.column("op").to_pylist()
         ats = [position_key(f, o) for f, o in zip(data.column("file").to_pylist(), data.column("offset").to_pylist())]
-        mask = [True] * len(ops)
+        held = {"before": [False] * len(ops), "after": [False] * len(ops)}
         for cols, keys, at in entries:
             images = {}
             for side in ("before", "after"):
@@ -61,15 +65,15 @@ class KeyFences:
                 if all(c in names for c in cols):
                     images[side] = list(zip(*(image.field(c).to_pylist() for c in cols)))
             for i, op in enumerate(ops):
-                side = "after" if op == "insert" else "before"
-                if op in ("insert", "update", "delete") and side in images and ats[i] < at \
-                        and images[side][i] in keys:
-                    mask[i] = False
-        if all(mask):
-            return part
-        if not any(mask):
-            return None
-        return TableRows(part.db, part.table, part.key, data.filter(pa.array(mask, pa.bool_())))
+                if op not in ("insert", "update", "delete") or ats[i] >= at:
+                    continue
+                for side in ("before", "after"):
+                    key = images[side][i] if side in images else None
+                    if side == "after" and op == "update" and (key is None or None in key) and "before" in images:
+                        key = images["before"][i]  # a MINIMAL after image without the (unchanged) key
+                    if key is not None and key in keys:
+                        held[side][i] = True
+        return keep_halves(part, ops, held["before"], held["after"])
 
 
 class Backfill(Snapshot):

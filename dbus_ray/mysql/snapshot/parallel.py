@@ -2,6 +2,26 @@
 key-range chunks with worker actors (`dbus_ray.actors.snapshot_worker`), each in its own consistent
 snapshot, and `Fences` make the stream that follows drop the changes a chunk already holds (`Fenced`
 stands in for the snapshot while they apply).
+
+Exactness (applying the output in order gives the table):
+- A change has up to two halves: the removal of its before key (delete, update) and the row of its after
+  key (insert, update). Each half is judged by its own key's range: it is dropped when that range was
+  read at or after the change's position (the read holds it), kept otherwise. An update whose two keys
+  fall in ranges read on either side of it (a key change across ranges) keeps one half: it goes out as
+  a `delete` of the before key or an `insert` of the after row, so a row moved into a range read earlier
+  is neither lost nor set back to an older value by a move out of a range read later.
+- A crash (kill -9) leaves rows delivered past the last saved checkpoint, read from chunks whose
+  positions the checkpoint does not hold. A resume reads those ranges again under newer snapshots; were
+  they fenced at the new positions, the change that removed such a key in between would be dropped and
+  the old `read` would stay. So the snapshot state carries `floor`, a binlog position at or before every
+  chunk that may be delivered after that state: the oldest of the chunk being emitted, of each worker's
+  snapshot (a worker reads all its chunks in one) and of the chunks asked for (each noted at the
+  position of the last chunk received when it was asked: a snapshot it is read in opens later). A
+  resumed snapshot fences every range it reads at that floor instead of the range's read position: the
+  stream then brings again every change to those keys since the floor (repeats, at least once), and the
+  last one decides, as after a serial snapshot. Ranges fenced in the checkpoint keep their positions; a
+  snapshot that never stopped keeps the exact "each key read once, followed by exactly its later
+  changes".
 """
 
 from __future__ import annotations
@@ -13,6 +33,7 @@ from collections import deque
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from dbus_ray.errors import DbusError
 from dbus_ray.model import TableRows
@@ -49,7 +70,16 @@ class Fences:
         """The stream is at or after every chunk's position: no row to drop any more."""
         return bool(file) and position_key(file, offset) >= self.until
 
+    def _holds(self, his: list[tuple[Any, ...]], ats: list[tuple[int, int]], key: tuple[Any, ...] | None,
+               at: tuple[int, int]) -> bool:
+        """The range of `key` was read at or after `at` (so its read holds a change there)."""
+        if key is None or None in key:
+            return False
+        j = bisect_left(his, key)
+        return j < len(ats) and at < ats[j]
+
     def keep(self, part: TableRows) -> TableRows | None:
+        """`part` without the halves of its changes the reads hold (see the module docstring)."""
         fence = self.tables.get(f"{part.db}.{part.table}")
         if fence is None:
             return part
@@ -64,19 +94,55 @@ class Fences:
             names = {image.type.field(i).name for i in range(image.type.num_fields)}
             if all(c in names for c in cols):
                 keys[side] = list(zip(*(image.field(c).to_pylist() for c in cols)))
-        mask = []
+        before, after = [], []
         for i, op in enumerate(ops):
-            side = "after" if op == "insert" else "before"  # an update is placed by the key it changes
-            if op not in ("insert", "update", "delete") or side not in keys or None in keys[side][i]:
-                mask.append(True)
+            if op not in ("insert", "update", "delete"):
+                before.append(False)
+                after.append(False)
                 continue
-            j = bisect_left(his, keys[side][i])
-            mask.append(j >= len(ats) or position_key(files[i], offsets[i]) >= ats[j])
-        if all(mask):
-            return part
-        if not any(mask):
-            return None
-        return TableRows(part.db, part.table, part.key, data.filter(pa.array(mask, pa.bool_())))
+            at = position_key(files[i], offsets[i])
+            key = {side: keys[side][i] if side in keys else None for side in ("before", "after")}
+            if op == "update" and (key["after"] is None or None in key["after"]):
+                key["after"] = key["before"]  # a MINIMAL after image without the (unchanged) key
+            before.append(self._holds(his, ats, key["before"], at))
+            after.append(self._holds(his, ats, key["after"], at))
+        return keep_halves(part, ops, before, after)
+
+
+def keep_halves(part: TableRows, ops: list[str], before: list[bool], after: list[bool]) -> TableRows | None:
+    """`part` without the halves of its changes a read holds (`before[i]`: the removal of row i's before
+    key, `after[i]`: its after row): a change with every half it has held goes, an update with one held
+    goes out as its other half (an `insert` of its after row, a `delete` of its before key)."""
+    mask, new_ops = [], list(ops)
+    for i, op in enumerate(ops):
+        if op == "insert":
+            mask.append(not after[i])
+        elif op == "delete":
+            mask.append(not before[i])
+        elif op != "update" or not (before[i] or after[i]):
+            mask.append(True)
+        elif before[i] and after[i]:
+            mask.append(False)
+        else:
+            mask.append(True)
+            new_ops[i] = "insert" if before[i] else "delete"
+    data = part.data if new_ops == ops else _as_ops(part.data, ops, new_ops)
+    if all(mask):
+        return part if data is part.data else TableRows(part.db, part.table, part.key, data)
+    if not any(mask):
+        return None
+    return TableRows(part.db, part.table, part.key, data.filter(pa.array(mask, pa.bool_())))
+
+
+def _as_ops(data: pa.RecordBatch, ops: list[str], new_ops: list[str]) -> pa.RecordBatch:
+    """`data` with the updates `new_ops` turns into inserts (no before image) or deletes (no after image)."""
+    columns = dict(zip(data.schema.names, data.columns))
+    columns["op"] = pa.array(new_ops, data.schema.field("op").type)
+    for side, op in (("before", "insert"), ("after", "delete")):
+        drop = pa.array([new != old and new == op for new, old in zip(new_ops, ops)], pa.bool_())
+        image = columns[side]
+        columns[side] = pc.if_else(drop, pa.nulls(len(image), image.type), image)
+    return pa.RecordBatch.from_arrays([columns[n] for n in data.schema.names], schema=data.schema)
 
 
 class Fenced:
@@ -117,7 +183,10 @@ class ParallelSnapshot(Snapshot):
         self.state.setdefault("fences", {})
         self.safe: dict[str, Any] = dict(self.state)  # the state as of the last row a resume can follow
         self.todo: deque[tuple[Any, Any]] = deque()  # chunks (lo, hi) of the current table not yet asked for
-        self.asked: deque[list[Any]] = deque()  # [lo, hi, worker, ref] in key order
+        self.asked: deque[list[Any]] = deque()  # [lo, hi, worker, ref, floor] in key order
+        self.last_at: tuple[str, int] = ("", 0)  # the position of the last chunk received (or of `begin`)
+        self.worker_at: list[tuple[str, int] | None] = [None] * parallelism  # of each worker's last chunk
+        self.refence: tuple[str, int] | None = None  # resumed: where every range read now is fenced
         self.cur: tuple[pa.StructArray, tuple[str, int], Any] | None = None  # image, position, hi
         self.taken = 0
         self.restarts = 0
@@ -126,6 +195,10 @@ class ParallelSnapshot(Snapshot):
     def begin(self) -> None:
         super().begin()  # the first consistent snapshot gives where the stream starts
         self.close_transaction()
+        self.last_at = (self.file, self.offset)
+        if self.resumed:  # rows past the checkpoint may have been delivered: fence what is read again at the floor
+            file, offset = self.state.get("floor") or (self.state["file"], self.state["offset"])
+            self.refence = (str(file), int(offset))
         self.conn = pf.connect(self.ep)  # for chunk boundaries
         current = self.state["table"]
         if current is not None:
@@ -159,7 +232,7 @@ class ParallelSnapshot(Snapshot):
             lo, hi = self.todo.popleft()
             i = self.load.index(min(self.load))
             self.load[i] += 1
-            self.asked.append([lo, hi, i, self.pool.read(i, t, lo, hi)])
+            self.asked.append([lo, hi, i, self.pool.read(i, t, lo, hi), self.last_at])
 
     def _next_chunk(self, t: SnapTable) -> bool:
         """The next chunk of `t` in key order into `self.cur`; False when the table is read."""
@@ -167,7 +240,7 @@ class ParallelSnapshot(Snapshot):
         if not self.asked:
             return False
         for attempt in range(RECONNECT_ATTEMPTS + 1):
-            lo, hi, i, ref = self.asked[0]
+            lo, hi, i, ref, _ = self.asked[0]
             try:
                 image, file, offset = self.pool.result(ref)
                 break
@@ -177,18 +250,22 @@ class ParallelSnapshot(Snapshot):
                 self.restarts += 1
                 log.warning("[%s] snapshot worker %d lost (%s): reading its chunks again", self.pipeline, i, exc)
                 self.pool.replace(i)
+                self.worker_at[i] = None  # (its replacement's snapshot opens now)
                 for entry in self.asked:
                     if entry[2] == i:
                         entry[3] = self.pool.read(i, t, entry[0], entry[1])
         self.asked.popleft()
         self.load[i] -= 1
         self.chunks += 1
+        self.last_at = self.worker_at[i] = (file, offset)
         self.cur, self.taken = (image, (file, offset), hi), 0
         self._ask(t)
         return True
 
     def _fence(self, t: SnapTable, hi: Any, at: tuple[str, int]) -> None:
         """The emitted rows of `t` now reach `hi` (JSON key, None: the end), read at `at`."""
+        if self.refence is not None:
+            at = self.refence
         fences = dict(self.state["fences"])
         f = fences.get(t.name) or {"key": list(t.page), "at": []}
         entries = list(f["at"])
@@ -198,6 +275,15 @@ class ParallelSnapshot(Snapshot):
             entries.append([hi, *at])
         fences[t.name] = {"key": f["key"], "at": entries}
         self.state["fences"] = fences
+
+    def _save(self) -> None:
+        """The state so far is one a resume can follow; its `floor` is at or before every chunk that may be
+        delivered after it: the one being emitted, those asked for, and those asked later, read either in
+        the snapshot a worker already has (it keeps one for all its chunks) or in one opened later."""
+        self.safe = dict(self.state)
+        known = [self.last_at, *(tuple(e[4]) for e in self.asked), *(a for a in self.worker_at if a is not None)]
+        floor = min(known, key=lambda p: position_key(*p))
+        self.safe["floor"] = list(floor)
 
     def read(self, max_rows: int) -> list[TableRows]:
         parts: list[TableRows] = []
@@ -209,7 +295,7 @@ class ParallelSnapshot(Snapshot):
                     break
                 self._plan(t, None)
                 got += 1
-                self.safe = dict(self.state)
+                self._save()
                 continue
             t = self.queue[0]
             if self.cur is None and not self._next_chunk(t):  # not reached: the last chunk ends the table
@@ -240,13 +326,13 @@ class ParallelSnapshot(Snapshot):
                     self.state["last_pk"] = pk_to_json(hi)
                     self._fence(t, self.state["last_pk"], at)
                 if t.splittable or hi is None:
-                    self.safe = dict(self.state)
+                    self._save()
             elif t.splittable:
                 row = image.slice(self.taken - 1, 1)
                 key = tuple(row.field(c)[0].as_py() for c in t.page)
                 self.state["last_pk"] = pk_to_json(key)
                 self._fence(t, self.state["last_pk"], at)
-                self.safe = dict(self.state)
+                self._save()
         return parts
 
     def progress(self) -> dict[str, Any]:

@@ -10,7 +10,8 @@ starts once every table is read), `table`/`last_pk` the table being read and the
 delivered (its start marker was delivered once `table` is set), `rows` the rows of that table
 delivered so far. A resumed snapshot (new process, the transaction is gone) opens a NEW consistent
 snapshot and continues after `last_pk` and with the tables not done; the stream still starts at the
-first position (see the README, "Snapshots", for the resulting guarantee).
+first position (see the README, "Snapshots", for the resulting guarantee). The parallel snapshot's state
+adds `fences` and `floor` (`dbus_ray.mysql.snapshot.parallel`).
 """
 
 from __future__ import annotations
