@@ -293,7 +293,7 @@ class Supervisor:
                     self._check(record, now)
                 except Exception as exc:  # noqa: BLE001 - one pipeline's trouble is its state, not a loop of tracebacks
                     self._failed(record, reason(exc), now)
-            self._mirror_checkpoints()
+                self._mirror_checkpoint(record)
             nodes = self.runtime.nodes()
             wanted = [r.name for r in self.records.values() if r.desired == "running"]
             current = {n: self.records[n].node if n in self.handles else None for n in wanted}
@@ -311,18 +311,18 @@ class Supervisor:
                     continue
                 self._start(record, target)
 
-    def _mirror_checkpoints(self) -> None:
-        """Copy the `gcs` checkpoints to the durable state, if there is one (a restored cluster resumes
-        from them; one a reconcile step behind at worst: rows again, none lost)."""
+    def _mirror_checkpoint(self, record: PipelineRecord) -> bool:
+        """Copy a `gcs` checkpoint to the durable state, if there is one (a restored cluster resumes from
+        it; one a reconcile step behind at worst: rows again, none lost). False when the copy failed."""
         mirror = getattr(self.kv, "mirror", None)
-        if mirror is None:
-            return
-        for record in list(self.records.values()):
-            if _store_kind(record.spec) == "gcs":
-                try:
-                    mirror(checkpoint_key(record.name))
-                except Exception as exc:  # noqa: BLE001 - retried next step; the pipeline runs on
-                    log.warning("[%s] checkpoint not copied to the durable state: %s", record.name, reason(exc))
+        if mirror is None or _store_kind(record.spec) != "gcs":
+            return True
+        try:
+            mirror(checkpoint_key(record.name))
+        except Exception as exc:  # noqa: BLE001 - retried next step; the pipeline runs on
+            log.warning("[%s] checkpoint not copied to the durable state: %s", record.name, reason(exc))
+            return False
+        return True
 
     def _check(self, record: PipelineRecord, now: float) -> None:
         name = record.name
@@ -356,7 +356,8 @@ class Supervisor:
             self._persist(record)
             return
         record.status = status
-        if status.get("checkpoint_saved") and not record.checkpointed:
+        # `checkpointed` (a later start demands a checkpoint) is durable only once the checkpoint is
+        if status.get("checkpoint_saved") and not record.checkpointed and self._mirror_checkpoint(record):
             record.checkpointed = True
             self._persist(record)
         if status["state"] == "failed":
