@@ -259,7 +259,7 @@ def test_dag_text_and_svg(controller: Any, tmp_path: Path) -> None:
     assert "writer:count" in texts and "reader" in texts
 
 
-def test_cli_controller_shows_the_one_controller(controller: Any) -> None:
+def test_cli_controller_shows_the_one_controller(controller: Any, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from dbus_ray.cli import app
@@ -273,10 +273,9 @@ def test_cli_controller_shows_the_one_controller(controller: Any) -> None:
     assert result.stderr.startswith("warning: GCS fault tolerance is off (the head's GCS keeps its data in memory)")
     assert len(result.stderr.splitlines()) == 1, result.stderr
     # the durable state is chosen when the controller is created: another one is refused in one line
-    other = CliRunner().invoke(app, ["controller", "--state", "file:///tmp/dbus-state-elsewhere"])
+    other = CliRunner().invoke(app, ["controller", "--state", f"file://{tmp_path}/state"])
     assert other.exit_code == 2 and other.stderr.startswith(
-        "error: --state file:///tmp/dbus-state-elsewhere: the running controller keeps its durable state in none"), \
-        other.output
+        f"error: --state file://{tmp_path}/state: the running controller keeps its durable state in none"), other.output
     bad = CliRunner().invoke(app, ["controller", "--state", "s3://bucket/x"])
     assert bad.exit_code == 2 and bad.stderr == ("error: --state: controller state 's3://bucket/x': not a state URL "
                                                  "(use file:///path/to/dir or kafka://host:port/topic)\n"), bad.output
