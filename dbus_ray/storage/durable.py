@@ -219,13 +219,20 @@ class MirroredKV:
         return self.primary.keys(prefix)
 
     def restore(self) -> list[str]:
-        """Copy into the GCS KV every durable key it lacks (the epoch counter: the higher of the two, so no
-        epoch is handed out twice); the keys restored."""
+        """Copy into the GCS KV every durable key it lacks, and into the durable store every controller key
+        of the GCS it lacks (a durable state given to a running cluster's new controller); the epoch counter
+        gets the higher of the two on both sides, so no epoch is handed out twice. The keys restored."""
+        restored = self._fill(self.durable, self.primary)
+        self._fill(self.primary, self.durable)
+        return restored
+
+    @staticmethod
+    def _fill(source: Any, target: Any) -> list[str]:
         restored = []
-        for key in self.durable.keys(""):
+        for key in source.keys(""):
             if not _mirrored(key):
                 continue
-            value, current = self.durable.get(key), self.primary.get(key)
+            value, current = source.get(key), target.get(key)
             if value is None:
                 continue
             if key == KV_CONTROLLER_EPOCH:
@@ -233,7 +240,7 @@ class MirroredKV:
                     continue
             elif current is not None:
                 continue
-            self.primary.put(key, value)
+            target.put(key, value)
             restored.append(key)
         return restored
 

@@ -157,3 +157,18 @@ def test_a_durable_write_that_fails_leaves_the_gcs_unchanged(tmp_path: Path) -> 
     with pytest.raises(OSError):
         sup.submit(spec("w"))
     assert gcs.keys("") == [] and sup.list() == []
+
+
+def test_a_durable_state_given_later_is_seeded_from_the_gcs(tmp_path: Path) -> None:
+    """A cluster that ran without --state gets a controller with one: its pipelines and epoch are written there
+    at once (not at their next change), so a rebuild from that state finds them."""
+    clock, gcs, runtime = Clock(), MemoryKV(), FakeRuntime({"n1": 1})
+    sup = Supervisor(gcs, runtime, "sticky", clock)
+    sup.submit(spec("early"))
+    sup.reconcile()
+    Supervisor(MirroredKV(gcs, FileKV(tmp_path / "state")), runtime, "sticky", clock)  # the new controller
+    durable = FileKV(tmp_path / "state")
+    assert durable.keys("") == ["controller:epoch", "controller:pipeline:early"]
+    assert durable.get("controller:epoch") == gcs.get("controller:epoch") == b"1"
+    _, _, rebuilt = cluster(tmp_path / "state", clock)
+    assert [p["name"] for p in rebuilt.list()] == ["early"]
