@@ -89,10 +89,7 @@ class Controller:
     def __init__(self, strategy: str = "sticky", interval_s: float = 1.0, state: str | None = None) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
         self.state = state
-        self.gcs_storage = gcs_storage()
-        warning = gcs_warning(self.gcs_storage)
-        if warning:
-            log.warning(warning)
+        self.gcs_storage = gcs_storage()  # `dbus controller` warns (once, in its output) when it is `memory`
         kv = GcsKV() if state is None else MirroredKV(GcsKV(), open_state(state))
         self.supervisor = Supervisor(kv, RayRuntime(), strategy, volatile_gcs=volatile_gcs(self.gcs_storage, state))
         self.interval = interval_s
@@ -172,3 +169,21 @@ def get_controller(create: bool = True, strategy: str = "sticky", state: str | N
     return Controller.options(
         name=CONTROLLER_NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True
     ).remote(strategy, state=state)
+
+
+def start_controller(strategy: str, state: str | None, join: Any) -> dict[str, Any]:
+    """`dbus controller`: check `state` (a bad URL or an unreachable store fails here in one line, not in the
+    actor), `join()` the cluster, create the controller if missing and return its `info`. ValueError for a bad
+    `state` or one that is not the running controller's (chosen when it was created)."""
+    if state is not None:
+        try:
+            open_state(state)
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise ValueError(f"--state: {exc}") from None
+    join()
+    info = ray.get(get_controller(strategy=strategy, state=state).info.remote(), timeout=60)
+    if state is not None and info.get("state") != state:
+        raise ValueError(f"--state {state}: the running controller keeps its durable state in "
+                         f"{info.get('state') or 'none'} (it is chosen when the controller is created: kill actor "
+                         "dbus:controller first, its pipelines keep running)")
+    return info

@@ -376,33 +376,20 @@ def controller(
     address: str | None = ADDRESS,
 ) -> None:
     """Start the cluster's controller if it is not running (ray up runs this on the head) and show it."""
-    from dbus_ray.actors.controller import gcs_warning, get_controller
+    from dbus_ray.actors.controller import gcs_warning, start_controller
     from dbus_ray.client import join_cluster
-    from dbus_ray.storage.durable import open_state
 
     check_ray_address(address)
-    if state is not None:
-        try:
-            open_state(state)  # a bad URL or an unreachable store fails here, in one line, not in the actor
-        except (ValueError, RuntimeError, OSError) as exc:
-            fail(f"--state: {exc}", EXIT_INPUT)
     try:
-        join_cluster(address)
-        import ray
-
-        info = ray.get(get_controller(strategy=strategy, state=state).info.remote(), timeout=60)
+        info = start_controller(strategy, state, join=lambda: join_cluster(address))
+    except ValueError as exc:  # a bad --state, an unreachable one, or not the running controller's
+        fail(str(exc), EXIT_INPUT)
     except DbusError as exc:
         fail(str(exc), EXIT_UNAVAILABLE)
-    if state is not None and info.get("state") != state:
-        fail(f"--state {state}: the running controller keeps its durable state in {info.get('state') or 'none'} "
-             "(it is chosen when the controller is created: kill actor dbus:controller first, its pipelines "
-             "keep running)", EXIT_INPUT)
-    warning = gcs_warning(info.get("gcs_storage"))
-    if warning:
+    if warning := gcs_warning(info.get("gcs_storage")):
         typer.echo(f"warning: {warning}", err=True)
     typer.echo(f"controller {CONTROLLER_NAME}: pid {info['pid']}, node {info['node'][:12]}, "
                f"strategy {info['strategy']}, state {info.get('state') or 'GCS only'}")
-
 
 @app.command()
 def plugins(output: str = OUTPUT) -> None:

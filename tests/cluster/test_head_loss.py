@@ -113,8 +113,8 @@ def test_a_cluster_rebuilt_from_nothing_resumes_every_pipeline(env: None, mariad
                                "--address", second.address], capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr[-2000:]
         assert done.stdout.endswith(f"state {url}\n"), done.stdout
-        warnings = [line for line in done.stderr.splitlines() if line.startswith("warning: ")]
-        assert len(warnings) == 1 and "GCS fault tolerance is off" in warnings[0], done.stderr[-2000:]
+        warnings = [line for line in done.stderr.splitlines() if "GCS fault tolerance is off" in line]
+        assert len(warnings) == 1 and warnings[0].startswith("warning: "), done.stderr[-2000:]
         controller = get_controller(create=False)
         controller_up = time.monotonic() - started
         assert {p["name"] for p in ray.get(controller.list.remote())} == set(names)
