@@ -1,6 +1,6 @@
 # The two commands of the README: `make demo` and `make test`. Each creates .venv when missing,
 # installs the package with its dev extra, installs Debian's mariadb-server when mariadbd is missing, postgresql
-# when initdb is missing and
+# when initdb is missing, redis-server (GCS fault tolerance tests) when it is missing, and
 # default-jdk-headless and maven when java or mvn is missing, and fetches the Apache Kafka broker's jars
 # (dbus_ray/devstack/pom.xml) from Maven Central into ~/.cache/dbus-ray/kafka-<version>/.
 PYTHON ?= python3
@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: demo test unit bench chaos lint install mariadb postgres java kafka clean peer-deps peer
+.PHONY: demo test unit bench chaos lint install mariadb postgres redis java kafka clean peer-deps peer
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $@
 
-install: $(VENV)/.installed mariadb postgres kafka
+install: $(VENV)/.installed mariadb postgres redis kafka
 
 mariadb:
 	@if ! command -v mariadbd >/dev/null 2>&1 && [ ! -x /usr/sbin/mariadbd ]; then \
@@ -29,6 +29,12 @@ postgres:  # the postgres sink's tests start a private PostgreSQL (initdb + post
 	@if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
 		$(SUDO) apt-get update -q && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q postgresql; \
+	fi
+
+redis:  # tests/cluster/test_gcs_ft.py keeps Ray's GCS in a private redis-server (GCS fault tolerance)
+	@if ! command -v redis-server >/dev/null 2>&1 && [ ! -x /usr/bin/redis-server ]; then \
+		$(SUDO) apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q redis-server; \
 	fi
 
 java:
@@ -46,6 +52,8 @@ demo: install
 test: install lint peer-deps  # lint first: CI fails on a ruff finding as on a failing test
 	$(PY) -m pytest -q tests/unit tests/integration tests/chaos
 	$(PY) -m pytest -q tests/cluster/test_cluster.py  # its own process: it starts a multi-node Ray cluster
+	$(PY) -m pytest -q -s tests/cluster/test_head_loss.py  # its own process: loses and rebuilds a whole cluster; prints recovery times
+	$(PY) -m pytest -q -s tests/cluster/test_gcs_ft.py  # its own process: GCS on a private Redis, kill -9 of gcs_server, then of the head node; prints recovery times
 	$(PY) -m pytest -q -s tests/cluster/test_kafka_cluster.py  # its own process: three Kafka brokers, own Ray; prints recovery times
 	DBUS_DEBEZIUM_JARS=$(DEBEZIUM_JARS) $(PY) -m pytest -q tests/peer  # format debezium vs Debezium itself (~1 min)
 

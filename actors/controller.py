@@ -18,11 +18,33 @@ from dbus_ray.constants import CONTROLLER_NAME, NAMESPACE, READER, actor_name
 from dbus_ray.controller import Supervisor
 from dbus_ray.errors import DbusError, reason
 from dbus_ray.pipeline import Pipeline
-from dbus_ray.storage.kv_store import GcsKV
+from dbus_ray.storage.durable import MirroredKV, open_state
+from dbus_ray.storage.kv_store import GcsKV, gcs_storage
 
 log = logging.getLogger("dbus.controller")
 
 HEALTH_TIMEOUT_S = 10.0
+#: GCS backends that survive the head node (`dbus_ray.storage.kv_store.gcs_storage`)
+FAULT_TOLERANT = ("redis", "rocksdb")
+
+
+def gcs_warning(storage: str | None) -> str | None:
+    """The one line saying the GCS does not survive its head node (None when it does)."""
+    if storage in FAULT_TOLERANT:
+        return None
+    how = "keeps its data in memory" if storage == "memory" else "did not say where it keeps its data"
+    return (f"GCS fault tolerance is off (the head's GCS {how}): the head's death stops every pipeline; "
+            "start the head with RAY_REDIS_ADDRESS (README \"High availability\") or give the controller "
+            "--state file:///shared/dir")
+
+
+def volatile_gcs(storage: str | None, state: str | None) -> str | None:
+    """Why checkpoint store `gcs` would be lost with the head (None: GCS FT is on or it is mirrored)."""
+    if storage in FAULT_TOLERANT or state:
+        return None
+    return ("GCS fault tolerance is off and the controller has no durable state, so the checkpoint would die "
+            "with the head node: use checkpoint store file or kafka, or start the head with RAY_REDIS_ADDRESS, "
+            "or the controller with --state file:///shared/dir (README \"High availability\")")
 
 
 class RayRuntime:
@@ -64,9 +86,12 @@ class RayRuntime:
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=16)
 class Controller:
-    def __init__(self, strategy: str = "sticky", interval_s: float = 1.0) -> None:
+    def __init__(self, strategy: str = "sticky", interval_s: float = 1.0, state: str | None = None) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-        self.supervisor = Supervisor(GcsKV(), RayRuntime(), strategy)
+        self.state = state
+        self.gcs_storage = gcs_storage()  # `dbus controller` warns (once, in its output) when it is `memory`
+        kv = GcsKV() if state is None else MirroredKV(GcsKV(), open_state(state))
+        self.supervisor = Supervisor(kv, RayRuntime(), strategy, volatile_gcs=volatile_gcs(self.gcs_storage, state))
         self.interval = interval_s
         self.started = time.time()
         self.loops = 0
@@ -132,13 +157,33 @@ class Controller:
 
     def info(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "started": self.started, "loops": self.loops,
-                "strategy": self.supervisor.strategy, "node": ray.get_runtime_context().get_node_id()}
+                "strategy": self.supervisor.strategy, "node": ray.get_runtime_context().get_node_id(),
+                "state": self.state, "gcs_storage": self.gcs_storage}
 
 
-def get_controller(create: bool = True, strategy: str = "sticky") -> Any:
-    """The cluster's controller; created if missing (get-if-exists, so concurrent callers share one)."""
+def get_controller(create: bool = True, strategy: str = "sticky", state: str | None = None) -> Any:
+    """The cluster's controller; created if missing (get-if-exists, so concurrent callers share one).
+    `state`: the URL of its durable state (`dbus_ray.storage.durable`), used when it is created."""
     if not create:
         return ray.get_actor(CONTROLLER_NAME, namespace=NAMESPACE)
     return Controller.options(
         name=CONTROLLER_NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True
-    ).remote(strategy)
+    ).remote(strategy, state=state)
+
+
+def start_controller(strategy: str, state: str | None, join: Any) -> dict[str, Any]:
+    """`dbus controller`: check `state` (a bad URL or an unreachable store fails here in one line, not in the
+    actor), `join()` the cluster, create the controller if missing and return its `info`. ValueError for a bad
+    `state` or one that is not the running controller's (chosen when it was created)."""
+    if state is not None:
+        try:
+            open_state(state)
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise ValueError(f"--state: {exc}") from None
+    join()
+    info = ray.get(get_controller(strategy=strategy, state=state).info.remote(), timeout=60)
+    if state is not None and info.get("state") != state:
+        raise ValueError(f"--state {state}: the running controller keeps its durable state in "
+                         f"{info.get('state') or 'none'} (it is chosen when the controller is created: kill actor "
+                         "dbus:controller first, its pipelines keep running)")
+    return info

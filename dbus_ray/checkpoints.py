@@ -3,7 +3,8 @@ it is saved in order (never backwards) and read back on the next start.
 
 Stores are plugins by `checkpoint.store:` (`dbus_ray.registry`, `@checkpoint_store`): `file` (the default)
 keeps it on the local disk under the pipeline's data dir; `gcs` keeps it in Ray's GCS key-value store (in
-memory unless GCS fault tolerance is on); `kafka` (`dbus_ray.kafka.checkpoints`) in a compacted topic,
+memory unless GCS fault tolerance is on; a controller with a durable state copies it there, and refuses it
+without either); `kafka` (`dbus_ray.kafka.checkpoints`) in a compacted topic,
 committed in the same transaction as the rows by an exactly-once kafka sink.
 """
 

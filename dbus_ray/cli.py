@@ -370,23 +370,26 @@ def dag(
 @app.command()
 def controller(
     strategy: str = typer.Option("sticky", help="placement when it is created: sticky, round_robin, weighted"),
+    state: str | None = typer.Option(
+        None, help="durable state that outlives the cluster, used when it is created: file:///shared/dir or "
+        "kafka://host:port/topic (a new cluster's controller pointed at it resumes every pipeline)"),
     address: str | None = ADDRESS,
 ) -> None:
     """Start the cluster's controller if it is not running (ray up runs this on the head) and show it."""
-    from dbus_ray.actors.controller import get_controller
+    from dbus_ray.actors.controller import gcs_warning, start_controller
     from dbus_ray.client import join_cluster
 
     check_ray_address(address)
     try:
-        join_cluster(address)
-        import ray
-
-        info = ray.get(get_controller(strategy=strategy).info.remote(), timeout=60)
+        info = start_controller(strategy, state, join=lambda: join_cluster(address))
+    except ValueError as exc:  # a bad --state, an unreachable one, or not the running controller's
+        fail(str(exc), EXIT_INPUT)
     except DbusError as exc:
         fail(str(exc), EXIT_UNAVAILABLE)
+    if warning := gcs_warning(info.get("gcs_storage")):
+        typer.echo(f"warning: {warning}", err=True)
     typer.echo(f"controller {CONTROLLER_NAME}: pid {info['pid']}, node {info['node'][:12]}, "
-               f"strategy {info['strategy']}")
-
+               f"strategy {info['strategy']}, state {info.get('state') or 'GCS only'}")
 
 @app.command()
 def plugins(output: str = OUTPUT) -> None:

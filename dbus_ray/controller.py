@@ -8,6 +8,11 @@ Per pipeline the store keeps: the spec (config mapping) and its version, the pro
 state (running / paused / stopped), the node it is assigned to and the epoch of that assignment, its
 observed state and last error, and the MySQL `server_id` handed out to it. Every change is written
 to the store before it is acted on, so a restarted controller picks up where the last one stopped.
+
+With a durable state (`dbus controller --state`, `dbus_ray.storage.durable.MirroredKV`) the store is
+also written through to a directory or a Kafka topic that outlives the cluster: a new cluster's controller
+restores it (`recover`) and the `gcs` checkpoints with it (copied there by `reconcile`). Without one, and
+without GCS fault tolerance, `submit` refuses checkpoint store `gcs` (`volatile_gcs` says why).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from dbus_ray import registry
 from dbus_ray.acks import Checkpoint
 from dbus_ray.checkpoints import open_store
 from dbus_ray.config import ConfigError, MaskedEnv, PipelineConfig, parse_config, referenced_vars
-from dbus_ray.constants import KV_CONTROLLER_EPOCH, KV_PIPELINE_PREFIX
+from dbus_ray.constants import KV_CONTROLLER_EPOCH, KV_PIPELINE_PREFIX, checkpoint_key
 from dbus_ray.errors import DbusError, reason
 from dbus_ray.placement import STRATEGIES, place
 from dbus_ray.storage.kv_store import KVStore
@@ -83,6 +88,11 @@ def _config(record: PipelineRecord, env: Any) -> PipelineConfig:
     return cfg
 
 
+def _store_kind(spec: Any) -> Any:
+    checkpoint = spec.get("checkpoint") if isinstance(spec, dict) else None
+    return checkpoint.get("store", "file") if isinstance(checkpoint, dict) else "file"
+
+
 def _store(cfg: PipelineConfig):
     return open_store(cfg.checkpoint.store, cfg.name, cfg.pipeline_dir, cfg)
 
@@ -91,7 +101,8 @@ class Supervisor:
     PREFIX = KV_PIPELINE_PREFIX
     EPOCH_KEY = KV_CONTROLLER_EPOCH
 
-    def __init__(self, kv: KVStore, runtime: Runtime, strategy: str = "sticky", clock=time.time) -> None:
+    def __init__(self, kv: KVStore, runtime: Runtime, strategy: str = "sticky", clock=time.time,
+                 volatile_gcs: str | None = None) -> None:
         if strategy not in STRATEGIES:
             raise DbusError(f"unknown placement strategy {strategy!r} (known: {', '.join(STRATEGIES)})")
         self.kv = kv
@@ -104,6 +115,8 @@ class Supervisor:
         self.handles: dict[str, Any] = {}
         # values of the `${VAR}`s of each spec: in memory only, never in the KV store (nor in logs)
         self.secrets: dict[str, dict[str, str]] = {}
+        # why checkpoint store `gcs` would not outlive the head (None: it would, or it is mirrored)
+        self.volatile_gcs = volatile_gcs
         self.recover()
 
     # ------------------------------------------------------------------ state
@@ -111,6 +124,10 @@ class Supervisor:
         """Load every pipeline record (after a controller restart: the actors are re-attached by the
         next reconcile, not restarted)."""
         with self.lock:
+            restore = getattr(self.kv, "restore", None)  # a durable state (MirroredKV) refills an empty GCS
+            if restore is not None:
+                restored = restore()
+                log.info("controller state %s: %d key(s) restored into the GCS", self.kv.describe(), len(restored))
             for key in self.kv.keys(self.PREFIX):
                 value = self.kv.get(key)
                 if value:
@@ -155,6 +172,8 @@ class Supervisor:
             cfg = parse_config(spec, f"pipeline {name}", self._env(name, secrets))
         except ConfigError as exc:
             raise DbusError(str(exc)) from None
+        if cfg.checkpoint.store == "gcs" and self.volatile_gcs:
+            raise DbusError(f"pipeline {cfg.name}: checkpoint store gcs refused: {self.volatile_gcs}")
         with self.lock:
             record = self.records.get(cfg.name)
             server_id = self._server_id(cfg, record)
@@ -171,8 +190,8 @@ class Supervisor:
                 record.attempts, record.retry_at = 0, 0.0  # the secrets it waited for are here: start now
             else:
                 return record.public()
+            self._persist(record)  # first: a store that refuses the write leaves no pipeline behind
             self.records[cfg.name] = record
-            self._persist(record)
             return record.public()
 
     def _server_id(self, cfg: PipelineConfig, record: PipelineRecord | None) -> int | None:
@@ -274,6 +293,7 @@ class Supervisor:
                     self._check(record, now)
                 except Exception as exc:  # noqa: BLE001 - one pipeline's trouble is its state, not a loop of tracebacks
                     self._failed(record, reason(exc), now)
+                self._mirror_checkpoint(record)
             nodes = self.runtime.nodes()
             wanted = [r.name for r in self.records.values() if r.desired == "running"]
             current = {n: self.records[n].node if n in self.handles else None for n in wanted}
@@ -290,6 +310,19 @@ class Supervisor:
                 if target is None or now < record.retry_at:
                     continue
                 self._start(record, target)
+
+    def _mirror_checkpoint(self, record: PipelineRecord) -> bool:
+        """Copy a `gcs` checkpoint to the durable state, if there is one (a restored cluster resumes from
+        it; one a reconcile step behind at worst: rows again, none lost). False when the copy failed."""
+        mirror = getattr(self.kv, "mirror", None)
+        if mirror is None or _store_kind(record.spec) != "gcs":
+            return True
+        try:
+            mirror(checkpoint_key(record.name))
+        except Exception as exc:  # noqa: BLE001 - retried next step; the pipeline runs on
+            log.warning("[%s] checkpoint not copied to the durable state: %s", record.name, reason(exc))
+            return False
+        return True
 
     def _check(self, record: PipelineRecord, now: float) -> None:
         name = record.name
@@ -323,7 +356,8 @@ class Supervisor:
             self._persist(record)
             return
         record.status = status
-        if status.get("checkpoint_saved") and not record.checkpointed:
+        # `checkpointed` (a later start demands a checkpoint) is durable only once the checkpoint is
+        if status.get("checkpoint_saved") and not record.checkpointed and self._mirror_checkpoint(record):
             record.checkpointed = True
             self._persist(record)
         if status["state"] == "failed":

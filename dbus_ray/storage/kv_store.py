@@ -56,3 +56,16 @@ class GcsKV:
     def keys(self, prefix: str) -> list[str]:
         found = internal_kv._internal_kv_list(prefix.encode(), namespace=self.namespace)
         return [k.decode() if isinstance(k, bytes) else k for k in found]
+
+
+#: Where the head records the backend of its GCS (Ray's usage tag `gcs_storage`, written by every head at
+#: start whether usage stats are on or not: `redis` when RAY_REDIS_ADDRESS is set, `rocksdb`, or `memory`).
+_GCS_STORAGE_KEY = b"extra_usage_tag_gcs_storage"
+_USAGE_NAMESPACE = "usage_stats"
+
+
+def gcs_storage() -> str | None:
+    """The backend of the cluster's GCS: `memory` (no fault tolerance: the GCS' data dies with the head),
+    `redis` or `rocksdb` (GCS fault tolerance), None when the head did not say (needs a connected Ray)."""
+    value = internal_kv._internal_kv_get(_GCS_STORAGE_KEY, namespace=_USAGE_NAMESPACE)
+    return value.decode() if value else None

@@ -78,7 +78,8 @@ def alive_nodes() -> set[str]:
 
 
 def test_node_loss_moves_pipelines_without_losing_rows(cluster: Cluster, tmp_path: Path) -> None:
-    controller = get_controller(strategy="sticky")
+    # checkpoint store gcs without GCS fault tolerance: only with a durable state (the gcs checkpoints are copied there)
+    controller = get_controller(strategy="sticky", state=f"file://{tmp_path / 'state'}")
     info = ray.get(controller.info.remote())
     names = [f"n-{i}" for i in range(4)]
     for name in names:

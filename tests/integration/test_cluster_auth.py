@@ -1,7 +1,10 @@
 """Closed by default: the head command of `ray-cluster.yaml`, run here on free ports, starts a cluster with
 Ray token authentication: a driver without the token is refused, the dashboard's job API answers 401 without
 it, and the `dbus` CLI sends the token it finds in RAY_AUTH_TOKEN (Ray itself sends it to an explicit address
-only under RAY_AUTH_MODE=token). The cluster's processes are stopped by pid at the end."""
+only under RAY_AUTH_MODE=token). The cluster's processes are stopped by pid at the end.
+
+The head keeps its GCS in Redis as the file says (GCS fault tolerance): a private `redis-server` on loopback
+stands in for the file's, with its password in the private home's `~/.ray/redis_password`."""
 
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ import pytest
 import yaml
 
 from dbus_ray.devstack import free_port
+from tests.support.redis import Redis
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -39,6 +43,9 @@ def test_ray_cluster_yaml_is_closed_by_default() -> None:
     assert "--dashboard-host=127.0.0.1" in head and "0.0.0.0" not in yaml.safe_dump(spec)
     assert any("RAY_AUTH_MODE=token dbus controller" in c for c in spec["head_start_ray_commands"])
     assert spec["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
+    # GCS fault tolerance: the GCS in an external Redis; every node waits for a restarted GCS
+    assert "RAY_REDIS_ADDRESS=" in head and '--redis-password="$(cat ~/.ray/redis_password)"' in head
+    assert all("RAY_gcs_rpc_server_reconnect_timeout_s=" in c for c in starts)
 
 
 def stop_processes_under(directory: str) -> None:
@@ -78,9 +85,13 @@ def token_head() -> Iterator[Head]:
     home = Path(temp) / "home"
     home.mkdir()
     token = secrets.token_hex(32)
+    redis = Redis().start()
+    (home / ".ray").mkdir()
+    (home / ".ray" / "redis_password").write_text(redis.password)
     port, dash = free_port(), free_port()
     command = next(c for c in cluster_file()["head_start_ray_commands"] if "ray start --head" in c)
     command = command.replace("ulimit -n 65536; ", "").replace("--port=6379", f"--port={port}")
+    command = re.sub(r"RAY_REDIS_ADDRESS=\S+", f"RAY_REDIS_ADDRESS={redis.address}", command)
     command = re.sub(r"--autoscaling-config=\S+", "", command)
     command += (f" --dashboard-port={dash} --dashboard-agent-listen-port={free_port()}"
                 f" --dashboard-agent-grpc-port={free_port()} --metrics-export-port={free_port()}"
@@ -96,6 +107,7 @@ def token_head() -> Iterator[Head]:
     finally:
         stop_processes_under(temp)
         shutil.rmtree(temp, ignore_errors=True)
+        redis.stop()
 
 
 def http_status(url: str, token: str | None = None) -> int:
@@ -126,6 +138,7 @@ def test_the_cli_sends_the_token(token_head: Head) -> None:
                           capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("controller dbus:controller: pid ")
+    assert "GCS fault tolerance is off" not in done.stderr, done.stderr[-2000:]  # the head's GCS is on Redis
     listed = subprocess.run([str(BIN / "dbus"), "list", "--address", token_head.gcs], env=env,
                             capture_output=True, text=True, timeout=120)
     assert listed.returncode == 0 and listed.stdout.strip() == "(none)", listed.stderr[-2000:]

@@ -259,7 +259,7 @@ def test_dag_text_and_svg(controller: Any, tmp_path: Path) -> None:
     assert "writer:count" in texts and "reader" in texts
 
 
-def test_cli_controller_shows_the_one_controller(controller: Any) -> None:
+def test_cli_controller_shows_the_one_controller(controller: Any, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from dbus_ray.cli import app
@@ -268,6 +268,28 @@ def test_cli_controller_shows_the_one_controller(controller: Any) -> None:
     result = CliRunner().invoke(app, ["controller"])
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith(f"controller dbus:controller: pid {pid}, node ")
+    assert result.stdout.endswith(", state GCS only\n"), result.stdout
+    # the test session's Ray keeps its GCS in memory: one warning line, on stderr (with the actors' forwarded logs)
+    warnings = [line for line in result.stderr.splitlines() if "GCS fault tolerance is off" in line]
+    assert len(warnings) == 1 and warnings[0].startswith(
+        "warning: GCS fault tolerance is off (the head's GCS keeps its data in memory)"), result.stderr
+    # the durable state is chosen when the controller is created: another one is refused in one line
+    other = CliRunner().invoke(app, ["controller", "--state", f"file://{tmp_path}/state"])
+    assert other.exit_code == 2 and other.stderr.startswith(
+        f"error: --state file://{tmp_path}/state: the running controller keeps its durable state in none"), other.output
+    bad = CliRunner().invoke(app, ["controller", "--state", "s3://bucket/x"])
+    assert bad.exit_code == 2 and bad.stderr == ("error: --state: controller state 's3://bucket/x': not a state URL "
+                                                 "(use file:///path/to/dir or kafka://host:port/topic)\n"), bad.output
+
+
+def test_gcs_checkpoints_refused_without_gcs_ft_or_durable_state(controller: Any, tmp_path: Path) -> None:
+    with pytest.raises(ray.exceptions.RayTaskError) as err:
+        ray.get(controller.submit.remote({**spec(tmp_path, "c-gcs"), "checkpoint": {"store": "gcs"}}))
+    assert ("pipeline c-gcs: checkpoint store gcs refused: GCS fault tolerance is off and the controller has no "
+            "durable state, so the checkpoint would die with the head node: use checkpoint store file or kafka, or "
+            "start the head with RAY_REDIS_ADDRESS, or the controller with --state file:///shared/dir"
+            ) in str(err.value)
+    assert ray.get(controller.list.remote()) == []
 
 
 def test_two_clis_at_once_make_one_controller() -> None:

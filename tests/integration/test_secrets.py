@@ -92,7 +92,13 @@ def seen(mariadb: MariaDB, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     logger.addHandler(handler)
     old_level = logger.level
     logger.setLevel(logging.DEBUG)
-    controller = get_controller()
+    for found in ray.util.list_named_actors(all_namespaces=True):  # a controller without durable state
+        if found["name"] == "dbus:controller":
+            ray.kill(ray.get_actor("dbus:controller", namespace=NAMESPACE), no_restart=True)
+    wait_for(lambda: not [a for a in ray.util.list_named_actors(all_namespaces=True)
+                          if a["name"] == "dbus:controller"], what="no controller")
+    # checkpoint store gcs needs GCS fault tolerance or a durable state (copied there with the records)
+    controller = get_controller(state=f"file://{tmp / 'state'}")
     try:
         out["validate"] = invoke("validate", str(good))
         out["run (table)"] = invoke("run", str(good), "--until-caught-up")
@@ -113,6 +119,7 @@ def seen(mariadb: MariaDB, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         out["python API (bus.status / metrics)"] = _bus_views()
         out["GCS actor table (ray.util.state / dashboard source)"] = _actor_table()
         out["GCS key-value store (namespace dbus)"] = _kv_dump()
+        out["controller durable state (--state file://)"] = files_text(tmp / "state")  # before the removals
         try:
             from ray.util.state import list_actors
 
@@ -134,6 +141,7 @@ def seen(mariadb: MariaDB, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         ray.kill(controller, no_restart=True)
     out["driver log records"] = "\n".join(f"{r.name}: {r.getMessage()}" for r in records)
     out["checkpoint files"] = files_text(data)
+    assert "sec-live" in out["controller durable state (--state file://)"]  # the state was written
     session = Path(ray._private.worker.global_worker.node.get_session_dir_path())
     out["Ray session logs"] = files_text(session / "logs")
     assert "sec-run" in out["run (table)"] and "rows_delivered" in out["run (table)"]  # the runs did run
@@ -176,7 +184,8 @@ def _kv_dump() -> str:
 CLEAN = ["validate", "run (table)", "run (json)", "failed start (wrong port)", "submit", "status", "list", "peek",
          "dag", "checkpoint show", "python API (bus.status / metrics)", "driver log records", "checkpoint files",
          "Ray session logs", "ray.util.state.list_actors(detail=True)",
-         "GCS actor table (ray.util.state / dashboard source)", "GCS key-value store (namespace dbus)"]
+         "GCS actor table (ray.util.state / dashboard source)", "GCS key-value store (namespace dbus)",
+         "controller durable state (--state file://)"]
 
 
 @pytest.mark.parametrize("surface", CLEAN)

@@ -1,0 +1,200 @@
+"""GCS fault tolerance on a private Redis (Debian's `redis-server` on loopback): a Ray cluster on this
+machine whose head keeps the GCS in Redis (RAY_REDIS_ADDRESS, as `ray-cluster.yaml` starts it). The head's
+`gcs_server` is killed with SIGKILL under a MariaDB workload and started again (what systemd or KubeRay does
+for a dead head process): the controller keeps its pipelines and epochs, the pipelines keep running through
+the outage (same epoch, never restarted), their `gcs` checkpoints survive, 0 rows lost. Then every process of
+the head node is killed (GCS, raylet, the controller and a pipeline on it) and the head comes back at its
+address: the controller restarts on a live node, only the head's pipeline moves, 0 rows lost. Prints the times
+to recover. Runs in its own pytest process (it starts its own Ray clusters)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+from ray._private import ray_constants
+from ray.cluster_utils import Cluster
+
+from dbus_ray.actors.controller import get_controller
+from dbus_ray.devstack import MariaDB
+from tests.cluster.test_head_loss import PW_VAR, delivered_all, ids, insert, spec, state
+from tests.support.helpers import execute, position, table_name, wait_for
+from tests.support.redis import Redis
+
+
+@pytest.fixture()
+def ft_cluster(request: pytest.FixtureRequest, mariadb: MariaDB) -> Iterator[Cluster]:
+    """A head with its GCS on a private Redis and `request.param` (default 1) worker nodes."""
+    assert not ray.is_initialized(), "tests/cluster must run in a pytest process of its own (see Makefile)"
+    redis = Redis().start()
+    os.environ[PW_VAR] = mariadb.password
+    os.environ["RAY_REDIS_ADDRESS"] = redis.address  # read by the head's Node, as `ray start --head` does
+    try:
+        c = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": 1, "redis_password": redis.password,
+            "_system_config": {"gcs_rpc_server_reconnect_timeout_s": 120}})
+        for _ in range(getattr(request, "param", 1)):
+            c.add_node(num_cpus=1)
+        ray.init(address=c.address, namespace="dbus")
+        c.wait_for_nodes()
+        yield c
+        ray.shutdown()
+        c.shutdown()
+    finally:
+        del os.environ["RAY_REDIS_ADDRESS"], os.environ[PW_VAR]
+        redis.stop()
+
+
+def answers(controller: Any) -> bool:
+    try:
+        ray.get(controller.info.remote(), timeout=5)
+        return True
+    except Exception:  # noqa: BLE001 - GCS or controller not back yet
+        return False
+
+
+def test_gcs_server_kill_9_loses_nothing(ft_cluster: Cluster, mariadb: MariaDB, root: Any, tmp_path: Path) -> None:
+    table = table_name("ft")
+    execute(root, f"CREATE TABLE {table} (id INT PRIMARY KEY, v VARCHAR(20))")
+    start = position(root)
+    insert(root, table, 1, 2000)
+    controller = get_controller()  # no --state: GCS FT on, so checkpoint store gcs is accepted
+    assert ray.get(controller.info.remote())["gcs_storage"] == "redis"
+    names = {"ft-gcs": "gcs", "ft-file": "file"}
+    for name, store in names.items():
+        ray.get(controller.submit.remote(spec(tmp_path, mariadb, name, table, start, store)))
+    expected = set(range(1, 2001))
+    for name in names:
+        wait_for(lambda n=name: delivered_all(tmp_path / f"{n}.jsonl", table, expected), timeout=90,
+                 what=f"{name}: the first rows")
+        wait_for(lambda n=name: state(controller, n)["checkpointed"], what=f"{name}: a saved checkpoint")
+    before = {n: state(controller, n) for n in names}
+    checkpoint = ray.get(controller.checkpoint.remote("ft-gcs"))
+
+    head = ft_cluster.head_node
+    gcs = head.all_processes[ray_constants.PROCESS_TYPE_GCS_SERVER][0].process
+    os.kill(gcs.pid, signal.SIGKILL)
+    killed = time.monotonic()
+    gcs.wait(timeout=30)
+    head.kill_gcs_server(check_alive=False)  # forget the dead process
+    insert(root, table, 2001, 2000)  # rows go on while the GCS is down
+    time.sleep(2)  # the GCS stays down a while (a supervisor's restart delay): nothing to wait for
+    head.start_gcs_server()
+    wait_for(lambda: answers(controller), timeout=120, what="the controller answering after the GCS restart")
+    answered = time.monotonic() - killed
+
+    expected = set(range(1, 4001))
+    for name in names:
+        wait_for(lambda n=name: delivered_all(tmp_path / f"{n}.jsonl", table, expected), timeout=120,
+                 what=f"{name}: the rows written during the outage")
+    caught_up = time.monotonic() - killed
+    insert(root, table, 4001, 1000)
+    expected = set(range(1, 5001))
+    for name in names:
+        wait_for(lambda n=name: delivered_all(tmp_path / f"{n}.jsonl", table, expected), timeout=60,
+                 what=f"{name}: rows after the outage")
+        record = state(controller, name)
+        assert record["state"] == "running" and record["version"] == before[name]["version"], record
+        assert record["epoch"] == before[name]["epoch"], f"{name} was restarted: the outage should not stop it"
+        seen = ids(tmp_path / f"{name}.jsonl", table)
+        assert set(seen) == expected, f"{name}: rows lost or foreign"
+        dups = sum(c - 1 for c in Counter(seen).values())
+        print(f"{name} (checkpoint store {names[name]}): epoch {before[name]['epoch']} -> {record['epoch']}, "
+              f"{len(expected)} rows, 0 lost, {dups} duplicates")
+    after = ray.get(controller.checkpoint.remote("ft-gcs"))
+    assert after is not None and after != checkpoint, "the gcs checkpoint did not survive or did not advance"
+    print(f"gcs_server kill -9 (down 2 s): controller answering {answered:.1f}s after the kill, "
+          f"every pipeline caught up {caught_up:.1f}s after it")
+    for name in names:
+        ray.get(controller.remove.remote(name))
+    ray.kill(controller, no_restart=True)
+
+
+def alive_nodes() -> set[str]:
+    return {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+
+
+@pytest.mark.parametrize("ft_cluster", [0], indirect=True)
+def test_head_node_kill_9_moves_its_pipelines(ft_cluster: Cluster, mariadb: MariaDB, root: Any,
+                                              tmp_path: Path) -> None:
+    """Every process of the head node is killed with SIGKILL (GCS, raylet, the controller and the pipeline on
+    it); the head comes back at its address (its GCS from Redis, a new raylet): the pipelines of the other nodes
+    run on under their epochs, the controller restarts on a live node, the head's pipeline moves, 0 lost."""
+    import psutil
+
+    head = ft_cluster.head_node
+    table = table_name("hd")
+    execute(root, f"CREATE TABLE {table} (id INT PRIMARY KEY, v VARCHAR(20))")
+    start = position(root)
+    insert(root, table, 1, 2000)
+    controller = get_controller()  # created while the head is the only node: on the head, lost with it
+    first = ray.get(controller.info.remote())
+    assert first["node"] == head.node_id and first["gcs_storage"] == "redis"
+    for _ in range(2):
+        ft_cluster.add_node(num_cpus=1)
+    wait_for(lambda: len(alive_nodes()) == 3, what="two worker nodes")
+    names = [f"hd-{i}" for i in range(3)]
+    for name in names:
+        ray.get(controller.submit.remote(spec(tmp_path, mariadb, name, table, start, "gcs")))
+    expected = set(range(1, 2001))
+    for name in names:
+        wait_for(lambda n=name: delivered_all(tmp_path / f"{n}.jsonl", table, expected), timeout=120,
+                 what=f"{name}: the first rows")
+        wait_for(lambda n=name: state(controller, n)["checkpointed"], what=f"{name}: a saved checkpoint")
+    before = {n: state(controller, n) for n in names}
+    assert len({r["node"] for r in before.values()}) == 3, "sticky placement puts one pipeline on each node"
+    on_head = [n for n, r in before.items() if r["node"] == head.node_id]
+
+    processes = [info.process for infos in head.all_processes.values() for info in infos]
+    workers = [c for p in processes for c in psutil.Process(p.pid).children(recursive=True)]
+    for proc in [*processes, *workers]:
+        try:
+            os.kill(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    killed = time.monotonic()
+    for proc in processes:
+        proc.wait(timeout=30)
+    head.kill_gcs_server(check_alive=False)  # forget the dead processes
+    head.kill_raylet(check_alive=False)
+    insert(root, table, 2001, 2000)
+    time.sleep(2)  # the machine reboots: nothing to wait for
+    head.start_gcs_server()  # the head's `ray start --head` again: the GCS from Redis, at its address
+    ft_cluster.add_node(num_cpus=1)  # and its raylet (a new node id)
+    # this driver ran on the head node (Ray marks its job finished with the node): connect again, as a new
+    # `dbus` command would, to a live node
+    ray.shutdown()
+    ray.init(address=ft_cluster.address, namespace="dbus")
+    controller = get_controller(create=False)
+    wait_for(lambda: answers(controller), timeout=180, what="the controller answering")
+    answered = time.monotonic() - killed
+    info = ray.get(controller.info.remote())
+    assert info["pid"] != first["pid"] and info["node"] != head.node_id, info
+
+    expected = set(range(1, 4001))
+    for name in names:
+        wait_for(lambda n=name: state(controller, n)["state"] == "running"
+                 and state(controller, n)["node"] in alive_nodes(), timeout=120, what=f"{name} running")
+        wait_for(lambda n=name: delivered_all(tmp_path / f"{n}.jsonl", table, expected), timeout=120,
+                 what=f"{name}: the rows written while the head was down")
+    caught_up = time.monotonic() - killed
+    for name in names:
+        record, seen = state(controller, name), ids(tmp_path / f"{name}.jsonl", table)
+        assert set(seen) == expected, f"{name}: rows lost or foreign"
+        moved = record["epoch"] != before[name]["epoch"]
+        assert moved == (name in on_head), f"{name}: moved {moved}, on the head {name in on_head}"
+        dups = sum(c - 1 for c in Counter(seen).values())
+        print(f"{name}{' (on the head)' if name in on_head else ''}: epoch {before[name]['epoch']} -> "
+              f"{record['epoch']}, {len(expected)} rows, 0 lost, {dups} duplicates")
+    print(f"head node kill -9 (down 2 s): controller answering on another node {answered:.1f}s after the kill, "
+          f"every pipeline caught up {caught_up:.1f}s after it")
+    for name in names:
+        ray.get(controller.remove.remote(name))
+    ray.kill(controller, no_restart=True)
