@@ -110,8 +110,9 @@ class Trace:
     def to_pandas(self) -> Any:
         import pandas as pd
 
-        return pd.DataFrame(self.sinks, columns=["sink", "type", "acknowledged", "acknowledged_to", "topic",
-                                                 "partition", "offset", "note"])
+        frame = pd.DataFrame(self.sinks, columns=["sink", "type", "acknowledged", "acknowledged_to", "topic",
+                                                  "partition", "offset", "note"])
+        return frame.astype({"partition": "Int64", "offset": "Int64"})
 
     def sink(self, name: str) -> dict[str, Any]:
         return next(s for s in self.sinks if s["sink"] == name)
