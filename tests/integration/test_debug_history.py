@@ -127,3 +127,15 @@ def test_bad_input_is_one_line(story: dict[str, Any]) -> None:
         history(story["dsn"], "orders", key={"id": 3})
     with pytest.raises(DbusError, match=r"binlog file nope.000001 is not on"):
         history(story["dsn"], story["orders"], since="nope.000001:4")
+
+
+def test_rows_read_one_at_a_time_still_get_their_commit_time(story: dict[str, Any], monkeypatch: Any) -> None:
+    """The stream hands out one row per read: the transaction's rows come before its COMMIT event is read, and
+    keep waiting for it (the bounded-memory path); the progress bar does not change the answer."""
+    import dbus_ray.debug.history as history_module
+
+    whole = transaction(story["dsn"], story["update"][1]).to_pylist()
+    monkeypatch.setattr(history_module, "READ_ROWS", 1)
+    split = transaction(story["dsn"], story["update"][1], progress=True).to_pylist()
+    assert split == whole and len(split) == 2
+    assert all(r["commit_ts"].timestamp() >= story["before_commit"] for r in split)
