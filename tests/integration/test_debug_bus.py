@@ -10,6 +10,7 @@ import json
 import uuid
 from typing import Any
 
+import pyarrow as pa
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
@@ -52,6 +53,8 @@ def test_history_trace_and_pictures(mariadb: Any, broker: Any, controller: Any, 
         "source": {"type": "mysql", "dsn": mariadb.dsn, "start": start, "include": [full]},
         "sinks": [{"name": "kafka", "type": "kafka", "bootstrap": broker.bootstrap, "topic": "trace.{table}",
                    "partitions": 3},
+                  {"name": "runs", "type": "kafka", "bootstrap": broker.bootstrap, "topic": "trace_runs.{table}",
+                   "format": "arrow", "partitions": 1},
                   {"name": "file", "type": "jsonl", "path": str(tmp_path / "rows.jsonl")}],
         "data_dir": str(tmp_path),
     })
@@ -82,6 +85,11 @@ def test_history_trace_and_pictures(mariadb: Any, broker: Any, controller: Any, 
     value = json.loads(msg.value())
     assert value["op"] == "update" and value["after"] == paid and value["key"] == {"id": 7}
     assert "_repr_html_" in dir(found) and "kafka" in found._repr_html_()
+    runs = found.sink("runs")  # format arrow: the message holding the run the row is in
+    assert runs["acknowledged"] is True and (runs["topic"], runs["partition"]) == (f"trace_runs.{table}", 0)
+    held = pa.ipc.open_stream(_message(broker.bootstrap, runs["topic"], 0, runs["offset"]).value()).read_all()
+    images = [{"op": r["op"], **r["after"], "amount": str(r["after"]["amount"])} for r in held.to_pylist()]
+    assert {"op": "update", **paid} in images  # Arrow keeps the DECIMAL: its text is SELECT's
 
     # pictures and figures of the running pipeline
     frame = bus.metrics()
@@ -101,7 +109,34 @@ def test_history_trace_and_pictures(mariadb: Any, broker: Any, controller: Any, 
     assert json.loads(late["after"]) == _select(root, table, 8)
     missed = bus.trace(name, late, max_messages=1000)
     assert missed.read is False
-    assert [s["acknowledged"] for s in missed.sinks] == [False, False]
+    assert [s["acknowledged"] for s in missed.sinks] == [False, False, False]
     assert missed.sink("kafka")["offset"] is None and "no message" in missed.sink("kafka")["note"]
     with pytest.raises(DbusError, match="expected FILE:OFFSET"):
         bus.trace(name, "not a position")
+
+
+def test_a_sink_behind_the_others_has_not_acknowledged(mariadb: Any, broker: Any, controller: Any, root: Any,
+                                                        tmp_path: Any) -> None:
+    """A sink that takes 15 s per write: the fast kafka sink has acknowledged the row, the slow one not yet
+    (the reader's per-sink positions), then it has."""
+    table = table_name("trace_slow")
+    full = f"dbus_test.{table}"
+    execute(root, f"CREATE TABLE {table} (id INT PRIMARY KEY, v VARCHAR(16))")
+    start = position(root)
+    name = f"slow-{uuid.uuid4().hex[:6]}"
+    bus = dbus_ray.connect()
+    bus.submit({
+        "name": name,
+        "source": {"type": "mysql", "dsn": mariadb.dsn, "start": start, "include": [full]},
+        "sinks": [{"name": "kafka", "type": "kafka", "bootstrap": broker.bootstrap, "topic": "trace_slow.{table}",
+                   "partitions": 1},
+                  {"name": "slow", "type": "null", "delay_ms": 15000}],
+        "data_dir": str(tmp_path),
+    })
+    wait_for(lambda: (bus.get(name).get("status") or {}).get("state") == "running", 90, "pipeline running")
+    execute(root, f"INSERT INTO {table} VALUES (1, 'x')")
+    row = bus.history(full, key={"id": 1}, since=start).slice(0, 1)
+    first = wait_for(lambda: (t := bus.trace(name, row)).sink("kafka")["acknowledged"] and t, 30, "kafka acked")
+    assert first.read is True and first.sink("slow")["acknowledged"] is False
+    assert first.sink("kafka")["offset"] == 0 and first.sink("slow")["topic"] is None
+    wait_for(lambda: bus.trace(name, row).sink("slow")["acknowledged"], 60, "the slow sink acked")
