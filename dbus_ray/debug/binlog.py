@@ -56,12 +56,16 @@ class Bound:
 
 
 def parse_bound(value: Any, what: str) -> Bound | None:
-    """`None`, `file:offset`, a GTID, a datetime (or ISO 8601 text), or a dict with `file` and `offset` (a row
-    of a history table) -> a Bound; a one-line DbusError naming `what` otherwise."""
+    """`None`, `file:offset`, a GTID, a datetime (or ISO 8601 text), or a row of a history table (dict or pandas
+    Series: its transaction, by `txid`) -> a Bound; a one-line DbusError naming `what` otherwise."""
     if value is None or isinstance(value, Bound):
         return value
     if isinstance(value, dt.datetime):
         return Bound("time", ts=value.timestamp())
+    if hasattr(value, "to_dict") and not isinstance(value, dict):  # a pandas Series: a row of a history table
+        value = value.to_dict()
+    if isinstance(value, dict) and value.get("txid"):  # a history row: from/to its transaction (its own offset
+        return parse_bound(str(value["txid"]), what)  # is a ROWS event's, inside the transaction)
     if isinstance(value, dict) and "file" in value and "offset" in value:
         return Bound("position", file=str(value["file"]), offset=int(value["offset"]))
     if isinstance(value, str):
@@ -183,7 +187,7 @@ class WindowStream(BinlogStream):
     def __init__(self, ep: cn.Endpoint, win: Window, matcher: Any, since: Bound | None, until: Bound | None,
                  one_transaction: bool = False) -> None:
         schema = TableSchema(ep, matcher, False, None, history_on=not win.info.has_row_metadata)
-        now = (position_key(*win.now))
+        now = position_key(*win.now)
         super().__init__("history", ep, win.info, random_server_id(), "dbus history", schema, win.start, now)
         self.since, self.until = since, until
         self.until_key = position_key(until.file, until.offset) if until is not None and until.kind == "position" \

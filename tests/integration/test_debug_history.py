@@ -94,6 +94,7 @@ def test_history_windows(story: dict[str, Any]) -> None:
     gtid = story["update"][1]
     only = history(dsn, orders, key={"id": 3}, since=gtid, until=gtid).to_pylist()
     assert [(r["op"], r["gtid"]) for r in only] == [("update", gtid)]
+    assert history(dsn, orders, key={"id": 3}, since=only[0], until=only[0]).to_pylist() == only  # a row as bound
     after = history(dsn, orders, key={"id": 3}, since=story["before_delete"]).to_pylist()
     assert [r["op"] for r in after] == ["delete"]
     before = history(dsn, orders, key={"id": 3}, since=story["since"], until=story["txn_start"]).to_pylist()
