@@ -25,7 +25,7 @@ from dbus_ray.actors.snapshot_worker import WorkerPool
 from dbus_ray.checkpoints import open_store
 from dbus_ray.config import PipelineConfig
 from dbus_ray.errors import DbusError, reason
-from dbus_ray.metrics import ReaderMetrics
+from dbus_ray.metrics import ReaderMetrics, Samples
 from dbus_ray.model import RowBatch
 from dbus_ray.parcel import Parcel
 
@@ -73,6 +73,8 @@ class Reader:
         self.metrics = ReaderMetrics(cfg.name)
         self.recent: deque[RowBatch] = deque()  # the newest batches, for peek
         self.recent_rows = 0
+        self.samples = Samples()  # the figures over the last hour, for `bus.lag()`
+        self.sampler: asyncio.Task | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def _open(self) -> None:
@@ -95,6 +97,19 @@ class Reader:
         self.router = router
         self.state = "running"
         self.task = asyncio.get_running_loop().create_task(self._run())
+        self.sampler = asyncio.get_running_loop().create_task(self._sample())
+
+    async def _sample(self) -> None:
+        """One sample of the figures a second while the pipeline runs (`samples`)."""
+        while self.state in ("running", "stopping"):
+            self.samples.add(time.time(), self.rows_read, self.book.rows_delivered, self._lag(),
+                             self.book.rows_in_flight)
+            await asyncio.sleep(self.samples.every_s)
+
+    async def samples_since(self, t: float = 0.0) -> list[dict[str, Any]]:
+        """The samples taken at or after `t` (unix seconds), oldest first: time, rows_read, rows_delivered,
+        lag_seconds, rows_in_flight."""
+        return self.samples.since(t)
 
     async def _run(self) -> None:
         calls: list[ray.ObjectRef] = []
@@ -247,14 +262,16 @@ class Reader:
     async def status(self) -> dict[str, Any]:
         return self._status()
 
-    def _status(self) -> dict[str, Any]:
+    def _lag(self) -> float:
         oldest = self.book.oldest_ts
         if oldest is not None:
-            lag = max(0.0, time.time() - oldest)
-        elif self.state == "created":  # the source is not open yet
-            lag = 0.0
-        else:
-            lag = self.source.lag_seconds()
+            return max(0.0, time.time() - oldest)
+        if self.state == "created":  # the source is not open yet
+            return 0.0
+        return self.source.lag_seconds()
+
+    def _status(self) -> dict[str, Any]:
+        lag = self._lag()
         self.metrics.lag.set(lag)
         self.metrics.in_flight.set(self.book.rows_in_flight)
         checkpoint = self.book.checkpoint
@@ -270,9 +287,18 @@ class Reader:
             "checkpoint": checkpoint.to_dict() if checkpoint is not None else None,
             "checkpoint_saved": self.book.saved is not None,
             "checkpoint_store": self.store.describe(),
+            "read_position": _brief(self.book.read_position),
+            "sink_positions": {k: _brief(v) for k, v in self.book.sink_positions().items()},
             "snapshot": self.source.snapshot_progress() if self.state != "created" else None,
             "error": self.error,
         }
+
+
+def _brief(position: Any) -> Any:
+    """A source position without what only a resume needs (schema history, patterns, fences)."""
+    if not isinstance(position, dict):
+        return position
+    return {k: v for k, v in position.items() if k not in ("schema_history", "selected", "fences")}
 
 
 #: the stage as its own actor (`flow.placement: spread`); `Reader` itself runs inside a fused pipeline

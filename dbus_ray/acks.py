@@ -143,5 +143,29 @@ class SubmittedBatches:
         """When the oldest row still in flight was written at the source (None: nothing in flight)."""
         return next(iter(self.pending.values())).ts if self.pending else None
 
+    @property
+    def read_position(self) -> Any:
+        """The source position after the newest batch read (the checkpoint's when none is in flight)."""
+        for batch in reversed(self.pending.values()):
+            if batch.position is not None:
+                return batch.position
+        return self.checkpoint.source if self.checkpoint is not None else None
+
+    def sink_positions(self) -> dict[str, Any]:
+        """Per sink, the source position after the newest batch it acknowledged: the checkpoint's, or later
+        for a sink ahead of the others (None: nothing acknowledged and no checkpoint)."""
+        base = self.checkpoint.source if self.checkpoint is not None else None
+        out: dict[str, Any] = {}
+        for sink, acked in self.acked.items():
+            position = base
+            if acked > self.committed_seq:
+                for seq, batch in self.pending.items():
+                    if seq > acked:
+                        break
+                    if batch.position is not None:
+                        position = batch.position
+            out[sink] = position
+        return out
+
     def __len__(self) -> int:
         return len(self.pending)

@@ -4,6 +4,13 @@ what the `dbus` CLI uses.
     bus = dbus_ray.connect()            # $RAY_ADDRESS, else the local cluster (`ray start --head`)
     bus.submit("configs/shop.yaml")     # or a dict
     bus.status()                        # pandas DataFrame, one row per pipeline
+
+Debugging from a notebook (the work is done in `dbus_ray.debug`):
+
+    bus.history("shop.orders", key={"id": 7}, since="binlog.000042:4")  # a row's changes, pyarrow Table
+    bus.transaction("0-1-55")           # every row of one transaction
+    bus.trace("shop", row)              # read? acknowledged by each sink? Kafka topic/partition/offset
+    bus.metrics(); bus.dag("shop"); bus.lag("shop", minutes=10)
 """
 
 from __future__ import annotations
@@ -20,9 +27,10 @@ import yaml
 from dbus_ray.actors.controller import get_controller
 from dbus_ray.config import MaskedEnv, load_config, parse_config, redact, referenced_vars
 from dbus_ray.constants import NAMESPACE, READER, WRITER, actor_name
-from dbus_ray.dag import Flow
+from dbus_ray.dag import Dag, Flow
 from dbus_ray.errors import DbusError, reason
 from dbus_ray.model import dumps
+from dbus_ray.routing import TableMatcher
 
 PEEK_SCHEMA = pa.schema([
     ("db", pa.string()), ("table", pa.string()), ("op", pa.string()), ("key", pa.string()),
@@ -169,11 +177,94 @@ class Bus:
                 for r in rows]
         return pa.Table.from_pylist(flat, schema=PEEK_SCHEMA)
 
-    def metrics(self, name: str) -> dict[str, Any]:
-        """The pipeline's counters as the controller last saw them."""
-        status = self.get(name).get("status") or {}
-        return {k: status.get(k) for k in ("rows_read", "rows_delivered", "rows_in_flight", "lag_seconds",
-                                           "max_rows_in_flight", "error")}
+    def metrics(self, name: str | None = None, project: str | None = None):
+        """The pipelines' counters as the controller last saw them, one row each (pandas DataFrame), with
+        rows/s delivered over the last 10 s of the reader's samples; `name`: that pipeline only."""
+        from dbus_ray.debug.display import metrics_frame, rate
+
+        records = [p for p in self.list(project) if name is None or p["name"] == name]
+        if name is not None and not records:
+            self.get(name)  # the controller's one-line error for an unknown pipeline
+        rates = {p["name"]: rate(self.samples(p["name"], 0.5)) for p in records}
+        return metrics_frame(records, rates)
+
+    def _reader(self, name: str) -> Any:
+        try:
+            return ray.get_actor(actor_name(name, READER), namespace=NAMESPACE)
+        except ValueError:
+            return None
+
+    def samples(self, name: str, minutes: float = 10) -> list[dict[str, Any]]:
+        """The reader's samples of its figures (one a second, the last hour kept) of the last `minutes`; []
+        when the pipeline is not running."""
+        reader = self._reader(name)
+        if reader is None:
+            return []
+        return ray.get(reader.samples_since.remote(time.time() - minutes * 60), timeout=30)
+
+    def lag(self, name: str, minutes: float = 10):
+        """Lag and rows/s of the last `minutes` as a picture (matplotlib; `.to_pandas()` for the figures)."""
+        from dbus_ray.debug.display import LagPlot, lag_frame
+
+        samples = self.samples(name, minutes)
+        if not samples:
+            raise DbusError(f"pipeline {name} is not running: no samples of its lag")
+        return LagPlot(name, lag_frame(samples), minutes)
+
+    def dag(self, name: str, window_s: float = 1.0) -> Dag:
+        """The pipeline's stages with rows/s measured over `window_s`: an SVG picture in a notebook."""
+        cfg, flow = self.flow(name, window_s)
+        return Dag(cfg, flow)
+
+    def _dsn(self, source: str | None, table: str | None) -> str:
+        """The DSN of `source` (a DSN, or a pipeline whose `mysql` source's is taken), or of the one server the
+        `mysql` pipelines selecting `table` read."""
+        if source is not None and "://" in source:
+            return source
+        names = [source] if source is not None else [p["name"] for p in self.list()]
+        found: dict[str, str] = {}
+        for n in names:
+            cfg = parse_config(self._call("spec", n), f"pipeline {n}", os.environ)
+            if cfg.source.type != "mysql":
+                if source is not None:
+                    raise DbusError(f"pipeline {n} has a {cfg.source.type} source, not mysql: give source= a DSN")
+                continue
+            o = cfg.source.options
+            if source is not None or table is None or TableMatcher(o.include, o.exclude)(*table.split(".", 1)):
+                found.setdefault(o.dsn, n)
+        if len(found) != 1:
+            which = ", ".join(sorted(found.values())) or "none"
+            raise DbusError(f"give source= (a mysql:// DSN or a pipeline name): the mysql pipelines reading "
+                            f"{table or 'any table'} are {which}")
+        return next(iter(found))
+
+    def history(self, table: str, key: dict[str, Any] | None = None, since: Any = None, until: Any = None,
+                source: str | None = None, progress: bool | None = None):
+        """The changes of the rows of `table` (db.table) whose key columns equal `key`, read from the server's
+        binlog between `since` and `until` (positions `file:offset`, GTIDs or datetimes; default: from the
+        earliest binlog file to the server's current position) as a pyarrow Table: op, key, before, after
+        (JSON), gtid, txid, ts, commit_ts, file, offset, index. `source`: a DSN or a pipeline name (default:
+        the one server the mysql pipelines selecting `table` read). See `dbus_ray.debug.history`."""
+        from dbus_ray.debug import history
+
+        return history.history(self._dsn(source, table), table, key, since, until, progress)
+
+    def transaction(self, txid: str, source: str | None = None, progress: bool | None = None):
+        """Every row change of one transaction (its GTID, or the `file:offset` of its start), pyarrow Table."""
+        from dbus_ray.debug import history
+
+        return history.transaction(self._dsn(source, None), txid, progress)
+
+    def trace(self, name: str, position: Any, max_messages: int = 100_000):
+        """Where the row change at `position` (a row of `history()`, or `file:offset`) is in pipeline `name`:
+        read, acknowledged by each sink, and for kafka sinks its topic, partition and offset (see
+        `dbus_ray.debug.trace`)."""
+        from dbus_ray.debug.trace import trace
+
+        cfg = parse_config(self._call("spec", name), f"pipeline {name}", MaskedEnv(os.environ))
+        reader = self._reader(name)
+        status = ray.get(reader.status.remote(), timeout=30) if reader is not None else None
+        return trace(cfg, position, status, self.checkpoint(name), max_messages)
 
     def snapshot_progress(self, name: str) -> dict[str, Any] | None:
         """The pipeline's snapshot progress as the controller last saw it (tables, chunks, rows, rows/s, ETA)."""

@@ -81,3 +81,16 @@ def as_svg(cfg: PipelineConfig, flow: Flow) -> str:
             '<defs><marker id="a" markerWidth="8" markerHeight="8" refX="7" refY="3" orient="auto">'
             '<path d="M0,0 L7,3 L0,6 z" fill="#333"/></marker></defs>'
             + "".join(arrows) + "".join(boxes) + "</svg>\n")
+
+
+class Dag:
+    """A pipeline's picture for a notebook: SVG inline (`_repr_svg_`), the text form as its repr."""
+
+    def __init__(self, cfg: PipelineConfig, flow: Flow) -> None:
+        self.cfg, self.flow = cfg, flow
+
+    def _repr_svg_(self) -> str:
+        return as_svg(self.cfg, self.flow)
+
+    def __repr__(self) -> str:
+        return as_text(self.cfg, self.flow)

@@ -1,7 +1,14 @@
 """Pipeline metrics through `ray.util.metrics` (exported by every Ray node in Prometheus format),
-tagged by pipeline and, for sinks, by sink. Names start with `dbus_`."""
+tagged by pipeline and, for sinks, by sink. Names start with `dbus_`.
+
+Ray exports the current values only (a history needs a Prometheus server scraping them), so the reader
+also keeps `Samples`: a bounded ring of its own figures, one a second for the last hour, which
+`bus.lag()` plots."""
 
 from __future__ import annotations
+
+from collections import deque
+from typing import Any
 
 from ray.util import metrics
 
@@ -33,3 +40,23 @@ class WriterMetrics:
         )
         for m in (self.rows_out, self.errors, self.latency):
             m.set_default_tags(tags)
+
+
+SAMPLE_FIELDS = ("time", "rows_read", "rows_delivered", "lag_seconds", "rows_in_flight")
+
+
+class Samples:
+    """The newest `keep` samples of a reader's figures, at most one every `every_s` seconds."""
+
+    def __init__(self, keep: int = 3600, every_s: float = 1.0) -> None:
+        self.ring: deque[tuple[float, int, int, float, int]] = deque(maxlen=keep)
+        self.every_s = every_s
+
+    def add(self, now: float, rows_read: int, rows_delivered: int, lag_seconds: float, rows_in_flight: int) -> bool:
+        if self.ring and now - self.ring[-1][0] < self.every_s:
+            return False
+        self.ring.append((now, rows_read, rows_delivered, lag_seconds, rows_in_flight))
+        return True
+
+    def since(self, t: float = 0.0) -> list[dict[str, Any]]:
+        return [dict(zip(SAMPLE_FIELDS, s)) for s in self.ring if s[0] >= t]
