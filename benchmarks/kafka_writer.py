@@ -7,8 +7,12 @@ Figures (rows/s over the timed part only, best of `repeat` runs):
 - `at_least_once`: `write(batch)` of every batch (serialize, produce, flush, check the deliveries);
 - `exactly_once`: the same with a transactional producer (a transaction per batch with its checkpoint).
 
-Standalone: `python benchmarks/kafka_writer.py [rows]` (starts a private MariaDB and broker; rows default
-200,000). `DBUS_BENCH_PROFILE=1`: a cProfile of one at-least-once run (top functions by own time).
+`mock_to_kafka`: a whole pipeline (mock source -> router -> batcher -> Kafka writer, the local Ray) until
+caught up; rows/s over the steady part (first to last delivered row, the reader's status every 20 ms).
+
+Standalone: `python benchmarks/kafka_writer.py [rows] [mock]` (starts a private MariaDB and broker; rows
+default 200,000; `mock`: the mock -> Kafka pipeline instead). `DBUS_BENCH_PROFILE=1`: a cProfile of one
+at-least-once run (top functions by own time).
 """
 
 from __future__ import annotations
@@ -85,6 +89,30 @@ def time_write(broker: Any, batches: list[RowBatch], delivery: str, run: int) ->
         sink.close()
 
 
+def mock_to_kafka(broker: Any, rows: int, run: int = 0) -> dict[str, Any]:
+    """Needs a connected Ray."""
+    import tempfile
+
+    from dbus_ray.config import parse_config
+    from dbus_ray.pipeline import run_pipeline
+
+    cfg = parse_config({
+        "name": f"bench-mock-kafka-{run}",
+        "source": {"type": "mock", "rows": rows, "keys": 100_000},
+        "sinks": [{"name": "kafka", "type": "kafka", "bootstrap": broker.bootstrap,
+                   "topic": f"bench.mock.{run}", "partitions": 4}],
+        "flow": {"read_batch_rows": 10_000, "sink_batch_rows": 20_000, "max_rows_in_flight": 100_000,
+                 "linger_ms": 5},
+        "data_dir": tempfile.mkdtemp(prefix="dbus-bench-"),
+    }, "bench", {})
+    marks: list[tuple[float, int]] = []
+    final = run_pipeline(cfg, until_caught_up=True, interval=0.02,
+                         on_progress=lambda st: marks.append((time.monotonic(), st["rows_delivered"])))
+    moving = [(t, n) for t, n in marks if n > 0]
+    (t0, n0), (t1, n1) = moving[0], moving[-1]
+    return {"rows": final["rows_delivered"], "rows_per_s_steady": round((n1 - n0) / (t1 - t0)) if t1 > t0 else 0}
+
+
 def writer_bench(mariadb: Any, broker: Any, rows: int, repeat: int = 2) -> dict[str, Any]:
     batches = decoded_batches(mariadb, rows)
     n = sum(b.num_rows for b in batches)
@@ -105,7 +133,12 @@ def main() -> int:
     mariadb = MariaDB().start()
     broker = Broker().start()
     try:
-        if os.environ.get("DBUS_BENCH_PROFILE"):
+        if len(sys.argv) > 2 and sys.argv[2] == "mock":
+            from dbus_ray.pipeline import connect_ray
+
+            connect_ray(num_cpus=2)
+            print(json.dumps(mock_to_kafka(broker, rows), indent=2))
+        elif os.environ.get("DBUS_BENCH_PROFILE"):
             import cProfile
             import pstats
 
