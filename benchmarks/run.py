@@ -21,7 +21,7 @@ stderr). `DBUS_BENCH_QUICK=1`: small row counts (well under 2 minutes).
 - snapshot into Kafka (benchmarks/snapshot.py): the snapshot table through a whole pipeline with
   `snapshot_parallelism` 2 into the broker.
 - Kafka writer (benchmarks/kafka_writer.py): `KafkaSink.write` alone in this process, at-least-once and
-  exactly-once, and the JSON serialization alone.
+  exactly-once, and the JSON serialization alone; the mock -> Kafka pipeline's catch-up.
 
 `targets` in bench-results.json: every figure with a target, as `{"figure", "value", "unit", "target",
 "compare", "met"}`; the targets live here (issue "Performance, second round"), never in a timed test.
@@ -159,6 +159,9 @@ def table(results: dict[str, Any]) -> str:
         sk = e2e["snapshot_kafka"]
         row(f"snapshot {sk['rows']:,} rows into Kafka, parallelism {sk['parallelism']}", sk["rows_per_s_steady"],
             "rows/s")
+    mock = results.get("mock_to_kafka")
+    if mock:
+        row(f"transport mock->Kafka, {mock['rows']:,} rows", mock["rows_per_s_steady"], "rows/s")
     writer = results.get("kafka_writer") or {}
     for key in ("serialize_rows_per_s", "at_least_once_rows_per_s", "exactly_once_rows_per_s"):
         if key in writer:
@@ -228,7 +231,7 @@ def main() -> int:
     from decoder import decoder_bench
     from density import density_bench
     from e2e import catch_up, latency
-    from kafka_writer import writer_bench
+    from kafka_writer import mock_to_kafka, writer_bench
     from snapshot import snapshot_bench, snapshot_to_kafka
 
     from dbus_ray.devstack import Broker, MariaDB
@@ -259,6 +262,7 @@ def main() -> int:
 
         broker = Broker().start()
         results["kafka_writer"] = section(results, "kafka-writer", writer_bench, mariadb, broker, WRITER_ROWS)
+        results["mock_to_kafka"] = section(results, "mock-to-kafka", mock_to_kafka, broker, CATCHUP_ROWS)
         e2e: dict[str, Any] = {}
         results["e2e"] = e2e
         if results["snapshot"]:  # its table is there
