@@ -150,7 +150,7 @@ def catch_up(mariadb: Any, broker: Any, rows: int, one_row_txn: bool = False) ->
         "write_s": round(wl["write_s"], 2),
         "rows_per_s_steady": steady,
         "ceiling": top,
-        "share_of_ceiling": round(steady / top["raw_rows_per_s"], 3),
+        "share_of_ceiling": round(steady / top["raw_rows_per_s"], 4),
         "rows_per_s_wall": round(final["rows_delivered"] / wall),
         "wall_s": round(wall, 2),
         "peak_rss_mb": round(sampler.peak_kb / 1024, 1),

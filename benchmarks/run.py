@@ -146,7 +146,7 @@ def table(results: dict[str, Any]) -> str:
             row(f"ceiling {name}: raw dump", top["raw_bytes_per_s"] / 1e6, "MB/s")
             row(f"ceiling {name}: raw dump", top["raw_rows_per_s"], "rows/s")
             row(f"ceiling {name}: pymysql-framed", top["framed_rows_per_s"], "rows/s")
-            row(f"  our {name} as a share of the raw dump", e2e[name]["share_of_ceiling"])
+            row(f"  our {name} as a share of the raw dump", 100 * e2e[name]["share_of_ceiling"], "%")
     if e2e.get("catch_up_one_row"):
         c = e2e["catch_up_one_row"]
         row(f"e2e catch-up {c['rows']:,} one-row txns: steady", c["rows_per_s_steady"], "rows/s")
