@@ -467,8 +467,8 @@ def _size(value: bytes | None, key: bytes | None, headers: list | None) -> int:
 
 def _position_of(msg: Any, json_values: bool) -> str:
     """Where the row of a message whose delivery failed sits: the `pos` of its JSON value (`format: json`),
-    else its key. Never its headers: `msg.headers()` of a failed message can fail after a fatal producer
-    error, and a failure inside the delivery callback breaks the flush even when caught."""
+    else its key. Never its headers: `msg.headers()` of a failed message can raise after a fatal producer
+    error (confluent-kafka 2.16); nothing may raise out of the delivery callback (it would break the flush)."""
     try:
         value = msg.value()
         if json_values and value:
