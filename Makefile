@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: demo test unit bench chaos lint install mariadb postgres redis java kafka clean peer-deps peer
+.PHONY: demo test unit bench bench-profile chaos lint install mariadb postgres redis java kafka clean peer-deps peer
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -62,6 +62,10 @@ unit: install  # the fast tests alone (no MariaDB, broker or Ray started): a few
 
 bench: install
 	$(PY) benchmarks/run.py
+
+bench-profile: install  # where a MariaDB -> Kafka catch-up's time goes, actor by actor (py-spy; cProfile without it)
+	$(PY) benchmarks/bench_profile.py
+	$(PY) benchmarks/bench_profile.py --one-row
 
 chaos: install  # the long chaos run: 5 rounds of 10 faults in each mode (at-least-once, exactly-once), with tables of recovery times and counts
 	DBUS_CHAOS_ROUNDS=5 $(PY) -m pytest -q -s tests/chaos

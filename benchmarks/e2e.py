@@ -9,12 +9,17 @@ pipeline on the local Ray.
   every 100 ms) is summed: the peak sum is `peak_rss_mb` (`rss_at_start_mb`: the first sample, as the
   actors start reading; `peak_pss_mb`: the peak of the summed PSS, which counts pages the processes
   share, e.g. libraries, once).
-- `latency`: a pipeline from `start: latest`; a separate process commits one-row transactions at a
-  steady rate (autocommit INSERTs paced every 10 ms) and notes the wall-clock time each COMMIT
-  returned; a consumer in this process (assign(), fetch.wait.max.ms=5) notes when each row's message
-  arrives. Latency = arrival - commit return, per row, on the same machine clock: from the commit to
-  the row being readable in Kafka, i.e. an upper bound of commit -> broker ack (it adds the consumer's
-  fetch). Percentiles over every row written.
+  `one_row_txn=True`: the same rows, each its own transaction (GTID + TABLE_MAP + WRITE_ROWS + XID).
+  `ceiling` (benchmarks/ceiling.py): the server's dump connection over the same binlog range with no
+  decoding (bytes/s and rows/s, raw socket and pymysql-framed), and `share_of_ceiling`: the steady
+  catch-up rate over the raw rows/s.
+- `latency`: a pipeline from `start: latest`; a separate process commits rows at a steady rate, paced
+  every 10 ms (up to 5,000 rows/s one-row transactions, autocommit INSERTs; above, one INSERT of the
+  tick's rate / 100 rows per commit, as one connection cannot commit 50,000 transactions/s), and notes
+  the wall-clock time each COMMIT returned; a consumer in this process (assign(), fetch.wait.max.ms=5)
+  notes when each row's message arrives. Latency = arrival - commit return, per row, on the same
+  machine clock: from the commit to the row being readable in Kafka, i.e. an upper bound of commit ->
+  broker ack (it adds the consumer's fetch). Percentiles over every row written.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ceiling import ceiling
 from decoder import COLUMNS_DDL, write_workload
 
 from dbus_ray.config import parse_config
@@ -103,14 +109,16 @@ def actor_pids(pipeline: Any) -> dict[str, int]:
     return out
 
 
-def catch_up(mariadb: Any, broker: Any, rows: int) -> dict[str, Any]:
+def catch_up(mariadb: Any, broker: Any, rows: int, one_row_txn: bool = False) -> dict[str, Any]:
     from dbus_ray.pipeline import Pipeline
 
-    table = f"e2e_catchup_{rows}"
-    wl = write_workload(mariadb, table, rows, one_row_txn=False)
+    kind = "one_row_txn" if one_row_txn else "multi_row"
+    table = f"e2e_catchup_{kind}_{rows}"
+    wl = write_workload(mariadb, table, rows, one_row_txn=one_row_txn)
     file, pos = wl["start"]
     data = tempfile.mkdtemp(prefix="dbus-bench-")
-    cfg = _config(f"bench-e2e-{rows}", mariadb, broker, table, f"bench.catchup.{rows}", f"{file}:{pos}", data, 8201)
+    cfg = _config(f"bench-e2e-{kind}-{rows}", mariadb, broker, table, f"bench.catchup.{kind}.{rows}",
+                  f"{file}:{pos}", data, 8203 if one_row_txn else 8201)
     pipeline = Pipeline(cfg)
     started = time.monotonic()
     pipeline.start()
@@ -134,10 +142,15 @@ def catch_up(mariadb: Any, broker: Any, rows: int) -> dict[str, Any]:
         sampler.join()
     moving = [(t, n) for t, n in marks if n > 0]
     (t0, n0), (t1, n1) = moving[0], moving[-1]
+    steady = round((n1 - n0) / (t1 - t0)) if t1 > t0 else 0
+    top = ceiling(mariadb, wl["start"], rows)  # nothing was written after the workload
     return {
         "rows": final["rows_delivered"],
+        "transactions": "one row each" if one_row_txn else "1,000 rows each",
         "write_s": round(wl["write_s"], 2),
-        "rows_per_s_steady": round((n1 - n0) / (t1 - t0)) if t1 > t0 else 0,
+        "rows_per_s_steady": steady,
+        "ceiling": top,
+        "share_of_ceiling": round(steady / top["raw_rows_per_s"], 4),
         "rows_per_s_wall": round(final["rows_delivered"] / wall),
         "wall_s": round(wall, 2),
         "peak_rss_mb": round(sampler.peak_kb / 1024, 1),
@@ -150,25 +163,35 @@ def catch_up(mariadb: Any, broker: Any, rows: int) -> dict[str, Any]:
 
 
 def _writer(settings: dict[str, Any], table: str, rate: int, seconds: float, out: str) -> None:
-    """Commit one-row transactions at `rate` rows/s for `seconds`; [id, commit-returned time] to `out`."""
+    """Commit rows at `rate` rows/s for `seconds` (see `latency`); [id, commit-returned time] to `out`."""
     import pymysql
 
     conn = pymysql.connect(database=DB, autocommit=True, **settings)
     cur = conn.cursor()
     sql = (f"INSERT INTO {table} VALUES (%s, %s, 12.34, 'name', 'note', NOW(6), "
            "'{\"k\": 1}')")
+    row = "(%s, %s, 12.34, 'name', 'note', NOW(6), '{\"k\": 1}')"
     times: list[tuple[int, float]] = []
     tick = 0.01
     per_tick = rate * tick
+    one_row = rate <= 5_000
     start = time.time()
     due = 0.0
     i = 0
     while time.time() - start < seconds:
         due += per_tick
-        while i < int(due):
-            cur.execute(sql, (i, i))
-            times.append((i, time.time()))
-            i += 1
+        if one_row:
+            while i < int(due):
+                cur.execute(sql, (i, i))
+                times.append((i, time.time()))
+                i += 1
+        elif i < int(due):
+            ids = range(i, int(due))
+            cur.execute(f"INSERT INTO {table} VALUES " + ", ".join([row] * len(ids)),
+                        [v for n in ids for v in (n, n)])
+            now = time.time()
+            times.extend((n, now) for n in ids)
+            i = int(due)
         sleep = start + len(times) / rate - time.time()
         if sleep > 0:
             time.sleep(sleep)
@@ -182,8 +205,8 @@ def latency(mariadb: Any, broker: Any, rate: int, seconds: float) -> dict[str, A
 
     from dbus_ray.pipeline import Pipeline
 
-    table = "e2e_latency"
-    topic = "bench.latency"
+    table = f"e2e_latency_{rate}"
+    topic = f"bench.latency.{rate}"
     conn = mariadb.root_connect(DB)
     with conn.cursor() as cur:
         cur.execute(f"DROP TABLE IF EXISTS {table}")
@@ -196,12 +219,12 @@ def latency(mariadb: Any, broker: Any, rate: int, seconds: float) -> dict[str, A
             f.result(30)
         except Exception:  # noqa: BLE001 - exists already
             pass
-    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "bench-latency",
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": f"bench-latency-{rate}",
                          "enable.auto.commit": False, "fetch.wait.max.ms": 5, "fetch.min.bytes": 1,
                          "auto.offset.reset": "earliest"})
     consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     data = tempfile.mkdtemp(prefix="dbus-bench-")
-    cfg = _config("bench-latency", mariadb, broker, table, topic, "latest", data, 8202)
+    cfg = _config(f"bench-latency-{rate}", mariadb, broker, table, topic, "latest", data, 8202 + 100 * (rate > 5_000))
     cfg.flow.read_batch_rows = 5_000
     pipeline = Pipeline(cfg)
     pipeline.start()
@@ -244,9 +267,40 @@ def latency(mariadb: Any, broker: Any, rate: int, seconds: float) -> dict[str, A
         "rows": len(expected),
         "rows_per_s_target": rate,
         "rows_per_s_written": round(len(expected) / seconds),
+        "rows_per_commit": 1 if rate <= 5_000 else round(rate / 100),
         "missing": missing,
         "p50_ms": pct(0.50),
         "p90_ms": pct(0.90),
         "p99_ms": pct(0.99),
         "max_ms": round(lat[-1], 1) if lat else float("nan"),
     }
+
+
+def main() -> int:
+    """`python benchmarks/e2e.py catch_up|catch_up_one_row|latency [rows or rows/s]`: one figure alone,
+    against a private MariaDB and broker (`latency`: `DBUS_BENCH_LATENCY_SECONDS`, default 20)."""
+    import sys
+
+    from dbus_ray.devstack import Broker, MariaDB
+    from dbus_ray.pipeline import connect_ray
+
+    what = sys.argv[1] if len(sys.argv) > 1 else "catch_up"
+    n = int(sys.argv[2]) if len(sys.argv) > 2 else (5_000 if what == "latency" else 200_000)
+    mariadb = MariaDB().start()
+    broker = Broker().start()
+    try:
+        connect_ray(num_cpus=2)
+        if what == "latency":
+            out = latency(mariadb, broker, n, float(os.environ.get("DBUS_BENCH_LATENCY_SECONDS", "20")))
+        else:
+            out = catch_up(mariadb, broker, n, one_row_txn=what == "catch_up_one_row")
+        print(json.dumps(out, indent=2))
+    finally:
+        broker.stop()
+        mariadb.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    raise SystemExit(main())

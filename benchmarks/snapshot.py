@@ -5,8 +5,13 @@ local Ray), through `MysqlSource.open/poll` in this process (no sink: the figure
 `rows_per_s`: the snapshot's rows over its own elapsed time (from its consistent snapshot to its last
 row); `wall_s`: from `open` (worker actors started) to the last row.
 
-Standalone: `python benchmarks/snapshot.py [rows]` (starts a private MariaDB and a local Ray).
-`DBUS_BENCH_SNAPSHOT_ROWS` sets the rows under `make bench` (default 200,000 with DBUS_BENCH_QUICK=1,
+`snapshot_to_kafka`: the same table through a whole pipeline (`snapshot: initial`, `snapshot_parallelism`
+2, reader -> router -> batcher -> Kafka writer, `format: json`) into the Apache Kafka broker of the dev
+stack; rows/s over the steady part (first to last delivered row, from the reader's status every 20 ms)
+and over the wall time (pipeline start to the last row delivered).
+
+Standalone: `python benchmarks/snapshot.py [rows]` (starts a private MariaDB, broker and a local Ray).
+`DBUS_BENCH_SNAPSHOT_ROWS` sets the rows (of both) under `make bench` (default 200,000 with DBUS_BENCH_QUICK=1,
 else 2,000,000).
 """
 
@@ -66,6 +71,50 @@ def read_all(mariadb: Any, table: str, parallelism: int) -> dict[str, Any]:
             "rows_per_s_wall": round(progress["rows"] / wall)}
 
 
+def snapshot_to_kafka(mariadb: Any, broker: Any, rows: int = ROWS, parallelism: int = 2) -> dict[str, Any]:
+    """Needs the table of `snapshot_bench` (filled by it) and a connected Ray."""
+    import tempfile
+
+    from dbus_ray.config import parse_config
+    from dbus_ray.pipeline import Pipeline
+
+    table = f"snap_bench_{rows}"
+    cfg = parse_config({
+        "name": f"bench-snapshot-kafka-{rows}",
+        "source": {"type": "mysql", "dsn": mariadb.dsn, "server_id": 8310, "snapshot": "initial",
+                   "snapshot_parallelism": parallelism, "include": [f"{DB}.{table}"]},
+        "sinks": [{"name": "kafka", "type": "kafka", "bootstrap": broker.bootstrap,
+                   "topic": f"bench.snapshot.{rows}", "partitions": 4}],
+        "flow": {"read_batch_rows": 10_000, "sink_batch_rows": 20_000, "max_rows_in_flight": 100_000,
+                 "linger_ms": 5},
+        "data_dir": tempfile.mkdtemp(prefix="dbus-bench-"),
+    }, "bench", {})
+    pipeline = Pipeline(cfg)
+    started = time.monotonic()
+    pipeline.start()
+    marks: list[tuple[float, int]] = []
+    try:
+        while True:
+            status = pipeline.status()
+            marks.append((time.monotonic(), status["rows_delivered"]))
+            if status["state"] == "failed":
+                raise RuntimeError(f"pipeline failed: {status.get('error')}")
+            if status["rows_delivered"] >= rows:
+                break
+            time.sleep(0.02)
+        wall = time.monotonic() - started
+    finally:
+        final = pipeline.stop()
+    moving = [(t, n) for t, n in marks if n > 0]
+    (t0, n0), (t1, n1) = moving[0], moving[-1]
+    out = {"rows": final["rows_delivered"], "parallelism": parallelism,
+           "rows_per_s_steady": round((n1 - n0) / (t1 - t0)) if t1 > t0 else 0,
+           "rows_per_s_wall": round(final["rows_delivered"] / wall), "wall_s": round(wall, 2)}
+    print(f"snapshot {rows:,} rows into Kafka, parallelism {parallelism}: {out['rows_per_s_steady']:,} rows/s",
+          file=sys.stderr, flush=True)
+    return out
+
+
 def snapshot_bench(mariadb: Any, rows: int = ROWS) -> dict[str, Any]:
     """Needs Ray (connected by the caller) for the worker actors of parallelism 2."""
     table = f"snap_bench_{rows}"
@@ -83,12 +132,17 @@ if __name__ == "__main__":
     import json
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    from dbus_ray.devstack import MariaDB
+    from dbus_ray.devstack import Broker, MariaDB
     from dbus_ray.pipeline import connect_ray
 
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else ROWS
     server = MariaDB().start()
+    broker = Broker().start()
     try:
         connect_ray(num_cpus=2)
-        print(json.dumps(snapshot_bench(server, int(sys.argv[1]) if len(sys.argv) > 1 else ROWS), indent=2))
+        result = snapshot_bench(server, n)
+        result["into_kafka"] = snapshot_to_kafka(server, broker, n)
+        print(json.dumps(result, indent=2))
     finally:
+        broker.stop()
         server.stop()

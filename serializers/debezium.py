@@ -351,7 +351,7 @@ def last_reads(batch: RowBatch) -> dict[int, tuple[int, str]]:
 
 def produce_debezium(sink: Any, batch: RowBatch) -> int:
     """Produce a batch's messages with `sink`'s producer (a `KafkaSink` with `format: debezium`); returns
-    how many went out (delivery reports go to the sink's `_on_delivery`)."""
+    how many went out (the sink counts them and its failed deliveries)."""
     serializer: DebeziumSerializer = sink.serializer
     last = last_reads(batch)
     n = 0

@@ -23,8 +23,11 @@ broker auto-create it with its default partition count).
 
 Delivery:
 - `at_least_once` (default): idempotent producer, `acks=all`. `write(batch)` produces every row, flushes
-  and checks every delivery report; any error raises one line naming the sink, the topic, the row's
-  position and the broker's reason, so the checkpoint does not advance past an unacknowledged row.
+  and checks the deliveries; any error raises one line naming the sink, the topic, the row's position and
+  the broker's reason, so the checkpoint does not advance past an unacknowledged row. The producer reports
+  failed deliveries only (`delivery.report.only.error`: no Python call per delivered message): after the
+  flush left nothing outstanding, a batch whose messages brought no error report was delivered whole
+  (`acked` = messages produced - failed - still outstanding).
 - `exactly_once`: a transactional producer (`transactional.id` = `dbus-<pipeline>-<sink>`, so a restarted
   writer fences its zombie). Each `write(batch)` is one transaction holding the batch's rows AND the
   checkpoint record (`{"source": batch.checkpoint, "seq": .., "time": ..}`, keyed by the pipeline name)
@@ -117,6 +120,10 @@ class KafkaSink(Sink):
         self.fatal: str | None = None
         config = sink_producer_config(o, f"dbus-{self.pipeline}-{self.name}")
         config["error_cb"] = self._on_error
+        # one report per failed message only, to the producer-wide callback: delivered messages cost no
+        # Python call (the sink counts what it produced, the failures and what is still outstanding)
+        config["delivery.report.only.error"] = True
+        config["on_delivery"] = self._on_delivery
         self.limit = int(config.get("message.max.bytes", 1_000_000))
         if "{" not in o.topic and self._topic_limit(o.topic) < self.limit:
             self.limit = config["message.max.bytes"] = self._topic_limit(o.topic)
@@ -136,7 +143,8 @@ class KafkaSink(Sink):
                 raise DbusError(f"{self.where}: cannot start transactions on {o.bootstrap}: {kafka_reason(exc)}") \
                     from None
         self.errors: list[tuple[str, str, str]] = []
-        self.acked = 0
+        self.produced = 0  # messages handed to the producer since the write began
+        self.failed = 0  # of them, those whose delivery failed
         log.info("[%s] %s open: %s -> %s (%s, %s)", self.pipeline, self.where, o.bootstrap, o.topic, o.format,
                  o.delivery)
 
@@ -211,18 +219,27 @@ class KafkaSink(Sink):
         return found
 
     # ------------------------------------------------------------------ writing
-    def _on_delivery(self, err: Any, msg: Any, position: str) -> None:
-        # never call msg.headers() here: after a fatal error it raises and breaks flush() (confluent-kafka 2.16)
+    @property
+    def acked(self) -> int:
+        """Messages of the current write the broker acknowledged (exact once nothing is outstanding)."""
+        return self.produced - self.failed - len(self.producer)
+
+    def _on_delivery(self, err: Any, msg: Any) -> None:
+        """The report of a failed delivery (`delivery.report.only.error`: never called for a delivered one)."""
         if err is None:
-            self.acked += 1
-        elif len(self.errors) < 10:
-            self.errors.append((msg.topic(), position, f"{err.str()} ({err.name()})"))
+            return
+        self.failed += 1
+        if len(self.errors) < 10:
+            topic = msg.topic()
+            position = ("checkpoint" if topic == self.options.checkpoint_topic
+                        else _position_of(msg, self.options.format == "json"))
+            self.errors.append((topic, position, f"{err.str()} ({err.name()})"))
 
     def write(self, batch: RowBatch) -> None:
         if not batch.parts and (not self.exactly_once or batch.checkpoint is None):
             return
         self.errors = []
-        self.acked = 0
+        self.produced = self.failed = 0
         expected = 0
         if self.exactly_once:
             self._txn("begin_transaction", self.producer.begin_transaction)
@@ -321,8 +338,8 @@ class KafkaSink(Sink):
         the write or, with `on_oversize: dead_letter`, goes to the dead-letter topic instead."""
         while True:
             try:
-                self.producer.produce(topic, value, key, headers=headers,
-                                      on_delivery=lambda err, msg: self._on_delivery(err, msg, position), **extra)
+                self.producer.produce(topic, value, key, headers=headers, **extra)
+                self.produced += 1
                 return
             except BufferError:  # the local queue is full: serve delivery reports, then retry
                 self.producer.poll(0.05)
@@ -385,8 +402,9 @@ class KafkaSink(Sink):
         if self.errors:
             topic, position, reason = self.errors[0]
             raise DbusError(f"topic {topic}: delivery failed for row at {position}: {reason}")
-        if self.acked != expected:
-            raise DbusError(f"{expected - self.acked} of {expected} messages not acknowledged")
+        acked = self.acked
+        if acked != expected:
+            raise DbusError(f"{expected - acked} of {expected} messages not acknowledged")
 
     def _txn(self, what: str, call: Any) -> None:
         try:
@@ -402,6 +420,15 @@ class KafkaSink(Sink):
     def _reason(self, exc: BaseException) -> str:
         """confluent-kafka sometimes reports a fatal error (e.g. fenced) as a SystemError from flush: the
         error callback has the real reason then."""
+        if isinstance(exc, SystemError) and not self.fatal and self.exactly_once:
+            # the error callback may not have been served yet: a transactional call on the failed producer
+            # raises its fatal error (e.g. fenced) with the reason (the write aborts the transaction anyway)
+            try:
+                self.producer.abort_transaction(self.options.timeout_s)
+            except KafkaException as fatal:
+                return kafka_reason(fatal)
+            except Exception:  # noqa: BLE001 - only the reason is wanted here
+                pass
         if isinstance(exc, SystemError) and self.fatal:
             return self.fatal
         return kafka_reason(exc)
@@ -436,6 +463,21 @@ _DEAD_LETTER_MARGIN = 128
 def _size(value: bytes | None, key: bytes | None, headers: list | None) -> int:
     """Bytes of a message's value, key and headers (names and values)."""
     return len(value or b"") + len(key or b"") + sum(len(k) + len(v or b"") for k, v in headers or ())
+
+
+def _position_of(msg: Any, json_values: bool) -> str:
+    """Where the row of a message whose delivery failed sits: the `pos` of its JSON value (`format: json`),
+    else its key. Never its headers: `msg.headers()` of a failed message can raise after a fatal producer
+    error (confluent-kafka 2.16); nothing may raise out of the delivery callback (it would break the flush)."""
+    try:
+        value = msg.value()
+        if json_values and value:
+            pos = json.loads(value).get("pos")
+            if pos is not None:
+                return dumps(pos)
+        return f"key {_key_text(msg.key())}"
+    except Exception:  # noqa: BLE001 - an exception must not leave the delivery callback
+        return "unknown position"
 
 
 def _key_text(key: bytes | None, limit: int = 200) -> str:
