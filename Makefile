@@ -2,14 +2,16 @@
 # installs the package with its dev extra, installs Debian's mariadb-server when mariadbd is missing, postgresql
 # when initdb is missing, redis-server (GCS fault tolerance tests) when it is missing, and
 # default-jdk-headless and maven when java or mvn is missing, and fetches the Apache Kafka broker's jars
-# (dbus_ray/devstack/pom.xml) from Maven Central into ~/.cache/dbus-ray/kafka-<version>/.
+# (dbus_ray/devstack/pom.xml) from Maven Central into ~/.cache/dbus-ray/kafka-<version>/, and builds the schema
+# registry of the Avro tests (Apicurio Registry, dbus_ray/devstack/registry/pom.xml) into
+# ~/.cache/dbus-ray/apicurio-registry-<version>/ (about a minute, once).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: demo test unit bench bench-profile chaos lint install mariadb postgres redis java kafka clean peer-deps peer
+.PHONY: demo test unit bench bench-profile chaos lint install mariadb postgres redis java kafka registry clean peer-deps peer
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $@
 
-install: $(VENV)/.installed mariadb postgres redis kafka
+install: $(VENV)/.installed mariadb postgres redis kafka registry
 
 mariadb:
 	@if ! command -v mariadbd >/dev/null 2>&1 && [ ! -x /usr/sbin/mariadbd ]; then \
@@ -45,6 +47,9 @@ java:
 
 kafka: $(VENV)/.installed java  # the broker of the dev stack, tests, demo and bench (a no-op once cached)
 	@$(PY) -c 'from dbus_ray.devstack import kafka_libs as l, kafka_version as v; print(f"Kafka {v()} jars in {l()}")'
+
+registry: $(VENV)/.installed java  # the Avro serializer's real schema registry (a no-op once built)
+	@$(PY) -c 'from dbus_ray.devstack.registry import registry_app as a, registry_version as v; print(f"Apicurio Registry {v()} in {a()}")'
 
 demo: install
 	$(VENV)/bin/dbus demo

@@ -20,9 +20,15 @@ Arrow -> Avro types:
 - struct -> record, list -> array, map with string keys -> map, dictionary -> its value type.
 
 Encoding is schemaless (the bare Avro body) by default. With `schema_registry` set (a Confluent Schema
-Registry URL) each value is in the Confluent wire format: magic byte 0, the 4-byte big-endian schema id,
-then the body; schemas are registered under the record-name strategy's subject
-(`dbus.<db>.<table>.Change`).
+Registry URL, or any registry serving its API, e.g. Apicurio's `/apis/ccompat/v6`) each value is written by
+confluent-kafka's own `confluent_kafka.schema_registry.avro.AvroSerializer` through its
+`SchemaRegistryClient`: the Confluent wire format (magic byte 0, the 4-byte big-endian schema id, then the
+body, the same body as the schemaless form). The schema is registered once per subject, named by
+`subject_name_strategy` (confluent-kafka's strategies): `topic` (default, `<topic>-value`), `record`
+(`dbus.<db>.<table>.Change`) or `topic_record` (`<topic>-dbus.<db>.<table>.Change`). The values handed to
+it are this module's Avro-ready records (e.g. an unsigned BIGINT as a `Decimal`), so its bytes are exactly
+the schemaless body behind the 5-byte header. A registry that cannot be reached or refuses the schema fails
+the first encode with one line naming the registry URL and the subject.
 """
 
 from __future__ import annotations
@@ -33,9 +39,8 @@ import io
 import json
 import re
 import struct
-import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import fastavro
@@ -230,7 +235,16 @@ class TableSchema:
     parsed: Any
     image: _Type
     key: _Type
-    schema_id: int | None = None
+    #: with a registry: topic (None for the record strategy) -> (confluent-kafka AvroSerializer, context, id)
+    writers: dict[str | None, tuple[Any, Any, int]] = field(default_factory=dict)
+
+
+#: `subject_name_strategy` values -> confluent_kafka.schema_registry's subject name strategy functions.
+SUBJECT_STRATEGIES = {
+    "topic": "topic_subject_name_strategy",
+    "record": "record_subject_name_strategy",
+    "topic_record": "topic_record_subject_name_strategy",
+}
 
 
 class AvroSerializer:
@@ -238,11 +252,17 @@ class AvroSerializer:
     per_row: ClassVar[bool] = True
     content_type: ClassVar[str] = "application/avro"
 
-    def __init__(self, schema_registry: str | None = None, timeout: float = 10.0) -> None:
+    def __init__(self, schema_registry: str | None = None, timeout: float = 10.0,
+                 subject_name_strategy: str = "topic") -> None:
+        if subject_name_strategy not in SUBJECT_STRATEGIES:
+            raise ValueError(f"subject_name_strategy: expected one of {', '.join(SUBJECT_STRATEGIES)}, "
+                             f"got {subject_name_strategy!r}")
         self.schema_registry = schema_registry.rstrip("/") if schema_registry else None
         self.timeout = timeout
+        self.subject_name_strategy = subject_name_strategy
         self._schemas: dict[tuple[str, str, tuple[str, ...], pa.DataType], TableSchema] = {}
         self._by_id: dict[int, TableSchema] = {}
+        self._client: Any = None  # confluent_kafka.schema_registry.SchemaRegistryClient, made on first use
 
     # ------------------------------------------------------------------ schemas
     def table_schema(self, rows: TableRows) -> TableSchema:
@@ -250,16 +270,59 @@ class AvroSerializer:
         cache_key = (rows.db, rows.table, rows.key, image_type)
         found = self._schemas.get(cache_key)
         if found is None:
-            found = self._build(rows.db, rows.table, rows.key, image_type)
-            if self.schema_registry:
-                found.schema_id = self._register(found.schema)
-                self._by_id[found.schema_id] = found
-            self._schemas[cache_key] = found
+            found = self._schemas[cache_key] = self._build(rows.db, rows.table, rows.key, image_type)
         return found
 
     def schema(self, rows: TableRows) -> dict[str, Any]:
         """The Avro schema (JSON form) of the row changes of `rows`' table."""
         return self.table_schema(rows).schema
+
+    def subject(self, ts: TableSchema, topic: str | None) -> str:
+        """The registry subject of `ts`'s schema for messages to `topic` (by `subject_name_strategy`)."""
+        from confluent_kafka import schema_registry
+        from confluent_kafka.serialization import MessageField, SerializationContext
+
+        if topic is None and self.subject_name_strategy != "record":
+            raise ValueError(f"subject_name_strategy {self.subject_name_strategy} needs the topic of the messages")
+        strategy = getattr(schema_registry, SUBJECT_STRATEGIES[self.subject_name_strategy])
+        record_name = f"{ts.schema['namespace']}.{ts.schema['name']}"
+        return strategy(SerializationContext(topic or "", MessageField.VALUE), record_name)
+
+    def _writer(self, ts: TableSchema, topic: str | None) -> tuple[Any, Any, int]:
+        """confluent-kafka's AvroSerializer of `ts` for messages to `topic`, its serialization context and the
+        schema id, the schema registered under the topic's subject on first use.
+
+        One serializer per subject: it keeps one schema id, and registries other than Confluent's (Apicurio)
+        may give the same schema different ids under different subjects."""
+        if self.subject_name_strategy == "record":
+            topic = None
+        found = ts.writers.get(topic)
+        if found is not None:
+            return found
+        from confluent_kafka import schema_registry
+        from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+        from confluent_kafka.schema_registry.avro import AvroSerializer as ConfluentAvroSerializer
+        from confluent_kafka.serialization import MessageField, SerializationContext
+
+        subject = self.subject(ts, topic)
+        schema = Schema(json.dumps(ts.schema), "AVRO")
+        try:
+            if self._client is None:
+                self._client = SchemaRegistryClient({"url": self.schema_registry, "timeout": self.timeout})
+            # registered here rather than on the serializer's first call, so that this error is the registry's
+            # alone; the client caches the answer, so the serializer's own registration sends no request
+            schema_id = int(self._client.register_schema(subject, schema))
+        except Exception as exc:  # any failure of the HTTP exchange: refused, unreachable, malformed answer
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise ValueError(f"schema registry {self.schema_registry}: cannot register {subject}: {reason}") \
+                from None
+        strategy = getattr(schema_registry, SUBJECT_STRATEGIES[self.subject_name_strategy])
+        writer = ConfluentAvroSerializer(self._client, schema.schema_str,
+                                         conf={"auto.register.schemas": True, "subject.name.strategy": strategy})
+        context = SerializationContext(topic or "", MessageField.VALUE)
+        found = ts.writers[topic] = (writer, context, schema_id)
+        self._by_id[schema_id] = ts
+        return found
 
     @staticmethod
     def _build(db: str, table: str, key: tuple[str, ...], image_type: pa.DataType) -> TableSchema:
@@ -305,30 +368,28 @@ class AvroSerializer:
         parsed = fastavro.parse_schema(json.loads(json.dumps(schema)))
         return TableSchema(schema, parsed, image, key_t)
 
-    def _register(self, schema: dict[str, Any]) -> int:
-        subject = f"{schema['namespace']}.{schema['name']}"
-        url = f"{self.schema_registry}/subjects/{subject}/versions"
-        body = json.dumps({"schema": json.dumps(schema)}).encode()
-        request = urllib.request.Request(
-            url, body, {"Content-Type": "application/vnd.schemaregistry.v1+json"}, method="POST"
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return int(json.loads(response.read())["id"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:  # URLError/HTTPError are OSErrors
-            raise ValueError(f"schema registry {self.schema_registry}: cannot register {subject}: {exc}") from None
-
     # ------------------------------------------------------------------ encode / decode
-    def encode(self, rows: TableRows, pipeline: str, records: list[dict[str, Any]] | None = None) -> list[bytes]:
+    def encode(self, rows: TableRows, pipeline: str, records: list[dict[str, Any]] | None = None,
+               topic: str | None = None) -> list[bytes]:
+        """The values of `rows`' changes; `topic` (where they go) names the registry subject of the `topic`
+        and `topic_record` strategies (the kafka sink passes it)."""
         ts = self.table_schema(rows)
         if records is None:
             records = rows.records(pipeline)
         enc_image = ts.image.encode
         enc_key = ts.key.encode
-        prefix = b"" if ts.schema_id is None else b"\x00" + struct.pack(">I", ts.schema_id)
+        if self.schema_registry:
+            confluent, context, _ = self._writer(ts, topic)
+            write = lambda record: confluent(record, context)  # noqa: E731
+        else:
+            parsed, schemaless = ts.parsed, fastavro.schemaless_writer
+
+            def write(record: dict[str, Any]) -> bytes:
+                buf = io.BytesIO()
+                schemaless(buf, parsed, record)
+                return buf.getvalue()
+
         out = []
-        writer = fastavro.schemaless_writer
-        parsed = ts.parsed
         for r in records:
             record = dict(r)  # the caller's record stays as it is
             if enc_image is not None:
@@ -338,10 +399,7 @@ class AvroSerializer:
                     record["after"] = enc_image(record["after"])
             if enc_key is not None:
                 record["key"] = enc_key(record["key"])
-            buf = io.BytesIO()
-            buf.write(prefix)
-            writer(buf, parsed, record)
-            out.append(buf.getvalue())
+            out.append(write(record))
         return out
 
     def decode(self, value: bytes, rows: TableRows | None = None) -> dict[str, Any]:

@@ -5,7 +5,8 @@ Used by the integration tests (session fixtures), by ``dbus demo``, the benchmar
 gets its own temp dir (``/tmp/dbus-dev-XXXX``), free TCP ports on 127.0.0.1 and, for MariaDB, its own
 unix socket.  One module per component: ``process`` (child processes, ports, pids), ``mariadb``,
 ``kafka`` (the broker and its jars, fetched by ``pom.xml``), ``stack`` (both together) and ``state``
-(the state file of the CLI).
+(the state file of the CLI); ``registry`` (Apicurio Registry, built by ``registry/pom.xml``) is started
+by the Avro serializer's tests alone.
 
 In-process use::
 

@@ -22,6 +22,9 @@ class KafkaOptions:
     format: Literal["json", "avro", "raw", "arrow", "debezium"] = "json"  # arrow: a run a message; raw: mirror
     debezium: DebeziumOptions = field(default_factory=DebeziumOptions)  # format debezium: its options
     schema_registry: str | None = None  # avro only: Confluent wire format with this registry
+    # avro with schema_registry: subject of a table's value schema: topic ({topic}-value), record (its record
+    # name, dbus.{db}.{table}.Change) or topic_record ({topic}-dbus.{db}.{table}.Change); topic needs {table}
+    subject_name_strategy: Literal["topic", "record", "topic_record"] = "topic"
     delivery: Literal["at_least_once", "exactly_once"] = "at_least_once"
     partitions: int = 6  # for topics the sink creates
     replication_factor: int = -1  # for topics the sink creates; -1: the broker's default
@@ -67,6 +70,10 @@ class KafkaOptions:
             raise Invalid("tombstones", f"is not for format {self.format} (a message there is not one row)")
         if self.schema_registry is not None and self.format != "avro":
             raise Invalid("schema_registry", "is for format avro only")
+        if self.schema_registry is not None and self.subject_name_strategy == "topic" and "table" not in names:
+            raise Invalid("subject_name_strategy", f"topic (one schema subject per topic) needs a topic per table, "
+                                                   f"and topic {self.topic!r} has no {{table}}: use record or "
+                                                   "topic_record")
         if self.partitions < 1:
             raise Invalid("partitions", "must be at least 1")
         if self.replication_factor == 0 or self.replication_factor < -1:

@@ -1,7 +1,8 @@
 """Sink `kafka`: every row change as one Kafka message (confluent-kafka / librdkafka).
 
 - value: the row change serialized by `format` (`json`: the documented JSON form; `avro`: see
-  `dbus_ray.serializers.avro`, Confluent wire format when `schema_registry` is set; `arrow` and `raw`: below);
+  `dbus_ray.serializers.avro`, Confluent wire format when `schema_registry` is set, registered under the
+  `subject_name_strategy` subject; `arrow` and `raw`: below);
 - key: the primary key (or the `key` columns) as a JSON object, e.g. `{"id":42}`; partitioned with
   murmur2 (`partitioner: murmur2_random`, Java's default), so one key always lands in one partition and
   keeps its order;
@@ -103,7 +104,9 @@ class KafkaSink(Sink):
         o: KafkaOptions = self.options
         self.where = f"kafka sink {self.name}"
         self.exactly_once = o.delivery == "exactly_once"
-        options = {"schema_registry": o.schema_registry} if o.schema_registry else {}
+        options: dict[str, Any] = {}
+        if o.schema_registry:
+            options = {"schema_registry": o.schema_registry, "subject_name_strategy": o.subject_name_strategy}
         if o.format == "debezium":
             options = {"options": o.debezium, "key": o.key}
         self.serializer = None if o.format == "raw" else get_serializer(o.format, **options)
@@ -301,7 +304,8 @@ class KafkaSink(Sink):
 
     def _produce_rows(self, topic: str, part: TableRows) -> int:
         records = list(part.records(self.pipeline))
-        values = self.serializer.encode(part, self.pipeline, records)
+        extra = {"topic": topic} if self.options.format == "avro" else {}  # the registry subject may name it
+        values = self.serializer.encode(part, self.pipeline, records, **extra)
         key_columns = self.options.key
         db, table = part.db.encode(), part.table.encode()
         name = part.name

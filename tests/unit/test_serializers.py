@@ -9,8 +9,10 @@ import datetime as dt
 import json
 import struct
 import threading
+from collections.abc import Iterator
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 from typing import Any, ClassVar
 
 import fastavro
@@ -169,16 +171,30 @@ def test_avro_schema_per_table_type(rows: TableRows) -> None:
     assert ser.decode(ser.encode(other, "p")[0], other)["after"] == {"id": 1}
 
 
-class _Registry(BaseHTTPRequestHandler):
-    subjects: ClassVar[list[str]] = []
+RECORDED = json.loads((Path(__file__).parent / "data" / "apicurio_register.json").read_text())["exchanges"]
+
+
+class _Replay(BaseHTTPRequestHandler):
+    """Plays a real registry's side of the recorded exchanges, in order; a request unlike the recorded one is
+    noted in `mismatches` and answered 500."""
+
+    exchanges: ClassVar[list[dict[str, Any]]] = []
+    mismatches: ClassVar[list[str]] = []
+    served: ClassVar[int] = 0
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        json.loads(body["schema"])
-        self.subjects.append(self.path)
-        payload = json.dumps({"id": 42}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/vnd.schemaregistry.v1+json")
+        seen = {"method": "POST", "path": self.path, "content_type": self.headers["Content-Type"], "body": body}
+        expected = self.exchanges.pop(0) if self.exchanges else None
+        if expected is None or seen != expected["request"]:
+            type(self).mismatches.append(f"got {seen}, recorded {expected and expected['request']}")
+            answer = {"status": 500, "content_type": "application/json", "body": "{}"}
+        else:
+            answer = expected["response"]
+        type(self).served += 1
+        payload = answer["body"].encode()
+        self.send_response(answer["status"])
+        self.send_header("Content-Type", answer["content_type"])
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
@@ -187,26 +203,65 @@ class _Registry(BaseHTTPRequestHandler):
         pass
 
 
-def test_avro_confluent_wire_format(rows: TableRows) -> None:
-    server = HTTPServer(("127.0.0.1", 0), _Registry)
+@pytest.fixture
+def replay() -> Iterator[str]:
+    """The URL of a registry replaying RECORDED (Apicurio's /apis/ccompat/v6 answers)."""
+    _Replay.exchanges, _Replay.mismatches, _Replay.served = [dict(e) for e in RECORDED], [], 0
+    server = HTTPServer(("127.0.0.1", 0), _Replay)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        ser = AvroSerializer(schema_registry=f"http://127.0.0.1:{server.server_port}/")
-        values = ser.encode(rows, "p")
-        assert _Registry.subjects == ["/subjects/dbus.shop.orders.Change/versions"]
-        assert all(v[:1] == b"\x00" and struct.unpack(">I", v[1:5])[0] == 42 for v in values)
-        assert ser.decode(values[1]) == list(rows.changes("p"))[1].to_dict()
-        assert values[1][5:] == AvroSerializer().encode(rows, "p")[1]
+        yield f"http://127.0.0.1:{server.server_port}/apis/ccompat/v6/"
     finally:
         server.shutdown()
         server.server_close()
 
 
+def test_avro_confluent_wire_format_recorded_exchange(rows: TableRows, replay: str) -> None:
+    """confluent-kafka's client registers the schema as Apicurio saw it (subject by strategy, schema JSON), and
+    the values are magic byte 0, the id Apicurio gave, then the schemaless body."""
+    ser = AvroSerializer(schema_registry=replay)  # subject_name_strategy topic by default
+    values = ser.encode(rows, "p", topic="shop.orders")
+    assert _Replay.mismatches == [] and _Replay.served == 1
+    assert all(v[:1] == b"\x00" and struct.unpack(">I", v[1:5])[0] == 2 for v in values)
+    assert [v[5:] for v in values] == AvroSerializer().encode(rows, "p")
+    assert [ser.decode(v) for v in values] == [c.to_dict() for c in rows.changes("p")]
+    ser.encode(rows, "p", topic="shop.orders")  # registered once: no second request
+    assert _Replay.served == 1
+    with pytest.raises(ValueError, match="subject_name_strategy topic needs the topic"):
+        ser.encode(rows, "p")
+
+    by_record = AvroSerializer(schema_registry=replay, subject_name_strategy="record")
+    assert by_record.encode(rows, "p")[0][:5] == b"\x00\x00\x00\x00\x02"  # subject dbus.shop.orders.Change
+    assert _Replay.mismatches == [] and _Replay.served == 2
+
+    # the registry refuses a schema (Apicurio's 409 under compatibility FULL): one line naming URL and subject
+    other = TableRows.from_changes([change("insert", None, {"id": "a", "name": "x"}, 1)],
+                                   pa.struct([("id", pa.string()), ("name", pa.string())]))
+    with pytest.raises(ValueError) as refused:
+        AvroSerializer(schema_registry=replay).encode(other, "p", topic="shop.orders")
+    assert _Replay.mismatches == [] and _Replay.served == 3
+    message = str(refused.value)
+    assert "\n" not in message
+    assert message.startswith(f"schema registry {replay.rstrip('/')}: cannot register shop.orders-value: "
+                              "Incompatible artifact: shop.orders-value [AVRO]")
+    assert "HTTP status code 409" in message
+
+
+def test_avro_subject_name_strategies(rows: TableRows) -> None:
+    ts = AvroSerializer().table_schema(rows)
+    names = {s: AvroSerializer(subject_name_strategy=s).subject(ts, "cdc") for s in ("topic", "record", "topic_record")}
+    assert names == {"topic": "cdc-value", "record": "dbus.shop.orders.Change",
+                     "topic_record": "cdc-dbus.shop.orders.Change"}
+    with pytest.raises(ValueError, match="subject_name_strategy: expected one of topic, record, topic_record, got 'x'"):
+        AvroSerializer(subject_name_strategy="x")
+
+
 def test_avro_registry_unreachable(rows: TableRows) -> None:
     ser = AvroSerializer(schema_registry="http://127.0.0.1:1", timeout=2)
-    with pytest.raises(ValueError, match="schema registry http://127.0.0.1:1: cannot register"):
-        ser.encode(rows, "p")
+    with pytest.raises(ValueError, match="^schema registry http://127.0.0.1:1: cannot register t-value: .+") as exc:
+        ser.encode(rows, "p", topic="t")
+    assert "\n" not in str(exc.value)
 
 
 def test_arrow_round_trip(rows: TableRows) -> None:
