@@ -60,7 +60,9 @@ class Run:
 
 
 def lines(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    """The complete lines of the output file: one being written while we read has no newline yet."""
+    text = path.read_text() if path.exists() else ""
+    return [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines()]
 
 
 def assert_stopped_with_final_checkpoint(tmp_path: Path, name: str, code: int, out: str, err: str) -> None:
