@@ -25,12 +25,14 @@ import zlib
 from typing import Any
 
 import pymysql
+import pymysql.charset
 from pymysql.constants.COMMAND import COM_BINLOG_DUMP
 from pymysqlreplication.binlogstream import ReportSlave
 from pymysqlreplication.gtid import GtidSet
 from pymysqlreplication.packet import BinLogPacketWrapper
 from pymysqlreplication.row_event import TableMapEvent
 
+from dbus_ray.mysql import values
 from dbus_ray.mysql.events import QUERY_COMPRESSED_EVENT, ROWS_UPDATE, ROWS_V2
 
 COM_BINLOG_DUMP_GTID = 0x1E
@@ -86,7 +88,57 @@ def query_parts(ev: RawEvent) -> tuple[str, str]:
     query = data[p + schema_len + 1 : ev.end]
     if ev.type == QUERY_COMPRESSED_EVENT:
         query = uncompress(query)
-    return schema, query.decode("utf-8", errors="backslashreplace")
+    return schema, statement_text(query, data[HEADER + 13 : HEADER + 13 + status_len])
+
+
+# status variables of a QUERY event that the server writes before Q_CHARSET_CODE (4), by their sizes:
+# Q_FLAGS2 (0), Q_SQL_MODE (1), Q_AUTO_INCREMENT (3) fixed; Q_CATALOG (2) and Q_CATALOG_NZ (6) length-prefixed
+_STATUS_SIZES = {0: 4, 1: 8, 3: 4}
+
+
+def client_charset(status: bytes) -> int | None:
+    """The client's character set (a collation id) from a QUERY event's status variables; None when the
+    event has none or one we cannot step over comes first."""
+    p = 0
+    while p < len(status):
+        code = status[p]
+        p += 1
+        if code == 4:  # Q_CHARSET_CODE: character_set_client, collation_connection, collation_server
+            return int.from_bytes(status[p : p + 2], "little")
+        if code in _STATUS_SIZES:
+            p += _STATUS_SIZES[code]
+        elif code == 2:
+            p += 1 + status[p] + 1  # length, name, NUL
+        elif code == 6:
+            p += 1 + status[p]  # length, name
+        else:
+            return None
+    return None
+
+
+def statement_text(query: bytes, status: bytes) -> str:
+    """A statement's text, decoded in the character set its client sent it in: exactly or not at all
+    (ValueError naming the charset and the byte)."""
+    if query.isascii():
+        return query.decode("ascii")
+    charset_id = client_charset(status)
+    if charset_id is None:
+        name = "utf8mb4"  # no charset recorded: the server's own
+    else:
+        try:
+            name = pymysql.charset.charset_by_id(charset_id).name
+        except KeyError:
+            raise ValueError(f"the statement's client character set (id {charset_id}) is unknown") from None
+    try:
+        codec = values.codec_of(name, None)
+    except ValueError:
+        codec = "binary"
+    if codec == "binary":
+        raise ValueError(f"the statement's client character set {name} has no exact decoder")
+    try:
+        return values.decode_text(query, codec)
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"the statement is not valid {name}: {exc.reason} at byte {exc.start}") from None
 
 
 def uncompress(record: bytes) -> bytes:

@@ -61,9 +61,17 @@ _DIG2BYTES = (0, 1, 1, 2, 2, 3, 3, 4, 4, 4)
 _UTC = dt.UTC
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=_UTC)
 
-# MySQL's latin1 is cp1252, except that the five bytes cp1252 leaves undefined map to C1 controls.
-_CP1252_HIGH = bytes(range(0x80, 0xA0)).decode("cp1252", errors="replace")
-LATIN1_TABLE = {0x80 + i: (ch if ch != "\ufffd" else chr(0x80 + i)) for i, ch in enumerate(_CP1252_HIGH)}
+
+
+def _mysql_latin1(byte: int) -> str:
+    """MySQL's latin1 is cp1252, except that the five bytes cp1252 leaves undefined are C1 controls."""
+    try:
+        return bytes([byte]).decode("cp1252")
+    except UnicodeDecodeError:
+        return chr(byte)
+
+
+LATIN1_TABLE = {b: _mysql_latin1(b) for b in range(0x80, 0xA0)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +123,13 @@ def codec_of(charset_name: str | None, collation: str | None) -> str | None:
         raise ValueError(f"character set {charset_name} has no exact decoder in dbus-ray: leave the table out "
                          "(source.exclude) or convert the column to utf8mb4")
     return codec
+
+
+def decode_text(raw: bytes, codec: str) -> str:
+    """`raw` in `codec` (from `codec_of`, not "binary"), strictly: bytes the codec cannot decode raise."""
+    if codec == "mysql-latin1":
+        return raw.decode("latin-1").translate(LATIN1_TABLE)
+    return raw.decode(codec)
 
 
 def _decoder(codec: str) -> Callable[[bytes], Any]:

@@ -80,3 +80,22 @@ def test_a_charset_without_an_exact_decoder_refuses_its_table_in_one_line(tmp_pa
     assert len(errors) == 1, result.output
     assert f"cannot read the table map event of dbus_test.{table}: character set swe7 has no exact decoder" in errors[0]
     assert not [r for r in rows if r["op"] == "insert"], "no row of the refused table may arrive"
+
+
+def test_a_statement_sent_in_latin1_arrives_as_the_server_holds_it(tmp_path: Path, mariadb: MariaDB) -> None:
+    """The binlog keeps a statement in its client's character set: a latin1 `é` is byte 0xE9, not UTF-8."""
+    table = table_name("latin1ddl")
+    conn = mariadb.root_connect("dbus_test", charset="latin1")
+    try:
+        start = position(conn)
+        execute(conn, f"CREATE TABLE {table} (id INT PRIMARY KEY) COMMENT 'café, señor'")
+        with conn.cursor() as cur:
+            cur.execute("SELECT TABLE_COMMENT FROM information_schema.TABLES WHERE TABLE_NAME = %s", (table,))
+            (comment,) = cur.fetchone()
+    finally:
+        conn.close()
+    assert comment == "café, señor"  # the server holds the text
+    result, rows = run(tmp_path, mariadb, table, start)
+    assert result.exit_code == 0, result.output
+    [ddl] = [r for r in rows if r["op"] == "ddl"]
+    assert ddl["after"]["sql"].endswith(f"COMMENT '{comment}'"), ddl["after"]["sql"]
