@@ -22,18 +22,16 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import fcntl
 import os
-import re
 import shutil
 import subprocess
-import tempfile
 import time
 import uuid
 from functools import cache
 from pathlib import Path
 from typing import Any, Self
 
+from dbus_ray.devstack.maven import cache_dir, maven_cached, pom_property
 from dbus_ray.devstack.process import (
     DevStackError,
     _Component,
@@ -65,16 +63,12 @@ rootLogger.appenderRef.file.ref = file
 @cache
 def kafka_version() -> str:
     """The Kafka version pinned by ``pom.xml`` (``<kafka.version>``)."""
-    match = re.search(r"<kafka\.version>([^<]+)</kafka\.version>", POM.read_text())
-    if match is None:
-        raise DevStackError(f"{POM}: no <kafka.version> property")
-    return match.group(1).strip()
+    return pom_property(POM, "kafka.version")
 
 
 def kafka_libs_dir(version: str | None = None) -> Path:
     """Where the jars of Kafka ``version`` are cached: ``~/.cache/dbus-ray/kafka-<version>/``."""
-    cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache_home / "dbus-ray" / f"kafka-{version or kafka_version()}"
+    return cache_dir(f"kafka-{version or kafka_version()}")
 
 
 def _java() -> str:
@@ -86,43 +80,10 @@ def _java() -> str:
 
 
 def kafka_libs() -> Path:
-    """The cached jar dir of the pinned Kafka, fetched from Maven Central with ``mvn`` when missing.
-
-    Fetches into a temp dir beside the cache and renames it into place, so concurrent callers never
-    see half a cache; a lock file makes the second caller wait for the first one's download.
-    """
-    target = kafka_libs_dir()
-    if (target / ".complete").exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / f".{target.name}.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if (target / ".complete").exists():
-            return target
-        mvn = shutil.which("mvn")
-        if mvn is None:
-            raise DevStackError(f"Kafka {kafka_version()} is not in {target} and `mvn` is missing: {_JAVA_HINT}")
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-        t0 = time.monotonic()
-        log.info("fetching Kafka %s from Maven Central into %s", kafka_version(), target)
-        try:
-            res = subprocess.run(
-                [mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies", "-DincludeScope=runtime",
-                 f"-DoutputDirectory={tmp}"],
-                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=900, check=False,
-            )
-            if res.returncode != 0:
-                raise DevStackError(
-                    f"mvn could not fetch Kafka {kafka_version()} with {POM} (exit {res.returncode}):\n"
-                    + "\n".join((res.stdout + res.stderr).splitlines()[-20:])
-                )
-            (tmp / ".complete").write_text(kafka_version() + "\n")
-            _remove_dir(target)  # an incomplete leftover
-            os.rename(tmp, target)
-        finally:
-            _remove_dir(tmp)
-        log.info("fetched Kafka %s in %.1f s", kafka_version(), time.monotonic() - t0)
-    return target
+    """The cached jar dir of the pinned Kafka, fetched from Maven Central with ``mvn`` when missing."""
+    return maven_cached(kafka_libs_dir(), f"Kafka {kafka_version()}", POM,
+                        ["dependency:copy-dependencies", "-DincludeScope=runtime", "-DoutputDirectory={dir}"],
+                        _JAVA_HINT, timeout=900)
 
 
 def _cluster_id() -> str:

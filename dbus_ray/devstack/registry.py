@@ -13,12 +13,7 @@ needs ``apicurio-registry-schema-util-*`` artifacts that Maven Central here does
 
 from __future__ import annotations
 
-import fcntl
 import os
-import re
-import shutil
-import subprocess
-import tempfile
 import time
 import urllib.request
 from functools import cache
@@ -26,7 +21,8 @@ from pathlib import Path
 from typing import Any, Self
 
 from dbus_ray.devstack.kafka import _java
-from dbus_ray.devstack.process import DevStackError, _Component, _make_base_dir, _remove_dir, _tail, free_port, log
+from dbus_ray.devstack.maven import cache_dir, maven_cached, pom_property
+from dbus_ray.devstack.process import DevStackError, _Component, _make_base_dir, _tail, free_port, log
 
 #: The Maven project that builds the registry (its ``apicurio.version`` is the version the dev stack runs).
 POM = Path(__file__).parent / "registry" / "pom.xml"
@@ -39,55 +35,18 @@ _HINT = "run `make registry` (needs Java 17 and Maven: `make java`)"
 @cache
 def registry_version() -> str:
     """The Apicurio Registry version pinned by ``registry/pom.xml`` (``<apicurio.version>``)."""
-    match = re.search(r"<apicurio\.version>([^<]+)</apicurio\.version>", POM.read_text())
-    if match is None:
-        raise DevStackError(f"{POM}: no <apicurio.version> property")
-    return match.group(1).strip()
+    return pom_property(POM, "apicurio.version")
 
 
 def registry_app_dir(version: str | None = None) -> Path:
     """Where the built registry of ``version`` is cached: ``~/.cache/dbus-ray/apicurio-registry-<version>/``."""
-    cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache_home / "dbus-ray" / f"apicurio-registry-{version or registry_version()}"
+    return cache_dir(f"apicurio-registry-{version or registry_version()}")
 
 
 def registry_app() -> Path:
-    """The cached runnable registry, built with ``mvn`` from Maven Central's artifacts when missing.
-
-    Builds into a temp dir beside the cache and renames it into place (concurrent callers never see half a
-    build); a lock file makes a second caller wait for the first one's build."""
-    target = registry_app_dir()
-    if (target / ".complete").exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / f".{target.name}.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if (target / ".complete").exists():
-            return target
-        mvn = shutil.which("mvn")
-        if mvn is None:
-            raise DevStackError(f"Apicurio Registry {registry_version()} is not in {target} and `mvn` is missing: "
-                                f"{_HINT}")
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-        t0 = time.monotonic()
-        log.info("building Apicurio Registry %s from Maven Central into %s", registry_version(), target)
-        try:
-            res = subprocess.run(
-                [mvn, "-q", "-B", "-f", str(POM), "package", f"-Dregistry.build.dir={tmp}"],
-                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=1200, check=False,
-            )
-            if res.returncode != 0 or not (tmp / RUNNER).exists():
-                raise DevStackError(
-                    f"mvn could not build Apicurio Registry {registry_version()} with {POM} (exit {res.returncode}):\n"
-                    + "\n".join((res.stdout + res.stderr).splitlines()[-20:])
-                )
-            (tmp / ".complete").write_text(registry_version() + "\n")
-            _remove_dir(target)  # an incomplete leftover
-            os.rename(tmp, target)
-        finally:
-            _remove_dir(tmp)
-        log.info("built Apicurio Registry %s in %.1f s", registry_version(), time.monotonic() - t0)
-    return target
+    """The cached runnable registry, built with ``mvn`` from Maven Central's artifacts when missing."""
+    return maven_cached(registry_app_dir(), f"Apicurio Registry {registry_version()}", POM,
+                        ["package", "-Dregistry.build.dir={dir}"], _HINT, timeout=1200, produced=RUNNER)
 
 
 def _answers(url: str) -> bool:
