@@ -19,11 +19,9 @@ still open (its writer died) until it ends, so only a committed checkpoint is ev
 from __future__ import annotations
 
 import json
-import time
-import uuid
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
 from dbus_ray.checkpoints import CheckpointStore
@@ -33,6 +31,7 @@ from dbus_ray.kafka.client import (
     create_topic,
     kafka_reason,
     producer_config,
+    read_to_end,
     topic_partitions,
 )
 from dbus_ray.model import dumps
@@ -83,37 +82,13 @@ class KafkaCheckpointStore(CheckpointStore):
         partitions = self._topic_partitions()
         if not partitions:
             return None
-        consumer = Consumer({
-            **self._config(),
-            "group.id": f"dbus-checkpoint-reader-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-            "auto.offset.reset": "earliest",
-        })
         key = self.pipeline.encode()
-        found: tuple[int, int, bytes] | None = None  # (timestamp, offset order, value) of the newest record
-        try:
-            consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in partitions])
-            open_partitions = set(partitions)
-            deadline = time.monotonic() + self.timeout_s
-            while open_partitions:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"checkpoint store kafka: reading {self.topic} timed out after "
-                                       f"{self.timeout_s:.0f} s")
-                msg = consumer.poll(0.5)
-                if msg is None:
-                    continue
-                if msg.error() is not None:
-                    if msg.error().code() == KafkaError._PARTITION_EOF:
-                        open_partitions.discard(msg.partition())
-                        continue
-                    raise RuntimeError(f"checkpoint store kafka: reading {self.topic}: {msg.error().str()}")
-                if msg.key() == key:
-                    # one key lives in one partition: the highest offset there is the newest
-                    found = (msg.partition(), msg.offset(), msg.value())
-        finally:
-            consumer.close()
+        found: tuple[int, int, bytes] | None = None  # (partition, offset, value) of the newest record
+        for msg in read_to_end(self._config(), self.topic, partitions, self.timeout_s, "checkpoint store kafka",
+                               **{"isolation.level": "read_committed"}):
+            if msg.key() == key:
+                # one key lives in one partition: the highest offset there is the newest
+                found = (msg.partition(), msg.offset(), msg.value())
         if found is None or found[2] is None:
             return None
         return json.loads(found[2])

@@ -12,9 +12,12 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import string
+import time
+import uuid
+from collections.abc import Iterator
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 log = logging.getLogger("dbus.kafka")
@@ -98,3 +101,29 @@ def create_topic(admin: AdminClient, topic: str, partitions: int, replication_fa
     except concurrent.futures.TimeoutError:
         raise RuntimeError(f"cannot create topic {topic}: no answer in {timeout_s:.0f} s") from None
     return True
+
+
+def read_to_end(config: dict[str, Any], topic: str, partitions: list[int], timeout_s: float, what: str,
+                **settings: Any) -> Iterator[Any]:
+    """Every message of `partitions` of `topic`, from the beginning to the end each had when read (a consumer
+    of its own, `assign()`, no group membership; `settings`: e.g. `isolation.level`). Raises RuntimeError
+    naming `what` when a read fails or takes over `timeout_s`."""
+    consumer = Consumer({**config, "group.id": f"dbus-reader-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False,
+                         "enable.partition.eof": True, "auto.offset.reset": "earliest", **settings})
+    try:
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        open_partitions, deadline = set(partitions), time.monotonic() + timeout_s
+        while open_partitions:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what}: reading {topic} timed out after {timeout_s:.0f} s")
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            if msg.error() is not None:
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    open_partitions.discard(msg.partition())
+                    continue
+                raise RuntimeError(f"{what}: reading {topic}: {msg.error().str()}")
+            yield msg
+    finally:
+        consumer.close()

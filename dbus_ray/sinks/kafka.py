@@ -113,6 +113,7 @@ class KafkaSink(Sink):
         self.admin = AdminClient(client_config(o.bootstrap, o.producer))
         self.known_topics: set[str] = set()
         self.topics_of: dict[tuple[str, str], str] = {}
+        self.partition_count: dict[str, int] = {}  # of each topic the producer was warmed for
         self._refresh_topics()  # fails fast when the broker is unreachable
         if "{" not in o.topic:
             self._ensure_topic(o.topic)
@@ -140,6 +141,7 @@ class KafkaSink(Sink):
         if self.dead_letter:
             self._warm(o.dead_letter_topic)
         if self.exactly_once:
+            self._warm(o.checkpoint_topic)
             try:
                 self.producer.init_transactions(o.timeout_s)
             except KafkaException as exc:
@@ -199,11 +201,26 @@ class KafkaSink(Sink):
         return 1_048_588
 
     def _warm(self, topic: str) -> None:
-        """Fetch the (existing) topic's metadata now: the first produce would otherwise wait ~1 s for it."""
-        try:
-            self.producer.list_topics(topic, timeout=self.options.timeout_s)
-        except KafkaException as exc:
-            raise DbusError(f"topic {topic}: no metadata: {kafka_reason(exc)}") from None
+        """Wait until the producer's metadata has the topic with a leader for every partition, and remember
+        its partition count. A message produced while its topic is unknown waits in librdkafka's queue of
+        unassigned messages and gets its place in a partition's queue only when it leaves it, possibly behind
+        messages produced later: a topic the sink has just created is known before the first row."""
+        deadline = time.monotonic() + self.options.timeout_s
+        while True:
+            try:
+                meta = self.producer.list_topics(topic, timeout=max(0.1, deadline - time.monotonic()))
+            except KafkaException as exc:
+                raise DbusError(f"topic {topic}: no metadata: {kafka_reason(exc)}") from None
+            found = meta.topics.get(topic)
+            ready = found is not None and found.error is None and found.partitions and all(
+                p.error is None and p.leader >= 0 for p in found.partitions.values())
+            if ready:
+                self.partition_count[topic] = len(found.partitions)
+                return
+            if time.monotonic() >= deadline:
+                why = "unknown" if found is None else (found.error or "partitions without a leader")
+                raise DbusError(f"topic {topic}: not ready for writing after {self.options.timeout_s:.0f} s: {why}")
+            time.sleep(0.05)
 
     def topic_for(self, rows: TableRows) -> str:
         found = self.topics_of.get((rows.db, rows.table))
@@ -281,8 +298,7 @@ class KafkaSink(Sink):
         """A run of raw Kafka messages (`dbus_ray.kafka.raw`) with the same key, value, headers and timestamp,
         to the source partition modulo the topic's partition count (so each source partition's order is
         kept). The position of a message is `{"topic":..,"partition":..,"offset":..}` of the source."""
-        partitions = self.producer.list_topics(topic, timeout=self.options.timeout_s).topics[topic].partitions
-        count = max(len(partitions), 1)
+        count = self.partition_count[topic]  # known since topic_for warmed the topic
         n = 0
         for (partition, key, value, headers, timestamp), position in zip(raw_messages(rows), raw_positions(rows)):
             self._produce(topic, value, key, headers or None, position, f"{rows.db}/{partition}",

@@ -21,8 +21,6 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
-import time
-import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
@@ -114,36 +112,16 @@ class KafkaKV:
         self.producer = Producer(producer_config(bootstrap, tuning={"linger.ms": 0}))
 
     def _read(self, partitions: list[int]) -> dict[str, bytes]:
-        from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+        from dbus_ray.kafka.client import client_config, read_to_end
 
-        from dbus_ray.kafka.client import client_config
-
-        consumer = Consumer({**client_config(self.bootstrap), "group.id": f"dbus-state-{uuid.uuid4().hex[:8]}",
-                             "enable.auto.commit": False, "enable.partition.eof": True,
-                             "auto.offset.reset": "earliest"})
         data: dict[str, bytes] = {}
-        try:
-            consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in partitions])
-            open_partitions, deadline = set(partitions), time.monotonic() + self.timeout_s
-            while open_partitions:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"controller state kafka: reading {self.topic} timed out after "
-                                       f"{self.timeout_s:.0f} s")
-                msg = consumer.poll(0.5)
-                if msg is None:
-                    continue
-                if msg.error() is not None:
-                    if msg.error().code() == KafkaError._PARTITION_EOF:
-                        open_partitions.discard(msg.partition())
-                        continue
-                    raise RuntimeError(f"controller state kafka: reading {self.topic}: {msg.error().str()}")
-                key = msg.key().decode()
-                if msg.value() is None:
-                    data.pop(key, None)
-                else:
-                    data[key] = msg.value()
-        finally:
-            consumer.close()
+        for msg in read_to_end(client_config(self.bootstrap), self.topic, partitions, self.timeout_s,
+                               "controller state kafka"):
+            key = msg.key().decode()
+            if msg.value() is None:
+                data.pop(key, None)
+            else:
+                data[key] = msg.value()
         return data
 
     def _produce(self, key: str, value: bytes | None) -> None:

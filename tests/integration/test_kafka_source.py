@@ -69,12 +69,24 @@ def consume_all(bootstrap: str, topic: str, partitions: int, expected: int,
 
 
 def expected_messages(topic: str, count: int, partitions: int, pad: int = 0) -> dict[int, list[tuple]]:
+    """What `produce` sent to each partition, in the order it sent them."""
     out: dict[int, list[tuple]] = defaultdict(list)
     for i in range(count):
         key = None if i % 11 == 0 else f"k{i % 17}".encode()
         out[i % partitions].append((key, f"{topic}-{i}".encode() + b"x" * pad,
                                     [("trace", f"t{i}".encode()), ("dup", b"1"), ("dup", b"2")], BASE_TS + i))
     return out
+
+
+def source_messages(bootstrap: str, topic: str, count: int, partitions: int, pad: int = 0) -> dict[int, list[tuple]]:
+    """Each partition of the source topic as Kafka's own consumer reads it: the mirror's expected content.
+    The test's producer is a plain one (retries, no idempotence), so a partition may hold what it sent in
+    another order; it holds each message exactly once."""
+    source = consume_all(bootstrap, topic, partitions, count)
+    sent = expected_messages(topic, count, partitions, pad)
+    for partition in range(partitions):
+        assert sorted(source[partition], key=repr) == sorted(sent[partition], key=repr), f"source {partition}"
+    return source
 
 
 def test_kafka_source_reads_every_partition_once_and_resumes(tmp_path: Path, broker: Broker) -> None:
@@ -149,7 +161,7 @@ def test_mirror_between_two_brokers_keeps_keys_headers_timestamps_and_order(
     produce(broker.bootstrap, "mirror.orders", 2000, 200, 4)
     assert run_pipeline(cfg, until_caught_up=True, interval=0.05)["rows_delivered"] == 200
     got = consume_all(second_broker.bootstrap, "mirror.orders", 4, 2200)
-    want = expected_messages("mirror.orders", 2200, 4)
+    want = source_messages(broker.bootstrap, "mirror.orders", 2200, 4)
     for partition in range(4):
         assert got[partition] == want[partition], f"partition {partition}"
 
@@ -194,7 +206,7 @@ def test_exactly_once_mirror_survives_kill_9_of_its_writer(
     print(f"\nexactly-once mirror, writer killed after {resumed_from} committed: {hidden} messages of the aborted "
           f"transaction on the target, hidden by the broker; a read_uncommitted read sees "
           f"{sum(map(len, plain.values()))}")
-    want = expected_messages(topic, total, 4, pad=2000)
+    want = source_messages(broker.bootstrap, topic, total, 4, pad=2000)
     for partition in range(4):
         assert got[partition] == want[partition], f"partition {partition}: missing, repeated or out of order"
 
@@ -244,14 +256,14 @@ def test_at_least_once_mirror_survives_kill_9_of_its_writer(
     final = run_pipeline(cfg, until_caught_up=True, interval=0.05)
     assert final["error"] is None and final["rows_delivered"] == total - sum(resume.values())
     got = consume_all(second_broker.bootstrap, topic, 4, total)
-    want = expected_messages(topic, total, 4, pad=2000)
+    want = source_messages(broker.bootstrap, topic, total, 4, pad=2000)
     duplicates = 0
     for partition in range(4):
         first, seen = [], set()
         for message in got[partition]:  # each message's value holds its number: the copies are recognisable
             if message[1] in seen:
                 duplicates += 1
-                index = want[partition].index(message)
+                index = want[partition].index(message)  # its offset in the source partition
                 assert index >= resume.get(partition, 0), f"message {index} of {partition} came again"
             else:
                 seen.add(message[1])
