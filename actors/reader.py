@@ -253,6 +253,7 @@ class Reader:
         self.store.save(checkpoint.to_dict())
         self.book.mark_saved(checkpoint)
         self.book.checkpoint = checkpoint
+        self.source.committed(checkpoint.source)
 
     # ------------------------------------------------------------------ status
     async def identity(self) -> dict[str, Any]:

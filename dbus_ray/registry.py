@@ -104,6 +104,10 @@ class Source:
         after everything it read (e.g. past a commit that carried no rows); None when it has none."""
         return None
 
+    def committed(self, checkpoint: Any) -> None:
+        """`checkpoint` (a position this source returned) is saved: every row up to it reached every sink.
+        Called by the reader, in its own thread (not the one that polls); e.g. to commit it upstream."""
+
     def caught_up(self) -> bool:
         """True once the source has read up to where its origin was when the source was opened."""
         return False

@@ -1,8 +1,25 @@
 """Source `kafka`: consumes Kafka topics (a list, or every topic matching `topic_regex`) over all their
 partitions, for mirroring to another cluster (sink `kafka` with `format: raw`) or into files.
 
-- Partitions are taken with `assign()` (no consumer-group membership, no rebalances); new topics and
-  partitions are picked up every `refresh_s` seconds and read from their beginning.
+- Without `group`, partitions are taken with `assign()` (no consumer-group membership, no rebalances); new
+  topics and partitions are picked up every `refresh_s` seconds and read from their beginning.
+- With `group`, the source joins that consumer group (`subscribe()`; a regex is handed to librdkafka as
+  `^(pattern)$`) and reads the partitions the group gives it. A partition it is given starts at its offset
+  in our checkpoint when there is one (the checkpoint stays the source of truth), else at the group's
+  committed offset, else at `start`. A revoked partition stops counting for `caught_up`; the rows already
+  read from it are still delivered by this pipeline, so delivery is at least once across a rebalance:
+  the member that gets the partition starts at the group's last committed offset and may read again rows
+  we read (and deliver) after that commit. Each rebalance (eager protocol) revokes every partition and
+  gives some back: a partition given back continues where we read up to, not at the committed offset.
+- `commit_offsets` (needs `group`) commits to the group the offsets of each checkpoint once it is saved,
+  i.e. after every sink delivered its rows (never offsets merely read), asynchronously, for the partitions
+  assigned at that moment; once more (synchronously) for partitions being revoked and on close. Kafka's
+  tools (`kafka-consumer-groups --describe`) then show the pipeline's progress and lag.
+- Offsets of partitions we no longer own: with `commit_offsets`, a partition revoked and not given back
+  is dropped from later checkpoints (after its acknowledged offset was committed, the group's offset is
+  the truth: a stale one of ours would make a later reassignment re-read what another member delivered);
+  without it, the group holds no offset, so our last position stays in the checkpoint and is used if the
+  partition comes back (re-reading what another member read meanwhile, never skipping).
 - Positions live in the pipeline's checkpoint, not in Kafka: `{"offsets": {topic: {partition: next offset}}}`.
   A resumed run continues after the last acknowledged message of each partition. Without a checkpoint,
   `start` decides (`earliest` | `latest`).
@@ -22,7 +39,15 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import pyarrow as pa
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    OFFSET_INVALID,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 
 from dbus_ray.errors import DbusError
 from dbus_ray.kafka.raw import RAW_TYPE
@@ -46,6 +71,10 @@ class KafkaSourceOptions:
     refresh_s: float = 10.0  # how often new topics and partitions are looked for
     timeout_s: float = 30.0
     consumer: dict[str, Any] = field(default_factory=dict)  # more librdkafka consumer settings
+    # the consumer group to join (subscribe, rebalances); none: take every partition with assign()
+    group: str | None = None
+    # commit the acknowledged (delivered) offsets to the group, for Kafka's tools; needs group
+    commit_offsets: bool = False
 
     def __post_init__(self) -> None:
         if not self.bootstrap.strip():
@@ -65,6 +94,12 @@ class KafkaSourceOptions:
         for name in self.consumer:
             if name in MANAGED:
                 raise Invalid(f"consumer.{name}", "is set by the source")
+        if self.group is not None and not self.group.strip():
+            raise Invalid("group", "must not be empty")
+        if self.group is not None and "group.id" in self.consumer:
+            raise Invalid("consumer.group.id", "is set by group")
+        if self.commit_offsets and self.group is None:
+            raise Invalid("commit_offsets", "needs group (the consumer group to commit to)")
 
 
 @source("kafka")
@@ -84,8 +119,8 @@ class KafkaSource(Source):
 
     def open(self, checkpoint: dict[str, Any] | None) -> None:
         o: KafkaSourceOptions = self.options
-        config = {
-            "group.id": f"dbus-{self.pipeline}",  # needed by librdkafka; never joined, never committed
+        config: dict[str, Any] = {
+            "group.id": f"dbus-{self.pipeline}",  # without `group`: needed by librdkafka, never joined
             **o.consumer,
             "bootstrap.servers": o.bootstrap,
             "enable.auto.commit": False,
@@ -93,6 +128,13 @@ class KafkaSource(Source):
             "auto.offset.reset": o.start,
             "logger": log,
         }
+        if o.group is not None:
+            config["group.id"] = o.group
+            config.setdefault("topic.metadata.refresh.interval.ms", int(o.refresh_s * 1000))  # new partitions
+            config["on_commit"] = self._on_commit
+        # incremental rebalances (the cooperative assignor, or KIP-848's protocol): assign/revoke what changed
+        self.cooperative = ("cooperative" in str(config.get("partition.assignment.strategy", ""))
+                            or str(config.get("group.protocol", "")).lower() == "consumer")
         self.consumer = Consumer(config)
         saved = (checkpoint or {}).get("offsets", {})
         self.offsets: dict[str, dict[str, int]] = {t: dict(p) for t, p in saved.items()}
@@ -101,7 +143,100 @@ class KafkaSource(Source):
         self.first_refresh = True
         self.last_refresh = 0.0
         self.last_ts = 0.0
-        self._refresh()
+        self.joined = False  # with a group: an assignment is held (not between a revoke and the next assign)
+        self.revoked: set[tuple[str, int]] = set()  # revoked since the last assign
+        self.acked: dict[str, dict[str, int]] = {}  # the offsets of the newest saved checkpoint
+        self.commit_pending = False
+        if o.group is None:
+            self._refresh()
+            return
+        self._check_topics()
+        # our checkpoint's partitions count as revoked until the group's first assignment: with
+        # commit_offsets, those it does not give us are dropped (see the module docstring)
+        self.revoked = {(t, int(p)) for t, ps in self.offsets.items() for p in ps}
+        topics = [f"^({o.topic_regex})$"] if o.topic_regex is not None else list(o.topics)
+        self.consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                on_lost=self._on_lost)
+        self.last_refresh = float("inf")  # the group hands out new partitions: no refresh of our own
+
+    def _check_topics(self) -> None:
+        """Fail with one line when a listed topic does not exist (or the broker cannot be reached)."""
+        o: KafkaSourceOptions = self.options
+        try:
+            metadata = self.consumer.list_topics(timeout=o.timeout_s)
+        except KafkaException as exc:
+            raise DbusError(f"kafka source: cannot reach {o.bootstrap}: {exc.args[0].str()}") from None
+        for t in o.topics:
+            if t not in metadata.topics or metadata.topics[t].error is not None:
+                raise DbusError(f"kafka source: topic {t} does not exist on {o.bootstrap}")
+
+    # ------------------------------------------------------------------ group membership (inside poll)
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Each partition at our checkpoint's offset, else the group's committed one (OFFSET_INVALID: the
+        stored offset), else `start` (auto.offset.reset)."""
+        given = {(tp.topic, tp.partition) for tp in partitions}
+        if self.options.commit_offsets:  # revoked and not given back: the group's offset is the truth now
+            for topic, partition in self.revoked - given:
+                self.offsets.get(topic, {}).pop(str(partition), None)
+                if topic in self.offsets and not self.offsets[topic]:
+                    del self.offsets[topic]
+        self.revoked.clear()
+        for tp in partitions:
+            saved = self.offsets.get(tp.topic, {}).get(str(tp.partition))
+            tp.offset = saved if saved is not None else OFFSET_INVALID
+        if self.cooperative:
+            consumer.incremental_assign(partitions)
+        else:
+            consumer.assign(partitions)
+        self.assigned |= given
+        self.joined = True
+        log.info("[%s] kafka source: group %s assigned %s", self.pipeline, self.options.group,
+                 _names(given) or "nothing")
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        taken = {(tp.topic, tp.partition) for tp in partitions}
+        if self.options.commit_offsets:  # what was delivered of them, before another member starts there
+            self._commit(taken & self.assigned, asynchronous=False)
+        self._drop(consumer, partitions, taken)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Partitions lost without a revoke (session timeout): no commit is possible any more."""
+        self._drop(consumer, partitions, {(tp.topic, tp.partition) for tp in partitions})
+
+    def _drop(self, consumer: Consumer, partitions: list[TopicPartition], taken: set[tuple[str, int]]) -> None:
+        self.assigned -= taken
+        self.eof -= taken
+        self.revoked |= taken
+        if self.cooperative:
+            consumer.incremental_unassign(partitions)
+            self.joined = bool(self.assigned)
+        else:
+            consumer.unassign()
+            self.joined = False
+        log.info("[%s] kafka source: group %s revoked %s", self.pipeline, self.options.group, _names(taken))
+
+    def committed(self, checkpoint: dict[str, Any] | None) -> None:
+        """The checkpoint is saved (every sink delivered its rows): remember its offsets; `poll` commits them
+        (this runs in the reader's thread, the consumer is used by the one that polls)."""
+        if self.options.commit_offsets and checkpoint:
+            self.acked = {t: dict(p) for t, p in checkpoint.get("offsets", {}).items()}
+            self.commit_pending = True
+
+    def _commit(self, partitions: set[tuple[str, int]], asynchronous: bool) -> None:
+        offsets = [TopicPartition(t, p, self.acked[t][str(p)]) for t, p in sorted(partitions)
+                   if str(p) in self.acked.get(t, {})]
+        if not offsets:
+            return
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=asynchronous)
+        except KafkaException as exc:  # e.g. a rebalance under way: the next checkpoint commits again
+            log.warning("[%s] kafka source: commit to group %s failed: %s", self.pipeline, self.options.group,
+                        exc.args[0].str())
+
+    def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        if err is not None:
+            log.warning("[%s] kafka source: commit to group %s failed: %s", self.pipeline, self.options.group,
+                        err.str())
 
     def _refresh(self) -> None:
         o: KafkaSourceOptions = self.options
@@ -142,6 +277,9 @@ class KafkaSource(Source):
     def poll(self, max_rows: int, seq: int) -> RowBatch | None:
         if time.monotonic() - self.last_refresh >= self.options.refresh_s:
             self._refresh()
+        if self.commit_pending:
+            self.commit_pending = False
+            self._commit(set(self.assigned), asynchronous=True)
         messages = self.consumer.consume(num_messages=min(max_rows, 100_000), timeout=0.1)
         runs: list[list[Any]] = []
         for msg in messages:
@@ -166,6 +304,8 @@ class KafkaSource(Source):
         parts = [self._run(run, now) for run in runs]
         for run in runs:
             last = run[-1]
+            if self.options.group is not None and (last.topic(), last.partition()) not in self.assigned:
+                continue  # read before its revoke: delivered, but the partition is another member's now
             self.offsets.setdefault(last.topic(), {})[str(last.partition())] = last.offset() + 1
         ts = max(p.data.column("ts")[p.num_rows - 1].as_py() for p in parts)
         self.last_ts = ts
@@ -203,6 +343,8 @@ class KafkaSource(Source):
         return TableRows(topic, str(partition), (), data)
 
     def caught_up(self) -> bool:
+        if self.options.group is not None:  # a member may be given no partition (more members than them)
+            return self.joined and self.assigned <= self.eof
         return bool(self.assigned) and self.assigned <= self.eof
 
     def lag_seconds(self) -> float:
@@ -210,5 +352,13 @@ class KafkaSource(Source):
 
     def close(self) -> None:
         consumer = getattr(self, "consumer", None)
-        if consumer is not None:
-            consumer.close()
+        if consumer is None:
+            return
+        if self.commit_pending:  # the final checkpoint (saved just before close)
+            self.commit_pending = False
+            self._commit(set(self.assigned), asynchronous=False)
+        consumer.close()
+
+
+def _names(partitions: set[tuple[str, int]]) -> str:
+    return ", ".join(f"{t}/{p}" for t, p in sorted(partitions))
