@@ -27,7 +27,8 @@ partitions, for mirroring to another cluster (sink `kafka` with `format: raw`) o
   number, in partition order; the message is kept as it was in the `after` image (key, value, headers,
   timestamp: see `dbus_ray.kafka.raw`). `op` is `insert`, `file`/`offset`/`index` are topic, offset and
   partition, `txid` is `topic/partition/offset` and `ts` the message timestamp.
-- Caught up: every assigned partition has reached its end (partition EOF) since its last message.
+- Caught up: every assigned partition has reached its end (partition EOF) since its last message; with
+  `group`, only while the group's assignment is held (none between a revoke and the next assign).
 """
 
 from __future__ import annotations
