@@ -80,10 +80,10 @@ class MysqlSource(Source):
     # ------------------------------------------------------------------ open / close
     def open(self, checkpoint: dict[str, Any] | None) -> None:
         """Open on the host in use, or (several hosts) on the first of the others that answers, in order."""
-        n = len(self.eps)
+        n, first = len(self.eps), self.at
         failed: list[str] = []
         for k in range(n):
-            self._use((self.at + k) % n)
+            self._use((first + k) % n)
             try:
                 self._open(checkpoint)
                 return

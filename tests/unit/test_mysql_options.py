@@ -130,3 +130,25 @@ def test_a_mysql_gtid_event_names_its_gtid() -> None:
     data = b"\x00" + header + body
     assert len(b"\x00" + header) == HEADER
     assert mysql_gtid(RawEvent(None, data, False)) == f"{UUID.lower()}:77"
+
+
+# ------------------------------------------------------------------------------------------ dbus status
+
+
+def test_dbus_status_shows_the_host_in_use(capsys: pytest.CaptureFixture[str]) -> None:
+    from dbus_ray.cli import print_rows
+    from dbus_ray.client import Bus
+
+    class Listed(Bus):
+        def list(self, project: str | None = None) -> list[dict]:
+            return [{"name": "orders", "project": "default", "state": "running", "desired": "running", "node": "n1",
+                     "epoch": 3, "version": 1, "error": None,
+                     "status": {"rows_read": 10, "rows_delivered": 10, "lag_seconds": 0.5,
+                                "source_host": "db2:3306 (host 2 of 2)", "checkpoint": {"source": {"server": "2"}}}}]
+
+    rows = Listed(None).rows()
+    assert rows[0]["source_host"] == "db2:3306 (host 2 of 2)"
+    print_rows(rows, "table")
+    header, line = capsys.readouterr().out.splitlines()
+    at = header.index("SOURCE_HOST")
+    assert line[at:].startswith("db2:3306 (host 2 of 2)  "), (header, line)
