@@ -38,7 +38,7 @@ from dbus_ray.mysql.snapshot.backfill import Backfill, backfill_tables
 from dbus_ray.mysql.snapshot.catalog import list_tables
 from dbus_ray.mysql.snapshot.parallel import Fenced, Fences, ParallelSnapshot
 from dbus_ray.mysql.snapshot.serial import Snapshot
-from dbus_ray.mysql.streaming import BinlogStream
+from dbus_ray.mysql.streaming import BinlogLost, BinlogStream
 from dbus_ray.registry import Source, source
 from dbus_ray.routing import TableMatcher
 
@@ -106,7 +106,7 @@ class MysqlSource(Source):
         n = len(self.eps)
         return self.where if n == 1 else f"{self.where} (host {self.at + 1} of {n})"
 
-    def _fail_over(self, lost: cn.Unreachable) -> None:
+    def _fail_over(self, lost: BinlogLost) -> None:
         """The stream lost its host for good: open the next one (then the others, this one last) at the
         checkpoint of the last row handed out; another server's binlog, so by GTID."""
         assert self.stream is not None
@@ -268,7 +268,7 @@ class MysqlSource(Source):
         assert self.stream is not None
         try:
             got = self.stream.read(max_rows)
-        except cn.Unreachable as exc:
+        except BinlogLost as exc:  # not a lookup that failed halfway through an event: a restart retries those
             if len(self.eps) == 1 or self._fenced_poll or self.backfill_queue:  # a restart resumes those
                 raise
             self._fail_over(exc)

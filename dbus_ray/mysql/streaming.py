@@ -8,8 +8,8 @@ are the shadow tables of online schema change tools (`skip_osc_tables`, see `dbu
 their cut-over rename is a DDL row of the table itself. Columns an image leaves out (binlog_row_image
 MINIMAL/NOBLOB) are listed per row in the optional `absent` column (`dbus_ray.model.ABSENT_TYPE`). A
 DecodeError names the binlog position of its event. A dropped connection is resumed from the offset
-(never mid-transaction), with backoff, `reconnect_attempts` times (then `connection.Unreachable`: with several
-hosts the source moves to the next one).
+(never mid-transaction), with backoff, `reconnect_attempts` times (then `BinlogLost`: with several hosts the
+source moves to the next one).
 """
 
 from __future__ import annotations
@@ -35,6 +35,11 @@ HEARTBEAT_SECONDS = 0.25  # the server sends a heartbeat after this long without
 POLL_BUDGET_SECONDS = 0.05  # a poll holding rows returns after this long even when not full (latency)
 READ_TIMEOUT_SECONDS = 10  # 40 heartbeats: a link gone silent (black hole, dead host) is dropped
 RECONNECT_ATTEMPTS = 8
+
+
+class BinlogLost(cn.Unreachable):
+    """The binlog connection was lost and `reconnect_attempts` reconnects failed (the stream's offset is still
+    that of the last row handed out)."""
 
 
 @dataclass
@@ -230,7 +235,7 @@ class BinlogStream:
                 attempt += 1
                 if attempt > self.reconnect_attempts:
                     why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                    raise cn.Unreachable(
+                    raise BinlogLost(
                         f"lost the binlog connection to {self.where} and could not reconnect "
                         f"({self.reconnect_attempts} attempts): {why}"
                     ) from None
