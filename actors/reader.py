@@ -291,6 +291,7 @@ class Reader:
             "read_position": _brief(self.book.read_position),
             "sink_positions": {k: _brief(v) for k, v in self.book.sink_positions().items()},
             "snapshot": self.source.snapshot_progress() if self.state != "created" else None,
+            "source_host": self.source.host(),
             "error": self.error,
         }
 

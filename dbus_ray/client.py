@@ -40,7 +40,7 @@ PEEK_SCHEMA = pa.schema([
 ])
 
 STATUS_COLUMNS = ("name", "project", "state", "desired", "node", "epoch", "version", "rows_read",
-                  "rows_delivered", "lag_seconds", "checkpoint", "snapshot", "error")
+                  "rows_delivered", "lag_seconds", "source_host", "checkpoint", "snapshot", "error")
 
 
 def snapshot_line(progress: dict[str, Any] | None) -> str | None:
@@ -231,7 +231,7 @@ class Bus:
                 continue
             o = cfg.source.options
             if source is not None or table is None or TableMatcher(o.include, o.exclude)(*table.split(".", 1)):
-                found.setdefault(o.dsn, n)
+                found.setdefault(o.dsns[0], n)  # the primary
         if len(found) != 1:
             which = ", ".join(sorted(found.values())) or "none"
             raise DbusError(f"give source= (a mysql:// DSN or a pipeline name): the mysql pipelines reading "

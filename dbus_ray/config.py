@@ -343,7 +343,11 @@ def build(cls: type, raw: Any, path: str, extra_allowed: set[str] = frozenset())
     try:
         return cls(**kwargs)
     except Invalid as exc:
-        reason = exc.reason + (_dsn_hint(raw.get("dsn")) if exc.key == "dsn" else "")
+        m = re.fullmatch(r"dsn(?:\[(\d+)\])?", exc.key)
+        dsn = raw.get("dsn")
+        if m and m.group(1) is not None:  # one of a list of DSNs
+            dsn = dsn[int(m.group(1))] if isinstance(dsn, list) and int(m.group(1)) < len(dsn) else None
+        reason = exc.reason + (_dsn_hint(dsn) if m else "")
         raise Invalid(_join(path, exc.key), reason) from None
 
 
@@ -373,6 +377,10 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
                 errors.append(exc)
         if len(options) == 1:
             raise errors[0]
+        for option, error in zip(options, errors):  # a list or mapping given: what is wrong inside it
+            kind = typing.get_origin(option) or option
+            if kind in (list, dict) and isinstance(value, kind):
+                raise error
         names = " or ".join(TYPE_NAMES.get(typing.get_origin(o) or o, str(o)) for o in options)
         raise Invalid(path, f"expected {names}, got {_describe(value)}")
     if origin is typing.Literal:

@@ -123,6 +123,10 @@ class Source:
         """How far the snapshot got (`reports_snapshot_progress`); None when there is none."""
         return None
 
+    def host(self) -> str | None:
+        """The server the source reads from now (`dbus status`), e.g. the one in use of several; None: none."""
+        return None
+
     def close(self) -> None:
         pass
 

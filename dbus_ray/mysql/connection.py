@@ -31,6 +31,11 @@ ER_MASTER_FATAL_READING_BINLOG = 1236
 ER_SLAVE_SAME_ID = 4052  # MariaDB: "A slave with the same server_uuid/server_id is already connected"
 
 
+class Unreachable(DbusError):
+    """The server does not answer: a connect failed, or a lost binlog connection could not be re-established
+    (with several hosts in `dsn`, the source moves to the next one)."""
+
+
 @dataclass
 class Endpoint:
     """Where and as whom to connect (the password never leaves this object in messages)."""
@@ -83,7 +88,7 @@ def connect_error(ep: Endpoint, exc: BaseException) -> DbusError:
         if ep.password
         else str(exc)
     )
-    return DbusError(f"cannot connect to MySQL at {ep.where} as {ep.user}: {text.splitlines()[0]}")
+    return Unreachable(f"cannot connect to MySQL at {ep.where} as {ep.user}: {text.splitlines()[0]}")
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """Options of the `mysql` source: its config keys (`MysqlOptions`, checked when the config loads, each
-error naming its key), the DSN and the `start` forms."""
+error naming its key), the DSN (one, or a list of hosts: primary first) and the `start` forms."""
 
 from __future__ import annotations
 
@@ -56,9 +56,34 @@ def parse_start(start: str) -> tuple[str, Any]:
     )
 
 
+def parse_dsns(dsn: str | list[str]) -> list[MysqlDsn]:
+    """`dsn` as one DSN or a list of them (the hosts, primary first) -> their parts; Invalid naming the list
+    index of a bad one (key `dsn[i]`)."""
+    if isinstance(dsn, str):
+        return [parse_dsn(dsn)]
+    if not dsn:
+        raise Invalid("dsn", "empty list: give one DSN, or a list of them (primary first)")
+    out = []
+    for i, one in enumerate(dsn):
+        if not isinstance(one, str):
+            raise Invalid(f"dsn[{i}]", f"expected a string mysql://user:password@host:port, got {type(one).__name__}")
+        try:
+            out.append(parse_dsn(one))
+        except Invalid as exc:
+            raise Invalid(f"dsn[{i}]", exc.reason) from None
+    seen: dict[tuple[str, int], int] = {}
+    for i, d in enumerate(out):
+        if (d.host, d.port) in seen:
+            raise Invalid(f"dsn[{i}]", f"{d.host}:{d.port} is also dsn[{seen[d.host, d.port]}]")
+        seen[d.host, d.port] = i
+    return out
+
+
 @dataclass
 class MysqlOptions:
-    dsn: str
+    # `mysql://user:password@host:port` (percent-encode `/ ? # @` in user and password), or a list of them: the
+    # hosts of one GTID replication topology, primary first (a lost host: the next one, resumed by GTID)
+    dsn: str | list[str]
     server_id: int | str = "auto"
     start: str = "latest"  # latest | earliest | file:offset | GTID set
     include: list[str] = field(default_factory=lambda: ["*.*"])
@@ -74,9 +99,18 @@ class MysqlOptions:
     schema_history: bool = False  # accept binlog_row_metadata MINIMAL (see dbus_ray.mysql.schema_history)
     # db.table glob -> the columns that key its row changes instead of the primary key (see dbus_ray.mysql.keys)
     message_key_columns: dict[str, list[str]] = field(default_factory=dict)
+    # reconnects to a host after its binlog connection is lost, then the next host of `dsn` (resumed by GTID)
+    reconnect_attempts: int = 8
+
+    @property
+    def dsns(self) -> list[str]:
+        """The DSNs in the order they are tried (primary first)."""
+        return [self.dsn] if isinstance(self.dsn, str) else list(self.dsn)
 
     def __post_init__(self) -> None:
-        parse_dsn(self.dsn)
+        parse_dsns(self.dsn)
+        if self.reconnect_attempts < 0:
+            raise Invalid("reconnect_attempts", "must not be negative")
         if self.chunk_rows < 1:
             raise Invalid("chunk_rows", "must be at least 1")
         if self.snapshot_parallelism < 1:

@@ -11,6 +11,11 @@ stream's checkpoints carry `fences` until it passed every chunk's position; `bac
 interleaves an on-demand snapshot with the stream. Unless `snapshot: never`, binlog checkpoints carry
 `selected` (include/exclude): tables a later start's patterns newly select are backfilled
 (`_snapshot_new_tables`).
+
+Several hosts (`dsn` a list, primary first): `open` uses the first that answers, from the one in use; when the
+stream loses its host and `reconnect_attempts` reconnects fail, it opens the next host (`_fail_over`) from the
+checkpoint of the last row handed out: another server, so by GTID (`dbus_ray.mysql.history.resume_point`).
+`host()` names the one in use (`dbus status`).
 """
 
 from __future__ import annotations
@@ -27,13 +32,13 @@ from dbus_ray.mysql.ddl import OSC_RE
 from dbus_ray.mysql.history import resume_point, state_at
 from dbus_ray.mysql.keys import MessageKeys
 from dbus_ray.mysql.offset import BinlogOffset, binlog_index, is_snapshot
-from dbus_ray.mysql.options import MysqlOptions, parse_dsn, parse_start
+from dbus_ray.mysql.options import MysqlOptions, parse_dsns, parse_start
 from dbus_ray.mysql.schema import TableSchema
 from dbus_ray.mysql.snapshot.backfill import Backfill, backfill_tables
 from dbus_ray.mysql.snapshot.catalog import list_tables
 from dbus_ray.mysql.snapshot.parallel import Fenced, Fences, ParallelSnapshot
 from dbus_ray.mysql.snapshot.serial import Snapshot
-from dbus_ray.mysql.streaming import BinlogStream
+from dbus_ray.mysql.streaming import BinlogLost, BinlogStream
 from dbus_ray.registry import Source, source
 from dbus_ray.routing import TableMatcher
 
@@ -47,9 +52,10 @@ class MysqlSource(Source):
     def __init__(self, pipeline: str, options: MysqlOptions) -> None:
         super().__init__(pipeline, options)
         o = options
-        dsn = parse_dsn(o.dsn)
         ssl = {k: v for k, v in (("ca", o.ssl_ca), ("cert", o.ssl_cert), ("key", o.ssl_key)) if v}
-        self.ep = cn.Endpoint(dsn.host, dsn.port, dsn.user, dsn.password, ssl or None)
+        self.eps = [cn.Endpoint(d.host, d.port, d.user, d.password, ssl or None) for d in parse_dsns(o.dsn)]
+        self.at = 0  # the index of the host in use in `eps`
+        self.ep = self.eps[0]
         self.where = self.ep.where
         self.matcher = TableMatcher(o.include, o.exclude)
         self.keys = MessageKeys(pipeline, o.message_key_columns)
@@ -73,6 +79,47 @@ class MysqlSource(Source):
 
     # ------------------------------------------------------------------ open / close
     def open(self, checkpoint: dict[str, Any] | None) -> None:
+        """Open on the host in use, or (several hosts) on the first of the others that answers, in order."""
+        n, first = len(self.eps), self.at
+        failed: list[str] = []
+        for k in range(n):
+            self._use((first + k) % n)
+            try:
+                self._open(checkpoint)
+                return
+            except cn.Unreachable as exc:
+                self.close()
+                self.snap = None
+                if n == 1:
+                    raise
+                failed.append(str(exc))
+                if k + 1 < n:
+                    log.warning("[%s] %s (host %d of %d) does not answer (%s): trying %s", self.pipeline, self.where,
+                                self.at + 1, n, exc, self.eps[(self.at + 1) % n].where)
+        raise DbusError(f"none of the {n} hosts of source.dsn answers: {'; '.join(failed)}")
+
+    def _use(self, at: int) -> None:
+        self.at, self.ep = at, self.eps[at]
+        self.where = self.ep.where
+
+    def host(self) -> str:
+        n = len(self.eps)
+        return self.where if n == 1 else f"{self.where} (host {self.at + 1} of {n})"
+
+    def _fail_over(self, lost: BinlogLost) -> None:
+        """The stream lost its host for good: open the next one (then the others, this one last) at the
+        checkpoint of the last row handed out; another server's binlog, so by GTID."""
+        assert self.stream is not None
+        checkpoint = self.checkpoint()
+        was = self.where
+        self.close()
+        self.info = self.schema = None
+        log.warning("[%s] %s is lost (%s): moving to %s", self.pipeline, was, lost,
+                    self.eps[(self.at + 1) % len(self.eps)].where)
+        self.at = (self.at + 1) % len(self.eps)
+        self.open(checkpoint)
+
+    def _open(self, checkpoint: dict[str, Any] | None) -> None:
         o: MysqlOptions = self.options
         if o.server_id == "auto":
             self.server_id = cn.auto_server_id(self.pipeline, self.where)
@@ -121,7 +168,8 @@ class MysqlSource(Source):
             start = self._with_state(start, what)
         target = (binlog_index(info.file), info.position)
         self.stream = BinlogStream(self.pipeline, self.ep, info, self.server_id, self.identity, self.schema,
-                                   start.with_(selected=None, schema_history=None, fences=None), target, gtid)
+                                   start.with_(selected=None, schema_history=None, fences=None), target, gtid,
+                                   o.reconnect_attempts)
         if checkpoint and gtid is not None:  # resuming by GTID: the server checks its history now
             try:
                 self.stream.connect_now()
@@ -218,7 +266,13 @@ class MysqlSource(Source):
         if self.snap is not None or (self.backfill_queue and not self._fenced_poll):
             return self._poll_snapshot(max_rows, seq)
         assert self.stream is not None
-        got = self.stream.read(max_rows)
+        try:
+            got = self.stream.read(max_rows)
+        except BinlogLost as exc:  # not a lookup that failed halfway through an event: a restart retries those
+            if len(self.eps) == 1 or self._fenced_poll or self.backfill_queue:  # a restart resumes those
+                raise
+            self._fail_over(exc)
+            return None
         if got is None:
             return None
         parts, ts = got
@@ -316,7 +370,7 @@ class MysqlSource(Source):
         at = self._with_state(at, "snapshot position")
         assert self.info is not None and self.schema is not None
         self.stream = BinlogStream(self.pipeline, self.ep, self.info, self.server_id, self.identity, self.schema,
-                                   at, (binlog_index(now[0]), now[1]))
+                                   at, (binlog_index(now[0]), now[1]), None, self.options.reconnect_attempts)
         return at
 
     def backfill(self, tables: list[str], where: str | None = None) -> dict[str, Any]:

@@ -8,7 +8,8 @@ are the shadow tables of online schema change tools (`skip_osc_tables`, see `dbu
 their cut-over rename is a DDL row of the table itself. Columns an image leaves out (binlog_row_image
 MINIMAL/NOBLOB) are listed per row in the optional `absent` column (`dbus_ray.model.ABSENT_TYPE`). A
 DecodeError names the binlog position of its event. A dropped connection is resumed from the offset
-(never mid-transaction), with backoff, RECONNECT_ATTEMPTS times.
+(never mid-transaction), with backoff, `reconnect_attempts` times (then `BinlogLost`: with several hosts the
+source moves to the next one).
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ READ_TIMEOUT_SECONDS = 10  # 40 heartbeats: a link gone silent (black hole, dead
 RECONNECT_ATTEMPTS = 8
 
 
+class BinlogLost(cn.Unreachable):
+    """The binlog connection was lost and `reconnect_attempts` reconnects failed (the stream's offset is still
+    that of the last row handed out)."""
+
+
 @dataclass
 class _Txn:
     file: str
@@ -58,8 +64,10 @@ class BinlogStream:
     it. On MariaDB it follows the GTID state (`gtid_pos` of the offsets) from `start.gtid_pos` or `gtid`."""
 
     def __init__(self, pipeline: str, ep: cn.Endpoint, info: cn.ServerInfo, server_id: int, identity: str,
-                 schema: TableSchema, start: BinlogOffset, target: tuple[int, int], gtid: str | None = None) -> None:
+                 schema: TableSchema, start: BinlogOffset, target: tuple[int, int], gtid: str | None = None,
+                 reconnect_attempts: int = RECONNECT_ATTEMPTS) -> None:
         self.pipeline = pipeline
+        self.reconnect_attempts = reconnect_attempts
         self.ep = ep
         self.where = ep.where
         self.info = info
@@ -225,11 +233,11 @@ class BinlogStream:
                 if code in (cn.ER_ACCESS_DENIED, cn.ER_DBACCESS_DENIED):
                     raise cn.connect_error(self.ep, exc) from None
                 attempt += 1
-                if attempt > RECONNECT_ATTEMPTS:
+                if attempt > self.reconnect_attempts:
                     why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                    raise DbusError(
+                    raise BinlogLost(
                         f"lost the binlog connection to {self.where} and could not reconnect "
-                        f"({RECONNECT_ATTEMPTS} attempts): {why}"
+                        f"({self.reconnect_attempts} attempts): {why}"
                     ) from None
                 cp = self.offset()
                 by_gtid = self.resume_gtid if self.resume is not None else None  # before its first transaction
