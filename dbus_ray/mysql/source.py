@@ -277,7 +277,10 @@ class MysqlSource(Source):
         room = max_rows - sum(p.num_rows for p in parts)
         if not fenced.finished and room > 0:
             parts += fenced.read(room)
-        lifted = fenced.finished and fences.passed(stream.file, stream.next_pos) and stream.between_transactions()
+        # every row still to come (pending, of an open transaction, or not read yet) is at or after this position:
+        # past every chunk's, no fence applies to them (under steady writes a poll may never end between commits)
+        at = stream.offset()
+        lifted = fenced.finished and fences.passed(at.file, at.offset)
         if lifted:
             self.snap = None
             self.snap_progress = fenced.progress()
