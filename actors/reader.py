@@ -67,6 +67,9 @@ class Reader:
         self.error: str | None = None
         self.state = "created"
         self.caught_up = False
+        # the newest batch read when the source was first seen caught up: the pipeline is caught up once it and
+        # the batches before it are delivered, whatever was read after it (steady writes)
+        self.caught_up_seq: int | None = None
         self.capacity = asyncio.Event()
         self.task: asyncio.Task | None = None
         self.router: Any = None
@@ -91,6 +94,10 @@ class Reader:
         self.book = SubmittedBatches(self.sink_names, saved)
         self.source.open(saved.source if saved else None)
         log.info("[%s] reader opened %s at %s", self.name, self.cfg.source.type, saved)
+        begun = self.source.start_checkpoint()
+        if begun is not None and (saved is None or saved.source != begun):  # saved before the first batch goes out
+            self.book.idle(begun, time.time())
+            self._save()
 
     async def start(self, router: Any) -> None:
         await asyncio.to_thread(self._open)
@@ -117,7 +124,7 @@ class Reader:
         try:
             while self.state == "running":
                 if self.max_rows is not None and self.rows_read >= self.max_rows:
-                    self.caught_up = True
+                    self._note_caught_up(True)
                     await asyncio.sleep(0.02)
                     continue
                 want = flow.read_batch_rows
@@ -133,15 +140,15 @@ class Reader:
                     break
                 batch = await asyncio.to_thread(self.source.poll, want, self.book.last_seq + 1)
                 if batch is None or batch.num_rows == 0:
-                    self.caught_up = self.source.caught_up()
+                    self._note_caught_up(self.source.caught_up())
                     self.book.idle(self.source.position(), time.time())
                     self._maybe_save()  # also a change an earlier idle poll made but could not save yet
                     await asyncio.sleep(0.005 if not self.caught_up else 0.02)
                     continue
-                self.caught_up = self.source.caught_up()
                 rows = batch.num_rows
                 seq = self.book.submit(rows, batch.checkpoint, batch.ts)
                 assert seq == batch.seq, f"batch {batch.seq} submitted as {seq}"
+                self._note_caught_up(self.source.caught_up())
                 self.rows_read += rows
                 self.metrics.rows_in.inc(rows)
                 self._remember(batch)
@@ -155,6 +162,14 @@ class Reader:
                 await call
         except Exception as exc:  # a stage failed: the pipeline stops, the checkpoint stays behind
             self._fail(reason(exc))
+
+    def _note_caught_up(self, now: bool) -> None:
+        """The source says whether it is caught up after the batches read so far (see `caught_up_seq`)."""
+        self.caught_up = now
+        if not now:
+            self.caught_up_seq = None
+        elif self.caught_up_seq is None:
+            self.caught_up_seq = self.book.last_seq
 
     def _remember(self, batch: RowBatch) -> None:
         self.recent.append(batch)
@@ -283,7 +298,8 @@ class Reader:
             "rows_delivered": self.book.rows_delivered,
             "rows_in_flight": self.book.rows_in_flight,
             "max_rows_in_flight": self.max_in_flight,
-            "caught_up": self.caught_up and not self.book.pending,
+            "caught_up": self.caught_up and self.caught_up_seq is not None
+            and self.book.delivered_through(self.caught_up_seq),
             "lag_seconds": lag,
             "checkpoint": checkpoint.to_dict() if checkpoint is not None else None,
             "checkpoint_saved": self.book.saved is not None,

@@ -137,6 +137,10 @@ class SubmittedBatches:
     def mark_saved(self, checkpoint: Checkpoint) -> None:
         self.saved = checkpoint
 
+    def delivered_through(self, seq: int) -> bool:
+        """Every batch up to `seq` reached every sink (later ones may still be in flight)."""
+        return not self.pending or next(iter(self.pending)) > seq
+
     # ------------------------------------------------------------------ status
     @property
     def oldest_ts(self) -> float | None:

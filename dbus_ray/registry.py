@@ -108,6 +108,12 @@ class Source:
         """`checkpoint` (a position this source returned) is saved: every row up to it reached every sink.
         Called by the reader, in its own thread (not the one that polls); e.g. to commit it upstream."""
 
+    def start_checkpoint(self) -> dict[str, Any] | None:
+        """Right after `open`, before the first batch: a checkpoint the reader saves at once, because what the
+        source began (a snapshot) must be found by a resume even after a crash before the first batch's
+        checkpoint; None when there is none (the default)."""
+        return None
+
     def caught_up(self) -> bool:
         """True once the source has read up to where its origin was when the source was opened."""
         return False

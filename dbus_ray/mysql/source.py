@@ -71,6 +71,8 @@ class MysqlSource(Source):
         self._selected_next: dict[str, list[str]] | None = None
         self.backfill_queue: deque[tuple[list[Any], str | None]] = deque()  # asked for by `backfill`
         self._fenced_poll = False
+        # the server's binlog position (file index, offset) at open: caught up once every row before it is out
+        self.until: tuple[int, int] = (0, 0)
 
     @classmethod
     def parse_position(cls, text: str) -> dict[str, Any]:
@@ -130,6 +132,7 @@ class MysqlSource(Source):
             others = cn.registered_replicas(conn, self.server_id)
         finally:
             conn.close()
+        self.until = (binlog_index(info.file), info.position)
         others = [r for r in others or [] if r[0] != self.identity]
         if others:  # a replica that is not this pipeline holds the id: connecting would throw it out
             raise cn.server_id_clash(self.ep, self.server_id, others, took_over=False)
@@ -166,9 +169,8 @@ class MysqlSource(Source):
                 return
             self._check_position(start.file, start.offset, logs, what)
             start = self._with_state(start, what)
-        target = (binlog_index(info.file), info.position)
         self.stream = BinlogStream(self.pipeline, self.ep, info, self.server_id, self.identity, self.schema,
-                                   start.with_(selected=None, schema_history=None, fences=None), target, gtid,
+                                   start.with_(selected=None, schema_history=None, fences=None), self.until, gtid,
                                    o.reconnect_attempts)
         if checkpoint and gtid is not None:  # resuming by GTID: the server checks its history now
             try:
@@ -240,10 +242,19 @@ class MysqlSource(Source):
             return None
         return self.checkpoint()
 
+    def start_checkpoint(self) -> dict[str, Any] | None:
+        """A snapshot begun at open: its state before any row (its binlog position, the floor of its fences),
+        so that a resume after a crash before the first batch's checkpoint streams from that position and
+        fences what it reads again at it (rows of the crashed run may have been delivered)."""
+        if isinstance(self.snap, Snapshot) and not isinstance(self.snap, Backfill):
+            return {"snapshot": self.snap.checkpoint_state()}
+        return None
+
     def caught_up(self) -> bool:
+        """Every row before the server's binlog position at open is handed out (`until`), a snapshot included."""
         if self.snap is not None or self.stream is None:
             return False
-        return self.stream.caught_up()
+        return self.stream.handed_out_to(self.until)
 
     def lag_seconds(self) -> float:
         if self.snap is not None:  # behind the binlog by the age of the snapshot
@@ -320,7 +331,10 @@ class MysqlSource(Source):
         room = max_rows - sum(p.num_rows for p in parts)
         if not fenced.finished and room > 0:
             parts += fenced.read(room)
-        lifted = fenced.finished and fences.passed(stream.file, stream.next_pos) and stream.between_transactions()
+        # every row still to come (pending, of an open transaction, or not read yet) is at or after this position:
+        # past every chunk's, no fence applies to them (under steady writes a poll may never end between commits)
+        at = stream.offset()
+        lifted = fenced.finished and fences.passed(at.file, at.offset)
         if lifted:
             self.snap = None
             self.snap_progress = fenced.progress()
@@ -358,8 +372,8 @@ class MysqlSource(Source):
             raise
 
     def _stream_after_snapshot(self, at: BinlogOffset) -> BinlogOffset:
-        """Start the binlog stream at the snapshot's position (returned with its GTID state); caught up means up
-        to where the server is now."""
+        """Start the binlog stream at the snapshot's position (returned with its GTID state); it reads with the
+        server's current schema from where the server is now (caught up is still judged by `until`)."""
         conn = cn.connect(self.ep)
         try:
             logs = cn.binary_logs(conn, self.ep)

@@ -60,8 +60,9 @@ class _Txn:
 class BinlogStream:
     """Reads the binlog from `start` (or, with `gtid`, from a GTID set: until the first transaction comes,
     the offset stays `start`, and its `skip` applies to the transaction `start.gtid`); `target` is the
-    position (file index, offset) the server was at when the stream opened: caught up means at or past
-    it. On MariaDB it follows the GTID state (`gtid_pos` of the offsets) from `start.gtid_pos` or `gtid`."""
+    position (file index, offset) the server was at when the stream opened: at or past it, information_schema
+    describes the tables as of the stream (`handed_out_to` tells whether a position is reached). On MariaDB it
+    follows the GTID state (`gtid_pos` of the offsets) from `start.gtid_pos` or `gtid`."""
 
     def __init__(self, pipeline: str, ep: cn.Endpoint, info: cn.ServerInfo, server_id: int, identity: str,
                  schema: TableSchema, start: BinlogOffset, target: tuple[int, int], gtid: str | None = None,
@@ -141,8 +142,15 @@ class BinlogStream:
         """Nothing pending and no transaction open: the offset is the position after the last commit."""
         return not self.pending and self.txn is None
 
-    def caught_up(self) -> bool:
-        return (self.reached or self.idle) and not self.pending and self.refused is None
+    def handed_out_to(self, target: tuple[int, int]) -> bool:
+        """Every row before binlog position `target` (file index, offset) is handed out, or the server said it
+        has nothing more: under steady writes too (the rows after `target` do not count)."""
+        if self.refused is not None:
+            return False
+        if self.idle and not self.pending:
+            return True
+        at = self.offset()
+        return bool(at.file) and (binlog_index(at.file), at.offset) >= target
 
     def lag_seconds(self) -> float:
         if self.pending:

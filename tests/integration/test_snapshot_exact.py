@@ -59,6 +59,52 @@ def test_rows_delivered_past_the_checkpoint_are_deleted_after_a_resume(
     assert applied == table
 
 
+@pytest.mark.parametrize(("parallelism", "kind"), [(1, "int"), (2, "int"), (2, "text")])
+def test_rows_delivered_before_the_first_checkpoint_are_deleted_after_a_resume(
+    mariadb: Any, root: Any, tmp_path: Path, parallelism: int, kind: str
+) -> None:
+    """A kill -9 before the first batch's checkpoint, without timing: run A stops before reading a row (the
+    store then holds what the reader saved before handing on any batch), run B delivers 2,000 rows, the store
+    is put back as A left it (B's checkpoints never saved), a key B delivered is deleted, resume: the key's
+    `read` is followed by its `delete` (a snapshot started from scratch would read the table without it and
+    stream from after the delete)."""
+    from dbus_ray.checkpoints import FileCheckpointStore
+    from dbus_ray.pipeline import run_pipeline
+
+    t = table_name("snap_first")
+    key_type, key_of = ("INT", "seq") if kind == "int" else ("VARCHAR(12)", "LPAD(seq, 6, '0')")
+    gone = 1099 if kind == "int" else "001099"
+    execute(root, f"CREATE TABLE {t} (id {key_type} PRIMARY KEY, v INT)",
+            f"INSERT INTO {t} SELECT {key_of}, seq FROM seq_1_to_5000")
+    out = tmp_path / "out.jsonl"
+    cfg = pipeline_config(mariadb, tmp_path, f"snap-first{parallelism}{kind}", out, snapshot="initial",
+                          snapshot_parallelism=parallelism, chunk_rows=700, include=[f"{DB}.{t}"],
+                          flow={"read_batch_rows": 500, "max_rows_in_flight": 1000})
+    store = FileCheckpointStore(cfg.pipeline_dir)
+    assert run_pipeline(cfg, max_rows=0, interval=0.05)["error"] is None
+    assert not out.exists() or not read_jsonl(out)
+    kept = store.load()
+    assert run_pipeline(cfg, max_rows=2000, interval=0.05)["error"] is None
+    assert gone in [r["key"]["id"] for r in read_jsonl(out) if r["op"] == "read"]
+    if kept is None:
+        store.path.unlink()
+    else:
+        store.save(kept)
+    execute(root, f"DELETE FROM {t} WHERE id = %s", args=(gone,))
+    assert run_pipeline(cfg, until_caught_up=True, interval=0.05)["error"] is None
+
+    rows = read_jsonl(out)
+    of_gone = [r["op"] for r in rows if r["op"] != "ddl" and r["key"]["id"] == gone]
+    assert of_gone[-1] == "delete", of_gone
+    applied = apply_keyed(rows, t, ("id",), strict=False)
+    table = Keyed(t, "int", 5000).rows(root)  # (keyed by id)
+    assert diff(applied, table) == {"extra": 0, "missing": 0, "stale": 0}
+    assert applied == table
+    # what the store held: the snapshot begun, no row of it delivered
+    snap = kept["source"]["snapshot"] if kept is not None else None
+    assert snap is not None and kept["seq"] == 0 and snap["table"] is None and snap["tables_done"] == [], kept
+
+
 def test_key_changes_across_ranges_read_on_either_side_of_them(mariadb: Any, root: Any, tmp_path: Path) -> None:
     """Rows moved from the first chunk's range (read before the move) to the last one's (read after it, by
     a worker started after both were killed: it opens a new consistent snapshot), and back the other way,

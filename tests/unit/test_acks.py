@@ -97,3 +97,18 @@ def test_checkpoint_round_trip_keeps_the_stored_form() -> None:
     assert Checkpoint.from_dict(None) is None
     with pytest.raises(ValueError, match="not a checkpoint"):
         Checkpoint.from_dict({"seq": 1})
+
+
+def test_delivered_through_ignores_batches_read_later() -> None:
+    """Caught up under steady writes: the batches up to the one read when the source was caught up are
+    delivered while later ones are still in flight; a resumed book (saved seq 57) counts from 1 again."""
+    book = SubmittedBatches(["a", "b"], Checkpoint(pos(0), 57, 0.0))
+    assert book.delivered_through(0)
+    for n in (1, 2, 3, 4):
+        book.submit(1, pos(n), ts=0.0)
+    assert not book.delivered_through(2)
+    book.ack("a", 4, now=1.0)
+    book.ack("b", 1, now=1.0)
+    assert book.delivered_through(1) and not book.delivered_through(2)
+    book.ack("b", 2, now=1.0)
+    assert book.delivered_through(2) and not book.delivered_through(3)

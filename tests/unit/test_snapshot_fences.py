@@ -78,8 +78,12 @@ def test_the_floor_is_at_or_before_every_chunk_that_may_come_after_the_checkpoin
     snap.last_at = (FILE, 3000)
     snap.asked = deque([[None, None, 1, None, ("binlog.000001", 2500)]])
     snap.worker_at = [(FILE, 1000), (FILE, 3000)]
+    snap.refence = None  # (not resumed)
     snap._save()
     assert snap.safe == {"table": "d.t", "last_pk": [5], "floor": [FILE, 1000]}
     snap.worker_at = [None, (FILE, 3000)]  # worker 0 replaced: its snapshot opens after now
     snap._save()
     assert snap.safe["floor"] == [FILE, 2500]
+    snap.refence = (FILE, 400)  # resumed from a floor at 400: rows of the run before may follow this state too
+    snap._save()
+    assert snap.safe["floor"] == [FILE, 400]

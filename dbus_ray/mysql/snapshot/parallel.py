@@ -204,6 +204,7 @@ class ParallelSnapshot(Snapshot):
         if current is not None:
             t = self.queue[0]
             self._plan(t, None if self.state["last_pk"] is None else pk_from_json(self.state["last_pk"]))
+        self._save()  # the state a resume finds when this run stops before its first row: its floor is here
 
     def close_transaction(self) -> None:
         super().close()
@@ -279,9 +280,12 @@ class ParallelSnapshot(Snapshot):
     def _save(self) -> None:
         """The state so far is one a resume can follow; its `floor` is at or before every chunk that may be
         delivered after it: the one being emitted, those asked for, and those asked later, read either in
-        the snapshot a worker already has (it keeps one for all its chunks) or in one opened later."""
+        the snapshot a worker already has (it keeps one for all its chunks) or in one opened later. A resumed
+        snapshot keeps its floor: rows of the run before may have been delivered past this state too."""
         self.safe = dict(self.state)
         known = [self.last_at, *(tuple(e[4]) for e in self.asked), *(a for a in self.worker_at if a is not None)]
+        if self.refence is not None:
+            known.append(self.refence)
         floor = min(known, key=lambda p: position_key(*p))
         self.safe["floor"] = list(floor)
 
