@@ -36,11 +36,14 @@ import pyarrow as pa
 
 from dbus_ray import __version__
 from dbus_ray.model import RowBatch, TableRows, dumpb
+from dbus_ray.serializers import debezium_schema
 from dbus_ray.serializers.debezium_values import Column, Mapper, named
 
 OPS = {"insert": "c", "update": "u", "delete": "d", "read": "r"}
 #: Rows turned into messages at a time (the kafka sink's slice): the Python objects of one slice are alive at once.
 SLICE_ROWS = 2048
+#: TRUNCATE is a DDL row of the source but no schema change for Debezium (it is a `t` event, skipped by default).
+TRUNCATE_RE = re.compile(r"\s*(?:/\*.*?\*/\s*)*TRUNCATE\b", re.I | re.S)
 SNAPSHOT_VALUES = "true,first,first_in_data_collection,last_in_data_collection,last,false,incremental"
 
 
@@ -57,6 +60,9 @@ class DebeziumOptions:
     binary_handling_mode: Literal["bytes", "base64", "base64-url-safe", "hex"] = "bytes"
     bigint_unsigned_handling_mode: Literal["long", "precise"] = "long"
     provide_transaction_metadata: bool = False
+    # Debezium's include.schema.changes: each DDL statement, with the table's columns after it, to the topic
+    # named `topic_prefix` (see serializers/debezium_schema.py)
+    include_schema_changes: bool = True
 
     def __post_init__(self) -> None:
         from dbus_ray.config import Invalid
@@ -188,6 +194,9 @@ class DebeziumSerializer:
                     # as Debezium does: a DDL statement's transaction has a BEGIN and no END
                     out += self.end_transaction()
                     out.append(self._tx_message("BEGIN", r["pos"]["gtid"], int(r["ts"] * 1000), None))
+                sql = (r["after"] or {}).get("sql")
+                if marker is None and self.o.include_schema_changes and sql and not TRUNCATE_RE.match(sql):
+                    out.append(self._schema_change(r, rows))
             return out
         t = self.table(rows)
         name = rows.name
@@ -290,6 +299,27 @@ class DebeziumSerializer:
         counts[""] = counts.get("", 0) + 1
         return {"id": tid, "total_order": counts[""], "data_collection_order": counts[name]}
 
+    def _schema_change(self, r: dict[str, Any], rows: TableRows
+                       ) -> tuple[bytes | None, bytes | None, list | None, str]:
+        """The message of Debezium's schema change topic for the DDL row `r`."""
+        source = self._source(r, rows, "false")
+        source["table"] = rows.table or None
+        image = r["after"]
+        value = {"source": source, "ts_ms": time.time_ns() // 1_000_000, "databaseName": rows.db,
+                 "schemaName": None, "ddl": image["sql"],
+                 "tableChanges": debezium_schema.table_changes(rows.db, rows.table, image.get("change"))}
+        key = {"databaseName": rows.db}
+        if self.o.schemas_enable:
+            connector = self.o.connector
+            return (dumpb({"schema": debezium_schema.key_schema(connector), "payload": key}),
+                    dumpb({"schema": debezium_schema.value_schema(connector, _source_schema(connector)),
+                           "payload": value}), None, "schema")
+        return dumpb(key), dumpb(value), None, "schema"
+
+    def schema_topic(self) -> str:
+        """Debezium's schema change topic: named after the topic prefix."""
+        return self._prefix
+
     def transaction_topic(self) -> str:
         return f"{self._prefix}.transaction"
 
@@ -378,7 +408,7 @@ def _produce_part(sink: Any, serializer: DebeziumSerializer, part: TableRows, la
     if not messages:
         return 0
     topic = sink.topics_of.get((part.db, part.table))
-    if topic is None:
+    if topic is None and any(op not in _SIDE_OPS for *_, op in messages):
         topic = serializer.topic(part.db, part.table)
         sink._ensure_topic(topic)
         sink._warm(topic)
@@ -386,12 +416,21 @@ def _produce_part(sink: Any, serializer: DebeziumSerializer, part: TableRows, la
     where = f'{{"table":"{part.name}"}}'
     for key, value, headers, op in messages:
         to = _transaction_topic(sink, serializer) if op in ("BEGIN", "END") else topic
+        if op == "schema":
+            to = _side_topic(sink, serializer.schema_topic())
         sink._produce(to, value, key, headers, where, part.name)
     return len(messages)
 
 
+_SIDE_OPS = ("BEGIN", "END", "schema")  # messages that go to a topic other than the table's
+
+
 def _transaction_topic(sink: Any, serializer: DebeziumSerializer) -> str:
-    topic = serializer.transaction_topic()
+    return _side_topic(sink, serializer.transaction_topic())
+
+
+def _side_topic(sink: Any, topic: str) -> str:
+    """A topic beside the tables' (transactions, schema changes), created and warmed on first use."""
     if topic not in sink.known_topics:
         sink._ensure_topic(topic)
         sink._warm(topic)
