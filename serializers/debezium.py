@@ -1,8 +1,8 @@
 """Serializer `debezium`: row changes as Debezium's MySQL connector writes them (its change-event envelope,
 key and value, through Kafka Connect's JsonConverter), so consumers of Debezium topics read ours unchanged.
 
-Per row change (`op` insert/update/delete/read -> `c`/`u`/`d`/`r`; `ddl` rows, snapshot markers included,
-are not row events and give no message):
+Per row change (`op` insert/update/delete/read -> `c`/`u`/`d`/`r`; `ddl` rows are not row events: a
+snapshot marker gives no message, a DDL statement one on the schema change topic, see below):
 - topic `<topic_prefix>.<db>.<table>`;
 - key: the primary-key columns (or the sink's `key` columns) as a struct, null for a table without one;
 - value: `before`, `after`, `source` (`version`, `connector`, `name`, `ts_ms`, `snapshot`, `db`, `sequence`,
@@ -14,6 +14,8 @@ are not row events and give no message):
 - with `provide_transaction_metadata`, Debezium's transaction topic `<topic_prefix>.transaction`: `BEGIN`
   before a transaction's first event, `END` (event counts per table) when the next begins or a batch ends
   at a transaction boundary (checkpoint `skip` 0); a DDL's transaction has a BEGIN only, as in Debezium;
+- with `include_schema_changes` (default on, as Debezium's `include.schema.changes`), Debezium's schema change
+  topic `<topic_prefix>`: one message per DDL statement (TRUNCATE excepted), built by `debezium_schema`;
 - an update that changes the key is a delete of the old key and its tombstone (both with header
   `__debezium.newkey`), then a create of the new key (header `__debezium.oldkey`), as Debezium emits it;
   header values are keys in the message key's form.
