@@ -65,12 +65,17 @@ class DebeziumOptions:
     # Debezium's include.schema.changes: each DDL statement, with the table's columns after it, to the topic
     # named `topic_prefix` (see serializers/debezium_schema.py)
     include_schema_changes: bool = True
+    # Debezium's heartbeat.interval.ms: a message to __debezium-heartbeat.<topic_prefix> this often while the
+    # sink runs, also when the source is idle (see serializers/debezium_heartbeat.py); 0 is off
+    heartbeat_interval_ms: int = 0
 
     def __post_init__(self) -> None:
         from dbus_ray.config import Invalid
 
         if self.topic_prefix is not None and not re.fullmatch(r"[A-Za-z0-9._-]+", self.topic_prefix):
             raise Invalid("topic_prefix", f"{self.topic_prefix!r} must be letters, digits, '.', '_' or '-'")
+        if self.heartbeat_interval_ms < 0:
+            raise Invalid("heartbeat_interval_ms", f"{self.heartbeat_interval_ms} must be 0 (off) or more")
 
 
 
@@ -402,6 +407,17 @@ def produce_debezium(sink: Any, batch: RowBatch) -> int:
                           "transaction")
             n += 1
     return n
+
+
+def start_heartbeat(sink: Any) -> Any:
+    """The heartbeat thread of a kafka sink with `format: debezium` (None when `heartbeat_interval_ms` is 0)."""
+    from dbus_ray.serializers.debezium_heartbeat import Heartbeat
+
+    o: DebeziumOptions = sink.serializer.o
+    if not o.heartbeat_interval_ms:
+        return None
+    prefix = o.topic_prefix or sink.pipeline
+    return Heartbeat(sink, prefix, o.heartbeat_interval_ms, o.schemas_enable).start()
 
 
 def _produce_part(sink: Any, serializer: DebeziumSerializer, part: TableRows, last_read: tuple[int, str] | None

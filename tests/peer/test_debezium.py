@@ -121,7 +121,7 @@ def ours_as_records(msgs: list[Any]) -> list[dict[str, Any]]:
 #: Option sets, ours (the sink's `debezium:` section) and Debezium's properties: the defaults, and the other
 #: values of the options users set most.
 OPTIONS = {
-    "defaults": ({}, {}),
+    "defaults": ({"heartbeat_interval_ms": 300}, {"heartbeat.interval.ms": "300"}),
     "transactions": ({"provide_transaction_metadata": True}, {"provide.transaction.metadata": "true"}),
     "other-modes": (
         {"schemas_enable": False, "tombstones_on_delete": False, "decimal_handling_mode": "string",
@@ -176,6 +176,12 @@ def test_same_messages_as_debezium(tmp_path: Path, mariadb: Any, broker: Any, ro
         tables = set(topics)
         theirs_all = dbz.wait_for(f"{expected} records",
                                   lambda rs: sum(r["topic"] in tables for r in streamed(rs, prefix)) >= expected)
+        beats: tuple[list[dict[str, Any]], list[dict[str, Any]]] = ([], [])
+        if ours_options.get("heartbeat_interval_ms"):
+            hb_topic = f"__debezium-heartbeat.{prefix}"
+            beats = (ours_as_records(read_topic(broker.bootstrap, hb_topic)),
+                     [r for r in dbz.wait_for("a heartbeat", lambda rs: any(r["topic"] == hb_topic for r in rs))
+                      if r["topic"] == hb_topic])
         theirs_all = streamed(theirs_all, prefix)
     finally:
         dbz.stop()
@@ -183,6 +189,15 @@ def test_same_messages_as_debezium(tmp_path: Path, mariadb: Any, broker: Any, ro
     assert [(v.get("payload", v)["ddl"], [c["type"] for c in v.get("payload", v)["tableChanges"]]) for v in ddl] == [
         (ALTER_DDL, ["ALTER"]), (EXTRA_DDL, ["CREATE"]), (PLAIN_DDL, ["CREATE"])]
     problems = []
+    if ours_options.get("heartbeat_interval_ms"):  # the heartbeat topic: key equal, value but its time
+        mine_beats, their_beats = beats
+        assert mine_beats, "no heartbeat of ours"
+        for a in mine_beats:
+            b = their_beats[0]
+            problems += [f"heartbeat key{d}" for d in differences(json.loads(a["key"]), json.loads(b["key"]))]
+            mine_v, theirs_v = json.loads(a["value"]), json.loads(b["value"])
+            assert isinstance(mine_v["payload"].pop("ts_ms"), int) and isinstance(theirs_v["payload"].pop("ts_ms"), int)
+            problems += [f"heartbeat value{d}" for d in differences(mine_v, theirs_v)]
     for table, mine in ours.items():
         theirs = [r for r in theirs_all if r["topic"] == table]
         assert len(mine) == len(theirs), (table, [r["value"] for r in theirs], [r["value"] for r in mine])
