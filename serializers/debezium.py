@@ -1,8 +1,8 @@
 """Serializer `debezium`: row changes as Debezium's MySQL connector writes them (its change-event envelope,
 key and value, through Kafka Connect's JsonConverter), so consumers of Debezium topics read ours unchanged.
 
-Per row change (`op` insert/update/delete/read -> `c`/`u`/`d`/`r`; `ddl` rows, snapshot markers included,
-are not row events and give no message):
+Per row change (`op` insert/update/delete/read -> `c`/`u`/`d`/`r`; `ddl` rows are not row events: a
+snapshot marker gives no message, a DDL statement one on the schema change topic, see below):
 - topic `<topic_prefix>.<db>.<table>`;
 - key: the primary-key columns (or the sink's `key` columns) as a struct, null for a table without one;
 - value: `before`, `after`, `source` (`version`, `connector`, `name`, `ts_ms`, `snapshot`, `db`, `sequence`,
@@ -14,6 +14,8 @@ are not row events and give no message):
 - with `provide_transaction_metadata`, Debezium's transaction topic `<topic_prefix>.transaction`: `BEGIN`
   before a transaction's first event, `END` (event counts per table) when the next begins or a batch ends
   at a transaction boundary (checkpoint `skip` 0); a DDL's transaction has a BEGIN only, as in Debezium;
+- with `include_schema_changes` (default on, as Debezium's `include.schema.changes`), Debezium's schema change
+  topic `<topic_prefix>`: one message per DDL statement (TRUNCATE excepted), built by `debezium_schema`;
 - an update that changes the key is a delete of the old key and its tombstone (both with header
   `__debezium.newkey`), then a create of the new key (header `__debezium.oldkey`), as Debezium emits it;
   header values are keys in the message key's form.
@@ -36,11 +38,14 @@ import pyarrow as pa
 
 from dbus_ray import __version__
 from dbus_ray.model import RowBatch, TableRows, dumpb
+from dbus_ray.serializers import debezium_schema
 from dbus_ray.serializers.debezium_values import Column, Mapper, named
 
 OPS = {"insert": "c", "update": "u", "delete": "d", "read": "r"}
 #: Rows turned into messages at a time (the kafka sink's slice): the Python objects of one slice are alive at once.
 SLICE_ROWS = 2048
+#: TRUNCATE is a DDL row of the source but no schema change for Debezium (it is a `t` event, skipped by default).
+TRUNCATE_RE = re.compile(r"\s*(?:/\*.*?\*/\s*)*TRUNCATE\b", re.I | re.S)
 SNAPSHOT_VALUES = "true,first,first_in_data_collection,last_in_data_collection,last,false,incremental"
 
 
@@ -57,12 +62,20 @@ class DebeziumOptions:
     binary_handling_mode: Literal["bytes", "base64", "base64-url-safe", "hex"] = "bytes"
     bigint_unsigned_handling_mode: Literal["long", "precise"] = "long"
     provide_transaction_metadata: bool = False
+    # Debezium's include.schema.changes: each DDL statement, with the table's columns after it, to the topic
+    # named `topic_prefix` (see serializers/debezium_schema.py)
+    include_schema_changes: bool = True
+    # Debezium's heartbeat.interval.ms: a message to __debezium-heartbeat.<topic_prefix> this often while the
+    # sink runs, also when the source is idle (see serializers/debezium_heartbeat.py); 0 is off
+    heartbeat_interval_ms: int = 0
 
     def __post_init__(self) -> None:
         from dbus_ray.config import Invalid
 
         if self.topic_prefix is not None and not re.fullmatch(r"[A-Za-z0-9._-]+", self.topic_prefix):
             raise Invalid("topic_prefix", f"{self.topic_prefix!r} must be letters, digits, '.', '_' or '-'")
+        if self.heartbeat_interval_ms < 0:
+            raise Invalid("heartbeat_interval_ms", f"{self.heartbeat_interval_ms} must be 0 (off) or more")
 
 
 
@@ -188,6 +201,9 @@ class DebeziumSerializer:
                     # as Debezium does: a DDL statement's transaction has a BEGIN and no END
                     out += self.end_transaction()
                     out.append(self._tx_message("BEGIN", r["pos"]["gtid"], int(r["ts"] * 1000), None))
+                sql = (r["after"] or {}).get("sql")
+                if marker is None and self.o.include_schema_changes and sql and not TRUNCATE_RE.match(sql):
+                    out.append(self._schema_change(r, rows))
             return out
         t = self.table(rows)
         name = rows.name
@@ -290,6 +306,27 @@ class DebeziumSerializer:
         counts[""] = counts.get("", 0) + 1
         return {"id": tid, "total_order": counts[""], "data_collection_order": counts[name]}
 
+    def _schema_change(self, r: dict[str, Any], rows: TableRows
+                       ) -> tuple[bytes | None, bytes | None, list | None, str]:
+        """The message of Debezium's schema change topic for the DDL row `r`."""
+        source = self._source(r, rows, "false")
+        source["table"] = rows.table or None
+        image = r["after"]
+        value = {"source": source, "ts_ms": time.time_ns() // 1_000_000, "databaseName": rows.db,
+                 "schemaName": None, "ddl": image["sql"],
+                 "tableChanges": debezium_schema.table_changes(rows.db, rows.table, image.get("change"))}
+        key = {"databaseName": rows.db}
+        if self.o.schemas_enable:
+            connector = self.o.connector
+            return (dumpb({"schema": debezium_schema.key_schema(connector), "payload": key}),
+                    dumpb({"schema": debezium_schema.value_schema(connector, _source_schema(connector)),
+                           "payload": value}), None, "schema")
+        return dumpb(key), dumpb(value), None, "schema"
+
+    def schema_topic(self) -> str:
+        """Debezium's schema change topic: named after the topic prefix."""
+        return self._prefix
+
     def transaction_topic(self) -> str:
         return f"{self._prefix}.transaction"
 
@@ -372,13 +409,24 @@ def produce_debezium(sink: Any, batch: RowBatch) -> int:
     return n
 
 
+def start_heartbeat(sink: Any) -> Any:
+    """The heartbeat thread of a kafka sink with `format: debezium` (None when `heartbeat_interval_ms` is 0)."""
+    from dbus_ray.serializers.debezium_heartbeat import Heartbeat
+
+    o: DebeziumOptions = sink.serializer.o
+    if not o.heartbeat_interval_ms:
+        return None
+    prefix = o.topic_prefix or sink.pipeline
+    return Heartbeat(sink, prefix, o.heartbeat_interval_ms, o.schemas_enable).start()
+
+
 def _produce_part(sink: Any, serializer: DebeziumSerializer, part: TableRows, last_read: tuple[int, str] | None
                   ) -> int:
     messages = serializer.messages(part, sink.pipeline, None, last_read)
     if not messages:
         return 0
     topic = sink.topics_of.get((part.db, part.table))
-    if topic is None:
+    if topic is None and any(op not in _SIDE_OPS for *_, op in messages):
         topic = serializer.topic(part.db, part.table)
         sink._ensure_topic(topic)
         sink._warm(topic)
@@ -386,12 +434,21 @@ def _produce_part(sink: Any, serializer: DebeziumSerializer, part: TableRows, la
     where = f'{{"table":"{part.name}"}}'
     for key, value, headers, op in messages:
         to = _transaction_topic(sink, serializer) if op in ("BEGIN", "END") else topic
+        if op == "schema":
+            to = _side_topic(sink, serializer.schema_topic())
         sink._produce(to, value, key, headers, where, part.name)
     return len(messages)
 
 
+_SIDE_OPS = ("BEGIN", "END", "schema")  # messages that go to a topic other than the table's
+
+
 def _transaction_topic(sink: Any, serializer: DebeziumSerializer) -> str:
-    topic = serializer.transaction_topic()
+    return _side_topic(sink, serializer.transaction_topic())
+
+
+def _side_topic(sink: Any, topic: str) -> str:
+    """A topic beside the tables' (transactions, schema changes), created and warmed on first use."""
     if topic not in sink.known_topics:
         sink._ensure_topic(topic)
         sink._warm(topic)

@@ -70,10 +70,27 @@ def renamed_tables(sql: str, default_db: str) -> list[tuple[str, str]]:
     return out
 
 
-class DdlLayout:
-    """The image of an `op: ddl` row: {"sql": statement}."""
+def change_type(sql: str) -> str | None:
+    """What a DDL statement on a table does to it, as Debezium's `tableChanges.type` names it: CREATE (a
+    CREATE TABLE), DROP (a DROP TABLE), ALTER (any other statement on a table, index ones and RENAME included);
+    None for TRUNCATE and statements that are not DDL."""
+    m = DDL_RE.match(sql)
+    if not m or m.group(1).upper() == "TRUNCATE":
+        return None
+    verb, rest = m.group(1).upper(), COMMENT_RE.sub(" ", m.group(2)).lstrip()
+    obj = OBJECT_RE.match(rest)
+    if obj and obj.group(1).upper() in ("TABLE", "TABLES") and verb in ("CREATE", "DROP"):
+        return verb
+    return "ALTER"
 
-    image_type = pa.struct([pa.field("sql", pa.string())])
+
+class DdlLayout:
+    """The image of an `op: ddl` row: {"sql": statement, "change": JSON text or null}. `change` describes the
+    table a table DDL changed (null for a database's): {"type": CREATE/ALTER/DROP} and, when information_schema
+    had the table as the DDL was read (`TableSchema.definition`): "charset", "comment", "primary_key" and
+    "columns" (information_schema.COLUMNS rows, see there)."""
+
+    image_type = pa.struct([pa.field("sql", pa.string()), pa.field("change", pa.string())])
     key: tuple[str, ...] = ()
 
     def __init__(self, db: str, table: str) -> None:
@@ -84,6 +101,8 @@ class DdlLayout:
         if columns is None:
             return pa.array([None] * n, self.image_type)
         sql = columns[0]
+        change = columns[1] if len(columns) > 1 else [None] * len(sql)
         if mask is not None:
             sql = [None if m else v for v, m in zip(sql, mask)]
-        return pa.array([None if v is None else {"sql": v} for v in sql], self.image_type)
+        return pa.array([None if v is None else {"sql": v, "change": c} for v, c in zip(sql, change)],
+                        self.image_type)

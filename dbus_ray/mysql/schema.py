@@ -9,6 +9,7 @@ the TABLE_MAP bytes after the table id and parsed once; a DDL on a table forgets
 
 from __future__ import annotations
 
+import json
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 from dbus_ray.errors import DbusError, DecodeError
 from dbus_ray.mysql import replica as rp
 from dbus_ray.mysql.connection import Endpoint, connect
-from dbus_ray.mysql.ddl import OSC_RE
+from dbus_ray.mysql.ddl import OSC_RE, change_type
 from dbus_ray.mysql.schema_history import SchemaHistory
 
 
@@ -135,6 +136,47 @@ class TableSchema:
             hit = ([r[0] for r in rows], tuple(r[0] for r in rows if r[1] == "PRI"))
             self.names_cache[(db, table)] = hit
         return hit
+
+    def change(self, sql: str, db: str, table: str) -> str | None:
+        """The `change` of a DDL row (see `DdlLayout`): what the statement did to `db.table` and, unless it
+        dropped it, the table's definition from information_schema as it is when the DDL is read (the
+        definition after the DDL when the stream is live; when catching up, a later DDL on the table may
+        already show in it). None for a database's DDL and TRUNCATE."""
+        kind = change_type(sql) if table else None
+        if kind is None:
+            return None
+        out: dict[str, Any] = {"type": kind}
+        if kind != "DROP":
+            out.update(self.definition(db, table) or {})
+        return json.dumps(out, separators=(",", ":"), default=str)
+
+    def definition(self, db: str, table: str) -> dict[str, Any] | None:
+        """A table's definition from information_schema (None when it has no such table): its default
+        charset and comment, primary-key column names, and columns as lists of COLUMN_NAME,
+        ORDINAL_POSITION, COLUMN_DEFAULT, IS_NULLABLE, DATA_TYPE, COLUMN_TYPE, CHARACTER_SET_NAME,
+        CHARACTER_MAXIMUM_LENGTH, NUMERIC_PRECISION, NUMERIC_SCALE, DATETIME_PRECISION, EXTRA, COLUMN_COMMENT."""
+        conn = connect(self.ep)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT TABLE_COLLATION, TABLE_COMMENT FROM information_schema.TABLES "
+                            "WHERE TABLE_SCHEMA=%s AND TABLE_NAME=%s", (db, table))
+                found = cur.fetchone()
+                if found is None:
+                    return None
+                cur.execute(
+                    "SELECT COLUMN_NAME, ORDINAL_POSITION, COLUMN_DEFAULT, IS_NULLABLE, DATA_TYPE, COLUMN_TYPE, "
+                    "CHARACTER_SET_NAME, CHARACTER_MAXIMUM_LENGTH, NUMERIC_PRECISION, NUMERIC_SCALE, "
+                    "DATETIME_PRECISION, EXTRA, COLUMN_COMMENT FROM information_schema.COLUMNS "
+                    "WHERE TABLE_SCHEMA=%s AND TABLE_NAME=%s ORDER BY ORDINAL_POSITION", (db, table))
+                columns = [list(r) for r in cur.fetchall()]
+                cur.execute("SELECT COLUMN_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA=%s "
+                            "AND TABLE_NAME=%s AND INDEX_NAME='PRIMARY' ORDER BY SEQ_IN_INDEX", (db, table))
+                key = [r[0] for r in cur.fetchall()]
+        finally:
+            conn.close()
+        collation, comment = found
+        return {"charset": (collation or "").split("_")[0] or None, "comment": comment or None,
+                "primary_key": key, "columns": columns}
 
     def history_json(self, file: str, offset: int) -> list[list[Any]] | None:
         """The schema history a resume from `file:offset` needs (None: there is none)."""

@@ -418,9 +418,10 @@ class BinlogStream:
                 index = txn.rows
                 txn.rows += 1
                 if index >= txn.skip:
+                    change = self.schema.change(sql, db, table)
                     self.pending.append(
-                        Segment(DdlLayout(db, table), "ddl", None, [[sql]], 1, self.file, offset, txn.gtid, index,
-                                txn.txid, ts, txn.file, txn.offset, None, txn.before)
+                        Segment(DdlLayout(db, table), "ddl", None, [[sql], [change]], 1, self.file, offset, txn.gtid,
+                                index, txn.txid, ts, txn.file, txn.offset, None, txn.before)
                     )
                     self.pending_rows += 1
         if not txn.began:

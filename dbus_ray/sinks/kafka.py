@@ -82,7 +82,7 @@ from dbus_ray.kafka.sink_options import KafkaOptions, sink_producer_config
 from dbus_ray.model import RowBatch, TableRows, dumpb, dumps
 from dbus_ray.registry import Sink, sink
 from dbus_ray.serializers import get_serializer
-from dbus_ray.serializers.debezium import produce_debezium
+from dbus_ray.serializers.debezium import produce_debezium, start_heartbeat
 from dbus_ray.serializers.json import encode_json
 
 log = logging.getLogger("dbus.kafka")
@@ -147,6 +147,7 @@ class KafkaSink(Sink):
             except KafkaException as exc:
                 raise DbusError(f"{self.where}: cannot start transactions on {o.bootstrap}: {kafka_reason(exc)}") \
                     from None
+        self.heartbeat = start_heartbeat(self) if o.format == "debezium" else None
         self.errors: list[tuple[str, str, str]] = []
         self.produced = 0  # messages handed to the producer since the write began
         self.failed = 0  # of them, those whose delivery failed
@@ -470,6 +471,8 @@ class KafkaSink(Sink):
             self.producer.init_transactions(self.options.timeout_s)
 
     def close(self) -> None:
+        if getattr(self, "heartbeat", None) is not None:
+            self.heartbeat.stop(self.options.timeout_s)
         producer = getattr(self, "producer", None)
         if producer is not None:
             producer.flush(self.options.timeout_s)

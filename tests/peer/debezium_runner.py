@@ -53,7 +53,7 @@ class Debezium:
             "topic.prefix": topic_prefix,
             "schema.history.internal": "io.debezium.storage.file.history.FileSchemaHistory",
             "schema.history.internal.file.filename": str(workdir / "schema-history.dat"),
-            "include.schema.changes": "false",
+            "include.schema.changes": "true",
             "snapshot.locking.mode": "none",
             "converter.schemas.enable": "true" if schemas_enable else "false",
             **(extra or {}),
