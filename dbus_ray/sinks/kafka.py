@@ -504,9 +504,12 @@ def _position_of(msg: Any, json_values: bool) -> str:
 
 
 def _key_text(key: bytes | None, limit: int = 200) -> str:
-    """A message key for an error line or dead-letter record: text (bytes that are not UTF-8 replaced),
-    cut at `limit` characters."""
+    """A message key for an error line or dead-letter record: its text when it is UTF-8, else its bytes in
+    hex (`0x...`: never an altered text), cut at `limit` characters."""
     if key is None:
         return "null"
-    text = key.decode("utf-8", "replace")
+    try:
+        text = key.decode("utf-8")
+    except UnicodeDecodeError:
+        text = "0x" + key.hex()
     return text if len(text) <= limit else text[:limit] + "..."

@@ -151,7 +151,7 @@ class KafkaSource(Source):
         if o.group is None:
             self._refresh()
             return
-        self._check_topics()
+        self._metadata(check_listed=True)
         # our checkpoint's partitions count as revoked until the group's first assignment: with
         # commit_offsets, those it does not give us are dropped (see the module docstring)
         self.revoked = {(t, int(p)) for t, ps in self.offsets.items() for p in ps}
@@ -160,16 +160,18 @@ class KafkaSource(Source):
                                 on_lost=self._on_lost)
         self.last_refresh = float("inf")  # the group hands out new partitions: no refresh of our own
 
-    def _check_topics(self) -> None:
-        """Fail with one line when a listed topic does not exist (or the broker cannot be reached)."""
+    def _metadata(self, check_listed: bool) -> Any:
+        """The cluster's metadata; fails with one line when the broker cannot be reached or (`check_listed`)
+        a listed topic does not exist."""
         o: KafkaSourceOptions = self.options
         try:
             metadata = self.consumer.list_topics(timeout=o.timeout_s)
         except KafkaException as exc:
             raise DbusError(f"kafka source: cannot reach {o.bootstrap}: {exc.args[0].str()}") from None
-        for t in o.topics:
+        for t in o.topics if check_listed else ():
             if t not in metadata.topics or metadata.topics[t].error is not None:
                 raise DbusError(f"kafka source: topic {t} does not exist on {o.bootstrap}")
+        return metadata
 
     # ------------------------------------------------------------------ group membership (inside poll)
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -241,17 +243,11 @@ class KafkaSource(Source):
 
     def _refresh(self) -> None:
         o: KafkaSourceOptions = self.options
-        try:
-            metadata = self.consumer.list_topics(timeout=o.timeout_s)
-        except KafkaException as exc:
-            raise DbusError(f"kafka source: cannot reach {o.bootstrap}: {exc.args[0].str()}") from None
+        metadata = self._metadata(check_listed=self.first_refresh)  # a listed topic deleted later: skipped
         if o.topic_regex is not None:
             topics = [t for t in metadata.topics if o.compiled.fullmatch(t) and not t.startswith("__")]
         else:
             topics = o.topics
-            missing = [t for t in topics if t not in metadata.topics or metadata.topics[t].error is not None]
-            if missing and self.first_refresh:
-                raise DbusError(f"kafka source: topic {missing[0]} does not exist on {o.bootstrap}")
         new = []
         for topic in sorted(topics):
             t = metadata.topics.get(topic)
