@@ -36,6 +36,7 @@ from dbus_ray.mysql.options import MysqlOptions, parse_dsns, parse_start
 from dbus_ray.mysql.schema import TableSchema
 from dbus_ray.mysql.snapshot.backfill import Backfill, backfill_tables
 from dbus_ray.mysql.snapshot.catalog import list_tables
+from dbus_ray.mysql.snapshot.key_order import Weigher
 from dbus_ray.mysql.snapshot.parallel import Fenced, Fences, ParallelSnapshot
 from dbus_ray.mysql.snapshot.serial import Snapshot
 from dbus_ray.mysql.streaming import BinlogLost, BinlogStream
@@ -179,7 +180,7 @@ class MysqlSource(Source):
                 self.close()
                 raise
         if start.fences:  # taken while the stream ran behind a parallel snapshot's fences
-            self.snap = Fenced(Fences(start.fences), time.time())
+            self.snap = Fenced(self._fences(start.fences), time.time())
         if checkpoint and self.snap is None:
             self._snapshot_new_tables(checkpoint.get("selected"))
         at = f"GTID state {gtid or '(empty)'}" if gtid is not None else f"{start.file}:{start.offset}"
@@ -306,13 +307,18 @@ class MysqlSource(Source):
             self.snap = None
             if "fences" in state:
                 checkpoint["fences"] = state["fences"]
-                self.snap = Fenced(Fences(state["fences"]), float(state.get("ts") or snap.ts), self.snap_progress)
+                self.snap = Fenced(self._fences(state["fences"]), float(state.get("ts") or snap.ts),
+                                   self.snap_progress)
             log.info("[%s] snapshot done: %s", self.pipeline, self.snap_progress)
         else:
             checkpoint = {"snapshot": snap.checkpoint_state()}
         if not parts:
             return None
         return RowBatch(self.pipeline, seq, parts, checkpoint, snap.ts)
+
+    def _fences(self, raw: dict[str, Any]) -> Fences:
+        """A parallel snapshot's fences; text keys are weighed by the server (`key_order.Weigher`)."""
+        return Fences(raw, Weigher(lambda: cn.connect(self.ep)))
 
     def _poll_fenced(self, max_rows: int, seq: int) -> RowBatch | None:
         """The stream after a parallel snapshot or during a backfill, without the changes the chunks

@@ -6,6 +6,7 @@ reader."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import random
 import signal
@@ -21,15 +22,22 @@ DB = "dbus_test"
 
 
 class Keyed:
-    """A table of `n` rows keyed by `id` (kind "int") or by (a, b) (kind "composite"); row number s is key s,
-    or (s // 10, s % 10)."""
+    """A table of `n` rows keyed by `id` (kind "int"), by (a, b) (kind "composite") or by (a VARCHAR in
+    utf8mb4_general_ci, b DATETIME(6)) (kind "text": the server's order of the text is not Python's, `K...`
+    and `k...` alternate, and the decoder writes a DATETIME without a zero fraction); row number s is key
+    s, (s // 10, s % 10), or (`k`/`K` + s // 10, 2020-01-01 + s % 10 seconds + (s % 3) * 7 us)."""
 
     def __init__(self, name: str, kind: str, n: int) -> None:
         self.name, self.kind, self.n = name, kind, n
         self.cols = ("id",) if kind == "int" else ("a", "b")
 
-    def key(self, s: int) -> tuple[int, ...]:
-        return (s,) if self.kind == "int" else (s // 10, s % 10)
+    def key(self, s: int) -> tuple[Any, ...]:
+        if self.kind == "int":
+            return (s,)
+        if self.kind == "composite":
+            return (s // 10, s % 10)
+        at = dt.datetime(2020, 1, 1) + dt.timedelta(seconds=s % 10, microseconds=s % 3 * 7)
+        return (f"{'Kk'[s % 2]}{s // 10:08d}", at)
 
     @property
     def where(self) -> str:
@@ -38,6 +46,10 @@ class Keyed:
     def create(self, conn: Any) -> None:
         cols = ", ".join(f"{c} INT NOT NULL" for c in self.cols)
         keys = "seq" if self.kind == "int" else "seq DIV 10, seq MOD 10"
+        if self.kind == "text":
+            cols = "a VARCHAR(12) COLLATE utf8mb4_general_ci NOT NULL, b DATETIME(6) NOT NULL"
+            keys = ("CONCAT(IF(seq % 2, 'k', 'K'), LPAD(seq DIV 10, 8, '0')), "
+                    "TIMESTAMP('2020-01-01') + INTERVAL seq % 10 SECOND + INTERVAL seq % 3 * 7 MICROSECOND")
         execute(conn, f"CREATE TABLE {self.name} ({cols}, v INT, s VARCHAR(40), PRIMARY KEY ({', '.join(self.cols)}))",
                 f"INSERT INTO {self.name} SELECT {keys}, seq % 97, CONCAT('row-', seq) FROM seq_1_to_{self.n}")
 

@@ -31,6 +31,7 @@ from dbus_ray.errors import DbusError
 from dbus_ray.mysql import connection as pf
 from dbus_ray.mysql import values as bt
 from dbus_ray.mysql.column_meta import column_field
+from dbus_ray.mysql.snapshot.key_order import key_kinds
 
 #: Schemas never snapshotted (their tables are not user data, several have no key).
 SYSTEM_SCHEMAS = ("mysql", "information_schema", "performance_schema", "sys")
@@ -199,6 +200,7 @@ class SnapTable:
     page: tuple[str, ...]
     engine: str
     rows_estimate: int
+    kinds: list[Any] | None = None  # how the key sorts (`key_order`); None: not split into ranges
 
     def __post_init__(self) -> None:
         self.types = [bt.column_reader(c)[1] for c in self.columns]
@@ -218,7 +220,7 @@ class SnapTable:
             args.append(list(range(i + 1)))
         self.key_gt = " OR ".join(ors)  # key > (%s, ...)
         self.after_where = " WHERE " + self.key_gt
-        self.splittable = all(c.type in _INT_TYPES.values() for c in self.columns if c.name in self.page)
+        self.splittable = self.kinds is not None
         self.arg_order = [j for a in args for j in a]
 
     @property
@@ -282,8 +284,8 @@ def describe(conn: pymysql.connections.Connection, db: str, table: str, engine: 
     with conn.cursor(pymysql.cursors.DictCursor) as cur:
         cur.execute(
             "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, CHARACTER_SET_NAME, COLLATION_NAME, NUMERIC_PRECISION, "
-            "NUMERIC_SCALE, DATETIME_PRECISION, CHARACTER_OCTET_LENGTH, IS_NULLABLE FROM information_schema.COLUMNS "
-            "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION",
+            "NUMERIC_SCALE, DATETIME_PRECISION, CHARACTER_OCTET_LENGTH, CHARACTER_MAXIMUM_LENGTH, IS_NULLABLE "
+            "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION",
             (db, table),
         )
         cols = cur.fetchall()
@@ -298,7 +300,7 @@ def describe(conn: pymysql.connections.Connection, db: str, table: str, engine: 
     for s in stats:
         indexes.setdefault(s["INDEX_NAME"], []).append(s)
     primary = tuple(s["COLUMN_NAME"] for s in indexes.get("PRIMARY", []))
-    page = primary
+    page, index = primary, "PRIMARY"
     if not page:
         candidates = [
             (any(p["SUB_PART"] for p in parts), len(parts), name)
@@ -306,14 +308,16 @@ def describe(conn: pymysql.connections.Connection, db: str, table: str, engine: 
             if all(not int(p["NON_UNIQUE"]) and not nullable.get(p["COLUMN_NAME"], True) for p in parts)
         ]
         if candidates:
-            page = tuple(p["COLUMN_NAME"] for p in indexes[min(candidates)[2]])
+            index = min(candidates)[2]
+            page = tuple(p["COLUMN_NAME"] for p in indexes[index])
     if not page:
         raise DbusError(
             f"table {where} has no primary key or unique NOT NULL key, so the snapshot cannot read it in key "
             "order: add a primary key, or leave the table out (source.exclude)"
         )
     columns = [replace(column_def(c, where), nullable=c["IS_NULLABLE"] == "YES") for c in cols]
-    return SnapTable(db, table, columns, primary, page, engine, estimate)
+    kinds = key_kinds({c["COLUMN_NAME"]: c for c in cols}, page, any(p["SUB_PART"] for p in indexes[index]))
+    return SnapTable(db, table, columns, primary, page, engine, estimate, kinds)
 
 
 # ---------------------------------------------------------------------------------------- snapshot
@@ -345,7 +349,8 @@ def open_consistent(ep: pf.Endpoint) -> tuple[pymysql.connections.Connection, st
 def chunk_bounds(conn: pymysql.connections.Connection, t: SnapTable, after: tuple[Any, ...] | None,
                  n: int) -> list[tuple[Any, ...]]:
     """The upper keys of the chunks of about `n` rows after `after` (every n-th key, an index-only scan);
-    the chunks are (after, b0], (b0, b1], ..., (b_last, end). None (one chunk) unless the key is integers."""
+    the chunks are (after, b0], (b0, b1], ..., (b_last, end). None (one chunk) unless the key's order is
+    known here (`key_order`)."""
     if not t.splittable:
         return []
     keys = ", ".join(quote(k) for k in t.page)

@@ -40,6 +40,7 @@ from dbus_ray.model import TableRows
 from dbus_ray.mysql import connection as pf
 from dbus_ray.mysql.offset import position_key
 from dbus_ray.mysql.snapshot.catalog import SnapTable, chunk_bounds, pk_from_json, pk_to_json
+from dbus_ray.mysql.snapshot.key_order import KeyOrder, Weigher
 from dbus_ray.mysql.snapshot.serial import RECONNECT_ATTEMPTS, Snapshot
 
 log = logging.getLogger("dbus.mysql")
@@ -53,18 +54,26 @@ class Fences:
     consistent snapshot at binlog position P, so its rows hold every change of a key in (lo, hi] written
     before P: the stream (which starts at the first snapshot's position, before every P) drops those
     and keeps the changes at P or after. Each key is then read once with its value at P and followed by
-    exactly the changes after P. `raw` (JSON, in the checkpoint): {table: {"key": [page columns], "at":
-    [[hi, file, offset], ...]}}, the ranges in key order, each from the previous hi, the last hi None."""
+    exactly the changes after P. `raw` (JSON, in the checkpoint): {table: {"key": [page columns], "order":
+    [kinds] (`key_order`), "at": [[hi, file, offset], ...]}}, the ranges in key order, each from the previous
+    hi, the last hi None. Keys compare as the server orders them (`KeyOrder`; `weigher` asks the server for
+    the weights of text keys)."""
 
-    def __init__(self, raw: dict[str, Any]) -> None:
+    def __init__(self, raw: dict[str, Any], weigher: Weigher | None = None) -> None:
         self.raw = raw
-        self.tables: dict[str, tuple[list[str], list[tuple[Any, ...]], list[tuple[int, int]]]] = {}
+        self.weigher = weigher
+        self.tables: dict[str, tuple[list[str], list[tuple[Any, ...]], list[tuple[int, int]], KeyOrder]] = {}
         self.until = (0, 0)
         for name, f in raw.items():
-            his = [tuple(pk_from_json(h)) for h, _, _ in f["at"] if h is not None]
+            order = KeyOrder(f.get("order"), weigher)
+            his = order.sort_keys([tuple(pk_from_json(h)) for h, _, _ in f["at"] if h is not None])
             ats = [position_key(file, offset) for _, file, offset in f["at"]]
-            self.tables[name] = (list(f["key"]), his, ats)
+            self.tables[name] = (list(f["key"]), [h for h in his if h is not None], ats, order)
             self.until = max([self.until, *ats])
+
+    def close(self) -> None:
+        if self.weigher is not None:
+            self.weigher.close()
 
     def passed(self, file: str, offset: int) -> bool:
         """The stream is at or after every chunk's position: no row to drop any more."""
@@ -73,7 +82,7 @@ class Fences:
     def _holds(self, his: list[tuple[Any, ...]], ats: list[tuple[int, int]], key: tuple[Any, ...] | None,
                at: tuple[int, int]) -> bool:
         """The range of `key` was read at or after `at` (so its read holds a change there)."""
-        if key is None or None in key:
+        if key is None:
             return False
         j = bisect_left(his, key)
         return j < len(ats) and at < ats[j]
@@ -83,7 +92,7 @@ class Fences:
         fence = self.tables.get(f"{part.db}.{part.table}")
         if fence is None:
             return part
-        cols, his, ats = fence
+        cols, his, ats, order = fence
         data = part.data
         ops = data.column("op").to_pylist()
         files = data.column("file").to_pylist()
@@ -93,7 +102,7 @@ class Fences:
             image = data.column(side)
             names = {image.type.field(i).name for i in range(image.type.num_fields)}
             if all(c in names for c in cols):
-                keys[side] = list(zip(*(image.field(c).to_pylist() for c in cols)))
+                keys[side] = order.sort_keys(list(zip(*(image.field(c).to_pylist() for c in cols))))
         before, after = [], []
         for i, op in enumerate(ops):
             if op not in ("insert", "update", "delete"):
@@ -102,7 +111,7 @@ class Fences:
                 continue
             at = position_key(files[i], offsets[i])
             key = {side: keys[side][i] if side in keys else None for side in ("before", "after")}
-            if op == "update" and (key["after"] is None or None in key["after"]):
+            if op == "update" and key["after"] is None:
                 key["after"] = key["before"]  # a MINIMAL after image without the (unchanged) key
             before.append(self._holds(his, ats, key["before"], at))
             after.append(self._holds(his, ats, key["after"], at))
@@ -161,7 +170,7 @@ class Fenced:
         return self._progress
 
     def close(self) -> None:
-        pass
+        self.fences.close()
 
 
 class ParallelSnapshot(Snapshot):
@@ -171,8 +180,8 @@ class ParallelSnapshot(Snapshot):
     changes the chunks already hold (see Fences). Chunks are emitted in key order, one table after the
     other, with the same markers as the serial snapshot. The state adds `fences`; `last_pk` is the key
     the emitted rows end at (a chunk's upper key once it is done), so a resumed snapshot re-splits the
-    table after it. Tables whose key is not all integers are read as one chunk and checkpointed only
-    at their end."""
+    table after it. Tables whose key's order is not known here (`key_order`: a FLOAT, ENUM, TIMESTAMP...
+    key) are read as one chunk and checkpointed only at their end."""
 
     def __init__(self, ep: pf.Endpoint, pipeline: str, matcher: Any, pool: Any, parallelism: int,
                  chunk_rows: int = 10_000, max_rows_per_second: int | None = None,
@@ -215,9 +224,6 @@ class ParallelSnapshot(Snapshot):
 
     def checkpoint_state(self) -> dict[str, Any]:
         return dict(self.safe)
-
-    def fences(self) -> Fences:
-        return Fences(self.state["fences"])
 
     def _plan(self, t: SnapTable, after: tuple[Any, ...] | None) -> None:
         assert self.conn is not None
@@ -268,13 +274,13 @@ class ParallelSnapshot(Snapshot):
         if self.refence is not None:
             at = self.refence
         fences = dict(self.state["fences"])
-        f = fences.get(t.name) or {"key": list(t.page), "at": []}
+        f = fences.get(t.name) or {"key": list(t.page), "order": t.kinds, "at": []}
         entries = list(f["at"])
         if entries and (entries[-1][1], entries[-1][2]) == at:
             entries[-1] = [hi, *at]
         else:
             entries.append([hi, *at])
-        fences[t.name] = {"key": f["key"], "at": entries}
+        fences[t.name] = {**f, "at": entries}
         self.state["fences"] = fences
 
     def _save(self) -> None:
