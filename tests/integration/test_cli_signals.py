@@ -32,7 +32,8 @@ def endless_config(tmp_path: Path, name: str) -> Path:
 
 
 class Run:
-    """`dbus run FILE --address <the session's Ray>` with its stderr collected as it comes."""
+    """`dbus run FILE --address <the session's Ray>` with its stdout and stderr collected as they come (each
+    by its own thread: `communicate()` would read stderr too, racing the thread for its lines)."""
 
     def __init__(self, config: Path) -> None:
         import ray
@@ -41,22 +42,25 @@ class Run:
             [sys.executable, "-m", "dbus_ray.cli", "run", str(config), "--address",
              ray.get_runtime_context().gcs_address],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.out: list[str] = []
         self.err: list[str] = []
-        self.reader = threading.Thread(target=lambda: self.err.extend(iter(self.proc.stderr.readline, "")),
-                                       daemon=True)
-        self.reader.start()
+        self.readers = [threading.Thread(target=lambda s=s, into=into: into.extend(iter(s.readline, "")), daemon=True)
+                        for s, into in ((self.proc.stdout, self.out), (self.proc.stderr, self.err))]
+        for reader in self.readers:
+            reader.start()
 
     def stderr(self) -> str:
         return "".join(self.err)
 
     def finish(self, timeout: float = 120) -> tuple[int, str, str]:
         try:
-            out, _ = self.proc.communicate(timeout=timeout)
+            self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             raise
-        self.reader.join(10)
-        return self.proc.returncode, out, self.stderr()
+        for reader in self.readers:
+            reader.join(10)
+        return self.proc.returncode, "".join(self.out), self.stderr()
 
 
 def lines(path: Path) -> list[dict]:
