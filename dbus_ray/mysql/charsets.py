@@ -1,8 +1,8 @@
 """MySQL/MariaDB character sets -> exact decoders: one mapping (`codec_of`), every exception written out.
 
-Every charset `SHOW CHARACTER SET` lists on MariaDB 10.11 has an entry, except `eucjpms`, which is refused
-(its table stops the pipeline with one line): decoding is strict everywhere, a byte sequence the server
-has no character for raises, nothing is ever replaced.
+Every charset `SHOW CHARACTER SET` lists on MariaDB 10.11 has an entry; a charset without one (a newer
+server's) refuses its table with one line. Decoding is strict everywhere: a byte sequence the server has no
+character for raises, nothing is ever replaced.
 
 - Unicode: utf8/utf8mb3/utf8mb4 are UTF-8; `ucs2`, `utf16` and `utf32` are big-endian (Python's `utf-16`
   and `utf-32` would read a byte-order mark and default to little-endian), `utf16le` little-endian.
@@ -12,7 +12,7 @@ has no character for raises, nothing is ever replaced.
   (`CONVERT(CAST(UNHEX('..') AS CHAR CHARACTER SET cs) USING utf8mb4)` over bytes 0x00-0xFF on MariaDB
   10.11); a byte it converts to `?` or U+FFFD has no character and raises here.
 - Multi-byte charsets (`MULTI_BYTE`): a Python codec, with the sequences where the server differs
-  (big5, sjis, ujis) written out; euckr is the server's cp949 (UHC), not plain EUC-KR.
+  (big5, sjis, ujis, eucjpms) written out; euckr is the server's cp949 (UHC), not plain EUC-KR.
 """
 
 from __future__ import annotations
@@ -111,6 +111,46 @@ def _ujis_user_defined() -> dict[bytes, str]:
     return out
 
 
+#: eucjpms: ujis plus NEC row 13 (0xADxx), IBM extensions (0x8F 0xF3F3..0xF4FE) and a few signs mapped to
+#: their fullwidth forms: (first sequence, the characters of it and the sequences after it in its row)
+_EUCJPMS_RUNS = (
+    (b"\x8f\xa2\xb7", "\uff5e"),
+    (b"\x8f\xa2\xc3", "\uffe4"),
+    (b"\x8f\xf3\xf3", "\u2170\u2171\u2172\u2173\u2174\u2175\u2176\u2177\u2178\u2179\u2160\u2161"),
+    (b"\x8f\xf4\xa1", (
+        "\u2162\u2163\u2164\u2165\u2166\u2167\u2168\u2169\uff07\uff02\u3231\u2116\u2121\u70bb"
+        "\u4efc\u50f4\u51ec\u5307\u5324\ufa0e\u548a\u5759\ufa0f\ufa10\u589e\u5bec\u5cf5\u5d53"
+        "\ufa11\u5fb7\u6085\u6120\u654e\u663b\u6665\ufa12\uf929\u6801\ufa13\ufa14\u6a6b\u6ae2"
+        "\u6df8\u6df2\u7028\ufa15\ufa16\u7501\u7682\u769e\ufa17\u7930\ufa18\ufa19\ufa1a\ufa1b"
+        "\u7ae7\ufa1c\ufa1d\u7da0\u7dd6\ufa1e\u8362\ufa1f\u85b0\ufa20\ufa21\u8807\ufa22\u8b7f"
+        "\u8cf4\u8d76\ufa23\ufa24\ufa25\u90de\ufa26\u9115\ufa27\ufa28\u9592\uf9dc\ufa29\u973b"
+        "\u974d\u9751\ufa2a\ufa2b\ufa2c\u999e\u9ad9\u9b72\ufa2d\u9ed1"
+    )),
+    (b"\xa1\xc0", "\uff3c\uff5e\u2225"),
+    (b"\xa1\xdd", "\uff0d"),
+    (b"\xa1\xf1", "\uffe0\uffe1"),
+    (b"\xa2\xcc", "\uffe2"),
+    (b"\xad\xa1", (
+        "\u2460\u2461\u2462\u2463\u2464\u2465\u2466\u2467\u2468\u2469\u246a\u246b\u246c\u246d"
+        "\u246e\u246f\u2470\u2471\u2472\u2473\u2160\u2161\u2162\u2163\u2164\u2165\u2166\u2167"
+        "\u2168\u2169"
+    )),
+    (b"\xad\xc0", (
+        "\u3349\u3314\u3322\u334d\u3318\u3327\u3303\u3336\u3351\u3357\u330d\u3326\u3323\u332b"
+        "\u334a\u333b\u339c\u339d\u339e\u338e\u338f\u33c4\u33a1"
+    )),
+    (b"\xad\xdf", (
+        "\u337b\u301d\u301f\u2116\u33cd\u2121\u32a4\u32a5\u32a6\u32a7\u32a8\u3231\u3232\u3239"
+        "\u337e\u337d\u337c\u2252\u2261\u222b\u222e\u2211\u221a\u22a5\u2220\u221f\u22bf\u2235"
+        "\u2229\u222a"
+    )),
+)
+
+
+def _runs(runs: tuple[tuple[bytes, str], ...]) -> dict[bytes, str]:
+    return {start[:-1] + bytes([start[-1] + i]): c for start, chars in runs for i, c in enumerate(chars)}
+
+
 #: multi-byte charset -> (Python codec, one character's byte pattern, {sequence: the server's character, or
 #: None where it has none} where the codec differs from the server)
 MULTI_BYTE: dict[str, tuple[str, bytes, dict[bytes, str | None]]] = {
@@ -122,8 +162,10 @@ MULTI_BYTE: dict[str, tuple[str, bytes, dict[bytes, str | None]]] = {
     "sjis": ("shift_jis", rb"[\x81-\x9f\xe0-\xfc][\x40-\xfc]|[\x00-\xff]", {b"\x81\x5f": "\\"}),
     "ujis": ("euc-jp", rb"\x8f[\xa1-\xfe][\xa1-\xfe]|[\x8e\xa1-\xfe][\xa1-\xfe]|[\x00-\xff]",
              {b"\xa1\xc0": "\\", **_ujis_user_defined()}),
+    "eucjpms": ("euc-jp", rb"\x8f[\xa1-\xfe][\xa1-\xfe]|[\x8e\xa1-\xfe][\xa1-\xfe]|[\x00-\xff]",
+                {b"\xa1\xc0": "\\", **_ujis_user_defined(), **_runs(_EUCJPMS_RUNS)}),
     "cp932": ("cp932", b"", {}), "euckr": ("cp949", b"", {}), "gbk": ("gbk", b"", {}),
-    "gb2312": ("gb2312", b"", {}), "gb18030": ("gb18030", b"", {}),
+    "gb2312": ("gb2312", b"", {}),
 }
 
 #: the rest: MySQL charset -> Python codec, exact as it is
