@@ -364,6 +364,9 @@ def columns_of(table_map_event: Any, names: list[str] | None = None) -> list[Col
                 members = _members(raw, c, name)
             elif c.set_values:
                 members = tuple(c.set_values)
+        if c.type in (ENUM, SET) and not members:  # not written with binlog_row_metadata=MINIMAL
+            raise ValueError(f"column {name} is an ENUM/SET whose member names the binlog does not carry: set "
+                             "binlog_row_metadata=FULL on the server to capture it")
         charset = None
         if c.type in (VARCHAR, VAR_STRING, STRING, BLOB, TINY_BLOB, MEDIUM_BLOB, LONG_BLOB):
             charset = codec_of(c.character_set_name, c.collation_name)
