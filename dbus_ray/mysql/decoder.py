@@ -46,6 +46,7 @@ from dbus_ray.mysql.values import (
     _zero_date_text,
     codec_of,
     column_reader,
+    decode_text,
 )
 
 
@@ -189,6 +190,8 @@ def _column_code(i: int, col: ColumnDef, ns: dict[str, Any]) -> tuple[list[str],
     elif t in (BLOB, TINY_BLOB, MEDIUM_BLOB, LONG_BLOB):
         codec = col.charset or "binary"
         prefix = col.length_size
+    if col.compressed:
+        prefix = 0  # through the column reader, which uncompresses
     if prefix:
         value = "buf[pos : pos + n]"
         if codec == "utf-8":
@@ -326,17 +329,44 @@ def _rename(line: str, lists: str) -> str:
     return _CALL_RE.sub(lambda m: f"{lists}{m.group(1)}(", line)
 
 
+def _members(raw: tuple[bytes, ...], c: Any, name: str) -> tuple[str, ...]:
+    """ENUM/SET member names as the TABLE_MAP event writes them (bytes in the column's charset) -> text."""
+    codec = codec_of(c.character_set_name, c.collation_name)
+    if codec == "binary":
+        codec = "utf-8"  # members of a binary ENUM/SET: SELECT gives their bytes; text when they are UTF-8
+    try:
+        return tuple(decode_text(m, codec) for m in raw)
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"column {name}: a member name is not valid {c.character_set_name}: {exc.reason}") from None
+
+
 def columns_of(table_map_event: Any, names: list[str] | None = None) -> list[ColumnDef]:
-    """ColumnDefs of a python-mysql-replication TableMapEvent (`names` when the event carries none)."""
+    """ColumnDefs of a python-mysql-replication TableMapEvent's table (`names` when the event carries none).
+    Set by the stream on it: `enum_members`/`set_members` (member names as bytes, see
+    `replica.table_map_extras`) and `compressed` (positions of MariaDB compressed columns)."""
     out = []
     nulls = getattr(table_map_event, "null_bitmask", None) or b""
+    raw_enums = iter(getattr(table_map_event, "enum_members", None) or ())
+    raw_sets = iter(getattr(table_map_event, "set_members", None) or ())
+    compressed = getattr(table_map_event, "compressed", None) or frozenset()
     for i, c in enumerate(table_map_event.columns):
         name = c.name or (names[i] if names and i < len(names) else f"col{i}")
         members: tuple[str, ...] = ()
-        if c.type == ENUM and c.enum_values:
-            members = tuple(c.enum_values[1:])
-        elif c.type == SET and c.set_values:
-            members = tuple(c.set_values)
+        if c.type == ENUM:
+            raw = next(raw_enums, None)
+            if raw is not None:
+                members = _members(raw, c, name)
+            elif c.enum_values:
+                members = tuple(c.enum_values[1:])
+        elif c.type == SET:
+            raw = next(raw_sets, None)
+            if raw is not None:
+                members = _members(raw, c, name)
+            elif c.set_values:
+                members = tuple(c.set_values)
+        if c.type in (ENUM, SET) and not members:  # not written with binlog_row_metadata=MINIMAL
+            raise ValueError(f"column {name} is an ENUM/SET whose member names the binlog does not carry: set "
+                             "binlog_row_metadata=FULL on the server to capture it")
         charset = None
         if c.type in (VARCHAR, VAR_STRING, STRING, BLOB, TINY_BLOB, MEDIUM_BLOB, LONG_BLOB):
             charset = codec_of(c.character_set_name, c.collation_name)
@@ -355,6 +385,7 @@ def columns_of(table_map_event: Any, names: list[str] | None = None) -> list[Col
                 bits=data.get("bits", 0),
                 size=data.get("size", 0),
                 members=members,
+                compressed=i in compressed,
                 nullable=not nulls or bool(nulls[i >> 3] >> (i & 7) & 1),
             )
         )

@@ -26,6 +26,7 @@ from typing import Any
 
 import pymysql
 import pymysql.charset
+import pymysql.protocol
 from pymysql.constants.COMMAND import COM_BINLOG_DUMP
 from pymysqlreplication.binlogstream import ReportSlave
 from pymysqlreplication.gtid import GtidSet
@@ -159,6 +160,45 @@ def uncompress(record: bytes) -> bytes:
     if len(out) != size:
         raise ValueError(f"compressed record holds {len(out)} bytes, its header says {size}")
     return out
+
+
+#: MariaDB's compressed column types in a TABLE_MAP event (MYSQL_TYPE_BLOB_COMPRESSED = 140,
+#: MYSQL_TYPE_VARCHAR_COMPRESSED = 141) -> the plain type whose metadata and row image layout they share (a
+#: length prefix, then the value as `values.uncompress_column` reads it; a VARCHAR's maximum length counts
+#: the header byte)
+COMPRESSED_TYPES = {140: 252, 141: 15}
+_SET_STR_VALUE, _ENUM_STR_VALUE = 5, 6  # optional metadata fields of a TABLE_MAP event
+
+
+def table_map_extras(ev: RawEvent) -> tuple[int, bytes, list[tuple[bytes, ...]], list[tuple[bytes, ...]]]:
+    """(position of the column types in `ev.data`, the column type bytes, the member names of each ENUM
+    column and of each SET column, as bytes: the event writes them in the column's charset) of a TABLE_MAP
+    event. python-mysql-replication decodes member names as UTF-8 and puts "" where that fails."""
+    data, end = ev.data, ev.end
+    p = HEADER + 8
+    p += data[p] + 2  # schema name, its length byte and NUL
+    p += data[p] + 2  # table name
+    ncols, p = read_lenenc(data, p)
+    start, types = p, bytes(data[p : p + ncols])
+    meta_len, p = read_lenenc(data, p + ncols)
+    p += meta_len + (ncols + 7) // 8  # the metadata block and the NULL bitmap
+    enums: list[tuple[bytes, ...]] = []
+    sets: list[tuple[bytes, ...]] = []
+    while p < end:  # optional metadata: type, length, value
+        field = data[p]
+        length, p = read_lenenc(data, p + 1)
+        stop = p + length
+        if field in (_SET_STR_VALUE, _ENUM_STR_VALUE):
+            while p < stop:
+                count, p = read_lenenc(data, p)
+                names = []
+                for _ in range(count):
+                    n, p = read_lenenc(data, p)
+                    names.append(bytes(data[p : p + n]))
+                    p += n
+                (sets if field == _SET_STR_VALUE else enums).append(tuple(names))
+        p = stop
+    return start, types, enums, sets
 
 
 def mysql_gtid(ev: RawEvent) -> str:
@@ -314,9 +354,17 @@ class Replica:
             return RawEvent(pkt, data, self.checksum)
 
     def table_map_event(self, raw: RawEvent) -> TableMapEvent:
-        """python-mysql-replication's parse of a TABLE_MAP event (column types, metadata, names)."""
+        """python-mysql-replication's parse of a TABLE_MAP event (column types, metadata, names). MariaDB's
+        compressed column types are parsed as the plain types they share their metadata with (see
+        `table_map_extras` for which columns they are)."""
+        pkt = raw.pkt
+        start, types, _, _ = table_map_extras(raw)
+        if any(t in COMPRESSED_TYPES for t in types):
+            data = bytearray(raw.data)
+            data[start : start + len(types)] = bytes(COMPRESSED_TYPES.get(t, t) for t in types)
+            pkt = pymysql.protocol.MysqlPacket(bytes(data), "utf8")
         wrapped = BinLogPacketWrapper(
-            raw.pkt, {}, self._control, (0, 0, 0), self.checksum, frozenset((TableMapEvent,)), None, None, None,
+            pkt, {}, self._control, (0, 0, 0), self.checksum, frozenset((TableMapEvent,)), None, None, None,
             None, False, False, False, self.row_metadata, False, False, None,
         )
         return wrapped.event

@@ -53,6 +53,8 @@ class TableSchema:
                     table_map = replica.table_map_event(ev)
                     table_obj = table_map.get_table()
                     table_obj.null_bitmask = table_map.null_bitmask  # NOT NULL columns, for column metadata
+                    _, types, table_obj.enum_members, table_obj.set_members = rp.table_map_extras(ev)
+                    table_obj.compressed = frozenset(i for i, t in enumerate(types) if t in rp.COMPRESSED_TYPES)
                     layout = self.layout_of(table_obj, db, table, file, offset, live)
                 except (DecodeError, ValueError, IndexError, KeyError, struct.error) as exc:
                     raise DecodeError(

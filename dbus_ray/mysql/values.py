@@ -17,8 +17,8 @@ TIMESTAMP(fsp)               -> string             -> ISO in UTC, `...+00:00`
 zero/partial dates           -> string             -> exactly as the server shows them, e.g.
                                                       `0000-00-00 00:00:00.000` (pymysql returns str too)
 TIME(fsp)                    -> duration[us]       -> timedelta (JSON `[-]HH:MM:SS[.ffffff]`)
-CHAR/VARCHAR/TEXT            -> string             -> decoded with the column charset (utf8mb4, latin1 =
-                                                      cp1252 with 0x81/8D/8F/90/9D as C1 controls, ...)
+CHAR/VARCHAR/TEXT            -> string             -> decoded with the column charset, exactly as the
+                                                      server maps it (`dbus_ray.mysql.charsets`)
 BINARY/VARBINARY/BLOB        -> binary             -> bytes, BINARY(n) zero-padded to n (base64)
 ENUM / SET                   -> string             -> the member / the members joined by `,` (as SELECT)
 JSON                         -> string             -> MariaDB: the stored text; MySQL: compact JSON text
@@ -36,11 +36,15 @@ import datetime as dt
 import decimal
 import json
 import struct
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+
+from dbus_ray.mysql.charsets import codec_of, decode_text  # noqa: F401 - the decoder and stream import them here
+from dbus_ray.mysql.charsets import decoder as _decoder
 
 Reader = Callable[[bytes, int], tuple[Any, int]]
 
@@ -63,17 +67,6 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=_UTC)
 
 
 
-def _mysql_latin1(byte: int) -> str:
-    """MySQL's latin1 is cp1252, except that the five bytes cp1252 leaves undefined are C1 controls."""
-    try:
-        return bytes([byte]).decode("cp1252")
-    except UnicodeDecodeError:
-        return chr(byte)
-
-
-LATIN1_TABLE = {b: _mysql_latin1(b) for b in range(0x80, 0xA0)}
-
-
 @dataclass(frozen=True, slots=True)
 class ColumnDef:
     """What a TABLE_MAP event says about one column."""
@@ -91,54 +84,32 @@ class ColumnDef:
     size: int = 0  # ENUM/SET: bytes
     members: tuple[str, ...] = ()  # ENUM/SET values (ENUM without the leading '')
     nullable: bool = True
+    compressed: bool = False  # MariaDB `... COMPRESSED` column: values as `uncompress_column` reads them
 
 
-#: MySQL character set -> the Python codec that decodes it. Written out, since several MySQL names mean
-#: something else to Python (utf16 and utf32 are big-endian in MySQL, ucs2 is UTF-16BE) or nothing at all.
-#: A charset not listed (swe7, dec8, hp8, keybcs2, macce, geostd8, eucjpms, armscii8, ...) has no exact
-#: decoder here: its table is refused with one line, and a value a codec cannot decode stops the pipeline
-#: (strict decoding: nothing is ever replaced).
-MYSQL_CODECS = {
-    "utf8": "utf-8", "utf8mb3": "utf-8", "utf8mb4": "utf-8", "ascii": "ascii",
-    "ucs2": "utf-16-be", "utf16": "utf-16-be", "utf16le": "utf-16-le", "utf32": "utf-32-be",
-    "latin2": "iso8859-2", "latin5": "iso8859-9", "latin7": "iso8859-13", "greek": "iso8859-7",
-    "hebrew": "iso8859-8", "cp1250": "cp1250", "cp1251": "cp1251", "cp1256": "cp1256", "cp1257": "cp1257",
-    "cp850": "cp850", "cp852": "cp852", "cp866": "cp866", "koi8r": "koi8-r", "koi8u": "koi8-u",
-    "macroman": "mac-roman", "tis620": "tis-620", "big5": "big5", "gbk": "gbk", "gb2312": "gb2312",
-    "gb18030": "gb18030", "sjis": "shift_jis", "cp932": "cp932", "ujis": "euc-jp", "euckr": "euc-kr",
-}
-
-
-def codec_of(charset_name: str | None, collation: str | None) -> str | None:
-    """Python codec for a column's MySQL charset (as python-mysql-replication names it). Raises ValueError
-    for a charset without an exact decoder."""
-    if collation == "binary" or charset_name == "binary":
-        return "binary"
-    if charset_name == "latin1" or (collation and collation.startswith("latin1")):
-        return "mysql-latin1"
-    if charset_name is None:
-        return "utf-8"
-    codec = MYSQL_CODECS.get(charset_name)
-    if codec is None:
-        raise ValueError(f"character set {charset_name} has no exact decoder in dbus-ray: leave the table out "
-                         "(source.exclude) or convert the column to utf8mb4")
-    return codec
-
-
-def decode_text(raw: bytes, codec: str) -> str:
-    """`raw` in `codec` (from `codec_of`, not "binary"), strictly: bytes the codec cannot decode raise."""
-    if codec == "mysql-latin1":
-        return raw.decode("latin-1").translate(LATIN1_TABLE)
-    return raw.decode(codec)
-
-
-def _decoder(codec: str) -> Callable[[bytes], Any]:
-    """Bytes -> value of a column in `codec` (from `codec_of`); strict: bytes the codec cannot decode raise."""
-    if codec == "binary":
-        return bytes
-    if codec == "mysql-latin1":
-        return lambda b: b.decode("latin-1").translate(LATIN1_TABLE)
-    return lambda b: b.decode(codec)
+def uncompress_column(raw: bytes) -> bytes:
+    """A value of a MariaDB compressed column (`TEXT`/`BLOB`/`VARCHAR ... COMPRESSED`, 10.3+) as the row image
+    holds it -> the value. Empty for an empty value; else a header byte whose high nibble is the method: 0,
+    the value follows as is (too short to gain); 8, zlib: the low 3 bits are n, the value's length in the n
+    big-endian bytes that follow, bit 3 set means a raw deflate stream (no zlib wrapper), then the stream.
+    ValueError when it is not one (MariaDB sql/field_comp.cc)."""
+    if not raw:
+        return b""
+    head = raw[0]
+    method = head >> 4
+    if method == 0:
+        return bytes(raw[1:])
+    n = head & 0x07
+    if method != 8 or not 1 <= n <= 4:
+        raise ValueError(f"compressed column value with an unknown header byte {head:#04x}")
+    size = int.from_bytes(raw[1 : 1 + n], "big")
+    try:
+        out = zlib.decompress(raw[1 + n :], -zlib.MAX_WBITS if head & 0x08 else zlib.MAX_WBITS)
+    except zlib.error as exc:
+        raise ValueError(f"corrupt compressed column value: {exc}") from None
+    if len(out) != size:
+        raise ValueError(f"compressed column value holds {len(out)} bytes, its header says {size}")
+    return out
 
 
 # ------------------------------------------------------------------------------------------ readers
@@ -354,6 +325,12 @@ def column_reader(col: ColumnDef) -> tuple[Reader, pa.DataType]:
     if t == NEWDECIMAL:
         arrow = pa.decimal128 if col.precision <= 38 else pa.decimal256
         return _decimal_reader(col.precision, col.scale), arrow(max(col.precision, 1), col.scale)
+    if col.compressed:
+        prefix = col.length_size or (2 if col.max_length > 255 else 1)
+        codec = col.charset or "binary"
+        text = _decoder(codec)
+        return _lenbytes_reader(prefix, lambda b: text(uncompress_column(b))), \
+            pa.binary() if codec == "binary" else pa.string()
     if t in (VARCHAR, VAR_STRING, STRING):
         codec = col.charset or "utf-8"
         convert = _decoder(codec)
