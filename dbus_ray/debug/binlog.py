@@ -222,10 +222,11 @@ class WindowStream(BinlogStream):
             schema = TableSchema(ep, matcher, False, None, history_on=not win.info.has_row_metadata)
             super().__init__("history", ep, win.info, random_server_id(), "dbus history", schema, win.start, now)
         else:  # archived binlog files, read as the binlog_files source reads them
-            from dbus_ray.sources.binlog_files import NEVER, FileSchema
+            from dbus_ray.mysql.file_schema import FileSchema
+            from dbus_ray.sources.binlog_files import NEVER
 
             files, catalog = win.files, win.catalog
-            schema = FileSchema(catalog, matcher, False, None)
+            schema = FileSchema(files, catalog, matcher, False, None)
             super().__init__("history", ep, win.info, 0, "", schema, win.start, NEVER,
                              reader=lambda at: FileReader(files, at.file, at.offset, False, "since"))
         self.since, self.until = since, until

@@ -10,10 +10,10 @@ decoder, so its rows, row model and checkpoints (`{"file", "offset", "skip", "gt
   --until-caught-up` ends. `follow: true` follows a growing last file and the files that appear after it.
 - Column names and primary keys: from the TABLE_MAP events' optional metadata when the server wrote them
   (`binlog_row_metadata=FULL`: MariaDB 10.5+, MySQL 8.0.1+); else from the information_schema of the server
-  `dsn` names, with the `mysql` source's schema history (`dbus_ray.mysql.schema_history`: a DDL read in the
-  files marks the definition it had before as unknown, and a table whose column count differs from
-  information_schema's is refused); without `dsn`, such a table stops the source with one line saying what to
-  set. DDL rows carry the table's definition (`change`) only with `dsn`.
+  `dsn` names, for the rows after the last DDL on the table in the files, recorded in the schema history the
+  checkpoints carry (`dbus_ray.mysql.file_schema`); a row that information_schema cannot describe, or any such
+  table without `dsn`, stops the source with one line saying what to set. DDL rows carry the table's
+  definition (`change`) only with `dsn`.
 """
 
 from __future__ import annotations
@@ -23,14 +23,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dbus_ray.config import Invalid
-from dbus_ray.errors import DbusError
 from dbus_ray.model import RowBatch
 from dbus_ray.mysql import connection as cn
+from dbus_ray.mysql.file_schema import FileSchema
 from dbus_ray.mysql.files import BinlogFiles, FileReader, end_of, file_header
 from dbus_ray.mysql.keys import MessageKeys
 from dbus_ray.mysql.offset import BinlogOffset
 from dbus_ray.mysql.options import FILE_POS_RE, parse_dsn
-from dbus_ray.mysql.schema import TableSchema
 from dbus_ray.mysql.streaming import BinlogStream
 from dbus_ray.registry import Source, source
 from dbus_ray.routing import TableMatcher, check_pattern
@@ -86,28 +85,6 @@ class BinlogFilesOptions:
                 raise Invalid(f"message_key_columns[{pattern!r}]", "expected a non-empty list of column names")
 
 
-class FileSchema(TableSchema):
-    """The stream's table definitions for binlog files: information_schema only through `dsn` (`ep`); without it
-    a table whose TABLE_MAP event carries no column names is refused, and DDL rows carry no definition."""
-
-    def __init__(self, ep: cn.Endpoint | None, matcher: Any, skip_osc_tables: bool, history: list[Any] | None) -> None:
-        super().__init__(ep, matcher, skip_osc_tables, history, history_on=ep is not None)  # type: ignore[arg-type]
-        self.has_catalog = ep is not None
-
-    def names_at(self, db: str, table: str, n: int, file: str, offset: int,
-                 live: bool) -> tuple[list[str], tuple[str, ...]]:
-        if not self.has_catalog:
-            raise DbusError(
-                f"binlog {file}:{offset}: the TABLE_MAP event of {db}.{table} carries no column names (the file was "
-                "written without binlog_row_metadata=FULL): set `dsn` on the binlog_files source to a server whose "
-                "information_schema has the table, or exclude it"
-            )
-        return super().names_at(db, table, n, file, offset, live)
-
-    def definition(self, db: str, table: str) -> dict[str, Any] | None:
-        return super().definition(db, table) if self.has_catalog else None
-
-
 def _endpoint(dsn: str | None, pattern: str) -> tuple[cn.Endpoint | None, cn.Endpoint]:
     """(the `dsn` server or None, the endpoint the stream names: the server, or the files)."""
     if dsn is None:
@@ -154,7 +131,7 @@ class BinlogFilesSource(Source):
             else:
                 start = BinlogOffset.parse(o.start.strip())
         history = (checkpoint or {}).get("schema_history")
-        self.schema = FileSchema(self.catalog, self.matcher, o.skip_osc_tables, history)
+        self.schema = FileSchema(self.files, self.catalog, self.matcher, o.skip_osc_tables, history)
         files, follow = self.files, o.follow
 
         def reader(at: BinlogOffset) -> FileReader:

@@ -260,6 +260,37 @@ def test_files_without_column_names_need_dsn(mariadb: Any, tmp_path: Path) -> No
     rows = read_files(tmp_path, (t,), dsn=mariadb.dsn)
     assert [r["op"] for r in rows] == ["insert", "insert", "update"]
     assert [rows[2]["after"], rows[1]["after"]] == expected and rows[0]["key"] == {"id": 1}
+    # an ALTER later in the files: information_schema (the table as it is now) describes only the rows after it
+    conn = mariadb.root_connect("dbus_test")
+    execute(conn, "SET GLOBAL binlog_row_metadata = 'MINIMAL'")
+    try:
+        second = flush(conn)
+        alter = _status(conn)[1]
+        execute(conn, f"ALTER TABLE {t} ADD COLUMN c INT DEFAULT 5 AFTER id",
+                f"INSERT INTO {t} VALUES (3, 6, 'three', 30)")
+        flush(conn)
+    finally:
+        execute(conn, "SET GLOBAL binlog_row_metadata = 'FULL'")
+    copy_files(mariadb, first, second, tmp_path)
+    expected = _select(conn, t)
+    conn.close()
+    with pytest.raises(DbusError) as err:
+        read_files(tmp_path, (t,), dsn=mariadb.dsn)
+    msg = str(err.value)
+    assert msg.startswith(f"binlog {paths[0].name}:") and "\n" not in msg
+    assert f"a DDL on the table follows at {second}:" in msg
+    query = int(msg.split(f"follows at {second}:")[1].split(",")[0])  # the ALTER's QUERY event, after its GTID
+    assert alter < query < alter + 100
+    src = files_source(tmp_path, dsn=mariadb.dsn, start=f"{second}:{alter}")
+    src.open(None)
+    try:
+        batches = drain(src)
+    finally:
+        src.close()
+    rows = rows_of(batches, (t,))
+    assert [r["op"] for r in rows] == ["ddl", "insert"] and rows[1]["after"] == expected[2]
+    history = batches[-1].checkpoint["schema_history"]
+    assert [h[:5] for h in history] == [["dbus_test", t, second, query, ["id", "c", "name", "n"]]]
 
 
 def test_one_line_errors(mariadb: Any, archive: dict[str, Any], tmp_path: Path) -> None:
