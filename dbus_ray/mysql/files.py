@@ -159,6 +159,7 @@ class FileReader:
         self.next_name: str | None = None  # the file a ROTATE named (or the next number after a STOP)
         self.checksum = False
         self.queue: list[rp.RawEvent] = []
+        self.at_end = False  # not following, and the end of the last file was reached
         self._tables = rp.Replica({}, 0, "", 0.0)  # parses TABLE_MAP events (never connects)
         listing = files.listing()
         if file not in listing:
@@ -250,6 +251,8 @@ class FileReader:
         """The next event; at the end of what is there now a heartbeat (after waiting for more with `follow`)."""
         if self.queue:
             return self.queue.pop(0)
+        if self.at_end:  # not following: nothing comes after the end
+            return _made_up(HEARTBEAT_EVENT, self.name.encode())
         deadline = time.monotonic() + (WAIT_SECONDS if self.follow else 0.0)
         while True:
             got = self._read_event()
@@ -258,6 +261,7 @@ class FileReader:
             if self.queue:
                 return self.queue.pop(0)
             if time.monotonic() >= deadline:
+                self.at_end = not self.follow
                 return _made_up(HEARTBEAT_EVENT, self.name.encode())
             time.sleep(_POLL_SECONDS)
 
