@@ -255,7 +255,12 @@ class FileReader:
             return _made_up(HEARTBEAT_EVENT, self.name.encode())
         deadline = time.monotonic() + (WAIT_SECONDS if self.follow else 0.0)
         while True:
-            got = self._read_event()
+            try:
+                got = self._read_event()
+            except DbusError:
+                raise
+            except (OSError, ValueError, IndexError, struct.error) as exc:  # a file that vanished, garbage
+                raise DbusError(f"binlog {self.name}:{self.pos}: cannot read the event: {exc}: {self.path}") from None
             if got is not None:
                 return got
             if self.queue:
