@@ -195,7 +195,7 @@ class FileReader:
         size = os.fstat(self.fh.fileno()).st_size
         if offset > size:
             raise DbusError(f"binlog {self.name}:{offset} ({what}) is beyond the end of the file ({size} bytes)")
-        pos = before = self.header.end
+        before, pos = 4, self.header.end
         while pos < offset:
             before = pos
             self.fh.seek(pos)
