@@ -37,6 +37,7 @@ MAGIC = b"\xfebin"
 EVENT_HEADER = 19
 STOP_EVENT, ROTATE_EVENT, FORMAT_DESCRIPTION_EVENT, TABLE_MAP_EVENT = 3, 4, 15, 19
 HEARTBEAT_EVENT = 27
+MARIADB_GTID_EVENT, GTID_LIST_EVENT = 162, 163
 START_ENCRYPTION_EVENT = 164
 IN_USE_FLAG = 0x1  # LOG_EVENT_BINLOG_IN_USE_F of a FORMAT_DESCRIPTION event: the file is open for writing
 WAIT_SECONDS = 0.25  # with `follow`, how long a read at the end waits for more before saying it is idle
@@ -348,3 +349,36 @@ def end_of(path: str) -> int:
                 break
             pos += n
         return pos
+
+
+def gtid_state_at(path: str, offset: int) -> str | None:
+    """MariaDB's GTID state at `offset` of a binlog file, as BINLOG_GTID_POS gives it on the server: the file's
+    GTID_LIST event and the GTIDs of the transactions before `offset`; None for MySQL files."""
+    with open(path, "rb") as fh:
+        header = read_header(path, fh)
+        if not header.mariadb:
+            return None
+        state: dict[int, str] | None = None
+        pos, seen = header.end, 0
+        while pos < offset or (offset == 4 and state is None and seen < 3):
+            fh.seek(pos)
+            raw = fh.read(EVENT_HEADER)
+            if len(raw) < EVENT_HEADER:
+                break
+            _ts, typ, server_id, n, _end = _HEADER.unpack_from(raw)
+            if n < EVENT_HEADER:
+                break
+            if typ == GTID_LIST_EVENT:
+                body = fh.read(n - EVENT_HEADER)
+                count = int.from_bytes(body[:4], "little") & 0x0FFFFFFF
+                state = {}
+                for i in range(count):
+                    domain, server, seq = struct.unpack_from("<IIQ", body, 4 + 16 * i)
+                    state[domain] = f"{domain}-{server}-{seq}"
+            elif typ == MARIADB_GTID_EVENT and state is not None:
+                body = fh.read(12)
+                state[int.from_bytes(body[8:12], "little")] = f"{int.from_bytes(body[8:12], 'little')}-{server_id}-" \
+                    f"{int.from_bytes(body[:8], 'little')}"
+            pos += n
+            seen += 1
+        return None if state is None else ",".join(state[d] for d in sorted(state))

@@ -1,7 +1,9 @@
 """Source `binlog_files`: reads MySQL/MariaDB binlog files from a directory or glob (archived binlogs, backups,
 files downloaded from a managed service after the server purged them) with the `mysql` source's own stream and
-decoder, so its rows, row model and checkpoints (`{"file", "offset", "skip", "gtid", ...}`, see
-`dbus_ray.mysql.offset`) are the `mysql` source's.
+decoder, so its rows, row model and checkpoints (`{"file", "offset", "skip", "gtid", "gtid_pos", "server"}`, see
+`dbus_ray.mysql.offset`) are the `mysql` source's: on MariaDB files `gtid_pos` is the GTID state at the offset
+(the start file's GTID_LIST event and the GTIDs after it, then followed by the stream) and `server` the
+events' server_id, so the `mysql` source accepts such a checkpoint on the server that wrote the files.
 
 - `files`: a directory (its files named like `binlog.000042`) or a glob; they are read in binlog order from
   `start` (`earliest`: the first file; `latest`: the end of the last one; `FILE:OFFSET`: a transaction's start)
@@ -26,7 +28,7 @@ from dbus_ray.config import Invalid
 from dbus_ray.model import RowBatch
 from dbus_ray.mysql import connection as cn
 from dbus_ray.mysql.file_schema import FileSchema
-from dbus_ray.mysql.files import BinlogFiles, FileReader, end_of, file_header
+from dbus_ray.mysql.files import BinlogFiles, FileReader, end_of, file_header, gtid_state_at
 from dbus_ray.mysql.keys import MessageKeys
 from dbus_ray.mysql.offset import BinlogOffset
 from dbus_ray.mysql.options import FILE_POS_RE, parse_dsn
@@ -130,6 +132,10 @@ class BinlogFilesSource(Source):
                 start = BinlogOffset(last, end_of(listing[last]))
             else:
                 start = BinlogOffset.parse(o.start.strip())
+        if header.mariadb and start.gtid_pos is None and start.file in listing:  # the GTID state there, as the
+            start = start.with_(gtid_pos=gtid_state_at(listing[start.file], start.offset))  # mysql source keeps it
+        if start.server is None:
+            start = start.with_(server=info.server)
         history = (checkpoint or {}).get("schema_history")
         self.schema = FileSchema(self.files, self.catalog, self.matcher, o.skip_osc_tables, history)
         files, follow = self.files, o.follow

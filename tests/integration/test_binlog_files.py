@@ -157,7 +157,7 @@ def test_same_rows_as_the_mysql_source_and_select(mariadb: Any, archive: dict[st
     assert glob_rows == got
 
 
-def test_resume_from_every_checkpoint_neither_loses_nor_repeats(archive: dict[str, Any]) -> None:
+def test_resume_from_every_checkpoint_neither_loses_nor_repeats(mariadb: Any, archive: dict[str, Any]) -> None:
     tables = (archive["types"], archive["other"])
     full = read_files(archive["dir"], tables)
     cuts = 0
@@ -167,13 +167,26 @@ def test_resume_from_every_checkpoint_neither_loses_nor_repeats(archive: dict[st
         batches = drain(src, max_rows=step)
         src.close()
         checkpoints = [b.checkpoint for b in batches]
-        assert all(set(c) <= {"file", "offset", "skip", "gtid", "server"} for c in checkpoints)
+        assert all(set(c) == {"file", "offset", "skip", "gtid", "gtid_pos", "server"} for c in checkpoints)
         assert any(c["skip"] for c in checkpoints)  # some inside the multi-row transaction
         for i in range(0, len(checkpoints), 5 if step == 1 else 1):
             before = rows_of(batches[: i + 1], tables)
             after = read_files(archive["dir"], tables, checkpoints[i])
             assert before + after == full, f"step {step}, checkpoint {i}: {checkpoints[i]}"
             cuts += 1
+        # each checkpoint's GTID state is the server's at that position, so the mysql source takes it over there
+        conn = mariadb.root_connect()
+        with conn.cursor() as cur:
+            for c in checkpoints:
+                cur.execute("SELECT BINLOG_GTID_POS(%s, %s)", (c["file"], c["offset"]))
+                assert c["gtid_pos"] == cur.fetchone()[0] and c["server"] == str(mariadb.server_id), c
+        conn.close()
+        live = MysqlSource("files-handoff", MysqlOptions(dsn=mariadb.dsn, server_id=7102))
+        live.open(checkpoints[-1])
+        try:
+            assert rows_of(drain(live), tables) == []  # nothing of these tables after the files' end
+        finally:
+            live.close()
     assert cuts > 20
 
 
