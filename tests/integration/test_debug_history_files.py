@@ -67,3 +67,17 @@ def test_bad_input_from_files_is_one_line(story: dict[str, Any], archive: str, t
         history(None, story["orders"], files=str(tmp_path))
     with pytest.raises(DbusError, match=r"give a mysql:// DSN of the server, or files="):
         history(None, story["orders"])
+
+
+def test_bus_history_and_transaction_take_files(story: dict[str, Any], archive: str) -> None:  # noqa: F811
+    """`bus.history(..., files=)` and `bus.transaction(..., files=)` need no controller nor server (`source` a
+    DSN: only for files without column names)."""
+    from dbus_ray.client import Bus
+
+    bus = Bus(None)  # any call to the controller would fail
+    gtid = story["update"][1]
+    expected = history(None, story["orders"], key={"id": 3}, files=archive).to_pylist()
+    assert bus.history(story["orders"], key={"id": 3}, files=archive).to_pylist() == expected
+    assert bus.history(story["orders"], key={"id": 3}, files=archive, source=story["dsn"]).to_pylist() == expected
+    assert bus.transaction(gtid, files=archive).to_pylist() == transaction(story["dsn"], gtid).to_pylist()
+
