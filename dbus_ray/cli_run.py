@@ -77,7 +77,9 @@ class StopSignals:
 
 
 def finite(cfg: PipelineConfig) -> bool:
-    """A source that ends: `mock` with a number of `rows`."""
+    """A source that ends: `mock` with a number of `rows`, `binlog_files` without `follow`."""
+    if cfg.source.type == "binlog_files":
+        return not cfg.source.options.follow
     return cfg.source.type == "mock" and getattr(cfg.source.options, "rows", None) is not None
 
 

@@ -239,21 +239,27 @@ class Bus:
         return next(iter(found))
 
     def history(self, table: str, key: dict[str, Any] | None = None, since: Any = None, until: Any = None,
-                source: str | None = None, progress: bool | None = None):
+                source: str | None = None, progress: bool | None = None, files: str | None = None):
         """The changes of the rows of `table` (db.table) whose key columns equal `key`, read from the server's
         binlog between `since` and `until` (positions `file:offset`, GTIDs or datetimes; default: from the
         earliest binlog file to the server's current position) as a pyarrow Table: op, key, before, after
         (JSON), gtid, txid, ts, commit_ts, file, offset, index. `source`: a DSN or a pipeline name (default:
-        the one server the mysql pipelines selecting `table` read). See `dbus_ray.debug.history`."""
+        the one server the mysql pipelines selecting `table` read). `files`: a directory or glob of archived
+        binlog files to read instead of the server (as the `binlog_files` source does; `source` is then only
+        needed for files written without column names). See `dbus_ray.debug.history`."""
         from dbus_ray.debug import history
 
-        return history.history(self._dsn(source, table), table, key, since, until, progress)
+        dsn = self._dsn(source, table) if files is None or source is not None else None
+        return history.history(dsn, table, key, since, until, progress, files=files)
 
-    def transaction(self, txid: str, source: str | None = None, progress: bool | None = None):
-        """Every row change of one transaction (its GTID, or the `file:offset` of its start), pyarrow Table."""
+    def transaction(self, txid: str, source: str | None = None, progress: bool | None = None,
+                    files: str | None = None):
+        """Every row change of one transaction (its GTID, or the `file:offset` of its start), pyarrow Table; from
+        archived binlog files with `files` (as `history`)."""
         from dbus_ray.debug import history
 
-        return history.transaction(self._dsn(source, None), txid, progress)
+        dsn = self._dsn(source, None) if files is None or source is not None else None
+        return history.transaction(dsn, txid, progress, files=files)
 
     def trace(self, name: str, position: Any, max_messages: int = 100_000):
         """Where the row change at `position` (a row of `history()`, or `file:offset`) is in pipeline `name`:

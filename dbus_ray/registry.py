@@ -26,6 +26,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "mock": "dbus_ray.sources.mock",
         "mysql": "dbus_ray.mysql.source",
         "kafka": "dbus_ray.sources.kafka",
+        "binlog_files": "dbus_ray.sources.binlog_files",
     },
     SINK: {
         "null": "dbus_ray.sinks.null",

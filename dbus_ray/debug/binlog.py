@@ -1,6 +1,9 @@
 """A window of a MySQL/MariaDB binlog, read with the `mysql` source's own stream (`dbus_ray.mysql.streaming`):
 where it starts and ends (`Bound`: a position `file:offset`, a GTID or a time), and `WindowStream`, the
-source's `BinlogStream` stopped at the window's end, which also notes each transaction's commit time.
+source's `BinlogStream` stopped at the window's end, which also notes each transaction's commit time. A window
+over archived binlog files (`open_file_window`) reads them with `dbus_ray.mysql.files.FileReader`, as the
+`binlog_files` source does: from the first file (or `since`) to the end of the last one; a GTID `since` starts
+at the first file, a time at the newest file created at or before it.
 
 Bounds:
 - `file:offset` (the start of a transaction, as a row's `txid` or SHOW BINLOG EVENTS gives it): `since` is
@@ -16,6 +19,7 @@ Bounds:
 from __future__ import annotations
 
 import datetime as dt
+import os
 import random
 import re
 from collections import OrderedDict
@@ -25,6 +29,7 @@ from typing import Any
 from dbus_ray.errors import DbusError
 from dbus_ray.mysql import connection as cn
 from dbus_ray.mysql import replica as rp
+from dbus_ray.mysql.files import BinlogFiles, FileReader, end_of, file_header
 from dbus_ray.mysql.history import state_at
 from dbus_ray.mysql.offset import BinlogOffset, position_key
 from dbus_ray.mysql.options import FILE_POS_RE, MYSQL_GTID_RE, parse_dsn
@@ -96,6 +101,8 @@ class Window:
     now: tuple[str, int]
     logs: list[tuple[str, int]]
     info: cn.ServerInfo
+    files: BinlogFiles | None = None  # read from these archived binlog files instead of the server
+    catalog: cn.Endpoint | None = None  # with files: the server whose information_schema names columns, if any
 
     def total_bytes(self) -> int:
         files = [f for f, _ in self.logs if position_key(f, 0) >= position_key(self.start.file, 0)]
@@ -135,6 +142,30 @@ def open_window(ep: cn.Endpoint, since: Bound | None) -> Window:
     finally:
         conn.close()
     return Window(start, now, logs, info)
+
+
+def open_file_window(pattern: str, catalog: cn.Endpoint | None, since: Bound | None) -> Window:
+    """A window over archived binlog files (a directory or glob, as the `binlog_files` source reads them): from
+    `since` (a position; a time: the newest file created at or before it; else the first file) to the end of the
+    last file."""
+    files = BinlogFiles(pattern)
+    listing = files.listing()
+    names = list(listing)
+    headers = {n: file_header(listing[n]) for n in names}
+    first = headers[names[0]]
+    variables = {"server_id": str(first.server_id)} if first.mariadb else {}
+    info = cn.ServerInfo(first.server_version, first.mariadb, "", 0, None, variables)
+    start = BinlogOffset(names[0], 4)
+    if since is not None and since.kind == "position":
+        if since.file not in listing:
+            raise DbusError(f"since {since}: binlog file {since.file} is not among the files {pattern} ({names[0]} .. "
+                            f"{names[-1]})")
+        start = BinlogOffset(since.file, since.offset)
+    elif since is not None and since.kind == "time":
+        older = [n for n in names if headers[n].created <= since.ts]
+        start = BinlogOffset(older[-1] if older else names[0], 4)
+    logs = [(n, os.path.getsize(listing[n])) for n in names]
+    return Window(start, (names[-1], end_of(listing[names[-1]])), logs, info, files, catalog)
 
 
 def _file_of_gtid(conn: Any, logs: list[tuple[str, int]], gtid: str) -> str:
@@ -186,9 +217,18 @@ class WindowStream(BinlogStream):
 
     def __init__(self, ep: cn.Endpoint, win: Window, matcher: Any, since: Bound | None, until: Bound | None,
                  one_transaction: bool = False) -> None:
-        schema = TableSchema(ep, matcher, False, None, history_on=not win.info.has_row_metadata)
         now = position_key(*win.now)
-        super().__init__("history", ep, win.info, random_server_id(), "dbus history", schema, win.start, now)
+        if win.files is None:
+            schema = TableSchema(ep, matcher, False, None, history_on=not win.info.has_row_metadata)
+            super().__init__("history", ep, win.info, random_server_id(), "dbus history", schema, win.start, now)
+        else:  # archived binlog files, read as the binlog_files source reads them
+            from dbus_ray.mysql.file_schema import FileSchema
+            from dbus_ray.sources.binlog_files import NEVER
+
+            files, catalog = win.files, win.catalog
+            schema = FileSchema(files, catalog, matcher, False, None)
+            super().__init__("history", ep, win.info, 0, "", schema, win.start, NEVER,
+                             reader=lambda at: FileReader(files, at.file, at.offset, False, "since"))
         self.since, self.until = since, until
         self.until_key = position_key(until.file, until.offset) if until is not None and until.kind == "position" \
             else now

@@ -1,6 +1,8 @@
 """The history of rows in a server's binlog: `history(dsn, "shop.orders", key={"id": 7}, since=, until=)` and
 `transaction(dsn, txid)`, read with the `mysql` source's own stream (`dbus_ray.debug.binlog`) into a pyarrow
-Table (`HISTORY_SCHEMA`, one row per row change, in binlog order; `.to_pandas()` for a DataFrame).
+Table (`HISTORY_SCHEMA`, one row per row change, in binlog order; `.to_pandas()` for a DataFrame). With
+`files=` (a directory or glob of archived binlog files) the same is read from those files, as the
+`binlog_files` source reads them, e.g. after the server purged them.
 
 Memory stays bounded whatever the window: the stream hands out at most READ_ROWS rows at a time, each run is
 filtered with Arrow compute and only the matching rows are kept (with the commit times of the newest
@@ -17,9 +19,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dbus_ray.debug.binlog import Bound, WindowStream, endpoint, open_window, parse_bound
+from dbus_ray.debug.binlog import Bound, WindowStream, endpoint, open_file_window, open_window, parse_bound
 from dbus_ray.errors import DbusError
 from dbus_ray.model import TableRows, dumps
+from dbus_ray.mysql import connection as cn
 from dbus_ray.mysql.offset import position_key
 from dbus_ray.routing import TableMatcher
 
@@ -82,10 +85,13 @@ def _ts(value: float | None) -> dt.datetime | None:
     return None if value is None else dt.datetime.fromtimestamp(value, dt.UTC)
 
 
-def scan(dsn: str, table: str | None, key: dict[str, Any] | None, since: Any, until: Any, *,
-         txid: str | None = None, one_transaction: bool = False, progress: bool | None = None) -> pa.Table:
+def scan(dsn: str | None, table: str | None, key: dict[str, Any] | None, since: Any, until: Any, *,
+         txid: str | None = None, one_transaction: bool = False, progress: bool | None = None,
+         files: str | None = None) -> pa.Table:
     """The row changes of `table` (db.table; None: every table) in the window, those whose before or after image
-    has every `key` column equal to its value (None: all), or those of transaction `txid`."""
+    has every `key` column equal to its value (None: all), or those of transaction `txid`. With `files` (a
+    directory or glob of archived binlog files) the window is read from those files instead of the server; `dsn`
+    is then optional: the server whose information_schema names the columns of files without column names."""
     lo, hi = parse_bound(since, "since"), parse_bound(until, "until")
     if table is not None:
         matcher = TableMatcher(["{}.{}".format(*_split_table(table))], [])
@@ -93,8 +99,15 @@ def scan(dsn: str, table: str | None, key: dict[str, Any] | None, since: Any, un
         matcher = TableMatcher(["*.*"], ["mysql.*", "information_schema.*", "performance_schema.*", "sys.*"])
     if key is not None and (not isinstance(key, dict) or not key):
         raise DbusError(f"key {key!r}: expected a dict of key column -> value, e.g. {{'id': 7}}")
-    ep = endpoint(dsn)
-    win = open_window(ep, lo)
+    if files is not None:
+        catalog = endpoint(dsn) if dsn else None
+        ep = catalog or cn.Endpoint(files, 0, "", "")
+        win = open_file_window(files, catalog, lo)
+    elif dsn is None:
+        raise DbusError("give a mysql:// DSN of the server, or files= (archived binlog files)")
+    else:
+        ep = endpoint(dsn)
+        win = open_window(ep, lo)
     stream = WindowStream(ep, win, matcher, lo, hi, one_transaction)
     bar = _progress(progress, win.total_bytes(), f"binlog {win.start.file}")
     rows: list[dict[str, Any]] = []
@@ -155,22 +168,23 @@ def _collect(part: TableRows, key: dict[str, Any] | None, txid: str | None, lo: 
             waiting[t].append(row)
 
 
-def history(dsn: str, table: str, key: dict[str, Any] | None = None, since: Any = None, until: Any = None,
-            progress: bool | None = None) -> pa.Table:
+def history(dsn: str | None, table: str, key: dict[str, Any] | None = None, since: Any = None, until: Any = None,
+            progress: bool | None = None, files: str | None = None) -> pa.Table:
     """The changes of the rows of `table` keyed `key` between `since` and `until` (see `dbus_ray.debug.binlog`
-    for the bounds; default: the earliest binlog file to where the server is now)."""
-    return scan(dsn, table, key, since, until, progress=progress)
+    for the bounds; default: the earliest binlog file to where the server is now, or with `files` the first
+    archived file to the end of the last)."""
+    return scan(dsn, table, key, since, until, progress=progress, files=files)
 
 
-def transaction(dsn: str, txid: str, progress: bool | None = None) -> pa.Table:
+def transaction(dsn: str | None, txid: str, progress: bool | None = None, files: str | None = None) -> pa.Table:
     """Every row change of one transaction: `txid` is its GTID, or the `file:offset` of its start (a row's
-    `txid` column either way)."""
+    `txid` column either way); with `files`, read from those archived binlog files."""
     bound = parse_bound(txid, "txid")
     assert bound is not None
     if bound.kind == "gtid":
-        table = scan(dsn, None, None, bound, bound, txid=bound.gtid, progress=progress)
+        table = scan(dsn, None, None, bound, bound, txid=bound.gtid, progress=progress, files=files)
     elif bound.kind == "position":
-        table = scan(dsn, None, None, bound, None, one_transaction=True, progress=progress)
+        table = scan(dsn, None, None, bound, None, one_transaction=True, progress=progress, files=files)
     else:
         raise DbusError(f"txid {txid!r}: expected a GTID (0-1-55) or the FILE:OFFSET of the transaction's start")
     return table

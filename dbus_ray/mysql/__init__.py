@@ -5,6 +5,8 @@
 - `connection`: connecting, the preflight checks at open, binlog positions, `server_id: auto`.
 - `offset`: `BinlogOffset`, the checkpoint (its JSON form), and the order of binlog positions.
 - `replica`: the binlog connection (replica session and packet loop) and the raw event slices.
+- `files`, `file_schema`: binlog files read from disk as the stream's events, and their table definitions (the
+  `binlog_files` source in `dbus_ray.sources`, and `history(files=)`).
 - `events`: every binlog event type, classified: decoded, ignored (with the reason) or refused.
 - `streaming`: `BinlogStream`, events -> transactions -> pending rows -> batches; reconnects.
 - `schema`, `schema_history`: table definitions over time (TABLE_MAP, history, information_schema).

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from dbus_ray.errors import DbusError, DecodeError
 from dbus_ray.model import TableRows
@@ -66,8 +67,10 @@ class BinlogStream:
 
     def __init__(self, pipeline: str, ep: cn.Endpoint, info: cn.ServerInfo, server_id: int, identity: str,
                  schema: TableSchema, start: BinlogOffset, target: tuple[int, int], gtid: str | None = None,
-                 reconnect_attempts: int = RECONNECT_ATTEMPTS) -> None:
+                 reconnect_attempts: int = RECONNECT_ATTEMPTS, reader: Any = None) -> None:
         self.pipeline = pipeline
+        # opens the events from a start offset instead of a replica connection (binlog files: `dbus_ray.mysql.files`)
+        self.open_reader = reader
         self.reconnect_attempts = reconnect_attempts
         self.ep = ep
         self.where = ep.where
@@ -97,11 +100,14 @@ class BinlogStream:
         self._start(start, gtid)
 
     def _start(self, start: BinlogOffset, gtid: str | None = None) -> None:
-        settings = self.ep.settings()
-        settings["read_timeout"] = READ_TIMEOUT_SECONDS
-        self.replica = rp.Replica(settings, self.server_id, self.identity, HEARTBEAT_SECONDS, start.file,
-                                  start.offset, gtid, mariadb=self.info.mariadb,
-                                  row_metadata=self.info.has_row_metadata)
+        if self.open_reader is not None:
+            self.replica = self.open_reader(start)
+        else:
+            settings = self.ep.settings()
+            settings["read_timeout"] = READ_TIMEOUT_SECONDS
+            self.replica = rp.Replica(settings, self.server_id, self.identity, HEARTBEAT_SECONDS, start.file,
+                                      start.offset, gtid, mariadb=self.info.mariadb,
+                                      row_metadata=self.info.has_row_metadata)
         self.txn = None
         self.schema.by_table_id = {}
         self.resume_gtid = gtid

@@ -1,0 +1,50 @@
+"""Options of source `binlog_files` (a config error is one line naming the option) and the file listing: binlog
+order, the next file's name, files of two binlogs in one directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dbus_ray.config import ConfigError, parse_config
+from dbus_ray.errors import DbusError
+from dbus_ray.mysql.files import BinlogFiles, successor
+from dbus_ray.sources.binlog_files import BinlogFilesOptions
+
+
+def load(source: dict) -> object:
+    raw = {"name": "f", "source": {"type": "binlog_files", "files": "/backups", **source},
+           "sinks": [{"name": "n", "type": "null"}]}
+    return parse_config(raw, "f.yaml", {}).source.options
+
+
+@pytest.mark.parametrize(("source", "message"), [
+    ({"files": " "}, "source.files: must not be empty"),
+    ({"start": "0-1-5"}, "source.start: bad start '0-1-5': expected earliest, latest or FILE:OFFSET"),
+    ({"dsn": "postgres://x@h"}, "source.dsn: bad DSN scheme 'postgres'"),
+    ({"include": ["nodot"]}, "source.include[0]"),
+    ({"follow": "sometimes"}, "source.follow"),
+])
+def test_option_errors_are_one_line_naming_the_option(source: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(source)
+    text = str(info.value)
+    assert text.startswith(f"f.yaml: {message}") and "\n" not in text, text
+
+
+def test_defaults_read_every_file_once_from_the_first() -> None:
+    o = load({})
+    assert isinstance(o, BinlogFilesOptions)
+    assert (o.start, o.follow, o.include, o.dsn) == ("earliest", False, ["*.*"], None)
+
+
+def test_listing_in_binlog_order_and_the_next_name(tmp_path: Path) -> None:
+    for name in ("mysql-bin.000010", "mysql-bin.000009", "mysql-bin.index", "mysql-bin.001000"):
+        (tmp_path / name).write_bytes(b"")
+    assert list(BinlogFiles(str(tmp_path)).listing()) == ["mysql-bin.000009", "mysql-bin.000010", "mysql-bin.001000"]
+    assert list(BinlogFiles(str(tmp_path / "*.00001*")).listing()) == ["mysql-bin.000010"]
+    assert successor("mysql-bin.000009") == "mysql-bin.000010" and successor("b.999999") == "b.1000000"
+    (tmp_path / "relay-bin.000001").write_bytes(b"")
+    with pytest.raises(DbusError, match=r"files of several binlogs \(mysql-bin, relay-bin\): give a glob"):
+        BinlogFiles(str(tmp_path)).listing()
