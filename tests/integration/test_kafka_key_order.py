@@ -1,0 +1,132 @@
+"""One key order for a row wherever it was read: a table whose PRIMARY KEY (b, a) is not in column order (a,
+b, v) is snapshotted into Kafka, then its rows change; read back with Apache Kafka's own Java consumer
+(tests/support/KafkaDump.java), a row's snapshot message and the messages of its later changes have equal key
+bytes, in the key's order (`{"b":..,"a":..}`), and land in one partition, for the row formats (json, avro,
+debezium, whose key struct follows the key's order too); the arrow format's runs and the Parquet files
+carry `dbus.key` ["b", "a"]. A key change goes out as a delete of the old key and an insert of the new."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from dbus_ray.config import parse_config
+from dbus_ray.devstack.kafka import _java, kafka_libs
+from dbus_ray.pipeline import run_pipeline
+from tests.support.helpers import execute
+from tests.support.topics import partition_of
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session")]
+
+DB = "dbus_test"
+PARTITIONS = 6
+ROWS = [(i, f"k{i % 3}", f"v{i}") for i in range(12)]  # (a, b, v)
+DUMP = Path(__file__).parents[1] / "support" / "KafkaDump.java"
+
+
+def dump(bootstrap: str, topic: str) -> list[tuple[int, bytes | None, bytes | None]]:
+    """(partition, key, value) of every message of `topic`, in offset order per partition, as Kafka's Java
+    consumer reads them."""
+    proc = subprocess.run([_java(), "-cp", f"{kafka_libs()}/*", str(DUMP), bootstrap, topic],
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = []
+    for line in proc.stdout.splitlines():
+        partition, _, key, value = line.split("\t")
+        out.append((int(partition), None if key == "-" else bytes.fromhex(key),
+                    None if value == "-" else bytes.fromhex(value)))
+    return out
+
+
+def key_bytes(b: str, a: int) -> bytes:
+    """The expected message key of row (a, b): the primary key's columns in the key's order, compact JSON."""
+    return f'{{"b":"{b}","a":{a}}}'.encode()
+
+
+def ordered(data: bytes) -> Any:
+    return json.loads(data, object_pairs_hook=list)
+
+
+@pytest.mark.parametrize("fmt", ["json", "avro", "debezium", "arrow"])
+def test_snapshot_and_stream_messages_of_a_row_have_one_key(tmp_path: Path, mariadb: Any, root: Any, broker: Any,
+                                                           fmt: str) -> None:
+    t = f"keyorder_{fmt}_{uuid.uuid4().hex[:6]}"
+    execute(root, f"CREATE TABLE {t} (a INT NOT NULL, b VARCHAR(8) NOT NULL, v VARCHAR(20), PRIMARY KEY (b, a))",
+            *(f"INSERT INTO {t} VALUES ({a}, '{b}', '{v}')" for a, b, v in ROWS))
+    root.commit()
+    name = f"keyorder-{fmt}-{uuid.uuid4().hex[:6]}"
+    topic = f"{name}.{t}" if fmt != "debezium" else f"{name}.{DB}.{t}"
+    sink: dict[str, Any] = {"name": "k", "type": "kafka", "bootstrap": broker.bootstrap, "format": fmt,
+                            "partitions": PARTITIONS}
+    if fmt == "debezium":
+        sink["debezium"] = {"topic_prefix": name}
+    else:
+        sink["topic"] = topic
+    if fmt in ("json", "avro"):
+        sink["tombstones"] = True  # (debezium's own tombstones_on_delete is on by default)
+    raw = {"name": name,
+           "source": {"type": "mysql", "dsn": "mysql://dbus:${PW}@127.0.0.1:" + str(mariadb.port),
+                      "snapshot": "initial", "include": [f"{DB}.{t}"]},
+           "sinks": [sink, {"name": "pq", "type": "parquet", "path": str(tmp_path / "pq")}],
+           "data_dir": str(tmp_path / "data")}
+    cfg = parse_config(raw, f"{name}.yaml", {"PW": mariadb.password})
+    assert run_pipeline(cfg, until_caught_up=True, interval=0.1)["error"] is None  # the snapshot
+    execute(root, f"UPDATE {t} SET v = CONCAT(v, '+')",  # every row changes once
+            f"UPDATE {t} SET b = 'moved' WHERE a = 4")  # and row (4, 'k1') changes its key
+    root.commit()
+    assert run_pipeline(cfg, until_caught_up=True, interval=0.1)["error"] is None  # the stream
+
+    tables = [pq.read_table(f) for f in sorted((tmp_path / "pq").rglob("*.parquet"))]
+    rows = [table for table in tables if set(table.column("op").to_pylist()) != {"ddl"}]  # not the markers
+    assert {op for table in rows for op in table.column("op").to_pylist()} == {"read", "update", "delete", "insert"}
+    assert {table.schema.metadata[b"dbus.key"] for table in rows} == {b'["b", "a"]'}
+    messages = dump(broker.bootstrap, topic)
+    if fmt == "arrow":
+        runs = [pa.ipc.open_stream(io.BytesIO(value)).read_all() for _, _, value in messages]
+        runs = [run for run in runs if set(run.column("op").to_pylist()) != {"ddl"}]  # not the markers
+        ops = [op for run in runs for op in run.column("op").to_pylist()]
+        assert ops == ["read"] * len(ROWS) + ["update"] * len(ROWS) + ["delete", "insert"]
+        assert {run.schema.metadata[b"dbus.key"] for run in runs} == {b'["b", "a"]'}
+        assert {key for _, key, _ in messages} == {json.dumps({"db": DB, "table": t}, separators=(",", ":")).encode()}
+        return
+
+    by_key: dict[bytes, list[tuple[int, str]]] = {}
+    for partition, key, value in messages:
+        if key is None:  # the snapshot's start and end markers (no row, no key)
+            assert fmt != "json" or json.loads(value)["op"] == "ddl", value
+            continue
+        if fmt == "debezium":
+            assert key is not None
+            envelope = ordered(key)
+            payload = dict(envelope)["payload"]
+            assert [k for k, _ in payload] == ["b", "a"], key  # Debezium's key struct in the key's order
+            schema_fields = [dict(f)["field"] for f in dict(dict(envelope)["schema"])["fields"]]
+            assert schema_fields == ["b", "a"]
+            key = key_bytes(dict(payload)["b"], dict(payload)["a"])
+            op = "tombstone" if value is None else dict(dict(ordered(value))["payload"])["op"]
+        else:
+            op = "tombstone" if value is None else (json.loads(value)["op"] if fmt == "json" else "row")
+        by_key.setdefault(key, []).append((partition, op))
+
+    expected = {key_bytes(b, a) for a, b, _ in ROWS} | {key_bytes("moved", 4)}
+    assert set(by_key) == expected
+    for key, seen in by_key.items():
+        partitions = {p for p, _ in seen}
+        assert len(partitions) == 1, f"key {key!r} in partitions {partitions}"
+        if fmt != "debezium":  # the topic's partition is Kafka's murmur2 of the key bytes
+            assert partitions == {partition_of(key, PARTITIONS)}, key
+    ops = {key: [op for _, op in seen] for key, seen in by_key.items()}
+    read, update, delete, insert = {"json": ("read", "update", "delete", "insert"), "avro": ("row",) * 4,
+                                    "debezium": ("r", "u", "d", "c")}[fmt]
+    old, new = key_bytes("k1", 4), key_bytes("moved", 4)
+    assert ops.pop(old) == [read, update, delete, "tombstone"]  # the key change's old key: deleted, tombstoned
+    assert ops.pop(new) == [insert]
+    assert ops == {key_bytes(b, a): [read, update] for a, b, _ in ROWS if a != 4}
