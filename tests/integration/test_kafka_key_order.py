@@ -3,7 +3,8 @@ b, v) is snapshotted into Kafka, then its rows change; read back with Apache Kaf
 (tests/support/KafkaDump.java), a row's snapshot message and the messages of its later changes have equal key
 bytes, in the key's order (`{"b":..,"a":..}`), and land in one partition, for the row formats (json, avro,
 debezium, whose key struct follows the key's order too); the arrow format's runs and the Parquet files
-carry `dbus.key` ["b", "a"]. A key change goes out as a delete of the old key and an insert of the new."""
+carry `dbus.key` ["b", "a"]. A key change goes out as a delete of the old key and an insert of the new. A key
+with a prefix column keys binlog rows too (it was lost: such a table's binlog rows had an empty key)."""
 
 from __future__ import annotations
 
@@ -136,3 +137,34 @@ def test_snapshot_and_stream_messages_of_a_row_have_one_key(tmp_path: Path, mari
         assert ops.pop(old) == [read, update, delete, "tombstone"]  # the key change's old key: deleted, tombstoned
         assert ops.pop(new) == [insert]
     assert ops == {key_bytes(b, a): [read, update] for a, b, _ in ROWS if a != 4}
+
+
+def test_a_key_with_a_prefix_column_keys_binlog_rows_in_its_order(mariadb: Any, root: Any) -> None:
+    """PRIMARY KEY (b(4), a): the TABLE_MAP lists it as PRIMARY_KEY_WITH_PREFIX (not SIMPLE_PRIMARY_KEY); the
+    rows are keyed by it, in its order, as the snapshot keys them."""
+    from dbus_ray.mysql.source import MysqlOptions, MysqlSource
+    from tests.support.helpers import drain, position
+
+    t = f"keyprefix_{uuid.uuid4().hex[:6]}"
+    execute(root, f"CREATE TABLE {t} (a INT NOT NULL, b VARCHAR(20) NOT NULL, v INT, PRIMARY KEY (b(4), a))")
+    start = position(root)
+    execute(root, f"INSERT INTO {t} VALUES (1, 'long text', 10)", f"UPDATE {t} SET v = 11")
+    root.commit()
+    src = MysqlSource("key-prefix", MysqlOptions(dsn=mariadb.dsn, server_id=7411, start=start,
+                                                 include=[f"{DB}.{t}"], snapshot="initial"))
+    src.open(None)
+    try:
+        rows = [r for b in drain(src) for r in b.records() if r["op"] != "ddl"]
+    finally:
+        src.close()
+    # (the snapshot's stream starts after the writes): the binlog rows from a second source started at `start`
+    src = MysqlSource("key-prefix", MysqlOptions(dsn=mariadb.dsn, server_id=7411, start=start,
+                                                 include=[f"{DB}.{t}"]))
+    src.open(None)
+    try:
+        rows += [r for b in drain(src) for r in b.records() if r["op"] != "ddl"]
+    finally:
+        src.close()
+    assert [(r["op"], list(r["key"].items())) for r in rows] == [
+        ("read", [("b", "long text"), ("a", 1)]),
+        ("insert", [("b", "long text"), ("a", 1)]), ("update", [("b", "long text"), ("a", 1)])]
