@@ -56,7 +56,7 @@ class Position:
 
 @dataclass(slots=True)
 class RowChange:
-    """One row change. `key` maps primary-key column -> value; `before`/`after` map column -> value
+    """One row change. `key` maps primary-key column -> value, in the key's order; `before`/`after` map column -> value
     (None where the image does not exist: no `before` for an insert, no `after` for a delete)."""
 
     pipeline: str
@@ -98,7 +98,8 @@ class RowChange:
 def json_default(value: Any) -> Any:
     """JSON form of the non-JSON values a row can hold: DECIMAL as a string in positional notation with
     the column's scale (`-0.000000000000000000000000000001`, `0.0000000000`, as MySQL shows it; never
-    `1E-30`), bytes as base64, dates and times in ISO 8601, sets as sorted lists."""
+    `1E-30`), bytes as base64, dates and times in ISO 8601, Python sets as sorted lists (no mysql row holds one:
+    a SET column is the string of its members joined by `,`, as SELECT shows it)."""
     if isinstance(value, decimal.Decimal):
         return format(value, "f")
     if isinstance(value, (bytes, bytearray, memoryview)):

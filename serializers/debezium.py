@@ -18,7 +18,9 @@ snapshot marker gives no message, a DDL statement one on the schema change topic
   topic `<topic_prefix>`: one message per DDL statement (TRUNCATE excepted), built by `debezium_schema`;
 - an update that changes the key is a delete of the old key and its tombstone (both with header
   `__debezium.newkey`), then a create of the new key (header `__debezium.oldkey`), as Debezium emits it;
-  header values are keys in the message key's form.
+  header values are keys in the message key's form. The mysql source's `key_change` does not change this:
+  its `delete_insert` pair (a `delete` then an `insert` at one position, `dbus_ray.mysql.keys`) is read
+  back as the one update it was, so both settings give Debezium's messages.
 
 Column values follow Debezium's MySQL mapping, driven by the column's MySQL type that the mysql source puts
 in each image field's metadata (`dbus.mysql`, see `dbus_ray.mysql.column_meta`); a field without it is
@@ -207,12 +209,19 @@ class DebeziumSerializer:
             return out
         t = self.table(rows)
         name = rows.name
+        paired = False
         for i, r in enumerate(records):
+            if paired:  # the insert half of a key change, sent with its delete half
+                paired = False
+                continue
             op = OPS.get(r["op"])
             if op is None:
                 continue
+            after_image = r["after"]
+            if op == "d" and i + 1 < len(records) and key_change_halves(r, records[i + 1]):
+                op, after_image, paired = "u", records[i + 1]["after"], True
             before = self._image(t, r["before"], op == "r")
-            after = self._image(t, r["after"], op == "r")
+            after = self._image(t, after_image, op == "r")
             snapshot = "false"
             if op == "r":
                 snapshot = "true"
@@ -386,6 +395,28 @@ def last_reads(batch: RowBatch) -> dict[int, tuple[int, str]]:
     return out
 
 
+def key_change_halves(first: dict[str, Any], second: dict[str, Any]) -> bool:
+    """Whether two consecutive row changes are the halves of one key-changing update (a `delete` then an
+    `insert` at the same position: no two row changes of a source share one otherwise)."""
+    return (first["op"] == "delete" and second["op"] == "insert" and first["pos"] == second["pos"]
+            and first["txid"] == second["txid"])
+
+
+def _slices(rows: TableRows) -> list[tuple[int, int]]:
+    """(start, length) of the slices a run is turned into messages by: SLICE_ROWS rows, one more where a
+    slice would end between the halves of a key change."""
+    n, out, start = rows.num_rows, [], 0
+    cols = [rows.data.column(c) for c in ("op", "file", "offset", "index", "txid")]
+    while start < n:
+        end = min(start + SLICE_ROWS, n)
+        if end < n and [c[end - 1].as_py() for c in cols[1:]] == [c[end].as_py() for c in cols[1:]] \
+                and (cols[0][end - 1].as_py(), cols[0][end].as_py()) == ("delete", "insert"):
+            end += 1
+        out.append((start, end - start))
+        start = end
+    return out
+
+
 def produce_debezium(sink: Any, batch: RowBatch) -> int:
     """Produce a batch's messages with `sink`'s producer (a `KafkaSink` with `format: debezium`); returns
     how many went out (the sink counts them and its failed deliveries)."""
@@ -393,11 +424,11 @@ def produce_debezium(sink: Any, batch: RowBatch) -> int:
     last = last_reads(batch)
     n = 0
     for i, whole in enumerate(batch.parts):
-        for start in range(0, whole.num_rows, SLICE_ROWS):  # bounded memory: one slice's messages at a time
-            part = TableRows(whole.db, whole.table, whole.key, whole.data.slice(start, SLICE_ROWS))
+        for start, length in _slices(whole):  # bounded memory: one slice's messages at a time
+            part = TableRows(whole.db, whole.table, whole.key, whole.data.slice(start, length))
             last_read = last.get(i)
             if last_read is not None:
-                inside = start <= last_read[0] < start + SLICE_ROWS
+                inside = start <= last_read[0] < start + length
                 last_read = (last_read[0] - start, last_read[1]) if inside else None
             n += _produce_part(sink, serializer, part, last_read)
     checkpoint = batch.checkpoint if isinstance(batch.checkpoint, dict) else {}

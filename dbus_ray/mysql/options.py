@@ -99,6 +99,8 @@ class MysqlOptions:
     schema_history: bool = False  # accept binlog_row_metadata MINIMAL (see dbus_ray.mysql.schema_history)
     # db.table glob -> the columns that key its row changes instead of the primary key (see dbus_ray.mysql.keys)
     message_key_columns: dict[str, list[str]] = field(default_factory=dict)
+    # an update that changes the key: a delete of the old key then an insert of the new (as Debezium), or one update
+    key_change: Literal["delete_insert", "update"] = "delete_insert"
     # reconnects to a host after its binlog connection is lost, then the next host of `dsn` (resumed by GTID)
     reconnect_attempts: int = 8
 

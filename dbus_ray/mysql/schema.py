@@ -21,6 +21,17 @@ from dbus_ray.mysql.ddl import OSC_RE, change_type
 from dbus_ray.mysql.schema_history import SchemaHistory
 
 
+def key_indexes(table_map: Any) -> list[int]:
+    """The primary key's columns (indexes) in the key's own order, from a TABLE_MAP event's optional metadata
+    (SIMPLE_PRIMARY_KEY, or PRIMARY_KEY_WITH_PREFIX when a key column is a prefix): the canonical key order,
+    the one the snapshot reads (python-mysql-replication's `primary_key` lists them in column order and
+    leaves prefix keys out). Empty when the event has no such metadata."""
+    meta = getattr(table_map, "optional_metadata", None)
+    if meta is None:
+        return []
+    return list(meta.simple_primary_key_list or ()) or list(meta.primary_keys_with_prefix or ())
+
+
 class TableSchema:
     """The stream's table definitions. `live(file, offset)` says whether the stream at that position is
     caught up with where the server was at open (information_schema then describes the tables as of
@@ -55,6 +66,7 @@ class TableSchema:
                     table_obj.null_bitmask = table_map.null_bitmask  # NOT NULL columns, for column metadata
                     _, types, table_obj.enum_members, table_obj.set_members = rp.table_map_extras(ev)
                     table_obj.compressed = frozenset(i for i, t in enumerate(types) if t in rp.COMPRESSED_TYPES)
+                    table_obj.key_indexes = key_indexes(table_map)
                     layout = self.layout_of(table_obj, db, table, file, offset, live)
                 except (DecodeError, ValueError, IndexError, KeyError, struct.error) as exc:
                     raise DecodeError(
@@ -75,8 +87,12 @@ class TableSchema:
         cols = table_obj.columns
         names: list[str] | None = None
         if all(c.name for c in cols):
-            pk = table_obj.primary_key
-            key = (pk,) if isinstance(pk, str) and pk else tuple(pk) if pk else ()
+            indexes = getattr(table_obj, "key_indexes", None)
+            if indexes:
+                key = tuple(cols[i].name for i in indexes)
+            else:
+                pk = table_obj.primary_key
+                key = (pk,) if isinstance(pk, str) and pk else tuple(pk) if pk else ()
         else:
             names, key = self.names_at(db, table, len(cols), file, offset, live)
         return Layout(db, table, columns_of(table_obj, names), key)
@@ -121,21 +137,25 @@ class TableSchema:
                 self.history.record(db, table, file, offset, None)
 
     def from_catalog(self, db: str, table: str) -> tuple[list[str], tuple[str, ...]]:
-        """Column names and primary key from information_schema (servers without binlog_row_metadata)."""
+        """Column names (in table order) and primary key (in the key's order) from information_schema (servers
+        without binlog_row_metadata)."""
         hit = self.names_cache.get((db, table))
         if hit is None:
             conn = connect(self.ep)
             try:
                 with conn.cursor() as cur:
                     cur.execute(
-                        "SELECT COLUMN_NAME, COLUMN_KEY FROM information_schema.COLUMNS "
+                        "SELECT COLUMN_NAME FROM information_schema.COLUMNS "
                         "WHERE TABLE_SCHEMA=%s AND TABLE_NAME=%s ORDER BY ORDINAL_POSITION",
                         (db, table),
                     )
                     rows = cur.fetchall()
+                    cur.execute("SELECT COLUMN_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA=%s "
+                                "AND TABLE_NAME=%s AND INDEX_NAME='PRIMARY' ORDER BY SEQ_IN_INDEX", (db, table))
+                    key = tuple(r[0] for r in cur.fetchall())
             finally:
                 conn.close()
-            hit = ([r[0] for r in rows], tuple(r[0] for r in rows if r[1] == "PRI"))
+            hit = ([r[0] for r in rows], key)
             self.names_cache[(db, table)] = hit
         return hit
 

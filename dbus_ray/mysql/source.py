@@ -59,7 +59,7 @@ class MysqlSource(Source):
         self.ep = self.eps[0]
         self.where = self.ep.where
         self.matcher = TableMatcher(o.include, o.exclude)
-        self.keys = MessageKeys(pipeline, o.message_key_columns)
+        self.keys = MessageKeys(pipeline, o.message_key_columns, o.key_change)
         self.server_id = o.server_id if isinstance(o.server_id, int) else 0  # `auto`: chosen at open
         self.identity = cn.replica_identity(pipeline)
         self.info: cn.ServerInfo | None = None

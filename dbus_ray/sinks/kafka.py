@@ -7,7 +7,8 @@
   murmur2 (`partitioner: murmur2_random`, Java's default), so one key always lands in one partition and
   keeps its order;
 - `tombstones: true` (for compacted topics): a delete is followed by a tombstone (the key, a null value),
-  and an update that changes the key is preceded by a tombstone of the old key;
+  and an update that changes the key is preceded by a tombstone of the old key (the mysql source sends such
+  an update as a delete of the old key and an insert of the new one unless its `key_change` is `update`);
 - headers: `op`, `db`, `table` and `position` (the row's source position as compact JSON:
   `{"file":..,"offset":..,"gtid":..,"index":..}`).
 

@@ -1,6 +1,7 @@
 """A compacted topic fed by a mysql pipeline (kafka sink with `tombstones: true`): after inserts, updates,
-primary-key changes and deletes, and after Apache Kafka's log cleaner ran, the topic holds exactly the
-source table's rows as MariaDB's own SELECT gives them: one message per live key, tombstones gone.
+primary-key changes (a delete of the old key, its tombstone, an insert of the new) and deletes, and after
+Apache Kafka's log cleaner ran, the topic holds exactly the source table's rows as MariaDB's own SELECT gives
+them: one message per live key, tombstones gone.
 
 The cleaner never touches a partition's active segment, and a segment only rolls (after `segment.ms`) when
 a message is appended; so while waiting, the test inserts one more row now and then (a real row of the
@@ -102,12 +103,25 @@ def test_compacted_topic_holds_the_tables_rows(tmp_path: Path, mariadb: Any, roo
                 f"DELETE FROM {t} WHERE id BETWEEN 10110 AND 10114",  # deletes of moved rows
                 f"INSERT INTO {t} VALUES (200, 'again', 1), (201, 'again', 2)")  # deleted keys come back
         root.commit()
-        changes = 300 + 100 + 50 + 25 + 40 + 10 + 60 + 5 + 2
+        # a primary-key change is two row changes: a delete of the old key and an insert of the new
+        changes = 300 + 100 + 50 + 25 + 40 * 2 + 10 * 2 + 60 + 5 + 2
         tombstones = 40 + 10 + 60 + 5
         wait_for(lambda: pipeline.status()["rows_delivered"] >= changes, timeout=60, what="every change delivered")
         before = read_log(broker.bootstrap, topic)
         assert len(before) == changes + tombstones, "every change and its tombstones are in the log"
         assert sum(v is None for _, v in before) == tombstones
+        # what compaction keeps, the last message of each key: a moved row's old key ends deleted and
+        # tombstoned, its new key holds the row
+        history: dict[int, list[str]] = {}
+        for k, v in before:
+            history.setdefault(k["id"], []).append("tombstone" if v is None else v["op"])
+        assert {i: history[i][-2:] for i in range(100, 140)} == {i: ["delete", "tombstone"] for i in range(100, 140)}
+        assert {i: history[i] for i in range(10100, 10110)} == {i: ["insert", "delete", "tombstone"]
+                                                               for i in range(10100, 10110)}
+        assert {i: history[i] for i in [*range(5100, 5110), *range(10115, 10140)]} == {
+            i: ["insert"] for i in [*range(5100, 5110), *range(10115, 10140)]}
+        moved = [v for k, v in before if v is not None and v["op"] == "insert" and k["id"] == 5100]
+        assert moved[0]["before"] is None and moved[0]["after"] == {"id": 5100, "name": "row-100", "qty": 100}
 
         ticks = iter(range(50_000, 60_000))
         seen: dict[str, Any] = {}

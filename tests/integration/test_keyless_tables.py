@@ -93,3 +93,38 @@ def test_message_key_columns_naming_a_missing_column_stop_the_pipeline_in_one_li
     assert len(errors) == 1, result.output
     assert (f"source.message_key_columns['dbus_test.nokey_*']: table dbus_test.{table} has no column nope "
             "(it has id, note, ts)") in errors[0]
+
+
+def test_a_tables_create_read_first_is_no_keyless_table(mariadb: MariaDB, caplog: pytest.LogCaptureFixture) -> None:
+    """The stream reads each table's CREATE TABLE (a DDL row, no key) before its rows: only the table without a
+    primary key is warned about, and a `message_key_columns` rule applies to the rows, not to the DDL row."""
+    from dbus_ray.mysql.source import MysqlOptions, MysqlSource
+    from tests.support.helpers import drain, execute, position
+
+    tag = uuid.uuid4().hex[:8]
+    keyed, bare, ruled = f"pk_{tag}", f"nopk_{tag}", f"ruled_{tag}"
+    conn = mariadb.root_connect("dbus_test")
+    try:
+        start = position(conn)
+        execute(conn, f"CREATE TABLE {keyed} (id INT PRIMARY KEY, note VARCHAR(20))",
+                f"CREATE TABLE {bare} (id INT, note VARCHAR(20))", f"CREATE TABLE {ruled} (id INT, note VARCHAR(20))",
+                *(f"INSERT INTO {t} VALUES (1, 'one')" for t in (keyed, bare, ruled)))
+        conn.commit()
+    finally:
+        conn.close()
+    src = MysqlSource("create-first", MysqlOptions(dsn=mariadb.dsn, server_id=7409, start=start,
+                                                   include=[f"dbus_test.*_{tag}"],
+                                                   message_key_columns={f"dbus_test.{ruled}": ["note"]}))
+    with caplog.at_level("WARNING", logger="dbus.mysql"):
+        src.open(None)
+        try:
+            rows = [r for b in drain(src) for r in b.records()]
+        finally:
+            src.close()
+    assert [(r["table"], r["op"], r["key"]) for r in rows if r["op"] != "ddl"] == [
+        (keyed, "insert", {"id": 1}), (bare, "insert", {}), (ruled, "insert", {"note": "one"})]
+    assert [r["table"] for r in rows if r["op"] == "ddl"] == [keyed, bare, ruled]  # each CREATE came first
+    warned = [r.getMessage() for r in caplog.records if "has no primary key" in r.getMessage()]
+    assert warned == [f"[create-first] table dbus_test.{bare} has no primary key: its row changes carry an empty "
+                      "key (the kafka sink sends them with a null message key, spread over partitions without "
+                      "per-key order); set source.message_key_columns to give it one"]

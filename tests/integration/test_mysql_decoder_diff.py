@@ -113,7 +113,7 @@ def read_stock(mariadb: Any, file: str, pos: int, table: str) -> list[tuple[str,
 
 def read_ours(mariadb: Any, file: str, pos: int, table: str) -> list[tuple[str, dict | None, dict | None]]:
     src = MysqlSource("diff", MysqlOptions(dsn=mariadb.dsn, server_id=7302, start=f"{file}:{pos}",
-                                           include=[f"{DB}.{table}"]))
+                                           include=[f"{DB}.{table}"], key_change="update"))  # update as decoded
     src.open(None)
     out: list[tuple[str, dict | None, dict | None]] = []
     try:

@@ -243,3 +243,22 @@ def test_pipeline_resumes_across_an_alter_with_the_history_in_its_checkpoint(
     assert final["error"] is None
     assert read() == [("insert", {"id": 1, "a": "one"}), ("insert", {"id": 2, "a": "two"}), ("ddl", None),
                       ("insert", {"id": 3, "a": "three", "c": 30})]
+
+
+def test_rows_are_keyed_in_the_primary_keys_order(minimal: MariaDB, db: Any) -> None:
+    """Without column names in the TABLE_MAP the key comes from information_schema: in the PRIMARY KEY's order
+    (b, a), as a snapshot reads it, not in column order; a key change is a delete then an insert."""
+    t = table_name("pkorder")
+    execute(db, f"CREATE TABLE {t} (a INT NOT NULL, b VARCHAR(8) NOT NULL, v INT, PRIMARY KEY (b, a))")
+    start = position(db)
+    execute(db, f"INSERT INTO {t} VALUES (1, 'k', 10)", f"UPDATE {t} SET v = 11",
+            f"UPDATE {t} SET b = 'k2' WHERE a = 1")
+    src = source(minimal, t, start=start)
+    src.open(None)
+    try:
+        rows = [r for r in rows_of(src) if r["op"] != "ddl"]
+    finally:
+        src.close()
+    assert [(r["op"], list(r["key"].items())) for r in rows] == [
+        ("insert", [("b", "k"), ("a", 1)]), ("update", [("b", "k"), ("a", 1)]),
+        ("delete", [("b", "k"), ("a", 1)]), ("insert", [("b", "k2"), ("a", 1)])]

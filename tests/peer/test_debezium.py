@@ -1,9 +1,10 @@
 """`format: debezium` against Debezium itself: Debezium's MariaDB connector (embedded engine, see
 debezium_runner.py) and our pipeline (mysql source -> kafka sink with `format: debezium`, through Ray, to
 the session's broker) read the same MariaDB: a snapshot of every type of the type-fidelity table, then
-inserts, updates (multi-row events), a primary-key change, deletes and DDL. Both outputs are compared
-message by message per topic: key, value and the key-change headers equal, except the fields listed in
-IGNORED (timestamps and the connector's own version). Run by `make peer` (needs `make peer-deps`)."""
+inserts, updates (multi-row events), primary-key changes (one of a key whose order is not the columns'),
+deletes and DDL. Both outputs are compared message by message per topic: key (with its fields' order), value
+and the key-change headers equal, except the fields listed in IGNORED (timestamps and the connector's own
+version). Run by `make peer` (needs `make peer-deps`)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,9 @@ HEADERS = ("__debezium.newkey", "__debezium.oldkey")
 
 ITEMS_DDL = f"CREATE TABLE {DB}.items (id INT PRIMARY KEY, name VARCHAR(20) NOT NULL, amount DECIMAL(10,2))"
 
+#: A key whose order (b, a) is not the columns' (a, b): the message key's struct follows the key's order.
+PAIRS_DDL = f"CREATE TABLE {DB}.pairs (a INT NOT NULL, b VARCHAR(8) NOT NULL, v INT, PRIMARY KEY (b, a))"
+
 ALTER_DDL = f"ALTER TABLE {DB}.items ADD COLUMN note VARCHAR(20) NULL"
 #: A table created while streaming (no rows): its schema change message, columns of several kinds.
 EXTRA_DDL = (f"CREATE TABLE {DB}.extra (id BIGINT(20) NOT NULL AUTO_INCREMENT PRIMARY KEY, "
@@ -49,6 +53,8 @@ CHANGES = [
     f"UPDATE {DB}.types SET vc = 'changed', d41 = 1.5, dt6 = '2001-02-03 04:05:06.7' WHERE id = 1",
     f"UPDATE {DB}.items SET amount = amount + 1 WHERE id >= 10",
     f"UPDATE {DB}.items SET id = 100 WHERE id = 2",  # primary-key change
+    f"UPDATE {DB}.pairs SET v = v + 1",
+    f"UPDATE {DB}.pairs SET b = 'moved' WHERE a = 2",  # a change of one column of a two-column key
     f"DELETE FROM {DB}.items WHERE id = 3",
     f"DELETE FROM {DB}.types WHERE id = 2",
     ALTER_DDL,
@@ -93,6 +99,16 @@ def kept_differences(ours: Any, theirs: Any) -> None:
             base = x["typeName"].removesuffix(" UNSIGNED")
             if base in WIDTH_TYPES and y["length"] is None and isinstance(x["length"], int):
                 x["length"] = None
+
+
+def key_order(text: str | None) -> Any:
+    """The field names of a message key in their order: the schema's fields and the payload's."""
+    if text is None:
+        return None
+    key = json.loads(text)
+    if isinstance(key, dict) and "schema" in key:
+        return [f["field"] for f in key["schema"]["fields"]], list(key["payload"])
+    return list(key)
 
 
 def differences(ours: Any, theirs: Any, path: str = "") -> list[str]:
@@ -155,7 +171,8 @@ def test_same_messages_as_debezium(tmp_path: Path, mariadb: Any, broker: Any, ro
     if reason:
         pytest.fail(reason)
     execute(root, "SET SESSION sql_mode = ''", f"DROP DATABASE IF EXISTS {DB}", f"CREATE DATABASE {DB}",
-            TYPES_DDL.format(t=f"{DB}.types"), ITEMS_DDL,
+            TYPES_DDL.format(t=f"{DB}.types"), ITEMS_DDL, PAIRS_DDL,
+            f"INSERT INTO {DB}.pairs VALUES (1, 'k', 10), (2, 'k', 20), (3, 'j', 30)",
             *(f"INSERT INTO {DB}.types VALUES {row}" for row in TYPE_ROWS[:2]),
             f"INSERT INTO {DB}.items VALUES (1, 'one', 1.50), (2, 'two', 2.00), (3, 'three', 3.33)")
     dbz = Debezium(tmp_path / "debezium", host=mariadb.host, port=mariadb.port, user="root",
@@ -168,7 +185,7 @@ def test_same_messages_as_debezium(tmp_path: Path, mariadb: Any, broker: Any, ro
         execute(root, "SET SESSION sql_mode = ''", *CHANGES)
         final = run_pipeline(cfg, until_caught_up=True, interval=0.1)  # resumes: the changes
         assert final["error"] is None, final["error"]
-        topics = [f"{prefix}.{DB}.types", f"{prefix}.{DB}.items", prefix]
+        topics = [f"{prefix}.{DB}.types", f"{prefix}.{DB}.items", f"{prefix}.{DB}.pairs", prefix]
         if ours_options.get("provide_transaction_metadata"):
             topics.append(f"{prefix}.transaction")
         ours = {t: ours_as_records(read_topic(broker.bootstrap, t)) for t in topics}
@@ -204,6 +221,8 @@ def test_same_messages_as_debezium(tmp_path: Path, mariadb: Any, broker: Any, ro
         for i, (a, b) in enumerate(zip(mine, theirs)):
             where = f"{table} message {i}"
             problems += [f"{where} key{d}" for d in differences(normalized(a["key"]), normalized(b["key"]))]
+            if key_order(a["key"]) != key_order(b["key"]):  # (`differences` compares objects by name)
+                problems.append(f"{where} key order: ours {key_order(a['key'])}, Debezium {key_order(b['key'])}")
             mine_v, theirs_v = normalized(a["value"]), normalized(b["value"])
             kept_differences(mine_v, theirs_v)
             problems += [f"{where} value{d}" for d in differences(mine_v, theirs_v)]
