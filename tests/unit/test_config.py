@@ -37,7 +37,7 @@ CASES = {
     ),
     "unknown source type": (
         lambda c: c["source"].update(type="oracle"),
-        "configs/x.yaml: source.type: unknown source type 'oracle' (known: kafka, mock, mysql)",
+        "configs/x.yaml: source.type: unknown source type 'oracle' (known: binlog_files, kafka, mock, mysql)",
     ),
     "unknown sink type": (
         lambda c: c["sinks"][0].update(type="s3"),
