@@ -1,0 +1,517 @@
+"""A test-only writer of MySQL 8 binlog events and files, built from MySQL's documented layout (not from our
+decoder), so the MySQL 8 formats can be tested without a MySQL server.
+
+Sources of each layout (MySQL 8.0/8.4 `libs/mysql/binlog/event/` (formerly `libbinlogevents`), `sql/`):
+
+- common header (19 bytes: timestamp 4, type 1, server_id 4, event_size 4, log_pos 4, flags 2) and the CRC32
+  footer (`binlog_event.h`; the checksum covers header and body, and `event_size` counts it);
+- FORMAT_DESCRIPTION_EVENT (`control_events.h`): binlog_version 2, server_version 50, create_timestamp 4,
+  header length 1, one post-header length per event type, checksum algorithm 1 (+ CRC). The post-header
+  lengths are those of a real MySQL 8.0.35 file (`POST_HEADER_LENGTHS`);
+- QUERY (`statement_events.h`), XID, ROTATE, GTID/ANONYMOUS_GTID (post-header 42 + commit timestamps of 7 bytes
+  with bit 55 flagging the original one, transaction_length packed, server versions of 4 bytes with bit 31),
+  PREVIOUS_GTIDS (`Gtid_set::encode`: n_sids 8, per sid uuid 16 + n_intervals 8 + [start, end) 8+8);
+- TABLE_MAP (`rows_event.h`): table id 6, flags 2, packed-length schema and table names with a NUL,
+  packed column count, types, packed metadata length + metadata, null bits, optional metadata as
+  type 1 / packed length / value (SIGNEDNESS 1, DEFAULT_CHARSET 2, COLUMN_CHARSET 3, COLUMN_NAME 4,
+  SET_STR_VALUE 5, ENUM_STR_VALUE 6, SIMPLE_PRIMARY_KEY 8, ENUM_AND_SET_DEFAULT_CHARSET 10,
+  ENUM_AND_SET_COLUMN_CHARSET 11, COLUMN_VISIBILITY 12);
+- ROWS v2 and PARTIAL_UPDATE_ROWS (`rows_event.h`, `sql/rpl_record.cc` pack_row): post-header 10 (table id,
+  flags, extra-data length 2 counting itself), packed width, columns bitmap(s), then per row a null bitmap and
+  the values; the after image of PARTIAL_UPDATE_ROWS starts with packed value_options and, when a JSON diff
+  follows, one partial bit per JSON column of the table; a partial JSON value is a 4-byte length and the diffs
+  (`sql/json_diff.cc` Json_diff::write_binary: operation 1, packed path length + path, packed value length +
+  JSON binary value except for REMOVE);
+- TRANSACTION_PAYLOAD (`codecs/binary.cpp` Transaction_payload::encode): fields type/length/value, all packed
+  (`net_store_length`): compression type 2, uncompressed size 3, payload size 1, end mark 0; then the zstd frame
+  of the transaction's events;
+- JSON binary (`sql-common/json_binary.h`): see `json_binary`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import struct
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+MAGIC = b"\xfebin"
+HEADER_LEN = 19
+
+QUERY_EVENT, ROTATE_EVENT, FORMAT_DESCRIPTION_EVENT, XID_EVENT, TABLE_MAP_EVENT = 2, 4, 15, 16, 19
+WRITE_ROWS, UPDATE_ROWS, DELETE_ROWS = 30, 31, 32
+GTID_LOG_EVENT, ANONYMOUS_GTID_LOG_EVENT, PREVIOUS_GTIDS_LOG_EVENT = 33, 34, 35
+PARTIAL_UPDATE_ROWS_EVENT, TRANSACTION_PAYLOAD_EVENT = 39, 40
+
+#: post-header length of event types 1..41 in the FORMAT_DESCRIPTION_EVENT of a MySQL 8.0.35 binlog
+POST_HEADER_LENGTHS = bytes([0, 13, 0, 8, 0, 0, 0, 0, 4, 0, 4, 0, 0, 0, 98, 0, 4, 26, 8, 0, 0, 0, 8, 8, 8, 2, 0, 0, 0,
+                             10, 10, 10, 42, 42, 0, 18, 52, 0, 10, 40, 0])
+
+# column types (include/field_types.h)
+LONG, LONGLONG, VARCHAR, JSON, NEWDECIMAL, ENUM, SET, BLOB, STRING = 3, 8, 15, 245, 246, 247, 248, 252, 254
+TINY, SHORT, INT24, FLOAT, DOUBLE, DATETIME2, VAR_STRING = 1, 2, 9, 4, 5, 18, 253
+
+# JSON diff operations (sql/json_diff.h enum_json_diff_operation)
+REPLACE, INSERT, REMOVE = 0, 1, 2
+PARTIAL_JSON_UPDATES = 1  # binlog_row_value_options bit (PARTIAL_JSON)
+
+
+def packed(n: int) -> bytes:
+    """MySQL's packed integer (`net_store_length`)."""
+    if n < 251:
+        return bytes([n])
+    if n < 1 << 16:
+        return b"\xfc" + n.to_bytes(2, "little")
+    if n < 1 << 24:
+        return b"\xfd" + n.to_bytes(3, "little")
+    return b"\xfe" + n.to_bytes(8, "little")
+
+
+def event(type_code: int, body: bytes, log_pos: int = 0, *, timestamp: int = 1_700_000_000, server_id: int = 1,
+          flags: int = 0, checksum: bool = True) -> bytes:
+    """One event: common header, body and (with `checksum`) the CRC32 of both. `log_pos` is the position
+    after the event (end_log_pos)."""
+    size = HEADER_LEN + len(body) + (4 if checksum else 0)
+    data = struct.pack("<IBIIIH", timestamp, type_code, server_id, size, log_pos, flags) + body
+    return data + struct.pack("<I", zlib.crc32(data)) if checksum else data
+
+
+# ------------------------------------------------------------------------------------------ event bodies
+
+
+def format_description_body(server_version: str = "8.0.35", checksum: bool = True) -> bytes:
+    """Body of a FORMAT_DESCRIPTION_EVENT (its CRC is added by `event`: MySQL always writes the checksum
+    algorithm byte, and the CRC when the algorithm is CRC32)."""
+    return (struct.pack("<H", 4) + server_version.encode().ljust(50, b"\0") + struct.pack("<I", 0)
+            + bytes([HEADER_LEN]) + POST_HEADER_LENGTHS + bytes([1 if checksum else 0]))
+
+
+def query_body(sql: str, schema: str = "", thread_id: int = 7, status: bytes = b"") -> bytes:
+    db = schema.encode()
+    return (struct.pack("<IIBHH", thread_id, 0, len(db), 0, len(status)) + status + db + b"\0" + sql.encode())
+
+
+def xid_body(xid: int) -> bytes:
+    return struct.pack("<Q", xid)
+
+
+def rotate_body(next_file: str, position: int = 4) -> bytes:
+    return struct.pack("<Q", position) + next_file.encode()
+
+
+def gtid_body(uuid: str | None, gno: int, *, last_committed: int = 0, sequence_number: int = 1,
+              commit_us: int = 1_700_000_000_000_000, original_commit_us: int | None = None,
+              transaction_length: int = 0, server_version: int = 80035, flags: int = 0) -> bytes:
+    """GTID_LOG_EVENT body (ANONYMOUS_GTID_LOG_EVENT with `uuid` None and gno 0), as MySQL 8.0 writes it."""
+    sid = bytes(16) if uuid is None else bytes.fromhex(uuid.replace("-", ""))
+    out = bytes([flags]) + sid + struct.pack("<qBqq", gno, 2, last_committed, sequence_number)
+    differ = original_commit_us is not None and original_commit_us != commit_us
+    out += (commit_us | (1 << 55 if differ else 0)).to_bytes(7, "little")
+    if differ:
+        out += original_commit_us.to_bytes(7, "little")  # type: ignore[union-attr]
+    out += packed(transaction_length)
+    out += struct.pack("<I", server_version)  # the same original server version: bit 31 clear
+    return out
+
+
+def previous_gtids_body(sets: dict[str, list[tuple[int, int]]]) -> bytes:
+    """PREVIOUS_GTIDS_LOG_EVENT body: {uuid: [(first, last), ...]} (intervals stored as [first, last + 1))."""
+    out = struct.pack("<Q", len(sets))
+    for uuid, intervals in sets.items():
+        out += bytes.fromhex(uuid.replace("-", "")) + struct.pack("<Q", len(intervals))
+        for first, last in intervals:
+            out += struct.pack("<qq", first, last + 1)
+    return out
+
+
+@dataclass
+class Col:
+    """A column of a table map: its type and metadata, and what the optional metadata says of it."""
+
+    name: str
+    type: int
+    meta: bytes = b""
+    nullable: bool = True
+    unsigned: bool = False
+    collation: int | None = None  # character columns (and ENUM/SET: the members' collation)
+    members: tuple[str, ...] = ()  # ENUM/SET
+    visible: bool = True
+
+
+def col_long(name: str, unsigned: bool = False, nullable: bool = False) -> Col:
+    return Col(name, LONG, nullable=nullable, unsigned=unsigned)
+
+
+def col_longlong(name: str, unsigned: bool = False) -> Col:
+    return Col(name, LONGLONG, unsigned=unsigned)
+
+
+def col_varchar(name: str, max_bytes: int, collation: int = 255) -> Col:
+    return Col(name, VARCHAR, struct.pack("<H", max_bytes), collation=collation)
+
+
+def col_json(name: str) -> Col:
+    return Col(name, JSON, bytes([4]))  # pack length 4 (field_json.h)
+
+
+def col_enum(name: str, members: tuple[str, ...], collation: int = 255) -> Col:
+    return Col(name, STRING, bytes([ENUM, 1 if len(members) < 256 else 2]), collation=collation, members=members)
+
+
+def col_set(name: str, members: tuple[str, ...], collation: int = 255) -> Col:
+    return Col(name, STRING, bytes([SET, (len(members) + 7) // 8]), collation=collation, members=members)
+
+
+def _is_numeric(c: Col) -> bool:
+    return c.type in (TINY, SHORT, LONG, LONGLONG, INT24, FLOAT, DOUBLE, NEWDECIMAL)
+
+
+def _is_character(c: Col) -> bool:
+    return c.collation is not None and not c.members
+
+
+def _bits_msb_first(flags: list[bool]) -> bytes:
+    out = bytearray((len(flags) + 7) // 8)
+    for i, f in enumerate(flags):
+        if f:
+            out[i // 8] |= 0x80 >> (i % 8)
+    return bytes(out)
+
+
+def _bits_lsb_first(flags: list[bool]) -> bytes:
+    out = bytearray((len(flags) + 7) // 8)
+    for i, f in enumerate(flags):
+        if f:
+            out[i // 8] |= 1 << (i % 8)
+    return bytes(out)
+
+
+def table_map_body(table_id: int, schema: str, table: str, cols: list[Col], primary_key: tuple[int, ...] = (),
+                   full_metadata: bool = True, visibility: bool = True) -> bytes:
+    """TABLE_MAP_EVENT body with the optional metadata of binlog_row_metadata=FULL (column charsets written
+    per column: COLUMN_CHARSET and ENUM_AND_SET_COLUMN_CHARSET)."""
+    meta = b"".join(c.meta for c in cols)
+    out = (table_id.to_bytes(6, "little") + struct.pack("<H", 1)
+           + bytes([len(schema.encode())]) + schema.encode() + b"\0"
+           + bytes([len(table.encode())]) + table.encode() + b"\0"
+           + packed(len(cols)) + bytes(c.type for c in cols) + packed(len(meta)) + meta
+           + _bits_lsb_first([c.nullable for c in cols]))
+
+    def tlv(kind: int, value: bytes) -> bytes:
+        return bytes([kind]) + packed(len(value)) + value
+
+    numeric = [c for c in cols if _is_numeric(c)]
+    if numeric:
+        out += tlv(1, _bits_msb_first([c.unsigned for c in numeric]))
+    chars = [c for c in cols if _is_character(c)]
+    if chars:
+        out += tlv(3, b"".join(packed(c.collation) for c in chars))  # type: ignore[arg-type]
+    if full_metadata:
+        out += tlv(4, b"".join(packed(len(c.name.encode())) + c.name.encode() for c in cols))
+        for kind, member_type in ((5, SET), (6, ENUM)):
+            of_kind = [c for c in cols if c.members and c.meta[0] == member_type]
+            if of_kind:
+                out += tlv(kind, b"".join(
+                    packed(len(c.members)) + b"".join(packed(len(m.encode())) + m.encode() for m in c.members)
+                    for c in of_kind))
+    if primary_key:
+        out += tlv(8, b"".join(packed(i) for i in primary_key))
+    enum_set = [c for c in cols if c.members]
+    if enum_set:
+        out += tlv(11, b"".join(packed(c.collation) for c in enum_set))  # type: ignore[arg-type]
+    if visibility:
+        out += tlv(12, _bits_msb_first([c.visible for c in cols]))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ row images
+
+
+def column_value(c: Col, v: Any) -> bytes:
+    """The row-image bytes of one non-NULL value of column `c` (v: int, str, or JSON binary bytes)."""
+    if c.type == LONG:
+        return struct.pack("<I" if c.unsigned else "<i", v)
+    if c.type == LONGLONG:
+        return struct.pack("<Q" if c.unsigned else "<q", v)
+    if c.type == VARCHAR:
+        raw = v.encode() if isinstance(v, str) else v
+        width = 1 if struct.unpack("<H", c.meta)[0] < 256 else 2
+        return len(raw).to_bytes(width, "little") + raw
+    if c.type == JSON:
+        return len(v).to_bytes(4, "little") + v
+    if c.type == STRING and c.members:
+        size = c.meta[1]
+        if c.meta[0] == ENUM:
+            return (c.members.index(v) + 1).to_bytes(size, "little")
+        mask = sum(1 << c.members.index(m) for m in v.split(",") if m)
+        return mask.to_bytes(size, "little")
+    raise ValueError(f"the writer has no encoder for column type {c.type}")
+
+
+def row_image(cols: list[Col], values: list[Any], present: list[bool] | None = None) -> bytes:
+    """Null bitmap (over the present columns) and the values of one image."""
+    present = present or [True] * len(cols)
+    shown = [(c, v) for c, v, p in zip(cols, values, present) if p]
+    nulls = _bits_lsb_first([v is None for _, v in shown])
+    return nulls + b"".join(column_value(c, v) for c, v in shown if v is not None)
+
+
+def rows_body(table_id: int, ncols: int, rows: bytes, bitmap2: bool = False, flags: int = 1) -> bytes:
+    """ROWS v2 / PARTIAL_UPDATE_ROWS body of row images `rows` over all `ncols` columns (no extra data)."""
+    bitmap = b"\xff" * (ncols // 8) + (bytes([(1 << (ncols % 8)) - 1]) if ncols % 8 else b"")
+    return (table_id.to_bytes(6, "little") + struct.pack("<HH", flags, 2) + packed(ncols) + bitmap
+            + (bitmap if bitmap2 else b"") + rows)
+
+
+def json_diff(op: int, path: str, value: bytes | None = None) -> bytes:
+    """One JSON diff (Json_diff::write_binary): operation, path, and (not for REMOVE) a JSON binary value."""
+    out = bytes([op]) + packed(len(path.encode())) + path.encode()
+    if op != REMOVE:
+        assert value is not None
+        out += packed(len(value)) + value
+    return out
+
+
+def partial_after_image(cols: list[Col], values: list[Any], diffs: dict[int, list[bytes]]) -> bytes:
+    """The after image of a PARTIAL_UPDATE_ROWS_EVENT row: value_options (PARTIAL_JSON when any diff), the
+    partial bits (one per JSON column of the table), then the image, where column i in `diffs` holds its
+    diff vector (4-byte length + diffs) instead of a full value."""
+    json_cols = [i for i, c in enumerate(cols) if c.type == JSON]
+    if not diffs:
+        return packed(0) + row_image(cols, values)
+    head = packed(PARTIAL_JSON_UPDATES) + _bits_lsb_first([i in diffs for i in json_cols])
+    nulls = _bits_lsb_first([v is None and i not in diffs for i, v in enumerate(values)])
+    body = b""
+    for i, (c, v) in enumerate(zip(cols, values)):
+        if i in diffs:
+            vector = b"".join(diffs[i])
+            body += len(vector).to_bytes(4, "little") + vector
+        elif v is not None:
+            body += column_value(c, v)
+    return head + nulls + body
+
+
+def payload_body(inner: bytes, level: int = 3) -> bytes:
+    """TRANSACTION_PAYLOAD_EVENT body: the zstd frame of the transaction's events `inner` (each written without
+    checksum) after the payload data header."""
+    import zstandard
+
+    frame = zstandard.ZstdCompressor(level=level).compress(inner)
+
+    def field(kind: int, value: int) -> bytes:
+        return packed(kind) + packed(len(packed(value))) + packed(value)
+
+    return field(2, 0) + field(3, len(inner)) + field(1, len(frame)) + packed(0) + frame
+
+
+# ------------------------------------------------------------------------------------------ files
+
+
+@dataclass
+class BinlogFile:
+    """A MySQL 8 binlog file being written: magic, FORMAT_DESCRIPTION_EVENT, PREVIOUS_GTIDS_LOG_EVENT, then the
+    events added; each event's log_pos is the position after it. `offsets` holds every event's position."""
+
+    name: str = "binlog.000001"
+    checksum: bool = True
+    server_id: int = 1
+    data: bytearray = field(default_factory=lambda: bytearray(MAGIC))
+    offsets: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        # the FORMAT_DESCRIPTION_EVENT always carries the checksum algorithm byte and (CRC32) its own CRC
+        fde = format_description_body(checksum=self.checksum)
+        self.add(FORMAT_DESCRIPTION_EVENT, fde, checksum=True, flags=1)
+        self.add(PREVIOUS_GTIDS_LOG_EVENT, previous_gtids_body({}))
+
+    def add(self, type_code: int, body: bytes, *, checksum: bool | None = None, flags: int = 0,
+            timestamp: int = 1_700_000_000) -> int:
+        """Append one event; returns its position."""
+        at = len(self.data)
+        crc = self.checksum if checksum is None else checksum
+        end = at + HEADER_LEN + len(body) + (4 if crc else 0)
+        self.data += event(type_code, body, end, timestamp=timestamp, server_id=self.server_id, flags=flags,
+                           checksum=crc)
+        self.offsets.append(at)
+        return at
+
+    def add_payload(self, inner_events: list[tuple[int, bytes]], timestamp: int = 1_700_000_000) -> int:
+        """Append a TRANSACTION_PAYLOAD_EVENT holding `inner_events` ((type, body) each): inner events carry no
+        checksum and log_pos 0; returns the payload event's position."""
+        inner = b"".join(event(t, b, 0, timestamp=timestamp, server_id=self.server_id, checksum=False)
+                         for t, b in inner_events)
+        return self.add(TRANSACTION_PAYLOAD_EVENT, payload_body(inner), timestamp=timestamp)
+
+    def bytes(self) -> bytes:
+        return bytes(self.data)
+
+
+# ------------------------------------------------------------------------------------------ JSON binary
+
+
+class JsonType:
+    """A JSON scalar written with an explicit binary type (0x05..0x0a int16..uint64, 0x0b double)."""
+
+    def __init__(self, code: int, value: Any) -> None:
+        self.code, self.value = code, value
+
+
+INT16, UINT16, INT32, UINT32, INT64, UINT64, DOUBLE_T, STRING_T, OPAQUE = 5, 6, 7, 8, 9, 10, 11, 12, 15
+_INT_FORMATS = {INT16: "<h", UINT16: "<H", INT32: "<i", UINT32: "<I", INT64: "<q", UINT64: "<Q", DOUBLE_T: "<d"}
+
+
+class Opaque:
+    """A JSON opaque value: MySQL column type `field_type` and its bytes."""
+
+    def __init__(self, field_type: int, data: bytes) -> None:
+        self.field_type, self.data = field_type, data
+
+
+def _varlen(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def decimal_binary(value: decimal.Decimal, precision: int, scale: int) -> bytes:
+    """MySQL's binary DECIMAL(precision, scale) (decimal2bin): 9-digit groups of 4 bytes, partial groups of
+    1-4 bytes, sign bit flipped, every byte inverted for negatives."""
+    dig2bytes = (0, 1, 1, 2, 2, 3, 3, 4, 4, 4)
+    exact = decimal.Context(prec=100)
+    sign, digits, _ = value.quantize(decimal.Decimal(1).scaleb(-scale), context=exact).as_tuple()
+    text = "".join(map(str, digits)).rjust(precision, "0")
+    intg, frac = text[: precision - scale], text[precision - scale:]
+    out = bytearray()
+    lead = len(intg) % 9
+    if lead:
+        out += int(intg[:lead]).to_bytes(dig2bytes[lead], "big")
+    for i in range(lead, len(intg), 9):
+        out += int(intg[i: i + 9]).to_bytes(4, "big")
+    full = len(frac) // 9 * 9
+    for i in range(0, full, 9):
+        out += int(frac[i: i + 9]).to_bytes(4, "big")
+    if len(frac) > full:
+        out += int(frac[full:]).to_bytes(dig2bytes[len(frac) - full], "big")
+    if sign:
+        out = bytearray(b ^ 0xFF for b in out)
+    out[0] ^= 0x80
+    return bytes(out)
+
+
+def opaque_decimal(text: str, precision: int | None = None, scale: int | None = None) -> Opaque:
+    d = decimal.Decimal(text)
+    exp = -d.as_tuple().exponent  # type: ignore[operator]
+    scale = max(exp, 0) if scale is None else scale
+    ndigits = len(d.as_tuple().digits)
+    precision = max(ndigits, scale + 1) if precision is None else precision
+    return Opaque(NEWDECIMAL, bytes([precision, scale]) + decimal_binary(d, precision, scale))
+
+
+def _datetime_packed(y: int, mo: int, d: int, h: int, mi: int, s: int, us: int) -> int:
+    ymd = ((y * 13 + mo) << 5) | d
+    hms = (h << 12) | (mi << 6) | s
+    return ((ymd << 17 | hms) << 24) + us
+
+
+def opaque_date(d: dt.date) -> Opaque:
+    return Opaque(10, struct.pack("<q", _datetime_packed(d.year, d.month, d.day, 0, 0, 0, 0)))
+
+
+def opaque_datetime(t: dt.datetime, field_type: int = 12) -> Opaque:
+    """DATETIME (12) or TIMESTAMP (7)."""
+    return Opaque(field_type, struct.pack("<q", _datetime_packed(t.year, t.month, t.day, t.hour, t.minute, t.second,
+                                                                 t.microsecond)))
+
+
+def opaque_time(hours: int, minutes: int, seconds: int, us: int = 0, negative: bool = False) -> Opaque:
+    packed_time = (((hours << 12) | (minutes << 6) | seconds) << 24) + us
+    return Opaque(11, struct.pack("<q", -packed_time if negative else packed_time))
+
+
+def mysql_key_order(keys: list[str]) -> list[str]:
+    """Object keys in the order MySQL stores them: shorter first, then by their utf8mb4 bytes."""
+    return sorted(keys, key=lambda k: (len(k.encode()), k.encode()))
+
+
+def json_binary(value: Any, large: bool = False) -> bytes:
+    """A JSON document as MySQL stores it: type byte + value. dict -> object (keys in MySQL's order), list ->
+    array, None/True/False -> literal, int -> int16/int32/int64 (uint64 past int64), float -> double, str ->
+    string, JsonType/Opaque as given. `large` forces the large format for every container."""
+    t, data = _json_value(value, large)
+    return bytes([t]) + data
+
+
+def _json_value(v: Any, large: bool) -> tuple[int, bytes]:
+    if isinstance(v, dict):
+        return _container(v, large, True)
+    if isinstance(v, list):
+        return _container(v, large, False)
+    if v is None or isinstance(v, bool):
+        return 4, bytes([0 if v is None else 1 if v else 2])
+    if isinstance(v, JsonType):
+        if v.code == STRING_T:
+            raw = v.value.encode()
+            return STRING_T, _varlen(len(raw)) + raw
+        return v.code, struct.pack(_INT_FORMATS[v.code], v.value)
+    if isinstance(v, int):
+        for code in (INT16, INT32, INT64):
+            lo = -(1 << (8 * struct.calcsize(_INT_FORMATS[code]) - 1))
+            if lo <= v < -lo:
+                return code, struct.pack(_INT_FORMATS[code], v)
+        return UINT64, struct.pack("<Q", v)
+    if isinstance(v, float):
+        return DOUBLE_T, struct.pack("<d", v)
+    if isinstance(v, str):
+        raw = v.encode()
+        return STRING_T, _varlen(len(raw)) + raw
+    if isinstance(v, Opaque):
+        return OPAQUE, bytes([v.field_type]) + _varlen(len(v.data)) + v.data
+    raise TypeError(f"no JSON binary form for {type(v).__name__}")
+
+
+def _inlined(code: int, large: bool) -> bool:
+    return code in (4, INT16, UINT16) or (large and code in (INT32, UINT32))
+
+
+def _container(v: Any, large: bool, is_object: bool) -> tuple[int, bytes]:
+    items = [(k, v[k]) for k in mysql_key_order(list(v))] if is_object else [(None, x) for x in v]
+    for big in ((True,) if large else (False, True)):
+        osz = 4 if big else 2
+        n = len(items)
+        header = 2 * osz + n * (1 + osz) + (n * (osz + 2) if is_object else 0)
+        keys = b"".join(k.encode() for k, _ in items) if is_object else b""
+        key_entries = b""
+        pos = header
+        for k, _ in items:
+            if is_object:
+                raw = k.encode()
+                key_entries += pos.to_bytes(osz, "little") + len(raw).to_bytes(2, "little")
+                pos += len(raw)
+        value_entries = b""
+        values = b""
+        for _, x in items:
+            code, data = _json_value(x, large)
+            if _inlined(code, big):
+                value_entries += bytes([code]) + data.ljust(osz, b"\0")
+            else:
+                offset = pos + len(values)
+                if offset >= 1 << 8 * osz:
+                    break
+                value_entries += bytes([code]) + offset.to_bytes(osz, "little")
+                values += data
+        else:
+            offset = 0
+        size = header + len(keys) + len(values)
+        if len(value_entries) < n * (1 + osz) or (not big and size > 0xFFFF):
+            continue
+        body = n.to_bytes(osz, "little") + size.to_bytes(osz, "little") + key_entries + value_entries + keys + values
+        return (1 if is_object else 3) if big else (0 if is_object else 2), body
+    raise AssertionError("unreachable")
