@@ -26,6 +26,7 @@ HEARTBEAT_EVENT = 27
 WRITE_ROWS_V2, UPDATE_ROWS_V2, DELETE_ROWS_V2 = 30, 31, 32
 GTID_EVENT = 33
 XA_PREPARE_EVENT = 38
+TRANSACTION_PAYLOAD_EVENT = 40
 HEARTBEAT_EVENT_V2 = 41
 MARIADB_GTID_EVENT = 162
 QUERY_COMPRESSED_EVENT = 165
@@ -111,8 +112,8 @@ EVENT_TYPES: dict[int, EventType] = _table(
      "supported yet (use ordinary transactions, or XA COMMIT ... ONE PHASE)"),
     (39, "PARTIAL_UPDATE_ROWS_EVENT", REFUSED,
      "JSON partial update (binlog_row_value_options=PARTIAL_JSON): set binlog_row_value_options=''"),
-    (40, "TRANSACTION_PAYLOAD_EVENT", REFUSED,
-     "compressed transaction (binlog_transaction_compression=ON): set binlog_transaction_compression=OFF"),
+    (TRANSACTION_PAYLOAD_EVENT, "TRANSACTION_PAYLOAD_EVENT", DECODED,
+     "a compressed transaction (binlog_transaction_compression=ON): its inner events are decoded"),
     (HEARTBEAT_EVENT_V2, "HEARTBEAT_LOG_EVENT_V2", DECODED, "no event for a while (the stream is idle)"),
     (42, "GTID_TAGGED_LOG_EVENT", REFUSED, "GTID with a tag (MySQL 8.4+ tagged GTIDs): use untagged GTIDs"),
     (160, "ANNOTATE_ROWS_EVENT", IGNORED, "the SQL text of the next rows events (binlog_annotate_row_events)"),

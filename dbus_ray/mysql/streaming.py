@@ -27,6 +27,7 @@ from dbus_ray.mysql.batches import Segment, runs
 from dbus_ray.mysql.ddl import OSC_RE, DdlLayout, ddl_target, renamed_tables
 from dbus_ray.mysql.history import binlog_refusal, format_state, parse_state
 from dbus_ray.mysql.offset import BinlogOffset, binlog_index
+from dbus_ray.mysql.payload import inner_events
 from dbus_ray.mysql.schema import TableSchema
 
 log = logging.getLogger("dbus.mysql")
@@ -307,6 +308,8 @@ class BinlogStream:
             self._begin(offset, gtid, began=not (flags & 1))
         elif t == et.XID_EVENT:
             self._end()
+        elif t == et.TRANSACTION_PAYLOAD_EVENT:
+            self._payload(ev, offset)
         elif t == et.GTID_EVENT:
             self._begin(offset, rp.mysql_gtid(ev), began=False)
         elif t in et.QUERIES:
@@ -324,6 +327,17 @@ class BinlogStream:
             self.next_pos = end
             if not self.reached and self.txn is None:
                 self._check_reached(end)
+
+    def _payload(self, ev: rp.RawEvent, offset: int) -> None:
+        """A MySQL 8 compressed transaction: its inner events, each at the payload's position (`next_pos` is
+        `offset` until the payload is done; `dbus_ray.mysql.payload`)."""
+        try:
+            inner = inner_events(ev)
+        except ValueError as exc:
+            raise DecodeError(f"binlog {self.file}:{offset}: cannot read the transaction payload: {exc}") from None
+        self.next_pos = offset  # also after an ignored ANONYMOUS_GTID event: a BEGIN inside starts here
+        for event in inner:
+            self._handle(event)
 
     def _rows(self, ev: rp.RawEvent, offset: int) -> None:
         table_id, _flags, _ncols, bitmap, bitmap2, pos = rp.rows_body(ev)
