@@ -72,10 +72,15 @@ def packed(n: int) -> bytes:
 def event(type_code: int, body: bytes, log_pos: int = 0, *, timestamp: int = 1_700_000_000, server_id: int = 1,
           flags: int = 0, checksum: bool = True) -> bytes:
     """One event: common header, body and (with `checksum`) the CRC32 of both. `log_pos` is the position
-    after the event (end_log_pos)."""
+    after the event (end_log_pos). A FORMAT_DESCRIPTION_EVENT's CRC is computed with LOG_EVENT_BINLOG_IN_USE_F
+    (flag 1) clear, as MySQL does (the flag is set while the file is open and cleared in place at close)."""
     size = HEADER_LEN + len(body) + (4 if checksum else 0)
     data = struct.pack("<IBIIIH", timestamp, type_code, server_id, size, log_pos, flags) + body
-    return data + struct.pack("<I", zlib.crc32(data)) if checksum else data
+    if not checksum:
+        return data
+    crc_flags = flags & ~1 if type_code == FORMAT_DESCRIPTION_EVENT else flags
+    crc = zlib.crc32(struct.pack("<IBIIIH", timestamp, type_code, server_id, size, log_pos, crc_flags) + body)
+    return data + struct.pack("<I", crc)
 
 
 # ------------------------------------------------------------------------------------------ event bodies
