@@ -27,6 +27,7 @@ from dbus_ray.mysql.batches import Segment, runs
 from dbus_ray.mysql.ddl import OSC_RE, DdlLayout, ddl_target, renamed_tables
 from dbus_ray.mysql.history import binlog_refusal, format_state, parse_state
 from dbus_ray.mysql.offset import BinlogOffset, binlog_index
+from dbus_ray.mysql.partial import read_partial_rows
 from dbus_ray.mysql.payload import inner_events
 from dbus_ray.mysql.schema import TableSchema
 
@@ -356,7 +357,10 @@ class BinlogStream:
                 except ValueError as exc:
                     raise DecodeError(f"{op} rows event of {layout.db}.{layout.table}: {exc}") from None
                 pos, end = 0, len(data)
-            before, after = layout.read_rows(data, op, bitmap, bitmap2, pos, end)
+            if ev.type == et.PARTIAL_UPDATE_ROWS:  # binlog_row_value_options=PARTIAL_JSON: JSON after values are diffs
+                before, after = read_partial_rows(layout, data, bitmap, bitmap2, pos, end)  # type: ignore[arg-type]
+            else:
+                before, after = layout.read_rows(data, op, bitmap, bitmap2, pos, end)
         except DecodeError as exc:
             raise DecodeError(f"binlog {self.file}:{offset}: {exc}") from None
         n = len((after if after is not None else before)[0])  # type: ignore[index]

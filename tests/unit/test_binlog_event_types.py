@@ -45,14 +45,13 @@ def test_the_decoded_types_are_the_ones_the_stream_dispatches() -> None:
 
 
 def test_row_changing_and_lossy_types_are_never_ignored() -> None:
-    for code in (6, 17, 18, 20, 26, 38, 39):  # LOAD DATA, pre-GA rows, incident, XA, partial JSON
+    for code in (6, 17, 18, 20, 26, 38):  # LOAD DATA, pre-GA rows, incident, XA
         assert et.EVENT_TYPES[code].kind == et.REFUSED
 
 
 @pytest.mark.parametrize(("code", "expected"), [
-    (39, "binlog binlog.000007:1234: event type 39 PARTIAL_UPDATE_ROWS_EVENT cannot be read: JSON partial "
-         "update (binlog_row_value_options=PARTIAL_JSON): set binlog_row_value_options=''; the pipeline stops "
-         "before it"),
+    (26, "binlog binlog.000007:1234: event type 26 INCIDENT_EVENT cannot be read: the server lost changes here "
+         "(an incident: the binlog is incomplete); the pipeline stops before it"),
     (200, "binlog binlog.000007:1234: event type 200 (unknown to this version of dbus) cannot be read: a server "
           "newer than the source, or a corrupt binlog; the pipeline stops before it"),
 ])
