@@ -21,6 +21,16 @@ from dbus_ray.mysql.ddl import OSC_RE, change_type
 from dbus_ray.mysql.schema_history import SchemaHistory
 
 
+def key_indexes(table_map: Any) -> list[int]:
+    """The primary key's column indexes in the key's order, from a TABLE_MAP event's optional metadata
+    (SIMPLE_PRIMARY_KEY, or PRIMARY_KEY_WITH_PREFIX for a key on column prefixes); [] when it has none
+    (python-mysql-replication's own `primary_key` lists key columns in table order, and none for a prefix key)."""
+    meta = getattr(table_map, "optional_metadata", None)
+    if meta is None:
+        return []
+    return list(meta.simple_primary_key_list or meta.primary_keys_with_prefix or [])
+
+
 class TableSchema:
     """The stream's table definitions. `live(file, offset)` says whether the stream at that position is
     caught up with where the server was at open (information_schema then describes the tables as of
@@ -53,6 +63,7 @@ class TableSchema:
                     table_map = replica.table_map_event(ev)
                     table_obj = table_map.get_table()
                     table_obj.null_bitmask = table_map.null_bitmask  # NOT NULL columns, for column metadata
+                    table_obj.key_indexes = key_indexes(table_map)
                     layout = self.layout_of(table_obj, db, table, file, offset, live)
                 except (DecodeError, ValueError, IndexError, KeyError, struct.error) as exc:
                     raise DecodeError(
@@ -73,8 +84,12 @@ class TableSchema:
         cols = table_obj.columns
         names: list[str] | None = None
         if all(c.name for c in cols):
-            pk = table_obj.primary_key
-            key = (pk,) if isinstance(pk, str) and pk else tuple(pk) if pk else ()
+            indexes = getattr(table_obj, "key_indexes", None)
+            if indexes and all(i < len(cols) for i in indexes):
+                key = tuple(cols[i].name for i in indexes)
+            else:
+                pk = table_obj.primary_key
+                key = (pk,) if isinstance(pk, str) and pk else tuple(pk) if pk else ()
         else:
             names, key = self.names_at(db, table, len(cols), file, offset, live)
         return Layout(db, table, columns_of(table_obj, names), key)

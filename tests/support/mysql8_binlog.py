@@ -145,8 +145,12 @@ class Col:
     visible: bool = True
 
 
-def col_long(name: str, unsigned: bool = False, nullable: bool = False) -> Col:
-    return Col(name, LONG, nullable=nullable, unsigned=unsigned)
+def col_long(name: str, unsigned: bool = False, nullable: bool = False, visible: bool = True) -> Col:
+    return Col(name, LONG, nullable=nullable, unsigned=unsigned, visible=visible)
+
+
+def col_tiny(name: str, unsigned: bool = False) -> Col:
+    return Col(name, TINY, unsigned=unsigned)
 
 
 def col_longlong(name: str, unsigned: bool = False) -> Col:
@@ -194,9 +198,14 @@ def _bits_lsb_first(flags: list[bool]) -> bytes:
 
 
 def table_map_body(table_id: int, schema: str, table: str, cols: list[Col], primary_key: tuple[int, ...] = (),
-                   full_metadata: bool = True, visibility: bool = True) -> bytes:
-    """TABLE_MAP_EVENT body with the optional metadata of binlog_row_metadata=FULL (column charsets written
-    per column: COLUMN_CHARSET and ENUM_AND_SET_COLUMN_CHARSET)."""
+                   full_metadata: bool = True, visibility: bool = True, default_charsets: bool = False,
+                   key_prefixes: dict[int, int] | None = None) -> bytes:
+    """TABLE_MAP_EVENT body with the optional metadata of binlog_row_metadata=FULL (MINIMAL without
+    `full_metadata`). Charsets per column (COLUMN_CHARSET, ENUM_AND_SET_COLUMN_CHARSET), or with
+    `default_charsets` as MySQL writes them when most columns share one (DEFAULT_CHARSET,
+    ENUM_AND_SET_DEFAULT_CHARSET: the most used collation, then (index among those columns, collation) of the
+    others). `primary_key`: column indexes in key order (SIMPLE_PRIMARY_KEY), or with `key_prefixes`
+    {column index: prefix length in characters, 0 whole} PRIMARY_KEY_WITH_PREFIX."""
     meta = b"".join(c.meta for c in cols)
     out = (table_id.to_bytes(6, "little") + struct.pack("<H", 1)
            + bytes([len(schema.encode())]) + schema.encode() + b"\0"
@@ -210,9 +219,17 @@ def table_map_body(table_id: int, schema: str, table: str, cols: list[Col], prim
     numeric = [c for c in cols if _is_numeric(c)]
     if numeric:
         out += tlv(1, _bits_msb_first([c.unsigned for c in numeric]))
+    def charsets(of: list[Col], per_column: int, default: int) -> bytes:
+        collations = [c.collation for c in of]
+        if not default_charsets:
+            return tlv(per_column, b"".join(packed(x) for x in collations))  # type: ignore[arg-type]
+        most = max(collations, key=collations.count)
+        return tlv(default, packed(most) + b"".join(  # type: ignore[arg-type]
+            packed(i) + packed(x) for i, x in enumerate(collations) if x != most))  # type: ignore[arg-type]
+
     chars = [c for c in cols if _is_character(c)]
     if chars:
-        out += tlv(3, b"".join(packed(c.collation) for c in chars))  # type: ignore[arg-type]
+        out += charsets(chars, 3, 2)
     if full_metadata:
         out += tlv(4, b"".join(packed(len(c.name.encode())) + c.name.encode() for c in cols))
         for kind, member_type in ((5, SET), (6, ENUM)):
@@ -221,12 +238,15 @@ def table_map_body(table_id: int, schema: str, table: str, cols: list[Col], prim
                 out += tlv(kind, b"".join(
                     packed(len(c.members)) + b"".join(packed(len(m.encode())) + m.encode() for m in c.members)
                     for c in of_kind))
-    if primary_key:
-        out += tlv(8, b"".join(packed(i) for i in primary_key))
+    if primary_key and full_metadata:
+        if key_prefixes is None:
+            out += tlv(8, b"".join(packed(i) for i in primary_key))
+        else:
+            out += tlv(9, b"".join(packed(i) + packed(key_prefixes.get(i, 0)) for i in primary_key))
     enum_set = [c for c in cols if c.members]
-    if enum_set:
-        out += tlv(11, b"".join(packed(c.collation) for c in enum_set))  # type: ignore[arg-type]
-    if visibility:
+    if enum_set and full_metadata:
+        out += charsets(enum_set, 11, 10)
+    if visibility and full_metadata:
         out += tlv(12, _bits_msb_first([c.visible for c in cols]))
     return out
 
@@ -234,14 +254,21 @@ def table_map_body(table_id: int, schema: str, table: str, cols: list[Col], prim
 # ------------------------------------------------------------------------------------------ row images
 
 
+#: collation id -> Python codec of the values the writer encodes (MySQL's `SHOW COLLATION`: 8 latin1_swedish_ci, 33
+#: utf8mb3_general_ci, 45/46/255 utf8mb4, 63 binary)
+_CODECS = {8: "latin-1", 33: "utf-8", 45: "utf-8", 46: "utf-8", 255: "utf-8", 63: "latin-1"}
+
+
 def column_value(c: Col, v: Any) -> bytes:
     """The row-image bytes of one non-NULL value of column `c` (v: int, str, or JSON binary bytes)."""
+    if c.type == TINY:
+        return struct.pack("<B" if c.unsigned else "<b", v)
     if c.type == LONG:
         return struct.pack("<I" if c.unsigned else "<i", v)
     if c.type == LONGLONG:
         return struct.pack("<Q" if c.unsigned else "<q", v)
     if c.type == VARCHAR:
-        raw = v.encode() if isinstance(v, str) else v
+        raw = v.encode(_CODECS.get(c.collation or 255, "utf-8")) if isinstance(v, str) else v
         width = 1 if struct.unpack("<H", c.meta)[0] < 256 else 2
         return len(raw).to_bytes(width, "little") + raw
     if c.type == JSON:
