@@ -14,6 +14,7 @@ index in the transaction, as every row is: see `dbus_ray.mysql.offset`). Each in
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 
@@ -65,10 +66,13 @@ def decompress(ctype: int, uncompressed: int, payload: bytes) -> bytes:
     import zstandard
 
     limit = uncompressed if 0 <= uncompressed <= MAX_UNCOMPRESSED else MAX_UNCOMPRESSED
-    try:
-        out = zstandard.ZstdDecompressor().decompress(payload, max_output_size=limit)
+    try:  # streamed: a frame without its content size, or several frames, decode too
+        with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(payload), read_across_frames=True) as reader:
+            out = reader.read(limit + 1)
     except zstandard.ZstdError as exc:
         raise ValueError(f"corrupt zstd transaction payload: {exc}") from None
+    if len(out) > limit:
+        raise ValueError(f"transaction payload holds more than {limit} bytes")
     if uncompressed >= 0 and len(out) != uncompressed:
         raise ValueError(f"transaction payload holds {len(out)} bytes, its header says {uncompressed}")
     return out

@@ -325,12 +325,18 @@ def partial_after_image(cols: list[Col], values: list[Any], diffs: dict[int, lis
     return head + nulls + body
 
 
-def payload_body(inner: bytes, level: int = 3) -> bytes:
+def payload_body(inner: bytes, level: int = 3, streamed: bool = False) -> bytes:
     """TRANSACTION_PAYLOAD_EVENT body: the zstd frame of the transaction's events `inner` (each written without
-    checksum) after the payload data header."""
+    checksum) after the payload data header; `streamed`: compressed in pieces as MySQL's streaming compressor
+    does (a frame without its content size in the header)."""
     import zstandard
 
-    frame = zstandard.ZstdCompressor(level=level).compress(inner)
+    if streamed:
+        compressor = zstandard.ZstdCompressor(level=level, write_content_size=False).compressobj()
+        frame = b"".join(compressor.compress(inner[i : i + 100]) for i in range(0, len(inner), 100))
+        frame += compressor.flush()
+    else:
+        frame = zstandard.ZstdCompressor(level=level).compress(inner)
 
     def field(kind: int, value: int) -> bytes:
         return packed(kind) + packed(len(packed(value))) + packed(value)
@@ -369,12 +375,13 @@ class BinlogFile:
         self.offsets.append(at)
         return at
 
-    def add_payload(self, inner_events: list[tuple[int, bytes]], timestamp: int = 1_700_000_000) -> int:
+    def add_payload(self, inner_events: list[tuple[int, bytes]], timestamp: int = 1_700_000_000,
+                    streamed: bool = False) -> int:
         """Append a TRANSACTION_PAYLOAD_EVENT holding `inner_events` ((type, body) each): inner events carry no
         checksum and log_pos 0; returns the payload event's position."""
         inner = b"".join(event(t, b, 0, timestamp=timestamp, server_id=self.server_id, checksum=False)
                          for t, b in inner_events)
-        return self.add(TRANSACTION_PAYLOAD_EVENT, payload_body(inner), timestamp=timestamp)
+        return self.add(TRANSACTION_PAYLOAD_EVENT, payload_body(inner, streamed=streamed), timestamp=timestamp)
 
     def bytes(self) -> bytes:
         return bytes(self.data)

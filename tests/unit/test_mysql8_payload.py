@@ -169,3 +169,17 @@ def test_a_corrupt_payload_is_refused_naming_its_position(monkeypatch: pytest.Mo
     stream = open_stream(monkeypatch, {"binlog.000001": bytes(data)}, BinlogOffset("binlog.000001", 4))
     with pytest.raises(DecodeError, match=rf"^binlog binlog.000001:{at}: cannot read the transaction payload: "):
         read_all(stream)
+
+
+def test_a_streamed_zstd_frame_without_content_size_decodes(monkeypatch: pytest.MonkeyPatch) -> None:
+    f = w.BinlogFile()
+    f.add(w.GTID_LOG_EVENT, w.gtid_body(SERVER_UUID, 1))
+    at = f.add_payload([(w.QUERY_EVENT, w.query_body("BEGIN")), (w.TABLE_MAP_EVENT, table_map()),
+                        (w.WRITE_ROWS, write([R1, R2, R3])), (w.XID_EVENT, w.xid_body(1))], streamed=True)
+    import zstandard
+
+    event = f.bytes()[at:-4]
+    frame = event[event.index(b"\x28\xb5\x2f\xfd"):]
+    assert zstandard.frame_content_size(frame) == -1  # the frame does not say its size
+    rows = read_all(open_stream(monkeypatch, {"binlog.000001": f.bytes()}, BinlogOffset("binlog.000001", 4)))
+    assert [r["after"] for r in rows] == [as_image(R1), as_image(R2), as_image(R3)]
