@@ -37,7 +37,7 @@ def to_text(data: bytes) -> str:
     if not data:
         return "null"
     try:
-        return _value(data[0], data, 1, len(data), 0)
+        return _value(data[0], data, 1, len(data), 0, [len(data)])
     except (IndexError, ValueError, struct.error, UnicodeDecodeError, decimal.InvalidOperation) as exc:
         raise ValueError(f"corrupt MySQL binary JSON: {type(exc).__name__}: {exc}") from None
 
@@ -61,12 +61,20 @@ def _varlen(buf: bytes, pos: int) -> tuple[int, int]:
     raise ValueError("data length of more than 5 bytes")
 
 
-def _value(t: int, buf: bytes, pos: int, end: int, depth: int) -> str:
-    """The value of type `t` whose bytes start at `pos` (a container ends at `end`)."""
+def _value(t: int, buf: bytes, pos: int, end: int, depth: int, budget: list[int]) -> str:
+    """The value of type `t` whose bytes start at `pos` (a container ends at `end`). `budget`: values left to
+    read; a document holds fewer values than bytes, so more means entries share values (corrupt bytes that
+    would take exponential time)."""
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise ValueError("more values than bytes: value entries overlap")
     if t in (0, 1, 2, 3):
-        return _container(t, buf, pos, end, depth)
+        return _container(t, buf, pos, end, depth, budget)
     if t == 4:
-        return _LITERALS[buf[pos]]
+        literal = _LITERALS.get(buf[pos])
+        if literal is None:
+            raise ValueError(f"unknown JSON literal {buf[pos]}")
+        return literal
     if t in _INTS:
         return str(struct.unpack_from(_INTS[t], buf, pos)[0])
     if t == 11:
@@ -85,7 +93,7 @@ def _value(t: int, buf: bytes, pos: int, end: int, depth: int) -> str:
     raise ValueError(f"unknown JSON value type {t}")
 
 
-def _container(t: int, buf: bytes, pos: int, end: int, depth: int) -> str:
+def _container(t: int, buf: bytes, pos: int, end: int, depth: int, budget: list[int]) -> str:
     if depth >= DEPTH_LIMIT:
         raise ValueError(f"nested deeper than {DEPTH_LIMIT}")
     large = t in (1, 3)
@@ -105,12 +113,12 @@ def _container(t: int, buf: bytes, pos: int, end: int, depth: int) -> str:
         entry = value_entries + i * (1 + osz)
         vt = buf[entry]
         if vt == 4 or vt in (5, 6) or (large and vt in (7, 8)):
-            value = _value(vt, buf, entry + 1, pos + size, depth + 1)
+            value = _value(vt, buf, entry + 1, pos + size, depth + 1, budget)
         else:
             offset = struct.unpack_from(fmt, buf, entry + 1)[0]
             if offset >= size:
                 raise ValueError(f"value offset {offset} past the container's {size} bytes")
-            value = _value(vt, buf, pos + offset, pos + size, depth + 1)
+            value = _value(vt, buf, pos + offset, pos + size, depth + 1, budget)
         if is_object:
             ko, kn = struct.unpack_from(fmt + "H", buf, key_entries + i * (osz + 2))
             if ko + kn > size:

@@ -178,3 +178,84 @@ def test_json_column_in_a_row_image() -> None:
     image = b"\x00" + (1).to_bytes(4, "little") + len(doc).to_bytes(4, "little") + doc
     layout = Layout("s", "t", [ColumnDef("id", LONG), ColumnDef("j", JSON, length_size=4)], ("id",))
     assert layout.read_rows(image, "insert", b"\x03")[1] == [[1], ['{"a": 1, "b": 2}']]
+
+
+# ------------------------------------------------------------------------------------------ properties
+
+from datetime import timedelta  # noqa: E402
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+PROPERTY = settings(max_examples=200, deadline=timedelta(seconds=2), derandomize=True, database=None,
+                    suppress_health_check=[HealthCheck.too_slow])
+TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=20)
+SCALARS = (st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1)
+           | st.floats(allow_nan=False, allow_infinity=False) | TEXT)
+DOCS = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=6) | st.dictionaries(TEXT, inner, max_size=6),
+                    max_leaves=30)
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal JSON values, bool and int kept apart, float -0.0 == 0.0 allowed."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    return type(a) is type(b) and a == b
+
+
+def key_orders(v: Any) -> list[list[str]]:
+    if isinstance(v, dict):
+        return [list(v)] + [o for x in v.values() for o in key_orders(x)]
+    if isinstance(v, list):
+        return [o for x in v for o in key_orders(x)]
+    return []
+
+
+@PROPERTY
+@given(DOCS, st.booleans())
+def test_any_document_round_trips_and_agrees_with_stock(value: Any, large: bool) -> None:
+    """A document written in MySQL's binary JSON reads back as the same value (doubles printed by my_gcvt read
+    back exactly), with object keys in MySQL's order, and stock's parse agrees value by value."""
+    doc = json_binary(value, large=large)
+    text = to_text(doc)
+    back = json.loads(text)
+    assert same(back, value), text
+    for keys in key_orders(json.loads(text, object_pairs_hook=lambda pairs: dict(pairs))):
+        assert keys == w.mysql_key_order(keys)
+    agree(parsed(text), stock_value(doc))
+
+
+@PROPERTY
+@given(st.binary(min_size=1, max_size=200))
+def test_random_bytes_decode_or_raise_value_error(data: bytes) -> None:
+    try:
+        assert isinstance(to_text(data), str)
+    except ValueError:
+        pass
+
+
+@PROPERTY
+@given(DOCS, st.data())
+def test_corrupted_documents_decode_or_raise_value_error(value: Any, data: st.DataObject) -> None:
+    doc = bytearray(json_binary(value))
+    for _ in range(data.draw(st.integers(1, 4))):
+        doc[data.draw(st.integers(0, len(doc) - 1))] = data.draw(st.integers(0, 255))
+    try:
+        assert isinstance(to_text(bytes(doc)), str)
+    except ValueError:
+        pass
+
+
+def test_entries_sharing_one_value_are_refused_not_explored() -> None:
+    """20 nested small arrays whose two entries point at the same child would take 2**20 visits."""
+    child = bytes([2]) + (0).to_bytes(2, "little") + (4).to_bytes(2, "little")  # an empty array (type + body)
+    body = child[1:]
+    for _ in range(20):
+        size = 4 + 2 * 3 + len(body)
+        body = ((2).to_bytes(2, "little") + size.to_bytes(2, "little")
+                + bytes([2]) + (10).to_bytes(2, "little") + bytes([2]) + (10).to_bytes(2, "little") + body)
+    doc = bytes([2]) + body
+    with pytest.raises(ValueError, match="value entries overlap"):
+        to_text(doc)
