@@ -183,3 +183,21 @@ def test_a_streamed_zstd_frame_without_content_size_decodes(monkeypatch: pytest.
     assert zstandard.frame_content_size(frame) == -1  # the frame does not say its size
     rows = read_all(open_stream(monkeypatch, {"binlog.000001": f.bytes()}, BinlogOffset("binlog.000001", 4)))
     assert [r["after"] for r in rows] == [as_image(R1), as_image(R2), as_image(R3)]
+
+
+def test_a_large_payload_is_handed_out_poll_by_poll(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A compressed transaction of 10 rows events x 100 rows: a poll of 150 rows stops inside the payload (rows
+    pending stay within one rows event of the poll size), and the rows come out whole and in order."""
+    f = w.BinlogFile()
+    f.add(w.GTID_LOG_EVENT, w.gtid_body(SERVER_UUID, 1))
+    batches = [[(b * 100 + i, f"n{b * 100 + i}", None, "small") for i in range(100)] for b in range(10)]
+    at = f.add_payload([(w.QUERY_EVENT, w.query_body("BEGIN")), (w.TABLE_MAP_EVENT, table_map())]
+                       + [(w.WRITE_ROWS, write(rows)) for rows in batches] + [(w.XID_EVENT, w.xid_body(1))])
+    end = len(f.bytes())
+    stream = open_stream(monkeypatch, {"binlog.000001": f.bytes()}, BinlogOffset("binlog.000001", 4))
+    got = stream.read(150)
+    assert got is not None and sum(p.num_rows for p in got[0]) == 150
+    assert stream.pending_rows <= 100 and stream.next_pos == at
+    rest = read_all(stream, 150)
+    assert len(rest) == 850 and [r["after"]["id"] for r in rest] == list(range(150, 1000))
+    assert stream.next_pos == end and stream.offset().offset == end and stream.offset().skip == 0
