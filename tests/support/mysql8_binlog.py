@@ -291,8 +291,9 @@ def row_image(cols: list[Col], values: list[Any], present: list[bool] | None = N
 
 
 def rows_body(table_id: int, ncols: int, rows: bytes, bitmap2: bool = False, flags: int = 1) -> bytes:
-    """ROWS v2 / PARTIAL_UPDATE_ROWS body of row images `rows` over all `ncols` columns (no extra data)."""
-    bitmap = b"\xff" * (ncols // 8) + (bytes([(1 << (ncols % 8)) - 1]) if ncols % 8 else b"")
+    """ROWS v2 / PARTIAL_UPDATE_ROWS body of row images `rows` over all `ncols` columns (no extra data). The
+    columns bitmap has every bit set, the padding bits of its last byte too, as MySQL writes it (bitmap_set_all)."""
+    bitmap = b"\xff" * ((ncols + 7) // 8)
     return (table_id.to_bytes(6, "little") + struct.pack("<HH", flags, 2) + packed(ncols) + bitmap
             + (bitmap if bitmap2 else b"") + rows)
 
