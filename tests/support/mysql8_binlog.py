@@ -384,8 +384,22 @@ class BinlogFile:
                          for t, b in inner_events)
         return self.add(TRANSACTION_PAYLOAD_EVENT, payload_body(inner, streamed=streamed), timestamp=timestamp)
 
+    def rotate(self, next_name: str) -> BinlogFile:
+        """End this file with a ROTATE_EVENT to `next_name` (as MySQL does at FLUSH LOGS or max_binlog_size) and
+        return the next file."""
+        self.add(ROTATE_EVENT, rotate_body(next_name, 4))
+        return BinlogFile(name=next_name, checksum=self.checksum, server_id=self.server_id)
+
     def bytes(self) -> bytes:
         return bytes(self.data)
+
+    def write(self, directory: Any) -> Any:
+        """Write the file into `directory` under its name; returns its path."""
+        from pathlib import Path
+
+        path = Path(directory) / self.name
+        path.write_bytes(self.bytes())
+        return path
 
 
 # ------------------------------------------------------------------------------------------ JSON binary

@@ -121,3 +121,15 @@ def test_our_decoder_reads_the_real_events() -> None:
     assert layout.read_rows(data, "insert", bitmap, None, pos, len(data) - 4)[1] == [[v] for v in REAL_ROW]
     stock_rows = stock_parse(REAL_WRITE_ROWS_8035, table_map).rows
     assert [stock_rows[0]["values"][k] for k in ("UNKNOWN_COL0", "UNKNOWN_COL1", "UNKNOWN_COL2")] == REAL_ROW
+
+
+def test_files_rotate_and_are_written(tmp_path: object) -> None:
+    first = w.BinlogFile("binlog.000001")
+    first.add(w.QUERY_EVENT, w.query_body("CREATE DATABASE shop"))
+    second = first.rotate("binlog.000002")
+    second.add(w.QUERY_EVENT, w.query_body("DROP DATABASE shop"))
+    paths = [first.write(tmp_path), second.write(tmp_path)]
+    assert [p.name for p in paths] == ["binlog.000001", "binlog.000002"]
+    last = split_events(paths[0].read_bytes(), 4)[-1]
+    assert rp.rotate(raw(last)) == ("binlog.000002", 4)
+    assert paths[1].read_bytes()[:4] == w.MAGIC and split_events(paths[1].read_bytes(), 4)[0][4] == 15
