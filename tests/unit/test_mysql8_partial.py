@@ -131,3 +131,82 @@ def test_a_diff_without_a_before_value_is_refused() -> None:
     with pytest.raises(DecodeError, match="^update rows event of shop.docs: partial JSON update of column doc "
                                           "without a before value"):
         read_partial_rows(layout, before + after, b"\x01", b"\x07", 0, len(before + after))
+
+
+# ------------------------------------------------------------------------------------------ property
+
+import copy  # noqa: E402
+import re  # noqa: E402
+from datetime import timedelta  # noqa: E402
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from dbus_ray.mysql.json_binary import to_text  # noqa: E402
+from tests.unit.test_mysql8_json import DOCS  # noqa: E402
+
+PROPERTY = settings(max_examples=100, deadline=timedelta(seconds=2), derandomize=True, database=None,
+                    suppress_health_check=[HealthCheck.too_slow])
+CONTAINERS = st.one_of(st.lists(DOCS, min_size=1, max_size=5), st.dictionaries(st.text(max_size=6), DOCS, min_size=1,
+                                                                                 max_size=5))
+
+
+def path_text(legs: list[Any]) -> str:
+    out = "$"
+    for leg in legs:
+        if isinstance(leg, int):
+            out += f"[{leg}]"
+        elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", leg):
+            out += "." + leg
+        else:
+            out += "." + json.dumps(leg, ensure_ascii=False)
+    return out
+
+
+@st.composite
+def edits(draw: st.DrawFn) -> tuple[Any, list[tuple[int, list[Any], Any]], Any]:
+    """(document, diffs as (op, path legs, value), the document after them), the after document computed here
+    with Python lists and dicts as JSON_REPLACE / JSON_INSERT / JSON_ARRAY_INSERT / JSON_REMOVE define them."""
+    doc = draw(CONTAINERS)
+    after = copy.deepcopy(doc)
+    diffs = []
+    for _ in range(draw(st.integers(1, 4))):
+        legs: list[Any] = []
+        node = after
+        while isinstance(node, (dict, list)) and node and draw(st.booleans()):
+            leg = draw(st.sampled_from(sorted(node))) if isinstance(node, dict) else draw(
+                st.integers(0, len(node) - 1))
+            if not isinstance(node[leg], (dict, list)):
+                break
+            legs.append(leg)
+            node = node[leg]
+        op = draw(st.sampled_from([w.REPLACE, w.INSERT, w.REMOVE] if node else [w.INSERT]))
+        value = draw(DOCS)
+        if op == w.INSERT:
+            if isinstance(node, dict):
+                taken = set(node)
+                key = draw(st.text(max_size=6).filter(lambda k, taken=taken: k not in taken))
+                node[key] = copy.deepcopy(value)
+                legs.append(key)
+            else:
+                index = draw(st.integers(0, len(node) + 2))
+                node.insert(min(index, len(node)), copy.deepcopy(value))
+                legs.append(index)
+        else:
+            leg = draw(st.sampled_from(sorted(node))) if isinstance(node, dict) else draw(st.integers(0, len(node) - 1))
+            legs.append(leg)
+            if op == w.REPLACE:
+                node[leg] = copy.deepcopy(value)
+            else:
+                del node[leg]
+        diffs.append((op, legs, None if op == w.REMOVE else value))
+    return doc, diffs, after
+
+
+@PROPERTY
+@given(edits())
+def test_applied_diffs_equal_the_edited_document(case: tuple[Any, list[tuple[int, list[Any], Any]], Any]) -> None:
+    doc, diffs, after = case
+    vector = b"".join(w.json_diff(op, path_text(legs), None if value is None and op == w.REMOVE
+                                  else w.json_binary(value)) for op, legs, value in diffs)
+    assert jd.apply_vector(to_text(w.json_binary(doc)), vector) == to_text(w.json_binary(after))
