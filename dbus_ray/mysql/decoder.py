@@ -46,6 +46,7 @@ from dbus_ray.mysql.values import (
     _zero_date_text,
     codec_of,
     column_reader,
+    decode_text,
 )
 
 
@@ -326,14 +327,29 @@ def _rename(line: str, lists: str) -> str:
     return _CALL_RE.sub(lambda m: f"{lists}{m.group(1)}(", line)
 
 
-def columns_of(table_map_event: Any, names: list[str] | None = None) -> list[ColumnDef]:
-    """ColumnDefs of a python-mysql-replication TableMapEvent (`names` when the event carries none)."""
+def columns_of(table_map_event: Any, names: list[str] | None = None,
+               member_bytes: tuple[list[tuple[bytes, ...]], list[tuple[bytes, ...]]] | None = None) -> list[ColumnDef]:
+    """ColumnDefs of a python-mysql-replication TableMapEvent (`names` when the event carries none;
+    `member_bytes`: the ENUM and SET member names as bytes (`dbus_ray.mysql.table_map.enum_set_members`), decoded
+    here in the column's charset; without them the names python-mysql-replication decoded as UTF-8)."""
     out = []
     nulls = getattr(table_map_event, "null_bitmask", None) or b""
+    enums, sets = member_bytes or ([], [])
+    enum_i = set_i = 0
     for i, c in enumerate(table_map_event.columns):
         name = c.name or (names[i] if names and i < len(names) else f"col{i}")
         members: tuple[str, ...] = ()
-        if c.type == ENUM and c.enum_values:
+        raw: tuple[bytes, ...] | None = None
+        if c.type == ENUM:
+            raw = enums[enum_i] if enum_i < len(enums) else None
+            enum_i += 1
+        elif c.type == SET:
+            raw = sets[set_i] if set_i < len(sets) else None
+            set_i += 1
+        if raw is not None:
+            codec = codec_of(c.character_set_name, c.collation_name)
+            members = tuple(b.decode("latin-1") if codec == "binary" else decode_text(b, codec) for b in raw)
+        elif c.type == ENUM and c.enum_values:
             members = tuple(c.enum_values[1:])
         elif c.type == SET and c.set_values:
             members = tuple(c.set_values)

@@ -19,6 +19,7 @@ from dbus_ray.mysql import replica as rp
 from dbus_ray.mysql.connection import Endpoint, connect
 from dbus_ray.mysql.ddl import OSC_RE, change_type
 from dbus_ray.mysql.schema_history import SchemaHistory
+from dbus_ray.mysql.table_map import enum_set_members
 
 
 def key_indexes(table_map: Any) -> list[int]:
@@ -64,6 +65,7 @@ class TableSchema:
                     table_obj = table_map.get_table()
                     table_obj.null_bitmask = table_map.null_bitmask  # NOT NULL columns, for column metadata
                     table_obj.key_indexes = key_indexes(table_map)
+                    table_obj.member_bytes = enum_set_members(ev)  # ENUM/SET names in their own charset
                     layout = self.layout_of(table_obj, db, table, file, offset, live)
                 except (DecodeError, ValueError, IndexError, KeyError, struct.error) as exc:
                     raise DecodeError(
@@ -92,7 +94,7 @@ class TableSchema:
                 key = (pk,) if isinstance(pk, str) and pk else tuple(pk) if pk else ()
         else:
             names, key = self.names_at(db, table, len(cols), file, offset, live)
-        return Layout(db, table, columns_of(table_obj, names), key)
+        return Layout(db, table, columns_of(table_obj, names, getattr(table_obj, "member_bytes", None)), key)
 
     def names_at(self, db: str, table: str, n: int, file: str, offset: int,
                  live: bool) -> tuple[list[str], tuple[str, ...]]:

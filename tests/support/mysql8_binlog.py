@@ -255,7 +255,8 @@ def table_map_body(table_id: int, schema: str, table: str, cols: list[Col], prim
             of_kind = [c for c in cols if c.members and c.meta[0] == member_type]
             if of_kind:
                 out += tlv(kind, b"".join(
-                    packed(len(c.members)) + b"".join(packed(len(m.encode())) + m.encode() for m in c.members)
+                    packed(len(c.members)) + b"".join(packed(len(m.encode(_codec(c)))) + m.encode(_codec(c))
+                                                      for m in c.members)
                     for c in of_kind))
     if primary_key and full_metadata:
         if key_prefixes is None:
@@ -278,6 +279,10 @@ def table_map_body(table_id: int, schema: str, table: str, cols: list[Col], prim
 _CODECS = {8: "latin-1", 33: "utf-8", 45: "utf-8", 46: "utf-8", 255: "utf-8", 63: "latin-1"}
 
 
+def _codec(c: Col) -> str:
+    return _CODECS.get(c.collation if c.collation is not None else 255, "utf-8")
+
+
 def column_value(c: Col, v: Any) -> bytes:
     """The row-image bytes of one non-NULL value of column `c` (v: int, str, or JSON binary bytes)."""
     if c.type == TINY:
@@ -287,7 +292,7 @@ def column_value(c: Col, v: Any) -> bytes:
     if c.type == LONGLONG:
         return struct.pack("<Q" if c.unsigned else "<q", v)
     if c.type == VARCHAR:
-        raw = v.encode(_CODECS.get(c.collation or 255, "utf-8")) if isinstance(v, str) else v
+        raw = v.encode(_codec(c)) if isinstance(v, str) else v
         width = 1 if struct.unpack("<H", c.meta)[0] < 256 else 2
         return len(raw).to_bytes(width, "little") + raw
     if c.type == JSON:

@@ -105,3 +105,22 @@ def test_gtid_events_as_mysql_writes_them(monkeypatch: pytest.MonkeyPatch) -> No
     assert [r["gtid"] for r in rows] == [f"{SERVER_UUID}:3"] * 2 + [None]
     stock_gtids = [e for e in stock_events(data) if type(e).__name__ == "GtidEvent"]
     assert [g.gtid for g in stock_gtids] == [f"{SERVER_UUID}:3"]
+
+
+@pytest.mark.parametrize("default_charsets", [False, True])
+def test_enum_and_set_members_in_their_own_charset(monkeypatch: pytest.MonkeyPatch, default_charsets: bool) -> None:
+    """latin1 ENUM('äö1','x') and SET('äö1','x') (members written in latin1, ENUM_AND_SET_*_CHARSET 8) next to
+    a utf8mb4 ENUM: the rows hold 'äö1' and 'äö1,x' as SELECT shows them. Stock decodes latin1 member names as
+    UTF-8 and puts '' for them."""
+    cols = [w.col_long("id"), w.col_enum("e", ("äö1", "x"), collation=LATIN1),
+            w.col_set("s", ("äö1", "x"), collation=LATIN1), w.col_enum("u", ("ü", "v"), collation=UTF8MB4)]
+    f = w.BinlogFile()
+    f.add(w.QUERY_EVENT, w.query_body("BEGIN"))
+    f.add(w.TABLE_MAP_EVENT, w.table_map_body(TABLE_ID, "shop", "t", cols, primary_key=(0,),
+                                              default_charsets=default_charsets))
+    f.add(w.WRITE_ROWS, w.rows_body(TABLE_ID, 4, w.row_image(cols, [1, "äö1", "äö1,x", "ü"])))
+    f.add(w.XID_EVENT, w.xid_body(1))
+    rows = read_all(open_stream(monkeypatch, {"binlog.000001": f.bytes()}, BinlogOffset("binlog.000001", 4)))
+    assert [r["after"] for r in rows] == [{"id": 1, "e": "äö1", "s": "äö1,x", "u": "ü"}]
+    (stock,) = [r["values"] for e in stock_events(f.bytes()) if type(e).__name__ == "WriteRowsEvent" for r in e.rows]
+    assert stock["u"] == "ü" and stock["e"] == "" and stock["s"] == {"", "x"}
