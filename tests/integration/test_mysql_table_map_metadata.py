@@ -1,6 +1,7 @@
-"""ENUM and SET members in a charset other than utf8mb4, read from the binlog of the real MariaDB
-(binlog_row_metadata=FULL: the TABLE_MAP carries the member names in the column's charset): the rows equal what
-SELECT returns (python-mysql-replication alone decodes such names as UTF-8 and gives '' for them)."""
+"""TABLE_MAP optional metadata of the real MariaDB (binlog_row_metadata=FULL) read by the `mysql` source: ENUM
+and SET members in a charset other than utf8mb4 (the TABLE_MAP carries the names in the column's charset) give the
+values SELECT returns (python-mysql-replication alone decodes such names as UTF-8 and gives '' for them), and the
+rows' key follows the primary key's order (SIMPLE_PRIMARY_KEY), not the columns'."""
 
 from __future__ import annotations
 
@@ -40,3 +41,19 @@ def test_enum_and_set_members_equal_select(mariadb: Any, root: Any) -> None:
         src.close()
     for cs in CHARSETS:
         assert [c.after for c in got if c.table == f"t_{cs}"] == expected[cs], cs
+
+
+def test_binlog_key_follows_the_primary_key_order(mariadb: Any, root: Any) -> None:
+    """PRIMARY KEY (b, a) on columns (a, b, v): the binlog rows' key lists b then a, as the TABLE_MAP's
+    SIMPLE_PRIMARY_KEY does (and a snapshot's information_schema order), not the columns' order."""
+    start = position(root)
+    execute(root, "DROP DATABASE IF EXISTS keyorder", "CREATE DATABASE keyorder",
+            "CREATE TABLE keyorder.t (a INT, b VARCHAR(10), v INT, PRIMARY KEY (b, a))",
+            "INSERT INTO keyorder.t VALUES (1, 'k', 10)")
+    src = MysqlSource("keyorder", MysqlOptions(dsn=mariadb.dsn, server_id=7312, start=start, include=["keyorder.*"]))
+    src.open(None)
+    try:
+        got = [c for batch in drain(src) for c in batch.changes() if c.op == "insert"]
+    finally:
+        src.close()
+    assert [list(c.key.items()) for c in got] == [[("b", "k"), ("a", 1)]]
