@@ -21,13 +21,16 @@ from __future__ import annotations
 
 import base64
 import decimal
+import re
 import struct
 
 _LITERALS = {0: "null", 1: "true", 2: "false"}
 _INTS = {5: "<h", 6: "<H", 7: "<i", 8: "<I", 9: "<q", 10: "<Q"}
 _DIG2BYTES = (0, 1, 1, 2, 2, 3, 3, 4, 4, 4)
 _ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
-_NEEDS_ESCAPE = {chr(c) for c in range(0x20)} | {'"', "\\"}
+_NEEDS_ESCAPE = re.compile(r'[\x00-\x1f"\\]')
+_U16, _U32 = struct.Struct("<H"), struct.Struct("<I")
+_SMALL_KEY, _LARGE_KEY = struct.Struct("<HH"), struct.Struct("<IH")
 DEPTH_LIMIT = 100  # MySQL's JSON_DOCUMENT_MAX_DEPTH
 
 
@@ -44,9 +47,9 @@ def to_text(data: bytes) -> str:
 
 def quote(s: str) -> str:
     """A string as MySQL's JSON text quotes it."""
-    if not _NEEDS_ESCAPE.intersection(s):
+    if _NEEDS_ESCAPE.search(s) is None:
         return '"' + s + '"'
-    return '"' + "".join(_ESCAPES.get(c) or (f"\\u{ord(c):04x}" if c < " " else c) for c in s) + '"'
+    return '"' + _NEEDS_ESCAPE.sub(lambda m: _ESCAPES.get(m.group()) or f"\\u{ord(m.group()):04x}", s) + '"'
 
 
 def _varlen(buf: bytes, pos: int) -> tuple[int, int]:
@@ -99,28 +102,32 @@ def _container(t: int, buf: bytes, pos: int, end: int, depth: int, budget: list[
     large = t in (1, 3)
     is_object = t in (0, 1)
     osz = 4 if large else 2
-    fmt = "<I" if large else "<H"
-    count = struct.unpack_from(fmt, buf, pos)[0]
-    size = struct.unpack_from(fmt, buf, pos + osz)[0]
-    if pos + size > end:
+    word = _U32 if large else _U16
+    unpack = word.unpack_from
+    count = unpack(buf, pos)[0]
+    size = unpack(buf, pos + osz)[0]
+    limit = pos + size
+    if limit > end:
         raise ValueError(f"container of {size} bytes past the end of its value")
     key_entries = pos + 2 * osz
     value_entries = key_entries + (count * (osz + 2) if is_object else 0)
-    if value_entries + count * (1 + osz) > pos + size:
+    if value_entries + count * (1 + osz) > limit:
         raise ValueError("container header larger than the container")
+    inlined = (4, 5, 6, 7, 8) if large else (4, 5, 6)
+    key_unpack = (_LARGE_KEY if large else _SMALL_KEY).unpack_from
     parts = []
     for i in range(count):
         entry = value_entries + i * (1 + osz)
         vt = buf[entry]
-        if vt == 4 or vt in (5, 6) or (large and vt in (7, 8)):
-            value = _value(vt, buf, entry + 1, pos + size, depth + 1, budget)
+        if vt in inlined:
+            value = _value(vt, buf, entry + 1, limit, depth + 1, budget)
         else:
-            offset = struct.unpack_from(fmt, buf, entry + 1)[0]
+            offset = unpack(buf, entry + 1)[0]
             if offset >= size:
                 raise ValueError(f"value offset {offset} past the container's {size} bytes")
-            value = _value(vt, buf, pos + offset, pos + size, depth + 1, budget)
+            value = _value(vt, buf, pos + offset, limit, depth + 1, budget)
         if is_object:
-            ko, kn = struct.unpack_from(fmt + "H", buf, key_entries + i * (osz + 2))
+            ko, kn = key_unpack(buf, key_entries + i * (osz + 2))
             if ko + kn > size:
                 raise ValueError("key past the end of its object")
             parts.append(quote(buf[pos + ko : pos + ko + kn].decode("utf-8")) + ": " + value)
@@ -135,6 +142,13 @@ def format_double(d: float) -> str:
     """A double as MySQL's JSON text prints it (`my_gcvt(d, MY_GCVT_ARG_DOUBLE, 34)` + `.0` when needed)."""
     if d != d or d in (float("inf"), float("-inf")):
         raise ValueError(f"{d} is not a JSON number")
+    if 1e-4 <= abs(d) < 1e15:  # both print the shortest digits in positional notation, with ".0" when whole
+        return repr(d)
+    return my_gcvt_text(d)
+
+
+def my_gcvt_text(d: float) -> str:
+    """`format_double` by my_gcvt's own rules, for any finite double."""
     if d == 0:
         return "-0.0" if str(d).startswith("-") else "0.0"
     sign, digits, exponent = decimal.Decimal(repr(d)).as_tuple()

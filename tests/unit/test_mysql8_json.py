@@ -17,7 +17,7 @@ import pytest
 from pymysqlreplication.json_binary import parse_json
 
 from dbus_ray.mysql.decoder import Layout
-from dbus_ray.mysql.json_binary import format_double, to_text
+from dbus_ray.mysql.json_binary import format_double, my_gcvt_text, to_text
 from dbus_ray.mysql.values import JSON, LONG, ColumnDef
 from tests.support import mysql8_binlog as w
 from tests.support.mysql8_binlog import JsonType, json_binary
@@ -259,3 +259,10 @@ def test_entries_sharing_one_value_are_refused_not_explored() -> None:
     doc = bytes([2]) + body
     with pytest.raises(ValueError, match="value entries overlap"):
         to_text(doc)
+
+
+@PROPERTY
+@given(st.floats(allow_nan=False, allow_infinity=False) | st.floats(1e-5, 1e16) | st.sampled_from(
+    [1e-4, 1e15, 999999999999999.9, 0.00010000000000000002, 99999.99999999999]))
+def test_the_double_fast_path_equals_my_gcvt_rules(d: float) -> None:
+    assert format_double(d) == my_gcvt_text(d)
