@@ -26,6 +26,7 @@ from typing import Any
 
 import pymysql
 import pymysql.charset
+import pymysql.protocol
 from pymysql.constants.COMMAND import COM_BINLOG_DUMP
 from pymysqlreplication.binlogstream import ReportSlave
 from pymysqlreplication.gtid import GtidSet
@@ -314,9 +315,13 @@ class Replica:
             return RawEvent(pkt, data, self.checksum)
 
     def table_map_event(self, raw: RawEvent) -> TableMapEvent:
-        """python-mysql-replication's parse of a TABLE_MAP event (column types, metadata, names)."""
+        """python-mysql-replication's parse of a TABLE_MAP event (column types, metadata, names). It reads the
+        optional metadata up to 4 bytes before the end, where the CRC is: without checksums (binlog_checksum=NONE)
+        the event gets 4 bytes more, else its last field (a primary key, 3 bytes) would be dropped."""
+        has_trailer = raw.end == len(raw.data) - 4
+        pkt = raw.pkt if has_trailer else pymysql.protocol.MysqlPacket(bytes(raw.data) + b"\0\0\0\0", "utf8")
         wrapped = BinLogPacketWrapper(
-            raw.pkt, {}, self._control, (0, 0, 0), self.checksum, frozenset((TableMapEvent,)), None, None, None,
+            pkt, {}, self._control, (0, 0, 0), self.checksum, frozenset((TableMapEvent,)), None, None, None,
             None, False, False, False, self.row_metadata, False, False, None,
         )
         return wrapped.event

@@ -31,7 +31,9 @@ class FileReplica(rp.Replica):
     files: dict[str, bytes] = {}
 
     def connect(self) -> None:
-        self.checksum = True
+        data = self.files[self.file]
+        fde_size = struct.unpack_from("<I", data, 4 + 9)[0]
+        self.checksum = data[4 + fde_size - 5] == 1  # the FORMAT_DESCRIPTION_EVENT's checksum algorithm
         self.connection = object()  # type: ignore[assignment]
         self._pos = self.offset
 
@@ -44,7 +46,7 @@ class FileReplica(rp.Replica):
         size = struct.unpack_from("<I", data, self._pos + 9)[0]
         raw = b"\0" + data[self._pos : self._pos + size]
         self._pos += size
-        return rp.RawEvent(pymysql.protocol.MysqlPacket(raw, "utf8"), raw, True)
+        return rp.RawEvent(pymysql.protocol.MysqlPacket(raw, "utf8"), raw, self.checksum)
 
     def close(self) -> None:
         self.connection = None

@@ -201,3 +201,18 @@ def test_a_large_payload_is_handed_out_poll_by_poll(monkeypatch: pytest.MonkeyPa
     rest = read_all(stream, 150)
     assert len(rest) == 850 and [r["after"]["id"] for r in rest] == list(range(150, 1000))
     assert stream.next_pos == end and stream.offset().offset == end and stream.offset().skip == 0
+
+
+def test_a_binlog_without_checksums(monkeypatch: pytest.MonkeyPatch) -> None:
+    """binlog_checksum=NONE: events without CRC (the FORMAT_DESCRIPTION_EVENT says algorithm 0)."""
+    f = w.BinlogFile(checksum=False)
+    f.add(w.GTID_LOG_EVENT, w.gtid_body(SERVER_UUID, 1))
+    f.add_payload([(w.QUERY_EVENT, w.query_body("BEGIN")), (w.TABLE_MAP_EVENT, table_map()),
+                   (w.WRITE_ROWS, write([R1, R2])), (w.XID_EVENT, w.xid_body(1))])
+    f.add(w.GTID_LOG_EVENT, w.gtid_body(SERVER_UUID, 2))
+    f.add(w.QUERY_EVENT, w.query_body("BEGIN"))
+    f.add(w.TABLE_MAP_EVENT, table_map())
+    f.add(w.WRITE_ROWS, write([R4]))
+    f.add(w.XID_EVENT, w.xid_body(2))
+    rows = read_all(open_stream(monkeypatch, {"binlog.000001": f.bytes()}, BinlogOffset("binlog.000001", 4)))
+    assert [r["after"] for r in rows] == [as_image(R1), as_image(R2), as_image(R4)]

@@ -124,3 +124,18 @@ def test_enum_and_set_members_in_their_own_charset(monkeypatch: pytest.MonkeyPat
     assert [r["after"] for r in rows] == [{"id": 1, "e": "äö1", "s": "äö1,x", "u": "ü"}]
     (stock,) = [r["values"] for e in stock_events(f.bytes()) if type(e).__name__ == "WriteRowsEvent" for r in e.rows]
     assert stock["u"] == "ü" and stock["e"] == "" and stock["s"] == {"", "x"}
+
+
+def test_last_metadata_field_is_read_without_checksums(monkeypatch: pytest.MonkeyPatch) -> None:
+    """binlog_checksum=NONE: the TABLE_MAP's last optional field (here a 3-byte SIMPLE_PRIMARY_KEY, as MariaDB
+    writes it last) is read too (python-mysql-replication stops 4 bytes before the end, where a CRC would be)."""
+    cols = [w.col_long("a"), w.col_long("b")]
+    f = w.BinlogFile(checksum=False)
+    f.add(w.QUERY_EVENT, w.query_body("BEGIN"))
+    f.add(w.TABLE_MAP_EVENT, w.table_map_body(TABLE_ID, "shop", "t", cols, primary_key=(1,), visibility=False))
+    f.add(w.WRITE_ROWS, w.rows_body(TABLE_ID, 2, w.row_image(cols, [1, 2])))
+    f.add(w.XID_EVENT, w.xid_body(1))
+    stream = open_stream(monkeypatch, {"binlog.000001": f.bytes()}, BinlogOffset("binlog.000001", 4))
+    got = stream.read(10)
+    assert got is not None
+    assert [(p.key, p.data.to_pylist()[0]["after"]) for p in got[0]] == [(("b",), {"a": 1, "b": 2})]
