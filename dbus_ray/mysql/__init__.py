@@ -11,6 +11,8 @@
 - `streaming`: `BinlogStream`, events -> transactions -> pending rows -> batches; reconnects.
 - `schema`, `schema_history`: table definitions over time (TABLE_MAP, history, information_schema).
 - `values`, `decoder`: column values per MySQL type, and the compiled row decoder (`Layout`).
+- MySQL 8 formats: `json_binary` (binary JSON -> MySQL's JSON text), `payload` (TRANSACTION_PAYLOAD_EVENT, zstd),
+  `partial` and `json_diff` (PARTIAL_UPDATE_ROWS_EVENT: JSON diffs applied to the before value).
 - `batches`: pending row segments and their Arrow record batches.
 - `ddl`: the DDL statements understood, online-schema-change shadow tables, the DDL row image.
 - `snapshot/`: `catalog` (tables, keys, queries), `serial`, `parallel` (worker actors, fences) and

@@ -26,6 +26,8 @@ HEARTBEAT_EVENT = 27
 WRITE_ROWS_V2, UPDATE_ROWS_V2, DELETE_ROWS_V2 = 30, 31, 32
 GTID_EVENT = 33
 XA_PREPARE_EVENT = 38
+PARTIAL_UPDATE_ROWS = 39
+TRANSACTION_PAYLOAD_EVENT = 40
 HEARTBEAT_EVENT_V2 = 41
 MARIADB_GTID_EVENT = 162
 QUERY_COMPRESSED_EVENT = 165
@@ -40,12 +42,14 @@ ROWS_OP = {
     WRITE_ROWS_V2: "insert", UPDATE_ROWS_V2: "update", DELETE_ROWS_V2: "delete",
     WRITE_ROWS_COMPRESSED_V1: "insert", UPDATE_ROWS_COMPRESSED_V1: "update", DELETE_ROWS_COMPRESSED_V1: "delete",
     WRITE_ROWS_COMPRESSED: "insert", UPDATE_ROWS_COMPRESSED: "update", DELETE_ROWS_COMPRESSED: "delete",
+    PARTIAL_UPDATE_ROWS: "update",
 }
 #: rows events with a variable-size extra header after the flags
 ROWS_V2 = frozenset((WRITE_ROWS_V2, UPDATE_ROWS_V2, DELETE_ROWS_V2, WRITE_ROWS_COMPRESSED, UPDATE_ROWS_COMPRESSED,
-                     DELETE_ROWS_COMPRESSED))
+                     DELETE_ROWS_COMPRESSED, PARTIAL_UPDATE_ROWS))
 #: rows events with a before and an after image per row (two column bitmaps)
-ROWS_UPDATE = frozenset((UPDATE_ROWS_V1, UPDATE_ROWS_V2, UPDATE_ROWS_COMPRESSED_V1, UPDATE_ROWS_COMPRESSED))
+ROWS_UPDATE = frozenset((UPDATE_ROWS_V1, UPDATE_ROWS_V2, UPDATE_ROWS_COMPRESSED_V1, UPDATE_ROWS_COMPRESSED,
+                         PARTIAL_UPDATE_ROWS))
 #: rows events whose row images are one compressed record (MariaDB log_bin_compress)
 ROWS_COMPRESSED = frozenset((WRITE_ROWS_COMPRESSED_V1, UPDATE_ROWS_COMPRESSED_V1, DELETE_ROWS_COMPRESSED_V1,
                              WRITE_ROWS_COMPRESSED, UPDATE_ROWS_COMPRESSED, DELETE_ROWS_COMPRESSED))
@@ -109,10 +113,11 @@ EVENT_TYPES: dict[int, EventType] = _table(
     (XA_PREPARE_EVENT, "XA_PREPARE_LOG_EVENT", REFUSED,
      "XA PREPARE of an XA transaction: its rows may still be rolled back, and XA transactions are not "
      "supported yet (use ordinary transactions, or XA COMMIT ... ONE PHASE)"),
-    (39, "PARTIAL_UPDATE_ROWS_EVENT", REFUSED,
-     "JSON partial update (binlog_row_value_options=PARTIAL_JSON): set binlog_row_value_options=''"),
-    (40, "TRANSACTION_PAYLOAD_EVENT", REFUSED,
-     "compressed transaction (binlog_transaction_compression=ON): set binlog_transaction_compression=OFF"),
+    (PARTIAL_UPDATE_ROWS, "PARTIAL_UPDATE_ROWS_EVENT", DECODED,
+     "updated rows whose JSON after values are diffs (binlog_row_value_options=PARTIAL_JSON), applied to the before "
+     "values"),
+    (TRANSACTION_PAYLOAD_EVENT, "TRANSACTION_PAYLOAD_EVENT", DECODED,
+     "a compressed transaction (binlog_transaction_compression=ON): its inner events are decoded"),
     (HEARTBEAT_EVENT_V2, "HEARTBEAT_LOG_EVENT_V2", DECODED, "no event for a while (the stream is idle)"),
     (42, "GTID_TAGGED_LOG_EVENT", REFUSED, "GTID with a tag (MySQL 8.4+ tagged GTIDs): use untagged GTIDs"),
     (160, "ANNOTATE_ROWS_EVENT", IGNORED, "the SQL text of the next rows events (binlog_annotate_row_events)"),

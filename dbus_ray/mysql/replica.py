@@ -356,13 +356,16 @@ class Replica:
     def table_map_event(self, raw: RawEvent) -> TableMapEvent:
         """python-mysql-replication's parse of a TABLE_MAP event (column types, metadata, names). MariaDB's
         compressed column types are parsed as the plain types they share their metadata with (see
-        `table_map_extras` for which columns they are)."""
+        `table_map_extras` for which columns they are). It reads the optional metadata up to 4 bytes before the
+        end, where the CRC is: without checksums (binlog_checksum=NONE) the event gets 4 bytes more, else its
+        last field (a primary key, 3 bytes) would be dropped."""
         pkt = raw.pkt
         start, types, _, _ = table_map_extras(raw)
-        if any(t in COMPRESSED_TYPES for t in types):
+        has_trailer = raw.end == len(raw.data) - 4
+        if any(t in COMPRESSED_TYPES for t in types) or not has_trailer:
             data = bytearray(raw.data)
             data[start : start + len(types)] = bytes(COMPRESSED_TYPES.get(t, t) for t in types)
-            pkt = pymysql.protocol.MysqlPacket(bytes(data), "utf8")
+            pkt = pymysql.protocol.MysqlPacket(bytes(data) + (b"" if has_trailer else b"\0\0\0\0"), "utf8")
         wrapped = BinLogPacketWrapper(
             pkt, {}, self._control, (0, 0, 0), self.checksum, frozenset((TableMapEvent,)), None, None, None,
             None, False, False, False, self.row_metadata, False, False, None,

@@ -88,7 +88,7 @@ class TableSchema:
         names: list[str] | None = None
         if all(c.name for c in cols):
             indexes = getattr(table_obj, "key_indexes", None)
-            if indexes:
+            if indexes and all(i < len(cols) for i in indexes):
                 key = tuple(cols[i].name for i in indexes)
             else:
                 pk = table_obj.primary_key

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,8 @@ from dbus_ray.mysql.batches import Segment, runs
 from dbus_ray.mysql.ddl import OSC_RE, DdlLayout, ddl_target, renamed_tables
 from dbus_ray.mysql.history import binlog_refusal, format_state, parse_state
 from dbus_ray.mysql.offset import BinlogOffset, binlog_index
+from dbus_ray.mysql.partial import read_partial_rows
+from dbus_ray.mysql.payload import inner_events
 from dbus_ray.mysql.schema import TableSchema
 
 log = logging.getLogger("dbus.mysql")
@@ -97,6 +100,8 @@ class BinlogStream:
         self.file, self.next_pos = start.file, start.offset
         self.refused: et.RefusedEvent | None = None  # an event it cannot read, raised once the rows before it are out
         self._peeked: rp.RawEvent | None = None  # read by `connect_now`, handed out first
+        self._inner: deque[rp.RawEvent] = deque()  # the events of a transaction payload not handled yet
+        self._inner_end = 0  # the position after that payload event
         self._start(start, gtid)
 
     def _start(self, start: BinlogOffset, gtid: str | None = None) -> None:
@@ -109,6 +114,8 @@ class BinlogStream:
                                       start.offset, gtid, mariadb=self.info.mariadb,
                                       row_metadata=self.info.has_row_metadata)
         self.txn = None
+        self._inner.clear()
+        self._inner_end = 0
         self.schema.by_table_id = {}
         self.resume_gtid = gtid
         self.resume = start if start.skip or gtid is not None else None
@@ -228,6 +235,8 @@ class BinlogStream:
         self._peeked = self._fetch()
 
     def _fetch(self) -> rp.RawEvent | None:
+        if self._inner:  # a transaction payload's events, one at a time (a poll stops at max_rows inside one too)
+            return self._inner.popleft()
         if self._peeked is not None:
             event, self._peeked = self._peeked, None
             return event
@@ -288,6 +297,14 @@ class BinlogStream:
 
     # ------------------------------------------------------------------ events
     def _handle(self, ev: rp.RawEvent) -> None:
+        """One event (`_event`); after the last event of a transaction payload, the position is the payload's end."""
+        self._event(ev)
+        if self._inner_end and not self._inner and not ev.log_pos:
+            self.next_pos, self._inner_end = self._inner_end, 0
+            if not self.reached and self.txn is None:
+                self._check_reached(self.next_pos)
+
+    def _event(self, ev: rp.RawEvent) -> None:
         """One event; its type decides (`dbus_ray.mysql.events`): decoded, ignored (no row change, the
         position stays), or refused (a one-line RefusedEvent, raised by `read` once the rows before it are
         handed out: the checkpoint stays before it)."""
@@ -313,6 +330,9 @@ class BinlogStream:
             self._begin(offset, gtid, began=not (flags & 1))
         elif t == et.XID_EVENT:
             self._end()
+        elif t == et.TRANSACTION_PAYLOAD_EVENT:
+            self._payload(ev, offset)
+            return  # the position moves past it after its last inner event
         elif t == et.GTID_EVENT:
             self._begin(offset, rp.mysql_gtid(ev), began=False)
         elif t in et.QUERIES:
@@ -331,6 +351,20 @@ class BinlogStream:
             if not self.reached and self.txn is None:
                 self._check_reached(end)
 
+    def _payload(self, ev: rp.RawEvent, offset: int) -> None:
+        """A MySQL 8 compressed transaction: its inner events are fetched next, each at the payload's position
+        (`next_pos` is `offset` until the last one is handled; `dbus_ray.mysql.payload`)."""
+        try:
+            inner = inner_events(ev)
+        except ValueError as exc:
+            raise DecodeError(f"binlog {self.file}:{offset}: cannot read the transaction payload: {exc}") from None
+        self.next_pos = offset  # also after an ignored ANONYMOUS_GTID event: a BEGIN inside starts here
+        if inner:
+            self._inner.extend(inner)
+            self._inner_end = ev.log_pos or offset + ev.event_size
+        elif ev.log_pos:
+            self.next_pos = ev.log_pos
+
     def _rows(self, ev: rp.RawEvent, offset: int) -> None:
         table_id, _flags, _ncols, bitmap, bitmap2, pos = rp.rows_body(ev)
         layout = self.schema.layout(table_id)
@@ -348,7 +382,10 @@ class BinlogStream:
                 except ValueError as exc:
                     raise DecodeError(f"{op} rows event of {layout.db}.{layout.table}: {exc}") from None
                 pos, end = 0, len(data)
-            before, after = layout.read_rows(data, op, bitmap, bitmap2, pos, end)
+            if ev.type == et.PARTIAL_UPDATE_ROWS:  # binlog_row_value_options=PARTIAL_JSON: JSON after values are diffs
+                before, after = read_partial_rows(layout, data, bitmap, bitmap2, pos, end)  # type: ignore[arg-type]
+            else:
+                before, after = layout.read_rows(data, op, bitmap, bitmap2, pos, end)
         except DecodeError as exc:
             raise DecodeError(f"binlog {self.file}:{offset}: {exc}") from None
         n = len((after if after is not None else before)[0])  # type: ignore[index]

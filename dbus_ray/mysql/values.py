@@ -21,7 +21,8 @@ CHAR/VARCHAR/TEXT            -> string             -> decoded with the column ch
                                                       server maps it (`dbus_ray.mysql.charsets`)
 BINARY/VARBINARY/BLOB        -> binary             -> bytes, BINARY(n) zero-padded to n (base64)
 ENUM / SET                   -> string             -> the member / the members joined by `,` (as SELECT)
-JSON                         -> string             -> MariaDB: the stored text; MySQL: compact JSON text
+JSON                         -> string             -> MariaDB: the stored text; MySQL: its JSON text as
+                                                      `CAST(j AS CHAR)` shows it
 GEOMETRY                     -> binary             -> as SELECT returns it: 4-byte LE SRID + WKB
 
 Dates are strings because an Arrow date/timestamp cannot hold MySQL's zero dates exactly. NULL is
@@ -34,7 +35,6 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-import json
 import struct
 import zlib
 from collections.abc import Callable
@@ -288,24 +288,10 @@ def _year(buf: bytes, pos: int) -> tuple[Any, int]:
 
 
 def _mysql_json(data: bytes) -> str:
-    from pymysqlreplication.json_binary import parse_json
+    """A MySQL binary JSON value as MySQL's own JSON text (`dbus_ray.mysql.json_binary`)."""
+    from dbus_ray.mysql.json_binary import to_text
 
-    if not data:
-        return "null"
-    value = parse_json(data[0], data[1:])
-    return json.dumps(_json_plain(value), ensure_ascii=False)
-
-
-def _json_plain(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode("utf-8")  # JSON strings are utf8mb4: anything else stops the pipeline
-    if isinstance(value, dict):
-        return {_json_plain(k): _json_plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_plain(v) for v in value]
-    if isinstance(value, decimal.Decimal):
-        return float(value)
-    return value
+    return to_text(data)
 
 
 def column_reader(col: ColumnDef) -> tuple[Reader, pa.DataType]:

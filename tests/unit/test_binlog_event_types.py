@@ -39,23 +39,19 @@ def test_every_server_event_type_is_classified_under_its_name() -> None:
 
 def test_the_decoded_types_are_the_ones_the_stream_dispatches() -> None:
     dispatched = {*et.ROWS_OP, *et.QUERIES, *et.HEARTBEATS, et.ROTATE_EVENT, et.XID_EVENT, et.TABLE_MAP_EVENT,
-                  et.GTID_EVENT, et.MARIADB_GTID_EVENT}
+                  et.GTID_EVENT, et.MARIADB_GTID_EVENT, et.TRANSACTION_PAYLOAD_EVENT}
     assert dispatched == et.DECODED_TYPES
     assert not et.DECODED_TYPES & et.IGNORED_TYPES
 
 
 def test_row_changing_and_lossy_types_are_never_ignored() -> None:
-    for code in (6, 17, 18, 20, 26, 38, 39, 40):  # LOAD DATA, pre-GA rows, incident, XA, partial JSON, payload
+    for code in (6, 17, 18, 20, 26, 38):  # LOAD DATA, pre-GA rows, incident, XA
         assert et.EVENT_TYPES[code].kind == et.REFUSED
 
 
 @pytest.mark.parametrize(("code", "expected"), [
-    (40, "binlog binlog.000007:1234: event type 40 TRANSACTION_PAYLOAD_EVENT cannot be read: compressed "
-         "transaction (binlog_transaction_compression=ON): set binlog_transaction_compression=OFF; the pipeline "
-         "stops before it"),
-    (39, "binlog binlog.000007:1234: event type 39 PARTIAL_UPDATE_ROWS_EVENT cannot be read: JSON partial "
-         "update (binlog_row_value_options=PARTIAL_JSON): set binlog_row_value_options=''; the pipeline stops "
-         "before it"),
+    (26, "binlog binlog.000007:1234: event type 26 INCIDENT_EVENT cannot be read: the server lost changes here "
+         "(an incident: the binlog is incomplete); the pipeline stops before it"),
     (200, "binlog binlog.000007:1234: event type 200 (unknown to this version of dbus) cannot be read: a server "
           "newer than the source, or a corrupt binlog; the pipeline stops before it"),
 ])
