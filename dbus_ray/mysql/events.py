@@ -32,9 +32,6 @@ QUERY_COMPRESSED_EVENT = 165
 WRITE_ROWS_COMPRESSED_V1, UPDATE_ROWS_COMPRESSED_V1, DELETE_ROWS_COMPRESSED_V1 = 166, 167, 168
 WRITE_ROWS_COMPRESSED, UPDATE_ROWS_COMPRESSED, DELETE_ROWS_COMPRESSED = 169, 170, 171
 
-#: MariaDB GTID event flag: the transaction it starts ends with XA PREPARE (not with a commit).
-MARIADB_FL_PREPARED_XA = 0x40
-
 ROWS_OP = {
     WRITE_ROWS_V1: "insert", UPDATE_ROWS_V1: "update", DELETE_ROWS_V1: "delete",
     WRITE_ROWS_V2: "insert", UPDATE_ROWS_V2: "update", DELETE_ROWS_V2: "delete",
@@ -106,9 +103,8 @@ EVENT_TYPES: dict[int, EventType] = _table(
     (35, "PREVIOUS_GTIDS_LOG_EVENT", IGNORED, "the GTIDs of the earlier files"),
     (36, "TRANSACTION_CONTEXT_EVENT", IGNORED, "group replication certification data"),
     (37, "VIEW_CHANGE_EVENT", IGNORED, "group replication membership change"),
-    (XA_PREPARE_EVENT, "XA_PREPARE_LOG_EVENT", REFUSED,
-     "XA PREPARE of an XA transaction: its rows may still be rolled back, and XA transactions are not "
-     "supported yet (use ordinary transactions, or XA COMMIT ... ONE PHASE)"),
+    (XA_PREPARE_EVENT, "XA_PREPARE_LOG_EVENT", DECODED,
+     "XA PREPARE: the end of a prepared XA transaction's group (its rows wait for XA COMMIT)"),
     (39, "PARTIAL_UPDATE_ROWS_EVENT", REFUSED,
      "JSON partial update (binlog_row_value_options=PARTIAL_JSON): set binlog_row_value_options=''"),
     (40, "TRANSACTION_PAYLOAD_EVENT", REFUSED,
@@ -147,10 +143,3 @@ def refused(code: int, file: str, offset: int) -> RefusedEvent:
         what, why = f"event type {code} {known.name}", known.why
     return RefusedEvent(f"binlog {file}:{offset}: {what} cannot be read: {why}; the pipeline stops before it")
 
-
-def refused_xa(file: str, offset: int) -> RefusedEvent:
-    """A MariaDB GTID event that starts an XA transaction ending in XA PREPARE (refused before any of its rows)."""
-    return RefusedEvent(
-        f"binlog {file}:{offset}: event type {MARIADB_GTID_EVENT} GTID_EVENT starts a prepared XA transaction "
-        f"(flag PREPARED_XA): {EVENT_TYPES[XA_PREPARE_EVENT].why}; the pipeline stops before it"
-    )

@@ -134,6 +134,12 @@ def resume_point(ep: cn.Endpoint, info: cn.ServerInfo, cp: BinlogOffset, logs: l
             f"{history or '(empty)'} does not hold the checkpoint's {', '.join(gone)}: an unrelated server or a "
             f"reset binlog; {FIX}"
         )
+    if cp.xa:
+        raise DbusError(
+            f"{here} is not the server the checkpoint was taken on (server {cp.server}) and the checkpoint holds "
+            f"prepared XA transactions ({', '.join(cp.xa)}) whose rows are read again from that server's binlog "
+            f"positions: resuming them by GTID is not supported; resolve them there first, or {FIX}"
+        )
     log.warning("[%s] %s is not the server the checkpoint's position %s:%s is from (server %s): resuming by GTID "
                 "after %s%s", pipeline, here, cp.file, cp.offset, cp.server, cp.gtid_pos or "(empty)",
                 f", skipping the first {cp.skip} rows of {cp.gtid}" if cp.skip else "")

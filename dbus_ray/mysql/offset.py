@@ -16,7 +16,9 @@ replica), resumes by GTID (`dbus_ray.mysql.history`); checkpoints without them (
 checkpoint set`) load and resume by `file:offset`. The last three keys are there only when they apply:
 `selected` the include/exclude the checkpoint was taken under (unless `snapshot: never`), `schema_history` the
 table definitions a resume needs (`dbus_ray.mysql.schema_history`), `fences` the chunk positions of a parallel
-snapshot the stream has not passed yet (`dbus_ray.mysql.snapshot.parallel.Fences`).
+snapshot the stream has not passed yet (`dbus_ray.mysql.snapshot.parallel.Fences`). `xa` (after `server`, only
+when there are some) the XA transactions prepared and not resolved at `offset`, with where each prepared group
+starts: a resume reads their rows again from there (`dbus_ray.mysql.xa`).
 
 A snapshot in progress checkpoints `{"snapshot": {...}}` instead (`is_snapshot`; see
 `dbus_ray.mysql.snapshot.serial`).
@@ -64,6 +66,7 @@ class BinlogOffset:
     fences: dict[str, Any] | None = None
     gtid_pos: str | None = None
     server: str | None = None
+    xa: dict[str, list[Any]] | None = None  # prepared XA transactions at `offset` (see dbus_ray.mysql.xa)
 
     @classmethod
     def from_dict(cls, checkpoint: dict[str, Any]) -> BinlogOffset:
@@ -78,6 +81,7 @@ class BinlogOffset:
             checkpoint.get("fences"),
             _opt_str(checkpoint.get("gtid_pos")),
             _opt_str(checkpoint.get("server")),
+            checkpoint.get("xa") or None,
         )
 
     @classmethod
@@ -94,6 +98,8 @@ class BinlogOffset:
             out["gtid_pos"] = self.gtid_pos
         if self.server is not None:
             out["server"] = self.server
+        if self.xa:
+            out["xa"] = self.xa
         if self.selected is not None:
             out["selected"] = self.selected
         if self.schema_history is not None:

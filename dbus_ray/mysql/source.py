@@ -28,6 +28,7 @@ from typing import Any
 from dbus_ray.errors import DbusError
 from dbus_ray.model import RowBatch
 from dbus_ray.mysql import connection as cn
+from dbus_ray.mysql import xa
 from dbus_ray.mysql.ddl import OSC_RE
 from dbus_ray.mysql.history import resume_point, state_at
 from dbus_ray.mysql.keys import MessageKeys
@@ -231,9 +232,11 @@ class MysqlSource(Source):
             assert self.stream is not None
             at = self.stream.offset()
         assert self.schema is not None
+        first = xa.earliest(xa.marks_from_json(at.xa))  # a resume reads prepared XA groups again from there
+        since = (first.file, first.offset) if first is not None and first.key < at.key else (at.file, at.offset)
         return at.with_(
             selected=self.selected if self.options.snapshot != "never" else None,
-            schema_history=self.schema.history_json(at.file, at.offset),
+            schema_history=self.schema.history_json(*since),
         ).to_dict()
 
     def position(self) -> dict[str, Any] | None:
