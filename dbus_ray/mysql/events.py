@@ -25,6 +25,7 @@ WRITE_ROWS_V1, UPDATE_ROWS_V1, DELETE_ROWS_V1 = 23, 24, 25
 HEARTBEAT_EVENT = 27
 WRITE_ROWS_V2, UPDATE_ROWS_V2, DELETE_ROWS_V2 = 30, 31, 32
 GTID_EVENT = 33
+PREVIOUS_GTIDS_EVENT = 35
 XA_PREPARE_EVENT = 38
 HEARTBEAT_EVENT_V2 = 41
 MARIADB_GTID_EVENT = 162
@@ -100,7 +101,8 @@ EVENT_TYPES: dict[int, EventType] = _table(
     (DELETE_ROWS_V2, "DELETE_ROWS_EVENT", DECODED, "deleted rows"),
     (GTID_EVENT, "GTID_LOG_EVENT", DECODED, "the GTID of the next transaction"),
     (34, "ANONYMOUS_GTID_LOG_EVENT", IGNORED, "a transaction start without GTID (gtid_mode=OFF; BEGIN follows)"),
-    (35, "PREVIOUS_GTIDS_LOG_EVENT", IGNORED, "the GTIDs of the earlier files"),
+    (PREVIOUS_GTIDS_EVENT, "PREVIOUS_GTIDS_LOG_EVENT", DECODED,
+     "the GTIDs of the earlier files (MySQL: the executed GTID set where the stream starts a file)"),
     (36, "TRANSACTION_CONTEXT_EVENT", IGNORED, "group replication certification data"),
     (37, "VIEW_CHANGE_EVENT", IGNORED, "group replication membership change"),
     (XA_PREPARE_EVENT, "XA_PREPARE_LOG_EVENT", DECODED,

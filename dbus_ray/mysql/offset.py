@@ -8,8 +8,9 @@ position of the GTID/BEGIN event of the transaction in progress when the batch e
 the rows of that transaction already emitted), else the position after the last transaction read
 (`skip` 0). So a resume never starts between a TABLE_MAP and its ROWS event and neither loses nor
 duplicates a row. `gtid` is the GTID of that transaction (or of the last one read), for information.
-`gtid_pos` (MariaDB) is the GTID state at `offset`, one `domain-server-seq` per domain, as
-`BINLOG_GTID_POS(file, offset)` gives it: the transactions before the offset; `server` is the identity
+`gtid_pos` is the GTID state at `offset`, the transactions before it: MariaDB one `domain-server-seq` per
+domain, as `BINLOG_GTID_POS(file, offset)` gives it; MySQL (gtid_mode=ON) the executed GTID set
+`uuid:1-5:7,uuid2:1-3` (`dbus_ray.mysql.gtid_set`); `server` is the identity
 of the server whose binlog `file:offset` is in (MariaDB `@@server_id`, MySQL `@@server_uuid`). With
 them a resume checks the position against the server's history and, on another server (a promoted
 replica), resumes by GTID (`dbus_ray.mysql.history`); checkpoints without them (older ones, `dbus

@@ -30,6 +30,7 @@ from dbus_ray.model import RowBatch
 from dbus_ray.mysql import connection as cn
 from dbus_ray.mysql import xa
 from dbus_ray.mysql.ddl import OSC_RE
+from dbus_ray.mysql.gtid_set import GtidSet
 from dbus_ray.mysql.history import resume_point, state_at
 from dbus_ray.mysql.keys import MessageKeys
 from dbus_ray.mysql.offset import BinlogOffset, binlog_index, is_snapshot
@@ -161,7 +162,7 @@ class MysqlSource(Source):
             elif kind == "position":
                 start = BinlogOffset(*value)
             else:
-                start, gtid = BinlogOffset("", 0, gtid_pos=value if info.mariadb else None), value
+                start, gtid = BinlogOffset("", 0, gtid_pos=value), value
         if gtid is None:
             if o.snapshot == "when_needed" and start.file not in dict(logs):
                 log.warning("[%s] binlog file %s (%s) is no longer on %s: snapshot (snapshot: when_needed)",
@@ -211,7 +212,7 @@ class MysqlSource(Source):
         not an event boundary is refused."""
         assert self.info is not None
         if not self.info.mariadb:
-            return start.with_(server=self.info.server)
+            return self._with_executed(start.with_(server=self.info.server))
         if start.gtid_pos is not None and start.server == self.info.server:  # checked by resume_point
             return start
         conn = cn.connect(self.ep)
@@ -223,6 +224,25 @@ class MysqlSource(Source):
             raise DbusError(f"binlog position {start.file}:{start.offset} ({what}) is not the start of an event on "
                             f"{self.where}: give the position of a transaction (SHOW BINLOG EVENTS)")
         return start.with_(gtid_pos=state, server=self.info.server)
+
+    def _with_executed(self, start: BinlogOffset) -> BinlogOffset:
+        """MySQL (gtid_mode=ON): `start` with the executed GTID set at its position when it is where the server
+        writes next (SHOW BINARY LOG STATUS gives both at once); elsewhere the stream learns the set at the
+        next file's PREVIOUS_GTIDS event (until then a checkpoint cannot resume by GTID on another server)."""
+        assert self.info is not None
+        if start.gtid_pos is not None or not self.info.gtid_mode_on:
+            return start
+        conn = cn.connect(self.ep)
+        try:
+            file, pos, executed = cn.binlog_status(conn, self.ep)
+        finally:
+            conn.close()
+        if (file, pos) != (start.file, start.offset) or executed is None:
+            return start
+        try:
+            return start.with_(gtid_pos=str(GtidSet.parse(executed)))
+        except ValueError as exc:
+            raise DbusError(f"{self.where}: Executed_Gtid_Set of SHOW BINARY LOG STATUS: {exc}") from None
 
     # ------------------------------------------------------------------ checkpoints and state
     def checkpoint(self, at: BinlogOffset | None = None) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from dbus_ray.mysql import replica as rp
 from dbus_ray.mysql import xa
 from dbus_ray.mysql.batches import Segment, runs
 from dbus_ray.mysql.ddl import OSC_RE, DdlLayout, ddl_target, renamed_tables
+from dbus_ray.mysql.gtid_set import GtidSet
 from dbus_ray.mysql.history import binlog_refusal, format_state, parse_state
 from dbus_ray.mysql.offset import BinlogOffset, binlog_index
 from dbus_ray.mysql.schema import TableSchema
@@ -90,7 +91,8 @@ class BinlogStream(xa.XaGroups):
         self.resume_gtid: str | None = None  # connected by this GTID state
         self._skip_gtid: tuple[str, int] | None = None
         self.server = info.server
-        self.gtid_state: dict[str, str] | None = None
+        self.gtid_state: dict[str, str] | GtidSet | None = None  # MariaDB {domain: gtid}, MySQL executed set
+        self._file_start = False  # no transaction read since the start of a file (MySQL: PREVIOUS_GTIDS applies)
         self._state_text: str | None = None
         self.last_gtid = start.gtid
         self.idle = False
@@ -122,8 +124,18 @@ class BinlogStream(xa.XaGroups):
         self.resume = start if start.skip or gtid is not None or first is not None else None
         self._skip_gtid = (start.gtid, start.skip) if gtid is not None and start.skip and start.gtid else None
         state = gtid if gtid is not None else at.gtid_pos
-        self.gtid_state = parse_state(state) if self.info.mariadb and state is not None else None
+        self.gtid_state = self._parse_state(state)
+        self._file_start = gtid is None and at.offset == 4
         self._state_text = None
+
+    def _parse_state(self, text: str | None) -> dict[str, str] | GtidSet | None:
+        """A checkpoint's GTID state as the stream follows it: MariaDB {domain: gtid}; MySQL the executed GTID
+        set (followed only with gtid_mode=ON: else transactions without GTIDs would be missing from it)."""
+        if text is None:
+            return None
+        if self.info.mariadb:
+            return parse_state(text)
+        return GtidSet.parse(text) if self.info.gtid_mode_on else None
 
     def close(self) -> None:
         if self.replica is not None:
@@ -152,10 +164,11 @@ class BinlogStream(xa.XaGroups):
 
     def _state(self) -> str | None:
         """The GTID state after the last transaction read (MariaDB), None when not followed."""
-        if self.gtid_state is None:
+        state = self.gtid_state
+        if state is None:
             return None
         if self._state_text is None:
-            self._state_text = format_state(self.gtid_state)
+            self._state_text = format_state(state) if isinstance(state, dict) else str(state)
         return self._state_text
 
     def between_transactions(self) -> bool:
@@ -344,8 +357,17 @@ class BinlogStream(xa.XaGroups):
             self._statement(sql, schema, float(ev.timestamp), offset)
         elif t == et.ROTATE_EVENT:
             self.file, self.next_pos = rp.rotate(ev)
+            self._file_start = self.next_pos == 4
             if ev.timestamp:  # a real rotation: table ids may be reused from here on
                 self.schema.by_table_id = {}
+            return
+        elif t == et.PREVIOUS_GTIDS_EVENT:  # MySQL: the executed set before this file, where none is known yet
+            if self._file_start and self.gtid_state is None and not self.info.mariadb and self.info.gtid_mode_on:
+                try:
+                    self.gtid_state = GtidSet.decode(ev.data[: ev.end], rp.HEADER)
+                except ValueError as exc:
+                    raise DecodeError(f"binlog {self.file}:{offset}: cannot read PREVIOUS_GTIDS: {exc}") from None
+                self._state_text = None
             return
         if end:
             self.next_pos = end
@@ -408,6 +430,7 @@ class BinlogStream(xa.XaGroups):
     def _begin(self, offset: int, gtid: str | None, began: bool) -> _Txn:
         if self.recollect is not None and self.recollect.done(self.file, offset):
             self._recollected()
+        self._file_start = False
         txn = self.txn = _Txn(self.file, offset, gtid, began, before=self._state(), marks=self.prepared.marks)
         resume = self.resume
         if resume is not None:
@@ -425,8 +448,12 @@ class BinlogStream(xa.XaGroups):
         txn = self.txn
         if txn is not None and txn.gtid:
             self.last_gtid = txn.gtid
-            if self.gtid_state is not None:
-                self.gtid_state[txn.gtid.split("-", 1)[0]] = txn.gtid
+            state = self.gtid_state
+            if isinstance(state, dict):
+                state[txn.gtid.split("-", 1)[0]] = txn.gtid
+                self._state_text = None
+            elif state is not None:
+                state.add(txn.gtid)
                 self._state_text = None
         self.txn = None
 

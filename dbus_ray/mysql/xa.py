@@ -28,7 +28,6 @@ from typing import Any
 
 from dbus_ray.errors import DbusError
 from dbus_ray.mysql.batches import Segment
-from dbus_ray.mysql.history import parse_state
 from dbus_ray.mysql.offset import position_key
 
 log = logging.getLogger("dbus.mysql")
@@ -181,13 +180,16 @@ class XaGroups:
     pipeline: str
     where: str
     last_gtid: str | None
-    gtid_state: dict[str, str] | None
+    gtid_state: Any
     _state_text: str | None
 
     def _begin(self, offset: int, gtid: str | None, began: bool) -> Any:
         raise NotImplementedError
 
     def _end(self) -> None:
+        raise NotImplementedError
+
+    def _parse_state(self, text: str | None) -> Any:
         raise NotImplementedError
 
     def _collect(self, txn: Any, xid: str | None) -> None:
@@ -261,7 +263,7 @@ class XaGroups:
                             "set` or snapshot")
         self.last_gtid = resume.gtid
         if self.gtid_state is not None and resume.gtid_pos is not None:
-            self.gtid_state = parse_state(resume.gtid_pos)
+            self.gtid_state = self._parse_state(resume.gtid_pos)
             self._state_text = None
         if not resume.skip:
             self.resume = None
