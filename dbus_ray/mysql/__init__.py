@@ -7,6 +7,7 @@
 - `replica`: the binlog connection (replica session and packet loop) and the raw event slices.
 - `events`: every binlog event type, classified: decoded, ignored (with the reason) or refused.
 - `streaming`: `BinlogStream`, events -> transactions -> pending rows -> batches; reconnects.
+- `gtid_set`: MySQL GTID sets (the executed set of a checkpoint, COM_BINLOG_DUMP_GTID auto-position).
 - `xa`: XA transactions: prepared rows held until XA COMMIT, dropped at XA ROLLBACK, re-read on resume.
 - `schema`, `schema_history`: table definitions over time (TABLE_MAP, history, information_schema).
 - `values`, `decoder`: column values per MySQL type, and the compiled row decoder (`Layout`).

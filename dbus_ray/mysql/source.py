@@ -25,6 +25,8 @@ import time
 from collections import deque
 from typing import Any
 
+import pymysql
+
 from dbus_ray.errors import DbusError
 from dbus_ray.model import RowBatch
 from dbus_ray.mysql import connection as cn
@@ -171,6 +173,8 @@ class MysqlSource(Source):
                 return
             self._check_position(start.file, start.offset, logs, what)
             start = self._with_state(start, what)
+            if not checkpoint:
+                start = self._with_prepared(start, logs)
         self.stream = BinlogStream(self.pipeline, self.ep, info, self.server_id, self.identity, self.schema,
                                    start.with_(selected=None, schema_history=None, fences=None), self.until, gtid,
                                    o.reconnect_attempts)
@@ -224,6 +228,29 @@ class MysqlSource(Source):
             raise DbusError(f"binlog position {start.file}:{start.offset} ({what}) is not the start of an event on "
                             f"{self.where}: give the position of a transaction (SHOW BINLOG EVENTS)")
         return start.with_(gtid_pos=state, server=self.info.server)
+
+    def _with_prepared(self, start: BinlogOffset, logs: list[tuple[str, int]]) -> BinlogOffset:
+        """A stream starting without a checkpoint (MariaDB): with the XA transactions prepared before its start
+        (`xa.prepared_before`), so that the rows of those committed after it are delivered."""
+        assert self.info is not None
+        if not self.info.mariadb:
+            return start
+        conn = cn.connect(self.ep)
+        try:
+            marks = xa.prepared_before(conn, logs, start.file, start.offset)
+        except pymysql.MySQLError as exc:
+            log.warning("[%s] cannot list the XA transactions prepared on %s (XA RECOVER: %s): one prepared before "
+                        "%s:%s and committed later is not delivered", self.pipeline, self.where, exc, start.file,
+                        start.offset)
+            return start
+        finally:
+            conn.close()
+        first = xa.earliest(marks)
+        if first is None:
+            return start
+        log.info("[%s] XA transactions prepared before %s:%s: %s (their groups are read again from %s:%s)",
+                 self.pipeline, start.file, start.offset, ", ".join(marks), first.file, first.offset)
+        return start.with_(xa=xa.marks_to_json(marks))
 
     def _with_executed(self, start: BinlogOffset) -> BinlogOffset:
         """MySQL (gtid_mode=ON): `start` with the executed GTID set at its position when it is where the server
@@ -404,7 +431,7 @@ class MysqlSource(Source):
         finally:
             conn.close()
         self._check_position(at.file, at.offset, logs, "snapshot position")
-        at = self._with_state(at, "snapshot position")
+        at = self._with_prepared(self._with_state(at, "snapshot position"), logs)
         assert self.info is not None and self.schema is not None
         self.stream = BinlogStream(self.pipeline, self.ep, self.info, self.server_id, self.identity, self.schema,
                                    at, (binlog_index(now[0]), now[1]), None, self.options.reconnect_attempts)

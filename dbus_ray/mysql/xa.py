@@ -16,7 +16,8 @@ Checkpoint: besides the resume position, `xa` lists the xids still prepared at t
 each prepared group starts (`{xid: [file, offset, gtid, gtid_pos]}`, `marks_to_json`). A resume from such a
 checkpoint reads from the earliest of those positions, collects only those groups (`Recollect`), delivers
 nothing else, and goes on as usual from the checkpoint's position: a prepared transaction survives a
-restart, and the checkpoint stays small.
+restart, and the checkpoint stays small. A stream that starts without a checkpoint does the same for the
+transactions prepared before its start (`prepared_before`, MariaDB: XA RECOVER, then the binlog searched back).
 """
 
 from __future__ import annotations
@@ -109,6 +110,45 @@ def marks_from_json(raw: Any) -> Marks:
             raise ValueError(f"checkpoint key xa.{xid}: expected [file, offset, gtid, gtid_pos], got {v!r}")
         out[str(xid)] = Mark(v[0], v[1], v[2], v[3])
     return out
+
+
+_GTID_INFO_RE = re.compile(r"GTID (\d+-\d+-\d+)")
+
+
+def prepared_before(conn: Any, logs: list[tuple[str, int]], file: str, offset: int) -> Marks:
+    """MariaDB: the XA transactions prepared on the server now (XA RECOVER) whose prepared group is in its binlog
+    before `file:offset`, with where each group starts (the binlog is searched back from there, file by file,
+    only when some are prepared): a stream starting at `file:offset` collects them (`Recollect`) so that their
+    XA COMMIT after it delivers their rows."""
+    with conn.cursor() as cur:
+        cur.execute("XA RECOVER")
+        wanted = set()
+        for format_id, glen, blen, data in cur.fetchall():
+            raw = data if isinstance(data, bytes) else str(data).encode("utf-8", "surrogateescape")
+            wanted.add(format_xid(int(format_id), raw[: int(glen)], raw[int(glen) : int(glen) + int(blen)]))
+        names = [name for name, _size in logs]
+        marks: Marks = {}
+        if not wanted or file not in names:
+            return marks
+        for name in reversed(names[: names.index(file) + 1]):
+            cur.execute("SHOW BINLOG EVENTS IN %s", (name,))
+            found: dict[str, tuple[int, str | None]] = {}
+            for row in cur.fetchall():
+                pos, kind, info = int(row[1]), str(row[2]), str(row[5])
+                if name == file and pos >= offset:
+                    break
+                if kind == "Gtid" and info.startswith("XA START"):
+                    stmt = xa_statement(info.split(" GTID ")[0])
+                    gtid = _GTID_INFO_RE.search(info)
+                    if stmt is not None and stmt[1] in wanted and stmt[1] not in marks:
+                        found[stmt[1]] = (pos, gtid.group(1) if gtid else None)  # the last one in the file
+            for xid, (pos, gtid) in found.items():
+                cur.execute("SELECT BINLOG_GTID_POS(%s, %s)", (name, pos))
+                row = cur.fetchone()
+                marks[xid] = Mark(name, pos, gtid, None if not row or row[0] is None else str(row[0]))
+            if wanted <= marks.keys():
+                break
+    return marks
 
 
 def earliest(marks: Marks) -> Mark | None:
