@@ -9,6 +9,8 @@
   `binlog_files` source in `dbus_ray.sources`, and `history(files=)`).
 - `events`: every binlog event type, classified: decoded, ignored (with the reason) or refused.
 - `streaming`: `BinlogStream`, events -> transactions -> pending rows -> batches; reconnects.
+- `gtid_set`: MySQL GTID sets (the executed set of a checkpoint, COM_BINLOG_DUMP_GTID auto-position).
+- `xa`: XA transactions: prepared rows held until XA COMMIT, dropped at XA ROLLBACK, re-read on resume.
 - `schema`, `schema_history`: table definitions over time (TABLE_MAP, history, information_schema).
 - `values`, `decoder`: column values per MySQL type, and the compiled row decoder (`Layout`).
 - MySQL 8 formats: `json_binary` (binary JSON -> MySQL's JSON text), `payload` (TRANSACTION_PAYLOAD_EVENT, zstd),

@@ -17,24 +17,26 @@ class Segment:
     event has no such image), and the position of its first row. Rows leave from the front."""
 
     __slots__ = ("layout", "op", "before", "after", "n", "file", "offset", "gtid", "index", "txid", "ts",
-                 "tfile", "toffset", "absent", "before_state")
+                 "tfile", "toffset", "absent", "before_state", "xa")
 
     def __init__(self, layout: Any, op: str, before: list[list[Any]] | None, after: list[list[Any]] | None,
                  n: int, file: str, offset: int, gtid: str | None, index: int, txid: str, ts: float,
                  tfile: str, toffset: int, absent: dict[str, list[str]] | None = None,
-                 before_state: str | None = None) -> None:
+                 before_state: str | None = None, xa: Any = None) -> None:
         self.layout, self.op, self.before, self.after, self.n = layout, op, before, after, n
         self.file, self.offset, self.gtid, self.index, self.txid = file, offset, gtid, index, txid
         self.ts, self.tfile, self.toffset = ts, tfile, toffset
         self.absent = absent  # image -> columns the event's image leaves out (binlog_row_image MINIMAL/NOBLOB)
         self.before_state = before_state  # the GTID state before its transaction (MariaDB), for the checkpoint
+        self.xa = xa  # the XA transactions prepared before its transaction (dbus_ray.mysql.xa.Marks), ditto
 
     def split(self, k: int) -> Segment:
         """Remove the first `k` rows (k < n) and return them as a segment."""
         b, a = self.before, self.after
         head = Segment(self.layout, self.op, None if b is None else [c[:k] for c in b],
                     None if a is None else [c[:k] for c in a], k, self.file, self.offset, self.gtid,
-                    self.index, self.txid, self.ts, self.tfile, self.toffset, self.absent, self.before_state)
+                    self.index, self.txid, self.ts, self.tfile, self.toffset, self.absent, self.before_state,
+                    self.xa)
         self.before = None if b is None else [c[k:] for c in b]
         self.after = None if a is None else [c[k:] for c in a]
         self.n -= k

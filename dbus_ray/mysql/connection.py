@@ -109,6 +109,11 @@ class ServerInfo:
         return self.variables.get("server_uuid") or self.variables.get("server_id") or None
 
     @property
+    def gtid_mode_on(self) -> bool:
+        """MySQL gtid_mode=ON: every transaction has a GTID (its executed set says which were read)."""
+        return self.variables.get("gtid_mode", "").upper() == "ON"
+
+    @property
     def has_row_metadata(self) -> bool:
         return self.variables.get("binlog_row_metadata", "").upper() == "FULL"
 
@@ -124,6 +129,12 @@ def _fix(setting: str, value: str) -> str:
 
 def master_status(conn: pymysql.connections.Connection, ep: Endpoint) -> tuple[str, int]:
     """(file, position) the server writes next (SHOW BINARY LOG STATUS, or SHOW MASTER STATUS)."""
+    file, pos, _executed = binlog_status(conn, ep)
+    return file, pos
+
+
+def binlog_status(conn: pymysql.connections.Connection, ep: Endpoint) -> tuple[str, int, str | None]:
+    """(file, position, MySQL's executed GTID set there or None) the server writes next."""
     with conn.cursor() as cur:
         try:
             try:
@@ -139,7 +150,7 @@ def master_status(conn: pymysql.connections.Connection, ep: Endpoint) -> tuple[s
         raise DbusError(
             f"binary log is off on {ep.where}; start the server with log_bin (in my.cnf, restart)"
         )
-    return str(row[0]), int(row[1])
+    return str(row[0]), int(row[1]), (None if len(row) < 5 or row[4] is None else str(row[4]))
 
 
 def binary_logs(conn: pymysql.connections.Connection, ep: Endpoint) -> list[tuple[str, int]]:

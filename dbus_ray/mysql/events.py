@@ -25,6 +25,7 @@ WRITE_ROWS_V1, UPDATE_ROWS_V1, DELETE_ROWS_V1 = 23, 24, 25
 HEARTBEAT_EVENT = 27
 WRITE_ROWS_V2, UPDATE_ROWS_V2, DELETE_ROWS_V2 = 30, 31, 32
 GTID_EVENT = 33
+PREVIOUS_GTIDS_EVENT = 35
 XA_PREPARE_EVENT = 38
 PARTIAL_UPDATE_ROWS = 39
 TRANSACTION_PAYLOAD_EVENT = 40
@@ -33,9 +34,6 @@ MARIADB_GTID_EVENT = 162
 QUERY_COMPRESSED_EVENT = 165
 WRITE_ROWS_COMPRESSED_V1, UPDATE_ROWS_COMPRESSED_V1, DELETE_ROWS_COMPRESSED_V1 = 166, 167, 168
 WRITE_ROWS_COMPRESSED, UPDATE_ROWS_COMPRESSED, DELETE_ROWS_COMPRESSED = 169, 170, 171
-
-#: MariaDB GTID event flag: the transaction it starts ends with XA PREPARE (not with a commit).
-MARIADB_FL_PREPARED_XA = 0x40
 
 ROWS_OP = {
     WRITE_ROWS_V1: "insert", UPDATE_ROWS_V1: "update", DELETE_ROWS_V1: "delete",
@@ -107,12 +105,12 @@ EVENT_TYPES: dict[int, EventType] = _table(
     (DELETE_ROWS_V2, "DELETE_ROWS_EVENT", DECODED, "deleted rows"),
     (GTID_EVENT, "GTID_LOG_EVENT", DECODED, "the GTID of the next transaction"),
     (34, "ANONYMOUS_GTID_LOG_EVENT", IGNORED, "a transaction start without GTID (gtid_mode=OFF; BEGIN follows)"),
-    (35, "PREVIOUS_GTIDS_LOG_EVENT", IGNORED, "the GTIDs of the earlier files"),
+    (PREVIOUS_GTIDS_EVENT, "PREVIOUS_GTIDS_LOG_EVENT", DECODED,
+     "the GTIDs of the earlier files (MySQL: the executed GTID set where the stream starts a file)"),
     (36, "TRANSACTION_CONTEXT_EVENT", IGNORED, "group replication certification data"),
     (37, "VIEW_CHANGE_EVENT", IGNORED, "group replication membership change"),
-    (XA_PREPARE_EVENT, "XA_PREPARE_LOG_EVENT", REFUSED,
-     "XA PREPARE of an XA transaction: its rows may still be rolled back, and XA transactions are not "
-     "supported yet (use ordinary transactions, or XA COMMIT ... ONE PHASE)"),
+    (XA_PREPARE_EVENT, "XA_PREPARE_LOG_EVENT", DECODED,
+     "XA PREPARE: the end of a prepared XA transaction's group (its rows wait for XA COMMIT)"),
     (PARTIAL_UPDATE_ROWS, "PARTIAL_UPDATE_ROWS_EVENT", DECODED,
      "updated rows whose JSON after values are diffs (binlog_row_value_options=PARTIAL_JSON), applied to the before "
      "values"),
@@ -152,10 +150,3 @@ def refused(code: int, file: str, offset: int) -> RefusedEvent:
         what, why = f"event type {code} {known.name}", known.why
     return RefusedEvent(f"binlog {file}:{offset}: {what} cannot be read: {why}; the pipeline stops before it")
 
-
-def refused_xa(file: str, offset: int) -> RefusedEvent:
-    """A MariaDB GTID event that starts an XA transaction ending in XA PREPARE (refused before any of its rows)."""
-    return RefusedEvent(
-        f"binlog {file}:{offset}: event type {MARIADB_GTID_EVENT} GTID_EVENT starts a prepared XA transaction "
-        f"(flag PREPARED_XA): {EVENT_TYPES[XA_PREPARE_EVENT].why}; the pipeline stops before it"
-    )

@@ -12,8 +12,10 @@ state at its offset (`gtid_pos`). At open (`resume_point`):
   or no GTID state to resume from: a one-line DbusError naming what changed and what to do.
 
 Checkpoints without `server`/`gtid_pos` (older ones, `dbus checkpoint set`) resume at `file:offset` when it
-is an event boundary of the file (MariaDB), as before. MySQL: the identity (`server_uuid`) is checked;
-resuming by GTID on another MySQL server is not done (a one-line error says so).
+is an event boundary of the file (MariaDB), as before. MySQL (`gtid_pos` is the executed GTID set at the
+offset, `dbus_ray.mysql.gtid_set`): on the same server (`server_uuid`) it resumes at `file:offset`; on
+another one with gtid_mode=ON whose `gtid_executed` holds the checkpoint's set, by auto-position
+(COM_BINLOG_DUMP_GTID with that set), said in one log line; else a one-line DbusError.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import pymysql
 
 from dbus_ray.errors import DbusError
 from dbus_ray.mysql import connection as cn
+from dbus_ray.mysql.gtid_set import GtidSet
 from dbus_ray.mysql.offset import BinlogOffset
 
 log = logging.getLogger("dbus.mysql")
@@ -89,12 +92,7 @@ def resume_point(ep: cn.Endpoint, info: cn.ServerInfo, cp: BinlogOffset, logs: l
     same = cp.server is None or cp.server == server
     here = f"{where} (server {server})"
     if not info.mariadb:
-        if not same:
-            raise DbusError(
-                f"the checkpoint's position {cp.file}:{cp.offset} is in the binlog of server {cp.server}, not of "
-                f"{here}: resuming by GTID on another MySQL server is not supported; {FIX}"
-            )
-        return cp.with_(server=server), None
+        return _mysql_resume_point(info, cp, here, pipeline)
     sizes = dict(logs)
     if cp.file == "" and cp.gtid_pos is not None:  # started from a GTID set, no transaction read yet
         return cp, cp.gtid_pos
@@ -134,10 +132,50 @@ def resume_point(ep: cn.Endpoint, info: cn.ServerInfo, cp: BinlogOffset, logs: l
             f"{history or '(empty)'} does not hold the checkpoint's {', '.join(gone)}: an unrelated server or a "
             f"reset binlog; {FIX}"
         )
+    _no_prepared_xa(cp, here)
     log.warning("[%s] %s is not the server the checkpoint's position %s:%s is from (server %s): resuming by GTID "
                 "after %s%s", pipeline, here, cp.file, cp.offset, cp.server, cp.gtid_pos or "(empty)",
                 f", skipping the first {cp.skip} rows of {cp.gtid}" if cp.skip else "")
     return cp, cp.gtid_pos
+
+
+def _no_prepared_xa(cp: BinlogOffset, here: str) -> None:
+    if cp.xa:
+        raise DbusError(
+            f"{here} is not the server the checkpoint was taken on (server {cp.server}) and the checkpoint holds "
+            f"prepared XA transactions ({', '.join(cp.xa)}) whose rows are read again from that server's binlog "
+            f"positions: resuming them by GTID is not supported; resolve them there first, or {FIX}"
+        )
+
+
+def _mysql_resume_point(info: cn.ServerInfo, cp: BinlogOffset, here: str,
+                        pipeline: str) -> tuple[BinlogOffset, str | None]:
+    """`resume_point` on MySQL: same server at `file:offset`, another one by auto-position (module docstring)."""
+    if cp.file == "" and cp.gtid_pos is not None:  # started from a GTID set, no transaction read yet
+        return cp, cp.gtid_pos
+    if cp.server is None or cp.server == info.server:
+        return cp.with_(server=info.server), None
+    if cp.gtid_pos is None or not info.gtid_mode_on:
+        why = ("the checkpoint holds no executed GTID set to resume from" if cp.gtid_pos is None
+               else f"gtid_mode is {info.variables.get('gtid_mode') or 'unknown'} there, not ON")
+        raise DbusError(f"the checkpoint's position {cp.file}:{cp.offset} is in the binlog of server {cp.server}, "
+                        f"not of {here}, and {why}; {FIX}")
+    try:
+        wanted, history = GtidSet.parse(cp.gtid_pos), GtidSet.parse(info.gtid)
+    except ValueError as exc:
+        raise DbusError(f"cannot resume by GTID on {here}: {exc}") from None
+    gone = wanted.missing_from(history)
+    if gone.sids:
+        raise DbusError(
+            f"{here} is not the server the checkpoint was taken on (server {cp.server}) and its gtid_executed "
+            f"{history or '(empty)'} does not hold the checkpoint's {gone}: an unrelated server or a reset binlog; "
+            f"{FIX}"
+        )
+    _no_prepared_xa(cp, here)
+    log.warning("[%s] %s is not the server the checkpoint's position %s:%s is from (server %s): resuming by GTID "
+                "(auto-position) after %s%s", pipeline, here, cp.file, cp.offset, cp.server, wanted or "(empty)",
+                f", skipping the first {cp.skip} rows of {cp.gtid}" if cp.skip else "")
+    return cp.with_(gtid_pos=str(wanted)), str(wanted)
 
 
 def binlog_refusal(text: str, where: str, server: str | None, file: str, pos: int, by_gtid: BinlogOffset | None,

@@ -8,15 +8,18 @@ position of the GTID/BEGIN event of the transaction in progress when the batch e
 the rows of that transaction already emitted), else the position after the last transaction read
 (`skip` 0). So a resume never starts between a TABLE_MAP and its ROWS event and neither loses nor
 duplicates a row. `gtid` is the GTID of that transaction (or of the last one read), for information.
-`gtid_pos` (MariaDB) is the GTID state at `offset`, one `domain-server-seq` per domain, as
-`BINLOG_GTID_POS(file, offset)` gives it: the transactions before the offset; `server` is the identity
+`gtid_pos` is the GTID state at `offset`, the transactions before it: MariaDB one `domain-server-seq` per
+domain, as `BINLOG_GTID_POS(file, offset)` gives it; MySQL (gtid_mode=ON) the executed GTID set
+`uuid:1-5:7,uuid2:1-3` (`dbus_ray.mysql.gtid_set`); `server` is the identity
 of the server whose binlog `file:offset` is in (MariaDB `@@server_id`, MySQL `@@server_uuid`). With
 them a resume checks the position against the server's history and, on another server (a promoted
 replica), resumes by GTID (`dbus_ray.mysql.history`); checkpoints without them (older ones, `dbus
 checkpoint set`) load and resume by `file:offset`. The last three keys are there only when they apply:
 `selected` the include/exclude the checkpoint was taken under (unless `snapshot: never`), `schema_history` the
 table definitions a resume needs (`dbus_ray.mysql.schema_history`), `fences` the chunk positions of a parallel
-snapshot the stream has not passed yet (`dbus_ray.mysql.snapshot.parallel.Fences`).
+snapshot the stream has not passed yet (`dbus_ray.mysql.snapshot.parallel.Fences`). `xa` (after `server`, only
+when there are some) the XA transactions prepared and not resolved at `offset`, with where each prepared group
+starts: a resume reads their rows again from there (`dbus_ray.mysql.xa`).
 
 A snapshot in progress checkpoints `{"snapshot": {...}}` instead (`is_snapshot`; see
 `dbus_ray.mysql.snapshot.serial`).
@@ -64,6 +67,7 @@ class BinlogOffset:
     fences: dict[str, Any] | None = None
     gtid_pos: str | None = None
     server: str | None = None
+    xa: dict[str, list[Any]] | None = None  # prepared XA transactions at `offset` (see dbus_ray.mysql.xa)
 
     @classmethod
     def from_dict(cls, checkpoint: dict[str, Any]) -> BinlogOffset:
@@ -78,6 +82,7 @@ class BinlogOffset:
             checkpoint.get("fences"),
             _opt_str(checkpoint.get("gtid_pos")),
             _opt_str(checkpoint.get("server")),
+            checkpoint.get("xa") or None,
         )
 
     @classmethod
@@ -94,6 +99,8 @@ class BinlogOffset:
             out["gtid_pos"] = self.gtid_pos
         if self.server is not None:
             out["server"] = self.server
+        if self.xa:
+            out["xa"] = self.xa
         if self.selected is not None:
             out["selected"] = self.selected
         if self.schema_history is not None:

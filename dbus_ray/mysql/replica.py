@@ -1,21 +1,21 @@
 """The binlog connection of the `mysql` source: our own replica session and packet loop over a pymysql
 connection, and the few slices that read the header fields of the events the stream decodes.
 
-`Replica` does what a replica does on connect (binlog checksum, heartbeat period, MariaDB slave
-capability, COM_REGISTER_SLAVE, then COM_BINLOG_DUMP from `file:offset`, or from a GTID set: MariaDB
-`@slave_connect_state`, MySQL COM_BINLOG_DUMP_GTID), then hands out every event, of any type, as a
-`RawEvent`: its header fields and the packet bytes, parsed by the stream with a few slices (the stream
-decides per type, see `dbus_ray.mysql.events`). It never reconnects by itself: a dropped connection
-is an error the stream answers by starting a new `Replica` at its checkpoint (so a reconnect never
-lands mid-transaction). python-mysql-replication supplies only public pieces: `ReportSlave` (the
-COM_REGISTER_SLAVE packet), `GtidSet` (the GTID set encoding) and `BinLogPacketWrapper`/`TableMapEvent`,
-which parse a TABLE_MAP event the stream has not seen before (`table_map_event`; the stream keys
-definitions by their bytes, so each is parsed once). Writing packets goes through pymysql's
-`_write_bytes`/`_next_seq_id`/`_read_packet`, as python-mysql-replication does.
+`Replica` does what a replica does on connect (binlog checksum, heartbeat period, MariaDB slave capability,
+COM_REGISTER_SLAVE, then COM_BINLOG_DUMP from `file:offset`, or from a GTID set: MariaDB
+`@slave_connect_state`, MySQL COM_BINLOG_DUMP_GTID with the executed set, `dbus_ray.mysql.gtid_set`), then
+hands out every event, of any type, as a `RawEvent`: its header fields and the packet bytes, parsed by the
+stream with a few slices (the stream decides per type, see `dbus_ray.mysql.events`). It never reconnects by
+itself: a dropped connection is an error the stream answers by starting a new `Replica` at its checkpoint (so
+a reconnect never lands mid-transaction). python-mysql-replication supplies only public pieces: `ReportSlave`
+(the COM_REGISTER_SLAVE packet) and `BinLogPacketWrapper`/`TableMapEvent`, which parse a TABLE_MAP event the
+stream has not seen before (`table_map_event`; the stream keys definitions by their bytes, so each is parsed
+once). Writing packets goes through pymysql's `_write_bytes`/`_next_seq_id`/`_read_packet`, as
+python-mysql-replication does.
 
-Profile of the stock reader on one-row transactions (GTID, TABLE_MAP, WRITE_ROWS, XID per row): ~75% of
-the time went into `TableMapEvent.__init__` (column objects, optional metadata, name sync), re-parsed
-for every transaction although its bytes never change; hence raw events and parsed-once definitions.
+Profile of the stock reader on one-row transactions (GTID, TABLE_MAP, WRITE_ROWS, XID per row): ~75% of the
+time went into `TableMapEvent.__init__` (column objects, optional metadata, name sync), re-parsed for every
+transaction although its bytes never change; hence raw events and parsed-once definitions.
 """
 
 from __future__ import annotations
@@ -29,14 +29,13 @@ import pymysql.charset
 import pymysql.protocol
 from pymysql.constants.COMMAND import COM_BINLOG_DUMP
 from pymysqlreplication.binlogstream import ReportSlave
-from pymysqlreplication.gtid import GtidSet
 from pymysqlreplication.packet import BinLogPacketWrapper
 from pymysqlreplication.row_event import TableMapEvent
 
 from dbus_ray.mysql import values
 from dbus_ray.mysql.events import QUERY_COMPRESSED_EVENT, ROWS_UPDATE, ROWS_V2
+from dbus_ray.mysql.gtid_set import GtidSet, dump_gtid_packet
 
-COM_BINLOG_DUMP_GTID = 0x1E
 #: pymysql errors of a dropped connection (server gone, lost during a query)
 CONNECTION_LOST = (2013, 2006)
 
@@ -319,11 +318,8 @@ class Replica:
             self._query("SET @slave_gtid_ignore_duplicates=0")
             self._send(struct.pack("<i", 15) + bytes([COM_BINLOG_DUMP])
                        + struct.pack("<iHI", 4, 0, self.server_id) + b"\0\0\0\0")  # no file: the GTID state says where
-        else:  # flags BINLOG_THROUGH_GTID, an empty file name, position 4, then the encoded GTID set
-            gtids = GtidSet(self.gtid)
-            body = (struct.pack("<HII", 0x04, self.server_id, 3) + b"\0\0\0"
-                    + struct.pack("<QI", 4, gtids.encoded_length) + gtids.encoded())
-            self._send(struct.pack("<i", len(body) + 1) + bytes([COM_BINLOG_DUMP_GTID]) + body)
+        else:  # MySQL auto-position: the server sends every transaction not in the executed set
+            self._send(dump_gtid_packet(GtidSet.parse(self.gtid), self.server_id))
 
     def thread_id(self) -> int | None:
         """The server's id of this connection (KILL), None before it connected."""

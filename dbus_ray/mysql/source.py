@@ -25,10 +25,14 @@ import time
 from collections import deque
 from typing import Any
 
+import pymysql
+
 from dbus_ray.errors import DbusError
 from dbus_ray.model import RowBatch
 from dbus_ray.mysql import connection as cn
+from dbus_ray.mysql import xa
 from dbus_ray.mysql.ddl import OSC_RE
+from dbus_ray.mysql.gtid_set import GtidSet
 from dbus_ray.mysql.history import resume_point, state_at
 from dbus_ray.mysql.keys import MessageKeys
 from dbus_ray.mysql.offset import BinlogOffset, binlog_index, is_snapshot
@@ -161,7 +165,7 @@ class MysqlSource(Source):
             elif kind == "position":
                 start = BinlogOffset(*value)
             else:
-                start, gtid = BinlogOffset("", 0, gtid_pos=value if info.mariadb else None), value
+                start, gtid = BinlogOffset("", 0, gtid_pos=value), value
         if gtid is None:
             if o.snapshot == "when_needed" and start.file not in dict(logs):
                 log.warning("[%s] binlog file %s (%s) is no longer on %s: snapshot (snapshot: when_needed)",
@@ -170,6 +174,8 @@ class MysqlSource(Source):
                 return
             self._check_position(start.file, start.offset, logs, what)
             start = self._with_state(start, what)
+            if not checkpoint:
+                start = self._with_prepared(start, logs)
         self.stream = BinlogStream(self.pipeline, self.ep, info, self.server_id, self.identity, self.schema,
                                    start.with_(selected=None, schema_history=None, fences=None), self.until, gtid,
                                    o.reconnect_attempts)
@@ -211,7 +217,7 @@ class MysqlSource(Source):
         not an event boundary is refused."""
         assert self.info is not None
         if not self.info.mariadb:
-            return start.with_(server=self.info.server)
+            return self._with_executed(start.with_(server=self.info.server))
         if start.gtid_pos is not None and start.server == self.info.server:  # checked by resume_point
             return start
         conn = cn.connect(self.ep)
@@ -224,6 +230,48 @@ class MysqlSource(Source):
                             f"{self.where}: give the position of a transaction (SHOW BINLOG EVENTS)")
         return start.with_(gtid_pos=state, server=self.info.server)
 
+    def _with_prepared(self, start: BinlogOffset, logs: list[tuple[str, int]]) -> BinlogOffset:
+        """A stream starting without a checkpoint (MariaDB): with the XA transactions prepared before its start
+        (`xa.prepared_before`), so that the rows of those committed after it are delivered."""
+        assert self.info is not None
+        if not self.info.mariadb:
+            return start
+        conn = cn.connect(self.ep)
+        try:
+            marks = xa.prepared_before(conn, logs, start.file, start.offset)
+        except pymysql.MySQLError as exc:
+            log.warning("[%s] cannot list the XA transactions prepared on %s (XA RECOVER: %s): one prepared before "
+                        "%s:%s and committed later is not delivered", self.pipeline, self.where, exc, start.file,
+                        start.offset)
+            return start
+        finally:
+            conn.close()
+        first = xa.earliest(marks)
+        if first is None:
+            return start
+        log.info("[%s] XA transactions prepared before %s:%s: %s (their groups are read again from %s:%s)",
+                 self.pipeline, start.file, start.offset, ", ".join(marks), first.file, first.offset)
+        return start.with_(xa=xa.marks_to_json(marks))
+
+    def _with_executed(self, start: BinlogOffset) -> BinlogOffset:
+        """MySQL (gtid_mode=ON): `start` with the executed GTID set at its position when it is where the server
+        writes next (SHOW BINARY LOG STATUS gives both at once); elsewhere the stream learns the set at the
+        next file's PREVIOUS_GTIDS event (until then a checkpoint cannot resume by GTID on another server)."""
+        assert self.info is not None
+        if start.gtid_pos is not None or not self.info.gtid_mode_on:
+            return start
+        conn = cn.connect(self.ep)
+        try:
+            file, pos, executed = cn.binlog_status(conn, self.ep)
+        finally:
+            conn.close()
+        if (file, pos) != (start.file, start.offset) or executed is None:
+            return start
+        try:
+            return start.with_(gtid_pos=str(GtidSet.parse(executed)))
+        except ValueError as exc:
+            raise DbusError(f"{self.where}: Executed_Gtid_Set of SHOW BINARY LOG STATUS: {exc}") from None
+
     # ------------------------------------------------------------------ checkpoints and state
     def checkpoint(self, at: BinlogOffset | None = None) -> dict[str, Any]:
         """The binlog checkpoint of `at` (default: the stream's offset), with the include/exclude it was
@@ -232,9 +280,11 @@ class MysqlSource(Source):
             assert self.stream is not None
             at = self.stream.offset()
         assert self.schema is not None
+        first = xa.earliest(xa.marks_from_json(at.xa))  # a resume reads prepared XA groups again from there
+        since = (first.file, first.offset) if first is not None and first.key < at.key else (at.file, at.offset)
         return at.with_(
             selected=self.selected if self.options.snapshot != "never" else None,
-            schema_history=self.schema.history_json(at.file, at.offset),
+            schema_history=self.schema.history_json(*since),
         ).to_dict()
 
     def position(self) -> dict[str, Any] | None:
@@ -387,7 +437,7 @@ class MysqlSource(Source):
         finally:
             conn.close()
         self._check_position(at.file, at.offset, logs, "snapshot position")
-        at = self._with_state(at, "snapshot position")
+        at = self._with_prepared(self._with_state(at, "snapshot position"), logs)
         assert self.info is not None and self.schema is not None
         self.stream = BinlogStream(self.pipeline, self.ep, self.info, self.server_id, self.identity, self.schema,
                                    at, (binlog_index(now[0]), now[1]), None, self.options.reconnect_attempts)

@@ -9,7 +9,8 @@ their cut-over rename is a DDL row of the table itself. Columns an image leaves 
 MINIMAL/NOBLOB) are listed per row in the optional `absent` column (`dbus_ray.model.ABSENT_TYPE`). A
 DecodeError names the binlog position of its event. A dropped connection is resumed from the offset
 (never mid-transaction), with backoff, `reconnect_attempts` times (then `BinlogLost`: with several hosts the
-source moves to the next one).
+source moves to the next one). XA transactions (`dbus_ray.mysql.xa`): the rows of a prepared group are held
+and delivered as rows of its XA COMMIT.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from dbus_ray.model import TableRows
 from dbus_ray.mysql import connection as cn
 from dbus_ray.mysql import events as et
 from dbus_ray.mysql import replica as rp
+from dbus_ray.mysql import xa
 from dbus_ray.mysql.batches import Segment, runs
 from dbus_ray.mysql.ddl import OSC_RE, DdlLayout, ddl_target, renamed_tables
+from dbus_ray.mysql.gtid_set import GtidSet
 from dbus_ray.mysql.history import binlog_refusal, format_state, parse_state
 from dbus_ray.mysql.offset import BinlogOffset, binlog_index
 from dbus_ray.mysql.partial import read_partial_rows
@@ -55,13 +58,16 @@ class _Txn:
     skip: int = 0  # rows already emitted before a resume
     rows: int = 0  # rows of included tables seen so far
     before: str | None = None  # the GTID state before it (MariaDB)
+    marks: xa.Marks | None = None  # the XA transactions prepared before it
+    xid: str | None = None  # an XA transaction's group (its rows are held until XA COMMIT)
+    segs: list[Segment] | None = None  # the rows of that group held (None: not collected)
 
     @property
     def txid(self) -> str:
         return self.gtid or f"{self.file}:{self.offset}"
 
 
-class BinlogStream:
+class BinlogStream(xa.XaGroups):
     """Reads the binlog from `start` (or, with `gtid`, from a GTID set: until the first transaction comes,
     the offset stays `start`, and its `skip` applies to the transaction `start.gtid`); `target` is the
     position (file index, offset) the server was at when the stream opened: at or past it, information_schema
@@ -91,7 +97,8 @@ class BinlogStream:
         self.resume_gtid: str | None = None  # connected by this GTID state
         self._skip_gtid: tuple[str, int] | None = None
         self.server = info.server
-        self.gtid_state: dict[str, str] | None = None
+        self.gtid_state: dict[str, str] | GtidSet | None = None  # MariaDB {domain: gtid}, MySQL executed set
+        self._file_start = False  # no transaction read since the start of a file (MySQL: PREVIOUS_GTIDS applies)
         self._state_text: str | None = None
         self.last_gtid = start.gtid
         self.idle = False
@@ -102,27 +109,46 @@ class BinlogStream:
         self._peeked: rp.RawEvent | None = None  # read by `connect_now`, handed out first
         self._inner: deque[rp.RawEvent] = deque()  # the events of a transaction payload not handled yet
         self._inner_end = 0  # the position after that payload event
+        self.prepared = xa.Prepared()
+        self.recollect: xa.Recollect | None = None  # re-reading prepared XA groups before `resume`
         self._start(start, gtid)
 
     def _start(self, start: BinlogOffset, gtid: str | None = None) -> None:
+        marks = xa.marks_from_json(start.xa)
+        first = xa.earliest(marks) if gtid is None else None
+        self.prepared = xa.Prepared(self.prepared.limit)
+        self.recollect = None if first is None else xa.Recollect(marks, (start.file, start.offset))
+        at = start if first is None else BinlogOffset(first.file, first.offset, gtid_pos=first.gtid_pos)
         if self.open_reader is not None:
-            self.replica = self.open_reader(start)
+            self.replica = self.open_reader(at)
         else:
             settings = self.ep.settings()
             settings["read_timeout"] = READ_TIMEOUT_SECONDS
-            self.replica = rp.Replica(settings, self.server_id, self.identity, HEARTBEAT_SECONDS, start.file,
-                                      start.offset, gtid, mariadb=self.info.mariadb,
+            self.replica = rp.Replica(settings, self.server_id, self.identity, HEARTBEAT_SECONDS, at.file,
+                                      at.offset, gtid, mariadb=self.info.mariadb,
                                       row_metadata=self.info.has_row_metadata)
+        if first is not None:  # prepared XA transactions: their groups are read again first
+            self.file, self.next_pos = first.file, first.offset
         self.txn = None
         self._inner.clear()
         self._inner_end = 0
         self.schema.by_table_id = {}
         self.resume_gtid = gtid
-        self.resume = start if start.skip or gtid is not None else None
+        self.resume = start if start.skip or gtid is not None or first is not None else None
         self._skip_gtid = (start.gtid, start.skip) if gtid is not None and start.skip and start.gtid else None
-        state = gtid if gtid is not None else start.gtid_pos
-        self.gtid_state = parse_state(state) if self.info.mariadb and state is not None else None
+        state = gtid if gtid is not None else at.gtid_pos
+        self.gtid_state = self._parse_state(state)
+        self._file_start = gtid is None and at.offset == 4
         self._state_text = None
+
+    def _parse_state(self, text: str | None) -> dict[str, str] | GtidSet | None:
+        """A checkpoint's GTID state as the stream follows it: MariaDB {domain: gtid}; MySQL the executed GTID
+        set (followed only with gtid_mode=ON: else transactions without GTIDs would be missing from it)."""
+        if text is None:
+            return None
+        if self.info.mariadb:
+            return parse_state(text)
+        return GtidSet.parse(text) if self.info.gtid_mode_on else None
 
     def close(self) -> None:
         if self.replica is not None:
@@ -132,23 +158,30 @@ class BinlogStream:
     # ------------------------------------------------------------------ state
     def offset(self) -> BinlogOffset:
         """Where to resume so that every row handed out so far is skipped and no other."""
+        if self.recollect is not None:
+            assert self.resume is not None
+            return self.resume
         if self.pending:
             seg = self.pending[0]
             return BinlogOffset(seg.tfile, seg.toffset, seg.index, seg.gtid, gtid_pos=seg.before_state,
-                                server=self.server)
+                                server=self.server, xa=xa.marks_to_json(seg.xa) if seg.xa else None)
         txn = self.txn
         if txn is not None:
-            return BinlogOffset(txn.file, txn.offset, txn.rows, txn.gtid, gtid_pos=txn.before, server=self.server)
+            return BinlogOffset(txn.file, txn.offset, txn.rows, txn.gtid, gtid_pos=txn.before, server=self.server,
+                                xa=xa.marks_to_json(txn.marks) if txn.marks else None)
         if self.resume is not None:
             return self.resume
-        return BinlogOffset(self.file, self.next_pos, 0, self.last_gtid, gtid_pos=self._state(), server=self.server)
+        marks = self.prepared.marks
+        return BinlogOffset(self.file, self.next_pos, 0, self.last_gtid, gtid_pos=self._state(), server=self.server,
+                            xa=xa.marks_to_json(marks) if marks else None)
 
     def _state(self) -> str | None:
         """The GTID state after the last transaction read (MariaDB), None when not followed."""
-        if self.gtid_state is None:
+        state = self.gtid_state
+        if state is None:
             return None
         if self._state_text is None:
-            self._state_text = format_state(self.gtid_state)
+            self._state_text = format_state(state) if isinstance(state, dict) else str(state)
         return self._state_text
 
     def between_transactions(self) -> bool:
@@ -199,6 +232,8 @@ class BinlogStream:
                 break
             if event.type in et.HEARTBEATS:
                 self.idle = True
+                if self.recollect is not None:  # the server sent all it has: the checkpoint's position is passed
+                    self._recollected()
                 break
             self.idle = False
             try:
@@ -325,9 +360,14 @@ class BinlogStream:
             self._rows(ev, offset)
         elif t == et.MARIADB_GTID_EVENT:
             gtid, flags = rp.mariadb_gtid(ev)
-            if flags & et.MARIADB_FL_PREPARED_XA:  # before any row of it is handed out
-                raise et.refused_xa(self.file, offset)
-            self._begin(offset, gtid, began=not (flags & 1))
+            txn = self._begin(offset, gtid, began=not (flags & 1))
+            if flags & xa.FL_PREPARED_XA:  # the group ends with XA PREPARE: its rows are held
+                try:
+                    self._collect(txn, xa.gtid_xid(ev.data[rp.HEADER : ev.end], flags))
+                except ValueError as exc:
+                    raise DecodeError(f"binlog {self.file}:{offset}: cannot read the GTID event: {exc}") from None
+        elif t == et.XA_PREPARE_EVENT:
+            self._prepare()
         elif t == et.XID_EVENT:
             self._end()
         elif t == et.TRANSACTION_PAYLOAD_EVENT:
@@ -343,8 +383,17 @@ class BinlogStream:
             self._statement(sql, schema, float(ev.timestamp), offset)
         elif t == et.ROTATE_EVENT:
             self.file, self.next_pos = rp.rotate(ev)
+            self._file_start = self.next_pos == 4
             if ev.timestamp:  # a real rotation: table ids may be reused from here on
                 self.schema.by_table_id = {}
+            return
+        elif t == et.PREVIOUS_GTIDS_EVENT:  # MySQL: the executed set before this file, where none is known yet
+            if self._file_start and self.gtid_state is None and not self.info.mariadb and self.info.gtid_mode_on:
+                try:
+                    self.gtid_state = GtidSet.decode(ev.data[: ev.end], rp.HEADER)
+                except ValueError as exc:
+                    raise DecodeError(f"binlog {self.file}:{offset}: cannot read PREVIOUS_GTIDS: {exc}") from None
+                self._state_text = None
             return
         if end:
             self.next_pos = end
@@ -373,6 +422,8 @@ class BinlogStream:
         txn = self.txn
         if txn is None:  # a rows event outside any transaction marker: treat it as its own transaction
             txn = self._begin(offset, None, began=False)
+        if self.recollect is not None and txn.segs is None:  # read before: only prepared XA groups count
+            return
         op = et.ROWS_OP[ev.type]
         data, end = ev.data, ev.end
         try:
@@ -389,6 +440,8 @@ class BinlogStream:
         except DecodeError as exc:
             raise DecodeError(f"binlog {self.file}:{offset}: {exc}") from None
         n = len((after if after is not None else before)[0])  # type: ignore[index]
+        if txn.segs is not None:
+            self.prepared.count(n, f"{self.file}:{offset}")
         absent: dict[str, list[str]] | None = None
         gone = layout.absent(bitmap)
         gone2 = layout.absent(bitmap2) if bitmap2 is not None else ()
@@ -398,6 +451,10 @@ class BinlogStream:
                 absent["after" if op == "insert" else "before"] = list(gone)
             if gone2:
                 absent["after"] = list(gone2)
+        if txn.segs is not None:  # held until its XA COMMIT
+            txn.segs.append(Segment(layout, op, before, after, n, self.file, offset, None, 0, "",
+                                    float(ev.timestamp), "", 0, absent))
+            return
         first = txn.rows
         txn.rows += n
         start = max(0, txn.skip - first)
@@ -407,14 +464,17 @@ class BinlogStream:
                 after = None if after is None else [c[start:] for c in after]
             self.pending.append(
                 Segment(layout, op, before, after, n - start, self.file, offset, txn.gtid, first + start,
-                        txn.txid, float(ev.timestamp), txn.file, txn.offset, absent, txn.before)
+                        txn.txid, float(ev.timestamp), txn.file, txn.offset, absent, txn.before, txn.marks)
             )
             self.pending_rows += n - start
         if not txn.began:
             self._end()
 
     def _begin(self, offset: int, gtid: str | None, began: bool) -> _Txn:
-        txn = self.txn = _Txn(self.file, offset, gtid, began, before=self._state())
+        if self.recollect is not None and self.recollect.done(self.file, offset):
+            self._recollected()
+        self._file_start = False
+        txn = self.txn = _Txn(self.file, offset, gtid, began, before=self._state(), marks=self.prepared.marks)
         resume = self.resume
         if resume is not None:
             if self.resume_gtid is not None:  # the first transaction by GTID: positions are this server's now
@@ -431,13 +491,22 @@ class BinlogStream:
         txn = self.txn
         if txn is not None and txn.gtid:
             self.last_gtid = txn.gtid
-            if self.gtid_state is not None:
-                self.gtid_state[txn.gtid.split("-", 1)[0]] = txn.gtid
+            state = self.gtid_state
+            if isinstance(state, dict):
+                state[txn.gtid.split("-", 1)[0]] = txn.gtid
+                self._state_text = None
+            elif state is not None:
+                state.add(txn.gtid)
                 self._state_text = None
         self.txn = None
 
     def _statement(self, sql: str, schema: str, ts: float, offset: int) -> None:
         head = sql.lstrip()[:16].upper()
+        if head.startswith("XA"):
+            stmt = xa.xa_statement(sql)
+            if stmt is not None:
+                self._xa(*stmt, offset, ts)
+                return
         if head.startswith("BEGIN") or head.startswith("XA START"):
             if self.txn is None:
                 self._begin(offset, None, began=True)
@@ -460,11 +529,11 @@ class BinlogStream:
             if self.schema.matcher(db, table or "*"):
                 index = txn.rows
                 txn.rows += 1
-                if index >= txn.skip:
+                if index >= txn.skip and self.recollect is None:
                     change = self.schema.change(sql, db, table)
                     self.pending.append(
                         Segment(DdlLayout(db, table), "ddl", None, [[sql], [change]], 1, self.file, offset, txn.gtid,
-                                index, txn.txid, ts, txn.file, txn.offset, None, txn.before)
+                                index, txn.txid, ts, txn.file, txn.offset, None, txn.before, txn.marks)
                     )
                     self.pending_rows += 1
         if not txn.began:

@@ -1,7 +1,7 @@
 """The `mysql` source against a MariaDB started with `log_bin_compress=ON`: QUERY_COMPRESSED_EVENT and the
-ROWS_COMPRESSED events decode to the rows the server's own SELECT shows, and the DDL as sent; an event the
-source cannot read (a prepared XA transaction) stops it with one line naming the event and FILE:OFFSET,
-its rows never handed out."""
+ROWS_COMPRESSED events decode to the rows the server's own SELECT shows, and the DDL as sent; XA
+transactions deliver their committed rows only; an event the source cannot read (a statement-based LOAD DATA)
+stops it with one line naming the event and FILE:OFFSET, its rows never handed out."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from typer.testing import CliRunner
 
 from dbus_ray.cli import app
 from dbus_ray.devstack import MariaDB
-from dbus_ray.errors import DbusError
 from dbus_ray.mysql.source import MysqlOptions, MysqlSource
 from tests.support.helpers import drain, execute, position
 
@@ -91,44 +90,35 @@ def test_compressed_events_give_the_rows_select_shows(compressed: MariaDB) -> No
     ]
 
 
-def xa_workload(server: MariaDB, db: str) -> tuple[str, str]:
+def xa_workload(server: MariaDB, db: str) -> str:
     """Two ordinary transactions (one an XA COMMIT ... ONE PHASE), a prepared XA transaction rolled back,
-    then one more row: (position before them, position of the prepared transaction's GTID event)."""
+    one committed, then one more row: the position before them."""
     conn = server.root_connect()
     execute(conn, f"CREATE DATABASE {db}", f"CREATE TABLE {db}.t (id INT PRIMARY KEY, v VARCHAR(20))")
     start = position(conn)
     execute(conn, f"INSERT INTO {db}.t VALUES (1, 'plain')", "XA START 'one'",
             f"INSERT INTO {db}.t VALUES (2, 'one-phase')", "XA END 'one'", "XA COMMIT 'one' ONE PHASE")
-    prepared_at = position(conn)  # the prepared transaction's GTID event starts here
     execute(conn, "XA START 'x1'", f"INSERT INTO {db}.t VALUES (3, 'rolled-back')", "XA END 'x1'",
-            "XA PREPARE 'x1'", "XA ROLLBACK 'x1'", f"INSERT INTO {db}.t VALUES (4, 'after')")
+            "XA PREPARE 'x1'", "XA ROLLBACK 'x1'", "XA START 'x2'", f"INSERT INTO {db}.t VALUES (5, 'two-phase')",
+            "XA END 'x2'", "XA PREPARE 'x2'", "XA COMMIT 'x2'", f"INSERT INTO {db}.t VALUES (4, 'after')")
     assert select(conn, f"SELECT * FROM {db}.t") == {1: {"id": 1, "v": "plain"}, 2: {"id": 2, "v": "one-phase"},
-                                                     4: {"id": 4, "v": "after"}}
+                                                     5: {"id": 5, "v": "two-phase"}, 4: {"id": 4, "v": "after"}}
+    assert "XA_prepare" in event_types(conn, start)
     conn.close()
-    return start, prepared_at
+    return start
 
 
-def test_prepared_xa_transaction_stops_the_source_before_its_rows(compressed: MariaDB) -> None:
-    start, prepared_at = xa_workload(compressed, "xa")
+def test_xa_transactions_compressed_deliver_committed_rows_only(compressed: MariaDB) -> None:
+    start = xa_workload(compressed, "xa")
     src = source(compressed, start, ["xa.*"])
     src.open(None)
-    batches: list[Any] = []
     try:
-        with pytest.raises(DbusError) as err:
-            for _ in range(500):
-                batch = src.poll(1, len(batches) + 1)  # one row per batch: each row's checkpoint is seen
-                if batch is not None:
-                    batches.append(batch)
+        got = [c for b in drain(src, max_rows=1) for c in b.changes()]
     finally:
         src.close()
-    message = str(err.value)
-    assert "\n" not in message
-    assert message.startswith(f"binlog {prepared_at}: event type 162 GTID_EVENT starts a prepared XA transaction")
-    assert "XA transactions are not supported yet" in message
-    assert [c.after["v"] for b in batches for c in b.changes()] == ["plain", "one-phase"]
-    last = batches[-1].checkpoint
-    file, offset = prepared_at.split(":")
-    assert last["file"] == file and last["offset"] <= int(offset)  # a restart reads the XA transaction again
+    assert [(c.op, c.after) for c in got] == [
+        ("insert", {"id": 1, "v": "plain"}), ("insert", {"id": 2, "v": "one-phase"}),
+        ("insert", {"id": 5, "v": "two-phase"}), ("insert", {"id": 4, "v": "after"})]
 
 
 def test_large_change_with_the_default_threshold_equals_select(compressed: MariaDB) -> None:
@@ -174,18 +164,34 @@ def test_large_change_with_the_default_threshold_equals_select(compressed: Maria
 
 def test_a_refused_event_fails_the_pipeline_with_one_line(compressed: MariaDB, ray_session: None,
                                                           tmp_path: Path) -> None:
-    start, prepared_at = xa_workload(compressed, "xa_run")
+    """A statement-based LOAD DATA (binlog_format=STATEMENT in its session) writes BEGIN_LOAD_QUERY_EVENT: the
+    pipeline stops at it with one line; the rows before it are delivered, none of it or after it."""
+    conn = compressed.root_connect(local_infile=True)
+    execute(conn, "CREATE DATABASE ld_run", "CREATE TABLE ld_run.t (id INT PRIMARY KEY, v VARCHAR(20))")
+    start = position(conn)
+    execute(conn, "INSERT INTO ld_run.t VALUES (1, 'plain')", "XA START 'one'",
+            "INSERT INTO ld_run.t VALUES (2, 'one-phase')", "XA END 'one'", "XA COMMIT 'one' ONE PHASE")
+    data = tmp_path / "rows.tsv"
+    data.write_text("3\tloaded\n4\tloaded\n")
+    execute(conn, "SET SESSION binlog_format = 'STATEMENT'", f"LOAD DATA LOCAL INFILE '{data}' INTO TABLE ld_run.t",
+            "SET SESSION binlog_format = 'ROW'", "INSERT INTO ld_run.t VALUES (5, 'after')")
+    file, offset = start.split(":")
+    with conn.cursor() as cur:
+        cur.execute(f"SHOW BINLOG EVENTS IN '{file}' FROM {int(offset)}")
+        load_at = next(f"{r[0]}:{r[1]}" for r in cur.fetchall() if r[2] == "Begin_load_query")
+    conn.close()
     out = tmp_path / "out.jsonl"
-    config = {"name": "xa-stop", "data_dir": str(tmp_path / "data"),
+    config = {"name": "ld-stop", "data_dir": str(tmp_path / "data"),
               "source": {"type": "mysql", "dsn": compressed.dsn, "server_id": 7303, "start": start,
-                         "include": ["xa_run.*"]},
+                         "include": ["ld_run.*"]},
               "sinks": [{"name": "out", "type": "jsonl", "path": str(out)}]}
-    path = tmp_path / "xa-stop.yaml"
+    path = tmp_path / "ld-stop.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     result = CliRunner().invoke(app, ["run", str(path), "--until-caught-up"])
     errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
     print(f"MESSAGE {errors}")
     assert result.exit_code == 1 and len(errors) == 1, result.output
-    assert f"binlog {prepared_at}: event type 162 GTID_EVENT starts a prepared XA transaction" in errors[0]
+    assert f"binlog {load_at}: event type 17 BEGIN_LOAD_QUERY_EVENT cannot be read: statement-based LOAD DATA" \
+        in errors[0]
     # the rows before the refused event are delivered (and checkpointed), none of it or after it
     assert [json.loads(line)["after"]["v"] for line in out.read_text().splitlines()] == ["plain", "one-phase"]

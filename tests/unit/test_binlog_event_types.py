@@ -39,13 +39,14 @@ def test_every_server_event_type_is_classified_under_its_name() -> None:
 
 def test_the_decoded_types_are_the_ones_the_stream_dispatches() -> None:
     dispatched = {*et.ROWS_OP, *et.QUERIES, *et.HEARTBEATS, et.ROTATE_EVENT, et.XID_EVENT, et.TABLE_MAP_EVENT,
-                  et.GTID_EVENT, et.MARIADB_GTID_EVENT, et.TRANSACTION_PAYLOAD_EVENT}
+                  et.GTID_EVENT, et.MARIADB_GTID_EVENT, et.TRANSACTION_PAYLOAD_EVENT, et.XA_PREPARE_EVENT,
+                  et.PREVIOUS_GTIDS_EVENT}
     assert dispatched == et.DECODED_TYPES
     assert not et.DECODED_TYPES & et.IGNORED_TYPES
 
 
 def test_row_changing_and_lossy_types_are_never_ignored() -> None:
-    for code in (6, 17, 18, 20, 26, 38):  # LOAD DATA, pre-GA rows, incident, XA
+    for code in (6, 17, 18, 20, 26):  # LOAD DATA, pre-GA rows, incident
         assert et.EVENT_TYPES[code].kind == et.REFUSED
 
 

@@ -97,9 +97,10 @@ def test_column_charsets_and_signedness_reach_the_layout(monkeypatch: pytest.Mon
 
 def test_gtid_events_as_mysql_writes_them(monkeypatch: pytest.MonkeyPatch) -> None:
     """GTID_LOG_EVENT (8.0 layout, with differing original/immediate commit timestamps and a transaction length)
-    gives the rows' GTID; ANONYMOUS_GTID_LOG_EVENT and PREVIOUS_GTIDS_LOG_EVENT carry no row change."""
-    assert et.EVENT_TYPES[33].kind == et.DECODED
-    assert et.EVENT_TYPES[34].kind == et.EVENT_TYPES[35].kind == et.IGNORED
+    gives the rows' GTID; ANONYMOUS_GTID_LOG_EVENT carries no row change; PREVIOUS_GTIDS_LOG_EVENT (no row
+    change either) is read for the executed GTID set where a file starts."""
+    assert et.EVENT_TYPES[33].kind == et.EVENT_TYPES[35].kind == et.DECODED
+    assert et.EVENT_TYPES[34].kind == et.IGNORED
     data = binlog(primary_key=(0,))
     rows = read_all(open_stream(monkeypatch, {"binlog.000001": data}, BinlogOffset("binlog.000001", 4)))
     assert [r["gtid"] for r in rows] == [f"{SERVER_UUID}:3"] * 2 + [None]
