@@ -99,3 +99,14 @@ def controller(ray_session: None) -> Iterator[Any]:
     ray.kill(handle, no_restart=True)
     wait_for(lambda: not [a for a in ray.util.list_named_actors(all_namespaces=True)
                           if a["name"] == "dbus:controller"], what="controller gone")
+
+
+@pytest.fixture(scope="module")
+def compressed() -> Iterator[MariaDB]:
+    """A private MariaDB that compresses every binlog event of 10 bytes or more (`log_bin_compress`), one per
+    test module that asks for it."""
+    server = MariaDB(extra_args=["--log-bin-compress=ON", "--log-bin-compress-min-len=10"]).start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -41,18 +41,18 @@ from dbus_ray.mysql.values import (
     VAR_STRING,
     VARCHAR,
     ColumnDef,
-    _decimal_layout,
     _decoder,
     _zero_date_text,
     codec_of,
     column_reader,
+    decimal_layout,
     decode_text,
 )
 
 
 def _decimal_int_reader(precision: int, scale: int) -> tuple[int, Callable[[bytes, int], int]]:
     """(size, reader of the unscaled integer) of DECIMAL(precision, scale) in MySQL's binary format."""
-    intg0, intg0x, frac0, frac0x, lead, tail, size = _decimal_layout(precision, scale)
+    intg0, intg0x, frac0, frac0x, lead, tail, size = decimal_layout(precision, scale)
     bits = 8 * size
     sign_bit = 1 << (bits - 1)
     ones = (1 << bits) - 1

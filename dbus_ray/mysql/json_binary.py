@@ -24,9 +24,10 @@ import decimal
 import re
 import struct
 
+from dbus_ray.mysql.values import decimal_digits, decimal_layout
+
 _LITERALS = {0: "null", 1: "true", 2: "false"}
 _INTS = {5: "<h", 6: "<H", 7: "<i", 8: "<I", 9: "<q", 10: "<Q"}
-_DIG2BYTES = (0, 1, 1, 2, 2, 3, 3, 4, 4, 4)
 _ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 _NEEDS_ESCAPE = re.compile(r'[\x00-\x1f"\\]')
 _U16, _U32 = struct.Struct("<H"), struct.Struct("<I")
@@ -178,28 +179,10 @@ def my_gcvt_text(d: float) -> str:
 
 
 def _decimal_text(precision: int, scale: int, raw: bytes) -> str:
-    intg0, intg0x = divmod(precision - scale, 9)
-    frac0, frac0x = divmod(scale, 9)
-    lead, tail = _DIG2BYTES[intg0x], _DIG2BYTES[frac0x]
-    size = lead + 4 * (intg0 + frac0) + tail
+    intg0, _, frac0, frac0x, lead, tail, size = decimal_layout(precision, scale)
     if len(raw) != size:
         raise ValueError(f"DECIMAL({precision},{scale}) of {len(raw)} bytes, expected {size}")
-    b = bytearray(raw)
-    negative = not b[0] & 0x80
-    b[0] ^= 0x80
-    if negative:
-        b = bytearray(x ^ 0xFF for x in b)
-    p = lead
-    whole = str(int.from_bytes(b[:lead], "big")) if lead else ""
-    for _ in range(intg0):
-        whole += f"{int.from_bytes(b[p : p + 4], 'big'):09d}"
-        p += 4
-    frac = ""
-    for _ in range(frac0):
-        frac += f"{int.from_bytes(b[p : p + 4], 'big'):09d}"
-        p += 4
-    if tail:
-        frac += f"{int.from_bytes(b[p : p + tail], 'big'):0{frac0x}d}"
+    negative, whole, frac = decimal_digits(raw, intg0, frac0, frac0x, lead, tail)
     whole = whole.lstrip("0") or "0"
     text = whole + ("." + frac if scale else "")
     if negative and (whole != "0" or frac.strip("0")):

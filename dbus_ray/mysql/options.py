@@ -126,16 +126,23 @@ class MysqlOptions:
         parse_start(self.start)
         from dbus_ray.routing import check_pattern
 
-        if not isinstance(self.message_key_columns, dict):
-            raise Invalid("message_key_columns", "expected a mapping of db.table patterns to lists of columns")
-        for pattern, cols in self.message_key_columns.items():
-            reason = check_pattern(str(pattern))
-            if reason:
-                raise Invalid(f"message_key_columns[{pattern!r}]", reason)
-            if not isinstance(cols, list) or not cols or not all(isinstance(c, str) and c for c in cols):
-                raise Invalid(f"message_key_columns[{pattern!r}]", "expected a non-empty list of column names")
+        check_message_key_columns(self.message_key_columns)
         for key in ("include", "exclude"):
             for i, pattern in enumerate(getattr(self, key)):
                 reason = check_pattern(pattern)
                 if reason:
                     raise Invalid(f"{key}[{i}]", reason)
+
+
+def check_message_key_columns(value: Any) -> None:
+    """`message_key_columns` ({db.table pattern: [columns]}) of a binlog source; Invalid naming the bad entry."""
+    from dbus_ray.routing import check_pattern
+
+    if not isinstance(value, dict):
+        raise Invalid("message_key_columns", "expected a mapping of db.table patterns to lists of columns")
+    for pattern, cols in value.items():
+        reason = check_pattern(str(pattern))
+        if reason:
+            raise Invalid(f"message_key_columns[{pattern!r}]", reason)
+        if not isinstance(cols, list) or not cols or not all(isinstance(c, str) and c for c in cols):
+            raise Invalid(f"message_key_columns[{pattern!r}]", "expected a non-empty list of column names")

@@ -141,7 +141,7 @@ def _lenbytes_reader(prefix: int, convert: Callable[[bytes], Any]) -> Reader:
     return read
 
 
-def _decimal_layout(precision: int, scale: int) -> tuple[int, int, int, int, int, int, int]:
+def decimal_layout(precision: int, scale: int) -> tuple[int, int, int, int, int, int, int]:
     """MySQL's binary DECIMAL: (full 9-digit groups and leftover digits of the integer part, the same of
     the fraction, bytes of the leading and trailing partial groups, total size in bytes)."""
     intg0, intg0x = divmod(precision - scale, 9)
@@ -150,27 +150,34 @@ def _decimal_layout(precision: int, scale: int) -> tuple[int, int, int, int, int
     return intg0, intg0x, frac0, frac0x, lead, tail, lead + intg0 * 4 + frac0 * 4 + tail
 
 
+def decimal_digits(raw: bytes, intg0: int, frac0: int, frac0x: int, lead: int, tail: int) -> tuple[bool, str, str]:
+    """A binary DECIMAL of the layout `decimal_layout` gives -> (negative, integer digits as stored, with
+    leading zeros, "" for none; fraction digits, the scale's count)."""
+    b = bytearray(raw)
+    negative = not b[0] & 0x80
+    b[0] ^= 0x80
+    if negative:
+        b = bytearray(x ^ 0xFF for x in b)
+    p = lead
+    whole = str(int.from_bytes(b[:lead], "big")) if lead else ""
+    for _ in range(intg0):
+        whole += f"{int.from_bytes(b[p : p + 4], 'big'):09d}"
+        p += 4
+    frac = ""
+    for _ in range(frac0):
+        frac += f"{int.from_bytes(b[p : p + 4], 'big'):09d}"
+        p += 4
+    if tail:
+        frac += f"{int.from_bytes(b[p : p + tail], 'big'):0{frac0x}d}"
+    return negative, whole, frac
+
+
 def _decimal_reader(precision: int, scale: int) -> Reader:
-    intg0, intg0x, frac0, frac0x, lead, tail, size = _decimal_layout(precision, scale)
+    intg0, _, frac0, frac0x, lead, tail, size = decimal_layout(precision, scale)
 
     def read(buf: bytes, pos: int) -> tuple[Any, int]:
-        raw = bytearray(buf[pos : pos + size])
-        negative = not raw[0] & 0x80
-        raw[0] ^= 0x80
-        if negative:
-            raw = bytearray(b ^ 0xFF for b in raw)
-        p = lead
-        int_part = str(int.from_bytes(raw[:lead], "big")) if lead else ""
-        for _ in range(intg0):
-            int_part += f"{int.from_bytes(raw[p : p + 4], 'big'):09d}"
-            p += 4
-        frac = ""
-        for _ in range(frac0):
-            frac += f"{int.from_bytes(raw[p : p + 4], 'big'):09d}"
-            p += 4
-        if tail:
-            frac += f"{int.from_bytes(raw[p : p + tail], 'big'):0{frac0x}d}"
-        text = ("-" if negative else "") + (int_part or "0") + ("." + frac if frac else "")
+        negative, whole, frac = decimal_digits(buf[pos : pos + size], intg0, frac0, frac0x, lead, tail)
+        text = ("-" if negative else "") + (whole or "0") + ("." + frac if frac else "")
         return decimal.Decimal(text), pos + size
 
     return read

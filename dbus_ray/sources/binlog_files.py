@@ -31,7 +31,7 @@ from dbus_ray.mysql.file_schema import FileSchema
 from dbus_ray.mysql.files import BinlogFiles, FileReader, end_of, file_header, gtid_state_at
 from dbus_ray.mysql.keys import MessageKeys
 from dbus_ray.mysql.offset import BinlogOffset
-from dbus_ray.mysql.options import FILE_POS_RE, parse_dsn
+from dbus_ray.mysql.options import FILE_POS_RE, check_message_key_columns, parse_dsn
 from dbus_ray.mysql.streaming import BinlogStream
 from dbus_ray.registry import Source, source
 from dbus_ray.routing import TableMatcher, check_pattern
@@ -77,14 +77,7 @@ class BinlogFilesOptions:
                 reason = check_pattern(pattern)
                 if reason:
                     raise Invalid(f"{key}[{i}]", reason)
-        if not isinstance(self.message_key_columns, dict):
-            raise Invalid("message_key_columns", "expected a mapping of db.table patterns to lists of columns")
-        for pattern, cols in self.message_key_columns.items():
-            reason = check_pattern(str(pattern))
-            if reason:
-                raise Invalid(f"message_key_columns[{pattern!r}]", reason)
-            if not isinstance(cols, list) or not cols or not all(isinstance(c, str) and c for c in cols):
-                raise Invalid(f"message_key_columns[{pattern!r}]", "expected a non-empty list of column names")
+        check_message_key_columns(self.message_key_columns)
 
 
 def _endpoint(dsn: str | None, pattern: str) -> tuple[cn.Endpoint | None, cn.Endpoint]:

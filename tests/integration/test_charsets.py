@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -166,16 +165,6 @@ def check(rows: list[dict[str, Any]], op: str, expected: dict[tuple[str, int], d
     for key, want in expected.items():
         for col, value in want.items():
             assert got[key][col] == value, f"{key} column {col}: {got[key][col]!r} != SELECT's {value!r}"
-
-
-@pytest.fixture(scope="module")
-def compressed() -> Iterator[MariaDB]:
-    """A private MariaDB that compresses every binlog event of 10 bytes or more."""
-    server = MariaDB(extra_args=["--log-bin-compress=ON", "--log-bin-compress-min-len=10"]).start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.mark.parametrize("mode", ["binlog", "snapshot", "compressed-binlog"])

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pymysql
@@ -92,16 +91,6 @@ def check_stream(got: list[Any], states: list[dict[int, dict[str, Any]]]) -> Non
         (inserted[i], updated[i]) for i in sorted(inserted) if i % 2 == 0]
     assert [c.before for c in got if c.op == "delete"] == [updated[3], updated[15]]
     assert [c.op for c in got] == ["insert"] * 12 + ["update"] * 6 + ["delete"] * 2
-
-
-@pytest.fixture(scope="module")
-def compressed() -> Iterator[MariaDB]:
-    """A private MariaDB that compresses every binlog event of 10 bytes or more."""
-    server = MariaDB(extra_args=["--log-bin-compress=ON", "--log-bin-compress-min-len=10"]).start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def test_compressed_columns_from_the_binlog_equal_select(mariadb: MariaDB) -> None:

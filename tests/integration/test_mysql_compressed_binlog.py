@@ -6,7 +6,6 @@ stops it with one line naming the event and FILE:OFFSET, its rows never handed o
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +20,6 @@ from dbus_ray.mysql.source import MysqlOptions, MysqlSource
 from tests.support.helpers import drain, execute, position
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def compressed() -> Iterator[MariaDB]:
-    """A private MariaDB that compresses every binlog event of 10 bytes or more."""
-    server = MariaDB(extra_args=["--log-bin-compress=ON", "--log-bin-compress-min-len=10"]).start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def select(conn: Any, sql: str) -> dict[int, dict[str, Any]]:
