@@ -35,6 +35,8 @@ log = logging.getLogger("dbus.reader")
 MAX_PENDING_CALLS = 16
 #: Row changes the reader keeps for `peek` (the newest ones).
 PEEK_ROWS = 1000
+#: When the source fails, the longest the reader waits for the batches it handed on before to be delivered.
+SOURCE_FAILURE_DRAIN_S = 10.0
 
 
 class Reader:
@@ -138,7 +140,15 @@ class Reader:
                         pass
                 if self.state != "running":
                     break
-                batch = await asyncio.to_thread(self.source.poll, want, self.book.last_seq + 1)
+                try:
+                    batch = await asyncio.to_thread(self.source.poll, want, self.book.last_seq + 1)
+                except Exception:  # the source cannot go on: what it handed out before is delivered, then it fails
+                    for call in calls:
+                        await call
+                    calls.clear()
+                    await self._deliver_in_flight(SOURCE_FAILURE_DRAIN_S)
+                    self._save()
+                    raise
                 if batch is None or batch.num_rows == 0:
                     self._note_caught_up(self.source.caught_up())
                     self.book.idle(self.source.position(), time.time())
@@ -216,19 +226,25 @@ class Reader:
             self.state = "stopping"
         if self.task is not None:
             await self.task
-        if self.router is not None and self.error is None:
-            deadline = time.monotonic() + timeout
-            try:
-                await asyncio.wait_for(self.router.flush.remote(), timeout)
-            except Exception as exc:
-                self._fail(reason(exc))
-            while self.book.pending and self.error is None and time.monotonic() < deadline:
-                await asyncio.sleep(0.01)
+        await self._deliver_in_flight(timeout)
         self._save()
         await asyncio.to_thread(self.source.close)
         if self.state != "failed":
             self.state = "stopped"
         return self._status()
+
+    async def _deliver_in_flight(self, timeout: float) -> None:
+        """Flush the router's batchers and wait until every batch handed on is acknowledged, a stage fails,
+        or `timeout` s pass."""
+        if self.router is None or self.error is not None:
+            return
+        deadline = time.monotonic() + timeout
+        try:
+            await asyncio.wait_for(self.router.flush.remote(), timeout)
+        except Exception as exc:
+            self._fail(reason(exc))
+        while self.book.pending and self.error is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
 
     async def backfill(self, tables: list[str], where: str | None = None) -> dict[str, Any]:
         """An on-demand snapshot of `tables` while the stream runs (`dbus snapshot`)."""

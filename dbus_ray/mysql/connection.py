@@ -338,3 +338,18 @@ def server_id_clash(ep: Endpoint, server_id: int, others: list[tuple[str, int]] 
         f"server_id {server_id} {what}: give each pipeline and replica its own source.server_id, "
         "or use server_id: auto"
     )
+
+
+def server_id_taken_over(ep: Endpoint, server_id: int) -> DbusError:
+    """`server_id_clash` when the server ended our binlog connection for another replica with `server_id`,
+    naming the replicas it lists (when this user may look)."""
+    others: list[tuple[str, int]] | None = None
+    try:
+        conn = connect(ep)
+        try:
+            others = registered_replicas(conn, server_id)
+        finally:
+            conn.close()
+    except DbusError:
+        pass
+    return server_id_clash(ep, server_id, others, took_over=True)

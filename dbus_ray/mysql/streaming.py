@@ -32,8 +32,8 @@ from dbus_ray.mysql.ddl import OSC_RE, DdlLayout, ddl_target, renamed_tables
 from dbus_ray.mysql.gtid_set import GtidSet
 from dbus_ray.mysql.history import binlog_refusal, format_state, parse_state
 from dbus_ray.mysql.offset import BinlogOffset, binlog_index
-from dbus_ray.mysql.partial import read_partial_rows
 from dbus_ray.mysql.payload import inner_events
+from dbus_ray.mysql.row_images import row_images
 from dbus_ray.mysql.schema import TableSchema
 
 log = logging.getLogger("dbus.mysql")
@@ -314,16 +314,7 @@ class BinlogStream(xa.XaGroups):
         """Another replica connected with this reader's server_id and the server ended this connection:
         reconnecting would throw the other one out in turn, forever."""
         self.close()
-        others: list[tuple[str, int]] | None = None
-        try:
-            conn = cn.connect(self.ep)
-            try:
-                others = cn.registered_replicas(conn, self.server_id)
-            finally:
-                conn.close()
-        except DbusError:
-            pass
-        return cn.server_id_clash(self.ep, self.server_id, others, took_over=True)
+        return cn.server_id_taken_over(self.ep, self.server_id)
 
     def _binlog_error(self, exc: BaseException) -> DbusError:
         text = str(exc.args[1] if len(exc.args) > 1 else exc).splitlines()[0]
@@ -424,33 +415,9 @@ class BinlogStream(xa.XaGroups):
             txn = self._begin(offset, None, began=False)
         if self.recollect is not None and txn.segs is None:  # read before: only prepared XA groups count
             return
-        op = et.ROWS_OP[ev.type]
-        data, end = ev.data, ev.end
-        try:
-            if ev.type in et.ROWS_COMPRESSED:  # log_bin_compress=ON: the row images are one compressed record
-                try:
-                    data = rp.uncompress(data[pos:end])
-                except ValueError as exc:
-                    raise DecodeError(f"{op} rows event of {layout.db}.{layout.table}: {exc}") from None
-                pos, end = 0, len(data)
-            if ev.type == et.PARTIAL_UPDATE_ROWS:  # binlog_row_value_options=PARTIAL_JSON: JSON after values are diffs
-                before, after = read_partial_rows(layout, data, bitmap, bitmap2, pos, end)  # type: ignore[arg-type]
-            else:
-                before, after = layout.read_rows(data, op, bitmap, bitmap2, pos, end)
-        except DecodeError as exc:
-            raise DecodeError(f"binlog {self.file}:{offset}: {exc}") from None
-        n = len((after if after is not None else before)[0])  # type: ignore[index]
+        op, before, after, n, absent = row_images(ev, layout, self.file, offset, bitmap, bitmap2, pos)
         if txn.segs is not None:
             self.prepared.count(n, f"{self.file}:{offset}")
-        absent: dict[str, list[str]] | None = None
-        gone = layout.absent(bitmap)
-        gone2 = layout.absent(bitmap2) if bitmap2 is not None else ()
-        if gone or gone2:  # binlog_row_image MINIMAL or NOBLOB: columns not in the image are absent, not null
-            absent = {}
-            if gone:
-                absent["after" if op == "insert" else "before"] = list(gone)
-            if gone2:
-                absent["after"] = list(gone2)
         if txn.segs is not None:  # held until its XA COMMIT
             txn.segs.append(Segment(layout, op, before, after, n, self.file, offset, None, 0, "",
                                     float(ev.timestamp), "", 0, absent))

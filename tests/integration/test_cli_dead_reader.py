@@ -24,9 +24,7 @@ def test_dbus_run_whose_reader_dies_exits_1_with_one_line(tmp_path: Path) -> Non
              what="rows delivered", timeout=120)
     assert run.proc.poll() is None, run.stderr()
     os.kill(actor_pid(actor_name("dead-reader", "reader")), signal.SIGKILL)
-    code = run.proc.wait(timeout=120)  # (not `finish`: its communicate() would take lines of stderr too)
-    run.reader.join(10)
-    err = run.stderr()
+    code, _, err = run.finish(timeout=120)
     assert code == 1, err
     assert "Traceback" not in err and "ActorDiedError" not in err, err
     errors = [line for line in err.splitlines() if line.startswith("error:")]

@@ -1,0 +1,45 @@
+"""The row images of one rows event: its before and after columns as the table's layout decodes them, from
+a plain, a MariaDB compressed (`log_bin_compress=ON`) or a MySQL partial JSON update
+(`binlog_row_value_options=PARTIAL_JSON`) event, and the columns its images leave out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dbus_ray.errors import DecodeError
+from dbus_ray.mysql import events as et
+from dbus_ray.mysql import replica as rp
+from dbus_ray.mysql.partial import read_partial_rows
+
+
+def row_images(ev: rp.RawEvent, layout: Any, file: str, offset: int, bitmap: Any, bitmap2: Any,
+               pos: int) -> tuple[str, Any, Any, int, dict[str, list[str]] | None]:
+    """(op, before columns, after columns, rows, absent) of the rows event `ev` at `file:offset` whose body
+    starts at `pos`; `absent` names the columns an image leaves out (binlog_row_image MINIMAL or NOBLOB:
+    absent, not null), None when both images are full."""
+    op = et.ROWS_OP[ev.type]
+    data, end = ev.data, ev.end
+    try:
+        if ev.type in et.ROWS_COMPRESSED:  # log_bin_compress=ON: the row images are one compressed record
+            try:
+                data = rp.uncompress(data[pos:end])
+            except ValueError as exc:
+                raise DecodeError(f"{op} rows event of {layout.db}.{layout.table}: {exc}") from None
+            pos, end = 0, len(data)
+        if ev.type == et.PARTIAL_UPDATE_ROWS:  # binlog_row_value_options=PARTIAL_JSON: JSON after values are diffs
+            before, after = read_partial_rows(layout, data, bitmap, bitmap2, pos, end)
+        else:
+            before, after = layout.read_rows(data, op, bitmap, bitmap2, pos, end)
+    except DecodeError as exc:
+        raise DecodeError(f"binlog {file}:{offset}: {exc}") from None
+    n = len((after if after is not None else before)[0])
+    absent: dict[str, list[str]] | None = None
+    gone = layout.absent(bitmap)
+    gone2 = layout.absent(bitmap2) if bitmap2 is not None else ()
+    if gone or gone2:
+        absent = {}
+        if gone:
+            absent["after" if op == "insert" else "before"] = list(gone)
+        if gone2:
+            absent["after"] = list(gone2)
+    return op, before, after, n, absent
