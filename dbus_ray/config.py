@@ -54,7 +54,7 @@ class FlowOptions:
 
 @dataclass
 class CheckpointOptions:
-    store: str = "file"  # a checkpoint store type (`dbus plugins`): file, gcs, kafka or postgres
+    store: str = "file"  # a checkpoint store type (`dbus plugins`): file, gcs, kafka, postgres or delta
     every_ms: int = 200  # commit at most this often (and always on stop)
     # a pipeline that saved checkpoints before finds its store empty (the store lost them): `fail` (stop with
     # one line, nothing skipped) or `start` (start again from `source.start`, which may skip or repeat rows)
