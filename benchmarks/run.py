@@ -142,14 +142,15 @@ def table(results: dict[str, Any]) -> str:
         c = e2e["catch_up"]
         row(f"e2e catch-up {c['rows']:,} rows: steady", c["rows_per_s_steady"], "rows/s")
         row(f"e2e catch-up {c['rows']:,} rows: wall", c["rows_per_s_wall"], "rows/s")
-    for kind in ("postgres", "delta"):  # beside the Kafka figure: the same catch-up into the live-copy sinks
-        c = e2e.get(f"catch_up_{kind}")
-        if c:
-            row(f"e2e catch-up {c['rows']:,} rows into the {kind} sink: steady", c["rows_per_s_steady"], "rows/s")
-            row(f"e2e catch-up {c['rows']:,} rows into the {kind} sink: wall", c["rows_per_s_wall"], "rows/s")
         row(f"peak PSS sum of the actors ({c['rows']:,} rows)", c["peak_pss_mb"], "MB")
         row("  PSS sum at start", c.get("pss_at_start_mb"), "MB")
         row("  peak RSS sum (shared pages counted per process)", c["peak_rss_mb"], "MB")
+    for kind in ("postgres", "delta"):  # beside the Kafka figure: the same catch-up into the live-copy sinks
+        copy = e2e.get(f"catch_up_{kind}")
+        if copy:
+            row(f"e2e catch-up {copy['rows']:,} rows into the {kind} sink: steady", copy["rows_per_s_steady"],
+                "rows/s")
+            row(f"e2e catch-up {copy['rows']:,} rows into the {kind} sink: wall", copy["rows_per_s_wall"], "rows/s")
     for name in ("catch_up", "catch_up_one_row"):
         top = (e2e.get(name) or {}).get("ceiling")
         if top:
