@@ -60,7 +60,8 @@ class DeltaOptions:
     table: str = "{db}/{table}"  # a table's directory under path: may use {db} and {table}
     create: bool = True  # create missing tables from the source's columns
     # seconds between commits: 0 commits each batch; more collects the changes of several batches per key
-    # and merges them once (fewer, larger files and commits; rows become visible later)
+    # and merges them once (fewer, larger files and commits; rows become visible later; needs
+    # `checkpoint.store: delta`, as a batch is acknowledged before its commit)
     commit_interval_s: float = 0.0
     # compact a table (merge its small files) every this many commits of the sink; 0 = never
     compact_every: int = 100
@@ -145,6 +146,15 @@ def quote(name: str) -> str:
 class DeltaSink(Sink):
     Options = DeltaOptions
 
+    @staticmethod
+    def check_store(options: DeltaOptions, store: str) -> None:
+        """Batches collected over `commit_interval_s` are acknowledged before they commit: only a checkpoint
+        that commits with them (the store `delta`) keeps them from being lost in a crash."""
+        if options.commit_interval_s > 0 and store != "delta":
+            raise Invalid("commit_interval_s", f"needs checkpoint.store: delta, not {store} (the batches of an "
+                          "interval are acknowledged before they commit; only a checkpoint in the same commit "
+                          "keeps a crash from losing them)")
+
     def open(self) -> None:
         self.options.root.mkdir(parents=True, exist_ok=True)
         last = read_checkpoint(self.options.root, self.pipeline)
@@ -155,12 +165,23 @@ class DeltaSink(Sink):
         self.since = time.monotonic()
         self.commits = 0
         self.checked: dict[str, pa.Schema] = {}
+        self.failed = False  # a batch failed: nothing pending may commit (it may hold part of that batch)
 
     def close(self) -> None:
-        if getattr(self, "pending", None):
+        if getattr(self, "pending", None) and not self.failed:
             self._commit()
 
     def write(self, batch: RowBatch) -> None:
+        if self.failed:
+            raise DbusError(f"delta sink {self.name}: an earlier batch failed; restart the pipeline")
+        try:
+            self._write(batch)
+        except BaseException:
+            self.failed = True
+            self.pending.clear()
+            raise
+
+    def _write(self, batch: RowBatch) -> None:
         if not batch.parts and batch.checkpoint is None:
             return
         for part in batch.parts:

@@ -125,3 +125,21 @@ def test_store_resumes_before_a_round_that_reached_only_some_tables(tmp_path: Pa
     assert store.load() == {"n": 20}
     store.save({"source": {"n": 40}, "set_by": "operator"})
     assert store.load() == {"source": {"n": 40}, "set_by": "operator"}
+
+
+def test_commit_interval_needs_the_delta_store_and_a_failed_batch_commits_nothing(tmp_path: Path) -> None:
+    from dbus_ray.config import ConfigError, parse_config
+
+    raw = {"name": "p", "source": {"type": "mock", "rows": 1},
+           "sinks": [{"name": "lake", "type": "delta", "path": str(tmp_path), "commit_interval_s": 5}]}
+    with pytest.raises(ConfigError, match=r"sinks\[0\]\.commit_interval_s: needs checkpoint.store: delta, not file"):
+        parse_config(raw, "x.yaml", {})
+    assert parse_config({**raw, "checkpoint": {"store": "delta"}}, "x.yaml", {}).sinks[0].type == "delta"
+    sink = DeltaSink("p", "lake", DeltaOptions(path=str(tmp_path), commit_interval_s=3600))
+    sink.open()
+    sink.write(batch(1, [change("insert", None, {"id": 1, "v": "a", "u": 0}, 1)]))
+    bad = batch(2, [change("upsert", None, {"id": 2, "v": "b", "u": 0}, 2)])
+    with pytest.raises(Exception, match="unknown op 'upsert'"):
+        sink.write(bad)
+    sink.close()
+    assert not (tmp_path / "db" / "t").exists()
