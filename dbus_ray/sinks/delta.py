@@ -164,7 +164,8 @@ class DeltaSink(Sink):
         self.checkpoint: dict[str, Any] | None = None
         self.since = time.monotonic()
         self.commits = 0
-        self.checked: dict[str, pa.Schema] = {}
+        self.checked: dict[str, pa.Schema] = {}  # the schema each table was checked for
+        self.tables: dict[str, DeltaTable] = {}  # open tables, current after our own commits (one writer)
         self.failed = False  # a batch failed: nothing pending may commit (it may hold part of that batch)
 
     def close(self) -> None:
@@ -240,6 +241,7 @@ class DeltaSink(Sink):
         if every and self.commits % every == 0:
             for rel in json.loads(meta["dbus.tables"]):
                 compact(self.options.root / rel, self.options.target_file_mb, self.options.vacuum_hours, meta)
+                self.tables.pop(rel, None)  # reopened at its new version on the next merge
 
     def _merge(self, rel: str, pending: Pending, meta: dict[str, str]) -> None:
         source = pending.source()
@@ -258,6 +260,8 @@ class DeltaSink(Sink):
     def _table(self, uri: str, rel: str, pending: Pending, schema: pa.Schema) -> DeltaTable:
         wanted = pa.schema([f for f in schema if f.name != OP])
         where = f"delta sink {self.name}: Delta table {uri} of {pending.db}.{pending.table}"
+        if rel in self.tables and self.checked.get(rel) == wanted:
+            return self.tables[rel]
         try:
             table = DeltaTable(uri)
         except TableNotFoundError:
@@ -269,6 +273,7 @@ class DeltaSink(Sink):
                                                   f"{self.pipeline}")
             log.info("[%s] created Delta table %s for %s.%s", self.pipeline, uri, pending.db, pending.table)
             self.checked[rel] = wanted
+            self.tables[rel] = table
             return table
         if self.checked.get(rel) != wanted:
             have = pa.schema(table.schema().to_arrow())
@@ -279,6 +284,7 @@ class DeltaSink(Sink):
                     raise DbusError(f"{where}: column {f.name} is {have.field(f.name).type}, the source's values "
                                     f"need {f.type}")
             self.checked[rel] = wanted
+        self.tables[rel] = table
         return table
 
     # ------------------------------------------------------------------ DDL
