@@ -74,3 +74,43 @@ def assert_delta_equal(server: Any, table_dir: Path | str, table: str, db: str =
         for name, want, got in zip(src_names, row, dst[key]):
             assert want == got, f"row {key} column {name}: MariaDB {want!r} != Delta {got!r}"
     return len(src)
+
+
+def postgres_value(value: Any, column_type: str) -> Any:
+    """A value `SELECT` gives (pymysql), as the postgres sink's documented mapping stores it
+    (`dbus_ray.sinks.postgres_types`): dates as ISO text, TIME as an interval, the rest as it is."""
+    if value is None or isinstance(value, dt.timedelta):
+        return value
+    if isinstance(value, decimal.Decimal):
+        return value
+    return delta_value(value, column_type)
+
+
+def postgres_equal(server: Any, pg: Any, schema: str, table: str, db: str = DB) -> int:
+    """The PostgreSQL copy equals `SELECT * FROM` the MariaDB table; returns the number of rows. REAL columns
+    are compared as the float32 they hold."""
+    conn = server.root_connect(db)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET time_zone = '+00:00'")
+            cur.execute(f"SELECT column_name, column_type FROM information_schema.columns WHERE table_schema = "
+                        f"'{db}' AND table_name = '{table}' ORDER BY ordinal_position")
+            types = dict(cur.fetchall())
+            cur.execute(f"SELECT * FROM {table} ORDER BY id")
+            names = [c[0] for c in cur.description]
+            src = {row[0]: tuple(postgres_value(v, types[n]) for n, v in zip(names, row)) for row in cur.fetchall()}
+    finally:
+        conn.close()
+    with pg.connect() as pconn:
+        cur = pconn.execute(f'SELECT * FROM "{schema}"."{table}" ORDER BY id')
+        pg_names = [c.name for c in cur.description]
+        real = {c.name for c in cur.description if c.type_code == 700}  # float4
+        dst = {row[0]: tuple(float(np.float32(v)) if n in real and v is not None else v
+                             for n, v in zip(pg_names, row)) for row in cur.fetchall()}
+    assert names == pg_names, f"columns differ: {names} vs {pg_names}"
+    assert src.keys() == dst.keys(), (f"keys only at the source {sorted(src.keys() - dst.keys())[:10]}, only in "
+                                      f"PostgreSQL {sorted(dst.keys() - src.keys())[:10]}")
+    for key, row in src.items():
+        for name, want, got in zip(names, row, dst[key]):
+            assert want == got, f"row {key} column {name}: MariaDB {want!r} != PostgreSQL {got!r}"
+    return len(src)
