@@ -60,8 +60,9 @@ class DeltaOptions:
     table: str = "{db}/{table}"  # a table's directory under path: may use {db} and {table}
     create: bool = True  # create missing tables from the source's columns
     # seconds between commits: 0 commits each batch; more collects the changes of several batches per key
-    # and merges them once (fewer, larger files and commits; rows become visible later; needs
-    # `checkpoint.store: delta`, as a batch is acknowledged before its commit)
+    # and merges them once (fewer, larger files and commits; rows become visible later: the commit comes with
+    # the first batch after the interval, or at a stop; needs `checkpoint.store: delta`, as a batch is
+    # acknowledged before its commit)
     commit_interval_s: float = 0.0
     # compact a table (merge its small files) every this many commits of the sink; 0 = never
     compact_every: int = 100
