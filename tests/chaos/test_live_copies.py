@@ -11,6 +11,7 @@ Short form in `make test`: one round (5 faults per sink); `make chaos` runs DBUS
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -89,7 +90,8 @@ def kill_postgres(pg: PostgreSQL) -> None:
     """kill -9 the postmaster and every backend, then start the server again on its data directory."""
     procs = [pg.pid, *children(pg.pid)]
     for pid in procs:
-        os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # a backend that ended meanwhile
+            os.kill(pid, signal.SIGKILL)
     pg._proc.wait(10)
     wait_for(lambda: not any(alive(p) for p in procs), 30, "the killed postgres processes gone")
     (Path(pg.datadir) / "postmaster.pid").unlink(missing_ok=True)
