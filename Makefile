@@ -72,7 +72,7 @@ bench-profile: install  # where a MariaDB -> Kafka catch-up's time goes, actor b
 	$(PY) benchmarks/bench_profile.py
 	$(PY) benchmarks/bench_profile.py --one-row
 
-chaos: install  # the long chaos run: 5 rounds of 10 faults in each mode (at-least-once, exactly-once), with tables of recovery times and counts
+chaos: install  # the long chaos run: 5 rounds of 10 faults in each mode (at-least-once, exactly-once), and 5 rounds of the live-copy faults per sink (postgres, delta), with tables of recovery times and counts
 	DBUS_CHAOS_ROUNDS=5 $(PY) -m pytest -q -s tests/chaos
 
 # Debezium side by side (tests/peer): a JDK and Maven from Debian when missing, then Debezium's jars from Maven

@@ -20,6 +20,9 @@ stderr). `DBUS_BENCH_QUICK=1`: small row counts (well under 2 minutes).
   steady write rate (5,000 and 50,000 rows/s).
 - snapshot into Kafka (benchmarks/snapshot.py): the snapshot table through a whole pipeline with
   `snapshot_parallelism` 2 into the broker.
+- live copies (benchmarks/live_copy.py): the e2e multi-row catch-up into the postgres sink (private
+  PostgreSQL) and into the delta sink (local Delta table), exactly-once with the checkpoint in the target;
+  rows/s printed beside the Kafka figure (`DBUS_BENCH_COPY_ROWS`, default the catch-up's row count).
 - Kafka writer (benchmarks/kafka_writer.py): `KafkaSink.write` alone in this process, at-least-once and
   exactly-once, and the JSON serialization alone; the mock -> Kafka pipeline's catch-up.
 
@@ -49,6 +52,8 @@ QUICK = os.environ.get("DBUS_BENCH_QUICK", "") not in ("", "0")
 ROWS = int(os.environ.get("DBUS_BENCH_ROWS", "200000" if QUICK else "10000000"))
 DECODER_ROWS = int(os.environ.get("DBUS_BENCH_DECODER_ROWS", "50000" if QUICK else "200000"))
 CATCHUP_ROWS = int(os.environ.get("DBUS_BENCH_CATCHUP_ROWS", "50000" if QUICK else "1000000"))
+#: the catch-up into the postgres and delta sinks (benchmarks/live_copy.py)
+COPY_ROWS = int(os.environ.get("DBUS_BENCH_COPY_ROWS", str(CATCHUP_ROWS)))
 LATENCY_RATE = int(os.environ.get("DBUS_BENCH_LATENCY_RATE", "5000"))
 LATENCY_RATE_HIGH = int(os.environ.get("DBUS_BENCH_LATENCY_RATE_HIGH", "50000"))
 WRITER_ROWS = int(os.environ.get("DBUS_BENCH_WRITER_ROWS", "50000" if QUICK else "200000"))
@@ -140,6 +145,12 @@ def table(results: dict[str, Any]) -> str:
         row(f"peak PSS sum of the actors ({c['rows']:,} rows)", c["peak_pss_mb"], "MB")
         row("  PSS sum at start", c.get("pss_at_start_mb"), "MB")
         row("  peak RSS sum (shared pages counted per process)", c["peak_rss_mb"], "MB")
+    for kind in ("postgres", "delta"):  # beside the Kafka figure: the same catch-up into the live-copy sinks
+        copy = e2e.get(f"catch_up_{kind}")
+        if copy:
+            row(f"e2e catch-up {copy['rows']:,} rows into the {kind} sink: steady", copy["rows_per_s_steady"],
+                "rows/s")
+            row(f"e2e catch-up {copy['rows']:,} rows into the {kind} sink: wall", copy["rows_per_s_wall"], "rows/s")
     for name in ("catch_up", "catch_up_one_row"):
         top = (e2e.get(name) or {}).get("ceiling")
         if top:
@@ -232,9 +243,11 @@ def main() -> int:
     from density import density_bench
     from e2e import catch_up, latency
     from kafka_writer import mock_to_kafka, writer_bench
+    from live_copy import copy_catch_up
     from snapshot import snapshot_bench, snapshot_to_kafka
 
     from dbus_ray.devstack import Broker, MariaDB
+    from dbus_ray.devstack.postgres import PostgreSQL
 
     results: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
@@ -242,7 +255,7 @@ def main() -> int:
     }
     started = time.monotonic()
     mariadb = MariaDB().start()
-    broker = None
+    broker = pg = None
     try:
         results["decoder"] = section(results, "decoder", decoder_bench, mariadb, DECODER_ROWS, 1)
 
@@ -269,12 +282,18 @@ def main() -> int:
             e2e["snapshot_kafka"] = section(results, "snapshot-into-kafka", snapshot_to_kafka, mariadb, broker,
                                             results["snapshot"]["rows"])
         e2e["catch_up"] = section(results, "e2e-catch-up", catch_up, mariadb, broker, CATCHUP_ROWS)
+        pg = PostgreSQL().start()
+        for kind in ("postgres", "delta"):
+            e2e[f"catch_up_{kind}"] = section(results, f"e2e-catch-up-{kind}", copy_catch_up, mariadb, pg, kind,
+                                              COPY_ROWS)
         e2e["catch_up_one_row"] = section(results, "e2e-catch-up-one-row", catch_up, mariadb, broker, CATCHUP_ROWS,
                                           True)
         e2e["latency"] = section(results, "e2e-latency", latency, mariadb, broker, LATENCY_RATE, LATENCY_SECONDS)
         e2e["latency_high"] = section(results, "e2e-latency-high", latency, mariadb, broker, LATENCY_RATE_HIGH,
                                       LATENCY_SECONDS)
     finally:
+        if pg is not None:
+            pg.stop()
         if broker is not None:
             broker.stop()
         mariadb.stop()

@@ -54,7 +54,7 @@ class FlowOptions:
 
 @dataclass
 class CheckpointOptions:
-    store: str = "file"  # a checkpoint store type (`dbus plugins`): file, gcs, kafka or postgres
+    store: str = "file"  # a checkpoint store type (`dbus plugins`): file, gcs, kafka, postgres or delta
     every_ms: int = 200  # commit at most this often (and always on stop)
     # a pipeline that saved checkpoints before finds its store empty (the store lost them): `fail` (stop with
     # one line, nothing skipped) or `start` (start again from `source.start`, which may skip or repeat rows)
@@ -244,6 +244,10 @@ def _parse(raw: Any) -> PipelineConfig:
         _at(f"filters[{i}]", registry.OPERATORS[f.type].check_sinks, f.options, [s.name for s in sinks])
     flow = build(FlowOptions, raw.get("flow") or {}, "flow")
     checkpoint = build(CheckpointOptions, raw.get("checkpoint") or {}, "checkpoint")
+    for i, s in enumerate(sinks):  # a sink whose options depend on the checkpoint store checks them here
+        check = getattr(registry.SINKS.get(s.type), "check_store", None)
+        if check is not None:
+            _at(f"sinks[{i}]", check, s.options, checkpoint.store)
     data_dir = _typed(raw.get("data_dir", "~/.dbus/data"), str, "data_dir")
     return PipelineConfig(name, source, sinks, filters, flow, checkpoint, project, data_dir)
 

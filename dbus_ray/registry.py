@@ -35,6 +35,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "kafka": "dbus_ray.sinks.kafka",
         "parquet": "dbus_ray.sinks.parquet",
         "postgres": "dbus_ray.sinks.postgres",
+        "delta": "dbus_ray.sinks.delta",
     },
     OPERATOR: {name: "dbus_ray.operators" for name in (
         "select", "filter", "regex", "rename", "drop_columns", "mask", "route", "split", "count")},
@@ -43,6 +44,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "gcs": "dbus_ray.checkpoints",
         "kafka": "dbus_ray.kafka.checkpoints",
         "postgres": "dbus_ray.sinks.postgres",
+        "delta": "dbus_ray.sinks.delta",
     },
 }
 

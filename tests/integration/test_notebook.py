@@ -2,7 +2,8 @@
 controller, and tells its debugging story: a wrong value downstream -> the history of the row -> the transaction
 -> where it went in Kafka. Its results are read from the cells' tags; the expected values come from the SQL the
 notebook runs (order 7 is customer-2's, paid, 17.50 until the discount job's transaction zeroes customer-2's
-orders 2, 7, 12 and 17 and records its run) and from murmur2 of the message key."""
+orders 2, 7, 12 and 17 and records its run) and from murmur2 of the message key. Then a live Delta Lake copy of
+the orders, read with pandas while 20 more orders arrive, ends equal to MariaDB's SELECT."""
 
 from __future__ import annotations
 
@@ -53,3 +54,10 @@ def test_example_notebook_tells_the_debugging_story(tmp_path: Path) -> None:
     assert output(nb, "select") == "((7, 'customer-2', 'PAID', Decimal('0.00')),)"  # MariaDB's own SELECT
     assert output(nb, "dag", "image/svg+xml").startswith("<svg")
     assert output(nb, "lag", "image/png")
+    # the live Delta copy, read with pandas while 20 more orders arrive: whole commits, growing, then equal
+    seen = value(nb, "lake_reads")
+    assert len(seen) == 20 and seen == sorted(seen) and 20 <= seen[0] and seen[-1] <= 40 and len(set(seen)) > 1, seen
+    assert value(nb, "lake_equal") is True
+    lake = output(nb, "lake").split("\n")
+    assert lake[2].split() == ["7", "customer-2", "PAID", "0.00"] and lake[3].split() == ["40", "customer-0", "NEW",
+                                                                                          "50.50"], lake

@@ -175,7 +175,7 @@ def test_cli_plugins_lists_every_type() -> None:
             ("sink", "stdout")} <= listed
     operators = {"select", "filter", "regex", "rename", "drop_columns", "mask", "route", "split", "count"}
     assert {t for k, t in listed if k == "operator"} == operators
-    assert {t for k, t in listed if k == "checkpoint store"} == {"file", "gcs", "kafka", "postgres"}
+    assert {t for k, t in listed if k == "checkpoint store"} == {"delta", "file", "gcs", "kafka", "postgres"}
     by_type = {(r["kind"], r["type"]): r for r in json.loads(result.stdout)}
     assert by_type[("source", "mysql")]["abilities"] == ["supports_backfill", "reports_snapshot_progress"]
     assert by_type[("source", "mock")]["abilities"] == []

@@ -43,7 +43,7 @@ def test_source_abilities_follow_what_it_implements() -> None:
 
 def test_every_kind_has_its_builtins() -> None:
     assert registry.known(registry.SOURCE) == ["binlog_files", "kafka", "mock", "mysql"]
-    assert registry.known(registry.STORE) == ["file", "gcs", "kafka", "postgres"]
+    assert registry.known(registry.STORE) == ["delta", "file", "gcs", "kafka", "postgres"]
     assert registry.store_class("file") is FileCheckpointStore
     assert registry.plugin_class(registry.OPERATOR, "route").type_name == "route"
     with pytest.raises(KeyError):
