@@ -39,6 +39,7 @@ import multiprocessing as mp
 import os
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -157,6 +158,31 @@ def drain(broker: Any, topic: str, rows: int, check: Callable[[], None], started
             "rows_per_s_wall": round(got / (last_t - started)), "wall_s": round(last_t - started, 2)}
 
 
+class RaySampler(RssSampler):
+    """RssSampler over all our processes, the list read again every second (a snapshot starts its worker
+    actors after the pipeline, Ray may start workers meanwhile); `processes`: the most seen at once."""
+
+    def __init__(self, actors: list[int]) -> None:
+        super().__init__(sorted(set(actors) | set(ray_pids())))
+        self.actor_pids = actors
+        self.processes = len(self.pids)
+        self.actors = RssSampler(actors)
+
+    def run(self) -> None:
+        self.actors.start()
+        refresher = threading.Thread(target=self._refresh, daemon=True)
+        refresher.start()
+        super().run()
+        self.actors.halt.set()
+        self.actors.join()
+        refresher.join()
+
+    def _refresh(self) -> None:
+        while not self.halt.wait(1.0):
+            self.pids = sorted(set(self.actor_pids) | set(ray_pids()))
+            self.processes = max(self.processes, len(self.pids))
+
+
 class Memory:
     """Peak memory of one side over the whole run: ours (PSS of all our processes, and of the actors alone)
     and Debezium's (the Connect JVM's RSS)."""
@@ -164,22 +190,18 @@ class Memory:
     def __init__(self) -> None:
         self.ours_pss_kb = self.actors_pss_kb = self.connect_rss_kb = 0
 
-    def ours(self, pipeline: Any) -> RssSampler:
-        actors = list(actor_pids(pipeline).values())
-        sampler = RssSampler(sorted(set(actors) | set(ray_pids())))
-        sampler.actors = RssSampler(actors)  # type: ignore[attr-defined]
+    def ours(self, pipeline: Any) -> RaySampler:
+        sampler = RaySampler(list(actor_pids(pipeline).values()))
         sampler.start()
-        sampler.actors.start()  # type: ignore[attr-defined]
         return sampler
 
-    def ours_done(self, sampler: RssSampler) -> dict[str, float]:
-        for s in (sampler, sampler.actors):  # type: ignore[attr-defined]
-            s.halt.set()
-            s.join()
+    def ours_done(self, sampler: RaySampler) -> dict[str, float]:
+        sampler.halt.set()
+        sampler.join()
         self.ours_pss_kb = max(self.ours_pss_kb, sampler.peak_pss_kb)
-        self.actors_pss_kb = max(self.actors_pss_kb, sampler.actors.peak_pss_kb)  # type: ignore[attr-defined]
-        return {"peak_pss_mb": round(sampler.peak_pss_kb / 1024, 1), "processes": len(sampler.pids),
-                "actors_peak_pss_mb": round(sampler.actors.peak_pss_kb / 1024, 1)}  # type: ignore[attr-defined]
+        self.actors_pss_kb = max(self.actors_pss_kb, sampler.actors.peak_pss_kb)
+        return {"peak_pss_mb": round(sampler.peak_pss_kb / 1024, 1), "processes": sampler.processes,
+                "actors_peak_pss_mb": round(sampler.actors.peak_pss_kb / 1024, 1)}
 
     def connect(self, connect: Connect) -> RssSampler:
         sampler = RssSampler([connect.pid])
