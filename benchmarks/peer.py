@@ -359,8 +359,12 @@ def latency(mariadb: Any, broker: Any, mem: Memory, rate: int, seconds: float, w
         def pct(p: float, lat: list[float] = lat) -> float:
             return round(lat[min(len(lat) - 1, int(p * len(lat)))], 1)
 
+        # the latency of the rows committed first, in the middle and last: a lag that grows shows a side
+        # slower than the writer, a steady one a late start
+        by_commit = [round((arrived[i] - t) * 1000, 1) for i, t in times if i in arrived]
         out[side] = {"rows": len(times), "missing": len(times) - len(lat), "p50_ms": pct(0.5), "p90_ms": pct(0.9),
                      "p99_ms": pct(0.99), "max_ms": round(lat[-1], 1),
+                     "first_middle_last_ms": [by_commit[0], by_commit[len(by_commit) // 2], by_commit[-1]],
                      "peak_memory_mb": got.get("peak_pss_mb") or got.get("peak_rss_mb")}
     return out
 
