@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: demo test unit bench bench-profile chaos lint install mariadb postgres redis java kafka registry clean peer-deps peer
+.PHONY: demo test unit bench bench-peer bench-profile chaos lint install mariadb postgres redis java kafka registry clean peer-deps peer
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -65,8 +65,11 @@ test: install lint peer-deps  # lint first: CI fails on a ruff finding as on a f
 unit: install  # the fast tests alone (no MariaDB, broker or Ray started): a few seconds
 	$(PY) -m pytest -q tests/unit
 
-bench: install
-	$(PY) benchmarks/run.py
+bench: install peer-deps  # includes Debezium on the same work (benchmarks/peer.py); DBUS_BENCH_PEER=0 leaves it out
+	DBUS_DEBEZIUM_JARS=$(DEBEZIUM_JARS) $(PY) benchmarks/run.py
+
+bench-peer: install peer-deps  # only the Debezium comparison of `make bench`, merged into bench-results.json
+	DBUS_DEBEZIUM_JARS=$(DEBEZIUM_JARS) $(PY) benchmarks/peer.py
 
 bench-profile: install  # where a MariaDB -> Kafka catch-up's time goes, actor by actor (py-spy; cProfile without it)
 	$(PY) benchmarks/bench_profile.py

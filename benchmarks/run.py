@@ -23,6 +23,10 @@ stderr). `DBUS_BENCH_QUICK=1`: small row counts (well under 2 minutes).
 - live copies (benchmarks/live_copy.py): the e2e multi-row catch-up into the postgres sink (private
   PostgreSQL) and into the delta sink (local Delta table), exactly-once with the checkpoint in the target;
   rows/s printed beside the Kafka figure (`DBUS_BENCH_COPY_ROWS`, default the catch-up's row count).
+- peer (benchmarks/peer.py): Debezium (Kafka Connect standalone with its MariaDB connector) on the same
+  work, MariaDB and broker, ours and Debezium's figures and their ratio (catch-up rows/s, multi-row and
+  one-row transactions; commit -> Kafka p50/p99 at 5,000 rows/s; initial snapshot rows/s; peak memory),
+  under `peer` with each goal's `met`. `DBUS_BENCH_PEER=0` leaves it out.
 - Kafka writer (benchmarks/kafka_writer.py): `KafkaSink.write` alone in this process, at-least-once and
   exactly-once, and the JSON serialization alone; the mock -> Kafka pipeline's catch-up.
 
@@ -187,6 +191,10 @@ def table(results: dict[str, Any]) -> str:
     for p in (1, 2):
         if f"parallelism_{p}" in snap:
             row(f"snapshot {snap['rows']:,} rows, parallelism {p}", snap[f"parallelism_{p}"]["rows_per_s"], "rows/s")
+    if results.get("peer"):
+        from peer import table as peer_table
+
+        lines.append(peer_table(results["peer"]))
     for t in results.get("targets", []):
         value = t["value"]
         shown = "-" if value is None else f"{value:,}"
@@ -291,6 +299,10 @@ def main() -> int:
         e2e["latency"] = section(results, "e2e-latency", latency, mariadb, broker, LATENCY_RATE, LATENCY_SECONDS)
         e2e["latency_high"] = section(results, "e2e-latency-high", latency, mariadb, broker, LATENCY_RATE_HIGH,
                                       LATENCY_SECONDS)
+        if os.environ.get("DBUS_BENCH_PEER", "1") != "0":
+            from peer import peer_bench
+
+            results["peer"] = section(results, "peer", peer_bench, mariadb, broker, section)
     finally:
         if pg is not None:
             pg.stop()
@@ -302,7 +314,7 @@ def main() -> int:
     Path("bench-results.json").write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
     print(table(results), file=sys.stderr)
-    return 1 if results.get("errors") else 0
+    return 1 if results.get("errors") or (results.get("peer") or {}).get("errors") else 0
 
 
 if __name__ == "__main__":
