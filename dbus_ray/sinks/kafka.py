@@ -78,6 +78,7 @@ from dbus_ray.kafka.client import (
     create_topic,
     kafka_reason,
 )
+from dbus_ray.kafka.messages import key_text, message_size, position_of
 from dbus_ray.kafka.raw import raw_messages, raw_positions
 from dbus_ray.kafka.sink_options import KafkaOptions, sink_producer_config
 from dbus_ray.model import RowBatch, TableRows, dumpb, dumps
@@ -254,7 +255,7 @@ class KafkaSink(Sink):
         if len(self.errors) < 10:
             topic = msg.topic()
             position = ("checkpoint" if topic == self.options.checkpoint_topic
-                        else _position_of(msg, self.options.format == "json"))
+                        else position_of(msg, self.options.format == "json"))
             self.errors.append((topic, position, f"{err.str()} ({err.name()})"))
 
     def write(self, batch: RowBatch) -> None:
@@ -369,14 +370,14 @@ class KafkaSink(Sink):
                 if not exc.args or getattr(exc.args[0], "code", lambda: None)() != KafkaError.MSG_SIZE_TOO_LARGE:
                     raise DbusError(f"topic {topic}: cannot produce row at {position}: {kafka_reason(exc)}") \
                         from None
-                size = _size(value, key, headers)
+                size = message_size(value, key, headers)
                 limit = self.limit
                 if self.dead_letter and topic != self.options.dead_letter_topic and table != "checkpoint":
                     self._to_dead_letter(topic, value, key, headers, position, table, size, limit,
                                          kafka_reason(exc))
                     return
                 raise DbusError(f"topic {topic}: cannot produce row at {position} of table {table}, key "
-                                f"{_key_text(key)}: {kafka_reason(exc)}; the message is {size} bytes, the limit "
+                                f"{key_text(key)}: {kafka_reason(exc)}; the message is {size} bytes, the limit "
                                 f"{limit}: raise the sink's producer: message.max.bytes (and the topic's "
                                 "max.message.bytes) or set on_oversize: dead_letter") from None
 
@@ -390,14 +391,14 @@ class KafkaSink(Sink):
         except ValueError:
             where = position
         record = {
-            "pipeline": self.pipeline, "sink": self.name, "topic": topic, "table": table, "key": _key_text(key),
+            "pipeline": self.pipeline, "sink": self.name, "topic": topic, "table": table, "key": key_text(key),
             "position": where, "size": size, "limit": limit, "reason": reason,
             "payload_bytes": len(value or b""), "payload": "", "payload_truncated": True,
         }
         extra = [("dbus.reason", b"oversize"), ("dbus.topic", topic.encode())]
-        room = limit - _DEAD_LETTER_MARGIN - _size(dumpb(record), key, extra)
-        if headers and _size(None, None, headers) <= room:
-            room -= _size(None, None, headers)
+        room = limit - _DEAD_LETTER_MARGIN - message_size(dumpb(record), key, extra)
+        if headers and message_size(None, None, headers) <= room:
+            room -= message_size(None, None, headers)
             extra = list(headers) + extra
         head = (value or b"")[:max(0, min(o.dead_letter_payload_bytes, room * 3 // 4))]
         record["payload"] = base64.b64encode(head).decode()
@@ -482,35 +483,3 @@ class KafkaSink(Sink):
 #: bytes librdkafka adds to a message's key, value and headers when it checks `message.max.bytes` (record
 #: framing), with room to spare: a dead-letter record is cut to fit under the limit minus this.
 _DEAD_LETTER_MARGIN = 128
-
-
-def _size(value: bytes | None, key: bytes | None, headers: list | None) -> int:
-    """Bytes of a message's value, key and headers (names and values)."""
-    return len(value or b"") + len(key or b"") + sum(len(k) + len(v or b"") for k, v in headers or ())
-
-
-def _position_of(msg: Any, json_values: bool) -> str:
-    """Where the row of a message whose delivery failed sits: the `pos` of its JSON value (`format: json`),
-    else its key. Never its headers: `msg.headers()` of a failed message can raise after a fatal producer
-    error (confluent-kafka 2.16); nothing may raise out of the delivery callback (it would break the flush)."""
-    try:
-        value = msg.value()
-        if json_values and value:
-            pos = json.loads(value).get("pos")
-            if pos is not None:
-                return dumps(pos)
-        return f"key {_key_text(msg.key())}"
-    except Exception:  # noqa: BLE001 - an exception must not leave the delivery callback
-        return "unknown position"
-
-
-def _key_text(key: bytes | None, limit: int = 200) -> str:
-    """A message key for an error line or dead-letter record: its text when it is UTF-8, else its bytes in
-    hex (`0x...`: never an altered text), cut at `limit` characters."""
-    if key is None:
-        return "null"
-    try:
-        text = key.decode("utf-8")
-    except UnicodeDecodeError:
-        text = "0x" + key.hex()
-    return text if len(text) <= limit else text[:limit] + "..."

@@ -1,6 +1,6 @@
 """How the Kafka sink names a message key in an error line or a dead-letter record: exact, never altered."""
 
-from dbus_ray.sinks.kafka import _key_text
+from dbus_ray.kafka.messages import key_text as _key_text
 
 
 def test_a_key_that_is_not_utf8_is_shown_as_its_bytes_not_as_altered_text() -> None:
