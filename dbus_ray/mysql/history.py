@@ -154,6 +154,7 @@ def _mysql_resume_point(info: cn.ServerInfo, cp: BinlogOffset, here: str,
     if cp.file == "" and cp.gtid_pos is not None:  # started from a GTID set, no transaction read yet
         return cp, cp.gtid_pos
     if cp.server is None or cp.server == info.server:
+        _mysql_not_reset(info, cp, here)
         return cp.with_(server=info.server), None
     if cp.gtid_pos is None or not info.gtid_mode_on:
         why = ("the checkpoint holds no executed GTID set to resume from" if cp.gtid_pos is None
@@ -168,14 +169,33 @@ def _mysql_resume_point(info: cn.ServerInfo, cp: BinlogOffset, here: str,
     if gone.sids:
         raise DbusError(
             f"{here} is not the server the checkpoint was taken on (server {cp.server}) and its gtid_executed "
-            f"{history or '(empty)'} does not hold the checkpoint's {gone}: an unrelated server or a reset binlog; "
-            f"{FIX}"
+            f"{str(history) or '(empty)'} does not hold the checkpoint's {gone}: an unrelated server or a reset "
+            f"binlog; {FIX}"
         )
     _no_prepared_xa(cp, here)
     log.warning("[%s] %s is not the server the checkpoint's position %s:%s is from (server %s): resuming by GTID "
-                "(auto-position) after %s%s", pipeline, here, cp.file, cp.offset, cp.server, wanted or "(empty)",
+                "(auto-position) after %s%s", pipeline, here, cp.file, cp.offset, cp.server, str(wanted) or "(empty)",
                 f", skipping the first {cp.skip} rows of {cp.gtid}" if cp.skip else "")
     return cp.with_(gtid_pos=str(wanted)), str(wanted)
+
+
+def _mysql_not_reset(info: cn.ServerInfo, cp: BinlogOffset, here: str) -> None:
+    """On the MySQL server the checkpoint was taken on (gtid_mode=ON), its gtid_executed still holds the
+    checkpoint's executed set; else the binlog was reset since (RESET MASTER / RESET BINARY LOGS AND GTIDS)
+    and the checkpoint's file:offset may fall anywhere in the new one: one line, never a silent re-position."""
+    if cp.gtid_pos is None or not info.gtid_mode_on:
+        return
+    try:
+        wanted, history = GtidSet.parse(cp.gtid_pos), GtidSet.parse(info.gtid)
+    except ValueError as exc:
+        raise DbusError(f"cannot check the binlog history of {here}: {exc}") from None
+    gone = wanted.missing_from(history)
+    if gone.sids:
+        raise DbusError(
+            f"the binlog of {here} is not the one the checkpoint was taken on: its gtid_executed "
+            f"{str(history) or '(empty)'} no longer holds the checkpoint's {gone} (RESET MASTER, or a re-initialized "
+            f"server with the same server_uuid); {FIX}"
+        )
 
 
 def binlog_refusal(text: str, where: str, server: str | None, file: str, pos: int, by_gtid: BinlogOffset | None,

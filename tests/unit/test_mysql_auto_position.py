@@ -143,3 +143,21 @@ def test_without_gtid_mode_on_no_set_is_kept() -> None:
                           BinlogOffset("binlog.000003", 4, gtid_pos=f"{OLD}:1-5", server=OLD), (0, 0))
     Feed(stream, 4).transaction(f"{OLD}:6")
     assert stream.offset().gtid_pos is None
+
+
+@pytest.mark.parametrize("executed", ["", f"{OLD}:1-2"])
+def test_a_reset_binlog_on_the_same_server_is_one_line(executed: str) -> None:
+    """RESET MASTER empties gtid_executed (or a re-initialized server with the same server_uuid holds less): the
+    checkpoint's file:offset would point into another binlog, so the source stops naming what is missing."""
+    with pytest.raises(DbusError) as err:
+        resume_point(EP, mysql(OLD, executed), checkpoint(), [], "p")
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert msg.startswith(f"the binlog of db2:3306 (server {OLD}) is not the one the checkpoint was taken on: its "
+                          f"gtid_executed {executed or '(empty)'} no longer holds the checkpoint's {OLD}:")
+    assert "RESET MASTER" in msg
+
+
+def test_the_same_server_without_gtid_mode_resumes_at_the_position() -> None:
+    start, gtid = resume_point(EP, mysql(OLD, "", gtid_mode="OFF"), checkpoint(gtid_pos=None), [], "p")
+    assert (start.file, start.offset, gtid) == ("binlog.000003", 1234, None)
