@@ -386,7 +386,7 @@ class MysqlSource(Source):
         parts = [] if batch is None else [p for p in (fences.keep(part) for part in batch.parts) if p is not None]
         room = max_rows - sum(p.num_rows for p in parts)
         if not fenced.finished and room > 0:
-            parts += fenced.read(room)
+            parts += fenced.read(room, (stream.file, stream.next_pos))
         # every row still to come (pending, of an open transaction, or not read yet) is at or after this position:
         # past every chunk's, no fence applies to them (under steady writes a poll may never end between commits)
         at = stream.offset()

@@ -22,6 +22,9 @@ from dbus_ray.mysql.snapshot.serial import Snapshot
 
 log = logging.getLogger("dbus.mysql")
 
+#: The longest a backfill chunk waits for the server's consistent snapshot to reach what the stream has read.
+SNAPSHOT_BEHIND_STREAM_S = 10.0
+
 class KeyFences:
     """Fences of a backfill: the keys a chunk emitted (as the binlog decoder gives them) and the position
     it was read at; the stream drops a change of such a key written before that position (the read row
@@ -101,8 +104,9 @@ class Backfill(Snapshot):
     def finished(self) -> bool:
         return not self.queue and not self.requests
 
-    def read(self, max_rows: int) -> list[TableRows]:
-        """The next table's start marker, or one chunk (and the end marker after the table's last)."""
+    def read(self, max_rows: int, streamed: tuple[str, int] = ("", 0)) -> list[TableRows]:
+        """The next table's start marker, or one chunk (and the end marker after the table's last). `streamed`:
+        the position the stream has read the binlog to; the chunk's snapshot is taken at or after it."""
         if not self.queue:
             if not self.requests:
                 return []
@@ -129,14 +133,7 @@ class Backfill(Snapshot):
                 cur.execute("SET SESSION time_zone = '+00:00'")
                 cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         sql, args = t.chunk_sql(self.last, n, self.where)
-        with self.conn.cursor() as cur:
-            cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
-            cur.execute("SHOW STATUS LIKE 'binlog_snapshot_%'")
-            status = {str(k).lower(): v for k, v in cur.fetchall()}
-            cur.execute(sql, args)
-            rows = list(cur.fetchall())
-            cur.execute("COMMIT")
-        at = (str(status["binlog_snapshot_file"]), int(status["binlog_snapshot_position"]))
+        rows, at = self._read_chunk(t, sql, args, streamed)
         self.chunks += 1
         parts: list[TableRows] = []
         if rows:
@@ -156,6 +153,34 @@ class Backfill(Snapshot):
                 self.t_done = time.monotonic()
                 self.close()
         return parts
+
+    def _read_chunk(self, t: SnapTable, sql: str, args: list[Any],
+                    streamed: tuple[str, int]) -> tuple[list[tuple[Any, ...]], tuple[str, int]]:
+        """The chunk's rows in a consistent snapshot and its binlog position, taken at or after `streamed`. A
+        transaction is written to the binlog before the engine commits it: the stream may have handed out a
+        change the snapshot does not see yet, and a read emitted after that change would set its row back
+        (the fences drop only changes before the read). Such a snapshot is let go and taken again."""
+        assert self.conn is not None
+        deadline = time.monotonic() + SNAPSHOT_BEHIND_STREAM_S
+        while True:
+            with self.conn.cursor() as cur:
+                cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+                cur.execute("SHOW STATUS LIKE 'binlog_snapshot_%'")
+                status = {str(k).lower(): v for k, v in cur.fetchall()}
+                at = (str(status["binlog_snapshot_file"]), int(status["binlog_snapshot_position"]))
+                behind = bool(streamed[0]) and position_key(*at) < position_key(*streamed)
+                if not behind:
+                    cur.execute(sql, args)
+                    rows = list(cur.fetchall())
+                cur.execute("COMMIT")
+            if not behind:
+                return rows, at
+            if time.monotonic() > deadline:
+                raise DbusError(
+                    f"backfill of {t.name}: the server's consistent snapshot stays at {at[0]}:{at[1]}, behind the "
+                    f"binlog the stream has read ({streamed[0]}:{streamed[1]}), for {SNAPSHOT_BEHIND_STREAM_S:.0f} s"
+                )
+            time.sleep(0.005)
 
     def progress(self) -> dict[str, Any]:
         out = super().progress()
