@@ -2,7 +2,7 @@
 key and value, through Kafka Connect's JsonConverter), so consumers of Debezium topics read ours unchanged.
 
 Per row change (`op` insert/update/delete/read -> `c`/`u`/`d`/`r`; `ddl` rows are not row events: a
-snapshot marker gives no message, a DDL statement one on the schema change topic, see below):
+snapshot marker gives none, a DDL statement or a start marker's statements schema changes, see below):
 - topic `<topic_prefix>.<db>.<table>`;
 - key: the primary-key columns (or the sink's `key` columns) as a struct, null for a table without one;
 - value: `before`, `after`, `source` (`version`, `connector`, `name`, `ts_ms`, `snapshot`, `db`, `sequence`,
@@ -15,7 +15,9 @@ snapshot marker gives no message, a DDL statement one on the schema change topic
   before a transaction's first event, `END` (event counts per table) when the next begins or a batch ends
   at a transaction boundary (checkpoint `skip` 0); a DDL's transaction has a BEGIN only, as in Debezium;
 - with `include_schema_changes` (default on, as Debezium's `include.schema.changes`), Debezium's schema change
-  topic `<topic_prefix>`: one message per DDL statement (TRUNCATE excepted), built by `debezium_schema`;
+  topic `<topic_prefix>`: one message per DDL statement (TRUNCATE excepted), built by `debezium_schema`, and
+  in a snapshot the statements Debezium writes before its rows (charset, DROP/CREATE of the databases and
+  tables, `dbus_ray.mysql.snapshot.schema_ddl`), from the tables' start markers, with `snapshot` "true";
 - an update that changes the key is a delete of the old key and its tombstone (both with header
   `__debezium.newkey`), then a create of the new key (header `__debezium.oldkey`), as Debezium emits it;
   header values are keys in the message key's form. The mysql source's `key_change` does not change this:
@@ -199,6 +201,8 @@ class DebeziumSerializer:
                 marker = (r["after"] or {}).get("snapshot")
                 if marker == "start":
                     self._first_of.add(r["after"]["table"])
+                    if self.o.include_schema_changes and r["after"].get("ddl"):
+                        out += self._snapshot_schema_changes(r, rows, r["after"]["ddl"])
                 elif marker is None and self.o.provide_transaction_metadata and r["pos"]["gtid"]:
                     # as Debezium does: a DDL statement's transaction has a BEGIN and no END
                     out += self.end_transaction()
@@ -321,16 +325,26 @@ class DebeziumSerializer:
         source = self._source(r, rows, "false")
         source["table"] = rows.table or None
         image = r["after"]
-        value = {"source": source, "ts_ms": time.time_ns() // 1_000_000, "databaseName": rows.db,
-                 "schemaName": None, "ddl": image["sql"],
-                 "tableChanges": debezium_schema.table_changes(rows.db, rows.table, image.get("change"))}
-        key = {"databaseName": rows.db}
-        if self.o.schemas_enable:
-            connector = self.o.connector
-            return (dumpb({"schema": debezium_schema.key_schema(connector), "payload": key}),
-                    dumpb({"schema": debezium_schema.value_schema(connector, _source_schema(connector)),
-                           "payload": value}), None, "schema")
-        return dumpb(key), dumpb(value), None, "schema"
+        return self._schema_message(source, rows.db, image["sql"],
+                                    debezium_schema.table_changes(rows.db, rows.table, image.get("change")))
+
+    def _snapshot_schema_changes(self, r: dict[str, Any], rows: TableRows, ddl: str
+                                 ) -> list[tuple[bytes | None, bytes | None, list | None, str]]:
+        """The schema change messages of a snapshot start marker's statements (`ddl`, see
+        `dbus_ray.mysql.snapshot.schema_ddl`), as Debezium writes them before its snapshot's rows: `snapshot`
+        "true", at the snapshot's binlog position, `row` 0, no GTID or server id."""
+        out = []
+        for db, table, sql, changes in debezium_schema.snapshot_statements(ddl):
+            source = self._source(r, rows, "true")
+            source.update(db=db, table=table or None, row=0, server_id=0, gtid=None)
+            out.append(self._schema_message(source, db, sql, changes))
+        return out
+
+    def _schema_message(self, source: dict[str, Any], db: str, ddl: str, changes: list[dict[str, Any]]
+                        ) -> tuple[bytes | None, bytes | None, list | None, str]:
+        key, value = debezium_schema.message(self.o.connector, self.o.schemas_enable, _source_schema(self.o.connector),
+                                             source, db, ddl, changes)
+        return key, value, None, "schema"
 
     def schema_topic(self) -> str:
         """Debezium's schema change topic: named after the topic prefix."""

@@ -7,13 +7,17 @@ key `{"databaseName": db}`, value `source`, `ts_ms`, `databaseName`, `schemaName
 The table after the statement comes from the DDL row's `change` (see `dbus_ray.mysql.ddl.DdlLayout`), which
 the mysql source reads from information_schema; its columns are mapped here to Debezium's column form
 (`jdbcType` is java.sql.Types, `typeName` the MySQL type in capitals with UNSIGNED, `length`/`scale` as the
-server writes the type)."""
+server writes the type). A snapshot's statements (`snapshot_statements`) come from the tables' start
+markers, with their `change` in the same form."""
 
 from __future__ import annotations
 
 import json
 import re
+import time
 from typing import Any
+
+from dbus_ray.model import dumpb
 
 #: java.sql.Types of each MySQL DATA_TYPE, as Debezium's MySQL DDL parser assigns them.
 JDBC_TYPES = {
@@ -126,3 +130,21 @@ def table_changes(db: str, table: str, change: str | None) -> list[dict[str, Any
         "defaultCharsetName": found.get("charset"), "primaryKeyColumnNames": found.get("primary_key") or [],
         "columns": [column(c) for c in found["columns"]], "comment": found.get("comment"),
     }}]
+
+
+def snapshot_statements(ddl: str) -> list[tuple[str, str, str, list[dict[str, Any]]]]:
+    """(db, table, statement, tableChanges) of a snapshot start marker's `ddl` (see
+    `dbus_ray.mysql.snapshot.schema_ddl`)."""
+    return [(s["db"], s["table"], s["sql"], table_changes(s["db"], s["table"], s["change"])) for s in json.loads(ddl)]
+
+
+def message(connector: str, schemas_enable: bool, source_schema: dict[str, Any], source: dict[str, Any], db: str,
+            ddl: str, changes: list[dict[str, Any]]) -> tuple[bytes, bytes]:
+    """Key and value of a schema change message (JsonConverter's form, with or without the schemas)."""
+    value = {"source": source, "ts_ms": time.time_ns() // 1_000_000, "databaseName": db, "schemaName": None,
+             "ddl": ddl, "tableChanges": changes}
+    key = {"databaseName": db}
+    if schemas_enable:
+        return (dumpb({"schema": key_schema(connector), "payload": key}),
+                dumpb({"schema": value_schema(connector, source_schema), "payload": value}))
+    return dumpb(key), dumpb(value)

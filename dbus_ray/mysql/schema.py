@@ -180,26 +180,31 @@ class TableSchema:
         conn = connect(self.ep)
         try:
             with conn.cursor() as cur:
-                cur.execute("SELECT TABLE_COLLATION, TABLE_COMMENT FROM information_schema.TABLES "
-                            "WHERE TABLE_SCHEMA=%s AND TABLE_NAME=%s", (db, table))
-                found = cur.fetchone()
-                if found is None:
-                    return None
-                cur.execute(
-                    "SELECT COLUMN_NAME, ORDINAL_POSITION, COLUMN_DEFAULT, IS_NULLABLE, DATA_TYPE, COLUMN_TYPE, "
-                    "CHARACTER_SET_NAME, CHARACTER_MAXIMUM_LENGTH, NUMERIC_PRECISION, NUMERIC_SCALE, "
-                    "DATETIME_PRECISION, EXTRA, COLUMN_COMMENT FROM information_schema.COLUMNS "
-                    "WHERE TABLE_SCHEMA=%s AND TABLE_NAME=%s ORDER BY ORDINAL_POSITION", (db, table))
-                columns = [list(r) for r in cur.fetchall()]
-                cur.execute("SELECT COLUMN_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA=%s "
-                            "AND TABLE_NAME=%s AND INDEX_NAME='PRIMARY' ORDER BY SEQ_IN_INDEX", (db, table))
-                key = [r[0] for r in cur.fetchall()]
+                return table_definition(cur, db, table)
         finally:
             conn.close()
-        collation, comment = found
-        return {"charset": (collation or "").split("_")[0] or None, "comment": comment or None,
-                "primary_key": key, "columns": columns}
 
     def history_json(self, file: str, offset: int) -> list[list[Any]] | None:
         """The schema history a resume from `file:offset` needs (None: there is none)."""
         return self.history.to_json(file, offset) if self.history else None
+
+
+def table_definition(cur: Any, db: str, table: str) -> dict[str, Any] | None:
+    """`TableSchema.definition` read with the cursor `cur` (the snapshot reads it inside its transaction)."""
+    cur.execute("SELECT TABLE_COLLATION, TABLE_COMMENT FROM information_schema.TABLES "
+                "WHERE TABLE_SCHEMA=%s AND TABLE_NAME=%s", (db, table))
+    found = cur.fetchone()
+    if found is None:
+        return None
+    cur.execute(
+        "SELECT COLUMN_NAME, ORDINAL_POSITION, COLUMN_DEFAULT, IS_NULLABLE, DATA_TYPE, COLUMN_TYPE, "
+        "CHARACTER_SET_NAME, CHARACTER_MAXIMUM_LENGTH, NUMERIC_PRECISION, NUMERIC_SCALE, "
+        "DATETIME_PRECISION, EXTRA, COLUMN_COMMENT FROM information_schema.COLUMNS "
+        "WHERE TABLE_SCHEMA=%s AND TABLE_NAME=%s ORDER BY ORDINAL_POSITION", (db, table))
+    columns = [list(r) for r in cur.fetchall()]
+    cur.execute("SELECT COLUMN_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA=%s "
+                "AND TABLE_NAME=%s AND INDEX_NAME='PRIMARY' ORDER BY SEQ_IN_INDEX", (db, table))
+    key = [r[0] for r in cur.fetchall()]
+    collation, comment = found
+    return {"charset": (collation or "").split("_")[0] or None, "comment": comment or None,
+            "primary_key": key, "columns": columns}

@@ -71,10 +71,33 @@ def test_snapshot_values_and_types_equal_the_binlog_decoder(mariadb: Any, root: 
     snapped = parts(source(mariadb, snapshot="initial", include=[f"{DB}.{t}"]))
     reads = [p for p in snapped if p.data.column("op")[0].as_py() == "read"]
     markers = [p for p in snapped if p.data.column("op")[0].as_py() == "ddl"]
-    assert [m.data.column("after").to_pylist()[0] for m in markers] == [
+    images = [m.data.column("after").to_pylist()[0] for m in markers]
+    ddl = json.loads(images[0].pop("ddl"))
+    assert images == [
         {"snapshot": "start", "table": f"{DB}.{t}", "rows": None},
-        {"snapshot": "end", "table": f"{DB}.{t}", "rows": 6},
+        {"snapshot": "end", "table": f"{DB}.{t}", "rows": 6, "ddl": None},
     ]
+    # the start marker's statements, as Debezium's snapshot writes them (the server's and schema's settings
+    # and SHOW CREATE TABLE read here)
+    with root.cursor() as cur:
+        cur.execute("SELECT @@character_set_server, @@collation_server")
+        charset, collation = cur.fetchone()
+        cur.execute("SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA "
+                    "WHERE SCHEMA_NAME = %s", (DB,))
+        db_charset, db_collation = cur.fetchone()
+        cur.execute(f"SHOW CREATE TABLE {DB}.{t}")
+        create = cur.fetchone()[1]
+    assert [(s["db"], s["table"], s["sql"]) for s in ddl] == [
+        ("", "", f"SET character_set_server={charset}, collation_server={collation}"),
+        (DB, t, f"DROP TABLE IF EXISTS `{DB}`.`{t}`"),
+        (DB, "", f"DROP DATABASE IF EXISTS `{DB}`"),
+        (DB, "", f"CREATE DATABASE `{DB}` CHARSET {db_charset} COLLATE {db_collation}"),
+        (DB, "", f"USE `{DB}`"),
+        (DB, t, create),
+    ]
+    assert [s["change"] and json.loads(s["change"])["type"] for s in ddl] == [None, "DROP", None, None, None, "CREATE"]
+    created = json.loads(ddl[-1]["change"])
+    assert created["primary_key"] == ["id"] and [c[0] for c in created["columns"]][:3] == ["id", "ti", "tu"]
     binlog_type = streamed[0].data.schema.field("after").type
     assert all(p.data.schema.field("after").type == binlog_type for p in reads)
     assert reads[0].key == streamed[0].key == ("id",)

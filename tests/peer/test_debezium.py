@@ -2,9 +2,10 @@
 debezium_runner.py) and our pipeline (mysql source -> kafka sink with `format: debezium`, through Ray, to
 the session's broker) read the same MariaDB: a snapshot of every type of the type-fidelity table, then
 inserts, updates (multi-row events), primary-key changes (one of a key whose order is not the columns'),
-deletes and DDL. Both outputs are compared message by message per topic: key (with its fields' order), value
-and the key-change headers equal, except the fields listed in IGNORED (timestamps and the connector's own
-version). Run by `make peer` (needs `make peer-deps`)."""
+deletes and DDL. The schema change topic holds the snapshot's statements (charset, DROP/CREATE of the
+database and the tables) then the streamed DDL. Both outputs are compared message by message per topic: key
+(with its fields' order), value and the key-change headers equal, except the fields listed in IGNORED
+(timestamps and the connector's own version). Run by `make peer` (needs `make peer-deps`)."""
 
 from __future__ import annotations
 
@@ -122,10 +123,31 @@ def differences(ours: Any, theirs: Any, path: str = "") -> list[str]:
     return [] if ours == theirs else [f"{path}: ours {ours!r}, Debezium {theirs!r}"]
 
 
-def streamed(records: list[dict[str, Any]], schema_topic: str) -> list[dict[str, Any]]:
-    """Debezium's records without its snapshot's schema changes (the DDL it reconstructs from SHOW CREATE
-    TABLE as it snapshots; ours has none, see the README)."""
-    return [r for r in records if r["topic"] != schema_topic or '"snapshot":"true"' not in (r["value"] or "")]
+def in_table_order(records: list[dict[str, Any]], schema_topic: str) -> list[dict[str, Any]]:
+    """Debezium's records with each run of its snapshot's CREATE TABLE messages (one database's) sorted by
+    table: Debezium (`snapshot.locking.mode` none) collects them in a hash map, ours follow the snapshot's
+    table order (by name); the README lists it."""
+    out = list(records)
+    runs: list[list[int]] = []
+    for i, r in enumerate(out):
+        payload = _payload(r) if r["topic"] == schema_topic else None
+        creating = bool(payload and payload["source"]["snapshot"] == "true"
+                        and [c["type"] for c in payload["tableChanges"]] == ["CREATE"])
+        if creating and runs and runs[-1][-1] == i - 1 and _payload(out[runs[-1][-1]])["databaseName"] \
+                == payload["databaseName"]:
+            runs[-1].append(i)
+        elif creating:
+            runs.append([i])
+    for run in runs:
+        ordered = sorted((out[i] for i in run), key=lambda r: _payload(r)["tableChanges"][0]["id"])
+        for i, r in zip(run, ordered):
+            out[i] = r
+    return out
+
+
+def _payload(record: dict[str, Any]) -> Any:
+    value = json.loads(record["value"])
+    return value.get("payload", value) if "schema" in value else value
 
 
 def ours_as_records(msgs: list[Any]) -> list[dict[str, Any]]:
@@ -192,19 +214,25 @@ def test_same_messages_as_debezium(tmp_path: Path, mariadb: Any, broker: Any, ro
         expected = sum(len(v) for v in ours.values())
         tables = set(topics)
         theirs_all = dbz.wait_for(f"{expected} records",
-                                  lambda rs: sum(r["topic"] in tables for r in streamed(rs, prefix)) >= expected)
+                                  lambda rs: sum(r["topic"] in tables for r in rs) >= expected)
         beats: tuple[list[dict[str, Any]], list[dict[str, Any]]] = ([], [])
         if ours_options.get("heartbeat_interval_ms"):
             hb_topic = f"__debezium-heartbeat.{prefix}"
             beats = (ours_as_records(read_topic(broker.bootstrap, hb_topic)),
                      [r for r in dbz.wait_for("a heartbeat", lambda rs: any(r["topic"] == hb_topic for r in rs))
                       if r["topic"] == hb_topic])
-        theirs_all = streamed(theirs_all, prefix)
+        theirs_all = in_table_order(theirs_all, prefix)
     finally:
         dbz.stop()
     ddl = [json.loads(r["value"]) for r in ours[prefix]]
-    assert [(v.get("payload", v)["ddl"], [c["type"] for c in v.get("payload", v)["tableChanges"]]) for v in ddl] == [
-        (ALTER_DDL, ["ALTER"]), (EXTRA_DDL, ["CREATE"]), (PLAIN_DDL, ["CREATE"])]
+    statements = [(v.get("payload", v)["ddl"], [c["type"] for c in v.get("payload", v)["tableChanges"]]) for v in ddl]
+    assert [s[0].split("\n")[0] for s in statements[:10]] == [  # the snapshot's, as Debezium writes them
+        "SET character_set_server=utf8mb4, collation_server=utf8mb4_general_ci",
+        *(f"DROP TABLE IF EXISTS `{DB}`.`{t}`" for t in ("items", "pairs", "types")),
+        f"DROP DATABASE IF EXISTS `{DB}`", f"CREATE DATABASE `{DB}` CHARSET utf8mb4 COLLATE utf8mb4_general_ci",
+        f"USE `{DB}`", *(f"CREATE TABLE `{t}` (" for t in ("items", "pairs", "types"))]
+    assert [s[1] for s in statements[:10]] == [[], *[["DROP"]] * 3, [], [], [], *[["CREATE"]] * 3]
+    assert statements[10:] == [(ALTER_DDL, ["ALTER"]), (EXTRA_DDL, ["CREATE"]), (PLAIN_DDL, ["CREATE"])]
     problems = []
     if ours_options.get("heartbeat_interval_ms"):  # the heartbeat topic: key equal, value but its time
         mine_beats, their_beats = beats

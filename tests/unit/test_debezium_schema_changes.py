@@ -113,3 +113,58 @@ def test_schemas_off_option_off_truncate_and_database() -> None:
     assert plain.messages(ddl_rows("TRUNCATE TABLE shop.extra", None), "pipe") == []
     off = DebeziumSerializer(DebeziumOptions(topic_prefix="srv", include_schema_changes=False))
     assert off.messages(ddl_rows(SQL, CHANGE), "pipe") == []
+
+
+MARKER = pa.struct([("snapshot", pa.string()), ("table", pa.string()), ("rows", pa.int64()), ("ddl", pa.string())])
+
+
+def marker_rows(what: str, ddl: list[dict[str, Any]] | None) -> TableRows:
+    """A snapshot marker of shop.extra as the mysql source's snapshot writes it (`ddl` on a start marker)."""
+    arrays = [pa.array(["ddl"]), pa.array(["binlog.000001"]), pa.array([6400], pa.int64()), pa.nulls(1, pa.string()),
+              pa.array([0], pa.int32()), pa.array(["snapshot:binlog.000001:6400"]), pa.array([1_700_000_000.0]),
+              pa.array([1.0])]
+    after = pa.array([{"snapshot": what, "table": "shop.extra", "rows": None,
+                       "ddl": None if ddl is None else json.dumps(ddl)}], MARKER)
+    schema = META_SCHEMA.append(pa.field("before", MARKER)).append(pa.field("after", MARKER))
+    return TableRows("shop", "extra", (), pa.RecordBatch.from_arrays([*arrays, pa.nulls(1, MARKER), after],
+                                                                    schema=schema))
+
+
+#: A start marker's statements (`dbus_ray.mysql.snapshot.schema_ddl`) and, for each, what Debezium 3.5 wrote for
+#: it in its snapshot (recorded from tests/peer): key databaseName, source db and table, tableChanges.
+SNAPSHOT_DDL = [
+    {"db": "", "table": "", "sql": "SET character_set_server=utf8mb4, collation_server=utf8mb4_general_ci",
+     "change": None},
+    {"db": "shop", "table": "extra", "sql": "DROP TABLE IF EXISTS `shop`.`extra`", "change": '{"type":"DROP"}'},
+    {"db": "shop", "table": "", "sql": "USE `shop`", "change": None},
+    {"db": "shop", "table": "extra", "sql": "CREATE TABLE `extra` (...)", "change": CHANGE},
+]
+SNAPSHOT_EXPECTED = [
+    ("", None, []),
+    ("shop", "extra", [{"type": "DROP", "id": '"shop"."extra"', "table": None}]),
+    ("shop", None, []),
+    ("shop", "extra", DEBEZIUM),
+]
+
+
+def test_snapshot_start_marker_statements_as_debezium_writes_them() -> None:
+    ser = DebeziumSerializer(DebeziumOptions(topic_prefix="srv", connector="mariadb",
+                                             provide_transaction_metadata=True))
+    out = ser.messages(marker_rows("start", SNAPSHOT_DDL), "pipe")
+    assert [op for *_, op in out] == ["schema"] * 4  # no transaction message in a snapshot
+    for (key, value, headers, _), statement, (db, table, changes) in zip(out, SNAPSHOT_DDL, SNAPSHOT_EXPECTED):
+        payload = json.loads(value)["payload"]
+        assert json.loads(key)["payload"] == {"databaseName": db} and headers is None
+        assert (payload["databaseName"], payload["ddl"], payload["tableChanges"]) == (db, statement["sql"], changes)
+        assert {k: payload["source"][k] for k in ("snapshot", "db", "table", "server_id", "gtid", "file", "pos",
+                                                  "row", "thread", "query")} == {
+            "snapshot": "true", "db": db, "table": table, "server_id": 0, "gtid": None, "file": "binlog.000001",
+            "pos": 6400, "row": 0, "thread": None, "query": None}
+
+
+def test_snapshot_markers_without_statements_or_option_give_no_message() -> None:
+    ser = DebeziumSerializer(DebeziumOptions(topic_prefix="srv"))
+    assert ser.messages(marker_rows("start", None), "pipe") == []  # (a backfill's start marker)
+    assert ser.messages(marker_rows("end", None), "pipe") == []
+    off = DebeziumSerializer(DebeziumOptions(topic_prefix="srv", include_schema_changes=False))
+    assert off.messages(marker_rows("start", SNAPSHOT_DDL), "pipe") == []

@@ -27,14 +27,16 @@ from dbus_ray.errors import DbusError
 from dbus_ray.model import META_SCHEMA, TableRows
 from dbus_ray.mysql import connection as pf
 from dbus_ray.mysql.snapshot.catalog import SnapTable, describe, list_tables, open_consistent, pk_from_json, pk_to_json
+from dbus_ray.mysql.snapshot.schema_ddl import snapshot_ddl
 
 log = logging.getLogger("dbus.mysql")
 
 #: Reconnects (each under a new consistent snapshot) when the snapshot connection drops mid-read.
 RECONNECT_ATTEMPTS = 3
-#: Image of a marker row (`op: ddl`): {"snapshot": "start" | "end", "table": "db.t", "rows": n at end}.
+#: Image of a marker row (`op: ddl`): {"snapshot": "start" | "end", "table": "db.t", "rows": n at end,
+#: "ddl": the statements describing the table's schema on a start marker (`schema_ddl`), else null}.
 MARKER_TYPE = pa.struct([pa.field("snapshot", pa.string()), pa.field("table", pa.string()),
-                         pa.field("rows", pa.int64())])
+                         pa.field("rows", pa.int64()), pa.field("ddl", pa.string())])
 
 class Snapshot:
     """Reads the selected tables' rows for the `mysql` source (see the module docstring)."""
@@ -61,6 +63,7 @@ class Snapshot:
         self.state.setdefault("rows", 0)
         self.conn: pymysql.connections.Connection | None = None
         self.tables: list[SnapTable] = []
+        self.schema_ddl: dict[str, str] = {}  # table -> its start marker's `ddl` (see `schema_ddl`)
         self.queue: list[SnapTable] = []
         self.buf: list[tuple[Any, ...]] = []
         self.buf_at = 0
@@ -82,6 +85,7 @@ class Snapshot:
         try:
             found = list_tables(conn, self.matcher)
             self.tables = [describe(conn, *t) for t in found]
+            self.schema_ddl = snapshot_ddl(conn, [(t.db, t.table) for t in self.tables])
         finally:
             conn.close()
         others = sorted({t.engine for t in self.tables} - {"InnoDB", ""})
@@ -235,7 +239,8 @@ class Snapshot:
         rows.clear()
 
     def _marker(self, t: SnapTable, what: str, rows: int | None) -> TableRows:
-        after = pa.array([{"snapshot": what, "table": t.name, "rows": rows}], MARKER_TYPE)
+        ddl = self.schema_ddl.get(t.name) if what == "start" else None
+        after = pa.array([{"snapshot": what, "table": t.name, "rows": rows, "ddl": ddl}], MARKER_TYPE)
         before = pa.nulls(1, MARKER_TYPE)
         return self._run(t, "ddl", (), before, after, 1, 0)
 
