@@ -29,6 +29,7 @@ from dbus_ray.mysql import replica as rp
 from dbus_ray.mysql import xa
 from dbus_ray.mysql.batches import Segment, runs
 from dbus_ray.mysql.ddl import OSC_RE, DdlLayout, ddl_target, renamed_tables
+from dbus_ray.mysql.gc_hold import gc_held
 from dbus_ray.mysql.gtid_set import GtidSet
 from dbus_ray.mysql.history import binlog_refusal, format_state, parse_state
 from dbus_ray.mysql.offset import BinlogOffset, binlog_index
@@ -221,6 +222,10 @@ class BinlogStream(xa.XaGroups):
         within the poll budget (or a heartbeat said the server has nothing more)."""
         if self.refused is not None and not self.pending_rows:
             raise self.refused
+        with gc_held():  # the pending rows are not re-scanned by the cyclic collector (dbus_ray.mysql.gc_hold)
+            return self._read(max_rows)
+
+    def _read(self, max_rows: int) -> tuple[list[TableRows], float] | None:
         monotonic = time.monotonic
         deadline = monotonic() + POLL_BUDGET_SECONDS
         fetch, handle = self._fetch, self._handle
