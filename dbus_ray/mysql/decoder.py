@@ -277,15 +277,15 @@ class Layout:
     ) -> tuple[list[list[Any]] | None, list[list[Any]] | None]:
         """(before, after) images of every row of a rows event body (`body[pos:end]`), each a list of
         values per column, None where the event has no such image."""
-        key = (bitmap, bitmap2 if kind == "update" else None)
+        key = (bitmap, (bitmap2 or b"") if kind == "update" else None)  # checked when first compiled
         decode = self._compiled.get(key)
         if decode is None:
+            if not any(bitmap) or (kind == "update" and not any(bitmap2 or b"")):
+                raise DecodeError(f"{kind} rows event of {self.db}.{self.table} names no column in its row images "
+                                  "(corrupt event)")
             decode = self._compiled[key] = self._compile(*key)
         n = len(self.columns)
         end = len(body) if end is None else end
-        where = f"{kind} rows event of {self.db}.{self.table}"
-        if not any(bitmap) or (kind == "update" and not any(bitmap2 or b"")):
-            raise DecodeError(f"{where} names no column in its row images (corrupt event)")
         first: list[list[Any]] = [[] for _ in range(n)]
         second: list[list[Any]] | None = [[] for _ in range(n)] if kind == "update" else None
         try:
@@ -293,9 +293,11 @@ class Layout:
                 body, pos, end, [c.append for c in first], None if second is None else [c.append for c in second]
             )
         except (IndexError, ValueError, TypeError, OverflowError, struct.error, decimal.InvalidOperation) as exc:
+            where = f"{kind} rows event of {self.db}.{self.table}"
             raise DecodeError(f"cannot decode the {where} (truncated or corrupt): {type(exc).__name__}: {exc}") \
                 from None
         if stop != end:
+            where = f"{kind} rows event of {self.db}.{self.table}"
             raise DecodeError(f"{where} is truncated or corrupt: its row images end at byte {stop}, the event at {end}")
         if kind == "update":
             return first, second

@@ -182,7 +182,10 @@ class BinlogStream(xa.XaGroups):
         if state is None:
             return None
         if self._state_text is None:
-            self._state_text = format_state(state) if isinstance(state, dict) else str(state)
+            if isinstance(state, dict):  # one domain (the usual case): its GTID, without a sort per transaction
+                self._state_text = next(iter(state.values())) if len(state) == 1 else format_state(state)
+            else:
+                self._state_text = str(state)
         return self._state_text
 
     def between_transactions(self) -> bool:
@@ -209,12 +212,16 @@ class BinlogStream(xa.XaGroups):
     def _live(self, offset: int) -> bool:
         """At `offset` of the current file the stream is caught up with where the server was at open, so
         information_schema describes the tables as of here."""
-        return self.reached or (binlog_index(self.file), offset) >= self.target
+        return self.reached or (self._file_index(), offset) >= self.target
 
-    def _check_reached(self, end: int) -> None:
+    def _file_index(self) -> int:
+        """binlog_index(self.file), parsed once per file (it is asked at every TABLE_MAP and commit)."""
         if self.file != self._index_of[0]:
             self._index_of = (self.file, binlog_index(self.file))
-        self.reached = (self._index_of[1], end) >= self.target
+        return self._index_of[1]
+
+    def _check_reached(self, end: int) -> None:
+        self.reached = (self._file_index(), end) >= self.target
 
     # ------------------------------------------------------------------ reading
     def read(self, max_rows: int) -> tuple[list[TableRows], float] | None:
