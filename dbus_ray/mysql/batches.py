@@ -5,6 +5,7 @@ definition become one Arrow record batch (`runs`)."""
 from __future__ import annotations
 
 import time
+from itertools import chain
 from typing import Any
 
 import pyarrow as pa
@@ -64,24 +65,16 @@ def runs(segs: list[Segment]) -> list[TableRows]:
         indexes: list[int] = []
         txids: list[str] = []
         tss: list[float] = []
-        for s in run:
-            m = s.n
-            if m == 1:
-                ops.append(s.op)
-                files.append(s.file)
-                offsets.append(s.offset)
-                gtids.append(s.gtid)
-                indexes.append(s.index)
-                txids.append(s.txid)
-                tss.append(s.ts)
-            else:
-                ops += [s.op] * m
-                files += [s.file] * m
-                offsets += [s.offset] * m
-                gtids += [s.gtid] * m
-                indexes += range(s.index, s.index + m)
-                txids += [s.txid] * m
-                tss += [s.ts] * m
+        if k == len(run):  # one row per segment (one-row transactions): a list per field in one pass each
+            ops = [s.op for s in run]
+            files = [s.file for s in run]
+            offsets = [s.offset for s in run]
+            gtids = [s.gtid for s in run]
+            indexes = [s.index for s in run]
+            txids = [s.txid for s in run]
+            tss = [s.ts for s in run]
+        else:
+            _meta(run, ops, files, offsets, gtids, indexes, txids, tss)
         before = _images(layout, run, "before", k)
         after = _images(layout, run, "after", k)
         arrays = [
@@ -118,12 +111,12 @@ def _images(layout: Any, run: list[Segment], which: str, k: int) -> pa.StructArr
         return layout.struct(images[0], k)
     if all(i is None for i in images):
         return layout.struct(None, k)
+    if all(i is not None for i in images):  # each column's values of every segment, in one pass
+        return layout.struct([list(chain.from_iterable(col)) for col in zip(*images)], k)
     cols: list[list[Any]] = [[] for _ in layout.types]
-    mask: list[bool] | None = None
-    if any(i is None for i in images):
-        mask = []
-        for s, image in zip(run, images):
-            mask += [image is None] * s.n
+    mask: list[bool] = []
+    for s, image in zip(run, images):
+        mask += [image is None] * s.n
     for s, image in zip(run, images):
         if image is None:
             nones = [None] * s.n
@@ -133,3 +126,26 @@ def _images(layout: Any, run: list[Segment], which: str, k: int) -> pa.StructArr
             for c, sc in zip(cols, image):
                 c += sc
     return layout.struct(cols, k, mask)
+
+
+def _meta(run: list[Segment], ops: list[str], files: list[str], offsets: list[int], gtids: list[str | None],
+          indexes: list[int], txids: list[str], tss: list[float]) -> None:
+    """Each row's op and position fields of a run of segments, appended to the lists."""
+    for s in run:
+        m = s.n
+        if m == 1:
+            ops.append(s.op)
+            files.append(s.file)
+            offsets.append(s.offset)
+            gtids.append(s.gtid)
+            indexes.append(s.index)
+            txids.append(s.txid)
+            tss.append(s.ts)
+        else:
+            ops += [s.op] * m
+            files += [s.file] * m
+            offsets += [s.offset] * m
+            gtids += [s.gtid] * m
+            indexes += range(s.index, s.index + m)
+            txids += [s.txid] * m
+            tss += [s.ts] * m
