@@ -226,7 +226,7 @@ class Layout:
             self.types.append(column_reader(c)[1])
         self.image_type = pa.struct([column_field(c, t) for c, t in zip(columns, self.types)])
         self._fields = list(self.image_type)
-        self._compiled: dict[tuple[bytes, bytes | None], Callable[..., int]] = {}
+        self._compiled: dict[tuple[bytes, bytes | None], Callable[..., tuple[int, list[list[Any]], Any]]] = {}
         self._absent: dict[bytes, tuple[str, ...]] = {}
 
     def absent(self, bitmap: bytes) -> tuple[str, ...]:
@@ -251,17 +251,22 @@ class Layout:
         lines += [f"a{i}(None)" for i in absent]
         return [indent + _rename(s, lists) for s in lines]
 
-    def _compile(self, bitmap: bytes, bitmap2: bytes | None) -> Callable[..., int]:
+    def _compile(self, bitmap: bytes, bitmap2: bytes | None) -> Callable[..., tuple[int, list[list[Any]], Any]]:
+        """decode(buf, pos, end) -> (the position after the images, the first image's value list per column,
+        the second's (None without `bitmap2`)): it makes its lists and binds their appends itself (one-row
+        events are most of a busy OLTP binlog: per-event setup counts)."""
         n = len(self.columns)
-        body = ["def decode(buf, pos, end, A, B):"]
-        body.append("    " + ", ".join(f"a{i}" for i in range(n)) + (", " if n == 1 else "") + " = A")
-        if bitmap2 is not None:
-            body.append("    " + ", ".join(f"b{i}" for i in range(n)) + (", " if n == 1 else "") + " = B")
+        body = ["def decode(buf, pos, end):"]
+        for i in range(n):
+            body.append(f"    _ca{i} = []; a{i} = _ca{i}.append")
+            if bitmap2 is not None:
+                body.append(f"    _cb{i} = []; b{i} = _cb{i}.append")
         body.append("    while pos < end:")
         body += self._image_code(bitmap, "a", "        ")
         if bitmap2 is not None:
             body += self._image_code(bitmap2, "b", "        ")
-        body.append("    return pos")
+        second = "[" + ", ".join(f"_cb{i}" for i in range(n)) + "]" if bitmap2 is not None else "None"
+        body.append("    return pos, [" + ", ".join(f"_ca{i}" for i in range(n)) + "], " + second)
         ns = dict(self._ns)
         exec(compile("\n".join(body), f"<layout {self.db}.{self.table}>", "exec"), ns)  # noqa: S102
         return ns["decode"]
@@ -284,14 +289,9 @@ class Layout:
                 raise DecodeError(f"{kind} rows event of {self.db}.{self.table} names no column in its row images "
                                   "(corrupt event)")
             decode = self._compiled[key] = self._compile(*key)
-        n = len(self.columns)
         end = len(body) if end is None else end
-        first: list[list[Any]] = [[] for _ in range(n)]
-        second: list[list[Any]] | None = [[] for _ in range(n)] if kind == "update" else None
         try:
-            stop = decode(
-                body, pos, end, [c.append for c in first], None if second is None else [c.append for c in second]
-            )
+            stop, first, second = decode(body, pos, end)
         except (IndexError, ValueError, TypeError, OverflowError, struct.error, decimal.InvalidOperation) as exc:
             where = f"{kind} rows event of {self.db}.{self.table}"
             raise DecodeError(f"cannot decode the {where} (truncated or corrupt): {type(exc).__name__}: {exc}") \
