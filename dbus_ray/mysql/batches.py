@@ -5,12 +5,16 @@ definition become one Arrow record batch (`runs`)."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from itertools import chain
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from dbus_ray.model import ABSENT_TYPE, META_SCHEMA, TableRows
+
+if TYPE_CHECKING:
+    from dbus_ray.mysql.xa import Marks
 
 
 class Segment:
@@ -149,3 +153,23 @@ def _meta(run: list[Segment], ops: list[str], files: list[str], offsets: list[in
             indexes += range(s.index, s.index + m)
             txids += [s.txid] * m
             tss += [s.ts] * m
+
+
+@dataclass
+class Txn:
+    """The transaction the stream is in: where it starts, its GTID, the rows seen and to skip."""
+
+    file: str
+    offset: int
+    gtid: str | None
+    began: bool  # inside BEGIN ... COMMIT (else ends after its one statement)
+    skip: int = 0  # rows already emitted before a resume
+    rows: int = 0  # rows of included tables seen so far
+    before: str | None = None  # the GTID state before it (MariaDB)
+    marks: Marks | None = None  # the XA transactions prepared before it
+    xid: str | None = None  # an XA transaction's group (its rows are held until XA COMMIT)
+    segs: list[Segment] | None = None  # the rows of that group held (None: not collected)
+
+    @property
+    def txid(self) -> str:
+        return self.gtid or f"{self.file}:{self.offset}"

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass
 from typing import Any
 
 from dbus_ray.errors import DbusError, DecodeError
@@ -27,7 +26,7 @@ from dbus_ray.mysql import connection as cn
 from dbus_ray.mysql import events as et
 from dbus_ray.mysql import replica as rp
 from dbus_ray.mysql import xa
-from dbus_ray.mysql.batches import Segment, runs
+from dbus_ray.mysql.batches import Segment, Txn, runs
 from dbus_ray.mysql.ddl import OSC_RE, DdlLayout, ddl_target, renamed_tables
 from dbus_ray.mysql.gc_hold import gc_held
 from dbus_ray.mysql.gtid_set import GtidSet
@@ -48,24 +47,6 @@ RECONNECT_ATTEMPTS = 8
 class BinlogLost(cn.Unreachable):
     """The binlog connection was lost and `reconnect_attempts` reconnects failed (the stream's offset is still
     that of the last row handed out)."""
-
-
-@dataclass
-class _Txn:
-    file: str
-    offset: int
-    gtid: str | None
-    began: bool  # inside BEGIN ... COMMIT (else ends after its one statement)
-    skip: int = 0  # rows already emitted before a resume
-    rows: int = 0  # rows of included tables seen so far
-    before: str | None = None  # the GTID state before it (MariaDB)
-    marks: xa.Marks | None = None  # the XA transactions prepared before it
-    xid: str | None = None  # an XA transaction's group (its rows are held until XA COMMIT)
-    segs: list[Segment] | None = None  # the rows of that group held (None: not collected)
-
-    @property
-    def txid(self) -> str:
-        return self.gtid or f"{self.file}:{self.offset}"
 
 
 class BinlogStream(xa.XaGroups):
@@ -93,7 +74,7 @@ class BinlogStream(xa.XaGroups):
         self.pending_rows = 0
         self._index_of: tuple[str, int] = ("", 0)
         self.replica: rp.Replica | None = None
-        self.txn: _Txn | None = None
+        self.txn: Txn | None = None
         self.resume: BinlogOffset | None = None  # where it started, until the stream reaches it
         self.resume_gtid: str | None = None  # connected by this GTID state
         self._skip_gtid: tuple[str, int] | None = None
@@ -449,11 +430,11 @@ class BinlogStream(xa.XaGroups):
         if not txn.began:
             self._end()
 
-    def _begin(self, offset: int, gtid: str | None, began: bool) -> _Txn:
+    def _begin(self, offset: int, gtid: str | None, began: bool) -> Txn:
         if self.recollect is not None and self.recollect.done(self.file, offset):
             self._recollected()
         self._file_start = False
-        txn = self.txn = _Txn(self.file, offset, gtid, began, before=self._state(), marks=self.prepared.marks)
+        txn = self.txn = Txn(self.file, offset, gtid, began, before=self._state(), marks=self.prepared.marks)
         resume = self.resume
         if resume is not None:
             if self.resume_gtid is not None:  # the first transaction by GTID: positions are this server's now
