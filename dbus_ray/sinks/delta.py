@@ -333,8 +333,12 @@ def delta_tables(root: Path) -> list[Path]:
 
 
 def last_commit(table: Path, pipeline: str) -> dict[str, Any] | None:
-    """The newest commit info of `table` written by `pipeline` (None when it has none)."""
-    dt = DeltaTable(str(table))
+    """The newest commit info of `table` written by `pipeline` (None when it has none, also when the table's
+    log has no commit yet: a writer killed while it created the table leaves `_delta_log` without one)."""
+    try:
+        dt = DeltaTable(str(table))
+    except TableNotFoundError:
+        return None
     limit = 20
     while True:
         history = dt.history(limit)

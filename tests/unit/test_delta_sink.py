@@ -143,3 +143,13 @@ def test_commit_interval_needs_the_delta_store_and_a_failed_batch_commits_nothin
         sink.write(bad)
     sink.close()
     assert not (tmp_path / "db" / "t").exists()
+
+
+def test_a_table_whose_log_has_no_commit_yet_holds_no_checkpoint(tmp_path: Path) -> None:
+    """A writer killed while it created a table leaves `_delta_log` without a commit: no checkpoint there (the
+    pipeline starts), not an error."""
+    from dbus_ray.sinks.delta import last_commit, read_checkpoint
+
+    (tmp_path / "db" / "t" / "_delta_log").mkdir(parents=True)
+    assert last_commit(tmp_path / "db" / "t", "p") is None
+    assert read_checkpoint(tmp_path, "p") is None
