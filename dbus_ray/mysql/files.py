@@ -131,7 +131,11 @@ def read_header(path: str, fh: BinaryIO) -> FileHeader:
     body = fh.read(size - EVENT_HEADER)
     if len(body) < size - EVENT_HEADER:
         raise ShortHeader(f"binlog {name}:4: the file ends inside its FORMAT_DESCRIPTION event: {path}")
-    version = body[2:52].split(b"\0", 1)[0].decode("ascii", "replace")
+    try:
+        version = body[2:52].split(b"\0", 1)[0].decode("ascii")
+    except UnicodeDecodeError:
+        raise DbusError(f"binlog {name}:4: the FORMAT_DESCRIPTION event's server version is not ASCII: not a "
+                        f"binlog file: {path}") from None
     event = raw + body
     # with checksums on, the event ends with the algorithm byte (1: CRC32) and the CRC32 of all before it, computed
     # without the flag LOG_EVENT_BINLOG_IN_USE_F (set while the server writes the file, cleared when it closes it)

@@ -48,3 +48,20 @@ def test_listing_in_binlog_order_and_the_next_name(tmp_path: Path) -> None:
     (tmp_path / "relay-bin.000001").write_bytes(b"")
     with pytest.raises(DbusError, match=r"files of several binlogs \(mysql-bin, relay-bin\): give a glob"):
         BinlogFiles(str(tmp_path)).listing()
+
+
+def test_a_server_version_that_is_not_ascii_is_refused_in_one_line(tmp_path: Path) -> None:
+    """The FORMAT_DESCRIPTION event's server version (it says MariaDB or MySQL) is read exactly or refused, never
+    decoded with replacement characters."""
+    from dbus_ray.errors import DbusError
+    from dbus_ray.mysql.files import file_header
+    from tests.support import mysql8_binlog as w
+
+    data = bytearray(w.BinlogFile().bytes())
+    data[4 + 19 + 2] = 0xFF  # the first byte of the server version
+    path = tmp_path / "binlog.000001"
+    path.write_bytes(bytes(data))
+    with pytest.raises(DbusError) as err:
+        file_header(str(path))
+    assert str(err.value) == (f"binlog binlog.000001:4: the FORMAT_DESCRIPTION event's server version is not ASCII: "
+                              f"not a binlog file: {path}")
