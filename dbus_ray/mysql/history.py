@@ -161,11 +161,7 @@ def _mysql_resume_point(info: cn.ServerInfo, cp: BinlogOffset, here: str,
                else f"gtid_mode is {info.variables.get('gtid_mode') or 'unknown'} there, not ON")
         raise DbusError(f"the checkpoint's position {cp.file}:{cp.offset} is in the binlog of server {cp.server}, "
                         f"not of {here}, and {why}; {FIX}")
-    try:
-        wanted, history = GtidSet.parse(cp.gtid_pos), GtidSet.parse(info.gtid)
-    except ValueError as exc:
-        raise DbusError(f"cannot resume by GTID on {here}: {exc}") from None
-    gone = wanted.missing_from(history)
+    wanted, history, gone = _mysql_sets(cp.gtid_pos, info, f"cannot resume by GTID on {here}")
     if gone.sids:
         raise DbusError(
             f"{here} is not the server the checkpoint was taken on (server {cp.server}) and its gtid_executed "
@@ -179,17 +175,23 @@ def _mysql_resume_point(info: cn.ServerInfo, cp: BinlogOffset, here: str,
     return cp.with_(gtid_pos=str(wanted)), str(wanted)
 
 
+def _mysql_sets(checkpoint_set: str, info: cn.ServerInfo, what: str) -> tuple[GtidSet, GtidSet, GtidSet]:
+    """(the checkpoint's executed GTID set, the server's gtid_executed, the part of the first the second lacks);
+    DbusError `what: <reason>` when either is not a GTID set."""
+    try:
+        wanted, history = GtidSet.parse(checkpoint_set), GtidSet.parse(info.gtid)
+    except ValueError as exc:
+        raise DbusError(f"{what}: {exc}") from None
+    return wanted, history, wanted.missing_from(history)
+
+
 def _mysql_not_reset(info: cn.ServerInfo, cp: BinlogOffset, here: str) -> None:
     """On the MySQL server the checkpoint was taken on (gtid_mode=ON), its gtid_executed still holds the
     checkpoint's executed set; else the binlog was reset since (RESET MASTER / RESET BINARY LOGS AND GTIDS)
     and the checkpoint's file:offset may fall anywhere in the new one: one line, never a silent re-position."""
     if cp.gtid_pos is None or not info.gtid_mode_on:
         return
-    try:
-        wanted, history = GtidSet.parse(cp.gtid_pos), GtidSet.parse(info.gtid)
-    except ValueError as exc:
-        raise DbusError(f"cannot check the binlog history of {here}: {exc}") from None
-    gone = wanted.missing_from(history)
+    _, history, gone = _mysql_sets(cp.gtid_pos, info, f"cannot check the binlog history of {here}")
     if gone.sids:
         raise DbusError(
             f"the binlog of {here} is not the one the checkpoint was taken on: its gtid_executed "
