@@ -88,8 +88,9 @@ class WorkerPool:
             pass
         for _ in range(50):
             try:
+                # the endpoint (with its password) through the object store: the GCS keeps references only
                 return SnapshotWorker.options(name=name, namespace=NAMESPACE, scheduling_strategy="SPREAD").remote(
-                    self.ep, self.pipeline, i)
+                    ray.put(self.ep), self.pipeline, i)
             except ValueError:  # the name is freed a moment after the old actor died
                 time.sleep(0.1)
         raise DbusError(f"snapshot worker {name} cannot start: the name stays taken")

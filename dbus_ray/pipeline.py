@@ -145,7 +145,11 @@ class Pipeline:
             pass
         else:
             raise DbusError(f"pipeline {cfg.name} is already running (actor {name} exists)")
-        args = (cfg, [s.name for s in cfg.sinks], self.max_rows, self.epoch, self.secrets, self.expect_checkpoint)
+        # the resolved config and the `${VAR}` values go to the actors through the object store: an actor's
+        # creation spec, which the GCS keeps (in Redis with GCS fault tolerance), holds references, not values
+        cfg_ref = ray.put(cfg)
+        args = (cfg_ref, [s.name for s in cfg.sinks], self.max_rows, self.epoch, ray.put(self.secrets),
+                self.expect_checkpoint)
         try:
             if cfg.placement == "fused":  # one actor: it opens the sinks, then reads
                 self.reader = FusedPipelineActor.options(**self._options(READER)).remote(*args)
@@ -157,14 +161,16 @@ class Pipeline:
             router_at = len(self.actors)
             batchers = []
             for sink in cfg.sinks:
-                writer = WriterActor.options(**self._options(WRITER, sink.name)).remote(cfg, sink, self.reader)
+                writer = WriterActor.options(**self._options(WRITER, sink.name)).remote(
+                    cfg_ref, ray.put(sink), self.reader
+                )
                 batcher = BatcherActor.options(**self._options(BATCHER, sink.name)).remote(
-                    cfg, sink.name, writer, self.reader
+                    cfg_ref, sink.name, writer, self.reader
                 )
                 self.writers.append(writer)
                 batchers.append(batcher)
                 self.actors += [batcher, writer]
-            router = RouterActor.options(**self._options(ROUTER)).remote(cfg, batchers, self.reader)
+            router = RouterActor.options(**self._options(ROUTER)).remote(cfg_ref, batchers, self.reader)
             self.actors.insert(router_at, router)
             ray.get([w.stats.remote() for w in self.writers], timeout=START_TIMEOUT_S)  # a sink that cannot open
             ray.get(self.reader.start.remote(router), timeout=START_TIMEOUT_S)
