@@ -64,8 +64,11 @@ def test_stop_answers_at_once_and_wait_waits(controller: Any, tmp_path: Path) ->
     result = runner.invoke(app, ["resume", "c-wait", "--wait"])
     assert result.exit_code == 0, result.output
     assert result.stdout.strip().endswith("pipeline c-wait: running")
-    started = time.monotonic()
-    result = runner.invoke(app, ["pause", "c-wait"])
-    assert result.exit_code == 0 and time.monotonic() - started < 2, result.output
-    assert result.stdout.startswith("pipeline c-wait: pause requested")
-    wait_for(lambda: ray.get(controller.get.remote("c-wait"))["state"] == "paused", what="paused")
+    for action, state in (("pause", "paused"), ("resume", "running"), ("stop", "stopped")):
+        started = time.monotonic()  # without --wait: answered at once, the controller acts next
+        result = runner.invoke(app, [action, "c-wait"])
+        took = time.monotonic() - started
+        assert result.exit_code == 0 and took < 2, (action, f"{took:.1f}s", result.output)
+        assert result.stdout.startswith(f"pipeline c-wait: {action} requested"), result.output
+        wait_for(lambda s=state: ray.get(controller.get.remote("c-wait"))["state"] == s, what=state)
+        print(f"{action}: answered in {took:.2f}s")

@@ -110,6 +110,9 @@ def test_a_tables_create_read_first_is_no_keyless_table(mariadb: MariaDB, caplog
                 f"CREATE TABLE {bare} (id INT, note VARCHAR(20))", f"CREATE TABLE {ruled} (id INT, note VARCHAR(20))",
                 *(f"INSERT INTO {t} VALUES (1, 'one')" for t in (keyed, bare, ruled)))
         conn.commit()
+        for i in (2, 3):  # more rows of the keyless table, each its own transaction: still one warning
+            execute(conn, f"INSERT INTO {bare} VALUES ({i}, 'more')")
+            conn.commit()
     finally:
         conn.close()
     src = MysqlSource("create-first", MysqlOptions(dsn=mariadb.dsn, server_id=7409, start=start,
@@ -122,7 +125,8 @@ def test_a_tables_create_read_first_is_no_keyless_table(mariadb: MariaDB, caplog
         finally:
             src.close()
     assert [(r["table"], r["op"], r["key"]) for r in rows if r["op"] != "ddl"] == [
-        (keyed, "insert", {"id": 1}), (bare, "insert", {}), (ruled, "insert", {"note": "one"})]
+        (keyed, "insert", {"id": 1}), (bare, "insert", {}), (ruled, "insert", {"note": "one"}),
+        (bare, "insert", {}), (bare, "insert", {})]
     assert [r["table"] for r in rows if r["op"] == "ddl"] == [keyed, bare, ruled]  # each CREATE came first
     warned = [r.getMessage() for r in caplog.records if "has no primary key" in r.getMessage()]
     assert warned == [f"[create-first] table dbus_test.{bare} has no primary key: its row changes carry an empty "
