@@ -53,6 +53,8 @@ class FusedPipeline(Reader):
         final = await super().stop(timeout)
         for threaded in self.threaded:  # after the writes handed to it
             await threaded.close()
+        if self.sampler is not None:  # its process may run on (a shared host): no task left behind
+            self.sampler.cancel()
         return final
 
     async def abort(self, timeout: float = 30.0) -> None:
