@@ -43,6 +43,7 @@ class PipelineHost:
         self.retiring = False
         self.actor_id = ray.get_runtime_context().get_actor_id()
         self.executor: ThreadPoolExecutor | None = None
+        self.health_calls = 0
 
     def _use_threads(self) -> None:
         """`asyncio.to_thread` of every hosted pipeline shares the loop's default executor: make it big enough
@@ -54,6 +55,7 @@ class PipelineHost:
     async def info(self) -> dict[str, Any]:
         return {"name": self.name, "node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
                 "capacity": self.capacity, "detached": self.detached, "retiring": self.retiring,
+                "health_calls": self.health_calls,
                 "pipelines": sorted(self.pipelines) + sorted(self.starting)}
 
     async def add(self, cfg: PipelineConfig, sink_names: list[str], max_rows: int | None, epoch: int | None,
@@ -100,6 +102,7 @@ class PipelineHost:
 
     async def health_all(self) -> dict[str, dict[str, Any]]:
         """The status of every pipeline of the host, by name (one call for the controller's health check)."""
+        self.health_calls += 1
         out = {}
         for name, pipeline in list(self.pipelines.items()):
             try:

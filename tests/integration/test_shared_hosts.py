@@ -1,5 +1,6 @@
-"""Shared hosts (`flow.placement: shared`) under the controller on a real Ray: pipelines packed into one host
-actor answer as their reader would (status, peek, dag figures, backfill, stop of one alone); an exception in
+"""Shared hosts (`flow.placement: shared`) on a real Ray: one health call per host serves all its pipelines
+and a kill removes one pipeline alone; under the controller, pipelines packed into one host actor answer as
+their reader would (status, peek, dag figures, backfill, stop of one alone); an exception in
 one hosted pipeline's sink fails and restarts that pipeline alone while its neighbour in the host keeps
 delivering; a kill -9 of a host holding three pipelines restarts each in a new host from its own checkpoint."""
 
@@ -16,8 +17,10 @@ import ray
 
 from dbus_ray.checkpoints import FileCheckpointStore
 from dbus_ray.client import Bus
+from dbus_ray.config import parse_config
 from dbus_ray.errors import DbusError
 from dbus_ray.hosting import HostedReader, reader_handle
+from dbus_ray.pipeline import _HOST_HEALTH, Pipeline
 from tests.support.helpers import kill_when, small_tmpfs, wait_for
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -50,6 +53,38 @@ def offsets(path: Path) -> list[int]:
 
 def delivered(controller: Any, name: str) -> int:
     return state(controller, name)["status"].get("rows_delivered", 0)
+
+
+def test_one_health_call_per_host_and_a_kill_removes_one_pipeline(tmp_path: Path) -> None:
+    names = ["o-a", "o-b", "o-c"]
+    pipelines = [Pipeline(parse_config(spec(tmp_path, n), n, {})) for n in names]
+    for p in pipelines:
+        p.start()
+    try:
+        host = pipelines[0].host
+        assert all(p.host_name == pipelines[0].host_name for p in pipelines), "packed into the one host of this process"
+        wait_for(lambda: all(p.health()["rows_delivered"] > 100 for p in pipelines), what="rows through each")
+        # the three health checks of one pass (as the controller's) cost one call to the host, not three
+        _HOST_HEALTH.clear()
+        before = ray.get(host.info.remote())["health_calls"]
+        statuses = [p.health() for p in pipelines]
+        assert [s["pipeline"] for s in statuses] == names and all(s["state"] == "running" for s in statuses)
+        assert ray.get(host.info.remote())["health_calls"] == before + 1
+        # a kill of one hosted pipeline removes it alone; its sink sees no write after the kill returns
+        pipelines[1].kill()
+        assert reader_handle("o-b") is None
+        size = (tmp_path / "o-b.jsonl").stat().st_size
+        others = (pipelines[0], pipelines[2])
+        marks = {p.cfg.name: p.status()["rows_delivered"] for p in others}
+        wait_for(lambda: all(p.status()["rows_delivered"] > marks[p.cfg.name] + 200 for p in others),
+                 what="the other two go on")
+        assert (tmp_path / "o-b.jsonl").stat().st_size == size
+        assert ray.get(host.info.remote())["pipelines"] == ["o-a", "o-c"]
+    finally:
+        for p in pipelines:
+            if p.host is not None:
+                p.stop()
+    assert not [a for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith("dbus:host:")]
 
 
 def test_hosted_pipelines_share_a_host_and_answer_as_readers(controller: Any, tmp_path: Path) -> None:
