@@ -40,6 +40,7 @@ class PipelineHost:
         self.detached = detached
         self.pipelines: dict[str, FusedPipeline] = {}
         self.starting: set[str] = set()
+        self.cancelled: set[str] = set()  # removed while starting (its starter gave up): dropped once started
         self.retiring = False
         self.actor_id = ray.get_runtime_context().get_actor_id()
         self.executor: ThreadPoolExecutor | None = None
@@ -82,6 +83,11 @@ class PipelineHost:
             raise
         finally:
             self.starting.discard(name)
+            cancelled = name in self.cancelled
+            self.cancelled.discard(name)
+        if cancelled:  # an empty host left by it takes the next pipeline of its node
+            await _quietly(pipeline.abort(30.0))
+            raise DbusError(f"pipeline {name} was removed from host {self.name} while it started")
         self.pipelines[name] = pipeline
         record_hosted(name, self.name, self.actor_id)
         log.info("[%s] started in host %s (%d pipeline(s))", name, self.name, len(self.pipelines))
@@ -128,6 +134,8 @@ class PipelineHost:
         """Remove one pipeline at once (a kill: its sinks see no write after this returns); the number of
         pipelines left in the host."""
         hosted = self.pipelines.get(pipeline)
+        if pipeline in self.starting:
+            self.cancelled.add(pipeline)
         if hosted is not None:
             try:
                 await hosted.abort(timeout)

@@ -261,7 +261,7 @@ class Pipeline:
                 try:
                     identity = ray.get(host.add.remote(*args, cap), timeout=START_TIMEOUT_S)
                 except Exception:
-                    _retire_if_empty(host)
+                    _retire_if_empty(host, self.cfg.name)  # one still starting there is dropped once started
                     raise
                 if identity is not None:
                     self._in_host(HostedReader(host, self.cfg.name, name))
@@ -340,10 +340,11 @@ class Pipeline:
             _retire(host, timeout)
 
 
-def _retire_if_empty(host: Any) -> None:
-    """Kill `host` when it holds no pipeline (it then takes none: see `PipelineHost.remove`)."""
+def _retire_if_empty(host: Any, pipeline: str = "") -> None:
+    """Remove `pipeline` from `host` (if named), then kill the host when it holds no pipeline (it then takes
+    none: see `PipelineHost.remove`)."""
     try:
-        if ray.get(host.remove.remote("", 10.0), timeout=20) == 0:
+        if ray.get(host.remove.remote(pipeline, 10.0), timeout=20) == 0:
             _retire(host, 30.0)
     except Exception:  # noqa: BLE001 - already gone
         pass
