@@ -76,6 +76,10 @@ class FusedPipeline(Reader):
         if not self.aborted:  # an acknowledgement arriving after `abort` saves nothing
             super()._save()
 
+    def _fail(self, reason: str) -> None:
+        if not self.aborted:  # a stage's call cut short by `abort` is no failure of the pipeline
+            super()._fail(reason)
+
     async def stage_stats(self) -> dict[str, dict[str, Any]]:
         """The figures each stage's own actor would give (`stats()`), by stage name (`router`,
         `batcher:<sink>`, `writer:<sink>`)."""
