@@ -186,6 +186,7 @@ def test_cli_run_until_caught_up(tmp_path: Path) -> None:
     path.write_text(
         f"name: cli\nsource: {{type: mock, rows: 3000, keys: 50}}\n"
         f"sinks: [{{name: f, type: jsonl, path: '{out}'}}]\ndata_dir: '{tmp_path / 'data'}'\n"
+        f"flow: {{placement: {PLACEMENT['now']}}}\n"
     )
     result = CliRunner().invoke(app, ["run", str(path), "--until-caught-up", "--output", "json"])
     assert result.exit_code == 0, result.output
