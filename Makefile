@@ -57,6 +57,7 @@ demo: install
 test: install lint peer-deps  # lint first: CI fails on a ruff finding as on a failing test
 	$(PY) -m pytest -q tests/unit tests/integration tests/chaos
 	$(PY) -m pytest -q tests/cluster/test_cluster.py  # its own process: it starts a multi-node Ray cluster
+	$(PY) -m pytest -q tests/cluster/test_shared_cluster.py  # its own process: shared hosts packed per node of a multi-node Ray
 	$(PY) -m pytest -q -s tests/cluster/test_head_loss.py  # its own process: loses and rebuilds a whole cluster; prints recovery times
 	$(PY) -m pytest -q -s tests/cluster/test_gcs_ft.py  # its own process: GCS on a private Redis, kill -9 of gcs_server, then of the head node; prints recovery times
 	$(PY) -m pytest -q tests/cluster/test_secrets_at_rest.py  # its own process: GCS on a private Redis, searched for a submitted value

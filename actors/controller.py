@@ -14,9 +14,10 @@ import ray
 
 from dbus_ray import fencing
 from dbus_ray.config import PipelineConfig
-from dbus_ray.constants import CONTROLLER_NAME, NAMESPACE, READER, actor_name
+from dbus_ray.constants import CONTROLLER_NAME, NAMESPACE
 from dbus_ray.controller import Supervisor
 from dbus_ray.errors import DbusError, reason
+from dbus_ray.hosting import reader_handle
 from dbus_ray.pipeline import Pipeline
 from dbus_ray.storage.durable import MirroredKV, open_state
 from dbus_ray.storage.kv_store import GcsKV, gcs_storage
@@ -143,10 +144,9 @@ class Controller:
     def backfill(self, name: str, tables: list[str], where: str | None = None) -> dict[str, Any]:
         """Ask the pipeline's reader for an on-demand snapshot of `tables` (`dbus snapshot`)."""
         self.supervisor.get(name)  # a pipeline by that name
-        try:
-            reader = ray.get_actor(actor_name(name, READER), namespace=NAMESPACE)
-        except ValueError:
-            raise DbusError(f"pipeline {name} is not running") from None
+        reader = reader_handle(name)  # its actor, or its stand-in in a shared host
+        if reader is None:
+            raise DbusError(f"pipeline {name} is not running")
         try:
             return ray.get(reader.backfill.remote(tables, where), timeout=60)
         except ray.exceptions.RayTaskError as exc:

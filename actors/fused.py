@@ -6,7 +6,8 @@ pipeline. The stages are the same classes as the spread pipeline's actors, conne
 and checkpoint rules, one process instead of 2 + 2 per sink.
 
 A writer's sink I/O runs on that writer's own thread (`ThreadedWriter`); everything else on the actor's
-event loop."""
+event loop. A shared host (`dbus_ray.actors.host`) runs several of them, as objects, in one actor: it removes
+one with `abort` (the kill of a fused pipeline's process)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ class FusedPipeline(Reader):
         self.batchers: dict[str, Batcher] = {}
         self.router_stage: Router | None = None
         self.threaded: list[ThreadedWriter] = []
+        self.aborted = False
 
     async def start(self, router: Any = None) -> None:
         """Open every sink (a restarted exactly-once writer fences its zombie), then start reading."""
@@ -51,7 +53,32 @@ class FusedPipeline(Reader):
         final = await super().stop(timeout)
         for threaded in self.threaded:  # after the writes handed to it
             await threaded.close()
+        if self.sampler is not None:  # its process may run on (a shared host): no task left behind
+            self.sampler.cancel()
         return final
+
+    async def abort(self, timeout: float = 30.0) -> None:
+        """Stop at once (a kill, for a pipeline removed from a shared host): nothing more is read or handed on,
+        no checkpoint is saved any more, each sink is closed once its write in progress is done (no later write
+        reaches it) and the source is closed. TimeoutError when that takes over `timeout` s."""
+        self.aborted = True
+        for task in (self.task, self.sampler):
+            if task is not None:
+                task.cancel()
+        wrapped = {id(t.writer) for t in self.threaded}
+        closing = [t.close() for t in self.threaded]
+        closing += [asyncio.to_thread(w.close) for w in self.writers.values() if id(w) not in wrapped]
+        if self.state != "created":
+            closing.append(asyncio.to_thread(self.source.close))
+        await asyncio.wait_for(asyncio.gather(*closing, return_exceptions=True), timeout)
+
+    def _save(self) -> None:
+        if not self.aborted:  # an acknowledgement arriving after `abort` saves nothing
+            super()._save()
+
+    def _fail(self, reason: str) -> None:
+        if not self.aborted:  # a stage's call cut short by `abort` is no failure of the pipeline
+            super()._fail(reason)
 
     async def stage_stats(self) -> dict[str, dict[str, Any]]:
         """The figures each stage's own actor would give (`stats()`), by stage name (`router`,

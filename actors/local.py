@@ -36,14 +36,19 @@ class ThreadedWriter:
         self.writer = writer
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=name)
         self.lock = asyncio.Lock()
+        self.closed = False  # a write after `close` (one waiting for the lock then) touches no sink
 
     async def write(self, parcel: Parcel) -> int:
         async with self.lock:
+            if self.closed:
+                raise RuntimeError(f"writer {self.writer.sink_name} is closed: batch {parcel.seq} not written")
             batches = list(await asyncio.gather(*parcel.refs))
             return await asyncio.get_running_loop().run_in_executor(self.executor, self.writer.deliver, parcel,
                                                                     batches)
 
     async def close(self) -> None:
+        """Close the sink once the write in progress (if any) is done; no later write reaches it."""
+        self.closed = True
         async with self.lock:
             await asyncio.get_running_loop().run_in_executor(self.executor, self.writer.close)
         self.executor.shutdown(wait=False)

@@ -26,9 +26,10 @@ import yaml
 
 from dbus_ray.actors.controller import get_controller
 from dbus_ray.config import MaskedEnv, load_config, parse_config, redact, referenced_vars
-from dbus_ray.constants import NAMESPACE, READER, WRITER, actor_name
+from dbus_ray.constants import NAMESPACE, WRITER, actor_name
 from dbus_ray.dag import Dag, Flow
 from dbus_ray.errors import DbusError, reason
+from dbus_ray.hosting import reader_handle
 from dbus_ray.model import dumps
 from dbus_ray.routing import TableMatcher
 
@@ -160,11 +161,13 @@ class Bus:
 
     def peek_rows(self, name: str, n: int = 100) -> list[dict[str, Any]]:
         """The newest `n` row changes the pipeline read (JSON form), oldest first."""
+        reader = reader_handle(name)
+        if reader is None:
+            raise DbusError(f"pipeline {name} is not running")
         try:
-            reader = ray.get_actor(actor_name(name, READER), namespace=NAMESPACE)
-        except ValueError:
-            raise DbusError(f"pipeline {name} is not running") from None
-        return ray.get(reader.peek.remote(n), timeout=30)
+            return ray.get(reader.peek.remote(n), timeout=30)
+        except ray.exceptions.RayTaskError as exc:
+            raise DbusError(reason(exc)) from None
 
     def peek(self, name: str, n: int = 100):
         """The newest `n` row changes as a pyarrow Table (images and key as JSON text)."""
@@ -189,10 +192,8 @@ class Bus:
         return metrics_frame(records, rates)
 
     def _reader(self, name: str) -> Any:
-        try:
-            return ray.get_actor(actor_name(name, READER), namespace=NAMESPACE)
-        except ValueError:
-            return None
+        """The pipeline's reader actor (or its stand-in in a shared host), None when it is not running."""
+        return reader_handle(name)
 
     def samples(self, name: str, minutes: float = 10) -> list[dict[str, Any]]:
         """The reader's samples of its figures (one a second, the last hour kept) of the last `minutes`; []
@@ -279,9 +280,11 @@ class Bus:
     def flow(self, name: str, window_s: float = 1.0):
         """rows/s read and acknowledged per sink, measured over `window_s` on the live actors."""
         cfg = parse_config(self._call("spec", name), f"pipeline {name}", MaskedEnv(os.environ))
-        fused = cfg.placement == "fused"  # the reader's actor runs the writers too
+        fused = cfg.placement in ("fused", "shared")  # the reader's actor (or host) runs the writers too
+        reader = reader_handle(name)
+        if reader is None:
+            raise DbusError(f"pipeline {name} is not running")
         try:
-            reader = ray.get_actor(actor_name(name, READER), namespace=NAMESPACE)
             writers = {} if fused else {s.name: ray.get_actor(actor_name(name, WRITER, s.name), namespace=NAMESPACE)
                                         for s in cfg.sinks}
         except ValueError:

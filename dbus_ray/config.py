@@ -25,7 +25,7 @@ class ConfigError(Exception):
     """A user mistake in a pipeline config; str() is the one-line message."""
 
 
-PLACEMENTS = ("auto", "fused", "spread")
+PLACEMENTS = ("auto", "fused", "spread", "shared")
 
 
 @dataclass
@@ -36,14 +36,17 @@ class FlowOptions:
     max_rows_in_flight: int = 400_000  # rows read but not yet delivered to every sink
     sink_batch_rows: int = 50_000  # the batcher hands the writer about this many rows at once
     linger_ms: int = 50  # ... or what it holds after this long
-    # fused: every stage in one actor process; spread: one actor per stage; auto: fused unless the source
-    # asks for worker actors of its own (snapshot_parallelism >= 2)
+    # fused: every stage in one actor process; spread: one actor per stage; shared: fused, inside a host actor
+    # (`dbus:host:<n>`) running several pipelines of its node; auto: fused unless the source asks for worker
+    # actors of its own (snapshot_parallelism >= 2)
     placement: str = "auto"
+    # shared: this pipeline joins only a host running fewer pipelines than this (a new host starts otherwise)
+    host_capacity: int = 10
 
     def __post_init__(self) -> None:
         if self.placement not in PLACEMENTS:
             raise Invalid("placement", f"must be one of {', '.join(PLACEMENTS)}, not {self.placement!r}")
-        for key in ("read_batch_rows", "max_rows_in_flight", "sink_batch_rows"):
+        for key in ("read_batch_rows", "max_rows_in_flight", "sink_batch_rows", "host_capacity"):
             if getattr(self, key) < 1:
                 raise Invalid(key, "must be at least 1")
         if self.linger_ms < 0:
@@ -103,8 +106,8 @@ class PipelineConfig:
 
     @property
     def placement(self) -> str:
-        """`fused` or `spread`: `flow.placement` with `auto` decided (spread when the source runs worker
-        actors of its own, e.g. a parallel snapshot)."""
+        """`fused`, `spread` or `shared`: `flow.placement` with `auto` decided (spread when the source runs
+        worker actors of its own, e.g. a parallel snapshot; fused otherwise)."""
         if self.flow.placement != "auto":
             return self.flow.placement
         return "spread" if getattr(self.source.options, "snapshot_parallelism", 1) > 1 else "fused"
@@ -224,6 +227,8 @@ def _parse(raw: Any) -> PipelineConfig:
     _no_unknown(raw, allowed, "")
     name = _required(raw, "name", str, "")
     _at("name", check_name, name, "pipeline name")
+    if name == "host":
+        raise Invalid("name", "'host' is reserved (host actors are named dbus:host:<n>)")
     project = _typed(raw.get("project", "default"), str, "project")
     _at("project", check_name, project, "project")
     source = _source(raw)

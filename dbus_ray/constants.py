@@ -2,10 +2,12 @@
 prefixes of Ray's GCS key-value store. Every name is built here (like Ray Serve's `constants.py`).
 
 Actors: `dbus:controller` (one per cluster) and `dbus:<pipeline>:<role>[:<part>]`, e.g. `dbus:orders:reader`,
-`dbus:orders:writer:kafka` (part = sink name), `dbus:orders:snapshot:0` (part = worker index).
+`dbus:orders:writer:kafka` (part = sink name), `dbus:orders:snapshot:0` (part = worker index), and
+`dbus:host:<n>`, a host actor running several `flow.placement: shared` pipelines (`dbus_ray.actors.host`).
 KV keys (namespace `dbus`, see `dbus_ray.storage.kv_store`): `controller:pipeline:<name>` (the controller's
 record of a pipeline), `controller:epoch` (its last epoch), `epoch:<pipeline>` (the epoch a pipeline's
-actors must carry) and `checkpoint:<pipeline>` (checkpoint store `gcs`).
+actors must carry) `checkpoint:<pipeline>` (checkpoint store `gcs`), `host:pipeline:<pipeline>` (the host actor a shared
+pipeline runs in, written by that host) and `host:next` (the number the next host actor is named by).
 """
 
 from __future__ import annotations
@@ -20,12 +22,16 @@ ROUTER = "router"
 BATCHER = "batcher"
 WRITER = "writer"
 SNAPSHOT = "snapshot"
+#: the name of every host actor starts with `dbus:host:` (so a pipeline may not be named `host`)
+HOST = "host"
 
 # KV key prefixes.
 KV_PIPELINE_PREFIX = "controller:pipeline:"
 KV_CONTROLLER_EPOCH = "controller:epoch"
 KV_EPOCH_PREFIX = "epoch:"
 KV_CHECKPOINT_PREFIX = "checkpoint:"
+KV_HOSTED_PREFIX = "host:pipeline:"
+KV_HOST_NEXT = "host:next"
 
 
 def actor_prefix(pipeline: str) -> str:
@@ -44,3 +50,12 @@ def epoch_key(pipeline: str) -> str:
 
 def checkpoint_key(pipeline: str) -> str:
     return KV_CHECKPOINT_PREFIX + pipeline
+
+
+def host_name(n: int) -> str:
+    """`dbus:host:<n>`: the host actor number `n` (numbers are never reused, see `KV_HOST_NEXT`)."""
+    return f"dbus:{HOST}:{n}"
+
+
+def hosted_key(pipeline: str) -> str:
+    return KV_HOSTED_PREFIX + pipeline

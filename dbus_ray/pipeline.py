@@ -2,30 +2,41 @@
 it cleanly. Actors are named `dbus:<pipeline>:<role>[:<sink>]` in Ray namespace `dbus` (`dbus_ray.constants`).
 
 Placement (`flow.placement`): `spread` runs each stage as its own actor; `fused` runs them all inside
-one actor named like the reader (`dbus_ray.actors.fused`), which answers for the others."""
+one actor named like the reader (`dbus_ray.actors.fused`), which answers for the others; `shared` runs them
+as in `fused`, inside a host actor `dbus:host:<n>` holding up to `flow.host_capacity` pipelines
+(`dbus_ray.actors.host`): a detached pipeline (the controller's) joins a detached host of its node, one that
+`dbus run` owns joins a host this process started. Its reader is found with `dbus_ray.hosting.reader_handle`."""
 
 from __future__ import annotations
 
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import ray
 
 from dbus_ray.actors.batcher import BatcherActor
 from dbus_ray.actors.fused import FusedPipelineActor
+from dbus_ray.actors.host import PipelineHostActor
 from dbus_ray.actors.reader import ReaderActor
 from dbus_ray.actors.router import RouterActor
 from dbus_ray.actors.writer import WriterActor
 from dbus_ray.config import PipelineConfig
-from dbus_ray.constants import BATCHER, NAMESPACE, READER, ROUTER, WRITER, actor_name
+from dbus_ray.constants import BATCHER, HOST, KV_HOST_NEXT, NAMESPACE, READER, ROUTER, WRITER, actor_name, host_name
 from dbus_ray.errors import DbusError, reason
+from dbus_ray.hosting import HostedReader, forget_hosted, hosted_reader, reader_handle
+from dbus_ray.storage.kv_store import GcsKV
 
 log = logging.getLogger("dbus.pipeline")
 
 START_TIMEOUT_S = 120.0  # creating the actors and opening source and sinks
+#: a host's `health_all` answer serves the health checks of its other pipelines for this long
+HEALTH_REUSE_S = 0.5
+
+_OWN_HOSTS: dict[str, Any] = {}  # name -> handle of the hosts this process started for pipelines it owns
+_HOST_HEALTH: dict[str, tuple[float, dict[str, Any]]] = {}  # host actor id -> (asked at, health_all())
 
 
 def connect_ray(address: str | None = None, num_cpus: int | None = None) -> None:
@@ -65,9 +76,16 @@ class Pipeline:
         self.actors: list[Any] = []
         self.reader: Any = None
         self.writers: list[Any] = []
+        self.host: Any = None  # shared: the host actor running the pipeline
+        self.host_name: str | None = None
+        self.started_at = 0.0  # time.monotonic() once started in its host
 
-    def _options(self, role: str, part: str | None = None) -> dict[str, Any]:
-        options: dict[str, Any] = {"name": actor_name(self.cfg.name, role, part), "namespace": NAMESPACE}
+    @property
+    def hosted(self) -> bool:
+        return self.cfg.placement == "shared"
+
+    def _options(self, role: str, part: str | None = None, name: str | None = None) -> dict[str, Any]:
+        options: dict[str, Any] = {"name": name or actor_name(self.cfg.name, role, part), "namespace": NAMESPACE}
         if self.detached:
             options["lifetime"] = "detached"
         if self.node_id:
@@ -81,8 +99,11 @@ class Pipeline:
         return options
 
     def actor_names(self, placement: str | None = None) -> list[str]:
-        """The names of the pipeline's actors (of `placement`, default the config's)."""
-        if (placement or self.cfg.placement) == "fused":
+        """The names of the pipeline's own actors (of `placement`, default the config's): none when shared."""
+        placement = placement or self.cfg.placement
+        if placement == "shared":
+            return []
+        if placement == "fused":
             return [actor_name(self.cfg.name, READER)]
         names = [actor_name(self.cfg.name, READER), actor_name(self.cfg.name, ROUTER)]
         for sink in self.cfg.sinks:
@@ -93,6 +114,15 @@ class Pipeline:
     def attach(cls, cfg: PipelineConfig, epoch: int | None) -> Pipeline | None:
         """The running actors of `cfg` if all of them exist and carry `epoch`, else None."""
         pipeline = cls(cfg, epoch=epoch, detached=True)
+        if pipeline.hosted:
+            reader = hosted_reader(cfg.name)
+            try:
+                if reader is None or ray.get(reader.identity.remote(), timeout=10)["epoch"] != epoch:
+                    return None
+            except Exception:  # noqa: BLE001 - its host is dead or does not hold it
+                return None
+            pipeline._in_host(reader)
+            return pipeline
         try:
             actors = [ray.get_actor(n, namespace=NAMESPACE) for n in pipeline.actor_names()]
             if ray.get(actors[0].identity.remote(), timeout=10)["epoch"] != epoch:
@@ -109,48 +139,56 @@ class Pipeline:
         """The `${VAR}` values the running reader of `pipeline` (under `epoch`) was started with; None
         when there is no such reader."""
         try:
-            reader = ray.get_actor(actor_name(pipeline, READER), namespace=NAMESPACE)
-            if ray.get(reader.identity.remote(), timeout=10)["epoch"] != epoch:
+            reader = reader_handle(pipeline)
+            if reader is None or ray.get(reader.identity.remote(), timeout=10)["epoch"] != epoch:
                 return None
             return ray.get(reader.secrets.remote(), timeout=10)
         except Exception:  # noqa: BLE001 - missing or dead
             return None
 
     def kill_strays(self) -> None:
-        """Kill any actor left under this pipeline's names (by an earlier owner, of either placement)."""
+        """Kill any actor left under this pipeline's names (by an earlier owner, of any placement), and remove
+        it from a host still running it."""
         for n in self.actor_names("spread"):
             try:
                 ray.kill(ray.get_actor(n, namespace=NAMESPACE), no_restart=True)
             except ValueError:
                 pass
+        stray = hosted_reader(self.cfg.name)
+        if stray is not None:
+            Pipeline(self.cfg, detached=self.detached)._in_host(stray).kill()
 
     def stage_stats(self, timeout: float = 10.0) -> dict[str, dict[str, Any]]:
         """`stats()` of every stage but the reader, by stage name (`router`, `batcher:<sink>`, `writer:<sink>`)."""
-        if self.cfg.placement == "fused":
+        if self.cfg.placement in ("fused", "shared"):
             return ray.get(self.reader.stage_stats.remote(), timeout=timeout)
         names = [n.split(":", 2)[2] for n in self.actor_names()[1:]]
         return dict(zip(names, ray.get([a.stats.remote() for a in self.actors[1:]], timeout=timeout)))
 
     def health(self, timeout: float = 10.0) -> dict[str, Any]:
-        """The reader's status once every actor answered within `timeout` (raises otherwise)."""
+        """The reader's status once every actor answered within `timeout` (raises otherwise). A hosted
+        pipeline's comes from its host's `health_all`, one call serving every pipeline of the host."""
+        if self.host is not None:
+            return self._hosted_health(timeout)
         calls = [self.reader.status.remote()] + [a.stats.remote() for a in self.actors[1:]]
         return ray.get(calls, timeout=timeout)[0]
 
     def start(self) -> None:
         cfg = self.cfg
-        name = actor_name(cfg.name, READER)
-        try:
-            ray.get_actor(name, namespace=NAMESPACE)
-        except ValueError:
-            pass
-        else:
-            raise DbusError(f"pipeline {cfg.name} is already running (actor {name} exists)")
+        running = reader_handle(cfg.name)
+        if isinstance(running, HostedReader):
+            raise DbusError(f"pipeline {cfg.name} is already running (in host {running.host_name})")
+        if running is not None:
+            raise DbusError(f"pipeline {cfg.name} is already running (actor {actor_name(cfg.name, READER)} exists)")
         # the resolved config and the `${VAR}` values go to the actors through the object store: an actor's
         # creation spec, which the GCS keeps (in Redis with GCS fault tolerance), holds references, not values
         cfg_ref = ray.put(cfg)
         args = (cfg_ref, [s.name for s in cfg.sinks], self.max_rows, self.epoch, ray.put(self.secrets),
                 self.expect_checkpoint)
         try:
+            if self.hosted:
+                self._start_hosted(args)
+                return
             if cfg.placement == "fused":  # one actor: it opens the sinks, then reads
                 self.reader = FusedPipelineActor.options(**self._options(READER)).remote(*args)
                 self.actors.append(self.reader)
@@ -186,6 +224,9 @@ class Pipeline:
     def stop(self, timeout: float = 60.0) -> dict[str, Any]:
         """Deliver what is in flight, save the final checkpoint, remove the actors."""
         try:
+            if self.host is not None:
+                out = ray.get(self.host.stop_pipeline.remote(self.cfg.name, timeout), timeout=timeout + 10)
+                return out["final"]
             final = ray.get(self.reader.stop.remote(timeout), timeout=timeout + 10)
             ray.get([w.close.remote() for w in self.writers], timeout=timeout)
         finally:
@@ -195,7 +236,11 @@ class Pipeline:
     def kill(self, timeout: float = 30.0) -> None:
         """kill -9 every actor and return once each process on this node is gone. `ray.kill` only asks,
         and the GCS marks an actor dead before its process exits: one alive for a moment more could
-        still write a line or save a checkpoint behind a caller that then reads them."""
+        still write a line or save a checkpoint behind a caller that then reads them. A hosted pipeline is
+        removed from its host, which returns once its sinks are closed (the host goes with its last pipeline,
+        and with a hung one, taking its other pipelines: the controller restarts them)."""
+        if self.host is not None:
+            self._kill_hosted(timeout)
         pids = [_local_pid(actor) for actor in self.actors]
         for actor in self.actors:
             try:
@@ -207,6 +252,124 @@ class Pipeline:
             while _running(pid) and time.monotonic() < deadline:
                 time.sleep(0.01)
         self.actors = []
+
+    # ------------------------------------------------------------------ shared hosts
+    def _in_host(self, reader: HostedReader) -> Pipeline:
+        self.host, self.host_name, self.reader = reader.host, reader.host_name, reader
+        self.started_at = time.monotonic()
+        return self
+
+    def _start_hosted(self, args: tuple[Any, ...]) -> None:
+        """Start the pipeline in the fullest host it may join, or in a new one."""
+        cap = self.cfg.flow.host_capacity
+        for _ in range(3):  # a host found with room may be full when asked (a concurrent start)
+            for name, host in self._candidates(cap):
+                try:
+                    identity = ray.get(host.add.remote(*args, cap), timeout=START_TIMEOUT_S)
+                except Exception:
+                    _retire_if_empty(host, self.cfg.name)  # one still starting there is dropped once started
+                    raise
+                if identity is not None:
+                    self._in_host(HostedReader(host, self.cfg.name, name))
+                    return
+                _retire_if_empty(host)
+        raise DbusError(f"pipeline {self.cfg.name}: no host took it")
+
+    def _candidates(self, cap: int) -> Iterator[tuple[str, Any]]:
+        yield from self._hosts(cap)
+        yield self._new_host(cap)
+
+    def _hosts(self, cap: int) -> list[tuple[str, Any]]:
+        """(name, handle) of the live hosts this pipeline may join, the fullest first: detached ones on its node
+        for a detached pipeline, else the ones this process started."""
+        if self.detached:
+            prefix = host_name(0)[:-1]
+            handles = {}
+            for a in ray.util.list_named_actors(all_namespaces=True):
+                if a.get("namespace") == NAMESPACE and a["name"].startswith(prefix):
+                    try:
+                        handles[a["name"]] = ray.get_actor(a["name"], namespace=NAMESPACE)
+                    except ValueError:
+                        pass
+        else:
+            handles = dict(_OWN_HOSTS)
+        refs = {name: h.info.remote() for name, h in handles.items()}
+        found = []
+        for name, ref in refs.items():
+            try:
+                info = ray.get(ref, timeout=10)
+            except Exception:  # noqa: BLE001 - dead or hung: not a place to start in
+                continue
+            if (info["detached"] == self.detached and not info["retiring"]
+                    and (self.node_id is None or info["node"] == self.node_id)
+                    and len(info["pipelines"]) < min(cap, info["capacity"])):
+                found.append((len(info["pipelines"]), name, handles[name]))
+        return [(name, h) for _, name, h in sorted(found, key=lambda f: -f[0])]
+
+    def _new_host(self, cap: int) -> tuple[str, Any]:
+        kv = GcsKV()
+        for _ in range(100):
+            n = int(kv.get(KV_HOST_NEXT) or 0) + 1
+            kv.put(KV_HOST_NEXT, str(n).encode())
+            name = host_name(n)
+            try:
+                host = PipelineHostActor.options(**self._options(HOST, name=name)).remote(name, cap, self.detached)
+            except ValueError:  # taken by a concurrent start
+                continue
+            if not self.detached:
+                _OWN_HOSTS[name] = host
+            return name, host
+        raise DbusError(f"pipeline {self.cfg.name}: cannot name a new host actor")
+
+    def _hosted_health(self, timeout: float) -> dict[str, Any]:
+        key = self.host._actor_id.hex()
+        asked = time.monotonic()
+        cached = _HOST_HEALTH.get(key)
+        if cached is None or cached[0] < max(asked - HEALTH_REUSE_S, self.started_at):
+            cached = _HOST_HEALTH[key] = (asked, ray.get(self.host.health_all.remote(), timeout=timeout))
+        status = cached[1].get(self.cfg.name)
+        if status is None:
+            raise DbusError(f"pipeline {self.cfg.name} is not in its host {self.host_name} any more")
+        return status
+
+    def _kill_hosted(self, timeout: float) -> None:
+        host, self.host = self.host, None
+        try:
+            left = ray.get(host.remove.remote(self.cfg.name, timeout), timeout=timeout + 10)
+        except ray.exceptions.GetTimeoutError:
+            log.warning("[%s] host %s does not answer: killing it with its pipelines", self.cfg.name, self.host_name)
+            left = 0
+        except Exception:  # noqa: BLE001 - the host is gone, and the pipeline with it
+            forget_hosted(self.cfg.name, host._actor_id.hex())
+            left = None
+        if left == 0:
+            _retire(host, timeout)
+
+
+def _retire_if_empty(host: Any, pipeline: str = "") -> None:
+    """Remove `pipeline` from `host` (if named), then kill the host when it holds no pipeline (it then takes
+    none: see `PipelineHost.remove`)."""
+    try:
+        if ray.get(host.remove.remote(pipeline, 10.0), timeout=20) == 0:
+            _retire(host, 30.0)
+    except Exception:  # noqa: BLE001 - already gone
+        pass
+
+
+def _retire(host: Any, timeout: float) -> None:
+    """kill -9 a host and return once its process on this node is gone."""
+    pid = _local_pid(host)
+    try:
+        ray.kill(host, no_restart=True)
+    except Exception:  # noqa: BLE001 - already gone
+        pass
+    _HOST_HEALTH.pop(host._actor_id.hex(), None)
+    for name, own in list(_OWN_HOSTS.items()):
+        if own._actor_id == host._actor_id:
+            del _OWN_HOSTS[name]
+    deadline = time.monotonic() + timeout
+    while pid and _running(pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def _local_pid(actor: Any) -> int | None:

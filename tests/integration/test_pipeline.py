@@ -1,6 +1,7 @@
 """The mock pipeline end to end through real Ray actors: delivery, order, fan-out, back-pressure,
-resume and failure. Every test of the pipeline contract runs in both placements (`flow.placement`): each
-stage its own actor (`spread`) and all stages in one actor (`fused`)."""
+resume and failure. Every test of the pipeline contract runs in each placement (`flow.placement`): each
+stage its own actor (`spread`), all stages in one actor (`fused`), and all stages as one object in a host
+actor running several pipelines (`shared`)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from dbus_ray.checkpoints import FileCheckpointStore
 from dbus_ray.cli import app
 from dbus_ray.config import parse_config
 from dbus_ray.errors import DbusError
+from dbus_ray.hosting import HostedReader, reader_handle
 from dbus_ray.pipeline import NAMESPACE, Pipeline, run_pipeline
 from tests.support.helpers import metric_samples, wait_for
 
@@ -26,7 +28,7 @@ pytestmark = pytest.mark.usefixtures("ray_session")
 PLACEMENT = {"now": "spread"}  # the placement `config()` asks for, set per test by the fixture below
 
 
-@pytest.fixture(autouse=True, params=["fused", "spread"])
+@pytest.fixture(autouse=True, params=["fused", "spread", "shared"])
 def placement(request: pytest.FixtureRequest) -> str:
     PLACEMENT["now"] = request.param
     return request.param
@@ -73,6 +75,7 @@ def test_every_row_arrives_once_in_order(tmp_path: Path) -> None:
     assert FileCheckpointStore(cfg.pipeline_dir).load()["source"] == {"next": 12_000}
     # actors are gone after the run
     assert not [a for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith("dbus:e2e:")]
+    assert not [a for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith("dbus:host:")]
 
 
 def test_filter_and_fan_out(tmp_path: Path) -> None:
@@ -152,6 +155,7 @@ def test_sink_that_cannot_open_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(DbusError, match=r"^pipeline noopen cannot start: .*'/proc/nope'"):
         Pipeline(cfg).start()
     assert not [a for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith("dbus:noopen:")]
+    assert reader_handle("noopen") is None
 
 
 def test_actors_are_named_and_a_second_run_is_refused(tmp_path: Path, placement: str) -> None:
@@ -162,7 +166,11 @@ def test_actors_are_named_and_a_second_run_is_refused(tmp_path: Path, placement:
         names = {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
                  if a["namespace"] == NAMESPACE and a["name"].startswith("dbus:named:")}
         stages = {"dbus:named:reader", "dbus:named:router", "dbus:named:batcher:n", "dbus:named:writer:n"}
-        assert names == (stages if placement == "spread" else {"dbus:named:reader"})
+        assert names == {"spread": stages, "fused": {"dbus:named:reader"}, "shared": set()}[placement]
+        if placement == "shared":  # in a host actor of its own process, which the stand-in of its reader reaches
+            assert isinstance(reader_handle("named"), HostedReader)
+            assert ray.get(reader_handle("named").identity.remote())["pipeline"] == "named"
+            assert any(a["name"].startswith("dbus:host:") for a in ray.util.list_named_actors(all_namespaces=True))
         # every stage answers for itself either way
         wait_for(lambda: pipeline.stage_stats()["writer:n"]["rows"] > 0, what="rows through the writer")
         assert set(pipeline.stage_stats()) == {"router", "batcher:n", "writer:n"}
@@ -178,6 +186,7 @@ def test_cli_run_until_caught_up(tmp_path: Path) -> None:
     path.write_text(
         f"name: cli\nsource: {{type: mock, rows: 3000, keys: 50}}\n"
         f"sinks: [{{name: f, type: jsonl, path: '{out}'}}]\ndata_dir: '{tmp_path / 'data'}'\n"
+        f"flow: {{placement: {PLACEMENT['now']}}}\n"
     )
     result = CliRunner().invoke(app, ["run", str(path), "--until-caught-up", "--output", "json"])
     assert result.exit_code == 0, result.output

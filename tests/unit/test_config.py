@@ -82,6 +82,18 @@ CASES = {
         "configs/x.yaml: name: pipeline name 'bad name' must be 1-63 letters, digits, '_', '.' or '-'",
     ),
     "no sinks": (lambda c: c.update(sinks=[]), "configs/x.yaml: sinks: at least one sink is required"),
+    "unknown placement": (
+        lambda c: c.update(flow={"placement": "packed"}),
+        "configs/x.yaml: flow.placement: must be one of auto, fused, spread, shared, not 'packed'",
+    ),
+    "host capacity below one": (
+        lambda c: c.update(flow={"placement": "shared", "host_capacity": 0}),
+        "configs/x.yaml: flow.host_capacity: must be at least 1",
+    ),
+    "pipeline named like the host actors": (
+        lambda c: c.update(name="host"),
+        "configs/x.yaml: name: 'host' is reserved (host actors are named dbus:host:<n>)",
+    ),
     "flow bound below batch": (
         lambda c: c.update(flow={"max_rows_in_flight": 10}),
         "configs/x.yaml: flow.max_rows_in_flight: must be at least read_batch_rows (20000)",
@@ -103,6 +115,15 @@ def test_bad_config_message(case: str) -> None:
     message = error_of(change)
     assert message.startswith(expected), message
     assert "\n" not in message
+
+
+def test_placements() -> None:
+    def placement(flow: dict, source: dict | None = None) -> str:
+        return parse_config({**BASE, "flow": flow, "source": {"type": "mock", **(source or {})}}, "x", {}).placement
+
+    assert placement({}) == "fused"
+    assert placement({"placement": "shared"}) == "shared"
+    assert parse_config({**BASE, "flow": {"placement": "shared"}}, "x", {}).flow.host_capacity == 10
 
 
 def test_password_never_in_errors() -> None:
