@@ -13,15 +13,13 @@ but the ones a benchmark must set: the table, `snapshot.mode`, a file schema his
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import socket
-import subprocess
 from pathlib import Path
 from typing import Any
 
-JARS = Path(os.environ.get("DBUS_DEBEZIUM_JARS", Path.home() / ".cache" / "dbus-ray" / "debezium-3.5.0"))
+from dbus_ray.devstack import free_port
+from dbus_ray.devstack.debezium import JARS, JavaProcess
+from dbus_ray.devstack.debezium import missing as _missing
+
 #: Kafka's bin/connect-standalone.sh: KAFKA_HEAP_OPTS, then kafka-run-class.sh's KAFKA_JVM_PERFORMANCE_OPTS.
 JVM_OPTS = ["-Xms256M", "-Xmx2G", "-server", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
             "-XX:InitiatingHeapOccupancyPercent=35", "-XX:+ExplicitGCInvokesConcurrent", "-Djava.awt.headless=true"]
@@ -29,33 +27,25 @@ JVM_OPTS = ["-Xms256M", "-Xmx2G", "-server", "-XX:+UseG1GC", "-XX:MaxGCPauseMill
 
 def missing() -> str | None:
     """Why Kafka Connect with Debezium cannot run here (None when it can)."""
-    if shutil.which("java") is None:
-        return "no java on PATH (make peer-deps installs default-jdk-headless)"
-    if not any(JARS.glob("debezium-connector-mariadb-*.jar")) or not any(JARS.glob("connect-runtime-*.jar")):
-        return f"no Debezium / Kafka Connect jars in {JARS}: run `make peer-deps`"
-    return None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return _missing("Debezium / Kafka Connect", "debezium-connector-mariadb-*.jar", "connect-runtime-*.jar")
 
 
 def _props(path: Path, values: dict[str, Any]) -> None:
     path.write_text("".join(f"{k}={str(v).replace(chr(92), chr(92) * 2)}\n" for k, v in values.items()))
 
 
-class Connect:
+class Connect(JavaProcess):
     """One Kafka Connect standalone worker running one Debezium MariaDB connector (one task) on `tables`.
-    Its offsets and schema history live in `workdir`: a second `start()` resumes where `stop()` left."""
+    Its offsets and schema history live in `workdir`: a second `start()` resumes where `stop()` left.
+    `stop()`: SIGTERM (Connect stops the task and commits its offsets), SIGKILL after 60 s."""
+
+    stop_grace = 60.0
 
     def __init__(self, workdir: Path, *, bootstrap: str, mariadb: Any, tables: list[str], topic_prefix: str,
                  snapshot_mode: str, server_id: int) -> None:
-        self.workdir = workdir
+        super().__init__(workdir, workdir / "connect.log")
         workdir.mkdir(parents=True, exist_ok=True)
-        self.log = workdir / "connect.log"
-        self.port = _free_port()
+        self.port = free_port()
         _props(workdir / "worker.properties", {
             "bootstrap.servers": bootstrap,
             "key.converter": "org.apache.kafka.connect.json.JsonConverter",
@@ -83,7 +73,6 @@ class Connect:
             "schema.history.internal": "io.debezium.storage.file.history.FileSchemaHistory",
             "schema.history.internal.file.filename": workdir / "schema-history.dat",
         })
-        self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def pid(self) -> int:
@@ -91,31 +80,12 @@ class Connect:
         return self.proc.pid
 
     def start(self) -> Connect:
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                ["java", *JVM_OPTS, "-cp", f"{JARS}/*", "org.apache.kafka.connect.cli.ConnectStandalone",
-                 str(self.workdir / "worker.properties"), str(self.workdir / "connector.properties")],
-                stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir, start_new_session=True,
-                stdin=subprocess.DEVNULL)
+        self._spawn(["java", *JVM_OPTS, "-cp", f"{JARS}/*", "org.apache.kafka.connect.cli.ConnectStandalone",
+                     str(self.workdir / "worker.properties"), str(self.workdir / "connector.properties")])
         return self
 
     def check(self) -> None:
         """Raises (with the log's tail) when the worker exited."""
-        if self.proc is not None and self.proc.poll() is not None:
+        if self.exited():
+            assert self.proc is not None
             raise RuntimeError(f"Kafka Connect exited ({self.proc.returncode}):\n{self.tail()}")
-
-    def tail(self, lines: int = 30) -> str:
-        if not self.log.exists():
-            return ""
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self) -> None:
-        """SIGTERM (Connect stops the task and commits its offsets), SIGKILL after 60 s."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)

@@ -30,6 +30,7 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,33 @@ def actor_pids(pipeline: Any) -> dict[str, int]:
     return out
 
 
+def run_to_rows(pipeline: Any, rows: int, *, caught_up: bool = True,
+                on_start: Callable[[], None] | None = None) -> tuple[float, int, dict[str, Any]]:
+    """Start `pipeline`, look at its status every 20 ms until it delivered `rows` rows (and, with `caught_up`, is
+    caught up), stop it. Returns the wall time from the start, the steady rate (rows/s between the first and the
+    last look that saw rows delivered) and the final status. `on_start` runs once the pipeline started."""
+    started = time.monotonic()
+    pipeline.start()
+    if on_start is not None:
+        on_start()
+    marks: list[tuple[float, int]] = []
+    try:
+        while True:
+            status = pipeline.status()
+            marks.append((time.monotonic(), status["rows_delivered"]))
+            if status["state"] == "failed":
+                raise RuntimeError(f"pipeline failed: {status.get('error')}")
+            if status["rows_delivered"] >= rows and (status["caught_up"] or not caught_up):
+                break
+            time.sleep(0.02)
+        wall = time.monotonic() - started
+    finally:
+        final = pipeline.stop()
+    moving = [(t, n) for t, n in marks if n > 0]
+    (t0, n0), (t1, n1) = moving[0], moving[-1]
+    return wall, round((n1 - n0) / (t1 - t0)) if t1 > t0 else 0, final
+
+
 def catch_up(mariadb: Any, broker: Any, rows: int, one_row_txn: bool = False) -> dict[str, Any]:
     from dbus_ray.pipeline import Pipeline
 
@@ -120,29 +148,21 @@ def catch_up(mariadb: Any, broker: Any, rows: int, one_row_txn: bool = False) ->
     cfg = _config(f"bench-e2e-{kind}-{rows}", mariadb, broker, table, f"bench.catchup.{kind}.{rows}",
                   f"{file}:{pos}", data, 8203 if one_row_txn else 8201)
     pipeline = Pipeline(cfg)
-    started = time.monotonic()
-    pipeline.start()
-    pids = actor_pids(pipeline)
-    sampler = RssSampler(list(pids.values()))
-    sampler.start()
-    marks: list[tuple[float, int]] = []
+    pids: dict[str, int] = {}
+    samplers: list[RssSampler] = []
+
+    def sample() -> None:  # the memory of the pipeline's actors, from its start to its stop
+        pids.update(actor_pids(pipeline))
+        samplers.append(RssSampler(list(pids.values())))
+        samplers[0].start()
+
     try:
-        while True:
-            status = pipeline.status()
-            marks.append((time.monotonic(), status["rows_delivered"]))
-            if status["state"] == "failed":
-                raise RuntimeError(f"pipeline failed: {status.get('error')}")
-            if status["caught_up"] and status["rows_delivered"] >= rows:
-                break
-            time.sleep(0.02)
-        wall = time.monotonic() - started
+        wall, steady, final = run_to_rows(pipeline, rows, on_start=sample)
     finally:
-        final = pipeline.stop()
-        sampler.halt.set()
-        sampler.join()
-    moving = [(t, n) for t, n in marks if n > 0]
-    (t0, n0), (t1, n1) = moving[0], moving[-1]
-    steady = round((n1 - n0) / (t1 - t0)) if t1 > t0 else 0
+        for sampler in samplers:
+            sampler.halt.set()
+            sampler.join()
+    sampler = samplers[0]
     top = ceiling(mariadb, wl["start"], rows)  # nothing was written after the workload
     return {
         "rows": final["rows_delivered"],

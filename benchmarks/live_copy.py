@@ -17,10 +17,10 @@ import json
 import os
 import sys
 import tempfile
-import time
 from typing import Any
 
 from decoder import write_workload
+from e2e import run_to_rows
 
 from dbus_ray.config import parse_config
 
@@ -51,24 +51,7 @@ def copy_catch_up(mariadb: Any, pg: Any, kind: str, rows: int) -> dict[str, Any]
                  "linger_ms": 5},
         "data_dir": data,
     }, "bench", {})
-    pipeline = Pipeline(cfg)
-    started = time.monotonic()
-    pipeline.start()
-    marks: list[tuple[float, int]] = []
-    try:
-        while True:
-            status = pipeline.status()
-            marks.append((time.monotonic(), status["rows_delivered"]))
-            if status["state"] == "failed":
-                raise RuntimeError(f"pipeline failed: {status.get('error')}")
-            if status["caught_up"] and status["rows_delivered"] >= rows:
-                break
-            time.sleep(0.02)
-        wall = time.monotonic() - started
-    finally:
-        final = pipeline.stop()
-    moving = [(t, n) for t, n in marks if n > 0]
-    (t0, n0), (t1, n1) = moving[0], moving[-1]
+    wall, steady, final = run_to_rows(Pipeline(cfg), rows)
     if kind == "postgres":
         with pg.connect() as conn:
             count = conn.execute(f'SELECT count(*) FROM "{cfg.sinks[0].options.schema}"."{table}"').fetchone()[0]
@@ -82,7 +65,7 @@ def copy_catch_up(mariadb: Any, pg: Any, kind: str, rows: int) -> dict[str, Any]
     return {
         "rows": final["rows_delivered"],
         "target_rows": count,
-        "rows_per_s_steady": round((n1 - n0) / (t1 - t0)) if t1 > t0 else 0,
+        "rows_per_s_steady": steady,
         "rows_per_s_wall": round(final["rows_delivered"] / wall),
         "wall_s": round(wall, 2),
     }

@@ -89,26 +89,10 @@ def snapshot_to_kafka(mariadb: Any, broker: Any, rows: int = ROWS, parallelism: 
                  "linger_ms": 5},
         "data_dir": tempfile.mkdtemp(prefix="dbus-bench-"),
     }, "bench", {})
-    pipeline = Pipeline(cfg)
-    started = time.monotonic()
-    pipeline.start()
-    marks: list[tuple[float, int]] = []
-    try:
-        while True:
-            status = pipeline.status()
-            marks.append((time.monotonic(), status["rows_delivered"]))
-            if status["state"] == "failed":
-                raise RuntimeError(f"pipeline failed: {status.get('error')}")
-            if status["rows_delivered"] >= rows:
-                break
-            time.sleep(0.02)
-        wall = time.monotonic() - started
-    finally:
-        final = pipeline.stop()
-    moving = [(t, n) for t, n in marks if n > 0]
-    (t0, n0), (t1, n1) = moving[0], moving[-1]
-    out = {"rows": final["rows_delivered"], "parallelism": parallelism,
-           "rows_per_s_steady": round((n1 - n0) / (t1 - t0)) if t1 > t0 else 0,
+    from e2e import run_to_rows
+
+    wall, steady, final = run_to_rows(Pipeline(cfg), rows, caught_up=False)
+    out = {"rows": final["rows_delivered"], "parallelism": parallelism, "rows_per_s_steady": steady,
            "rows_per_s_wall": round(final["rows_delivered"] / wall), "wall_s": round(wall, 2)}
     print(f"snapshot {rows:,} rows into Kafka, parallelism {parallelism}: {out['rows_per_s_steady']:,} rows/s",
           file=sys.stderr, flush=True)

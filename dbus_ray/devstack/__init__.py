@@ -6,7 +6,8 @@ gets its own temp dir (``/tmp/dbus-dev-XXXX``), free TCP ports on 127.0.0.1 and,
 unix socket.  One module per component: ``process`` (child processes, ports, pids), ``mariadb``,
 ``kafka`` (the broker and its jars, fetched by ``pom.xml``), ``stack`` (both together) and ``state``
 (the state file of the CLI); ``registry`` (Apicurio Registry, built by ``registry/pom.xml``) is started
-by the Avro serializer's tests alone.
+by the Avro serializer's tests alone; ``debezium`` (Debezium's jars and JVM process) serves the Debezium
+side-by-side test and the peer benchmark.
 
 In-process use::
 

@@ -86,10 +86,6 @@ class MariaDB(_Component):
         """``mysql://user:password@127.0.0.1:PORT`` for the replication user (contains the password)."""
         return f"mysql://{self.user}:{self.password}@{self.host}:{self.port}"
 
-    @property
-    def root_dsn(self) -> str:
-        return f"mysql://{self.root_user}:{self.root_password}@{self.host}:{self.port}"
-
     def connection_settings(self) -> dict[str, Any]:
         """Keyword arguments for ``BinLogStreamReader(connection_settings=...)`` / ``pymysql.connect``."""
         return {"host": self.host, "port": self.port, "user": self.user, "password": self.password}

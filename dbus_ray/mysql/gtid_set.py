@@ -105,11 +105,6 @@ class GtidSet:
         intervals[i:j] = [[start, end]]
 
     # ------------------------------------------------------------------ comparisons
-    def contains(self, sid: str, gno: int) -> bool:
-        intervals = self.sids.get(sid.lower(), [])
-        i = bisect.bisect_right(intervals, [gno, float("inf")]) - 1
-        return i >= 0 and intervals[i][0] <= gno <= intervals[i][1]
-
     def missing_from(self, history: GtidSet) -> GtidSet:
         """The GTIDs of this set that `history` does not hold (MySQL `GTID_SUBTRACT(this, history)`)."""
         out = GtidSet()

@@ -2,13 +2,17 @@
 machine whose head keeps the GCS in Redis (RAY_REDIS_ADDRESS, as `ray-cluster.yaml` starts it). The head's
 `gcs_server` is killed with SIGKILL under a MariaDB workload and started again (what systemd or KubeRay does
 for a dead head process): the controller keeps its pipelines and epochs, the pipelines keep running through
-the outage (same epoch, never restarted), their `gcs` checkpoints survive, 0 rows lost. Then every process of
-the head node is killed (GCS, raylet, the controller and a pipeline on it) and the head comes back at its
-address: the controller restarts on a live node, only the head's pipeline moves, 0 rows lost. Prints the times
-to recover. Runs in its own pytest process (it starts its own Ray clusters)."""
+the outage (same epoch, never restarted), their `gcs` checkpoints survive, 0 rows lost and, since none restarts,
+0 duplicated. Then every process of the head node is killed (GCS, raylet, the controller and two pipelines on
+it) and the head comes back at its address: the controller restarts on a live node, only the head's pipelines
+move, 0 rows lost. Each test runs an exactly-once pipeline (a transactional `kafka` sink, its checkpoint in
+Kafka) beside the at-least-once ones (`jsonl`, checkpoint `gcs` or `file`): read committed, it holds every row
+exactly once, 0 duplicated, also when it moved off the dead head. Prints the times to recover. Runs in its own
+pytest process (it starts its own Ray clusters)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -24,9 +28,10 @@ from ray.cluster_utils import Cluster
 
 from dbus_ray.actors.controller import get_controller
 from dbus_ray.devstack import MariaDB
-from tests.cluster.test_head_loss import PW_VAR, delivered_all, ids, insert, spec, state
+from tests.cluster.test_head_loss import PW_VAR, ids, insert, spec, state
 from tests.support.helpers import execute, position, table_name, wait_for
 from tests.support.redis import Redis
+from tests.support.topics import read_topic
 
 
 @pytest.fixture()
@@ -52,6 +57,24 @@ def ft_cluster(request: pytest.FixtureRequest, mariadb: MariaDB) -> Iterator[Clu
         redis.stop()
 
 
+def eos_spec(tmp_path: Path, mariadb: MariaDB, broker: Any, name: str, table: str, start: str) -> dict[str, Any]:
+    """A pipeline delivering exactly once: a transactional `kafka` sink (topic `name`) whose checkpoint is
+    committed in Kafka with its rows."""
+    return {**spec(tmp_path, mariadb, name, table, start, "kafka"),
+            "sinks": [{"name": "k", "type": "kafka", "bootstrap": broker.bootstrap, "topic": name,
+                       "delivery": "exactly_once", "partitions": 1}]}
+
+
+def committed_ids(broker: Any, topic: str, table: str) -> list[int]:
+    """The ids of the inserts of `table` a read_committed consumer sees in `topic`, duplicates included."""
+    rows = [json.loads(m.value()) for m in read_topic(broker.bootstrap, topic, committed=True, missing_ok=True)]
+    return [r["key"]["id"] for r in rows if r["op"] == "insert" and r["table"].endswith(table)]
+
+
+def seen_ids(tmp_path: Path, broker: Any, name: str, table: str, eos: bool) -> list[int]:
+    return committed_ids(broker, name, table) if eos else ids(tmp_path / f"{name}.jsonl", table)
+
+
 def answers(controller: Any) -> bool:
     try:
         ray.get(controller.info.remote(), timeout=5)
@@ -60,20 +83,27 @@ def answers(controller: Any) -> bool:
         return False
 
 
-def test_gcs_server_kill_9_loses_nothing(ft_cluster: Cluster, mariadb: MariaDB, root: Any, tmp_path: Path) -> None:
+def test_gcs_server_kill_9_loses_nothing(ft_cluster: Cluster, mariadb: MariaDB, broker: Any, root: Any,
+                                        tmp_path: Path) -> None:
     table = table_name("ft")
     execute(root, f"CREATE TABLE {table} (id INT PRIMARY KEY, v VARCHAR(20))")
     start = position(root)
     insert(root, table, 1, 2000)
     controller = get_controller()  # no --state: GCS FT on, so checkpoint store gcs is accepted
     assert ray.get(controller.info.remote())["gcs_storage"] == "redis"
-    names = {"ft-gcs": "gcs", "ft-file": "file"}
+    names = {"ft-gcs": "gcs", "ft-file": "file", "ft-eos": "kafka"}
     for name, store in names.items():
-        ray.get(controller.submit.remote(spec(tmp_path, mariadb, name, table, start, store)))
+        eos = store == "kafka"
+        made = eos_spec(tmp_path, mariadb, broker, name, table, start) if eos else spec(tmp_path, mariadb, name,
+                                                                                       table, start, store)
+        ray.get(controller.submit.remote(made))
+
+    def delivered(name: str, expected: set[int]) -> bool:
+        return set(seen_ids(tmp_path, broker, name, table, names[name] == "kafka")) >= expected
+
     expected = set(range(1, 2001))
     for name in names:
-        wait_for(lambda n=name: delivered_all(tmp_path / f"{n}.jsonl", table, expected), timeout=90,
-                 what=f"{name}: the first rows")
+        wait_for(lambda n=name: delivered(n, expected), timeout=90, what=f"{name}: the first rows")
         wait_for(lambda n=name: state(controller, n)["checkpointed"], what=f"{name}: a saved checkpoint")
     before = {n: state(controller, n) for n in names}
     checkpoint = ray.get(controller.checkpoint.remote("ft-gcs"))
@@ -92,20 +122,19 @@ def test_gcs_server_kill_9_loses_nothing(ft_cluster: Cluster, mariadb: MariaDB, 
 
     expected = set(range(1, 4001))
     for name in names:
-        wait_for(lambda n=name: delivered_all(tmp_path / f"{n}.jsonl", table, expected), timeout=120,
-                 what=f"{name}: the rows written during the outage")
+        wait_for(lambda n=name: delivered(n, expected), timeout=120, what=f"{name}: the rows written during the outage")
     caught_up = time.monotonic() - killed
     insert(root, table, 4001, 1000)
     expected = set(range(1, 5001))
     for name in names:
-        wait_for(lambda n=name: delivered_all(tmp_path / f"{n}.jsonl", table, expected), timeout=60,
-                 what=f"{name}: rows after the outage")
+        wait_for(lambda n=name: delivered(n, expected), timeout=60, what=f"{name}: rows after the outage")
         record = state(controller, name)
         assert record["state"] == "running" and record["version"] == before[name]["version"], record
         assert record["epoch"] == before[name]["epoch"], f"{name} was restarted: the outage should not stop it"
-        seen = ids(tmp_path / f"{name}.jsonl", table)
+        seen = seen_ids(tmp_path, broker, name, table, names[name] == "kafka")
         assert set(seen) == expected, f"{name}: rows lost or foreign"
         dups = sum(c - 1 for c in Counter(seen).values())
+        assert dups == 0, f"{name}: {dups} rows duplicated by a pipeline that never restarted"
         print(f"{name} (checkpoint store {names[name]}): epoch {before[name]['epoch']} -> {record['epoch']}, "
               f"{len(expected)} rows, 0 lost, {dups} duplicates")
     after = ray.get(controller.checkpoint.remote("ft-gcs"))
@@ -122,11 +151,12 @@ def alive_nodes() -> set[str]:
 
 
 @pytest.mark.parametrize("ft_cluster", [0], indirect=True)
-def test_head_node_kill_9_moves_its_pipelines(ft_cluster: Cluster, mariadb: MariaDB, root: Any,
+def test_head_node_kill_9_moves_its_pipelines(ft_cluster: Cluster, mariadb: MariaDB, broker: Any, root: Any,
                                               tmp_path: Path) -> None:
-    """Every process of the head node is killed with SIGKILL (GCS, raylet, the controller and the pipeline on
+    """Every process of the head node is killed with SIGKILL (GCS, raylet, the controller and the pipelines on
     it); the head comes back at its address (its GCS from Redis, a new raylet): the pipelines of the other nodes
-    run on under their epochs, the controller restarts on a live node, the head's pipeline moves, 0 lost."""
+    run on under their epochs (0 duplicated), the controller restarts on a live node, the head's pipelines move,
+    0 lost; the exactly-once one that moved, 0 duplicated too."""
     import psutil
 
     head = ft_cluster.head_node
@@ -140,17 +170,26 @@ def test_head_node_kill_9_moves_its_pipelines(ft_cluster: Cluster, mariadb: Mari
     for _ in range(2):
         ft_cluster.add_node(num_cpus=1)
     wait_for(lambda: len(alive_nodes()) == 3, what="two worker nodes")
-    names = [f"hd-{i}" for i in range(3)]
-    for name in names:
-        ray.get(controller.submit.remote(spec(tmp_path, mariadb, name, table, start, "gcs")))
+    # at-least-once (jsonl, checkpoint gcs) and exactly-once (kafka) in turn: placed one by one on the least
+    # loaded node, in node order, the first three take one node each and the next three again, so each node
+    # (the head too) holds one of either kind
+    names = {f"hd-{i}" if i % 2 == 0 else f"hd-eos-{i}": i % 2 == 1 for i in range(6)}
+    for name, eos in names.items():
+        made = eos_spec(tmp_path, mariadb, broker, name, table, start) if eos else spec(tmp_path, mariadb, name,
+                                                                                       table, start, "gcs")
+        ray.get(controller.submit.remote(made))
+
+    def delivered(name: str, expected: set[int]) -> bool:
+        return set(seen_ids(tmp_path, broker, name, table, names[name])) >= expected
+
     expected = set(range(1, 2001))
     for name in names:
-        wait_for(lambda n=name: delivered_all(tmp_path / f"{n}.jsonl", table, expected), timeout=120,
-                 what=f"{name}: the first rows")
+        wait_for(lambda n=name: delivered(n, expected), timeout=120, what=f"{name}: the first rows")
         wait_for(lambda n=name: state(controller, n)["checkpointed"], what=f"{name}: a saved checkpoint")
     before = {n: state(controller, n) for n in names}
-    assert len({r["node"] for r in before.values()}) == 3, "sticky placement puts one pipeline on each node"
+    assert Counter(r["node"] for r in before.values()) == Counter({n: 2 for n in alive_nodes()}), before
     on_head = [n for n, r in before.items() if r["node"] == head.node_id]
+    assert sorted(names[n] for n in on_head) == [False, True], f"one of each kind on the head: {on_head}"
 
     processes = [info.process for infos in head.all_processes.values() for info in infos]
     workers = [c for p in processes for c in psutil.Process(p.pid).children(recursive=True)]
@@ -182,15 +221,17 @@ def test_head_node_kill_9_moves_its_pipelines(ft_cluster: Cluster, mariadb: Mari
     for name in names:
         wait_for(lambda n=name: state(controller, n)["state"] == "running"
                  and state(controller, n)["node"] in alive_nodes(), timeout=120, what=f"{name} running")
-        wait_for(lambda n=name: delivered_all(tmp_path / f"{n}.jsonl", table, expected), timeout=120,
+        wait_for(lambda n=name: delivered(n, expected), timeout=120,
                  what=f"{name}: the rows written while the head was down")
     caught_up = time.monotonic() - killed
     for name in names:
-        record, seen = state(controller, name), ids(tmp_path / f"{name}.jsonl", table)
+        record, seen = state(controller, name), seen_ids(tmp_path, broker, name, table, names[name])
         assert set(seen) == expected, f"{name}: rows lost or foreign"
         moved = record["epoch"] != before[name]["epoch"]
         assert moved == (name in on_head), f"{name}: moved {moved}, on the head {name in on_head}"
         dups = sum(c - 1 for c in Counter(seen).values())
+        if names[name] or not moved:  # exactly once, or never restarted: nothing may come twice
+            assert dups == 0, f"{name}: {dups} rows duplicated (moved: {moved}, exactly once: {names[name]})"
         print(f"{name}{' (on the head)' if name in on_head else ''}: epoch {before[name]['epoch']} -> "
               f"{record['epoch']}, {len(expected)} rows, 0 lost, {dups} duplicates")
     print(f"head node kill -9 (down 2 s): controller answering on another node {answered:.1f}s after the kill, "

@@ -25,8 +25,8 @@ from dbus_ray.config import parse_config
 from dbus_ray.devstack import MariaDB
 from dbus_ray.errors import DbusError
 from dbus_ray.mysql.source import MysqlOptions, MysqlSource
-from tests.support.failover import DB, insert_txns, pair_fixture, rows_of, scalar, wait_replicated  # noqa: F401
-from tests.support.helpers import drain, execute, position, table_name, wait_for
+from tests.support.failover import DB, insert_txns, pair_fixture, rows_of, wait_replicated  # noqa: F401
+from tests.support.helpers import drain, execute, position, scalar, table_name, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -48,6 +48,26 @@ def source(dsn: str, t: str, start: str = "earliest", server_id: int = 7311) -> 
 def read_all(src: MysqlSource, max_rows: int = 1000) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     batches = drain(src, max_rows)
     return [json.loads(c.to_json()) for b in batches for c in b.changes()], src.checkpoint()
+
+
+def read_from(dsn: str, t: str, checkpoint: dict[str, Any] | None = None) -> tuple[list[dict[str, Any]], dict]:
+    """The rows of `t` a source reads from `checkpoint` (else from the earliest binlog) until caught up, and its
+    checkpoint."""
+    src = source(dsn, t)
+    src.open(checkpoint)
+    try:
+        return read_all(src)
+    finally:
+        src.close()
+
+
+def run_sql(server: MariaDB, *statements: str) -> None:
+    """`statements` as root on database DB, on a connection of their own."""
+    conn = server.root_connect(DB)
+    try:
+        execute(conn, *statements)
+    finally:
+        conn.close()
 
 
 def refused(dsn: str, t: str, checkpoint: dict[str, Any]) -> str:
@@ -172,12 +192,7 @@ def test_checkpoint_inside_a_transaction_resumes_by_gtid_on_the_replica(pair: tu
         src.close()
     assert cp["skip"] == 3 and cp["server"] == "1", cp
     wait_replicated(primary, replica)
-    src = source(replica.dsn, t)
-    src.open(cp)
-    try:
-        rest, after = read_all(src)
-    finally:
-        src.close()
+    rest, after = read_from(replica.dsn, t, cp)
     ids = [r["after"]["id"] for r in got + rest]
     assert ids == [i for i, _ in rows_of(replica, t)] == list(range(1, 15))
     assert [r["pos"]["index"] for r in rest[:7]] == list(range(3, 10))
@@ -210,12 +225,7 @@ def _history(server: MariaDB, t: str, seq: int | None = None) -> None:
 def test_reset_master_is_refused(lone: MariaDB) -> None:
     t = table_name("reset")
     _history(lone, t)
-    src = source(lone.dsn, t)
-    src.open(None)
-    try:
-        rows, cp = read_all(src)
-    finally:
-        src.close()
+    rows, cp = read_from(lone.dsn, t)
     assert len(rows) == 6 and cp["gtid_pos"] == "0-1-6"  # the DDL and five inserts
     conn = lone.root_connect(DB)
     try:
@@ -233,18 +243,9 @@ def test_reset_master_is_refused(lone: MariaDB) -> None:
         insert_txns(conn, t, 101, 2, 1, "y")
     finally:
         conn.close()
-    src = source(lone.dsn, t)  # from binlog.000001:4
-    src.open(None)
-    try:
-        _, cp2 = read_all(src)
-    finally:
-        src.close()
+    _, cp2 = read_from(lone.dsn, t)  # from binlog.000001:4
     assert cp2["file"] == "binlog.000002", cp2
-    conn = lone.root_connect(DB)
-    try:
-        execute(conn, "RESET MASTER")
-    finally:
-        conn.close()
+    run_sql(lone, "RESET MASTER")
     text = refused(lone.dsn, t, cp2)
     assert "binlog file binlog.000002 of the checkpoint is gone" in text and cp2["gtid_pos"] in text, text
 
@@ -252,17 +253,8 @@ def test_reset_master_is_refused(lone: MariaDB) -> None:
 def test_same_offsets_of_another_history_are_refused(lone: MariaDB) -> None:
     t = table_name("replay")
     _history(lone, t)
-    src = source(lone.dsn, t)
-    src.open(None)
-    try:
-        _, cp = read_all(src)
-    finally:
-        src.close()
-    conn = lone.root_connect(DB)
-    try:
-        execute(conn, "SET SESSION sql_log_bin = 0", f"DROP TABLE {t}", "SET SESSION sql_log_bin = 1", "RESET MASTER")
-    finally:
-        conn.close()
+    _, cp = read_from(lone.dsn, t)
+    run_sql(lone, "SET SESSION sql_log_bin = 0", f"DROP TABLE {t}", "SET SESSION sql_log_bin = 1", "RESET MASTER")
     _history(lone, t, seq=100)  # the same statements, the same sizes: other GTIDs
     conn = lone.root_connect(DB)
     try:
@@ -278,12 +270,7 @@ def test_same_offsets_of_another_history_are_refused(lone: MariaDB) -> None:
 def test_unrelated_servers_are_refused(lone: MariaDB, mariadb: MariaDB) -> None:
     t = table_name("elsewhere")
     _history(lone, t)
-    src = source(lone.dsn, t)
-    src.open(None)
-    try:
-        _, cp = read_all(src)
-    finally:
-        src.close()
+    _, cp = read_from(lone.dsn, t)
     other = MariaDB(server_id=3).start()
     try:
         text = refused(other.dsn, t, cp)  # an empty history
@@ -310,12 +297,8 @@ def test_old_checkpoints_without_history_fields_still_resume(lone: MariaDB) -> N
         insert_txns(conn, t, 10, 2, 1, "n")
     finally:
         conn.close()
-    src = source(lone.dsn, t)
-    src.open({"file": file, "offset": int(offset), "skip": 0, "gtid": "0-1-6"})  # as written before
-    try:
-        rows, cp = read_all(src)
-    finally:
-        src.close()
+    old = {"file": file, "offset": int(offset), "skip": 0, "gtid": "0-1-6"}  # as written before
+    rows, cp = read_from(lone.dsn, t, old)
     assert [r["after"]["id"] for r in rows] == [10, 11]
     assert cp["server"] == "1" and cp["gtid_pos"] == "0-1-8"
 
@@ -336,11 +319,7 @@ def test_pipeline_after_reset_master_stops_with_one_line(lone: MariaDB, ray_sess
     final = run_pipeline(cfg, until_caught_up=True, interval=0.1)
     assert final["error"] is None and final["rows_delivered"] == 6, final
     cp = final["checkpoint"]["source"]
-    conn = lone.root_connect(DB)
-    try:
-        execute(conn, "RESET MASTER")
-    finally:
-        conn.close()
+    run_sql(lone, "RESET MASTER")
     pipeline = Pipeline(cfg)
     with pytest.raises(DbusError) as info:
         pipeline.start()

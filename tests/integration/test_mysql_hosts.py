@@ -23,8 +23,8 @@ from dbus_ray.config import parse_config
 from dbus_ray.devstack import MariaDB
 from dbus_ray.errors import DbusError
 from dbus_ray.mysql.source import MysqlOptions, MysqlSource
-from tests.support.failover import DB, insert_txns, pair_fixture, rows_of, scalar, wait_replicated  # noqa: F401
-from tests.support.helpers import drain, execute, position, table_name, wait_for
+from tests.support.failover import DB, insert_txns, pair_fixture, rows_of, wait_replicated  # noqa: F401
+from tests.support.helpers import drain, execute, position, scalar, table_name, wait_for
 
 pytestmark = pytest.mark.integration
 

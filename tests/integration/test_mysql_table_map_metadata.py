@@ -19,6 +19,16 @@ CHARSETS = ["latin1", "cp1251", "utf8mb4"]
 MEMBERS = {"latin1": ("äö1", "x"), "cp1251": ("жё1", "x"), "utf8mb4": ("😀1", "x")}
 
 
+def inserts(dsn: str, db: str, server_id: int, start: str) -> list[Any]:
+    """The insert changes of database `db` a `mysql` source reads from `start` until caught up."""
+    src = MysqlSource(db, MysqlOptions(dsn=dsn, server_id=server_id, start=start, include=[f"{db}.*"]))
+    src.open(None)
+    try:
+        return [c for batch in drain(src) for c in batch.changes() if c.op == "insert"]
+    finally:
+        src.close()
+
+
 def test_enum_and_set_members_equal_select(mariadb: Any, root: Any) -> None:
     start = position(root)
     execute(root, "DROP DATABASE IF EXISTS enumcs", "CREATE DATABASE enumcs")
@@ -33,12 +43,7 @@ def test_enum_and_set_members_equal_select(mariadb: Any, root: Any) -> None:
             cur.execute(f"SELECT * FROM enumcs.t_{cs} ORDER BY id")
             expected[cs] = cur.fetchall()
     assert expected["latin1"][0] == {"id": 1, "e": "äö1", "s": "äö1,x"}  # the client shows the names
-    src = MysqlSource("enumcs", MysqlOptions(dsn=mariadb.dsn, server_id=7311, start=start, include=["enumcs.*"]))
-    src.open(None)
-    try:
-        got = [c for batch in drain(src) for c in batch.changes() if c.op == "insert"]
-    finally:
-        src.close()
+    got = inserts(mariadb.dsn, "enumcs", 7311, start)
     for cs in CHARSETS:
         assert [c.after for c in got if c.table == f"t_{cs}"] == expected[cs], cs
 
@@ -50,12 +55,7 @@ def test_binlog_key_follows_the_primary_key_order(mariadb: Any, root: Any) -> No
     execute(root, "DROP DATABASE IF EXISTS keyorder", "CREATE DATABASE keyorder",
             "CREATE TABLE keyorder.t (a INT, b VARCHAR(10), v INT, PRIMARY KEY (b, a))",
             "INSERT INTO keyorder.t VALUES (1, 'k', 10)")
-    src = MysqlSource("keyorder", MysqlOptions(dsn=mariadb.dsn, server_id=7312, start=start, include=["keyorder.*"]))
-    src.open(None)
-    try:
-        got = [c for batch in drain(src) for c in batch.changes() if c.op == "insert"]
-    finally:
-        src.close()
+    got = inserts(mariadb.dsn, "keyorder", 7312, start)
     assert [list(c.key.items()) for c in got] == [[("b", "k"), ("a", 1)]]
 
 
@@ -75,12 +75,7 @@ def test_primary_key_without_binlog_checksums() -> None:
             cur.execute("SELECT @@binlog_checksum")
             assert cur.fetchone()[0] == "NONE"
         conn.close()
-        src = MysqlSource("nocrc", MysqlOptions(dsn=server.dsn, server_id=7313, start=start, include=["nocrc.*"]))
-        src.open(None)
-        try:
-            got = [c for batch in drain(src) for c in batch.changes() if c.op == "insert"]
-        finally:
-            src.close()
+        got = inserts(server.dsn, "nocrc", 7313, start)
     finally:
         server.stop()
     assert [(c.key, c.after) for c in got] == [({"b": 2}, {"a": 1, "b": 2})]

@@ -5,38 +5,31 @@ main, java/debezium/src/DebeziumToFile.java, run by the JDK's single-file launch
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
+from dbus_ray.devstack.debezium import JARS, JavaProcess
+from dbus_ray.devstack.debezium import missing as _missing
+
 REPO = Path(__file__).resolve().parents[2]
 MAIN = REPO / "java" / "debezium" / "src" / "DebeziumToFile.java"
 VERSION = "3.5.0.Final"
-JARS = Path(os.environ.get("DBUS_DEBEZIUM_JARS", Path.home() / ".cache" / "dbus-ray" / "debezium-3.5.0"))
 
 
 def missing() -> str | None:
     """Why Debezium cannot run here (None when it can)."""
-    if shutil.which("java") is None:
-        return "no java on PATH (make peer-deps installs default-jdk-headless)"
-    if not any(JARS.glob("debezium-connector-mariadb-*.jar")):
-        return f"no Debezium jars in {JARS}: run `make peer-deps`"
-    return None
+    return _missing("Debezium", "debezium-connector-mariadb-*.jar")
 
 
-class Debezium:
+class Debezium(JavaProcess):
     """One Debezium engine process; `records()` are the lines it wrote so far, parsed."""
 
     def __init__(self, workdir: Path, *, host: str, port: int, user: str, password: str, databases: list[str],
                  topic_prefix: str, schemas_enable: bool = True, server_id: int = 5401,
                  extra: dict[str, str] | None = None) -> None:
-        self.workdir = workdir
+        super().__init__(workdir, workdir / "debezium.log")
         self.out = workdir / "records.jsonl"
-        self.log = workdir / "debezium.log"
         props = {
             "name": topic_prefix,
             "connector.class": "io.debezium.connector.mariadb.MariaDbConnector",
@@ -61,15 +54,9 @@ class Debezium:
         workdir.mkdir(parents=True, exist_ok=True)
         self.props = workdir / "debezium.properties"
         self.props.write_text("".join(f"{k}={_escape(v)}\n" for k, v in props.items()))
-        self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Debezium:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                ["java", "-Xmx512m", "-cp", f"{JARS}/*", str(MAIN), str(self.props), str(self.out)],
-                stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir, start_new_session=True,
-            )
+        self._spawn(["java", "-Xmx512m", "-cp", f"{JARS}/*", str(MAIN), str(self.props), str(self.out)])
         return self
 
     def records(self) -> list[dict[str, Any]]:
@@ -86,27 +73,13 @@ class Debezium:
             records = self.records()
             if check(records):
                 return records
-            if self.proc is not None and self.proc.poll() is not None:
+            if self.exited():
+                assert self.proc is not None
                 raise AssertionError(f"Debezium exited ({self.proc.returncode}) before {what}:\n{self.tail()}")
             if time.monotonic() > deadline:
                 raise AssertionError(f"Debezium: no {what} in {timeout:.0f} s ({len(records)} records):\n"
                                      f"{self.tail()}")
             time.sleep(0.2)
-
-    def tail(self, lines: int = 30) -> str:
-        if not self.log.exists():
-            return ""
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
 
 
 def _escape(value: str) -> str:

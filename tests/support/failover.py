@@ -10,15 +10,9 @@ from typing import Any
 import pytest
 
 from dbus_ray.devstack import MariaDB
-from tests.support.helpers import execute
+from tests.support.helpers import execute, scalar
 
 DB = "dbus_test"
-
-
-def scalar(conn: Any, sql: str, args: Any = None) -> Any:
-    with conn.cursor() as cur:
-        cur.execute(sql, args)
-        return cur.fetchone()[0]
 
 
 def rows_of(server: MariaDB, t: str) -> list[tuple[int, str]]:

@@ -1,6 +1,7 @@
 """Helpers the tests share: waiting for a state, live actor pids and killing an actor at a chosen moment,
-unique table names, SQL on a pymysql connection, the binlog position, draining a source in process, a spy
-on the binlog decoder, the pipeline metrics at Ray's Prometheus endpoint and a small tmpfs that fills up."""
+unique table names, SQL (and one value's query) on a pymysql connection, the binlog position, draining a
+source in process, a spy on the binlog decoder, the pipeline metrics at Ray's Prometheus endpoint and a
+small tmpfs that fills up."""
 
 from __future__ import annotations
 
@@ -58,6 +59,13 @@ def position(conn: Any) -> str:
         cur.execute("SHOW MASTER STATUS")
         file, pos = cur.fetchone()[:2]
     return f"{file}:{pos}"
+
+
+def scalar(conn: Any, sql: str, args: Any = None) -> Any:
+    """The first column of the first row of one query on a pymysql connection."""
+    with conn.cursor() as cur:
+        cur.execute(sql, args)
+        return cur.fetchone()[0]
 
 
 def drain(source: Any, max_rows: int = 1000, limit: int = 5000) -> list[Any]:

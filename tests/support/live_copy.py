@@ -37,8 +37,11 @@ def delta_value(value: Any, column_type: str) -> Any:
     return value
 
 
-def mariadb_rows(server: Any, table: str, db: str = DB) -> tuple[list[str], dict[Any, tuple[Any, ...]]]:
-    """The columns and rows (by id) of `SELECT * FROM table` as the delta mapping stores them."""
+def mariadb_rows(server: Any, table: str, db: str = DB,
+                 mapped: Any = None) -> tuple[list[str], dict[Any, tuple[Any, ...]]]:
+    """The columns and rows (by id) of `SELECT * FROM table` (UTC), each value as `mapped(value, column_type)`
+    gives it (default: as the delta mapping stores it)."""
+    mapped = mapped or delta_value
     conn = server.root_connect(db)
     try:
         with conn.cursor() as cur:
@@ -48,7 +51,7 @@ def mariadb_rows(server: Any, table: str, db: str = DB) -> tuple[list[str], dict
             types = dict(cur.fetchall())
             cur.execute(f"SELECT * FROM {table} ORDER BY id")
             names = [c[0] for c in cur.description]
-            rows = {row[0]: tuple(delta_value(v, types[n]) for n, v in zip(names, row)) for row in cur.fetchall()}
+            rows = {row[0]: tuple(mapped(v, types[n]) for n, v in zip(names, row)) for row in cur.fetchall()}
     finally:
         conn.close()
     return names, rows
@@ -89,18 +92,7 @@ def postgres_value(value: Any, column_type: str) -> Any:
 def postgres_equal(server: Any, pg: Any, schema: str, table: str, db: str = DB) -> int:
     """The PostgreSQL copy equals `SELECT * FROM` the MariaDB table; returns the number of rows. REAL columns
     are compared as the float32 they hold."""
-    conn = server.root_connect(db)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SET time_zone = '+00:00'")
-            cur.execute(f"SELECT column_name, column_type FROM information_schema.columns WHERE table_schema = "
-                        f"'{db}' AND table_name = '{table}' ORDER BY ordinal_position")
-            types = dict(cur.fetchall())
-            cur.execute(f"SELECT * FROM {table} ORDER BY id")
-            names = [c[0] for c in cur.description]
-            src = {row[0]: tuple(postgres_value(v, types[n]) for n, v in zip(names, row)) for row in cur.fetchall()}
-    finally:
-        conn.close()
+    names, src = mariadb_rows(server, table, db, postgres_value)
     with pg.connect() as pconn:
         cur = pconn.execute(f'SELECT * FROM "{schema}"."{table}" ORDER BY id')
         pg_names = [c.name for c in cur.description]

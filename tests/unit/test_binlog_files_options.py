@@ -7,16 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from dbus_ray.config import ConfigError, parse_config
 from dbus_ray.errors import DbusError
 from dbus_ray.mysql.files import BinlogFiles, successor
 from dbus_ray.sources.binlog_files import BinlogFilesOptions
+from tests.support.options import source_error, source_options
 
-
-def load(source: dict) -> object:
-    raw = {"name": "f", "source": {"type": "binlog_files", "files": "/backups", **source},
-           "sinks": [{"name": "n", "type": "null"}]}
-    return parse_config(raw, "f.yaml", {}).source.options
+BASE = {"type": "binlog_files", "files": "/backups"}
 
 
 @pytest.mark.parametrize(("source", "message"), [
@@ -27,14 +23,12 @@ def load(source: dict) -> object:
     ({"follow": "sometimes"}, "source.follow"),
 ])
 def test_option_errors_are_one_line_naming_the_option(source: dict, message: str) -> None:
-    with pytest.raises(ConfigError) as info:
-        load(source)
-    text = str(info.value)
-    assert text.startswith(f"f.yaml: {message}") and "\n" not in text, text
+    text = source_error({**BASE, **source}, "f.yaml")
+    assert text.startswith(f"f.yaml: {message}"), text
 
 
 def test_defaults_read_every_file_once_from_the_first() -> None:
-    o = load({})
+    o = source_options(BASE)
     assert isinstance(o, BinlogFilesOptions)
     assert (o.start, o.follow, o.include, o.dsn) == ("earliest", False, ["*.*"], None)
 

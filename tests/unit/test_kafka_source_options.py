@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from dbus_ray.config import ConfigError, parse_config
 from dbus_ray.sources.kafka import KafkaSourceOptions
+from tests.support.options import source_error, source_options
 
-
-def load(source: dict) -> object:
-    raw = {"name": "k", "source": {"type": "kafka", "bootstrap": "h:1", "topics": ["a"], **source},
-           "sinks": [{"name": "n", "type": "null"}]}
-    return parse_config(raw, "k.yaml", {}).source.options
+BASE = {"type": "kafka", "bootstrap": "h:1", "topics": ["a"]}
 
 
 @pytest.mark.parametrize(("source", "message"), [
@@ -22,14 +18,12 @@ def load(source: dict) -> object:
     ({"group": "g", "commit_offsets": "maybe"}, "source.commit_offsets"),
 ])
 def test_group_option_errors_are_one_line_naming_the_option(source: dict, message: str) -> None:
-    with pytest.raises(ConfigError) as info:
-        load(source)
-    text = str(info.value)
-    assert text.startswith(f"k.yaml: {message}") and "\n" not in text, text
+    text = source_error({**BASE, **source}, "k.yaml")
+    assert text.startswith(f"k.yaml: {message}"), text
 
 
 def test_group_options_default_to_assign_without_commits() -> None:
-    plain = load({})
+    plain = source_options(BASE)
     assert isinstance(plain, KafkaSourceOptions) and plain.group is None and plain.commit_offsets is False
-    grouped = load({"group": "mirror", "commit_offsets": True, "consumer": {"client.id": "m1"}})
+    grouped = source_options({**BASE, "group": "mirror", "commit_offsets": True, "consumer": {"client.id": "m1"}})
     assert grouped.group == "mirror" and grouped.commit_offsets is True
