@@ -15,7 +15,7 @@ import ray
 from dbus_ray import fencing
 from dbus_ray.config import PipelineConfig
 from dbus_ray.constants import CONTROLLER_NAME, NAMESPACE, READER, actor_name
-from dbus_ray.controller import Supervisor
+from dbus_ray.controller import LoopTimes, Supervisor
 from dbus_ray.errors import DbusError, reason
 from dbus_ray.pipeline import Pipeline
 from dbus_ray.storage.durable import MirroredKV, open_state
@@ -68,8 +68,29 @@ class RayRuntime:
     def secrets(self, pipeline: str, epoch: int) -> dict[str, str] | None:
         return Pipeline.secrets_of(pipeline, epoch)
 
-    def health(self, handle: Pipeline) -> dict[str, Any]:
-        return handle.health(HEALTH_TIMEOUT_S)
+    def health_many(self, handles: dict[str, Pipeline],
+                    timeout: float = HEALTH_TIMEOUT_S) -> dict[str, dict[str, Any] | BaseException]:
+        """The health of every pipeline of `handles` (name -> handle): its reader's status, or the exception
+        its check ended with. Every call is fired first and all are awaited together under one `timeout`, so
+        a check of N pipelines costs about one round trip, not N; one that does not answer in time gets a
+        GetTimeoutError and does not delay the others' answers."""
+        probes = [_probe(name, handle) for name, handle in handles.items()]
+        refs = [ref for _, calls, _ in probes for ref in calls]
+        ready: set[Any] = set()
+        if refs:
+            done, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout, fetch_local=True)
+            ready = set(done)
+        out: dict[str, dict[str, Any] | BaseException] = {}
+        for names, calls, answer in probes:
+            if not all(ref in ready for ref in calls):
+                late = ray.exceptions.GetTimeoutError(f"no health answer within {timeout:.0f}s")
+                out.update(dict.fromkeys(names, late))
+                continue
+            try:
+                out.update(answer(ray.get(calls)))
+            except Exception as exc:  # noqa: BLE001 - dead actor, failed call: that pipeline's answer
+                out.update(dict.fromkeys(names, exc))
+        return out
 
     def stop(self, handle: Pipeline) -> dict[str, Any] | None:
         return handle.stop(timeout=30.0)
@@ -84,6 +105,14 @@ class RayRuntime:
         fencing.clear_epoch(pipeline)
 
 
+def _probe(name: str, handle: Pipeline) -> tuple[list[str], list[Any], Any]:
+    """The calls that check one pipeline, fired now: (the pipeline names they answer for, the object refs,
+    a function turning their values into {name: status}). Every actor of the pipeline must answer; the
+    reader's status is the pipeline's. Pipelines hosted together could share one probe (one call a host)."""
+    calls = [handle.reader.status.remote()] + [a.stats.remote() for a in handle.actors[1:]]
+    return [name], calls, lambda values: {name: values[0]}
+
+
 @ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=16)
 class Controller:
     def __init__(self, strategy: str = "sticky", interval_s: float = 1.0, state: str | None = None) -> None:
@@ -95,15 +124,18 @@ class Controller:
         self.interval = interval_s
         self.started = time.time()
         self.loops = 0
+        self.loop_times = LoopTimes()
         self.thread = threading.Thread(target=self._loop, name="reconcile", daemon=True)
         self.thread.start()
 
     def _loop(self) -> None:
         while True:
+            began = time.monotonic()
             try:
                 self.supervisor.reconcile()
             except Exception as exc:  # noqa: BLE001 - keep reconciling; the error is logged
                 log.exception("reconcile failed: %s", reason(exc))
+            self.loop_times.add(time.monotonic() - began)
             self.loops += 1
             time.sleep(self.interval)
 
@@ -158,7 +190,9 @@ class Controller:
     def info(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "started": self.started, "loops": self.loops,
                 "strategy": self.supervisor.strategy, "node": ray.get_runtime_context().get_node_id(),
-                "state": self.state, "gcs_storage": self.gcs_storage}
+                "state": self.state, "gcs_storage": self.gcs_storage,
+                "pipelines": len(self.supervisor.records), "running": len(self.supervisor.handles),
+                "loop": self.loop_times.summary()}
 
 
 def get_controller(create: bool = True, strategy: str = "sticky", state: str | None = None) -> Any:

@@ -22,6 +22,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -41,6 +42,27 @@ MAX_BACKOFF_S = 60.0
 STABLE_S = 30.0  # running this long without failing resets the retry backoff
 
 
+class LoopTimes:
+    """How long the recent reconcile steps took: p50/p99/max in ms over the last `keep` steps."""
+
+    def __init__(self, keep: int = 300) -> None:
+        self.recent: deque[float] = deque(maxlen=keep)
+
+    def add(self, seconds: float) -> None:
+        self.recent.append(seconds)
+
+    def summary(self) -> dict[str, Any]:
+        ordered = sorted(self.recent)
+        if not ordered:
+            return {"loops": 0, "p50_ms": None, "p99_ms": None, "max_ms": None, "last_ms": None}
+
+        def pct(p: float) -> float:
+            return round(1000 * ordered[min(len(ordered) - 1, int(p * len(ordered)))], 1)
+
+        return {"loops": len(ordered), "p50_ms": pct(0.50), "p99_ms": pct(0.99),
+                "max_ms": round(1000 * ordered[-1], 1), "last_ms": round(1000 * self.recent[-1], 1)}
+
+
 class Runtime(Protocol):
     """What the supervisor needs from Ray (a fake in unit tests)."""
 
@@ -49,7 +71,8 @@ class Runtime(Protocol):
               expect_checkpoint: bool) -> Any: ...
     def attach(self, cfg: PipelineConfig, epoch: int) -> Any | None: ...
     def secrets(self, pipeline: str, epoch: int) -> dict[str, str] | None: ...
-    def health(self, handle: Any) -> dict[str, Any]: ...
+    # every pipeline's status, or the exception its check ended with (dead, hung), checked all at once
+    def health_many(self, handles: dict[str, Any]) -> dict[str, dict[str, Any] | BaseException]: ...
     def stop(self, handle: Any) -> dict[str, Any] | None: ...
     def kill(self, handle: Any) -> None: ...
     def set_epoch(self, pipeline: str, epoch: int) -> None: ...
@@ -286,13 +309,28 @@ class Supervisor:
 
     # ------------------------------------------------------------------ reconcile
     def reconcile(self) -> None:
+        """One step: settle each pipeline's desired state, health-check every running one in one batch
+        (`Runtime.health_many`: all calls fired at once, one timeout, so a step costs about one round trip
+        whatever the number of pipelines), then place and start what should run."""
         with self.lock:
             now = self.clock()
+            checked: dict[str, Any] = {}
             for record in list(self.records.values()):
                 try:
-                    self._check(record, now)
+                    handle = self._settle(record, now)
                 except Exception as exc:  # noqa: BLE001 - one pipeline's trouble is its state, not a loop of tracebacks
                     self._failed(record, reason(exc), now)
+                    handle = None
+                if handle is not None:
+                    checked[record.name] = handle
+            results = self._health(checked)
+            for name, handle in checked.items() if results is not None else ():
+                record = self.records[name]
+                try:
+                    self._apply_health(record, handle, results.get(name), now)
+                except Exception as exc:  # noqa: BLE001 - as above
+                    self._failed(record, reason(exc), now)
+            for record in list(self.records.values()):
                 self._mirror_checkpoint(record)
             nodes = self.runtime.nodes()
             wanted = [r.name for r in self.records.values() if r.desired == "running"]
@@ -311,6 +349,17 @@ class Supervisor:
                     continue
                 self._start(record, target)
 
+    def _health(self, handles: dict[str, Any]) -> dict[str, Any] | None:
+        """`Runtime.health_many`; None when the batch itself failed (the controller cannot reach Ray: no
+        pipeline is judged by that, they are checked again next step)."""
+        if not handles:
+            return {}
+        try:
+            return self.runtime.health_many(dict(handles))
+        except Exception as exc:  # noqa: BLE001 - logged; the next step checks again
+            log.warning("health check of %d pipeline(s) failed: %s", len(handles), reason(exc))
+            return None
+
     def _mirror_checkpoint(self, record: PipelineRecord) -> bool:
         """Copy a `gcs` checkpoint to the durable state, if there is one (a restored cluster resumes from
         it; one a reconcile step behind at worst: rows again, none lost). False when the copy failed."""
@@ -324,13 +373,15 @@ class Supervisor:
             return False
         return True
 
-    def _check(self, record: PipelineRecord, now: float) -> None:
+    def _settle(self, record: PipelineRecord, now: float) -> Any | None:
+        """Halt what should not run; re-attach the live actors of a running pipeline after a controller
+        restart. The handle to health-check (None: nothing runs for it)."""
         name = record.name
         handle = self.handles.get(name)
         if record.desired != "running":
             if handle is not None or record.state not in (record.desired,):
                 self._halt(record, record.desired)
-            return
+            return None
         if handle is None and record.epoch and record.state in ("running", "starting"):
             # after a controller restart: the pipeline's reader still holds the `${VAR}` values
             if name not in self.secrets:
@@ -340,19 +391,24 @@ class Supervisor:
             missing = self._missing(record)
             if missing:  # its actors are gone with the values: nobody can start it again
                 self._failed(record, self._missing_error(missing), now)
-                return
+                return None
             handle = self.runtime.attach(self._cfg(record), record.epoch)
             if handle is not None:
                 self.handles[name] = handle
-        if handle is None:
+        return handle
+
+    def _apply_health(self, record: PipelineRecord, handle: Any, status: Any, now: float) -> None:
+        """Act on one pipeline's health answer: a status, or the exception its check raised (dead, hung)."""
+        name = record.name
+        if self.handles.get(name) is not handle:  # halted or replaced meanwhile
             return
-        try:
-            status = self.runtime.health(handle)
-        except Exception as exc:  # noqa: BLE001 - dead or hung: restart under a new epoch
-            log.warning("[%s] unhealthy (%s): restarting", name, reason(exc))
+        if status is None:
+            status = DbusError("no health answer")
+        if isinstance(status, BaseException):  # dead or hung: restart under a new epoch
+            log.warning("[%s] unhealthy (%s): restarting", name, reason(status))
             self.runtime.kill(handle)
             self.handles.pop(name, None)
-            record.state, record.error = "pending", f"restarted: {reason(exc)}"
+            record.state, record.error = "pending", f"restarted: {reason(status)}"
             self._persist(record)
             return
         record.status = status
