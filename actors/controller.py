@@ -187,12 +187,14 @@ class Controller:
     def rebalance(self) -> None:
         self.supervisor.reconcile()
 
-    def info(self) -> dict[str, Any]:
+    def info(self, since: float | None = None) -> dict[str, Any]:
+        """`loop`: the reconcile steps' times (p50/p99/max ms) over the recent ones, or those that ended at or
+        after `since` (a `time.time()`)."""
         return {"pid": os.getpid(), "started": self.started, "loops": self.loops,
                 "strategy": self.supervisor.strategy, "node": ray.get_runtime_context().get_node_id(),
                 "state": self.state, "gcs_storage": self.gcs_storage,
                 "pipelines": len(self.supervisor.records), "running": len(self.supervisor.handles),
-                "loop": self.loop_times.summary()}
+                "loop": self.loop_times.summary(since)}
 
 
 def get_controller(create: bool = True, strategy: str = "sticky", state: str | None = None) -> Any:

@@ -43,16 +43,19 @@ STABLE_S = 30.0  # running this long without failing resets the retry backoff
 
 
 class LoopTimes:
-    """How long the recent reconcile steps took: p50/p99/max in ms over the last `keep` steps."""
+    """How long the recent reconcile steps took: p50/p99/max in ms over the last `keep` steps (or those that
+    ended at or after `since`, a `time.time()`)."""
 
-    def __init__(self, keep: int = 300) -> None:
-        self.recent: deque[float] = deque(maxlen=keep)
+    def __init__(self, keep: int = 300, clock=time.time) -> None:
+        self.recent: deque[tuple[float, float]] = deque(maxlen=keep)  # (ended at, seconds)
+        self.clock = clock
 
     def add(self, seconds: float) -> None:
-        self.recent.append(seconds)
+        self.recent.append((self.clock(), seconds))
 
-    def summary(self) -> dict[str, Any]:
-        ordered = sorted(self.recent)
+    def summary(self, since: float | None = None) -> dict[str, Any]:
+        chosen = [s for at, s in self.recent if since is None or at >= since]
+        ordered = sorted(chosen)
         if not ordered:
             return {"loops": 0, "p50_ms": None, "p99_ms": None, "max_ms": None, "last_ms": None}
 
@@ -60,7 +63,7 @@ class LoopTimes:
             return round(1000 * ordered[min(len(ordered) - 1, int(p * len(ordered)))], 1)
 
         return {"loops": len(ordered), "p50_ms": pct(0.50), "p99_ms": pct(0.99),
-                "max_ms": round(1000 * ordered[-1], 1), "last_ms": round(1000 * self.recent[-1], 1)}
+                "max_ms": round(1000 * ordered[-1], 1), "last_ms": round(1000 * chosen[-1], 1)}
 
 
 class Runtime(Protocol):

@@ -86,9 +86,14 @@ def test_a_pipeline_missing_from_the_answer_counts_as_unhealthy(running) -> None
 
 
 def test_loop_times_summary() -> None:
-    times = LoopTimes(keep=100)
+    clock = Clock()
+    times = LoopTimes(keep=100, clock=clock)
     assert times.summary()["p99_ms"] is None
-    for ms in range(1, 201):  # only the last 100 are kept: 101..200 ms
+    for ms in range(1, 201):  # only the last 100 are kept: 101..200 ms, one a second
+        clock.now += 1
         times.add(ms / 1000)
     s = times.summary()
     assert s == {"loops": 100, "p50_ms": 151.0, "p99_ms": 200.0, "max_ms": 200.0, "last_ms": 200.0}
+    recent = times.summary(since=clock.now - 9)  # the last ten: 191..200 ms
+    assert recent == {"loops": 10, "p50_ms": 196.0, "p99_ms": 200.0, "max_ms": 200.0, "last_ms": 200.0}
+    assert times.summary(since=clock.now + 1)["loops"] == 0
