@@ -20,13 +20,16 @@ taken after the databases were created. Measured:
   connect and the call).
 
 `node_loss(k)` (its own process: a `ray.cluster_utils.Cluster` of two raylets on this machine): the
-controller on the head, `k` pipelines on node B (strategy `weighted`, the head's `dbus_capacity` tiny),
-caught up after a first burst; node B removed, a second burst written at once; `running_s`: until every
+controller on the head, `k` pipelines on node B (strategy `weighted`),
+caught up after a first burst (the head's `dbus_capacity` 1, B's 100,000); node B removed, a second burst written at once; `running_s`: until every
 pipeline runs again on the head (the controller's records), `caught_up_s`: until every row of both bursts
 is readable in Kafka.
 
-Run by `benchmarks/run.py`, or alone: `python benchmarks/density.py [N] [placement]` (a private MariaDB and
-broker; `node-loss K` for the node-loss figure alone).
+`control_plane` (benchmarks/control_plane.py): the controller's health check, reconcile step and status at
+200 stand-in pipelines.
+
+Run by `benchmarks/run.py`, or alone: `python benchmarks/density.py [N] [placement] [spread N] [node-loss K]`
+(a private MariaDB and broker; `node-loss K [placement]` for the node-loss figure alone).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ TARGET_PSS_MB = 60  # per idle pipeline, fused or shared
 TARGET_CAUGHT_UP_S = 30  # every row of the burst in Kafka
 TARGET_STATUS_S = 1.0  # `dbus status`
 TARGET_NODE_LOSS_S = 60  # every pipeline of a lost node running elsewhere (and caught up)
+CONTROL_PLANE_PIPELINES = 200  # benchmarks/control_plane.py: stand-in pipelines, no process each
 BURST_ROWS = int(os.environ.get("DBUS_BENCH_DENSITY_BURST_ROWS", "100"))
 WAIT_S = 900.0
 
@@ -273,12 +277,14 @@ def density_bench(mariadb: Any, broker: Any, n: int, spread_n: int, placement: s
     """`run.py`'s section: `n` pipelines of `placement`, `spread_n` spread ones, and the node-loss figure
     with `node_loss_k` pipelines (0: left out) in a process of its own."""
     import ray
+    from control_plane import control_plane
 
     from dbus_ray.actors.controller import get_controller
 
     stack = Stack.of(mariadb, broker)
+    out: dict[str, Any] = {"control_plane": control_plane(CONTROL_PLANE_PIPELINES)}
     try:
-        out: dict[str, Any] = {placement: density(stack, n, placement)}
+        out[placement] = density(stack, n, placement)
         if spread_n:
             out["spread"] = density(stack, spread_n, "spread")
     finally:
@@ -307,12 +313,13 @@ def node_loss(stack: Stack, k: int, placement: str) -> dict[str, Any]:
     from dbus_ray.actors.controller import get_controller
     from dbus_ray.client import Bus
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "resources": {"dbus_capacity": 0.001}})
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False,
+                                                            "resources": {"dbus_capacity": 1}})
     try:
         ray.init(address=cluster.address, namespace="dbus", logging_level="WARNING")
         bus = Bus(get_controller(strategy="weighted"))  # on the head: the only node yet
         head = ray.get(bus.controller.info.remote(), timeout=120)["node"]
-        node_b = cluster.add_node(num_cpus=2, resources={"dbus_capacity": 1})
+        node_b = cluster.add_node(num_cpus=2, resources={"dbus_capacity": 100_000})  # the head's share: 0
         cluster.wait_for_nodes()
         b_id = node_b.node_id
         run = Run(stack, k, placement, "loss")
@@ -365,10 +372,12 @@ def main(argv: list[str]) -> None:
 
     n = int(argv[0]) if argv else 5
     placement = argv[1] if len(argv) > 1 else "fused"
+    spread_n = int(argv[2]) if len(argv) > 2 else 0
+    node_loss_k = int(argv[3]) if len(argv) > 3 else 0
 
     def both(mariadb: Any, broker: Any) -> Any:
         connect_ray(num_cpus=2)
-        return density_bench(mariadb, broker, n, 0, placement, 0)
+        return density_bench(mariadb, broker, n, spread_n, placement, node_loss_k)
 
     print(json.dumps(_private_stack(both), indent=2))
 

@@ -200,6 +200,16 @@ def table(results: dict[str, Any]) -> str:
                 f"{loop.get('p50_ms')} / {loop.get('p99_ms')}", "ms")
             row(f"density {mode}: status ({n} pipelines), in process / CLI",
                 f"{d.get('status_ms_p50')} ms / {d.get('status_cli_s')} s")
+    cp = dens.get("control_plane")
+    if cp:
+        n = cp["pipelines"]
+        row(f"control plane, {n} stand-ins: health batched p50 / p99",
+            f"{cp['health_batched_ms']['p50_ms']} / {cp['health_batched_ms']['p99_ms']}", "ms")
+        row(f"control plane, {n} stand-ins: health in turn p50 / p99",
+            f"{cp['health_in_turn_ms']['p50_ms']} / {cp['health_in_turn_ms']['p99_ms']}", "ms")
+        row(f"control plane, {n} stand-ins: reconcile p50 / p99",
+            f"{cp['reconcile_ms']['p50_ms']} / {cp['reconcile_ms']['p99_ms']}", "ms")
+        row(f"control plane, {n} stand-ins: status", cp["status_ms_p50"], "ms")
     if dens.get("node_loss"):
         nl = dens["node_loss"]
         row(f"node loss: {nl['pipelines']} pipelines running elsewhere", nl["running_elsewhere_s"], "s")
@@ -251,6 +261,8 @@ TARGETS = [
      None),
     ("node loss: its pipelines running elsewhere and caught up", ("density", "node_loss", "caught_up_s"), "s", "<=",
      None),
+    ("dbus status (in process) with 200 stand-in pipelines", ("density", "control_plane", "status_ms_p50"), "ms", "<",
+     1000),
 ]
 
 

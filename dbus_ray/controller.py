@@ -23,6 +23,7 @@ import os
 import threading
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -40,6 +41,7 @@ log = logging.getLogger("dbus.controller")
 SERVER_ID_BASE = 1001  # server_ids the controller hands out start here
 MAX_BACKOFF_S = 60.0
 STABLE_S = 30.0  # running this long without failing resets the retry backoff
+START_PARALLELISM = 16  # pipelines a reconcile step starts at once
 
 
 class LoopTimes:
@@ -143,6 +145,7 @@ class Supervisor:
         self.secrets: dict[str, dict[str, str]] = {}
         # why checkpoint store `gcs` would not outlive the head (None: it would, or it is mirrored)
         self.volatile_gcs = volatile_gcs
+        self.pool: ThreadPoolExecutor | None = None  # starts several pipelines at once (`_start_all`)
         self.recover()
 
     # ------------------------------------------------------------------ state
@@ -339,6 +342,7 @@ class Supervisor:
             wanted = [r.name for r in self.records.values() if r.desired == "running"]
             current = {n: self.records[n].node if n in self.handles else None for n in wanted}
             targets = place(self.strategy, wanted, nodes, current)
+            starting: list[tuple[PipelineRecord, str]] = []
             for name in sorted(wanted):
                 record = self.records[name]
                 target = targets.get(name)
@@ -350,7 +354,8 @@ class Supervisor:
                     self._halt(record, "pending")
                 if target is None or now < record.retry_at:
                     continue
-                self._start(record, target)
+                starting.append((record, target))
+            self._start_all(starting)
 
     def _health(self, handles: dict[str, Any]) -> dict[str, Any] | None:
         """`Runtime.health_many`; None when the batch itself failed (the controller cannot reach Ray: no
@@ -429,27 +434,52 @@ class Supervisor:
                 record.attempts = 0  # healthy long enough: the next failure starts the backoff anew
             self._persist(record)
 
-    def _start(self, record: PipelineRecord, node: str) -> None:
+    def _start_all(self, starting: list[tuple[PipelineRecord, str]]) -> None:
+        """Start pipelines on their nodes, up to `START_PARALLELISM` at once: a step that starts many (a lost
+        node's, a new cluster's) waits for the slowest few, not for the sum of them."""
+        ready = [(record, cfg) for record, node in starting if (cfg := self._prepare_start(record, node)) is not None]
+        if not ready:
+            return
+        if len(ready) == 1:
+            record, cfg = ready[0]
+            self._started(record, self._call_start(record, cfg))
+            return
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(START_PARALLELISM, thread_name_prefix="start")
+        futures = [(record, self.pool.submit(self._call_start, record, cfg)) for record, cfg in ready]
+        for record, future in futures:
+            self._started(record, future.result())
+
+    def _prepare_start(self, record: PipelineRecord, node: str) -> PipelineConfig | None:
+        """The config to start, under a new epoch that fences every older owner (None: it cannot start)."""
         missing = self._missing(record)
         if missing:
             self._failed(record, self._missing_error(missing), self.clock())
-            return
+            return None
         try:
             cfg = self._cfg(record)
         except ConfigError as exc:
             self._failed(record, str(exc), self.clock())
-            return
+            return None
         record.epoch = self._next_epoch()
         record.node, record.state, record.status = node, "starting", {}  # no figures of an older owner
         self.runtime.set_epoch(record.name, record.epoch)  # fences every older owner
         self._persist(record)
+        return cfg
+
+    def _call_start(self, record: PipelineRecord, cfg: PipelineConfig) -> Any:
+        """`Runtime.start` (in a pool thread when several start at once): the handle, or the exception."""
         try:
-            self.handles[record.name] = self.runtime.start(cfg, record.epoch, node,
-                                                           dict(self.secrets.get(record.name, {})),
-                                                           record.checkpointed)
+            return self.runtime.start(cfg, record.epoch, record.node, dict(self.secrets.get(record.name, {})),
+                                      record.checkpointed)
         except Exception as exc:  # noqa: BLE001 - a failure is a state, retried with backoff
-            self._failed(record, reason(exc), self.clock())
+            return exc
+
+    def _started(self, record: PipelineRecord, handle: Any) -> None:
+        if isinstance(handle, BaseException):
+            self._failed(record, reason(handle), self.clock())
             return
+        self.handles[record.name] = handle
         record.state, record.error, record.started = "running", None, self.clock()
         self._persist(record)
 

@@ -97,3 +97,27 @@ def test_loop_times_summary() -> None:
     recent = times.summary(since=clock.now - 9)  # the last ten: 191..200 ms
     assert recent == {"loops": 10, "p50_ms": 196.0, "p99_ms": 200.0, "max_ms": 200.0, "last_ms": 200.0}
     assert times.summary(since=clock.now + 1)["loops"] == 0
+
+
+def test_a_step_starts_many_pipelines_at_once() -> None:
+    import threading
+
+    kv, runtime, clock = MemoryKV(), FakeRuntime({"a": 1}), Clock()
+    sup = Supervisor(kv, runtime, "sticky", clock)
+    names = [f"s{i}" for i in range(6)]
+    for n in names:
+        sup.submit(spec(n))
+    together = threading.Barrier(len(names), timeout=10)  # broken unless all six starts wait at once
+    start = runtime.start
+
+    def slow_start(cfg, *args):
+        together.wait()
+        return start(cfg, *args)
+
+    runtime.start = slow_start
+    runtime.fail_start["s4"] = "sink cannot open"
+    sup.reconcile()
+    assert {sup.get(n)["state"] for n in names if n != "s4"} == {"running"}
+    assert sorted(runtime.live) == [n for n in names if n != "s4"]
+    assert sup.get("s4")["state"] == "failed" and sup.get("s4")["error"] == "sink cannot open"
+    assert len({sup.get(n)["epoch"] for n in names}) == len(names)
