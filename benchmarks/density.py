@@ -20,10 +20,10 @@ taken after the databases were created. Measured:
   connect and the call).
 
 `node_loss(k)` (its own process: a `ray.cluster_utils.Cluster` of two raylets on this machine): the
-controller on the head, `k` pipelines on node B (strategy `weighted`),
-caught up after a first burst (the head's `dbus_capacity` 1, B's 100,000); node B removed, a second burst written at once; `running_s`: until every
-pipeline runs again on the head (the controller's records), `caught_up_s`: until every row of both bursts
-is readable in Kafka.
+controller on the head, `k` pipelines on node B (strategy `weighted`: the head's `dbus_capacity` 1, B's
+100,000), caught up after a first burst; node B removed, a second burst written at once;
+`running_elsewhere_s`: until every pipeline runs again on the head (the controller's records),
+`caught_up_s`: until every row of both bursts is readable in Kafka.
 
 `control_plane` (benchmarks/control_plane.py): the controller's health check, reconcile step and status at
 200 stand-in pipelines.

@@ -281,6 +281,8 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             placement = (results.get("density") or {}).get("placement", DENSITY_PLACEMENT)
             path = tuple(placement if k == "@placement" else k for k in path)
             figure = figure.replace("density placement", path[1])
+            count = _get(results, *path[:2], "pipelines")
+            figure += f" ({count} pipelines)" if count is not None else ""
             target = density_target(path) if target is None else target
         value = _get(results, *path)
         met = value is not None and (value >= target if compare == ">=" else value <= target if compare == "<="
