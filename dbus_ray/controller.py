@@ -438,13 +438,7 @@ class Supervisor:
         """Start pipelines on their nodes, up to `START_PARALLELISM` at once: a step that starts many (a lost
         node's, a new cluster's) waits for the slowest few, not for the sum of them."""
         ready = [(record, cfg) for record, node in starting if (cfg := self._prepare_start(record, node)) is not None]
-        if not ready:
-            return
-        if len(ready) == 1:
-            record, cfg = ready[0]
-            self._started(record, self._call_start(record, cfg))
-            return
-        if self.pool is None:
+        if ready and self.pool is None:
             self.pool = ThreadPoolExecutor(START_PARALLELISM, thread_name_prefix="start")
         futures = [(record, self.pool.submit(self._call_start, record, cfg)) for record, cfg in ready]
         for record, future in futures:
