@@ -74,7 +74,7 @@ class RayRuntime:
         its check ended with. Every call is fired first and all are awaited together under one `timeout`, so
         a check of N pipelines costs about one round trip, not N; one that does not answer in time gets a
         GetTimeoutError and does not delay the others' answers."""
-        probes = [_probe(name, handle) for name, handle in handles.items()]
+        probes = _probes(handles)
         refs = [ref for _, calls, _ in probes for ref in calls]
         ready: set[Any] = set()
         if refs:
@@ -105,10 +105,15 @@ class RayRuntime:
         fencing.clear_epoch(pipeline)
 
 
+def _probes(handles: dict[str, Pipeline]) -> list[tuple[list[str], list[Any], Any]]:
+    """The calls that check `handles`, fired now, as probes: (the pipeline names a probe answers for, its
+    object refs, a function turning their values into {name: status}). One probe a pipeline: every actor of
+    it must answer, the reader's status is the pipeline's. Pipelines sharing a host actor would share one
+    probe (one `health_all` call a host, split by name): group them here."""
+    return [_probe(name, handle) for name, handle in handles.items()]
+
+
 def _probe(name: str, handle: Pipeline) -> tuple[list[str], list[Any], Any]:
-    """The calls that check one pipeline, fired now: (the pipeline names they answer for, the object refs,
-    a function turning their values into {name: status}). Every actor of the pipeline must answer; the
-    reader's status is the pipeline's. Pipelines hosted together could share one probe (one call a host)."""
     calls = [handle.reader.status.remote()] + [a.stats.remote() for a in handle.actors[1:]]
     return [name], calls, lambda values: {name: values[0]}
 
