@@ -15,7 +15,7 @@ import ray
 from dbus_ray import fencing
 from dbus_ray.config import PipelineConfig
 from dbus_ray.constants import CONTROLLER_NAME, NAMESPACE
-from dbus_ray.controller import Supervisor
+from dbus_ray.controller import LoopTimes, Supervisor
 from dbus_ray.errors import DbusError, reason
 from dbus_ray.hosting import reader_handle
 from dbus_ray.pipeline import Pipeline
@@ -69,8 +69,29 @@ class RayRuntime:
     def secrets(self, pipeline: str, epoch: int) -> dict[str, str] | None:
         return Pipeline.secrets_of(pipeline, epoch)
 
-    def health(self, handle: Pipeline) -> dict[str, Any]:
-        return handle.health(HEALTH_TIMEOUT_S)
+    def health_many(self, handles: dict[str, Pipeline],
+                    timeout: float = HEALTH_TIMEOUT_S) -> dict[str, dict[str, Any] | BaseException]:
+        """The health of every pipeline of `handles` (name -> handle): its reader's status, or the exception
+        its check ended with. Every call is fired first and all are awaited together under one `timeout`, so
+        a check of N pipelines costs about one round trip, not N; one that does not answer in time gets a
+        GetTimeoutError and does not delay the others' answers."""
+        probes = _probes(handles)
+        refs = [ref for _, calls, _ in probes for ref in calls]
+        ready: set[Any] = set()
+        if refs:
+            done, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout, fetch_local=True)
+            ready = set(done)
+        out: dict[str, dict[str, Any] | BaseException] = {}
+        for names, calls, answer in probes:
+            if not all(ref in ready for ref in calls):
+                late = ray.exceptions.GetTimeoutError(f"no health answer within {timeout:.0f}s")
+                out.update(dict.fromkeys(names, late))
+                continue
+            try:
+                out.update(answer(ray.get(calls)))
+            except Exception as exc:  # noqa: BLE001 - dead actor, failed call: that pipeline's answer
+                out.update(dict.fromkeys(names, exc))
+        return out
 
     def stop(self, handle: Pipeline) -> dict[str, Any] | None:
         return handle.stop(timeout=30.0)
@@ -85,6 +106,36 @@ class RayRuntime:
         fencing.clear_epoch(pipeline)
 
 
+def _probes(handles: dict[str, Pipeline]) -> list[tuple[list[str], list[Any], Any]]:
+    """The calls that check `handles`, fired now, as probes: (the pipeline names a probe answers for, its
+    object refs, a function turning their values into {name: status | exception}). One probe a pipeline
+    (every actor of it must answer, the reader's status is the pipeline's), but pipelines sharing a host
+    actor share one probe: one `health_all` call a host, split by name."""
+    probes = []
+    hosts: dict[str, tuple[Any, list[str]]] = {}
+    for name, handle in handles.items():
+        if handle.host is None:
+            probes.append(_probe(name, handle))
+        else:
+            hosts.setdefault(handle.host._actor_id.hex(), (handle, []))[1].append(name)
+    for handle, names in hosts.values():
+        probes.append((names, [handle.host.health_all.remote()], _split(names, handle.host_name)))
+    return probes
+
+
+def _probe(name: str, handle: Pipeline) -> tuple[list[str], list[Any], Any]:
+    calls = [handle.reader.status.remote()] + [a.stats.remote() for a in handle.actors[1:]]
+    return [name], calls, lambda values: {name: values[0]}
+
+
+def _split(names: list[str], host: str) -> Any:
+    def answer(values: list[Any]) -> dict[str, dict[str, Any] | BaseException]:
+        statuses = values[0]
+        return {name: statuses[name] if name in statuses
+                else DbusError(f"pipeline {name} is not in its host {host} any more") for name in names}
+    return answer
+
+
 @ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=16)
 class Controller:
     def __init__(self, strategy: str = "sticky", interval_s: float = 1.0, state: str | None = None) -> None:
@@ -96,15 +147,18 @@ class Controller:
         self.interval = interval_s
         self.started = time.time()
         self.loops = 0
+        self.loop_times = LoopTimes()
         self.thread = threading.Thread(target=self._loop, name="reconcile", daemon=True)
         self.thread.start()
 
     def _loop(self) -> None:
         while True:
+            began = time.monotonic()
             try:
                 self.supervisor.reconcile()
             except Exception as exc:  # noqa: BLE001 - keep reconciling; the error is logged
                 log.exception("reconcile failed: %s", reason(exc))
+            self.loop_times.add(time.monotonic() - began)
             self.loops += 1
             time.sleep(self.interval)
 
@@ -155,10 +209,14 @@ class Controller:
     def rebalance(self) -> None:
         self.supervisor.reconcile()
 
-    def info(self) -> dict[str, Any]:
+    def info(self, since: float | None = None) -> dict[str, Any]:
+        """`loop`: the reconcile steps' times (p50/p99/max ms) over the recent ones, or those that ended at or
+        after `since` (a `time.time()`)."""
         return {"pid": os.getpid(), "started": self.started, "loops": self.loops,
                 "strategy": self.supervisor.strategy, "node": ray.get_runtime_context().get_node_id(),
-                "state": self.state, "gcs_storage": self.gcs_storage}
+                "state": self.state, "gcs_storage": self.gcs_storage,
+                "pipelines": len(self.supervisor.records), "running": len(self.supervisor.handles),
+                "loop": self.loop_times.summary(since)}
 
 
 def get_controller(create: bool = True, strategy: str = "sticky", state: str | None = None) -> Any:

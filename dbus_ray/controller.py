@@ -22,6 +22,8 @@ import logging
 import os
 import threading
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -39,6 +41,31 @@ log = logging.getLogger("dbus.controller")
 SERVER_ID_BASE = 1001  # server_ids the controller hands out start here
 MAX_BACKOFF_S = 60.0
 STABLE_S = 30.0  # running this long without failing resets the retry backoff
+START_PARALLELISM = 16  # pipelines a reconcile step starts at once
+
+
+class LoopTimes:
+    """How long the recent reconcile steps took: p50/p99/max in ms over the last `keep` steps (or those that
+    ended at or after `since`, a `time.time()`)."""
+
+    def __init__(self, keep: int = 300, clock=time.time) -> None:
+        self.recent: deque[tuple[float, float]] = deque(maxlen=keep)  # (ended at, seconds)
+        self.clock = clock
+
+    def add(self, seconds: float) -> None:
+        self.recent.append((self.clock(), seconds))
+
+    def summary(self, since: float | None = None) -> dict[str, Any]:
+        chosen = [s for at, s in self.recent if since is None or at >= since]
+        ordered = sorted(chosen)
+        if not ordered:
+            return {"loops": 0, "p50_ms": None, "p99_ms": None, "max_ms": None, "last_ms": None}
+
+        def pct(p: float) -> float:
+            return round(1000 * ordered[min(len(ordered) - 1, int(p * len(ordered)))], 1)
+
+        return {"loops": len(ordered), "p50_ms": pct(0.50), "p99_ms": pct(0.99),
+                "max_ms": round(1000 * ordered[-1], 1), "last_ms": round(1000 * chosen[-1], 1)}
 
 
 class Runtime(Protocol):
@@ -49,7 +76,8 @@ class Runtime(Protocol):
               expect_checkpoint: bool) -> Any: ...
     def attach(self, cfg: PipelineConfig, epoch: int) -> Any | None: ...
     def secrets(self, pipeline: str, epoch: int) -> dict[str, str] | None: ...
-    def health(self, handle: Any) -> dict[str, Any]: ...
+    # every pipeline's status, or the exception its check ended with (dead, hung), checked all at once
+    def health_many(self, handles: dict[str, Any]) -> dict[str, dict[str, Any] | BaseException]: ...
     def stop(self, handle: Any) -> dict[str, Any] | None: ...
     def kill(self, handle: Any) -> None: ...
     def set_epoch(self, pipeline: str, epoch: int) -> None: ...
@@ -117,6 +145,7 @@ class Supervisor:
         self.secrets: dict[str, dict[str, str]] = {}
         # why checkpoint store `gcs` would not outlive the head (None: it would, or it is mirrored)
         self.volatile_gcs = volatile_gcs
+        self.pool: ThreadPoolExecutor | None = None  # starts several pipelines at once (`_start_all`)
         self.recover()
 
     # ------------------------------------------------------------------ state
@@ -286,18 +315,34 @@ class Supervisor:
 
     # ------------------------------------------------------------------ reconcile
     def reconcile(self) -> None:
+        """One step: settle each pipeline's desired state, health-check every running one in one batch
+        (`Runtime.health_many`: all calls fired at once, one timeout, so a step costs about one round trip
+        whatever the number of pipelines), then place and start what should run."""
         with self.lock:
             now = self.clock()
+            checked: dict[str, Any] = {}
             for record in list(self.records.values()):
                 try:
-                    self._check(record, now)
+                    handle = self._settle(record, now)
                 except Exception as exc:  # noqa: BLE001 - one pipeline's trouble is its state, not a loop of tracebacks
                     self._failed(record, reason(exc), now)
+                    handle = None
+                if handle is not None:
+                    checked[record.name] = handle
+            results = self._health(checked)
+            for name, handle in checked.items() if results is not None else ():
+                record = self.records[name]
+                try:
+                    self._apply_health(record, handle, results.get(name), now)
+                except Exception as exc:  # noqa: BLE001 - as above
+                    self._failed(record, reason(exc), now)
+            for record in list(self.records.values()):
                 self._mirror_checkpoint(record)
             nodes = self.runtime.nodes()
             wanted = [r.name for r in self.records.values() if r.desired == "running"]
             current = {n: self.records[n].node if n in self.handles else None for n in wanted}
             targets = place(self.strategy, wanted, nodes, current)
+            starting: list[tuple[PipelineRecord, str]] = []
             for name in sorted(wanted):
                 record = self.records[name]
                 target = targets.get(name)
@@ -309,7 +354,19 @@ class Supervisor:
                     self._halt(record, "pending")
                 if target is None or now < record.retry_at:
                     continue
-                self._start(record, target)
+                starting.append((record, target))
+            self._start_all(starting)
+
+    def _health(self, handles: dict[str, Any]) -> dict[str, Any] | None:
+        """`Runtime.health_many`; None when the batch itself failed (the controller cannot reach Ray: no
+        pipeline is judged by that, they are checked again next step)."""
+        if not handles:
+            return {}
+        try:
+            return self.runtime.health_many(dict(handles))
+        except Exception as exc:  # noqa: BLE001 - logged; the next step checks again
+            log.warning("health check of %d pipeline(s) failed: %s", len(handles), reason(exc))
+            return None
 
     def _mirror_checkpoint(self, record: PipelineRecord) -> bool:
         """Copy a `gcs` checkpoint to the durable state, if there is one (a restored cluster resumes from
@@ -324,13 +381,15 @@ class Supervisor:
             return False
         return True
 
-    def _check(self, record: PipelineRecord, now: float) -> None:
+    def _settle(self, record: PipelineRecord, now: float) -> Any | None:
+        """Halt what should not run; re-attach the live actors of a running pipeline after a controller
+        restart. The handle to health-check (None: nothing runs for it)."""
         name = record.name
         handle = self.handles.get(name)
         if record.desired != "running":
             if handle is not None or record.state not in (record.desired,):
                 self._halt(record, record.desired)
-            return
+            return None
         if handle is None and record.epoch and record.state in ("running", "starting"):
             # after a controller restart: the pipeline's reader still holds the `${VAR}` values
             if name not in self.secrets:
@@ -340,19 +399,24 @@ class Supervisor:
             missing = self._missing(record)
             if missing:  # its actors are gone with the values: nobody can start it again
                 self._failed(record, self._missing_error(missing), now)
-                return
+                return None
             handle = self.runtime.attach(self._cfg(record), record.epoch)
             if handle is not None:
                 self.handles[name] = handle
-        if handle is None:
+        return handle
+
+    def _apply_health(self, record: PipelineRecord, handle: Any, status: Any, now: float) -> None:
+        """Act on one pipeline's health answer: a status, or the exception its check raised (dead, hung)."""
+        name = record.name
+        if self.handles.get(name) is not handle:  # halted or replaced meanwhile
             return
-        try:
-            status = self.runtime.health(handle)
-        except Exception as exc:  # noqa: BLE001 - dead or hung: restart under a new epoch
-            log.warning("[%s] unhealthy (%s): restarting", name, reason(exc))
+        if status is None:
+            status = DbusError("no health answer")
+        if isinstance(status, BaseException):  # dead or hung: restart under a new epoch
+            log.warning("[%s] unhealthy (%s): restarting", name, reason(status))
             self.runtime.kill(handle)
             self.handles.pop(name, None)
-            record.state, record.error = "pending", f"restarted: {reason(exc)}"
+            record.state, record.error = "pending", f"restarted: {reason(status)}"
             self._persist(record)
             return
         record.status = status
@@ -370,27 +434,46 @@ class Supervisor:
                 record.attempts = 0  # healthy long enough: the next failure starts the backoff anew
             self._persist(record)
 
-    def _start(self, record: PipelineRecord, node: str) -> None:
+    def _start_all(self, starting: list[tuple[PipelineRecord, str]]) -> None:
+        """Start pipelines on their nodes, up to `START_PARALLELISM` at once: a step that starts many (a lost
+        node's, a new cluster's) waits for the slowest few, not for the sum of them."""
+        ready = [(record, cfg) for record, node in starting if (cfg := self._prepare_start(record, node)) is not None]
+        if ready and self.pool is None:
+            self.pool = ThreadPoolExecutor(START_PARALLELISM, thread_name_prefix="start")
+        futures = [(record, self.pool.submit(self._call_start, record, cfg)) for record, cfg in ready]
+        for record, future in futures:
+            self._started(record, future.result())
+
+    def _prepare_start(self, record: PipelineRecord, node: str) -> PipelineConfig | None:
+        """The config to start, under a new epoch that fences every older owner (None: it cannot start)."""
         missing = self._missing(record)
         if missing:
             self._failed(record, self._missing_error(missing), self.clock())
-            return
+            return None
         try:
             cfg = self._cfg(record)
         except ConfigError as exc:
             self._failed(record, str(exc), self.clock())
-            return
+            return None
         record.epoch = self._next_epoch()
         record.node, record.state, record.status = node, "starting", {}  # no figures of an older owner
         self.runtime.set_epoch(record.name, record.epoch)  # fences every older owner
         self._persist(record)
+        return cfg
+
+    def _call_start(self, record: PipelineRecord, cfg: PipelineConfig) -> Any:
+        """`Runtime.start` (in a pool thread when several start at once): the handle, or the exception."""
         try:
-            self.handles[record.name] = self.runtime.start(cfg, record.epoch, node,
-                                                           dict(self.secrets.get(record.name, {})),
-                                                           record.checkpointed)
+            return self.runtime.start(cfg, record.epoch, record.node, dict(self.secrets.get(record.name, {})),
+                                      record.checkpointed)
         except Exception as exc:  # noqa: BLE001 - a failure is a state, retried with backoff
-            self._failed(record, reason(exc), self.clock())
+            return exc
+
+    def _started(self, record: PipelineRecord, handle: Any) -> None:
+        if isinstance(handle, BaseException):
+            self._failed(record, reason(handle), self.clock())
             return
+        self.handles[record.name] = handle
         record.state, record.error, record.started = "running", None, self.clock()
         self._persist(record)
 

@@ -18,6 +18,8 @@ class FakeRuntime:
         self.live: dict[str, dict[str, Any]] = {}  # pipeline -> {"epoch", "node", "state", "error"}
         self.epochs: dict[str, int] = {}
         self.fail_start: dict[str, str] = {}
+        self.health_batches: list[list[str]] = []  # the pipelines of each health_many call
+        self.batch_error: Exception | None = None
 
     def nodes(self) -> dict[str, float]:
         return dict(self.node_map)
@@ -47,6 +49,18 @@ class FakeRuntime:
         if live is None or live["node"] not in self.node_map:
             raise RuntimeError("actor died")
         return {"state": live["state"], "error": live["error"], "checkpoint_saved": live["checkpoint_saved"]}
+
+    def health_many(self, handles: dict[str, str]) -> dict[str, Any]:
+        self.health_batches.append(sorted(handles))
+        if self.batch_error is not None:
+            raise self.batch_error
+        out: dict[str, Any] = {}
+        for name, handle in handles.items():
+            try:
+                out[name] = self.health(handle)
+            except Exception as exc:  # noqa: BLE001 - that pipeline's answer
+                out[name] = exc
+        return out
 
     def stop(self, handle: str) -> dict[str, Any]:
         self.events.append(("stop", handle, self.live.pop(handle, {}).get("node")))
