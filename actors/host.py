@@ -41,6 +41,7 @@ class PipelineHost:
         self.pipelines: dict[str, FusedPipeline] = {}
         self.starting: set[str] = set()
         self.cancelled: set[str] = set()  # removed while starting (its starter gave up): dropped once started
+        self.reserved: set[str] = set()  # places held by `reserve` for the `add` that follows
         self.retiring = False
         self.actor_id = ray.get_runtime_context().get_actor_id()
         self.executor: ThreadPoolExecutor | None = None
@@ -65,12 +66,10 @@ class PipelineHost:
         started) when the host holds `capacity` (the pipeline's own limit) or its own capacity of pipelines
         already, or retires (its last pipeline left)."""
         name = cfg.name
-        if self.retiring or len(self.pipelines) + len(self.starting) >= min(capacity, self.capacity):
+        if name not in self.reserved and not await self.reserve(name, capacity):
             return None
-        if name in self.pipelines or name in self.starting:
-            raise DbusError(f"pipeline {name} is already running (in host {self.name})")
+        self.reserved.discard(name)
         self._use_threads()
-        self.starting.add(name)
         pipeline = None
         try:
             # opening the checkpoint store and building the source block: off the event loop
@@ -92,6 +91,18 @@ class PipelineHost:
         record_hosted(name, self.name, self.actor_id)
         log.info("[%s] started in host %s (%d pipeline(s))", name, self.name, len(self.pipelines))
         return await pipeline.identity()
+
+    async def reserve(self, pipeline: str, capacity: int) -> bool:
+        """Hold a place for `pipeline` (counted as starting) so that concurrent starts choosing a host see it
+        taken; False when the host holds `capacity` or its own capacity of pipelines already, or retires. The
+        `add` of that pipeline follows."""
+        if self.retiring or len(self.pipelines) + len(self.starting) >= min(capacity, self.capacity):
+            return False
+        if pipeline in self.pipelines or pipeline in self.starting:
+            raise DbusError(f"pipeline {pipeline} is already running (in host {self.name})")
+        self.starting.add(pipeline)
+        self.reserved.add(pipeline)
+        return True
 
     def _get(self, pipeline: str) -> FusedPipeline:
         found = self.pipelines.get(pipeline)

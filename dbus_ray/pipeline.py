@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -35,6 +36,7 @@ START_TIMEOUT_S = 120.0  # creating the actors and opening source and sinks
 #: a host's `health_all` answer serves the health checks of its other pipelines for this long
 HEALTH_REUSE_S = 0.5
 
+_HOST_CHOICE = threading.Lock()  # one start at a time chooses (and reserves in) a host
 _OWN_HOSTS: dict[str, Any] = {}  # name -> handle of the hosts this process started for pipelines it owns
 _HOST_HEALTH: dict[str, tuple[float, dict[str, Any]]] = {}  # host actor id -> (asked at, health_all())
 
@@ -260,19 +262,30 @@ class Pipeline:
         return self
 
     def _start_hosted(self, args: tuple[Any, ...]) -> None:
-        """Start the pipeline in the fullest host it may join, or in a new one."""
+        """Start the pipeline in the fullest host it may join, or in a new one. The place is reserved under a
+        lock of this process (the controller starts several pipelines at once), so concurrent starts fill one
+        host instead of each creating its own."""
         cap = self.cfg.flow.host_capacity
-        for _ in range(3):  # a host found with room may be full when asked (a concurrent start)
-            for name, host in self._candidates(cap):
-                try:
-                    identity = ray.get(host.add.remote(*args, cap), timeout=START_TIMEOUT_S)
-                except Exception:
-                    _retire_if_empty(host, self.cfg.name)  # one still starting there is dropped once started
-                    raise
-                if identity is not None:
-                    self._in_host(HostedReader(host, self.cfg.name, name))
-                    return
-                _retire_if_empty(host)
+        for _ in range(3):  # a host found with room may be full when asked (another process's start)
+            with _HOST_CHOICE:
+                chosen = None
+                for name, host in self._candidates(cap):
+                    if ray.get(host.reserve.remote(self.cfg.name, cap), timeout=START_TIMEOUT_S):
+                        chosen = name, host
+                        break
+                    _retire_if_empty(host)
+            if chosen is None:
+                continue
+            name, host = chosen
+            try:
+                identity = ray.get(host.add.remote(*args, cap), timeout=START_TIMEOUT_S)
+            except Exception:
+                _retire_if_empty(host, self.cfg.name)  # one still starting there is dropped once started
+                raise
+            if identity is not None:
+                self._in_host(HostedReader(host, self.cfg.name, name))
+                return
+            _retire_if_empty(host)
         raise DbusError(f"pipeline {self.cfg.name}: no host took it")
 
     def _candidates(self, cap: int) -> Iterator[tuple[str, Any]]:

@@ -37,7 +37,23 @@ class Stage:
 
 def handle(reader: Any, *others: Any) -> Any:
     """What `health_many` reads of a `Pipeline`: its reader and its actors (reader first)."""
-    return SimpleNamespace(reader=reader, actors=[reader, *others])
+    return SimpleNamespace(reader=reader, actors=[reader, *others], host=None, host_name=None)
+
+
+@ray.remote(num_cpus=0)
+class Host:
+    """Stands for a host actor of shared pipelines: one `health_all` answers for all it holds."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+        self.calls = 0
+
+    def health_all(self) -> dict[str, Any]:
+        self.calls += 1
+        return {n: {"state": "running", "pipeline": n} for n in self.names}
+
+    def count(self) -> int:
+        return self.calls
 
 
 def test_health_many_answers_each_pipeline_and_waits_once() -> None:
@@ -59,3 +75,13 @@ def test_health_many_answers_each_pipeline_and_waits_once() -> None:
     assert out["h2"] == {"state": "running", "pipeline": "h2"}
     assert 3.0 <= took < 6.0  # one timeout for the batch, not one per pipeline
     assert runtime.health_many({}) == {}
+
+
+def test_pipelines_of_one_host_cost_one_call() -> None:
+    host = Host.remote(["s0", "s1"])
+    hosted = {n: SimpleNamespace(reader=None, actors=[], host=host, host_name="dbus:host:9")
+              for n in ["s0", "s1", "s2"]}
+    out = RayRuntime().health_many(hosted)
+    assert out["s0"] == {"state": "running", "pipeline": "s0"} and out["s1"]["pipeline"] == "s1"
+    assert "not in its host dbus:host:9" in str(out["s2"])  # the host no longer holds it: unhealthy
+    assert ray.get(host.count.remote()) == 1
