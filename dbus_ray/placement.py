@@ -35,13 +35,14 @@ def place(
     raise ValueError(f"unknown placement strategy {strategy!r} (known: {', '.join(STRATEGIES)})")
 
 
-def _quotas(count: int, weights: Mapping[str, float]) -> dict[str, int]:
-    """How many of `count` pipelines each node should hold, by weight (largest remainders)."""
+def _quotas(count: int, weights: Mapping[str, float], held: Mapping[str, int]) -> dict[str, int]:
+    """How many of `count` pipelines each node should hold, by weight (largest remainders; between equal
+    remainders the node holding more now gets the extra one, so fewer pipelines move)."""
     total = sum(weights.values())
     exact = {n: count * w / total for n, w in weights.items()}
     quota = {n: int(x) for n, x in exact.items()}
     left = count - sum(quota.values())
-    for n in sorted(exact, key=lambda n: (-(exact[n] - quota[n]), n))[:left]:
+    for n in sorted(exact, key=lambda n: (-(exact[n] - quota[n]), -held.get(n, 0), n))[:left]:
         quota[n] += 1
     return quota
 
@@ -49,7 +50,12 @@ def _quotas(count: int, weights: Mapping[str, float]) -> dict[str, int]:
 def _balanced(
     pipelines: Sequence[str], weights: Mapping[str, float], current: Mapping[str, str | None]
 ) -> dict[str, str]:
-    quota = _quotas(len(pipelines), weights)
+    held: dict[str, int] = {}
+    for p in pipelines:
+        node = current.get(p)
+        if node in weights:
+            held[node] = held.get(node, 0) + 1
+    quota = _quotas(len(pipelines), weights, held)
     result: dict[str, str] = {}
     load = {n: 0 for n in weights}
     # keep pipelines where they are, up to each node's quota

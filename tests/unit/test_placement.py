@@ -39,6 +39,15 @@ def test_sticky_on_join_moves_as_few_as_needed() -> None:
     assert sorted(Counter(result.values()).values()) == [2, 2, 2]
 
 
+@pytest.mark.parametrize("new", ["0", "z"])  # the joining node's id sorts before or after the others
+def test_sticky_join_with_a_remainder_moves_one(new: str) -> None:
+    current = {p: ("a" if i % 2 else "b") for i, p in enumerate(PIPES[:5])}  # 2 on a, 3 on b
+    result = place("sticky", list(current), {"a": 1, "b": 1, new: 1}, current)
+    moved = [p for p in current if result[p] != current[p]]
+    assert len(moved) == 1  # 2+3 -> 2+2+1: one pipeline moves, whatever the ids
+    assert Counter(result.values())[new] == 1
+
+
 def test_weighted_follows_capacity() -> None:
     pipes = [f"p{i}" for i in range(8)]
     result = place("weighted", pipes, {"big": 3, "small": 1}, {})
