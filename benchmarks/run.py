@@ -10,7 +10,7 @@ stderr). `DBUS_BENCH_QUICK=1`: small row counts (well under 2 minutes).
   pipeline on one node vs two pipelines on two nodes, each node one CPU core; rows/s and the ratio.
 - density (benchmarks/density.py): N MySQL pipelines (one per database of the private MariaDB, each to
   its topic of the broker) under the controller, `flow.placement` DBUS_BENCH_DENSITY_PLACEMENT (default
-  fused): memory (summed PSS of their processes) per idle pipeline, every row of a write burst to every
+  shared): memory (summed PSS of their processes) per idle pipeline, every row of a write burst to every
   database in Kafka, the controller's loop time, `dbus status` time; the same with spread pipelines; and
   a node of a two-raylet cluster holding K pipelines removed: until they run elsewhere and are caught up.
 - snapshot (benchmarks/snapshot.py): the mysql source's snapshot read rate, parallelism 1 and 2.
@@ -67,7 +67,7 @@ WRITER_ROWS = int(os.environ.get("DBUS_BENCH_WRITER_ROWS", "50000" if QUICK else
 SCALE_ROWS = int(os.environ.get("DBUS_BENCH_SCALE_ROWS", "4000000" if QUICK else "10000000"))
 DENSITY_PIPELINES = int(os.environ.get("DBUS_BENCH_DENSITY_PIPELINES", "5" if QUICK else "100"))
 DENSITY_SPREAD = int(os.environ.get("DBUS_BENCH_DENSITY_SPREAD", "4" if QUICK else "20"))
-DENSITY_PLACEMENT = os.environ.get("DBUS_BENCH_DENSITY_PLACEMENT", "fused")  # fused | shared
+DENSITY_PLACEMENT = os.environ.get("DBUS_BENCH_DENSITY_PLACEMENT", "shared")  # shared | fused
 DENSITY_NODE_LOSS = int(os.environ.get("DBUS_BENCH_DENSITY_NODE_LOSS", "3" if QUICK else "100"))
 LATENCY_SECONDS = float(os.environ.get("DBUS_BENCH_LATENCY_SECONDS", "5" if QUICK else "20"))
 
