@@ -69,7 +69,7 @@ class StandInRuntime(RayRuntime):
     def start(self, cfg: Any, epoch: int, node: str, secrets: dict[str, str], expect_checkpoint: bool) -> Any:
         reader = self.stand_ins[self.count % len(self.stand_ins)]
         self.count += 1
-        return SimpleNamespace(reader=reader, actors=[reader])
+        return SimpleNamespace(reader=reader, actors=[reader], host=None, host_name=None)
 
     def attach(self, cfg: Any, epoch: int) -> None:
         return None
