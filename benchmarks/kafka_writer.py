@@ -3,7 +3,8 @@ beforehand from the 7-column table of the decoder benchmark (BIGINT, INT, DECIMA
 DATETIME(6), JSON; INSERTs of 1,000 rows), into the Apache Kafka broker of the dev stack.
 
 Figures (rows/s over the timed part only, best of `repeat` runs):
-- `serialize`: the per-row JSON path alone (`TableRows.records` + the json serializer's `encode`);
+- `serialize`: the sink's per-row JSON path alone (`decimals_as_text`, `TableRows.records` + the json
+  serializer's `encode`);
 - `at_least_once`: `write(batch)` of every batch (serialize, produce, flush, check the deliveries);
 - `exactly_once`: the same with a transactional producer (a transaction per batch with its checkpoint).
 
@@ -69,11 +70,13 @@ def _sink(broker: Any, pipeline: str, topic: str, delivery: str) -> Any:
 
 def time_serialize(batches: list[RowBatch]) -> float:
     from dbus_ray.serializers import get_serializer
+    from dbus_ray.serializers.json import decimals_as_text
 
     ser = get_serializer("json")
     t0 = time.monotonic()
     for batch in batches:
         for part in batch.parts:
+            part = decimals_as_text(part)
             ser.encode(part, "bench", list(part.records("bench")))
     return time.monotonic() - t0
 

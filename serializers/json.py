@@ -13,15 +13,19 @@ is positional for a scale up to 6; above, a column where it gives scientific not
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any, ClassVar
 
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dbus_ray.model import TableRows, dumpb, dumps
+from dbus_ray.model import TableRows, dumps, json_default
 
 encode_json = dumps
+#: `dbus_ray.model.dumpb` without its Python frame (called once or twice per row on the Kafka sink's path)
+encode_jsonb = functools.partial(orjson.dumps, default=json_default)
 
 
 def decimals_as_text(rows: TableRows) -> TableRows:
@@ -56,7 +60,7 @@ class JsonSerializer:
     content_type: ClassVar[str] = "application/json"
 
     def encode(self, rows: TableRows, pipeline: str, records: list[dict[str, Any]] | None = None) -> list[bytes]:
-        return [dumpb(r) for r in (rows.records(pipeline) if records is None else records)]
+        return [encode_jsonb(r) for r in (rows.records(pipeline) if records is None else records)]
 
     @staticmethod
     def decode(value: bytes) -> dict[str, Any]:

@@ -85,7 +85,7 @@ from dbus_ray.model import RowBatch, TableRows, dumpb, dumps
 from dbus_ray.registry import Sink, sink
 from dbus_ray.serializers import get_serializer
 from dbus_ray.serializers.debezium import produce_debezium, start_heartbeat
-from dbus_ray.serializers.json import decimals_as_text, encode_json
+from dbus_ray.serializers.json import decimals_as_text, encode_json, encode_jsonb
 
 log = logging.getLogger("dbus.kafka")
 
@@ -348,7 +348,7 @@ class KafkaSink(Sink):
             headers = [ops.get(op) or ops.setdefault(op, ("op", op.encode())), db, table,
                        ("position", position.encode())]
             # a table without a key (and without message_key_columns): a null key, spread over partitions
-            key_bytes = dumpb(key) if key else None
+            key_bytes = encode_jsonb(key) if key else None
             if tombstones and op == "update" and record["before"]:  # the old key is gone (compaction drops it)
                 old = {k: record["before"].get(k) for k in key_columns or part.key}
                 if old and old != key:
