@@ -3,9 +3,14 @@ beforehand from the 7-column table of the decoder benchmark (BIGINT, INT, DECIMA
 DATETIME(6), JSON; INSERTs of 1,000 rows), into the Apache Kafka broker of the dev stack.
 
 Figures (rows/s over the timed part only, best of `repeat` runs):
-- `serialize`: the per-row JSON path alone (`TableRows.records` + the json serializer's `encode`);
+- `serialize`: the sink's per-row JSON path alone (`decimals_as_text`, `TableRows.records` + the json
+  serializer's `encode`);
 - `at_least_once`: `write(batch)` of every batch (serialize, produce, flush, check the deliveries);
-- `exactly_once`: the same with a transactional producer (a transaction per batch with its checkpoint).
+- `exactly_once`: the same with a transactional producer (a transaction per batch with its checkpoint);
+- `writer_main_us_per_row`: CPU time of the writing thread per row (at least once, best run): what the
+  writer's core spends, less sensitive to a loaded machine than rows/s (librdkafka's own threads not counted);
+- `DBUS_BENCH_WRITER_FORMATS` (e.g. `json,avro`; default `json`): the at-least-once figures of each other
+  format too (`<format>_at_least_once_rows_per_s`, `<format>_main_us_per_row`; avro without a registry).
 
 `mock_to_kafka`: a whole pipeline (mock source -> router -> batcher -> Kafka writer, the local Ray) until
 caught up; rows/s over the steady part (first to last delivered row, the reader's status every 20 ms).
@@ -55,13 +60,13 @@ def decoded_batches(mariadb: Any, rows: int, batch_rows: int = 20_000) -> list[R
     return out
 
 
-def _sink(broker: Any, pipeline: str, topic: str, delivery: str) -> Any:
+def _sink(broker: Any, pipeline: str, topic: str, delivery: str, fmt: str = "json") -> Any:
     from dbus_ray.config import build
     from dbus_ray.kafka.sink_options import KafkaOptions
     from dbus_ray.sinks.kafka import KafkaSink
 
     opts = build(KafkaOptions, {"bootstrap": broker.bootstrap, "topic": topic, "partitions": 4,
-                                "delivery": delivery}, "sinks[0]")
+                                "delivery": delivery, "format": fmt}, "sinks[0]")
     sink = KafkaSink(pipeline, "kafka", opts)
     sink.open()
     return sink
@@ -69,21 +74,28 @@ def _sink(broker: Any, pipeline: str, topic: str, delivery: str) -> Any:
 
 def time_serialize(batches: list[RowBatch]) -> float:
     from dbus_ray.serializers import get_serializer
+    from dbus_ray.serializers.json import decimals_as_text
 
     ser = get_serializer("json")
     t0 = time.monotonic()
     for batch in batches:
         for part in batch.parts:
+            part = decimals_as_text(part)
             ser.encode(part, "bench", list(part.records("bench")))
     return time.monotonic() - t0
 
 
-def time_write(broker: Any, batches: list[RowBatch], delivery: str, run: int) -> float:
-    sink = _sink(broker, f"bench-writer-{delivery}-{run}", f"bench.writer.{delivery}.{run}", delivery)
+def time_write(broker: Any, batches: list[RowBatch], delivery: str, run: int, fmt: str = "json",
+               cpu: list[float] | None = None) -> float:
+    """Seconds to write every batch; `cpu`, when given, gets the writing thread's CPU seconds appended."""
+    name = delivery if fmt == "json" else f"{fmt}-{delivery}"
+    sink = _sink(broker, f"bench-writer-{name}-{run}", f"bench.writer.{name}.{run}", delivery, fmt)
     try:
-        t0 = time.monotonic()
+        t0, c0 = time.monotonic(), time.thread_time()
         for batch in batches:
             sink.write(batch)
+        if cpu is not None:
+            cpu.append(time.thread_time() - c0)
         return time.monotonic() - t0
     finally:
         sink.close()
@@ -119,8 +131,17 @@ def writer_bench(mariadb: Any, broker: Any, rows: int, repeat: int = 2) -> dict[
     out: dict[str, Any] = {"rows": n, "repeat": repeat}
     out["serialize_rows_per_s"] = round(n / min(time_serialize(batches) for _ in range(repeat)))
     for delivery in ("at_least_once", "exactly_once"):
-        took = min(time_write(broker, batches, delivery, run) for run in range(repeat))
+        cpu: list[float] = []
+        took = min(time_write(broker, batches, delivery, run, cpu=cpu) for run in range(repeat))
         out[f"{delivery}_rows_per_s"] = round(n / took)
+        if delivery == "at_least_once":
+            out["writer_main_us_per_row"] = round(min(cpu) / n * 1e6, 2)
+    formats = os.environ.get("DBUS_BENCH_WRITER_FORMATS", "json").split(",")
+    for fmt in (f.strip() for f in formats if f.strip() not in ("", "json")):
+        cpu = []
+        took = min(time_write(broker, batches, "at_least_once", run, fmt, cpu) for run in range(repeat))
+        out[f"{fmt}_at_least_once_rows_per_s"] = round(n / took)
+        out[f"{fmt}_main_us_per_row"] = round(min(cpu) / n * 1e6, 2)
     return out
 
 

@@ -389,14 +389,17 @@ class AvroSerializer:
                 schemaless(buf, parsed, record)
                 return buf.getvalue()
 
+        # an image as fastavro's tuple notation (the union branch by name): fastavro writes it without first
+        # checking the record against each branch of ["null", Image] (the same bytes, ~25 % less time)
+        image = f"{ts.schema['namespace']}.Image"
         out = []
         for r in records:
             record = dict(r)  # the caller's record stays as it is
-            if enc_image is not None:
-                if record["before"] is not None:
-                    record["before"] = enc_image(record["before"])
-                if record["after"] is not None:
-                    record["after"] = enc_image(record["after"])
+            before, after = record["before"], record["after"]
+            if before is not None:
+                record["before"] = (image, before if enc_image is None else enc_image(before))
+            if after is not None:
+                record["after"] = (image, after if enc_image is None else enc_image(after))
             if enc_key is not None:
                 record["key"] = enc_key(record["key"])
             out.append(write(record))

@@ -85,7 +85,7 @@ from dbus_ray.model import RowBatch, TableRows, dumpb, dumps
 from dbus_ray.registry import Sink, sink
 from dbus_ray.serializers import get_serializer
 from dbus_ray.serializers.debezium import produce_debezium, start_heartbeat
-from dbus_ray.serializers.json import encode_json
+from dbus_ray.serializers.json import decimals_as_text, encode_json, encode_jsonb
 
 log = logging.getLogger("dbus.kafka")
 
@@ -322,38 +322,48 @@ class KafkaSink(Sink):
         return 1
 
     def _produce_rows(self, topic: str, part: TableRows) -> int:
+        """One message per row change (json, avro), plus the tombstones of `tombstones: true`. The producer is
+        called straight from the loop; a row it refuses (full queue, oversize) goes the `_produce` way."""
+        o: KafkaOptions = self.options
+        if o.format == "json":  # the DECIMAL columns as their JSON text: no Decimal object per value
+            part = decimals_as_text(part)
         records = list(part.records(self.pipeline))
-        extra = {"topic": topic} if self.options.format == "avro" else {}  # the registry subject may name it
+        extra = {"topic": topic} if o.format == "avro" else {}  # the registry subject may name it
         values = self.serializer.encode(part, self.pipeline, records, **extra)
-        key_columns = self.options.key
-        db, table = part.db.encode(), part.table.encode()
-        name = part.name
-        ops: dict[str, bytes] = {}
+        key_columns, tombstones, name, produce = o.key, o.tombstones, part.name, self.producer.produce
+        db, table = ("db", part.db.encode()), ("table", part.table.encode())
+        ops: dict[str, tuple[str, bytes]] = {}
         strings: dict[str | None, str] = {}  # file names and GTIDs repeat: encode each once
-        produced = 0  # tombstones
+        produced = tombstoned = 0
         for record, value in zip(records, values):
+            op, pos = record["op"], record["pos"]
             if key_columns is None:
                 key = record["key"]
             else:
                 image = record["after"] if record["after"] is not None else record["before"] or {}
                 key = {k: image.get(k) for k in key_columns}
-            pos = record["pos"]
             file = strings.get(pos["file"]) or strings.setdefault(pos["file"], encode_json(pos["file"]))
             gtid = strings.get(pos["gtid"]) or strings.setdefault(pos["gtid"], encode_json(pos["gtid"]))
             position = f'{{"file":{file},"offset":{pos["offset"]},"gtid":{gtid},"index":{pos["index"]}}}'
-            op = ops.get(record["op"]) or ops.setdefault(record["op"], record["op"].encode())
-            headers = [("op", op), ("db", db), ("table", table), ("position", position.encode())]
+            headers = [ops.get(op) or ops.setdefault(op, ("op", op.encode())), db, table,
+                       ("position", position.encode())]
             # a table without a key (and without message_key_columns): a null key, spread over partitions
-            before = record["before"] if self.options.tombstones and record["op"] == "update" else None
-            old = {k: before.get(k) for k in key_columns or part.key} if before else None
-            if old and old != key:  # tombstones: the old key is gone (compaction drops its messages)
-                self._produce(topic, None, dumpb(old), headers, position, name)
+            key_bytes = encode_jsonb(key) if key else None
+            if tombstones and op == "update" and record["before"]:  # the old key is gone (compaction drops it)
+                old = {k: record["before"].get(k) for k in key_columns or part.key}
+                if old and old != key:
+                    self._produce(topic, None, dumpb(old), headers, position, name)
+                    tombstoned += 1
+            try:
+                produce(topic, value, key_bytes, headers=headers)
                 produced += 1
-            self._produce(topic, value, dumpb(key) if key else None, headers, position, name)
-            if key and self.options.tombstones and record["op"] == "delete":
-                self._produce(topic, None, dumpb(key), headers, position, name)
-                produced += 1
-        return len(records) + produced
+            except (BufferError, KafkaException):  # a full queue or a refused row: retried or handled there
+                self._produce(topic, value, key_bytes, headers, position, name)
+            if tombstones and key and op == "delete":
+                self._produce(topic, None, key_bytes, headers, position, name)
+                tombstoned += 1
+        self.produced += produced
+        return len(records) + tombstoned
 
     def _produce(self, topic: str, value: bytes | None, key: bytes | None, headers: list | None, position: str,
                  table: str, **extra: Any) -> None:
