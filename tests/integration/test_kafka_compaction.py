@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic
 
 from dbus_ray.config import parse_config
 from dbus_ray.pipeline import Pipeline
@@ -31,7 +31,7 @@ TOPIC_CONFIG = {
     "segment.ms": "500",  # a segment rolls at the first append after 0.5 s
     "min.cleanable.dirty.ratio": "0.001",  # any new segment makes the log worth cleaning
     "delete.retention.ms": "200",  # tombstones go at the first clean after 0.2 s past the one that marked them
-    "min.compaction.lag.ms": "0",
+    "min.compaction.lag.ms": "3600000",  # nothing cleaned while the changes arrive; 0 once they are read
 }
 
 
@@ -64,6 +64,15 @@ def read_log(bootstrap: str, topic: str) -> list[tuple[Any, Any]]:
     finally:
         consumer.close()
     raise AssertionError(f"topic {topic}: no end of partition 0 within 30 s")
+
+
+def allow_compaction(bootstrap: str, topic: str) -> None:
+    """Let the cleaner compact every message from now on (the topic was created holding them a while)."""
+    entry = ConfigEntry("min.compaction.lag.ms", "0", incremental_operation=AlterConfigOpType.SET)
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.incremental_alter_configs([ConfigResource("topic", topic,
+                                                                  incremental_configs=[entry])]).values():
+        future.result(30)
 
 
 def table_rows(root: Any, table: str) -> dict[int, dict[str, Any]]:
@@ -122,6 +131,7 @@ def test_compacted_topic_holds_the_tables_rows(tmp_path: Path, mariadb: Any, roo
             i: ["insert"] for i in [*range(5100, 5110), *range(10115, 10140)]}
         moved = [v for k, v in before if v is not None and v["op"] == "insert" and k["id"] == 5100]
         assert moved[0]["before"] is None and moved[0]["after"] == {"id": 5100, "name": "row-100", "qty": 100}
+        allow_compaction(broker.bootstrap, topic)
 
         ticks = iter(range(50_000, 60_000))
         seen: dict[str, Any] = {}
