@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from itertools import chain
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -79,8 +80,8 @@ def runs(segs: list[Segment]) -> list[TableRows]:
             tss = [s.ts for s in run]
         else:
             _meta(run, ops, files, offsets, gtids, indexes, txids, tss)
-        before = _images(layout, run, "before", k)
-        after = _images(layout, run, "after", k)
+        before = _images(layout, run, "before", k, k == len(run))
+        after = _images(layout, run, "after", k, k == len(run))
         arrays = [
             pa.array(ops, pa.string()),
             pa.array(files, pa.string()),
@@ -108,14 +109,19 @@ def runs(segs: list[Segment]) -> list[TableRows]:
         start = end
     return parts
 
-def _images(layout: Any, run: list[Segment], which: str, k: int) -> pa.StructArray:
-    """The `before` or `after` struct column of a run of segments."""
+_FIRST = itemgetter(0)
+
+
+def _images(layout: Any, run: list[Segment], which: str, k: int, single: bool) -> pa.StructArray:
+    """The `before` or `after` struct column of a run of segments (`single`: one row each)."""
     images = [getattr(s, which) for s in run]
     if len(run) == 1:
         return layout.struct(images[0], k)
     if all(i is None for i in images):
         return layout.struct(None, k)
     if all(i is not None for i in images):  # each column's values of every segment, in one pass
+        if single:  # one-row segments: the one value of each column's list
+            return layout.struct([list(map(_FIRST, col)) for col in zip(*images)], k)
         return layout.struct([list(chain.from_iterable(col)) for col in zip(*images)], k)
     cols: list[list[Any]] = [[] for _ in layout.types]
     mask: list[bool] = []
@@ -155,7 +161,7 @@ def _meta(run: list[Segment], ops: list[str], files: list[str], offsets: list[in
             tss += [s.ts] * m
 
 
-@dataclass
+@dataclass(slots=True)
 class Txn:
     """The transaction the stream is in: where it starts, its GTID, the rows seen and to skip."""
 

@@ -211,12 +211,13 @@ def mysql_gtid(ev: RawEvent) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}:{gno}"
 
 
+_MARIADB_GTID = struct.Struct("<QIB").unpack_from
+
+
 def mariadb_gtid(ev: RawEvent) -> tuple[str, int]:
     """(GTID `domain-server-seq`, flags) of a MariaDB GTID event."""
-    data = ev.data
-    seq = int.from_bytes(data[HEADER : HEADER + 8], "little")
-    domain = int.from_bytes(data[HEADER + 8 : HEADER + 12], "little")
-    return f"{domain}-{ev.server_id}-{seq}", data[HEADER + 12]
+    seq, domain, flags = _MARIADB_GTID(ev.data, HEADER)
+    return f"{domain}-{ev.server_id}-{seq}", flags
 
 
 def rows_body(ev: RawEvent) -> tuple[int, int, int, bytes, bytes | None, int]:

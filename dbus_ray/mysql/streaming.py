@@ -216,14 +216,14 @@ class BinlogStream(xa.XaGroups):
     def _read(self, max_rows: int) -> tuple[list[TableRows], float] | None:
         monotonic = time.monotonic
         deadline = monotonic() + POLL_BUDGET_SECONDS
-        fetch, handle = self._fetch, self._handle
+        fetch, handle, heartbeats = self._fetch, self._event, et.HEARTBEATS
         while self.pending_rows < max_rows and self.refused is None:
             if self.pending_rows and monotonic() > deadline:
                 break
             event = fetch()
             if event is None:
                 break
-            if event.type in et.HEARTBEATS:
+            if event.type in heartbeats:
                 self.idle = True
                 if self.recollect is not None:  # the server sent all it has: the checkpoint's position is passed
                     self._recollected()
@@ -231,6 +231,8 @@ class BinlogStream(xa.XaGroups):
             self.idle = False
             try:
                 handle(event)
+                if self._inner_end and not self._inner and not event.log_pos:  # after a payload's last event
+                    self._payload_done()
             except et.RefusedEvent as exc:
                 if not self.pending_rows:
                     raise
@@ -315,33 +317,35 @@ class BinlogStream(xa.XaGroups):
         return binlog_refusal(text, self.where, self.server, self.file, self.next_pos, by_gtid, self.resume_gtid)
 
     # ------------------------------------------------------------------ events
-    def _handle(self, ev: rp.RawEvent) -> None:
-        """One event (`_event`); after the last event of a transaction payload, the position is the payload's end."""
-        self._event(ev)
-        if self._inner_end and not self._inner and not ev.log_pos:
-            self.next_pos, self._inner_end = self._inner_end, 0
-            if not self.reached and self.txn is None:
-                self._check_reached(self.next_pos)
+    def _payload_done(self) -> None:
+        """After the last event of a transaction payload, the position is the payload's end."""
+        self.next_pos, self._inner_end = self._inner_end, 0
+        if not self.reached and self.txn is None:
+            self._check_reached(self.next_pos)
 
     def _event(self, ev: rp.RawEvent) -> None:
         """One event; its type decides (`dbus_ray.mysql.events`): decoded, ignored (no row change, the
         position stays), or refused (a one-line RefusedEvent, raised by `read` once the rows before it are
         handed out: the checkpoint stays before it)."""
         t = ev.type
+        if t == et.TABLE_MAP_EVENT:  # the most frequent types first (a one-row transaction: 4-5 events)
+            if not self.schema.mapped(ev):
+                assert self.replica is not None
+                offset = ev.log_pos - ev.event_size if ev.log_pos else self.next_pos
+                self.schema.table_map(ev, self.replica, self.file, offset, self._live(offset))
+            return
         end = ev.log_pos
         offset = end - ev.event_size if end else self.next_pos
         if t not in et.DECODED_TYPES:
             if t in et.IGNORED_TYPES:
                 return
             raise et.refused(t, self.file, offset)
-        if t == et.TABLE_MAP_EVENT:
-            assert self.replica is not None
-            self.schema.table_map(ev, self.replica, self.file, offset, self._live(offset))
-            return
         if ev.timestamp:
             self.last_ts = float(ev.timestamp)
         if t in et.ROWS_OP:
             self._rows(ev, offset)
+        elif t == et.XID_EVENT:
+            self._end()
         elif t == et.MARIADB_GTID_EVENT:
             gtid, flags = rp.mariadb_gtid(ev)
             txn = self._begin(offset, gtid, began=not (flags & 1))
@@ -352,8 +356,6 @@ class BinlogStream(xa.XaGroups):
                     raise DecodeError(f"binlog {self.file}:{offset}: cannot read the GTID event: {exc}") from None
         elif t == et.XA_PREPARE_EVENT:
             self._prepare()
-        elif t == et.XID_EVENT:
-            self._end()
         elif t == et.TRANSACTION_PAYLOAD_EVENT:
             self._payload(ev, offset)
             return  # the position moves past it after its last inner event
