@@ -50,6 +50,22 @@ class Segment:
         return head
 
 
+def take(pending: list[Segment], max_rows: int) -> tuple[list[Segment], list[Segment], int]:
+    """(the segments of the first `max_rows` rows of `pending`, splitting one when needed, the rest, their
+    row count)."""
+    got = 0
+    i = 0
+    while i < len(pending) and got + pending[i].n <= max_rows:
+        got += pending[i].n
+        i += 1
+    out = pending[:i]
+    rest = pending[i:]
+    if got < max_rows and rest:
+        out.append(rest[0].split(max_rows - got))
+        got = max_rows
+    return out, rest, got
+
+
 def runs(segs: list[Segment]) -> list[TableRows]:
     """Consecutive segments of one table definition -> one Arrow record batch each."""
     parts: list[TableRows] = []

@@ -26,7 +26,7 @@ from dbus_ray.mysql import connection as cn
 from dbus_ray.mysql import events as et
 from dbus_ray.mysql import replica as rp
 from dbus_ray.mysql import xa
-from dbus_ray.mysql.batches import Segment, Txn, runs
+from dbus_ray.mysql.batches import Segment, Txn, runs, take
 from dbus_ray.mysql.ddl import OSC_RE, DdlLayout, ddl_target, renamed_tables
 from dbus_ray.mysql.gc_hold import gc_held
 from dbus_ray.mysql.gtid_set import GtidSet
@@ -195,8 +195,7 @@ class BinlogStream(xa.XaGroups):
         information_schema describes the tables as of here."""
         return self.reached or (self._file_index(), offset) >= self.target
 
-    def _file_index(self) -> int:
-        """binlog_index(self.file), parsed once per file (it is asked at every TABLE_MAP and commit)."""
+    def _file_index(self) -> int:  # binlog_index(self.file), parsed once per file
         if self.file != self._index_of[0]:
             self._index_of = (self.file, binlog_index(self.file))
         return self._index_of[1]
@@ -244,18 +243,7 @@ class BinlogStream(xa.XaGroups):
 
     def _take(self, max_rows: int) -> list[Segment]:
         """The first `max_rows` pending rows (splitting a segment when needed)."""
-        pending = self.pending
-        got = 0
-        i = 0
-        while i < len(pending) and got + pending[i].n <= max_rows:
-            got += pending[i].n
-            i += 1
-        out = pending[:i]
-        rest = pending[i:]
-        if got < max_rows and rest:
-            out.append(rest[0].split(max_rows - got))
-            got = max_rows
-        self.pending = rest
+        out, self.pending, got = take(self.pending, max_rows)
         self.pending_rows -= got
         return out
 
@@ -317,6 +305,12 @@ class BinlogStream(xa.XaGroups):
         return binlog_refusal(text, self.where, self.server, self.file, self.next_pos, by_gtid, self.resume_gtid)
 
     # ------------------------------------------------------------------ events
+    def _handle(self, ev: rp.RawEvent) -> None:
+        """One event (`_event`; the read loop does the same inline)."""
+        self._event(ev)
+        if self._inner_end and not self._inner and not ev.log_pos:
+            self._payload_done()
+
     def _payload_done(self) -> None:
         """After the last event of a transaction payload, the position is the payload's end."""
         self.next_pos, self._inner_end = self._inner_end, 0
