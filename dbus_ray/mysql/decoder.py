@@ -111,6 +111,9 @@ def _decimal_arrow(values: list[Any], arrow_type: pa.DataType) -> pa.Array:
     return pa.Array.from_buffers(arrow_type, n, [validity, data], null_count=nulls)
 
 
+_TWO = [f"{i:02d}" for i in range(64)]  # the two digits of an hour, minute or second field (0..63)
+
+
 def _datetime2_value(fsp: int) -> tuple[int, Callable[[bytes, int], str]]:
     """(size, value reader) of DATETIME(fsp): ISO text, date and time parts memoized."""
     fbytes = {0: 0, 1: 1, 2: 1, 3: 2, 4: 2, 5: 3, 6: 3}[fsp]
@@ -142,7 +145,7 @@ def _datetime2_value(fsp: int) -> tuple[int, Callable[[bytes, int], str]]:
             date = dates[ymd] = f"{y:04d}-{mo:02d}-{d:02d}T"
         time = times.get(hms)
         if time is None:
-            time = times[hms] = f"{hms >> 12:02d}:{(hms >> 6) & 63:02d}:{hms & 63:02d}"
+            time = times[hms] = f"{_TWO[hms >> 12]}:{_TWO[(hms >> 6) & 63]}:{_TWO[hms & 63]}"
         if us:
             return f"{date}{time}.{us:06d}"
         return date + time

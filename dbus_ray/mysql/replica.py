@@ -220,17 +220,23 @@ def mariadb_gtid(ev: RawEvent) -> tuple[str, int]:
     return f"{domain}-{ev.server_id}-{seq}", flags
 
 
+_ROWS_HEAD = struct.Struct("<IHH").unpack_from  # a rows event's table id (6 bytes) and flags
+
+
 def rows_body(ev: RawEvent) -> tuple[int, int, int, bytes, bytes | None, int]:
     """(table id, flags, column count, present bitmap, second bitmap (updates) or None, position of the
     first row image) of a ROWS event."""
     data = ev.data
-    table_id = int.from_bytes(data[HEADER : HEADER + 6], "little")
-    flags = int.from_bytes(data[HEADER + 6 : HEADER + 8], "little")
+    low, high, flags = _ROWS_HEAD(data, HEADER)
+    table_id = low | high << 32
     p = HEADER + 8
     if ev.type in ROWS_V2:
-        extra = int.from_bytes(data[p : p + 2], "little")
-        p += extra
-    ncols, p = read_lenenc(data, p)
+        p += data[p] | data[p + 1] << 8  # the extra header's length
+    ncols = data[p]
+    if ncols < 251:
+        p += 1
+    else:
+        ncols, p = read_lenenc(data, p)
     nbytes = (ncols + 7) // 8
     bitmap = data[p : p + nbytes]
     p += nbytes
