@@ -85,6 +85,7 @@ class BinlogStream(xa.XaGroups):
         self.last_gtid = start.gtid
         self.idle = False
         self.reached = False
+        self._below: tuple[str, int] = ("", 0)  # (file, offset): before it, the target is not reached
         self.last_ts = 0.0
         self.file, self.next_pos = start.file, start.offset
         self.refused: et.RefusedEvent | None = None  # an event it cannot read, raised once the rows before it are out
@@ -200,8 +201,11 @@ class BinlogStream(xa.XaGroups):
             self._index_of = (self.file, binlog_index(self.file))
         return self._index_of[1]
 
-    def _check_reached(self, end: int) -> None:
-        self.reached = (self._file_index(), end) >= self.target
+    def _check_reached(self, end: int) -> None:  # asked after every transaction until reached
+        if self._below[0] is not self.file or end >= self._below[1]:
+            self.reached = (self._file_index(), end) >= self.target
+            if not self.reached:  # not before this offset of this file
+                self._below = (self.file, self.target[1] if self._file_index() == self.target[0] else 1 << 62)
 
     # ------------------------------------------------------------------ reading
     def read(self, max_rows: int) -> tuple[list[TableRows], float] | None:
@@ -215,7 +219,7 @@ class BinlogStream(xa.XaGroups):
     def _read(self, max_rows: int) -> tuple[list[TableRows], float] | None:
         monotonic = time.monotonic
         deadline = monotonic() + POLL_BUDGET_SECONDS
-        fetch, handle, heartbeats = self._fetch, self._event, et.HEARTBEATS
+        fetch, handle, heartbeats, mapped = self._fetch, self._event, et.HEARTBEATS, self.schema.mapped
         while self.pending_rows < max_rows and self.refused is None:
             if self.pending_rows and monotonic() > deadline:
                 break
@@ -229,7 +233,8 @@ class BinlogStream(xa.XaGroups):
                 break
             self.idle = False
             try:
-                handle(event)
+                if event.type != et.TABLE_MAP_EVENT or not mapped(event):  # a table map seen before: mapped
+                    handle(event)
                 if self._inner_end and not self._inner and not event.log_pos:  # after a payload's last event
                     self._payload_done()
             except et.RefusedEvent as exc:
@@ -261,8 +266,7 @@ class BinlogStream(xa.XaGroups):
         attempt = 0
         while True:
             try:
-                assert self.replica is not None
-                return self.replica.fetch()
+                return self.replica.fetch()  # type: ignore[union-attr]  # None: reconnects as a lost connection
             except DbusError:
                 raise
             except Exception as exc:
@@ -305,8 +309,7 @@ class BinlogStream(xa.XaGroups):
         return binlog_refusal(text, self.where, self.server, self.file, self.next_pos, by_gtid, self.resume_gtid)
 
     # ------------------------------------------------------------------ events
-    def _handle(self, ev: rp.RawEvent) -> None:
-        """One event (`_event`; the read loop does the same inline)."""
+    def _handle(self, ev: rp.RawEvent) -> None:  # one event, as the read loop handles it
         self._event(ev)
         if self._inner_end and not self._inner and not ev.log_pos:
             self._payload_done()
@@ -323,7 +326,7 @@ class BinlogStream(xa.XaGroups):
         handed out: the checkpoint stays before it)."""
         t = ev.type
         if t == et.TABLE_MAP_EVENT:  # the most frequent types first (a one-row transaction: 4-5 events)
-            if not self.schema.mapped(ev):
+            if not self.schema.mapped(ev):  # (the read loop maps a table map seen before itself)
                 assert self.replica is not None
                 offset = ev.log_pos - ev.event_size if ev.log_pos else self.next_pos
                 self.schema.table_map(ev, self.replica, self.file, offset, self._live(offset))
@@ -396,9 +399,10 @@ class BinlogStream(xa.XaGroups):
 
     def _rows(self, ev: rp.RawEvent, offset: int) -> None:
         table_id, _flags, _ncols, bitmap, bitmap2, pos = rp.rows_body(ev)
-        layout = self.schema.layout(table_id)
-        if layout is None:  # no TABLE_MAP seen for it, or an excluded table
+        entry = self.schema.by_table_id.get(table_id)
+        if entry is None or entry[2] is None:  # no TABLE_MAP seen for it, or an excluded table
             return
+        layout = entry[2]
         txn = self.txn
         if txn is None:  # a rows event outside any transaction marker: treat it as its own transaction
             txn = self._begin(offset, None, began=False)
@@ -450,7 +454,7 @@ class BinlogStream(xa.XaGroups):
             state = self.gtid_state
             if isinstance(state, dict):
                 state[txn.gtid.split("-", 1)[0]] = txn.gtid
-                self._state_text = None
+                self._state_text = txn.gtid if len(state) == 1 else None  # as `_state` shows one domain
             elif state is not None:
                 state.add(txn.gtid)
                 self._state_text = None
