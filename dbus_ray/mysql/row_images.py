@@ -21,10 +21,15 @@ def row_images(ev: rp.RawEvent, layout: Any, file: str, offset: int, bitmap: Any
     t = ev.type
     hit = layout.plain.get((t, bitmap, bitmap2))
     if hit is not None:  # a plain rows event with these columns seen before (the usual case): its decoder
-        decode, op, absent = hit
+        decode, op, absent, one = hit
         end = ev.end
         try:
-            stop, first, second = decode(ev.data, pos, end)
+            got = one(ev.data, pos, end) if one is not None and pos < end else None
+            if got is None:
+                if one is not None and pos < end:  # more than one row: this table's events are not one-row ones
+                    hit[3] = None
+                got = decode(ev.data, pos, end)
+            stop, first, second = got
         except DECODE_ERRORS as exc:
             raise DecodeError(f"binlog {file}:{offset}: {layout.corrupt(op, exc)}") from None
         if stop != end:
@@ -60,5 +65,6 @@ def row_images(ev: rp.RawEvent, layout: Any, file: str, offset: int, bitmap: Any
         if gone2:
             absent["after"] = list(gone2)
     if t not in et.ROWS_COMPRESSED and t != et.PARTIAL_UPDATE_ROWS:
-        layout.plain[(t, bitmap, bitmap2)] = (layout.decoder(op, bitmap, bitmap2), op, absent)
+        one = layout.one_row_decoder(bitmap) if op != "update" else None
+        layout.plain[(t, bitmap, bitmap2)] = [layout.decoder(op, bitmap, bitmap2), op, absent, one]
     return op, before, after, n, absent
