@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from itertools import chain
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -49,6 +50,22 @@ class Segment:
         return head
 
 
+def take(pending: list[Segment], max_rows: int) -> tuple[list[Segment], list[Segment], int]:
+    """(the segments of the first `max_rows` rows of `pending`, splitting one when needed, the rest, their
+    row count)."""
+    got = 0
+    i = 0
+    while i < len(pending) and got + pending[i].n <= max_rows:
+        got += pending[i].n
+        i += 1
+    out = pending[:i]
+    rest = pending[i:]
+    if got < max_rows and rest:
+        out.append(rest[0].split(max_rows - got))
+        got = max_rows
+    return out, rest, got
+
+
 def runs(segs: list[Segment]) -> list[TableRows]:
     """Consecutive segments of one table definition -> one Arrow record batch each."""
     parts: list[TableRows] = []
@@ -79,8 +96,8 @@ def runs(segs: list[Segment]) -> list[TableRows]:
             tss = [s.ts for s in run]
         else:
             _meta(run, ops, files, offsets, gtids, indexes, txids, tss)
-        before = _images(layout, run, "before", k)
-        after = _images(layout, run, "after", k)
+        before = _images(layout, run, "before", k, k == len(run))
+        after = _images(layout, run, "after", k, k == len(run))
         arrays = [
             pa.array(ops, pa.string()),
             pa.array(files, pa.string()),
@@ -108,14 +125,19 @@ def runs(segs: list[Segment]) -> list[TableRows]:
         start = end
     return parts
 
-def _images(layout: Any, run: list[Segment], which: str, k: int) -> pa.StructArray:
-    """The `before` or `after` struct column of a run of segments."""
+_FIRST = itemgetter(0)
+
+
+def _images(layout: Any, run: list[Segment], which: str, k: int, single: bool) -> pa.StructArray:
+    """The `before` or `after` struct column of a run of segments (`single`: one row each)."""
     images = [getattr(s, which) for s in run]
     if len(run) == 1:
         return layout.struct(images[0], k)
     if all(i is None for i in images):
         return layout.struct(None, k)
     if all(i is not None for i in images):  # each column's values of every segment, in one pass
+        if single:  # one-row segments: the one value of each column's list
+            return layout.struct([list(map(_FIRST, col)) for col in zip(*images)], k)
         return layout.struct([list(chain.from_iterable(col)) for col in zip(*images)], k)
     cols: list[list[Any]] = [[] for _ in layout.types]
     mask: list[bool] = []
@@ -155,7 +177,7 @@ def _meta(run: list[Segment], ops: list[str], files: list[str], offsets: list[in
             tss += [s.ts] * m
 
 
-@dataclass
+@dataclass(slots=True)
 class Txn:
     """The transaction the stream is in: where it starts, its GTID, the rows seen and to skip."""
 

@@ -111,17 +111,29 @@ def _decimal_arrow(values: list[Any], arrow_type: pa.DataType) -> pa.Array:
     return pa.Array.from_buffers(arrow_type, n, [validity, data], null_count=nulls)
 
 
+_TWO = [f"{i:02d}" for i in range(64)]  # the two digits of an hour, minute or second field (0..63)
+
+
 def _datetime2_value(fsp: int) -> tuple[int, Callable[[bytes, int], str]]:
     """(size, value reader) of DATETIME(fsp): ISO text, date and time parts memoized."""
     fbytes = {0: 0, 1: 1, 2: 1, 3: 2, 4: 2, 5: 3, 6: 3}[fsp]
     mul = {0: 0, 1: 10000, 2: 100, 3: 1}[fbytes]
     dates: dict[int, str] = {}
     times: dict[int, str] = {}
+    size, fbits = 5 + fbytes, 8 * fbytes
+    fmask, fsign, fwrap = (1 << fbits) - 1, (1 << fbits) >> 1, 1 << fbits
 
     def read(buf: bytes, pos: int) -> str:
-        v = int.from_bytes(buf[pos : pos + 5], "big") - 0x8000000000
+        v = int.from_bytes(buf[pos : pos + size], "big")  # the date-time and its fraction in one read
+        us = 0
+        if fbits:
+            us = v & fmask
+            if us & fsign:  # the fraction is signed
+                us -= fwrap
+            us = abs(us * mul)
+            v >>= fbits
+        v -= 0x8000000000
         ymd, hms = v >> 17, v & 0x1FFFF
-        us = abs(int.from_bytes(buf[pos + 5 : pos + 5 + fbytes], "big", signed=True) * mul) if fbytes else 0
         date = dates.get(ymd)
         if date is None:
             ym = ymd >> 5
@@ -133,12 +145,12 @@ def _datetime2_value(fsp: int) -> tuple[int, Callable[[bytes, int], str]]:
             date = dates[ymd] = f"{y:04d}-{mo:02d}-{d:02d}T"
         time = times.get(hms)
         if time is None:
-            time = times[hms] = f"{hms >> 12:02d}:{(hms >> 6) & 63:02d}:{hms & 63:02d}"
+            time = times[hms] = f"{_TWO[hms >> 12]}:{_TWO[(hms >> 6) & 63]}:{_TWO[hms & 63]}"
         if us:
             return f"{date}{time}.{us:06d}"
         return date + time
 
-    return 5 + fbytes, read
+    return size, read
 
 
 def _len_expr(prefix: int) -> str:
@@ -228,6 +240,9 @@ class Layout:
         self._fields = list(self.image_type)
         self._compiled: dict[tuple[bytes, bytes | None], Callable[..., tuple[int, list[list[Any]], Any]]] = {}
         self._absent: dict[bytes, tuple[str, ...]] = {}
+        # (event type, bitmap, second bitmap) of a plain rows event -> [decoder, op, absent, one-row decoder or
+        # None (an update, or an event of more rows was seen)]: `row_images`
+        self.plain: dict[tuple[int, bytes, bytes | None], list[Any]] = {}
 
     def absent(self, bitmap: bytes) -> tuple[str, ...]:
         """Names of the columns a columns-present bitmap leaves out of a row image (binlog_row_image MINIMAL
@@ -271,6 +286,40 @@ class Layout:
         exec(compile("\n".join(body), f"<layout {self.db}.{self.table}>", "exec"), ns)  # noqa: S102
         return ns["decode"]
 
+    def one_row_decoder(self, bitmap: bytes) -> Callable[..., Any]:
+        """decode1(buf, pos, end) -> as the compiled decoder of a one-image event, when its images are one row;
+        None when more follow. The values go to locals and the column lists are made at the end (no list and
+        bound `append` per column before the row, no append calls): one-row events are what a busy OLTP
+        primary writes."""
+        n = len(self.columns)
+        body = ["def decode1(buf, pos, end):"]
+        body += [_CALL_RE.sub(lambda m: f"v{m.group(1)} = (", line) for line in self._image_code(bitmap, "a", "    ")]
+        body.append("    if pos != end:")
+        body.append("        return None")
+        body.append("    return pos, [" + ", ".join(f"[v{i}]" for i in range(n)) + "], None")
+        ns = dict(self._ns)
+        exec(compile("\n".join(body), f"<layout {self.db}.{self.table} one row>", "exec"), ns)  # noqa: S102
+        return ns["decode1"]
+
+    def decoder(self, kind: str, bitmap: bytes, bitmap2: bytes | None) -> Callable[..., Any]:
+        """The compiled decoder of the row images of a `kind` rows event with these columns-present bitmaps."""
+        key = (bitmap, (bitmap2 or b"") if kind == "update" else None)  # checked when first compiled
+        decode = self._compiled.get(key)
+        if decode is None:
+            if not any(bitmap) or (kind == "update" and not any(bitmap2 or b"")):
+                raise DecodeError(f"{kind} rows event of {self.db}.{self.table} names no column in its row images "
+                                  "(corrupt event)")
+            decode = self._compiled[key] = self._compile(*key)
+        return decode
+
+    def corrupt(self, kind: str, exc: BaseException) -> DecodeError:
+        where = f"{kind} rows event of {self.db}.{self.table}"
+        return DecodeError(f"cannot decode the {where} (truncated or corrupt): {type(exc).__name__}: {exc}")
+
+    def truncated(self, kind: str, stop: int, end: int) -> DecodeError:
+        where = f"{kind} rows event of {self.db}.{self.table}"
+        return DecodeError(f"{where} is truncated or corrupt: its row images end at byte {stop}, the event at {end}")
+
     def read_rows(
         self,
         body: bytes,
@@ -282,23 +331,14 @@ class Layout:
     ) -> tuple[list[list[Any]] | None, list[list[Any]] | None]:
         """(before, after) images of every row of a rows event body (`body[pos:end]`), each a list of
         values per column, None where the event has no such image."""
-        key = (bitmap, (bitmap2 or b"") if kind == "update" else None)  # checked when first compiled
-        decode = self._compiled.get(key)
-        if decode is None:
-            if not any(bitmap) or (kind == "update" and not any(bitmap2 or b"")):
-                raise DecodeError(f"{kind} rows event of {self.db}.{self.table} names no column in its row images "
-                                  "(corrupt event)")
-            decode = self._compiled[key] = self._compile(*key)
+        decode = self.decoder(kind, bitmap, bitmap2)
         end = len(body) if end is None else end
         try:
             stop, first, second = decode(body, pos, end)
-        except (IndexError, ValueError, TypeError, OverflowError, struct.error, decimal.InvalidOperation) as exc:
-            where = f"{kind} rows event of {self.db}.{self.table}"
-            raise DecodeError(f"cannot decode the {where} (truncated or corrupt): {type(exc).__name__}: {exc}") \
-                from None
+        except DECODE_ERRORS as exc:
+            raise self.corrupt(kind, exc) from None
         if stop != end:
-            where = f"{kind} rows event of {self.db}.{self.table}"
-            raise DecodeError(f"{where} is truncated or corrupt: its row images end at byte {stop}, the event at {end}")
+            raise self.truncated(kind, stop, end)
         if kind == "update":
             return first, second
         if kind == "insert":
@@ -322,6 +362,9 @@ class Layout:
         cols = [list(c) for c in zip(*[img if img is not None else empty for img in images])]
         return self.struct(cols, len(images), [img is None for img in images])
 
+
+#: what a compiled decoder raises on a truncated or corrupt row image
+DECODE_ERRORS = (IndexError, ValueError, TypeError, OverflowError, struct.error, decimal.InvalidOperation)
 
 _CALL_RE = re.compile(r"\ba(\d+)\(")
 

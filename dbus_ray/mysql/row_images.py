@@ -9,6 +9,7 @@ from typing import Any
 from dbus_ray.errors import DecodeError
 from dbus_ray.mysql import events as et
 from dbus_ray.mysql import replica as rp
+from dbus_ray.mysql.decoder import DECODE_ERRORS
 from dbus_ray.mysql.partial import read_partial_rows
 
 
@@ -17,7 +18,28 @@ def row_images(ev: rp.RawEvent, layout: Any, file: str, offset: int, bitmap: Any
     """(op, before columns, after columns, rows, absent) of the rows event `ev` at `file:offset` whose body
     starts at `pos`; `absent` names the columns an image leaves out (binlog_row_image MINIMAL or NOBLOB:
     absent, not null), None when both images are full."""
-    op = et.ROWS_OP[ev.type]
+    t = ev.type
+    hit = layout.plain.get((t, bitmap, bitmap2))
+    if hit is not None:  # a plain rows event with these columns seen before (the usual case): its decoder
+        decode, op, absent, one = hit
+        end = ev.end
+        try:
+            got = one(ev.data, pos, end) if one is not None and pos < end else None
+            if got is None:
+                if one is not None and pos < end:  # more than one row: this table's events are not one-row ones
+                    hit[3] = None
+                got = decode(ev.data, pos, end)
+            stop, first, second = got
+        except DECODE_ERRORS as exc:
+            raise DecodeError(f"binlog {file}:{offset}: {layout.corrupt(op, exc)}") from None
+        if stop != end:
+            raise DecodeError(f"binlog {file}:{offset}: {layout.truncated(op, stop, end)}")
+        if op == "insert":
+            return op, None, first, len(first[0]), absent
+        if op == "update":
+            return op, first, second, len(first[0]), absent
+        return op, first, None, len(first[0]), absent
+    op = et.ROWS_OP[t]
     data, end = ev.data, ev.end
     try:
         if ev.type in et.ROWS_COMPRESSED:  # log_bin_compress=ON: the row images are one compressed record
@@ -42,4 +64,7 @@ def row_images(ev: rp.RawEvent, layout: Any, file: str, offset: int, bitmap: Any
             absent["after" if op == "insert" else "before"] = list(gone)
         if gone2:
             absent["after"] = list(gone2)
+    if t not in et.ROWS_COMPRESSED and t != et.PARTIAL_UPDATE_ROWS:
+        one = layout.one_row_decoder(bitmap) if op != "update" else None
+        layout.plain[(t, bitmap, bitmap2)] = [layout.decoder(op, bitmap, bitmap2), op, absent, one]
     return op, before, after, n, absent

@@ -53,6 +53,16 @@ class TableSchema:
     def selected(self, db: str, table: str) -> bool:
         return self.matcher(db, table) and not (self.skip_osc_tables and bool(OSC_RE.match(table)))
 
+    def mapped(self, ev: rp.RawEvent) -> bool:
+        """Map a TABLE_MAP event's table id to the definition of the same bytes seen before (the usual case: the
+        same event before every transaction of a table); False when its bytes are new (`table_map`)."""
+        data = ev.data
+        entry = self.map_cache.get(data[rp.HEADER + 6 : ev.end])
+        if entry is None:
+            return False
+        self.by_table_id[int.from_bytes(data[rp.HEADER : rp.HEADER + 6], "little")] = entry
+        return True
+
     def table_map(self, ev: rp.RawEvent, replica: rp.Replica, file: str, offset: int, live: bool) -> None:
         """Map the event's table id to a layout, parsing a definition only the first time it is seen."""
         table_id, key, db, table = rp.table_map_names(ev)

@@ -26,7 +26,7 @@ from dbus_ray.mysql import connection as cn
 from dbus_ray.mysql import events as et
 from dbus_ray.mysql import replica as rp
 from dbus_ray.mysql import xa
-from dbus_ray.mysql.batches import Segment, Txn, runs
+from dbus_ray.mysql.batches import Segment, Txn, runs, take
 from dbus_ray.mysql.ddl import OSC_RE, DdlLayout, ddl_target, renamed_tables
 from dbus_ray.mysql.gc_hold import gc_held
 from dbus_ray.mysql.gtid_set import GtidSet
@@ -85,6 +85,7 @@ class BinlogStream(xa.XaGroups):
         self.last_gtid = start.gtid
         self.idle = False
         self.reached = False
+        self._below: tuple[str, int] = ("", 0)  # (file, offset): before it, the target is not reached
         self.last_ts = 0.0
         self.file, self.next_pos = start.file, start.offset
         self.refused: et.RefusedEvent | None = None  # an event it cannot read, raised once the rows before it are out
@@ -195,14 +196,16 @@ class BinlogStream(xa.XaGroups):
         information_schema describes the tables as of here."""
         return self.reached or (self._file_index(), offset) >= self.target
 
-    def _file_index(self) -> int:
-        """binlog_index(self.file), parsed once per file (it is asked at every TABLE_MAP and commit)."""
+    def _file_index(self) -> int:  # binlog_index(self.file), parsed once per file
         if self.file != self._index_of[0]:
             self._index_of = (self.file, binlog_index(self.file))
         return self._index_of[1]
 
-    def _check_reached(self, end: int) -> None:
-        self.reached = (self._file_index(), end) >= self.target
+    def _check_reached(self, end: int) -> None:  # asked after every transaction until reached
+        if self._below[0] is not self.file or end >= self._below[1]:
+            self.reached = (self._file_index(), end) >= self.target
+            if not self.reached:  # not before this offset of this file
+                self._below = (self.file, self.target[1] if self._file_index() == self.target[0] else 1 << 62)
 
     # ------------------------------------------------------------------ reading
     def read(self, max_rows: int) -> tuple[list[TableRows], float] | None:
@@ -216,21 +219,24 @@ class BinlogStream(xa.XaGroups):
     def _read(self, max_rows: int) -> tuple[list[TableRows], float] | None:
         monotonic = time.monotonic
         deadline = monotonic() + POLL_BUDGET_SECONDS
-        fetch, handle = self._fetch, self._handle
+        fetch, handle, heartbeats, mapped = self._fetch, self._event, et.HEARTBEATS, self.schema.mapped
         while self.pending_rows < max_rows and self.refused is None:
             if self.pending_rows and monotonic() > deadline:
                 break
             event = fetch()
             if event is None:
                 break
-            if event.type in et.HEARTBEATS:
+            if event.type in heartbeats:
                 self.idle = True
                 if self.recollect is not None:  # the server sent all it has: the checkpoint's position is passed
                     self._recollected()
                 break
             self.idle = False
             try:
-                handle(event)
+                if event.type != et.TABLE_MAP_EVENT or not mapped(event):  # a table map seen before: mapped
+                    handle(event)
+                if self._inner_end and not self._inner and not event.log_pos:  # after a payload's last event
+                    self._payload_done()
             except et.RefusedEvent as exc:
                 if not self.pending_rows:
                     raise
@@ -242,18 +248,7 @@ class BinlogStream(xa.XaGroups):
 
     def _take(self, max_rows: int) -> list[Segment]:
         """The first `max_rows` pending rows (splitting a segment when needed)."""
-        pending = self.pending
-        got = 0
-        i = 0
-        while i < len(pending) and got + pending[i].n <= max_rows:
-            got += pending[i].n
-            i += 1
-        out = pending[:i]
-        rest = pending[i:]
-        if got < max_rows and rest:
-            out.append(rest[0].split(max_rows - got))
-            got = max_rows
-        self.pending = rest
+        out, self.pending, got = take(self.pending, max_rows)
         self.pending_rows -= got
         return out
 
@@ -271,8 +266,7 @@ class BinlogStream(xa.XaGroups):
         attempt = 0
         while True:
             try:
-                assert self.replica is not None
-                return self.replica.fetch()
+                return self.replica.fetch()  # type: ignore[union-attr]  # None: reconnects as a lost connection
             except DbusError:
                 raise
             except Exception as exc:
@@ -315,33 +309,40 @@ class BinlogStream(xa.XaGroups):
         return binlog_refusal(text, self.where, self.server, self.file, self.next_pos, by_gtid, self.resume_gtid)
 
     # ------------------------------------------------------------------ events
-    def _handle(self, ev: rp.RawEvent) -> None:
-        """One event (`_event`); after the last event of a transaction payload, the position is the payload's end."""
+    def _handle(self, ev: rp.RawEvent) -> None:  # one event, as the read loop handles it
         self._event(ev)
         if self._inner_end and not self._inner and not ev.log_pos:
-            self.next_pos, self._inner_end = self._inner_end, 0
-            if not self.reached and self.txn is None:
-                self._check_reached(self.next_pos)
+            self._payload_done()
+
+    def _payload_done(self) -> None:
+        """After the last event of a transaction payload, the position is the payload's end."""
+        self.next_pos, self._inner_end = self._inner_end, 0
+        if not self.reached and self.txn is None:
+            self._check_reached(self.next_pos)
 
     def _event(self, ev: rp.RawEvent) -> None:
         """One event; its type decides (`dbus_ray.mysql.events`): decoded, ignored (no row change, the
         position stays), or refused (a one-line RefusedEvent, raised by `read` once the rows before it are
         handed out: the checkpoint stays before it)."""
         t = ev.type
+        if t == et.TABLE_MAP_EVENT:  # the most frequent types first (a one-row transaction: 4-5 events)
+            if not self.schema.mapped(ev):  # (the read loop maps a table map seen before itself)
+                assert self.replica is not None
+                offset = ev.log_pos - ev.event_size if ev.log_pos else self.next_pos
+                self.schema.table_map(ev, self.replica, self.file, offset, self._live(offset))
+            return
         end = ev.log_pos
         offset = end - ev.event_size if end else self.next_pos
         if t not in et.DECODED_TYPES:
             if t in et.IGNORED_TYPES:
                 return
             raise et.refused(t, self.file, offset)
-        if t == et.TABLE_MAP_EVENT:
-            assert self.replica is not None
-            self.schema.table_map(ev, self.replica, self.file, offset, self._live(offset))
-            return
         if ev.timestamp:
             self.last_ts = float(ev.timestamp)
         if t in et.ROWS_OP:
             self._rows(ev, offset)
+        elif t == et.XID_EVENT:
+            self._end()
         elif t == et.MARIADB_GTID_EVENT:
             gtid, flags = rp.mariadb_gtid(ev)
             txn = self._begin(offset, gtid, began=not (flags & 1))
@@ -352,8 +353,6 @@ class BinlogStream(xa.XaGroups):
                     raise DecodeError(f"binlog {self.file}:{offset}: cannot read the GTID event: {exc}") from None
         elif t == et.XA_PREPARE_EVENT:
             self._prepare()
-        elif t == et.XID_EVENT:
-            self._end()
         elif t == et.TRANSACTION_PAYLOAD_EVENT:
             self._payload(ev, offset)
             return  # the position moves past it after its last inner event
@@ -400,9 +399,10 @@ class BinlogStream(xa.XaGroups):
 
     def _rows(self, ev: rp.RawEvent, offset: int) -> None:
         table_id, _flags, _ncols, bitmap, bitmap2, pos = rp.rows_body(ev)
-        layout = self.schema.layout(table_id)
-        if layout is None:  # no TABLE_MAP seen for it, or an excluded table
+        entry = self.schema.by_table_id.get(table_id)
+        if entry is None or entry[2] is None:  # no TABLE_MAP seen for it, or an excluded table
             return
+        layout = entry[2]
         txn = self.txn
         if txn is None:  # a rows event outside any transaction marker: treat it as its own transaction
             txn = self._begin(offset, None, began=False)
@@ -454,7 +454,7 @@ class BinlogStream(xa.XaGroups):
             state = self.gtid_state
             if isinstance(state, dict):
                 state[txn.gtid.split("-", 1)[0]] = txn.gtid
-                self._state_text = None
+                self._state_text = txn.gtid if len(state) == 1 else None  # as `_state` shows one domain
             elif state is not None:
                 state.add(txn.gtid)
                 self._state_text = None
