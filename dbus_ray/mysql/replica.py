@@ -20,6 +20,7 @@ transaction although its bytes never change; hence raw events and parsed-once de
 
 from __future__ import annotations
 
+import select
 import struct
 import zlib
 from typing import Any
@@ -348,6 +349,15 @@ class Replica:
             if data[0] != 0 or len(data) < 7:
                 continue
             return RawEvent(pkt, data, self.checksum)
+
+    def ready(self) -> bool:
+        """Whether the server has sent more already (`fetch` would not wait for it): bytes on the socket. Bytes
+        already buffered by the connection are not seen (a poll that stops then reads them at once next time)."""
+        sock = None if self.connection is None else self.connection._sock
+        if sock is None:
+            return True
+        pending = getattr(sock, "pending", None)  # TLS: bytes decrypted already
+        return bool(pending and pending()) or bool(select.select((sock,), (), (), 0)[0])
 
     def table_map_event(self, raw: RawEvent) -> TableMapEvent:
         """python-mysql-replication's parse of a TABLE_MAP event (column types, metadata, names). MariaDB's
