@@ -21,6 +21,7 @@ pipeline on the local Ray.
   one). Latency = arrival - commit return, per row, on the same machine clock: from the commit to the row
   being readable in Kafka, i.e. an upper bound of commit ->
   broker ack (it adds the consumer's fetch). Percentiles over every row written.
+- `DBUS_BENCH_E2E_PLACEMENT=spread|fused` (default auto: fused) for both figures.
 - `DBUS_BENCH_E2E_DELIVERY=exactly_once`: the kafka sink delivers exactly once (a transaction per batch
   holding the checkpoint, checkpoint store `kafka`; the consumer reads committed records only).
 """
@@ -54,7 +55,8 @@ def _config(name: str, mariadb: Any, broker: Any, table: str, topic: str, start:
                    "partitions": 4, "delivery": os.environ.get("DBUS_BENCH_E2E_DELIVERY", "at_least_once")}],
         "flow": {"read_batch_rows": int(os.environ.get("DBUS_BENCH_E2E_READ_BATCH", "10000")),
                  "sink_batch_rows": int(os.environ.get("DBUS_BENCH_E2E_SINK_BATCH", "20000")),
-                 "max_rows_in_flight": int(os.environ.get("DBUS_BENCH_E2E_IN_FLIGHT", "100000"))},
+                 "max_rows_in_flight": int(os.environ.get("DBUS_BENCH_E2E_IN_FLIGHT", "100000")),
+                 "placement": os.environ.get("DBUS_BENCH_E2E_PLACEMENT", "auto")},
         "data_dir": data,
         **({"checkpoint": {"store": "kafka"}} if os.environ.get("DBUS_BENCH_E2E_DELIVERY") == "exactly_once" else {}),
     }, "bench", {})
