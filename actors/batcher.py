@@ -1,7 +1,9 @@
 """Batcher actor `dbus:<pipeline>:batcher:<sink>`: gathers routed batches for one sink and hands them
 to its writer as one batch of at most `flow.sink_batch_rows` rows, or whatever it holds after
-`flow.linger_ms`. Batches keep their order; the merged batch carries the last one's sequence number
-and checkpoint, so one acknowledgement covers all of them. The batcher never fetches rows: it counts
+`flow.linger_ms` once the writer is done with the batch before (with 0, the default: at once, so a
+row waits only while the writer writes earlier ones, and batches grow with the rate). Batches keep their
+order; the merged batch carries the last one's sequence number and checkpoint, so one acknowledgement
+covers all of them. The batcher never fetches rows: it counts
 them from the parcels' heads and hands the writer their object-store references."""
 
 from __future__ import annotations

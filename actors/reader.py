@@ -80,6 +80,7 @@ class Reader:
         self.recent_rows = 0
         self.samples = Samples()  # the figures over the last hour, for `bus.lag()`
         self.sampler: asyncio.Task | None = None
+        self.saving: asyncio.Task | None = None  # the checkpoint save `_maybe_save` started, while it runs
 
     # ------------------------------------------------------------------ lifecycle
     def _open(self) -> None:
@@ -140,6 +141,7 @@ class Reader:
                         pass
                 if self.state != "running":
                     break
+                polled = time.monotonic()
                 try:
                     batch = await asyncio.to_thread(self.source.poll, want, self.book.last_seq + 1)
                 except Exception:  # the source cannot go on: what it handed out before is delivered, then it fails
@@ -147,13 +149,18 @@ class Reader:
                         await call
                     calls.clear()
                     await self._deliver_in_flight(SOURCE_FAILURE_DRAIN_S)
+                    await self._settle_save()
                     self._save()
                     raise
                 if batch is None or batch.num_rows == 0:
                     self._note_caught_up(self.source.caught_up())
                     self.book.idle(self.source.position(), time.time())
                     self._maybe_save()  # also a change an earlier idle poll made but could not save yet
-                    await asyncio.sleep(0.005 if not self.caught_up else 0.02)
+                    # a source whose poll waited for rows already (the binlog's blocks until a heartbeat) is
+                    # polled again at once: a fixed pause would delay the next row by up to that long
+                    pause = (0.005 if not self.caught_up else 0.02) - (time.monotonic() - polled)
+                    if pause > 0:
+                        await asyncio.sleep(pause)
                     continue
                 rows = batch.num_rows
                 seq = self.book.submit(rows, batch.checkpoint, batch.ts)
@@ -227,6 +234,7 @@ class Reader:
         if self.task is not None:
             await self.task
         await self._deliver_in_flight(timeout)
+        await self._settle_save()
         self._save()
         await asyncio.to_thread(self.source.close)
         if self.state != "failed":
@@ -267,24 +275,54 @@ class Reader:
         self._maybe_save()
 
     def _maybe_save(self) -> None:
-        if time.monotonic() - self.last_save >= self.cfg.checkpoint.every_ms / 1000:
-            self._save()
+        """Save the checkpoint when `checkpoint.every_ms` passed since the last save, on a thread: a slow store
+        (an fsync on a busy disk) must not hold the event loop, where acknowledgements (and, fused, every
+        stage) run. One save at a time."""
+        if self.saving is None and time.monotonic() - self.last_save >= self.cfg.checkpoint.every_ms / 1000:
+            self.last_save = time.monotonic()
+            self.saving = asyncio.get_running_loop().create_task(self._save_off_loop())
+
+    async def _save_off_loop(self) -> None:
+        try:
+            checkpoint = self.book.to_save()
+            if checkpoint is not None:
+                self._stored(checkpoint, await asyncio.to_thread(self._store, checkpoint))
+        except Exception as exc:  # as a save on the loop would: the pipeline stops, the checkpoint stays behind
+            self._fail(f"checkpoint store {self.store.describe()}: {reason(exc)}")
+        finally:
+            self.saving = None
+
+    async def _settle_save(self) -> None:
+        """Wait for the save `_maybe_save` started, if any (before a save on the caller's thread)."""
+        if self.saving is not None:
+            await self.saving
 
     def _save(self) -> None:
+        """Save the checkpoint now, on the caller's thread (at open, at stop, when the source failed)."""
         self.last_save = time.monotonic()
         checkpoint = self.book.to_save()
-        if checkpoint is None:
-            return
+        if checkpoint is not None:
+            self._stored(checkpoint, self._store(checkpoint))
+
+    def _store(self, checkpoint: Checkpoint) -> Checkpoint | str:
+        """Write `checkpoint` (with this run's epoch) to the store; why not when the epoch is stale."""
         if self.epoch is not None:
             current = fencing.current_epoch(self.name)
             if current != self.epoch:
-                self._fail(f"stale epoch {self.epoch} (the controller's is {current}): checkpoint refused")
-                return
+                return f"stale epoch {self.epoch} (the controller's is {current}): checkpoint refused"
             checkpoint = dataclasses.replace(checkpoint, epoch=self.epoch)
         self.store.save(checkpoint.to_dict())
-        self.book.mark_saved(checkpoint)
-        self.book.checkpoint = checkpoint
-        self.source.committed(checkpoint.source)
+        return checkpoint
+
+    def _stored(self, taken: Checkpoint, saved: Checkpoint | str) -> None:
+        """`taken` (the book's checkpoint when the save began) is in the store as `saved`."""
+        if isinstance(saved, str):
+            self._fail(saved)
+            return
+        self.book.mark_saved(saved)
+        if self.book.checkpoint is taken:  # no later one was acknowledged while it was written
+            self.book.checkpoint = saved
+        self.source.committed(saved.source)
 
     # ------------------------------------------------------------------ status
     async def identity(self) -> dict[str, Any]:

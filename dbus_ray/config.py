@@ -35,7 +35,9 @@ class FlowOptions:
     read_batch_rows: int = 20_000  # at most this many rows per batch the reader emits
     max_rows_in_flight: int = 400_000  # rows read but not yet delivered to every sink
     sink_batch_rows: int = 50_000  # the batcher hands the writer about this many rows at once
-    linger_ms: int = 50  # ... or what it holds after this long
+    # ... or what it holds once the batch waited this long and the writer is free. 0: at once when the writer is
+    # free (rows gather while it writes a batch, so batches grow with the rate: no wait when rows are few)
+    linger_ms: int = 0
     # fused: every stage in one actor process; spread: one actor per stage; shared: fused, inside a host actor
     # (`dbus:host:<n>`) running several pipelines of its node; auto: fused unless the source asks for worker
     # actors of its own (snapshot_parallelism >= 2)

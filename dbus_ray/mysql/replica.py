@@ -22,6 +22,7 @@ transaction although its bytes never change; hence raw events and parsed-once de
 
 from __future__ import annotations
 
+import select
 import struct
 import zlib
 from typing import Any
@@ -445,6 +446,17 @@ class Replica:
                 self.close()
                 raise _StreamLost("binlog connection lost") from exc
             raise
+
+    def ready(self) -> bool:
+        """Whether the server has sent more already (`fetch` would not wait for it): bytes read ahead (`_fill`)
+        or on the socket."""
+        if len(self._rbuf) > self._rpos:
+            return True
+        sock = None if self.connection is None else self.connection._sock
+        if sock is None:
+            return True
+        pending = getattr(sock, "pending", None)  # TLS: bytes decrypted already
+        return bool(pending and pending()) or bool(select.select((sock,), (), (), 0)[0])
 
     def table_map_event(self, raw: RawEvent) -> TableMapEvent:
         """python-mysql-replication's parse of a TABLE_MAP event (column types, metadata, names). MariaDB's

@@ -241,6 +241,8 @@ class BinlogStream(xa.XaGroups):
                 if not self.pending_rows:
                     raise
                 self.refused = exc  # the rows before it first: their checkpoint is still before it
+            if self.pending_rows and self.txn is None and not (self._inner or not self.replica or self.replica.ready()):
+                break  # a commit, and the server has sent nothing more yet: the rows go now (latency)
         if not self.pending_rows:
             return None
         segs = self._take(max_rows)
