@@ -9,29 +9,14 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import ray
 from ray.cluster_utils import Cluster
 
 from dbus_ray.actors.controller import get_controller
 from tests.support.helpers import wait_for
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    assert not ray.is_initialized(), "tests/cluster must run in a pytest process of its own (see Makefile)"
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    c.add_node(num_cpus=1)
-    c.add_node(num_cpus=1)
-    ray.init(address=c.address, namespace="dbus")
-    c.wait_for_nodes()
-    yield c
-    ray.shutdown()
-    c.shutdown()
 
 
 def spec(tmp_path: Path, name: str) -> dict[str, Any]:
