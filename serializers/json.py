@@ -65,7 +65,7 @@ class JsonSerializer:
     content_type: ClassVar[str] = "application/json"
 
     def encode(self, rows: TableRows, pipeline: str, records: list[dict[str, Any]] | None = None) -> list[bytes]:
-        return [encode_jsonb(r) for r in (rows.records(pipeline) if records is None else records)]
+        return list(map(encode_jsonb, rows.records(pipeline) if records is None else records))
 
     @staticmethod
     def decode(value: bytes) -> dict[str, Any]:
