@@ -64,6 +64,7 @@ class Reader:
         self.sink_names = list(sink_names)
         self.book = SubmittedBatches(self.sink_names)  # replaced by start() once the checkpoint is loaded
         self.rows_read = 0
+        self.batches_read = 0  # batches handed on (rows_read / batches_read: rows per batch)
         self.max_in_flight = 0
         self.last_save = 0.0
         self.error: str | None = None
@@ -167,6 +168,7 @@ class Reader:
                 assert seq == batch.seq, f"batch {batch.seq} submitted as {seq}"
                 self._note_caught_up(self.source.caught_up())
                 self.rows_read += rows
+                self.batches_read += 1
                 self.metrics.rows_in.inc(rows)
                 self._remember(batch)
                 self.max_in_flight = max(self.max_in_flight, self.book.rows_in_flight)
@@ -349,6 +351,7 @@ class Reader:
             "pipeline": self.name,
             "state": self.state,
             "rows_read": self.rows_read,
+            "batches_read": self.batches_read,
             "rows_delivered": self.book.rows_delivered,
             "rows_in_flight": self.book.rows_in_flight,
             "max_rows_in_flight": self.max_in_flight,

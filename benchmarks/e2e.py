@@ -38,6 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import ray
 from ceiling import ceiling
 from decoder import COLUMNS_DDL, write_workload
 
@@ -135,8 +136,16 @@ def run_to_rows(pipeline: Any, rows: int, *, caught_up: bool = True,
                 break
             time.sleep(0.02)
         wall = time.monotonic() - started
+        if pipeline.writers:  # spread: the writers' own actors; fused: the stages of the one actor
+            written = ray.get([w.stats.remote() for w in pipeline.writers])
+        else:
+            stages = ray.get(pipeline.reader.stage_stats.remote())
+            written = [v for k, v in stages.items() if k.startswith("writer:")]
     finally:
         final = pipeline.stop()
+    rows_written, batches = sum(w["rows"] for w in written), sum(w["batches"] for w in written)
+    final["rows_per_sink_batch"] = round(rows_written / batches) if batches else 0
+    final["rows_per_read_batch"] = round(final["rows_read"] / final["batches_read"]) if final["batches_read"] else 0
     moving = [(t, n) for t, n in marks if n > 0]
     (t0, n0), (t1, n1) = moving[0], moving[-1]
     return wall, round((n1 - n0) / (t1 - t0)) if t1 > t0 else 0, final
@@ -177,6 +186,8 @@ def catch_up(mariadb: Any, broker: Any, rows: int, one_row_txn: bool = False) ->
         "ceiling": top,
         "share_of_ceiling": round(steady / top["raw_rows_per_s"], 4),
         "rows_per_s_wall": round(final["rows_delivered"] / wall),
+        "rows_per_read_batch": final["rows_per_read_batch"],
+        "rows_per_sink_batch": final["rows_per_sink_batch"],
         "wall_s": round(wall, 2),
         "peak_rss_mb": round(sampler.peak_kb / 1024, 1),
         "rss_at_start_mb": round(sampler.first_kb / 1024, 1),

@@ -162,6 +162,7 @@ class TableRows:
         ops, files, offsets, gtids, indexes = cols["op"], cols["file"], cols["offset"], cols["gtid"], cols["index"]
         txids, tss, read_tss = cols["txid"], cols["ts"], cols["read_ts"]
         key, db, table = self.key, self.db, self.table
+        one = key[0] if len(key) == 1 else None  # a one-column key: its dict without a comprehension per row
         absent = cols.get("absent")
         for i in range(self.data.num_rows):
             before, after = befores[i], afters[i]
@@ -177,7 +178,7 @@ class TableRows:
                 "db": db,
                 "table": table,
                 "op": ops[i],
-                "key": {k: image.get(k) for k in key},
+                "key": {one: image.get(one)} if one is not None else {k: image.get(k) for k in key},
                 "before": before,
                 "after": after,
                 "pos": {"file": files[i], "offset": offsets[i], "gtid": gtids[i], "index": indexes[i]},

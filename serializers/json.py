@@ -28,6 +28,11 @@ encode_json = dumps
 encode_jsonb = functools.partial(orjson.dumps, default=json_default)
 
 
+def json_text(value: str | None) -> str:
+    """A str (or None) as its JSON text, with no `default` to look at (a file name or GTID per row)."""
+    return orjson.dumps(value).decode()
+
+
 def decimals_as_text(rows: TableRows) -> TableRows:
     """`rows` with each DECIMAL column of `before` and `after` as a string column of its JSON text (the same
     text as `format(value, "f")`); `rows` itself when there is none to convert."""
@@ -60,7 +65,7 @@ class JsonSerializer:
     content_type: ClassVar[str] = "application/json"
 
     def encode(self, rows: TableRows, pipeline: str, records: list[dict[str, Any]] | None = None) -> list[bytes]:
-        return [encode_jsonb(r) for r in (rows.records(pipeline) if records is None else records)]
+        return list(map(encode_jsonb, rows.records(pipeline) if records is None else records))
 
     @staticmethod
     def decode(value: bytes) -> dict[str, Any]:

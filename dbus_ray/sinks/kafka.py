@@ -85,7 +85,7 @@ from dbus_ray.model import RowBatch, TableRows, dumpb, dumps
 from dbus_ray.registry import Sink, sink
 from dbus_ray.serializers import get_serializer
 from dbus_ray.serializers.debezium import produce_debezium, start_heartbeat
-from dbus_ray.serializers.json import decimals_as_text, encode_json, encode_jsonb
+from dbus_ray.serializers.json import decimals_as_text, encode_jsonb, json_text
 
 log = logging.getLogger("dbus.kafka")
 
@@ -333,7 +333,8 @@ class KafkaSink(Sink):
         key_columns, tombstones, name, produce = o.key, o.tombstones, part.name, self.producer.produce
         db, table = ("db", part.db.encode()), ("table", part.table.encode())
         ops: dict[str, tuple[str, bytes]] = {}
-        strings: dict[str | None, str] = {}  # file names and GTIDs repeat: encode each once
+        # file names and GTIDs are encoded again only when they differ from the row before's
+        last_file = last_gtid = file = gtid = ""
         produced = tombstoned = 0
         for record, value in zip(records, values):
             op, pos = record["op"], record["pos"]
@@ -342,8 +343,10 @@ class KafkaSink(Sink):
             else:
                 image = record["after"] if record["after"] is not None else record["before"] or {}
                 key = {k: image.get(k) for k in key_columns}
-            file = strings.get(pos["file"]) or strings.setdefault(pos["file"], encode_json(pos["file"]))
-            gtid = strings.get(pos["gtid"]) or strings.setdefault(pos["gtid"], encode_json(pos["gtid"]))
+            if pos["file"] != last_file:
+                last_file, file = pos["file"], json_text(pos["file"])
+            if pos["gtid"] != last_gtid:  # one-row transactions: a new GTID each row
+                last_gtid, gtid = pos["gtid"], json_text(pos["gtid"])
             position = f'{{"file":{file},"offset":{pos["offset"]},"gtid":{gtid},"index":{pos["index"]}}}'
             headers = [ops.get(op) or ops.setdefault(op, ("op", op.encode())), db, table,
                        ("position", position.encode())]
