@@ -252,6 +252,18 @@ class FileReader:
         return True
 
     # ------------------------------------------------------------------ events
+    def ready(self) -> bool:
+        """Whether an event can be read without waiting (one queued, or the file holds bytes past the
+        position): a poll holding committed rows hands them on when not."""
+        if self.queue:
+            return True
+        if self.at_end or self.fh is None:
+            return False
+        try:
+            return os.fstat(self.fh.fileno()).st_size > self.pos
+        except OSError:
+            return True  # the read says what is wrong
+
     def fetch(self) -> rp.RawEvent | None:
         """The next event; at the end of what is there now a heartbeat (after waiting for more with `follow`)."""
         if self.queue:

@@ -48,6 +48,10 @@ class FileReplica(rp.Replica):
         self._pos += size
         return rp.RawEvent(pymysql.protocol.MysqlPacket(raw, "utf8"), raw, self.checksum)
 
+    def ready(self) -> bool:
+        """Whether more events wait (the file is not at its end)."""
+        return self.connection is None or self._pos < len(self.files[self.file])
+
     def close(self) -> None:
         self.connection = None
 
