@@ -12,6 +12,7 @@ one with `abort` (the kill of a fused pipeline's process)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
 import ray
@@ -47,7 +48,11 @@ class FusedPipeline(Reader):
             batcher_handles.append(LocalHandle(self.batchers[sink.name], loop))
             self.threaded.append(threaded)
         self.router_stage = Router(cfg, batcher_handles, me)
+        # one sink and no operator: each batch has one reader, the sink, so it is handed on as it is (no copy
+        # into the object store and back); with several sinks each gets its own copy, as in a spread pipeline
+        self.local_parcels = len(cfg.sinks) == 1 and not self.router_stage.ops
         await super().start(LocalHandle(self.router_stage, loop))
+        gc.freeze()  # what the start made lives as long as the process: later collections skip it
 
     async def stop(self, timeout: float = 30.0) -> dict[str, Any]:
         final = await super().stop(timeout)

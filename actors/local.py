@@ -42,7 +42,7 @@ class ThreadedWriter:
         async with self.lock:
             if self.closed:
                 raise RuntimeError(f"writer {self.writer.sink_name} is closed: batch {parcel.seq} not written")
-            batches = list(await asyncio.gather(*parcel.refs))
+            batches = await parcel.fetch()
             return await asyncio.get_running_loop().run_in_executor(self.executor, self.writer.deliver, parcel,
                                                                     batches)
 

@@ -66,6 +66,7 @@ class Reader:
         self.rows_read = 0
         self.batches_read = 0  # batches handed on (rows_read / batches_read: rows per batch)
         self.max_in_flight = 0
+        self.local_parcels = False  # batches handed on as objects, not through the object store (fused)
         self.last_save = 0.0
         self.error: str | None = None
         self.state = "created"
@@ -172,7 +173,7 @@ class Reader:
                 self.metrics.rows_in.inc(rows)
                 self._remember(batch)
                 self.max_in_flight = max(self.max_in_flight, self.book.rows_in_flight)
-                calls.append(self.router.push.remote(Parcel.put(batch)))
+                calls.append(self.router.push.remote(Parcel.put(batch, self.local_parcels)))
                 heap.trim()
                 if len(calls) >= MAX_PENDING_CALLS:
                     await calls.pop(0)

@@ -70,7 +70,7 @@ class Router:
     async def _route(self, parcel: Parcel, unchanged: list[bool]) -> list[Parcel]:
         if all(unchanged):
             return [parcel] * len(self.sinks)
-        batch = parcel.unpack(await asyncio.gather(*parcel.refs))
+        batch = parcel.unpack(await parcel.fetch())
         outs = route(batch, self.ops, self.sinks)
         return [parcel if same else Parcel.put(out) for same, out in zip(unchanged, outs)]
 

@@ -13,7 +13,9 @@ pipeline on the local Ray.
   `ceiling` (benchmarks/ceiling.py): the server's dump connection over the same binlog range with no
   decoding (bytes/s and rows/s, raw socket and pymysql-framed), and `share_of_ceiling`: the steady
   catch-up rate over the raw rows/s.
-- `latency`: a pipeline from `start: latest`; a separate process commits rows at a steady rate, paced
+- `latency`: a pipeline from `start: latest`, warmed up (one row committed and read back first: the
+  producer's first flush on a fresh broker waits ~0.5 s for its producer id, a start-up cost, not the
+  steady state's); then a separate process commits rows at a steady rate, paced
   every 10 ms (up to 5,000 rows/s one-row transactions, autocommit INSERTs; above, one INSERT of the
   tick's rate / 100 rows per commit, as one connection cannot commit 50,000 transactions/s), and notes
   the wall-clock time each COMMIT returned; a consumer in this process (assign(), fetch.wait.max.ms=5)
@@ -235,6 +237,24 @@ def _writer(settings: dict[str, Any], table: str, rate: int, seconds: float, out
     Path(out).write_text(json.dumps(times))
 
 
+def _warm_up(consumer: Any, settings: dict[str, Any], table: str, timeout: float = 60.0) -> None:
+    """Commit one row (id -1) and wait until it is readable: the figure is the steady state's, not the
+    pipeline's first delivery (on a fresh broker the producer's first flush waits ~0.5 s for its producer
+    id, "Coordinator load in progress", which alone put ~1 s of rows past the p99)."""
+    import pymysql
+
+    conn = pymysql.connect(database=DB, autocommit=True, **settings)
+    with conn.cursor() as cur:
+        cur.execute(f"INSERT INTO {table} VALUES (-1, -1, 12.34, 'name', 'note', NOW(6), '{{\"k\": 1}}')")
+    conn.close()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        msg = consumer.poll(0.05)
+        if msg is not None and not msg.error() and int(json.loads(msg.key())["id"]) == -1:
+            return
+    raise RuntimeError(f"the warm-up row was not readable within {timeout:.0f} s")
+
+
 def latency(mariadb: Any, broker: Any, rate: int, seconds: float) -> dict[str, Any]:
     from confluent_kafka import Consumer, TopicPartition
     from confluent_kafka.admin import AdminClient, NewTopic
@@ -271,6 +291,7 @@ def latency(mariadb: Any, broker: Any, rate: int, seconds: float) -> dict[str, A
     ctx = mp.get_context("spawn")
     writer = ctx.Process(target=_writer, args=(settings, table, rate, seconds, out))
     try:
+        _warm_up(consumer, settings, table)
         writer.start()
         deadline = time.monotonic() + seconds + 60
         expected = None
