@@ -12,7 +12,6 @@ one with `abort` (the kill of a fused pipeline's process)."""
 from __future__ import annotations
 
 import asyncio
-import gc
 from typing import Any
 
 import ray
@@ -52,7 +51,6 @@ class FusedPipeline(Reader):
         # into the object store and back); with several sinks each gets its own copy, as in a spread pipeline
         self.local_parcels = len(cfg.sinks) == 1 and not self.router_stage.ops
         await super().start(LocalHandle(self.router_stage, loop))
-        gc.freeze()  # what the start made lives as long as the process: later collections skip it
 
     async def stop(self, timeout: float = 30.0) -> dict[str, Any]:
         final = await super().stop(timeout)
