@@ -50,7 +50,7 @@ DB = "dbus_test"
 
 
 def _config(name: str, mariadb: Any, broker: Any, table: str, topic: str, start: str, data: str,
-            server_id: int) -> Any:
+            server_id: int, placement: str | None = None) -> Any:
     return parse_config({
         "name": name,
         "source": {"type": "mysql", "dsn": mariadb.dsn, "server_id": server_id, "start": start,
@@ -60,7 +60,7 @@ def _config(name: str, mariadb: Any, broker: Any, table: str, topic: str, start:
         "flow": {"read_batch_rows": int(os.environ.get("DBUS_BENCH_E2E_READ_BATCH", "10000")),
                  "sink_batch_rows": int(os.environ.get("DBUS_BENCH_E2E_SINK_BATCH", "20000")),
                  "max_rows_in_flight": int(os.environ.get("DBUS_BENCH_E2E_IN_FLIGHT", "100000")),
-                 "placement": os.environ.get("DBUS_BENCH_E2E_PLACEMENT", "auto")},
+                 "placement": placement or os.environ.get("DBUS_BENCH_E2E_PLACEMENT", "auto")},
         "data_dir": data,
         **({"checkpoint": {"store": "kafka"}} if os.environ.get("DBUS_BENCH_E2E_DELIVERY") == "exactly_once" else {}),
     }, "bench", {})
@@ -153,16 +153,19 @@ def run_to_rows(pipeline: Any, rows: int, *, caught_up: bool = True,
     return wall, round((n1 - n0) / (t1 - t0)) if t1 > t0 else 0, final
 
 
-def catch_up(mariadb: Any, broker: Any, rows: int, one_row_txn: bool = False) -> dict[str, Any]:
+def catch_up(mariadb: Any, broker: Any, rows: int, one_row_txn: bool = False,
+             placement: str | None = None) -> dict[str, Any]:
+    """Catch-up of `rows` pre-written rows into Kafka; `placement`: the pipeline's `flow.placement` (default
+    DBUS_BENCH_E2E_PLACEMENT, else `auto`, i.e. fused)."""
     from dbus_ray.pipeline import Pipeline
 
-    kind = "one_row_txn" if one_row_txn else "multi_row"
+    kind = ("one_row_txn" if one_row_txn else "multi_row") + (f"_{placement}" if placement else "")
     table = f"e2e_catchup_{kind}_{rows}"
     wl = write_workload(mariadb, table, rows, one_row_txn=one_row_txn)
     file, pos = wl["start"]
     data = tempfile.mkdtemp(prefix="dbus-bench-")
     cfg = _config(f"bench-e2e-{kind}-{rows}", mariadb, broker, table, f"bench.catchup.{kind}.{rows}",
-                  f"{file}:{pos}", data, 8203 if one_row_txn else 8201)
+                  f"{file}:{pos}", data, 8203 if one_row_txn else 8201, placement)
     pipeline = Pipeline(cfg)
     pids: dict[str, int] = {}
     samplers: list[RssSampler] = []
@@ -183,6 +186,7 @@ def catch_up(mariadb: Any, broker: Any, rows: int, one_row_txn: bool = False) ->
     return {
         "rows": final["rows_delivered"],
         "transactions": "one row each" if one_row_txn else "1,000 rows each",
+        "placement": cfg.placement,
         "write_s": round(wl["write_s"], 2),
         "rows_per_s_steady": steady,
         "ceiling": top,

@@ -16,7 +16,8 @@ stderr). `DBUS_BENCH_QUICK=1`: small row counts (well under 2 minutes).
 - snapshot (benchmarks/snapshot.py): the mysql source's snapshot read rate, parallelism 1 and 2.
 - e2e (benchmarks/e2e.py): MariaDB -> Ray pipeline -> Apache Kafka (the broker of the dev stack,
   `dbus_ray.devstack.Broker`): catch-up rows/s of pre-written rows, in INSERTs of 1,000 rows and as
-  one-row transactions, with the pipeline's memory meanwhile (peak of the summed PSS of its actor
+  one-row transactions (in the default placement, fused, and again spread: every stage its own process),
+  with the pipeline's memory meanwhile (peak of the summed PSS of its actor
   processes: shared pages such as libraries counted once; the summed RSS counts them per process) and
   the ceiling of each (benchmarks/ceiling.py: the server's dump connection over the same binlog with no
   decoding, bytes/s and rows/s, and our catch-up's share of it); commit -> Kafka latency percentiles at a
@@ -168,9 +169,11 @@ def table(results: dict[str, Any]) -> str:
             row(f"ceiling {name}: raw dump", top["raw_rows_per_s"], "rows/s")
             row(f"ceiling {name}: pymysql-framed", top["framed_rows_per_s"], "rows/s")
             row(f"  our {name} as a share of the raw dump", 100 * e2e[name]["share_of_ceiling"], "%")
-    if e2e.get("catch_up_one_row"):
-        c = e2e["catch_up_one_row"]
-        row(f"e2e catch-up {c['rows']:,} one-row txns: steady", c["rows_per_s_steady"], "rows/s")
+    for name, what in (("catch_up_one_row", "one-row txns"), ("catch_up_spread", "rows, placement spread"),
+                       ("catch_up_one_row_spread", "one-row txns, placement spread")):
+        if e2e.get(name):
+            c = e2e[name]
+            row(f"e2e catch-up {c['rows']:,} {what}: steady", c["rows_per_s_steady"], "rows/s")
     for name in ("latency", "latency_high"):
         if e2e.get(name):
             lat = e2e[name]
@@ -244,6 +247,10 @@ TARGETS = [
     ("catch-up, multi-row transactions, format json", ("e2e", "catch_up", "rows_per_s_steady"), "rows/s", ">=",
      150_000),
     ("catch-up, one-row transactions", ("e2e", "catch_up_one_row", "rows_per_s_steady"), "rows/s", ">=", 60_000),
+    ("catch-up, multi-row transactions, format json, placement spread",
+     ("e2e", "catch_up_spread", "rows_per_s_steady"), "rows/s", ">=", 150_000),
+    ("catch-up, one-row transactions, placement spread", ("e2e", "catch_up_one_row_spread", "rows_per_s_steady"),
+     "rows/s", ">=", 60_000),
     ("decoder alone, one-row transactions, ours / stock", ("decoder", "one_row_txn", "speedup"), "x", ">=", 8),
     ("decoder alone, multi-row events, ours / stock", ("decoder", "multi_row", "speedup"), "x", ">=", 4),
     ("commit -> readable in Kafka p99 at 5,000 rows/s", ("e2e", "latency", "p99_ms"), "ms", "<", 50),
@@ -343,6 +350,11 @@ def main() -> int:
                                               COPY_ROWS)
         e2e["catch_up_one_row"] = section(results, "e2e-catch-up-one-row", catch_up, mariadb, broker, CATCHUP_ROWS,
                                           True)
+        # the same two catch-ups with every stage in its own process (reader and writer on two cores)
+        e2e["catch_up_spread"] = section(results, "e2e-catch-up-spread", catch_up, mariadb, broker, CATCHUP_ROWS,
+                                         False, "spread")
+        e2e["catch_up_one_row_spread"] = section(results, "e2e-catch-up-one-row-spread", catch_up, mariadb, broker,
+                                                 CATCHUP_ROWS, True, "spread")
         e2e["latency"] = section(results, "e2e-latency", latency, mariadb, broker, LATENCY_RATE, LATENCY_SECONDS)
         e2e["latency_high"] = section(results, "e2e-latency-high", latency, mariadb, broker, LATENCY_RATE_HIGH,
                                       LATENCY_SECONDS)
