@@ -1,0 +1,100 @@
+"""`dbus_ray.heap.collector_paused`: the cyclic collector off inside, back as it was after, nested and from
+several threads; and a writer hands its batch to the sink inside it."""
+
+from __future__ import annotations
+
+import gc
+import threading
+
+import pytest
+
+from dbus_ray.heap import collector_paused
+
+
+@pytest.fixture(autouse=True)
+def collector_on():
+    gc.enable()
+    yield
+    gc.enable()
+
+
+def test_off_inside_on_after():
+    with collector_paused:
+        assert not gc.isenabled()
+    assert gc.isenabled()
+
+
+def test_back_on_after_an_exception():
+    with pytest.raises(ValueError), collector_paused:
+        raise ValueError("sink failed")
+    assert gc.isenabled()
+
+
+def test_nested_stays_off_until_the_outer_block_ends():
+    with collector_paused:
+        with collector_paused:
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+
+
+def test_left_off_when_it_was_off_before():
+    gc.disable()
+    with collector_paused:
+        assert not gc.isenabled()
+    assert not gc.isenabled()
+
+
+def test_two_threads_overlapping_end_with_the_collector_on():
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+    seen: list[bool] = []
+
+    def first() -> None:
+        with collector_paused:
+            first_in.set()
+            second_in.wait(5)
+        first_out.set()
+
+    def second() -> None:
+        first_in.wait(5)
+        with collector_paused:
+            second_in.set()
+            first_out.wait(5)
+            seen.append(gc.isenabled())  # the first left, this one is still inside
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert seen == [False]
+    assert gc.isenabled()
+
+
+def test_a_writer_hands_the_batch_to_its_sink_with_the_collector_off(tmp_path):
+    from dbus_ray.actors.writer import Writer
+    from dbus_ray.config import parse_config
+    from dbus_ray.model import RowBatch
+    from dbus_ray.parcel import Parcel
+
+    class Call:  # the writer's calls to its reader actor, recorded
+        def __init__(self) -> None:
+            self.calls: list[tuple] = []
+
+        def remote(self, *args) -> None:
+            self.calls.append(args)
+
+    class Reader:
+        ack, sink_failed = Call(), Call()
+
+    cfg = parse_config({"name": "p", "source": {"type": "mock", "rows": 1},
+                        "sinks": [{"name": "n", "type": "null"}], "data_dir": str(tmp_path)}, "test", {})
+    reader = Reader()
+    writer = Writer(cfg, cfg.sinks[0], reader)
+    states: list[bool] = []
+    writer.sink.write = lambda batch: states.append(gc.isenabled())
+    batch = RowBatch("p", 1)
+    writer.deliver(Parcel.put(batch, local=True), [batch])
+    assert states == [False]
+    assert gc.isenabled()
+    assert reader.ack.calls == [("n", 1)]
