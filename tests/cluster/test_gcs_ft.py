@@ -30,6 +30,7 @@ from dbus_ray.actors.controller import get_controller
 from dbus_ray.devstack import MariaDB
 from tests.cluster.test_head_loss import PW_VAR, ids, insert, spec, state
 from tests.support.helpers import execute, position, table_name, wait_for
+from tests.support.ray_cluster import start_cluster
 from tests.support.redis import Redis
 from tests.support.topics import read_topic
 
@@ -37,18 +38,12 @@ from tests.support.topics import read_topic
 @pytest.fixture()
 def ft_cluster(request: pytest.FixtureRequest, mariadb: MariaDB) -> Iterator[Cluster]:
     """A head with its GCS on a private Redis and `request.param` (default 1) worker nodes."""
-    assert not ray.is_initialized(), "tests/cluster must run in a pytest process of its own (see Makefile)"
     redis = Redis().start()
     os.environ[PW_VAR] = mariadb.password
     os.environ["RAY_REDIS_ADDRESS"] = redis.address  # read by the head's Node, as `ray start --head` does
     try:
-        c = Cluster(initialize_head=True, head_node_args={
-            "num_cpus": 1, "redis_password": redis.password,
-            "_system_config": {"gcs_rpc_server_reconnect_timeout_s": 120}})
-        for _ in range(getattr(request, "param", 1)):
-            c.add_node(num_cpus=1)
-        ray.init(address=c.address, namespace="dbus")
-        c.wait_for_nodes()
+        c = start_cluster(getattr(request, "param", 1), redis_password=redis.password,
+                          _system_config={"gcs_rpc_server_reconnect_timeout_s": 120})
         yield c
         ray.shutdown()
         c.shutdown()

@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 import ray
-from ray.cluster_utils import Cluster
 
 from dbus_ray.actors.controller import get_controller
 from dbus_ray.constants import checkpoint_key
@@ -26,21 +25,13 @@ from dbus_ray.devstack import MariaDB
 from dbus_ray.storage.durable import FileKV
 from tests.support.changes import read_jsonl
 from tests.support.helpers import execute, position, table_name, wait_for
+from tests.support.ray_cluster import start_cluster
 
 PW_VAR = "HA_TEST_MARIADB_PW"  # in the controller's environment: it outlives the cluster, unlike submitted values
 
 
-def start_cluster() -> Cluster:
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    c.add_node(num_cpus=1)
-    ray.init(address=c.address, namespace="dbus")
-    c.wait_for_nodes()
-    return c
-
-
 @pytest.fixture()
 def env(mariadb: MariaDB) -> Iterator[None]:
-    assert not ray.is_initialized(), "tests/cluster must run in a pytest process of its own (see Makefile)"
     os.environ[PW_VAR] = mariadb.password  # before the clusters start: their workers inherit it
     yield
     del os.environ[PW_VAR]

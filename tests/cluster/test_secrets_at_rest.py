@@ -13,21 +13,19 @@ from pathlib import Path
 
 import pytest
 import ray
-from ray.cluster_utils import Cluster
 
 from dbus_ray.actors.controller import get_controller
 from tests.support.helpers import wait_for
+from tests.support.ray_cluster import start_cluster
 from tests.support.redis import Redis
 
 
 @pytest.fixture()
 def redis_head() -> Iterator[Redis]:
-    assert not ray.is_initialized(), "tests/cluster must run in a pytest process of its own (see Makefile)"
     redis = Redis().start()
     os.environ["RAY_REDIS_ADDRESS"] = redis.address
     try:
-        c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "redis_password": redis.password})
-        ray.init(address=c.address, namespace="dbus")
+        c = start_cluster(0, redis_password=redis.password)
         yield redis
         ray.shutdown()
         c.shutdown()
