@@ -18,6 +18,7 @@ from dbus_ray import fencing
 from dbus_ray.actors.controller import get_controller
 from dbus_ray.checkpoints import FileCheckpointStore
 from dbus_ray.config import parse_config
+from dbus_ray.hosting import reader_handle
 from dbus_ray.pipeline import NAMESPACE, Pipeline, actor_name
 from tests.support.helpers import wait_for
 
@@ -99,8 +100,9 @@ def test_dead_reader_restarts_under_new_epoch_without_loss(controller: Any, tmp_
     print(f"duplicates after the reader was killed: {dups}")
 
 
-def test_stale_epoch_cannot_commit_a_checkpoint(tmp_path: Path) -> None:
-    cfg = parse_config(spec(tmp_path, "c-fence"), "x", {})
+@pytest.mark.parametrize("placement", ["fused", "shared"])  # a shared host holds the epoch per pipeline
+def test_stale_epoch_cannot_commit_a_checkpoint(tmp_path: Path, placement: str) -> None:
+    cfg = parse_config({**spec(tmp_path, "c-fence"), "flow": {"placement": placement}}, "x", {})
     fencing.set_epoch("c-fence", 5)
     pipeline = Pipeline(cfg, epoch=5, detached=True)
     pipeline.start()
@@ -118,6 +120,7 @@ def test_stale_epoch_cannot_commit_a_checkpoint(tmp_path: Path) -> None:
     finally:
         pipeline.kill()
         fencing.clear_epoch("c-fence")
+    assert reader_handle("c-fence") is None
 
 
 def test_pause_resume_update_remove(controller: Any, tmp_path: Path) -> None:
