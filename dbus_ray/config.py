@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from dbus_ray import registry
+from dbus_ray.constants import HOST, HOST_PREFIX
 from dbus_ray.validation import Invalid, check_name, check_patterns
 
 
@@ -229,8 +230,8 @@ def _parse(raw: Any) -> PipelineConfig:
     _no_unknown(raw, allowed, "")
     name = _required(raw, "name", str, "")
     _at("name", check_name, name, "pipeline name")
-    if name == "host":
-        raise Invalid("name", "'host' is reserved (host actors are named dbus:host:<n>)")
+    if name == HOST:
+        raise Invalid("name", f"'{HOST}' is reserved (host actors are named {HOST_PREFIX}<n>)")
     project = _typed(raw.get("project", "default"), str, "project")
     _at("project", check_name, project, "project")
     source = _source(raw)

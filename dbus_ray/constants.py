@@ -24,6 +24,7 @@ WRITER = "writer"
 SNAPSHOT = "snapshot"
 #: the name of every host actor starts with `dbus:host:` (so a pipeline may not be named `host`)
 HOST = "host"
+HOST_PREFIX = f"dbus:{HOST}:"
 
 # KV key prefixes.
 KV_PIPELINE_PREFIX = "controller:pipeline:"
@@ -54,7 +55,7 @@ def checkpoint_key(pipeline: str) -> str:
 
 def host_name(n: int) -> str:
     """`dbus:host:<n>`: the host actor number `n` (numbers are never reused, see `KV_HOST_NEXT`)."""
-    return f"dbus:{HOST}:{n}"
+    return f"{HOST_PREFIX}{n}"
 
 
 def hosted_key(pipeline: str) -> str:

@@ -25,7 +25,18 @@ from dbus_ray.actors.reader import ReaderActor
 from dbus_ray.actors.router import RouterActor
 from dbus_ray.actors.writer import WriterActor
 from dbus_ray.config import PipelineConfig
-from dbus_ray.constants import BATCHER, HOST, KV_HOST_NEXT, NAMESPACE, READER, ROUTER, WRITER, actor_name, host_name
+from dbus_ray.constants import (
+    BATCHER,
+    HOST,
+    HOST_PREFIX,
+    KV_HOST_NEXT,
+    NAMESPACE,
+    READER,
+    ROUTER,
+    WRITER,
+    actor_name,
+    host_name,
+)
 from dbus_ray.errors import DbusError, reason
 from dbus_ray.hosting import HostedReader, forget_hosted, hosted_reader, reader_handle
 from dbus_ray.storage.kv_store import GcsKV
@@ -243,16 +254,7 @@ class Pipeline:
         and with a hung one, taking its other pipelines: the controller restarts them)."""
         if self.host is not None:
             self._kill_hosted(timeout)
-        pids = [_local_pid(actor) for actor in self.actors]
-        for actor in self.actors:
-            try:
-                ray.kill(actor, no_restart=True)
-            except Exception:  # noqa: BLE001 - already gone
-                pass
-        deadline = time.monotonic() + timeout
-        for pid in filter(None, pids):
-            while _running(pid) and time.monotonic() < deadline:
-                time.sleep(0.01)
+        _kill_actors(self.actors, timeout)
         self.actors = []
 
     # ------------------------------------------------------------------ shared hosts
@@ -296,10 +298,9 @@ class Pipeline:
         """(name, handle) of the live hosts this pipeline may join, the fullest first: detached ones on its node
         for a detached pipeline, else the ones this process started."""
         if self.detached:
-            prefix = host_name(0)[:-1]
             handles = {}
             for a in ray.util.list_named_actors(all_namespaces=True):
-                if a.get("namespace") == NAMESPACE and a["name"].startswith(prefix):
+                if a.get("namespace") == NAMESPACE and a["name"].startswith(HOST_PREFIX):
                     try:
                         handles[a["name"]] = ray.get_actor(a["name"], namespace=NAMESPACE)
                     except ValueError:
@@ -371,18 +372,25 @@ def _retire_if_empty(host: Any, pipeline: str = "") -> None:
 
 def _retire(host: Any, timeout: float) -> None:
     """kill -9 a host and return once its process on this node is gone."""
-    pid = _local_pid(host)
-    try:
-        ray.kill(host, no_restart=True)
-    except Exception:  # noqa: BLE001 - already gone
-        pass
     _HOST_HEALTH.pop(host._actor_id.hex(), None)
     for name, own in list(_OWN_HOSTS.items()):
         if own._actor_id == host._actor_id:
             del _OWN_HOSTS[name]
+    _kill_actors([host], timeout)
+
+
+def _kill_actors(actors: list[Any], timeout: float) -> None:
+    """kill -9 `actors` and return once each one's process on this node is gone (or after `timeout` s)."""
+    pids = [_local_pid(actor) for actor in actors]
+    for actor in actors:
+        try:
+            ray.kill(actor, no_restart=True)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
     deadline = time.monotonic() + timeout
-    while pid and _running(pid) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    for pid in filter(None, pids):
+        while _running(pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
 
 
 def _local_pid(actor: Any) -> int | None:
