@@ -45,6 +45,7 @@ from ceiling import ceiling
 from decoder import COLUMNS_DDL, write_workload
 
 from dbus_ray.config import parse_config
+from dbus_ray.metrics import percentile
 
 DB = "dbus_test"
 
@@ -333,7 +334,7 @@ def latency(mariadb: Any, broker: Any, rate: int, seconds: float) -> dict[str, A
     missing = len(expected) - len(lat)
 
     def pct(p: float) -> float:
-        return round(lat[min(len(lat) - 1, int(p * len(lat)))], 1) if lat else float("nan")
+        return round(percentile(lat, p), 1) if lat else float("nan")
 
     return {
         "rows": len(expected),

@@ -51,6 +51,7 @@ from e2e import RssSampler, _writer, actor_pids
 from snapshot import fill
 
 from dbus_ray.config import parse_config
+from dbus_ray.metrics import percentile
 
 DB = "dbus_test"
 PARTITIONS = 4
@@ -357,7 +358,7 @@ def latency(mariadb: Any, broker: Any, mem: Memory, rate: int, seconds: float, w
         lat = sorted((arrived[i] - t) * 1000 for i, t in times if i in arrived)
 
         def pct(p: float, lat: list[float] = lat) -> float:
-            return round(lat[min(len(lat) - 1, int(p * len(lat)))], 1)
+            return round(percentile(lat, p), 1)
 
         # the latency of the rows committed first, in the middle and last: a lag that grows shows a side
         # slower than the writer, a steady one a late start

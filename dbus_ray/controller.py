@@ -33,6 +33,7 @@ from dbus_ray.checkpoints import open_store
 from dbus_ray.config import ConfigError, MaskedEnv, PipelineConfig, parse_config, referenced_vars
 from dbus_ray.constants import KV_CONTROLLER_EPOCH, KV_PIPELINE_PREFIX, checkpoint_key
 from dbus_ray.errors import DbusError, reason
+from dbus_ray.metrics import percentile
 from dbus_ray.placement import STRATEGIES, place
 from dbus_ray.storage.kv_store import KVStore
 
@@ -62,7 +63,7 @@ class LoopTimes:
             return {"loops": 0, "p50_ms": None, "p99_ms": None, "max_ms": None, "last_ms": None}
 
         def pct(p: float) -> float:
-            return round(1000 * ordered[min(len(ordered) - 1, int(p * len(ordered)))], 1)
+            return round(1000 * percentile(ordered, p), 1)
 
         return {"loops": len(ordered), "p50_ms": pct(0.50), "p99_ms": pct(0.99),
                 "max_ms": round(1000 * ordered[-1], 1), "last_ms": round(1000 * chosen[-1], 1)}

@@ -15,6 +15,12 @@ from ray.util import metrics
 LATENCY_BOUNDARIES_S = [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
 
 
+def percentile(ordered: list[float], p: float) -> float:
+    """The `p` quantile (0-1) of `ordered` (sorted, not empty): the value at rank int(p * n), the last one
+    for p close to 1 (the controller's loop times and the benchmarks' latencies)."""
+    return ordered[min(len(ordered) - 1, int(p * len(ordered)))]
+
+
 class ReaderMetrics:
     def __init__(self, pipeline: str) -> None:
         tags = {"pipeline": pipeline}
