@@ -44,7 +44,7 @@ class TableSchema:
         self.skip_osc_tables = skip_osc_tables
         # TABLE_MAP bytes (all but the table id) -> (db, table, Layout or None when excluded)
         self.map_cache: dict[bytes, tuple[str, str, Any]] = {}
-        self.by_table_id: dict[int, tuple[str, str, Any]] = {}
+        self.by_table_id: dict[int, tuple[str, str, Any]] = {}  # table id -> its map_cache entry (streaming.py)
         self.names_cache: dict[tuple[str, str], tuple[list[str], tuple[str, ...]]] = {}
         # column names per position when TABLE_MAP events carry none (binlog_row_metadata not FULL)
         self.history = SchemaHistory(history)
@@ -84,11 +84,6 @@ class TableSchema:
                     ) from None
             entry = self.map_cache[key] = (db, table, layout)
         self.by_table_id[table_id] = entry
-
-    def layout(self, table_id: int) -> Any:
-        """The layout of a table id's rows; None when no TABLE_MAP was seen for it or it is excluded."""
-        entry = self.by_table_id.get(table_id)
-        return None if entry is None else entry[2]
 
     def layout_of(self, table_obj: Any, db: str, table: str, file: str, offset: int, live: bool) -> Any:
         """The layout of a table definition (a stock `Table` parsed from a TABLE_MAP event at `offset`)."""
