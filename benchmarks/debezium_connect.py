@@ -39,6 +39,7 @@ class Connect(JavaProcess):
     Its offsets and schema history live in `workdir`: a second `start()` resumes where `stop()` left.
     `stop()`: SIGTERM (Connect stops the task and commits its offsets), SIGKILL after 60 s."""
 
+    name = "Kafka Connect"
     stop_grace = 60.0
 
     def __init__(self, workdir: Path, *, bootstrap: str, mariadb: Any, tables: list[str], topic_prefix: str,

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 from pathlib import Path
+
+from dbus_ray.devstack.process import _tail, _terminate
 
 JARS = Path(os.environ.get("DBUS_DEBEZIUM_JARS", Path.home() / ".cache" / "dbus-ray" / "debezium-3.5.0"))
 
@@ -24,7 +25,8 @@ def missing(what: str, *jars: str) -> str | None:
 
 
 class JavaProcess:
-    """One JVM writing to `log`; `stop_grace` seconds between SIGTERM and SIGKILL."""
+    """One JVM writing to `log`; `stop_grace` seconds between SIGTERM and SIGKILL (`name` in the log line of a
+    SIGKILL)."""
 
     name = "java"
     stop_grace = 20.0
@@ -44,16 +46,8 @@ class JavaProcess:
         return self.proc is not None and self.proc.poll() is not None
 
     def tail(self, lines: int = 30) -> str:
-        if not self.log.exists():
-            return ""
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        return _tail(self.log, lines)
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(self.stop_grace)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
+        if self.proc is not None:
+            _terminate(self.proc.pid, self.proc, name=self.name, timeout=self.stop_grace)

@@ -25,6 +25,8 @@ def missing() -> str | None:
 class Debezium(JavaProcess):
     """One Debezium engine process; `records()` are the lines it wrote so far, parsed."""
 
+    name = "Debezium"
+
     def __init__(self, workdir: Path, *, host: str, port: int, user: str, password: str, databases: list[str],
                  topic_prefix: str, schemas_enable: bool = True, server_id: int = 5401,
                  extra: dict[str, str] | None = None) -> None:
