@@ -48,6 +48,8 @@ from typing import Any
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
+from e2e import RssSampler  # noqa: E402 - after the setting above (Ray is imported with it)
+
 TARGET_PSS_MB = 60  # per idle pipeline, fused or shared
 TARGET_CAUGHT_UP_S = 30  # every row of the burst in Kafka
 TARGET_STATUS_S = 1.0  # `dbus status`
@@ -57,21 +59,13 @@ BURST_ROWS = int(os.environ.get("DBUS_BENCH_DENSITY_BURST_ROWS", "100"))
 WAIT_S = 900.0
 
 
-def _pss_kb(pid: int) -> int:
-    try:
-        for line in open(f"/proc/{pid}/smaps_rollup"):
-            if line.startswith("Pss:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
 def pipeline_pids(prefix: str) -> set[int]:
     """PIDs of the ALIVE actors named `dbus:<prefix>...` or `dbus:host:...` (this machine's processes)."""
     from ray._private import state
 
-    names = (f"dbus:{prefix}", "dbus:host:")
+    from dbus_ray.constants import HOST_PREFIX
+
+    names = (f"dbus:{prefix}", HOST_PREFIX)
     return {int(a["Pid"]) for a in state.actors().values()
             if (a.get("Name") or "").startswith(names) and a.get("State") == "ALIVE" and a.get("Pid")}
 
@@ -190,7 +184,7 @@ class Run:
 
     def pss_mb(self) -> tuple[int, float]:
         pids = pipeline_pids(self.prefix)
-        return len(pids), sum(_pss_kb(p) for p in pids) / 1024
+        return len(pids), sum(RssSampler.kb(f"/proc/{p}/smaps_rollup", "Pss:") for p in pids) / 1024
 
 
 def _records(bus: Any, names: list[str]) -> dict[str, dict[str, Any]]:

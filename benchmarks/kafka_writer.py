@@ -105,8 +105,10 @@ def mock_to_kafka(broker: Any, rows: int, run: int = 0) -> dict[str, Any]:
     """Needs a connected Ray."""
     import tempfile
 
+    from e2e import run_to_rows
+
     from dbus_ray.config import parse_config
-    from dbus_ray.pipeline import run_pipeline
+    from dbus_ray.pipeline import Pipeline
 
     cfg = parse_config({
         "name": f"bench-mock-kafka-{run}",
@@ -117,12 +119,8 @@ def mock_to_kafka(broker: Any, rows: int, run: int = 0) -> dict[str, Any]:
                  "linger_ms": 5},
         "data_dir": tempfile.mkdtemp(prefix="dbus-bench-"),
     }, "bench", {})
-    marks: list[tuple[float, int]] = []
-    final = run_pipeline(cfg, until_caught_up=True, interval=0.02,
-                         on_progress=lambda st: marks.append((time.monotonic(), st["rows_delivered"])))
-    moving = [(t, n) for t, n in marks if n > 0]
-    (t0, n0), (t1, n1) = moving[0], moving[-1]
-    return {"rows": final["rows_delivered"], "rows_per_s_steady": round((n1 - n0) / (t1 - t0)) if t1 > t0 else 0}
+    _wall, steady, final = run_to_rows(Pipeline(cfg), rows)
+    return {"rows": final["rows_delivered"], "rows_per_s_steady": steady}
 
 
 def writer_bench(mariadb: Any, broker: Any, rows: int, repeat: int = 2) -> dict[str, Any]:
@@ -130,18 +128,18 @@ def writer_bench(mariadb: Any, broker: Any, rows: int, repeat: int = 2) -> dict[
     n = sum(b.num_rows for b in batches)
     out: dict[str, Any] = {"rows": n, "repeat": repeat}
     out["serialize_rows_per_s"] = round(n / min(time_serialize(batches) for _ in range(repeat)))
-    for delivery in ("at_least_once", "exactly_once"):
+
+    def best(delivery: str, fmt: str = "json") -> tuple[int, float]:
+        """(rows/s, CPU us per row of the writing thread) of the best of `repeat` writes of every batch."""
         cpu: list[float] = []
-        took = min(time_write(broker, batches, delivery, run, cpu=cpu) for run in range(repeat))
-        out[f"{delivery}_rows_per_s"] = round(n / took)
-        if delivery == "at_least_once":
-            out["writer_main_us_per_row"] = round(min(cpu) / n * 1e6, 2)
+        took = min(time_write(broker, batches, delivery, run, fmt, cpu) for run in range(repeat))
+        return round(n / took), round(min(cpu) / n * 1e6, 2)
+
+    out["at_least_once_rows_per_s"], out["writer_main_us_per_row"] = best("at_least_once")
+    out["exactly_once_rows_per_s"], _ = best("exactly_once")
     formats = os.environ.get("DBUS_BENCH_WRITER_FORMATS", "json").split(",")
     for fmt in (f.strip() for f in formats if f.strip() not in ("", "json")):
-        cpu = []
-        took = min(time_write(broker, batches, "at_least_once", run, fmt, cpu) for run in range(repeat))
-        out[f"{fmt}_at_least_once_rows_per_s"] = round(n / took)
-        out[f"{fmt}_main_us_per_row"] = round(min(cpu) / n * 1e6, 2)
+        out[f"{fmt}_at_least_once_rows_per_s"], out[f"{fmt}_main_us_per_row"] = best("at_least_once", fmt)
     return out
 
 
