@@ -20,6 +20,7 @@ from dbus_ray.errors import DbusError
 from dbus_ray.mysql import connection as pf
 from dbus_ray.mysql.snapshot.catalog import SnapTable, open_consistent
 from dbus_ray.mysql.snapshot.parallel import WorkerLost
+from dbus_ray.mysql.snapshot.text_rows import fetch
 
 log = logging.getLogger("dbus.snapshot")
 
@@ -49,9 +50,7 @@ class SnapshotWorker:
                 self.conn, file, offset = open_consistent(self.ep)
                 self.at = (file, offset)
             try:
-                with self.conn.cursor() as cur:
-                    cur.execute(sql, args)
-                    rows = list(cur.fetchall())
+                rows = fetch(self.conn, sql, args)
                 break
             except pymysql.err.OperationalError as exc:
                 code = exc.args[0] if exc.args else None
@@ -61,7 +60,7 @@ class SnapshotWorker:
                 log.warning("[%s] snapshot worker %d: connection lost (%s), reading on under a new snapshot",
                             self.pipeline, self.index, exc.args[-1])
         self.rows += len(rows)
-        return t.image(rows), self.at[0], self.at[1]
+        return rows.image(t), self.at[0], self.at[1]
 
     def close(self) -> None:
         if self.conn is not None:

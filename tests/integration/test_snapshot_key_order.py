@@ -31,6 +31,7 @@ COLUMNS = {
 def test_sort_keys_follow_the_servers_order(mariadb: Any, root: Any, column_type: str) -> None:
     from dbus_ray.mysql.snapshot.catalog import describe
     from dbus_ray.mysql.snapshot.key_order import KeyOrder, Weigher
+    from dbus_ray.mysql.snapshot.text_rows import fetch
 
     t = table_name("key_order")
     execute(root, f"CREATE TABLE {t} (k {column_type} PRIMARY KEY)")
@@ -41,7 +42,8 @@ def test_sort_keys_follow_the_servers_order(mariadb: Any, root: Any, column_type
         native = [row[0] for row in cur.fetchall()]
     table = describe(root, "dbus_test", t, "InnoDB", 0)
     assert table.splittable and table.kinds is not None, table.kinds
-    image = table.image([(v,) for v in native]).field(0).to_pylist()  # the stream's form of the same keys
+    # the stream's form of the same keys
+    image = fetch(root, f"SELECT k FROM {t} ORDER BY k").image(table).field(0).to_pylist()
     weigher = Weigher(lambda: mariadb.root_connect())
     try:
         order = KeyOrder(table.kinds, weigher)

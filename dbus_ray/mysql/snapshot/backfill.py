@@ -19,6 +19,7 @@ from dbus_ray.mysql.offset import position_key
 from dbus_ray.mysql.snapshot.catalog import SnapTable, describe, list_tables
 from dbus_ray.mysql.snapshot.parallel import keep_halves
 from dbus_ray.mysql.snapshot.serial import Snapshot
+from dbus_ray.mysql.snapshot.text_rows import TextRows, fetch
 
 log = logging.getLogger("dbus.mysql")
 
@@ -137,8 +138,8 @@ class Backfill(Snapshot):
         self.chunks += 1
         parts: list[TableRows] = []
         if rows:
-            image = t.image(rows)
-            self.last = t.page_key(rows[-1])
+            image = rows.image(t)
+            self.last = t.page_key(rows.row(len(rows) - 1))
             keys = set(zip(*(image.field(c).to_pylist() for c in t.page)))
             self.fences.add(t.name, list(t.page), keys, at)
             parts.append(self._run(t, "read", t.key, t.no_image(len(rows)), image, len(rows), self.state["rows"], at))
@@ -155,7 +156,7 @@ class Backfill(Snapshot):
         return parts
 
     def _read_chunk(self, t: SnapTable, sql: str, args: list[Any],
-                    streamed: tuple[str, int]) -> tuple[list[tuple[Any, ...]], tuple[str, int]]:
+                    streamed: tuple[str, int]) -> tuple[TextRows, tuple[str, int]]:
         """The chunk's rows in a consistent snapshot and its binlog position, taken at or after `streamed`. A
         transaction is written to the binlog before the engine commits it: the stream may have handed out a
         change the snapshot does not see yet, and a read emitted after that change would set its row back
@@ -170,8 +171,7 @@ class Backfill(Snapshot):
                 at = (str(status["binlog_snapshot_file"]), int(status["binlog_snapshot_position"]))
                 behind = bool(streamed[0]) and position_key(*at) < position_key(*streamed)
                 if not behind:
-                    cur.execute(sql, args)
-                    rows = list(cur.fetchall())
+                    rows = fetch(self.conn, sql, args)
                 cur.execute("COMMIT")
             if not behind:
                 return rows, at

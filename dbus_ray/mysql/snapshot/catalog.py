@@ -32,6 +32,7 @@ from dbus_ray.mysql import connection as pf
 from dbus_ray.mysql import values as bt
 from dbus_ray.mysql.column_meta import column_field
 from dbus_ray.mysql.snapshot.key_order import key_kinds
+from dbus_ray.mysql.snapshot.text_rows import iso_date, iso_utc
 
 #: Schemas never snapshotted (their tables are not user data, several have no key).
 SYSTEM_SCHEMAS = ("mysql", "information_schema", "performance_schema", "sys")
@@ -127,20 +128,12 @@ def column_def(row: dict[str, Any], where: str) -> bt.ColumnDef:
 # --------------------------------------------------------------------------------- values and keys
 
 
-def _iso_date(v: Any) -> Any:
-    return v.isoformat() if isinstance(v, (dt.date, dt.datetime)) else v
-
-
-def _iso_utc(v: Any) -> Any:
-    return v.replace(tzinfo=dt.UTC).isoformat() if isinstance(v, dt.datetime) else v
-
-
 def _converter(col: bt.ColumnDef) -> Any:
     """SELECT value -> the binlog decoder's value (None: the same already)."""
     if col.type in (bt.DATE, bt.DATETIME2, bt.DATETIME):
-        return _iso_date
+        return iso_date
     if col.type in (bt.TIMESTAMP2, bt.TIMESTAMP):
-        return _iso_utc
+        return iso_utc
     return None
 
 
@@ -250,15 +243,6 @@ class SnapTable:
 
     def page_key(self, row: tuple[Any, ...]) -> tuple[Any, ...]:
         return tuple(row[i] for i in self.page_at)
-
-    def image(self, rows: list[tuple[Any, ...]]) -> pa.StructArray:
-        cols = list(zip(*rows)) if rows else [() for _ in self.columns]
-        children = []
-        for values, convert, typ in zip(cols, self.converters, self.types):
-            if convert is not None:
-                values = [convert(v) for v in values]
-            children.append(pa.array(values, typ))
-        return pa.StructArray.from_arrays(children, fields=self.fields)
 
     def no_image(self, n: int) -> pa.StructArray:
         return pa.StructArray.from_arrays(

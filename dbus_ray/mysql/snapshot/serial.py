@@ -28,6 +28,7 @@ from dbus_ray.model import META_SCHEMA, TableRows
 from dbus_ray.mysql import connection as pf
 from dbus_ray.mysql.snapshot.catalog import SnapTable, describe, list_tables, open_consistent, pk_from_json, pk_to_json
 from dbus_ray.mysql.snapshot.schema_ddl import snapshot_ddl
+from dbus_ray.mysql.snapshot.text_rows import TextRows, fetch
 
 log = logging.getLogger("dbus.mysql")
 
@@ -65,7 +66,8 @@ class Snapshot:
         self.tables: list[SnapTable] = []
         self.schema_ddl: dict[str, str] = {}  # table -> its start marker's `ddl` (see `schema_ddl`)
         self.queue: list[SnapTable] = []
-        self.buf: list[tuple[Any, ...]] = []
+        self.buf = TextRows([], [])  # the fetched chunk, and its image
+        self.buf_image: pa.StructArray | None = None
         self.buf_at = 0
         self.exhausted = False  # the current table's last chunk was short: no rows after the buffer
         self.done = False
@@ -164,14 +166,14 @@ class Snapshot:
         them, `self.done` True once every table is read (the last end marker is in these runs)."""
         parts: list[TableRows] = []
         got = 0
-        rows: list[tuple[Any, ...]] = []
+        rows: list[pa.StructArray] = []
         while got < max_rows and not self.done:
             if self.buf_at >= len(self.buf):
                 if self.state["table"] is None:
                     self._flush(parts, rows)
                     if self._start_table(parts) is None:
                         break
-                    self.buf, self.buf_at, self.exhausted = [], 0, False
+                    self.buf, self.buf_image, self.buf_at, self.exhausted = TextRows([], []), None, 0, False
                     got += 1
                     continue
                 t = self.queue[0]
@@ -189,13 +191,14 @@ class Snapshot:
                     if not got:
                         time.sleep(min(0.05, 1.0 / self.rate))
                     break
-            take = self.buf[self.buf_at : self.buf_at + k]
+            assert self.buf_image is not None
+            rows.append(self.buf_image.slice(self.buf_at, k))
             self.buf_at += k
-            rows += take
+            last = self.buf.row(self.buf_at - 1)
             got += k
             self.rows_read += k
             self.state["rows"] += k
-            self.state["last_pk"] = pk_to_json(self.queue[0].page_key(take[-1]))
+            self.state["last_pk"] = pk_to_json(self.queue[0].page_key(last))
         self._flush(parts, rows)
         return parts
 
@@ -211,9 +214,8 @@ class Snapshot:
         for attempt in range(RECONNECT_ATTEMPTS + 1):
             try:
                 assert self.conn is not None
-                with self.conn.cursor() as cur:
-                    cur.execute(sql, args)
-                    self.buf = list(cur.fetchall())
+                self.buf = fetch(self.conn, sql, args)
+                self.buf_image = self.buf.image(t)
                 self.chunks += 1
                 break
             except pymysql.err.OperationalError as exc:
@@ -228,14 +230,15 @@ class Snapshot:
         self.buf_at = 0
         self.exhausted = len(self.buf) < n
 
-    def _flush(self, parts: list[TableRows], rows: list[tuple[Any, ...]]) -> None:
+    def _flush(self, parts: list[TableRows], rows: list[pa.StructArray]) -> None:
         """Rows taken from the current table -> one run."""
         if not rows:
             return
         t = self.queue[0]
-        n = len(rows)
+        image = rows[0] if len(rows) == 1 else pa.concat_arrays(rows)
+        n = len(image)
         first = self.state["rows"] - n
-        parts.append(self._run(t, "read", t.key, t.no_image(n), t.image(rows), n, first))
+        parts.append(self._run(t, "read", t.key, t.no_image(n), image, n, first))
         rows.clear()
 
     def _marker(self, t: SnapTable, what: str, rows: int | None) -> TableRows:
