@@ -47,6 +47,18 @@ class Conn:
         return Cursor(self)
 
 
+@pytest.fixture(autouse=True)
+def rows_of_the_fake(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chunk's SELECT, which `text_rows.fetch` reads from the socket, from the fake connection."""
+
+    def fetch(conn: Conn, sql: str, args: Any = None) -> list[tuple[Any, ...]]:
+        with conn.cursor() as cur:
+            cur.execute(sql, args)
+            return cur.fetchall()
+
+    monkeypatch.setattr(backfill, "fetch", fetch)
+
+
 def backfill_over(conn: Conn) -> Backfill:
     b = Backfill(None, "p", deque())  # type: ignore[arg-type]
     b.conn = conn
