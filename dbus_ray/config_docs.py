@@ -103,7 +103,9 @@ MEANINGS: dict[str, dict[str, str]] = {
         "delivery": "`exactly_once`: rows and checkpoint in one Kafka transaction",
         "create_topics": "create missing topics (with `partitions` and `replication_factor`)",
         "compression": "producer compression codec",
-        "linger_ms": "how long the producer waits to fill a batch (librdkafka linger.ms)",
+        "linger_ms": "how long the producer waits to fill a partition's batch while a sink batch is produced "
+                     "(librdkafka linger.ms); every sink batch ends in a flush, which sends what is left at once, "
+                     "so this adds no latency; fewer, larger requests cost the broker and librdkafka less",
         "retry_backoff_ms": "wait between retries of a failed produce",
     },
     "sink parquet": {

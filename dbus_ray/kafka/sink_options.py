@@ -31,7 +31,7 @@ class KafkaOptions:
     create_topics: bool = True
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
     batch_size: int = 1_000_000  # bytes per partition batch (librdkafka batch.size)
-    linger_ms: int = 5
+    linger_ms: int = 50  # each sink batch ends in a flush, which sends at once: no added latency
     retries: int = 2_147_483_647  # bounded in time by delivery_timeout_ms
     retry_backoff_ms: int = 100
     delivery_timeout_ms: int = 120_000  # a message not acknowledged by then fails the write

@@ -101,6 +101,21 @@ def test_messages_keys_headers_and_partitions(broker: Any) -> None:
             assert json.loads(headers["position"]) == change.position.to_dict()
 
 
+def test_a_write_sends_at_once_whatever_the_linger(broker: Any) -> None:
+    """`linger_ms` only gathers messages while a batch is produced: the write's flush sends the rest at
+    once, so a write returns long before a linger of 20 s would have sent anything."""
+    sink = open_sink(broker, topic="unit.linger", partitions=1, linger_ms=20_000)
+    [batch] = mock_batches(1, rows=10, keys=10)
+    sink.write(batch)  # warm: metadata, topic creation, the idempotent producer's id
+    [batch] = mock_batches(1, rows=10, keys=10, tables=1)
+    started = time.monotonic()
+    sink.write(batch)
+    took = time.monotonic() - started
+    sink.close()
+    assert took < 10, f"the write took {took:.1f} s: it waited for linger.ms"
+    assert len(read_topic(broker.bootstrap, "unit.linger")) == 20
+
+
 def test_key_columns_and_fixed_topic(broker: Any) -> None:
     sink = open_sink(broker, topic="unit-fixed", key=["name"], partitions=2)
     [batch] = mock_batches(1, rows=200, keys=20)
