@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar
 
 import orjson
@@ -65,7 +66,13 @@ class JsonSerializer:
     content_type: ClassVar[str] = "application/json"
 
     def encode(self, rows: TableRows, pipeline: str, records: list[dict[str, Any]] | None = None) -> list[bytes]:
-        return list(map(encode_jsonb, rows.records(pipeline) if records is None else records))
+        return list(self.values(rows.records(pipeline) if records is None else records))
+
+    @staticmethod
+    def values(records: Iterable[dict[str, Any]]) -> Iterator[bytes]:
+        """The values one at a time, as they are iterated: the Kafka sink produces each before the next is
+        made, so each value's memory is freed and reused instead of a slice's values all held at once."""
+        return map(encode_jsonb, records)
 
     @staticmethod
     def decode(value: bytes) -> dict[str, Any]:

@@ -329,9 +329,8 @@ class KafkaSink(Sink):
             part = decimals_as_text(part)
         records = list(part.records(self.pipeline))
         extra = {"topic": topic} if o.format == "avro" else {}  # the registry subject may name it
-        # json: each value encoded as the loop reaches it, so its memory is freed (and reused) before the next
-        # one's instead of a slice's values all at once in fresh pages (writer 4.7 -> 4.4 us/row measured)
-        values = (map(encode_jsonb, records) if o.format == "json"
+        # json: each value encoded as the loop reaches it (`JsonSerializer.values`; writer 4.7 -> 4.4 us/row)
+        values = (self.serializer.values(records) if o.format == "json"
                   else self.serializer.encode(part, self.pipeline, records, **extra))
         key_columns, tombstones, name, produce = o.key, o.tombstones, part.name, self.producer.produce
         db, table = ("db", part.db.encode()), ("table", part.table.encode())

@@ -59,17 +59,9 @@ class TextRows:
     def __len__(self) -> int:
         return len(self.columns[0]) if self.columns else 0
 
-    def value(self, column: int, row: int) -> Any:
-        """The value pymysql gives (decoded, converted)."""
-        raw = self.columns[column][row]
-        encoding, convert = self.decoding[column]
-        if raw is None:
-            return None
-        v: Any = raw if encoding is None else raw.decode(encoding)
-        return v if convert is None else convert(v)
-
     def row(self, row: int) -> tuple[Any, ...]:
-        return tuple(self.value(i, row) for i in range(len(self.columns)))
+        """The values pymysql gives (decoded, converted) of one row."""
+        return tuple(_values([raw[row]], *decoding, None)[0] for raw, decoding in zip(self.columns, self.decoding))
 
     def image(self, t: Any) -> pa.StructArray:
         """The rows as the snapshot table `t`'s Arrow image (the binlog decoder's values)."""
