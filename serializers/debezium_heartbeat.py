@@ -52,6 +52,7 @@ class Heartbeat:
         sink._ensure_topic(self.topic, partitions=1)
         config = sink_producer_config(sink.options, f"dbus-{sink.pipeline}-{sink.name}-heartbeat")
         config["error_cb"] = lambda err: log.warning("%s heartbeat: %s", self.where, err)
+        config["linger.ms"] = 0  # one message per interval, never flushed before the next: nothing to gather
         self.producer = Producer(config)
         self.sent = 0
         self.failed = 0
