@@ -302,7 +302,8 @@ class MysqlSource(Source):
         return None
 
     def caught_up(self) -> bool:
-        """Every row before the server's binlog position at open is handed out (`until`), a snapshot included."""
+        """Every row before the server's binlog position at open (after a snapshot: where the server was when
+        the snapshot ended) is handed out (`until`), a snapshot included."""
         if self.snap is not None or self.stream is None:
             return False
         return self.stream.handed_out_to(self.until)
@@ -429,7 +430,9 @@ class MysqlSource(Source):
 
     def _stream_after_snapshot(self, at: BinlogOffset) -> BinlogOffset:
         """Start the binlog stream at the snapshot's position (returned with its GTID state); it reads with the
-        server's current schema from where the server is now (caught up is still judged by `until`)."""
+        server's current schema from where the server is now. Caught up is judged from there on: the rows the
+        snapshot read are as of positions up to now (a resumed snapshot's, a parallel snapshot's chunks), so
+        before the stream passed it the output is not yet the tables as of one moment."""
         conn = cn.connect(self.ep)
         try:
             logs = cn.binary_logs(conn, self.ep)
@@ -439,8 +442,9 @@ class MysqlSource(Source):
         self._check_position(at.file, at.offset, logs, "snapshot position")
         at = self._with_prepared(self._with_state(at, "snapshot position"), logs)
         assert self.info is not None and self.schema is not None
+        self.until = max(self.until, (binlog_index(now[0]), now[1]))
         self.stream = BinlogStream(self.pipeline, self.ep, self.info, self.server_id, self.identity, self.schema,
-                                   at, (binlog_index(now[0]), now[1]), None, self.options.reconnect_attempts)
+                                   at, self.until, None, self.options.reconnect_attempts)
         return at
 
     def backfill(self, tables: list[str], where: str | None = None) -> dict[str, Any]:

@@ -205,6 +205,30 @@ def test_max_rows_per_second_throttles(mariadb: Any, root: Any) -> None:
     assert 1.0 < took < 5, took  # 1500 rows at 1000 rows/s
 
 
+def test_caught_up_after_a_snapshot_waits_for_the_writes_made_while_it_ran(mariadb: Any, root: Any) -> None:
+    """Caught up is judged from where the server was when the snapshot ended, not when the source opened: the
+    rows written while the snapshot ran are handed out before the source says it is caught up."""
+    t = table_name("snap_caught")
+    execute(root, f"CREATE TABLE {t} (id INT PRIMARY KEY, v INT, s VARCHAR(20))")
+    fill(root, t, 300)
+    src = source(mariadb, snapshot="initial", include=[f"{DB}.{t}"], chunk_rows=100)
+    src.open(None)
+    try:
+        fill(root, t, 50, start=1000)  # after the snapshot opened: rows of the stream
+        batches: list[Any] = []
+        while (src.snapshot_progress() or {}).get("state") != "done":
+            batch = src.poll(100, len(batches) + 1)
+            if batch is not None:
+                batches.append(batch)
+        assert not src.caught_up()  # the snapshot is read, the 50 writes made meanwhile are not
+        batches += drain(src)
+    finally:
+        src.close()
+    rows = changes(batches)
+    assert sorted(r["after"]["id"] for r in rows if r["op"] == "read") == list(range(300))
+    assert sorted(r["after"]["id"] for r in rows if r["op"] == "insert") == list(range(1000, 1050))
+
+
 # ------------------------------------------------------------------------------------------ pipeline
 
 
