@@ -205,6 +205,32 @@ def test_max_rows_per_second_throttles(mariadb: Any, root: Any) -> None:
     assert 1.0 < took < 5, took  # 1500 rows at 1000 rows/s
 
 
+def test_percent_signs_in_names_and_in_a_backfill_where(mariadb: Any, root: Any) -> None:
+    """Statements are bound by pymysql's `%` formatting: a `%` in a table or column name, or in a backfill's
+    `where`, is read as itself, in every chunk (those after the first have key arguments)."""
+    t = table_name("snap_pct") + "%s%"
+    execute(root, f"CREATE TABLE `{t}` (`id%` INT PRIMARY KEY, `v%s` VARCHAR(20))")
+    with root.cursor() as cur:
+        for i in range(30):  # (no arguments: pymysql sends the statement as it is)
+            cur.execute(f"INSERT INTO `{t}` VALUES ({i}, 'row-{i}')")
+    src = source(mariadb, snapshot="initial", include=[f"{DB}.{t}"], chunk_rows=4)
+    src.open(None)
+    try:
+        reads = [r["after"] for r in changes(drain(src)) if r["op"] == "read"]
+        where = "`v%s` LIKE 'row-1%' OR `v%s` LIKE '%s'"
+        src.backfill([f"{DB}.{t}"], where)
+        again = [r["after"] for r in changes(drain(src)) if r["op"] == "read"]
+    finally:
+        src.close()
+    with root.cursor(pymysql.cursors.DictCursor) as cur:
+        cur.execute(f"SELECT * FROM `{t}` ORDER BY `id%`")
+        table = list(cur.fetchall())
+        cur.execute(f"SELECT * FROM `{t}` WHERE {where} ORDER BY `id%`")
+        selected = list(cur.fetchall())
+    assert reads == table and len(reads) == 30
+    assert again == selected and len(again) == 11  # row-1, row-10 .. row-19
+
+
 def test_caught_up_after_a_snapshot_waits_for_the_writes_made_while_it_ran(mariadb: Any, root: Any) -> None:
     """Caught up is judged from where the server was when the snapshot ended, not when the source opened: the
     rows written while the snapshot ran are handed out before the source says it is caught up."""

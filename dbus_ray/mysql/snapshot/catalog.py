@@ -50,6 +50,12 @@ def quote(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
 
+def quote_bound(name: str) -> str:
+    """`quote` in a statement pymysql binds arguments into (`%` formatting): a `%` of the name doubled. The
+    statements of `SnapTable` and `chunk_bounds` are such templates, bound even without arguments."""
+    return quote(name).replace("%", "%%")
+
+
 def _enum_members(column_type: str) -> tuple[str, ...]:
     """`enum('a','b''c')` -> ('a', "b'c")."""
     body = column_type[column_type.index("(") + 1 : column_type.rindex(")")]
@@ -202,13 +208,14 @@ class SnapTable:
         self.converters = [_converter(c) for c in self.columns]
         names = [c.name for c in self.columns]
         self.page_at = [names.index(k) for k in self.page]
-        exprs = [f"CAST({quote(c.name)} AS DOUBLE)" if c.type == bt.FLOAT else quote(c.name) for c in self.columns]
-        self.select = f"SELECT {', '.join(exprs)} FROM {quote(self.db)}.{quote(self.table)}"
-        self.order = " ORDER BY " + ", ".join(quote(k) for k in self.page)
+        q = quote_bound
+        exprs = [f"CAST({q(c.name)} AS DOUBLE)" if c.type == bt.FLOAT else q(c.name) for c in self.columns]
+        self.select = f"SELECT {', '.join(exprs)} FROM {q(self.db)}.{q(self.table)}"
+        self.order = " ORDER BY " + ", ".join(q(k) for k in self.page)
         # keyset: (a > x) OR (a = x AND b > y) OR ...: a range scan on the key's index
         ors, args = [], []
         for i, k in enumerate(self.page):
-            terms = [f"{quote(p)} = %s" for p in self.page[:i]] + [f"{quote(k)} > %s"]
+            terms = [f"{q(p)} = %s" for p in self.page[:i]] + [f"{q(k)} > %s"]
             ors.append("(" + " AND ".join(terms) + ")")
             args.append(list(range(i + 1)))
         self.key_gt = " OR ".join(ors)  # key > (%s, ...)
@@ -221,8 +228,10 @@ class SnapTable:
         return f"{self.db}.{self.table}"
 
     def chunk_sql(self, last: tuple[Any, ...] | None, n: int, where: str | None = None) -> tuple[str, list[Any]]:
-        """The first `n` rows after key `last` (None: from the start), of those `where` (SQL) selects."""
-        terms = [] if where is None else [f"({where})"]
+        """The first `n` rows after key `last` (None: from the start), of those `where` (SQL) selects. The
+        statements of `chunk_sql` and `range_sql` are bound with their arguments (a list, maybe empty) by
+        pymysql, whose `%` formatting reads any `%` in them: names and `where` have theirs doubled."""
+        terms = [] if where is None else [f"({where.replace('%', '%%')})"]
         args = [] if last is None else [last[j] for j in self.arg_order]
         if last is not None:
             terms.append(f"({self.key_gt})")
@@ -337,13 +346,13 @@ def chunk_bounds(conn: pymysql.connections.Connection, t: SnapTable, after: tupl
     known here (`key_order`)."""
     if not t.splittable:
         return []
-    keys = ", ".join(quote(k) for k in t.page)
+    keys = ", ".join(quote_bound(k) for k in t.page)
     bounds: list[tuple[Any, ...]] = []
     last = after
     with conn.cursor() as cur:
         while True:
             where, args = ("", []) if last is None else (t.after_where, [last[j] for j in t.arg_order])
-            cur.execute(f"SELECT {keys} FROM {quote(t.db)}.{quote(t.table)}{where}{t.order} LIMIT 1 "
+            cur.execute(f"SELECT {keys} FROM {quote_bound(t.db)}.{quote_bound(t.table)}{where}{t.order} LIMIT 1 "
                         f"OFFSET {int(n) - 1}", args)
             row = cur.fetchone()
             if row is None:

@@ -80,8 +80,9 @@ class TextRows:
 
 
 def fetch(conn: pymysql.connections.Connection, sql: str, args: Any = None) -> TextRows:
-    """Run `sql` (with `args` bound as pymysql binds them) and read all its rows."""
-    if args:
+    """Run `sql` (with `args` bound as pymysql binds them, also an empty list: a `%%` is then `%`) and read all
+    its rows."""
+    if args is not None:
         with conn.cursor() as cur:
             sql = cur.mogrify(sql, args)
     conn.query(sql, unbuffered=True)
