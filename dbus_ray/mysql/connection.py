@@ -145,7 +145,7 @@ def binlog_status(conn: pymysql.connections.Connection, ep: Endpoint) -> tuple[s
                 cur.execute("SHOW MASTER STATUS")
             row = cur.fetchone()
         except (pymysql.err.OperationalError, pymysql.err.ProgrammingError) as exc:
-            raise _grant_error(ep, exc, "SHOW MASTER STATUS") from None
+            raise grant_error(ep, exc, "SHOW MASTER STATUS") from None
     if not row:
         raise DbusError(
             f"binary log is off on {ep.where}; start the server with log_bin (in my.cnf, restart)"
@@ -159,11 +159,11 @@ def binary_logs(conn: pymysql.connections.Connection, ep: Endpoint) -> list[tupl
         try:
             cur.execute("SHOW BINARY LOGS")
         except (pymysql.err.OperationalError, pymysql.err.ProgrammingError, pymysql.err.InternalError) as exc:
-            raise _grant_error(ep, exc, "SHOW BINARY LOGS") from None
+            raise grant_error(ep, exc, "SHOW BINARY LOGS") from None
         return [(str(r[0]), int(r[1])) for r in cur.fetchall()]
 
 
-def _grant_error(ep: Endpoint, exc: BaseException, what: str) -> DbusError:
+def grant_error(ep: Endpoint, exc: BaseException, what: str) -> DbusError:
     code = exc.args[0] if exc.args else None
     if code in (ER_SPECIFIC_ACCESS_DENIED, ER_ACCESS_DENIED, ER_DBACCESS_DENIED):
         return DbusError(

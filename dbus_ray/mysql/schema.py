@@ -3,7 +3,10 @@ the TABLE_MAP events, the schema history and information_schema.
 
 Column names come from the TABLE_MAP event (binlog_row_metadata=FULL), so rows written before an ALTER
 decode with the old columns; without them, from the schema history (`dbus_ray.mysql.schema_history`,
-carried in the checkpoint), else information_schema with a column-count check. A definition is keyed by
+carried in the checkpoint), else information_schema with a column-count check, which describes a row only
+when no DDL on its table lies between it and where the server was at open (`until`): behind that, the
+server's binlog is looked through for one (`dbus_ray.mysql.ddl_scan`) and a row before it is refused with
+one line instead of decoded with another definition's names. A definition is keyed by
 the TABLE_MAP bytes after the table id and parsed once; a DDL on a table forgets its definitions.
 """
 
@@ -18,6 +21,7 @@ from dbus_ray.errors import DbusError, DecodeError
 from dbus_ray.mysql import replica as rp
 from dbus_ray.mysql.connection import Endpoint, connect
 from dbus_ray.mysql.ddl import OSC_RE, change_type
+from dbus_ray.mysql.ddl_scan import ServerDdls
 from dbus_ray.mysql.schema_history import SchemaHistory
 
 
@@ -49,6 +53,10 @@ class TableSchema:
         # column names per position when TABLE_MAP events carry none (binlog_row_metadata not FULL)
         self.history = SchemaHistory(history)
         self.history_on = history_on
+        # where the server was at open (file index, offset; set by the stream): behind it, information_schema
+        # may describe a table as it is after a later DDL
+        self.until: tuple[int, int] | None = None
+        self.later_ddls = ServerDdls(ep) if ep is not None else None
 
     def selected(self, db: str, table: str) -> bool:
         return self.matcher(db, table) and not (self.skip_osc_tables and bool(OSC_RE.match(table)))
@@ -110,6 +118,15 @@ class TableSchema:
         version = self.history.at(db, table, file, offset)
         if version is not None and version.columns is not None and len(version.columns) == n:
             return list(version.columns), version.key
+        if not live and self.until is not None and self.later_ddls is not None:
+            later = self.later_ddls.next_after(db, table, file, offset, self.until)
+            if later is not None:
+                raise DbusError(
+                    f"binlog {file}:{offset}: the TABLE_MAP event of {db}.{table} carries no column names, the schema "
+                    f"history has no definition for this position and a DDL on the table follows at "
+                    f"{later[0]}:{later[1]}, so information_schema (the table as it is now) does not describe these "
+                    "rows: set binlog_row_metadata=FULL on the server, or restart the pipeline from a snapshot"
+                )
         names, key = self.from_catalog(db, table)
         if len(names) != n:
             raise DbusError(

@@ -1,12 +1,13 @@
 """Schema history of the `mysql` source against a real MariaDB with binlog_row_metadata=MINIMAL (TABLE_MAP
 events carry no column names): the definitions the source records while live travel with its
 checkpoints (through the file store, as JSON), so a source resumed from an old position decodes rows
-written before later ALTERs with the columns they had then; without a history, a column-count mismatch
-fails with one line."""
+written before later ALTERs with the columns they had then; without a history, a row before a later DDL
+on its table is refused with one line (information_schema describes the table after it)."""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -157,7 +158,8 @@ def test_replay_decodes_each_row_with_the_columns_it_had(minimal: MariaDB, db: A
 
 def test_resume_from_an_old_checkpoint_after_an_alter(minimal: MariaDB, db: Any, tmp_path: Path) -> None:
     """Rows written while the pipeline was down, before an ALTER, decode with the definition the checkpoint
-    carries; rows after it with today's. Without the history the count mismatch is one line."""
+    carries; rows after it with today's. Without the history the rows before the ALTER are refused with one
+    line naming it."""
     t = table_name("hist_down")
     execute(db, f"CREATE TABLE {t} (id INT PRIMARY KEY, a VARCHAR(10))")
     src = source(minimal, t)
@@ -197,11 +199,44 @@ def test_resume_from_an_old_checkpoint_after_an_alter(minimal: MariaDB, db: Any,
         src.close()
     message = str(err.value)
     assert message.startswith(f"binlog {checkpoint['file']}:") and "\n" not in message
-    assert message.endswith(
-        f"table {DB}.{t} has 2 columns in the binlog but 3 in information_schema (altered since) and the schema "
-        "history has no definition for this position: set binlog_row_metadata=FULL on the server, or restart "
-        "the pipeline from a snapshot"
-    )
+    assert f"the TABLE_MAP event of {DB}.{t} carries no column names, the schema history has no definition for " \
+           "this position and a DDL on the table follows at " in message
+    assert message.endswith("so information_schema (the table as it is now) does not describe these rows: set "
+                            "binlog_row_metadata=FULL on the server, or restart the pipeline from a snapshot")
+
+
+def test_a_rename_while_down_without_history_is_refused_not_renamed(minimal: MariaDB, db: Any) -> None:
+    """Rows written before a RENAME COLUMN (the column count unchanged), read by a source started before them
+    with no schema history: information_schema names the column as it is now, so those rows are refused with
+    one line naming the DDL that follows; a source started after the DDL decodes with today's names."""
+    t = table_name("hist_ren")
+    execute(db, f"CREATE TABLE {t} (id INT PRIMARY KEY, a VARCHAR(10))")
+    before = position(db)
+    execute(db, f"INSERT INTO {t} VALUES (1, 'one')")
+    ddl_at = position(db)
+    execute(db, f"ALTER TABLE {t} RENAME COLUMN a TO b")
+    after = position(db)
+    execute(db, f"INSERT INTO {t} VALUES (2, 'two')")
+    src = source(minimal, t, start=before)
+    src.open(None)
+    try:
+        with pytest.raises(DbusError) as err:
+            rows_of(src)
+    finally:
+        src.close()
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"binlog {before.split(':')[0]}:")
+    m = re.search(r"a DDL on the table follows at ([^:]+):(\d+), ", message)
+    assert m and m.group(1) == ddl_at.split(":")[0], message
+    assert int(ddl_at.split(":")[1]) <= int(m.group(2)) < int(after.split(":")[1])  # the ALTER's event
+    assert message.endswith("so information_schema (the table as it is now) does not describe these rows: set "
+                            "binlog_row_metadata=FULL on the server, or restart the pipeline from a snapshot")
+    src = source(minimal, t, start=after)
+    src.open(None)
+    try:
+        assert images(rows_of(src)) == [("insert", {"id": 2, "b": "two"})]
+    finally:
+        src.close()
 
 
 def test_pipeline_resumes_across_an_alter_with_the_history_in_its_checkpoint(
