@@ -1,7 +1,7 @@
 """How fast the machine is while the benchmarks run, so that figures of two runs can be read side by side:
-the writer's thread measured 4.55 us per row one day and 7.2 the next on the same VM with the same code (its
-fresh page faults then took 4.3 us). Taken before and after the run (`machine.at_start`, `machine.at_end` in
-bench-results.json):
+the writer's thread measured 4.55 us per row in one run and 7.2 three hours later on the same VM with the same
+code (its fresh page faults then took 4.3 us). Taken before and after the run (`machine.at_start`,
+`machine.at_end` in bench-results.json):
 
 - `page_fault_us`: one first touch of a fresh anonymous 4 KiB page (128 MiB mapped and written, page by page);
   every new heap page a batch's objects take costs one;

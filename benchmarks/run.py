@@ -3,7 +3,7 @@ stderr). `DBUS_BENCH_QUICK=1`: small row counts (well under 2 minutes).
 
 - machine (benchmarks/machine.py), before and after: a fresh page fault's cost, the interpreter's plain
   speed and the load average, so two runs' figures can be read side by side (the same code on the same VM
-  ran its writer at 4.55 us per row one day and 7.2 the next).
+  ran its writer at 4.55 us per row in one run and 7.2 three hours later).
 - decoder (benchmarks/decoder.py): our `mysql` source (MysqlSource.open/poll in this process, no Ray)
   vs stock python-mysql-replication (BinLogStreamReader, `.rows`) on the same binlog, for one-row
   transactions and multi-row events; rows/s and the speed-up.
