@@ -1,9 +1,9 @@
 """The DDL statements of a server's binlog between two positions, read with SHOW BINLOG EVENTS (a second
-dump connection would need a server_id of its own): the tables a catching-up `mysql` source will see
-altered before it reaches where the server was at open. information_schema describes a table as it is now,
-so its column names fit the rows of TABLE_MAP events without names (binlog_row_metadata MINIMAL) only after
-the table's last DDL; `TableSchema.names_at` refuses with one line a row before a later DDL whose definition
-the schema history does not hold (as the `binlog_files` source does with its files, `file_schema.DdlIndex`).
+dump connection would need a server_id of its own). information_schema describes a table as it is when
+read, so its column names fit the rows of TABLE_MAP events without names (binlog_row_metadata MINIMAL) only
+after the table's last DDL before that read; `TableSchema.names_at` refuses with one line a row followed by
+a DDL on its table before the binlog position of the read, when the schema history holds no definition for
+it (as the `binlog_files` source does with its files, `file_schema.DdlIndex`).
 """
 
 from __future__ import annotations

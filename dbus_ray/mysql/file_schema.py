@@ -82,6 +82,7 @@ class FileSchema(TableSchema):
     def __init__(self, files: BinlogFiles, ep: cn.Endpoint | None, matcher: Any, skip_osc_tables: bool,
                  history: list[Any] | None) -> None:
         super().__init__(ep, matcher, skip_osc_tables, history, history_on=ep is not None)  # type: ignore[arg-type]
+        self.later_ddls = None  # the DDLs of the files, not of the catalog server's binlog (`ddls`)
         self.has_catalog = ep is not None
         self.ddls = DdlIndex(files)
 

@@ -4,9 +4,9 @@ the TABLE_MAP events, the schema history and information_schema.
 Column names come from the TABLE_MAP event (binlog_row_metadata=FULL), so rows written before an ALTER
 decode with the old columns; without them, from the schema history (`dbus_ray.mysql.schema_history`,
 carried in the checkpoint), else information_schema with a column-count check, which describes a row only
-when no DDL on its table lies between it and where the server was at open (`until`): behind that, the
-server's binlog is looked through for one (`dbus_ray.mysql.ddl_scan`) and a row before it is refused with
-one line instead of decoded with another definition's names. A definition is keyed by
+when no DDL on its table lies between it and where the server's binlog was when information_schema was read:
+the binlog in between is looked through for one (`dbus_ray.mysql.ddl_scan`) and a row before it is refused
+with one line instead of decoded with another definition's names. A definition is keyed by
 the TABLE_MAP bytes after the table id and parsed once; a DDL on a table forgets its definitions.
 """
 
@@ -19,9 +19,10 @@ from typing import Any
 
 from dbus_ray.errors import DbusError, DecodeError
 from dbus_ray.mysql import replica as rp
-from dbus_ray.mysql.connection import Endpoint, connect
+from dbus_ray.mysql.connection import Endpoint, connect, master_status
 from dbus_ray.mysql.ddl import OSC_RE, change_type
 from dbus_ray.mysql.ddl_scan import ServerDdls
+from dbus_ray.mysql.offset import position_key
 from dbus_ray.mysql.schema_history import SchemaHistory
 
 
@@ -53,10 +54,10 @@ class TableSchema:
         # column names per position when TABLE_MAP events carry none (binlog_row_metadata not FULL)
         self.history = SchemaHistory(history)
         self.history_on = history_on
-        # where the server was at open (file index, offset; set by the stream): behind it, information_schema
-        # may describe a table as it is after a later DDL
-        self.until: tuple[int, int] | None = None
-        self.later_ddls = ServerDdls(ep) if ep is not None else None
+        # where the server's binlog was when a table's definition was read from information_schema (file index,
+        # offset): it describes the rows after the table's last DDL before there
+        self.catalog_at: dict[tuple[str, str], tuple[int, int]] = {}
+        self.later_ddls: ServerDdls | None = ServerDdls(ep) if ep is not None else None
 
     def selected(self, db: str, table: str) -> bool:
         return self.matcher(db, table) and not (self.skip_osc_tables and bool(OSC_RE.match(table)))
@@ -118,8 +119,10 @@ class TableSchema:
         version = self.history.at(db, table, file, offset)
         if version is not None and version.columns is not None and len(version.columns) == n:
             return list(version.columns), version.key
-        if not live and self.until is not None and self.later_ddls is not None:
-            later = self.later_ddls.next_after(db, table, file, offset, self.until)
+        names, key = self.from_catalog(db, table)
+        read_at = self.catalog_at.get((db, table))
+        if read_at is not None and self.later_ddls is not None:
+            later = self.later_ddls.next_after(db, table, file, offset, read_at)
             if later is not None:
                 raise DbusError(
                     f"binlog {file}:{offset}: the TABLE_MAP event of {db}.{table} carries no column names, the schema "
@@ -127,7 +130,6 @@ class TableSchema:
                     f"{later[0]}:{later[1]}, so information_schema (the table as it is now) does not describe these "
                     "rows: set binlog_row_metadata=FULL on the server, or restart the pipeline from a snapshot"
                 )
-        names, key = self.from_catalog(db, table)
         if len(names) != n:
             raise DbusError(
                 f"binlog {file}:{offset}: table {db}.{table} has {n} columns in the binlog but {len(names)} "
@@ -175,6 +177,9 @@ class TableSchema:
                     cur.execute("SELECT COLUMN_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA=%s "
                                 "AND TABLE_NAME=%s AND INDEX_NAME='PRIMARY' ORDER BY SEQ_IN_INDEX", (db, table))
                     key = tuple(r[0] for r in cur.fetchall())
+                if self.later_ddls is not None:  # any DDL the definition shows is in the binlog before here
+                    file, pos = master_status(conn, self.ep)
+                    self.catalog_at[(db, table)] = position_key(file, pos)
             finally:
                 conn.close()
             hit = ([r[0] for r in rows], key)

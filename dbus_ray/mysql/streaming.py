@@ -69,7 +69,7 @@ class BinlogStream(xa.XaGroups):
         self.server_id = server_id
         self.identity = identity
         self.schema = schema
-        self.target = schema.until = target
+        self.target = target
         self.pending: list[Segment] = []
         self.pending_rows = 0
         self._index_of: tuple[str, int] = ("", 0)

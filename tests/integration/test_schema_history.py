@@ -239,6 +239,25 @@ def test_a_rename_while_down_without_history_is_refused_not_renamed(minimal: Mar
         src.close()
 
 
+def test_a_rename_after_the_source_opened_is_seen_too(minimal: MariaDB, db: Any) -> None:
+    """The DDL is looked for up to where the binlog was when information_schema was read, not only up to the
+    open: a RENAME COLUMN made while the source catches up, before it reads the table, refuses the older rows."""
+    t = table_name("hist_ren2")
+    execute(db, f"CREATE TABLE {t} (id INT PRIMARY KEY, a VARCHAR(10))")
+    before = position(db)
+    execute(db, f"INSERT INTO {t} VALUES (1, 'one')")
+    src = source(minimal, t, start=before)
+    src.open(None)
+    try:
+        execute(db, f"ALTER TABLE {t} RENAME COLUMN a TO b")  # after the open, before the first row is read
+        with pytest.raises(DbusError) as err:
+            rows_of(src)
+    finally:
+        src.close()
+    assert f"the TABLE_MAP event of {DB}.{t} carries no column names, the schema history has no definition for " \
+           "this position and a DDL on the table follows at " in str(err.value)
+
+
 def test_pipeline_resumes_across_an_alter_with_the_history_in_its_checkpoint(
     minimal: MariaDB, db: Any, ray_session: None, tmp_path: Path
 ) -> None:
