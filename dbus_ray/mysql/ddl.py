@@ -70,6 +70,15 @@ def renamed_tables(sql: str, default_db: str) -> list[tuple[str, str]]:
     return out
 
 
+def tables_changed(sql: str, default_db: str) -> list[tuple[str, str]]:
+    """The tables a DDL statement on a table changes (`ddl_target`, and every table a RENAME names); [] for
+    other statements and a database's DDL."""
+    target = ddl_target(sql, default_db)
+    if target is None or not target[1]:
+        return []
+    return [target, *renamed_tables(sql, default_db)]
+
+
 def change_type(sql: str) -> str | None:
     """What a DDL statement on a table does to it, as Debezium's `tableChanges.type` names it: CREATE (a
     CREATE TABLE), DROP (a DROP TABLE), ALTER (any other statement on a table, index ones and RENAME included);

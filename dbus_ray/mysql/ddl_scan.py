@@ -13,7 +13,7 @@ import re
 import pymysql
 
 from dbus_ray.mysql import connection as cn
-from dbus_ray.mysql.ddl import ddl_target, renamed_tables
+from dbus_ray.mysql.ddl import tables_changed
 from dbus_ray.mysql.offset import binlog_index, position_key
 
 #: SHOW BINLOG EVENTS rows per statement (each page starts where the one before ended).
@@ -28,7 +28,7 @@ class ServerDdls:
 
     def __init__(self, ep: cn.Endpoint) -> None:
         self.ep = ep
-        self.at: dict[tuple[str, str], list[tuple[tuple[int, int], str, int]]] = {}  # ((index, offset), file, offset)
+        self.at: dict[tuple[str, str], list[tuple[tuple[int, int], str]]] = {}  # ((file index, offset), file)
         self.span: tuple[tuple[int, int], tuple[int, int]] | None = None
 
     def next_after(self, db: str, table: str, file: str, offset: int,
@@ -37,9 +37,9 @@ class ServerDdls:
         here = position_key(file, offset)
         if self.span is None or here < self.span[0] or until > self.span[1]:
             self._scan(file, offset, until)
-        for at, name, pos in self.at.get((db, table), ()):
+        for at, name in self.at.get((db, table), ()):
             if here < at < until:
-                return name, pos
+                return name, at[1]
         return None
 
     def _scan(self, file: str, offset: int, until: tuple[int, int]) -> None:
@@ -77,8 +77,5 @@ class ServerDdls:
     def _query(self, info: str, name: str, index: int, pos: int) -> None:
         m = USE_RE.match(info)
         schema, sql = (m.group(1).replace("``", "`"), info[m.end():]) if m else ("", info)
-        target = ddl_target(sql, schema)
-        if target is None or not target[1]:
-            return
-        for db, table in [target, *renamed_tables(sql, schema)]:
-            self.at.setdefault((db, table), []).append(((index, pos), name, pos))
+        for db, table in tables_changed(sql, schema):
+            self.at.setdefault((db, table), []).append(((index, pos), name))

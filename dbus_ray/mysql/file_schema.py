@@ -19,7 +19,7 @@ from typing import Any
 from dbus_ray.errors import DbusError
 from dbus_ray.mysql import connection as cn
 from dbus_ray.mysql import replica as rp
-from dbus_ray.mysql.ddl import ddl_target, renamed_tables
+from dbus_ray.mysql.ddl import tables_changed
 from dbus_ray.mysql.events import QUERIES
 from dbus_ray.mysql.files import EVENT_HEADER, BinlogFiles, read_header
 from dbus_ray.mysql.offset import binlog_index, position_key
@@ -60,10 +60,7 @@ class DdlIndex:
             schema, sql = rp.query_parts(ev)
         except ValueError:
             return  # the stream reports it when it reads it
-        target = ddl_target(sql, schema)
-        if target is None or not target[1]:
-            return
-        for db, table in [target, *renamed_tables(sql, schema)]:
+        for db, table in tables_changed(sql, schema):
             self.at.setdefault((db, table), []).append((binlog_index(file), offset, file))
 
     def next_after(self, db: str, table: str, file: str, offset: int) -> tuple[str, int] | None:

@@ -70,6 +70,24 @@ def live_rows(src: MysqlSource, n: int, timeout: float = 30.0) -> list[dict[str,
     return out
 
 
+#: The end of the line refusing a row followed by a DDL on its table (information_schema describes it after that).
+LATER_DDL_END = ("so information_schema (the table as it is now) does not describe these rows: set "
+                 "binlog_row_metadata=FULL on the server, or restart the pipeline from a snapshot")
+
+
+def refusal(src: MysqlSource, checkpoint: dict[str, Any] | None = None) -> str:
+    """The one-line DbusError `src`, opened at `checkpoint`, fails with before it caught up."""
+    src.open(checkpoint)
+    try:
+        with pytest.raises(DbusError) as err:
+            rows_of(src)
+    finally:
+        src.close()
+    message = str(err.value)
+    assert "\n" not in message
+    return message
+
+
 def images(rows: list[dict[str, Any]]) -> list[Any]:
     return [(r["op"], r["after"] if r["op"] != "ddl" else None) for r in rows]
 
@@ -190,19 +208,11 @@ def test_resume_from_an_old_checkpoint_after_an_alter(minimal: MariaDB, db: Any,
         src.close()
 
     bare = {k: v for k, v in checkpoint.items() if k != "schema_history"}
-    src = source(minimal, t)
-    src.open(bare)
-    try:
-        with pytest.raises(DbusError) as err:
-            rows_of(src)
-    finally:
-        src.close()
-    message = str(err.value)
-    assert message.startswith(f"binlog {checkpoint['file']}:") and "\n" not in message
+    message = refusal(source(minimal, t), bare)
+    assert message.startswith(f"binlog {checkpoint['file']}:")
     assert f"the TABLE_MAP event of {DB}.{t} carries no column names, the schema history has no definition for " \
            "this position and a DDL on the table follows at " in message
-    assert message.endswith("so information_schema (the table as it is now) does not describe these rows: set "
-                            "binlog_row_metadata=FULL on the server, or restart the pipeline from a snapshot")
+    assert message.endswith(LATER_DDL_END)
 
 
 def test_a_rename_while_down_without_history_is_refused_not_renamed(minimal: MariaDB, db: Any) -> None:
@@ -217,20 +227,12 @@ def test_a_rename_while_down_without_history_is_refused_not_renamed(minimal: Mar
     execute(db, f"ALTER TABLE {t} RENAME COLUMN a TO b")
     after = position(db)
     execute(db, f"INSERT INTO {t} VALUES (2, 'two')")
-    src = source(minimal, t, start=before)
-    src.open(None)
-    try:
-        with pytest.raises(DbusError) as err:
-            rows_of(src)
-    finally:
-        src.close()
-    message = str(err.value)
-    assert "\n" not in message and message.startswith(f"binlog {before.split(':')[0]}:")
+    message = refusal(source(minimal, t, start=before))
+    assert message.startswith(f"binlog {before.split(':')[0]}:")
     m = re.search(r"a DDL on the table follows at ([^:]+):(\d+), ", message)
     assert m and m.group(1) == ddl_at.split(":")[0], message
     assert int(ddl_at.split(":")[1]) <= int(m.group(2)) < int(after.split(":")[1])  # the ALTER's event
-    assert message.endswith("so information_schema (the table as it is now) does not describe these rows: set "
-                            "binlog_row_metadata=FULL on the server, or restart the pipeline from a snapshot")
+    assert message.endswith(LATER_DDL_END)
     src = source(minimal, t, start=after)
     src.open(None)
     try:
