@@ -21,13 +21,14 @@ import ray
 
 from dbus_ray import fencing, heap, registry
 from dbus_ray.acks import Checkpoint, SubmittedBatches
+from dbus_ray.actors.decoder import DecoderPool
 from dbus_ray.actors.snapshot_worker import WorkerPool
 from dbus_ray.checkpoints import open_store
 from dbus_ray.config import PipelineConfig
 from dbus_ray.errors import DbusError, reason
 from dbus_ray.metrics import ReaderMetrics, Samples
 from dbus_ray.model import RowBatch
-from dbus_ray.parcel import Parcel
+from dbus_ray.parcel import Parcel, Remote
 
 log = logging.getLogger("dbus.reader")
 
@@ -60,6 +61,7 @@ class Reader:
         self.store = open_store(cfg.checkpoint.store, cfg.name, cfg.pipeline_dir, cfg)
         self.source = registry.source_class(cfg.source.type)(cfg.name, cfg.source.options)
         self.source.worker_pool = WorkerPool  # for a source that reads with worker actors of its own
+        self.source.decode_pool = DecoderPool  # ... or decodes with some
         self.max_rows = max_rows
         self.sink_names = list(sink_names)
         self.book = SubmittedBatches(self.sink_names)  # replaced by start() once the checkpoint is loaded
@@ -78,7 +80,7 @@ class Reader:
         self.task: asyncio.Task | None = None
         self.router: Any = None
         self.metrics = ReaderMetrics(cfg.name)
-        self.recent: deque[RowBatch] = deque()  # the newest batches, for peek
+        self.recent: deque[RowBatch | Remote] = deque()  # the newest batches, for peek
         self.recent_rows = 0
         self.samples = Samples()  # the figures over the last hour, for `bus.lag()`
         self.sampler: asyncio.Task | None = None
@@ -191,7 +193,7 @@ class Reader:
         elif self.caught_up_seq is None:
             self.caught_up_seq = self.book.last_seq
 
-    def _remember(self, batch: RowBatch) -> None:
+    def _remember(self, batch: RowBatch | Remote) -> None:
         self.recent.append(batch)
         self.recent_rows += batch.num_rows
         while self.recent_rows - self.recent[0].num_rows >= PEEK_ROWS:
@@ -201,6 +203,8 @@ class Reader:
         """The newest `n` row changes read (JSON form), oldest first."""
         out: list[dict[str, Any]] = []
         for batch in reversed(self.recent):
+            if type(batch) is Remote:  # decoded by a decoder actor: its rows are in the object store
+                batch = await batch.ref
             for part in reversed(batch.parts):
                 data = part.data.slice(max(0, part.num_rows - (n - len(out))))
                 rows = list(type(part)(part.db, part.table, part.key, data).records(self.name))

@@ -11,6 +11,8 @@ stderr). `DBUS_BENCH_QUICK=1`: small row counts (well under 2 minutes).
   Ray; rows/s measured over the steady part of the run (from the first delivered row to the last).
 - scale out (benchmarks/scale.py, in a process of its own: it starts a two-node Ray cluster): one
   pipeline on one node vs two pipelines on two nodes, each node one CPU core; rows/s and the ratio.
+  And one pipeline's decoding (benchmarks/scale_decode.py, its own MariaDB too): the reader decoding on one
+  one-core node vs `source.decoders: 2` with the decoder actors spread over two; rows/s and the ratio.
 - density (benchmarks/density.py): N MySQL pipelines (one per database of the private MariaDB, each to
   its topic of the broker) under the controller, `flow.placement` DBUS_BENCH_DENSITY_PLACEMENT (default
   shared): memory (summed PSS of their processes) per idle pipeline, every row of a write burst to every
@@ -69,6 +71,7 @@ LATENCY_RATE = int(os.environ.get("DBUS_BENCH_LATENCY_RATE", "5000"))
 LATENCY_RATE_HIGH = int(os.environ.get("DBUS_BENCH_LATENCY_RATE_HIGH", "50000"))
 WRITER_ROWS = int(os.environ.get("DBUS_BENCH_WRITER_ROWS", "50000" if QUICK else "200000"))
 SCALE_ROWS = int(os.environ.get("DBUS_BENCH_SCALE_ROWS", "4000000" if QUICK else "10000000"))
+SCALE_DECODE_ROWS = int(os.environ.get("DBUS_BENCH_SCALE_DECODE_ROWS", "200000" if QUICK else "1000000"))
 DENSITY_PIPELINES = int(os.environ.get("DBUS_BENCH_DENSITY_PIPELINES", "5" if QUICK else "100"))
 DENSITY_SPREAD = int(os.environ.get("DBUS_BENCH_DENSITY_SPREAD", "4" if QUICK else "20"))
 DENSITY_PLACEMENT = os.environ.get("DBUS_BENCH_DENSITY_PLACEMENT", "shared")  # shared | fused
@@ -115,6 +118,17 @@ def scale_out(rows: int) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def scale_decode(rows: int) -> dict[str, Any]:
+    import subprocess
+
+    here = Path(__file__).parent
+    proc = subprocess.run([sys.executable, str(here / "scale_decode.py"), str(rows)], capture_output=True,
+                          text=True, timeout=1200)
+    if proc.returncode != 0:
+        raise RuntimeError(f"scale_decode.py exited with {proc.returncode}: {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def section(results: dict[str, Any], name: str, fn: Any, *args: Any) -> Any:
     """Run one benchmark; a failure is recorded (and makes the run exit non-zero), the rest still run."""
     started = time.monotonic()
@@ -157,6 +171,12 @@ def table(results: dict[str, Any]) -> str:
         row("scale out: 1 pipeline, 1 node (1 core)", scale["one_pipeline_one_node_rows_per_s"], "rows/s")
         row("scale out: 2 pipelines, 2 nodes (1 core each)", scale["two_pipelines_total_rows_per_s"], "rows/s")
         row("scale out: ratio", scale["ratio"], "x")
+    spread = results.get("scale_decode") or {}
+    if "ratio" in spread:
+        row("scale out: 1 pipeline decoding on 1 node (1 core)", spread["one_node_rows_per_s"], "rows/s")
+        row(f"scale out: 1 pipeline decoding on 2 nodes (decoders on {'+'.join(spread['decoder_nodes'])})",
+            spread["two_nodes_rows_per_s"], "rows/s")
+        row("scale out: 1 pipeline's decoding, ratio", spread["ratio"], "x")
     e2e = results.get("e2e") or {}
     if e2e.get("catch_up"):
         c = e2e["catch_up"]
@@ -269,6 +289,7 @@ TARGETS = [
      ("snapshot", "parallelism_2", "rows_per_s"), "rows/s", ">=", 300_000),
     ("peak PSS of the pipeline during the multi-row catch-up", ("e2e", "catch_up", "peak_pss_mb"), "MB", "<", 300),
     ("transport mock -> null (best)", ("transport_best_rows_per_s",), "rows/s", ">=", 2_000_000),
+    ("one pipeline's decoding on two one-core nodes / on one", ("scale_decode", "ratio"), "x", ">=", 1.7),
     # the issue "Density": `None` targets are the density benchmark's own (`density_target`)
     ("idle pipeline PSS (density placement)", ("density", "@placement", "pss_mb_per_pipeline"), "MB", "<=", None),
     ("every pipeline caught up after a burst to every database", ("density", "@placement", "caught_up_s"), "s",
@@ -341,6 +362,7 @@ def main() -> int:
             best = max(r["rows_per_s_steady"] for r in results["transport_mock_to_null"])
             results["transport_best_rows_per_s"] = best
         results["scale_out"] = section(results, "scale-out", scale_out, SCALE_ROWS)
+        results["scale_decode"] = section(results, "scale-decode", scale_decode, SCALE_DECODE_ROWS)
         results["snapshot"] = section(results, "snapshot", snapshot_bench, mariadb)
 
         broker = Broker().start()

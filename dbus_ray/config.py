@@ -41,7 +41,7 @@ class FlowOptions:
     linger_ms: int = 0
     # fused: every stage in one actor process; spread: one actor per stage; shared: fused, inside a host actor
     # (`dbus:host:<n>`) running several pipelines of its node; auto: fused unless the source asks for worker
-    # actors of its own (snapshot_parallelism >= 2)
+    # actors of its own (snapshot_parallelism >= 2, decoders >= 1)
     placement: str = "auto"
     # shared: this pipeline joins only a host running fewer pipelines than this (a new host starts otherwise)
     host_capacity: int = 10
@@ -113,7 +113,8 @@ class PipelineConfig:
         worker actors of its own, e.g. a parallel snapshot; fused otherwise)."""
         if self.flow.placement != "auto":
             return self.flow.placement
-        return "spread" if getattr(self.source.options, "snapshot_parallelism", 1) > 1 else "fused"
+        o = self.source.options
+        return "spread" if getattr(o, "snapshot_parallelism", 1) > 1 or getattr(o, "decoders", 0) else "fused"
 
     @property
     def pipeline_dir(self) -> Path:

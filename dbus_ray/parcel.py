@@ -19,6 +19,18 @@ import ray
 from dbus_ray.model import RowBatch
 
 
+class Remote:
+    """A batch another actor made (a decoder actor: `dbus_ray.mysql.decode_pool`): its head here, its rows in
+    the object store already (`ref`, to a RowBatch), so the reader hands on the reference, never the rows."""
+
+    __slots__ = ("pipeline", "seq", "num_rows", "tables", "checkpoint", "ts", "ref")
+
+    def __init__(self, pipeline: str, seq: int, num_rows: int, tables: frozenset[tuple[str, str]],
+                 checkpoint: dict[str, Any] | None, ts: float, ref: Any) -> None:
+        self.pipeline, self.seq, self.num_rows, self.tables = pipeline, seq, num_rows, tables
+        self.checkpoint, self.ts, self.ref = checkpoint, ts, ref
+
+
 class Held:
     """A batch handed on within one process (a fused pipeline with one sink): the object itself in place of
     an object-store reference, so neither a copy into shared memory nor a fetch (the measured p50 of the
@@ -41,9 +53,12 @@ class Parcel:
     refs: list[Any] = field(default_factory=list)  # ObjectRefs of RowBatch objects (or `Held`), in source order
 
     @classmethod
-    def put(cls, batch: RowBatch, local: bool = False) -> Parcel:
+    def put(cls, batch: RowBatch | Remote, local: bool = False) -> Parcel:
         """The batch into the object store, its head into a parcel (`local`: the batch itself, not stored,
-        for stages in the same process)."""
+        for stages in the same process; a `Remote` batch is in the store already)."""
+        if type(batch) is Remote:
+            return cls(batch.pipeline, batch.seq, batch.num_rows, batch.tables, batch.checkpoint, batch.ts,
+                       [batch.ref])
         tables = frozenset((p.db, p.table) for p in batch.parts)
         return cls(batch.pipeline, batch.seq, batch.num_rows, tables, batch.checkpoint, batch.ts,
                    [Held(batch) if local else ray.put(batch)])

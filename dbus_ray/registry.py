@@ -79,6 +79,9 @@ class Source:
     #: `worker_pool(endpoint, pipeline, n)`: handed in by the reader actor (`dbus_ray.actors`), since plugins
     #: never import the actors
     worker_pool: Any = None
+    #: the class that starts decoder actors for a source that decodes with some (`source.decoders`), called as
+    #: `decode_pool(pipeline, options, n)`: handed in by the reader actor, as `worker_pool`
+    decode_pool: Any = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

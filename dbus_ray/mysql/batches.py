@@ -191,6 +191,8 @@ class Txn:
     marks: Marks | None = None  # the XA transactions prepared before it
     xid: str | None = None  # an XA transaction's group (its rows are held until XA COMMIT)
     segs: list[Segment] | None = None  # the rows of that group held (None: not collected)
+    raw: list[Any] | None = None  # its rows events for a decoder actor (`dbus_ray.mysql.decode_pool`), not decoded
+    raw_bytes: int = 0
 
     @property
     def txid(self) -> str:

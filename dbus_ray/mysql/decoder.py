@@ -14,6 +14,8 @@ Arrow decimal array from their bytes (no Decimal objects).
 from __future__ import annotations
 
 import decimal
+import itertools
+import os
 import re
 import struct
 from collections.abc import Callable
@@ -218,10 +220,29 @@ def _column_code(i: int, col: ColumnDef, ns: dict[str, Any]) -> tuple[list[str],
     return [f"v, pos = r{i}(buf, pos)", f"a{i}(v)"], convert
 
 
-class Layout:
-    """One table definition: how to decode its row images and the Arrow struct type of an image."""
+_TOKENS = itertools.count()
+_PROCESS = os.urandom(6).hex()  # a token names one layout of one process, never another (pids are reused)
+#: Layouts received from other processes (a decoder actor's), by token: each compiled once, not per batch.
+_RECEIVED: dict[str, Layout] = {}
+_RECEIVED_MAX = 4096
 
-    def __init__(self, db: str, table: str, columns: list[ColumnDef], key: tuple[str, ...]) -> None:
+
+def _received(token: str, db: str, table: str, columns: list[ColumnDef], key: tuple[str, ...]) -> Layout:
+    layout = _RECEIVED.get(token)
+    if layout is None:
+        if len(_RECEIVED) >= _RECEIVED_MAX:
+            del _RECEIVED[next(iter(_RECEIVED))]
+        layout = _RECEIVED[token] = Layout(db, table, columns, key, token)
+    return layout
+
+
+class Layout:
+    """One table definition: how to decode its row images and the Arrow struct type of an image. Pickled as
+    its definition and a token, so another process compiles it once (`dbus_ray.mysql.decode_pool`)."""
+
+    def __init__(self, db: str, table: str, columns: list[ColumnDef], key: tuple[str, ...],
+                 token: str | None = None) -> None:
+        self.token = token if token is not None else f"{_PROCESS}.{next(_TOKENS)}"
         self.db = db
         self.table = table
         self.columns = columns
@@ -243,6 +264,9 @@ class Layout:
         # (event type, bitmap, second bitmap) of a plain rows event -> [decoder, op, absent, one-row decoder or
         # None (an update, or an event of more rows was seen)]: `row_images`
         self.plain: dict[tuple[int, bytes, bytes | None], list[Any]] = {}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _received, (self.token, self.db, self.table, self.columns, self.key)
 
     def absent(self, bitmap: bytes) -> tuple[str, ...]:
         """Names of the columns a columns-present bitmap leaves out of a row image (binlog_row_image MINIMAL

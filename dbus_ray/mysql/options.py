@@ -95,6 +95,7 @@ class MysqlOptions:
     chunk_rows: int = 10_000  # rows per snapshot query (keyset page)
     max_rows_per_second: int | None = None  # snapshot read throttle
     snapshot_parallelism: int = 1  # snapshot worker actors reading chunks at once (1: the reader reads them)
+    decoders: int = 0  # decoder actors decoding the binlog's rows (0: the reader decodes them; decode_pool)
     skip_osc_tables: bool = True  # leave out gh-ost / pt-online-schema-change shadow tables (see OSC_RE)
     schema_history: bool = False  # accept binlog_row_metadata MINIMAL (see dbus_ray.mysql.schema_history)
     # db.table glob -> the columns that key its row changes instead of the primary key (see dbus_ray.mysql.keys)
@@ -117,6 +118,8 @@ class MysqlOptions:
             raise Invalid("chunk_rows", "must be at least 1")
         if self.snapshot_parallelism < 1:
             raise Invalid("snapshot_parallelism", "must be at least 1")
+        if self.decoders < 0:
+            raise Invalid("decoders", "must not be negative")
         if self.max_rows_per_second is not None and self.max_rows_per_second < 1:
             raise Invalid("max_rows_per_second", "must be at least 1 (or left out: no throttle)")
         if isinstance(self.server_id, str) and self.server_id != "auto":

@@ -32,18 +32,21 @@ from dbus_ray.model import RowBatch
 from dbus_ray.mysql import connection as cn
 from dbus_ray.mysql import xa
 from dbus_ray.mysql.ddl import OSC_RE
+from dbus_ray.mysql.decode_pool import DEPTH_PER_DECODER, InOrder
 from dbus_ray.mysql.gtid_set import GtidSet
 from dbus_ray.mysql.history import resume_point, state_at
 from dbus_ray.mysql.keys import MessageKeys
 from dbus_ray.mysql.offset import BinlogOffset, binlog_index, is_snapshot
 from dbus_ray.mysql.options import MysqlOptions, parse_dsns, parse_start
+from dbus_ray.mysql.reconnect import BinlogLost
 from dbus_ray.mysql.schema import TableSchema
 from dbus_ray.mysql.snapshot.backfill import Backfill, backfill_tables
 from dbus_ray.mysql.snapshot.catalog import list_tables
 from dbus_ray.mysql.snapshot.key_order import Weigher
 from dbus_ray.mysql.snapshot.parallel import Fenced, Fences, ParallelSnapshot
 from dbus_ray.mysql.snapshot.serial import Snapshot
-from dbus_ray.mysql.streaming import BinlogLost, BinlogStream
+from dbus_ray.mysql.streaming import BinlogStream
+from dbus_ray.parcel import Remote
 from dbus_ray.registry import Source, source
 from dbus_ray.routing import TableMatcher
 
@@ -69,6 +72,7 @@ class MysqlSource(Source):
         self.info: cn.ServerInfo | None = None
         self.schema: TableSchema | None = None
         self.stream: BinlogStream | None = None
+        self.decoding: InOrder | None = None  # `decoders` >= 1: the batches decoder actors decode, in order
         self.snap: Any = None  # Snapshot / ParallelSnapshot / Backfill / Fenced while one applies
         self.snap_progress: dict[str, Any] | None = None
         # the include/exclude the checkpoints record (the old ones until newly selected tables are snapshotted)
@@ -176,9 +180,9 @@ class MysqlSource(Source):
             start = self._with_state(start, what)
             if not checkpoint:
                 start = self._with_prepared(start, logs)
-        self.stream = BinlogStream(self.pipeline, self.ep, info, self.server_id, self.identity, self.schema,
-                                   start.with_(selected=None, schema_history=None, fences=None), self.until, gtid,
-                                   o.reconnect_attempts)
+        self.stream = self._deferring(BinlogStream(
+            self.pipeline, self.ep, info, self.server_id, self.identity, self.schema,
+            start.with_(selected=None, schema_history=None, fences=None), self.until, gtid, o.reconnect_attempts))
         if checkpoint and gtid is not None:  # resuming by GTID: the server checks its history now
             try:
                 self.stream.connect_now()
@@ -193,12 +197,27 @@ class MysqlSource(Source):
         skip = f" (skip {start.skip} rows of {start.gtid or 'its transaction'})" if start.skip else ""
         log.info("[%s] mysql source at %s%s on %s, server_id %s", self.pipeline, at, skip, self.where, self.server_id)
 
+    def _deferring(self, stream: BinlogStream) -> BinlogStream:
+        """With `decoders` >= 1 the stream hands out whole transactions for decoder actors (started once)."""
+        n = getattr(self.options, "decoders", 0)
+        if n:
+            if self.decode_pool is None:
+                raise DbusError(f"source.decoders {n}: the decoder actors are started by the pipeline's reader "
+                                "actor (set decode_pool)")
+            if self.decoding is None:
+                self.decoding = InOrder(self.decode_pool(self.pipeline, self.options, n), n * DEPTH_PER_DECODER)
+            stream.defer = True
+        return stream
+
     def close(self) -> None:
         if self.snap is not None:
             self.snap.close()
         if self.stream is not None:
             self.stream.close()
             self.stream = None
+        if self.decoding is not None and not len(self.decoding):  # (a fail-over keeps its pool)
+            self.decoding.close()
+            self.decoding = None
 
     def _check_position(self, file: str, offset: int, logs: list[tuple[str, int]], what: str) -> None:
         sizes = dict(logs)
@@ -289,7 +308,7 @@ class MysqlSource(Source):
 
     def position(self) -> dict[str, Any] | None:
         """Between transactions with nothing pending: the position after the last commit read."""
-        if self.snap is not None or self.stream is None or not self.stream.between_transactions():
+        if self.snap is not None or self.stream is None or not self.stream.between_transactions() or self.decoding:
             return None
         return self.checkpoint()
 
@@ -304,13 +323,16 @@ class MysqlSource(Source):
     def caught_up(self) -> bool:
         """Every row before the server's binlog position at open (after a snapshot: where the server was when
         the snapshot ended) is handed out (`until`), a snapshot included."""
-        if self.snap is not None or self.stream is None:
+        if self.snap is not None or self.stream is None or self.decoding:
             return False
         return self.stream.handed_out_to(self.until)
 
     def lag_seconds(self) -> float:
         if self.snap is not None:  # behind the binlog by the age of the snapshot
             return max(0.0, time.time() - float(self.snap.state.get("ts") or self.snap.ts))
+        oldest = self.decoding.oldest_ts() if self.decoding else None
+        if oldest is not None:
+            return max(0.0, time.time() - oldest)
         return 0.0 if self.stream is None else self.stream.lag_seconds()
 
     def snapshot_progress(self) -> dict[str, Any] | None:
@@ -321,15 +343,22 @@ class MysqlSource(Source):
         return self.snap_progress
 
     # ------------------------------------------------------------------ reading
-    def poll(self, max_rows: int, seq: int) -> RowBatch | None:
-        batch = self._poll(max_rows, seq)
-        return self.keys.apply(batch) if batch is not None else None
+    def poll(self, max_rows: int, seq: int) -> RowBatch | Remote | None:
+        batch = self._poll(max_rows, seq)  # (a decoder actor keys the rows it decodes)
+        return self.keys.apply(batch) if type(batch) is RowBatch else batch
 
-    def _poll(self, max_rows: int, seq: int) -> RowBatch | None:
+    def _poll(self, max_rows: int, seq: int) -> RowBatch | Remote | None:
+        decoding = self.decoding
         if self.snap is not None or (self.backfill_queue and not self._fenced_poll):
+            if decoding:  # the batches read before it first
+                return decoding.take(self.pipeline, seq)
             return self._poll_snapshot(max_rows, seq)
         assert self.stream is not None
+        # fenced rows are looked at here: decoded by the stream
+        self.stream.defer = decoding is not None and not self._fenced_poll
         try:
+            if self.stream.defer:
+                return decoding.poll(self.stream, max_rows, self.pipeline, seq, self.checkpoint)  # type: ignore
             got = self.stream.read(max_rows)
         except BinlogLost as exc:  # not a lookup that failed halfway through an event: a restart retries those
             if len(self.eps) == 1 or self._fenced_poll or self.backfill_queue:  # a restart resumes those
@@ -443,8 +472,8 @@ class MysqlSource(Source):
         at = self._with_prepared(self._with_state(at, "snapshot position"), logs)
         assert self.info is not None and self.schema is not None
         self.until = max(self.until, (binlog_index(now[0]), now[1]))
-        self.stream = BinlogStream(self.pipeline, self.ep, self.info, self.server_id, self.identity, self.schema,
-                                   at, self.until, None, self.options.reconnect_attempts)
+        self.stream = self._deferring(BinlogStream(self.pipeline, self.ep, self.info, self.server_id, self.identity,
+                                                   self.schema, at, self.until, None, self.options.reconnect_attempts))
         return at
 
     def backfill(self, tables: list[str], where: str | None = None) -> dict[str, Any]:

@@ -8,9 +8,9 @@ are the shadow tables of online schema change tools (`skip_osc_tables`, see `dbu
 their cut-over rename is a DDL row of the table itself. Columns an image leaves out (binlog_row_image
 MINIMAL/NOBLOB) are listed per row in the optional `absent` column (`dbus_ray.model.ABSENT_TYPE`). A
 DecodeError names the binlog position of its event. A dropped connection is resumed from the offset
-(never mid-transaction), with backoff, `reconnect_attempts` times (then `BinlogLost`: with several hosts the
-source moves to the next one). XA transactions (`dbus_ray.mysql.xa`): the rows of a prepared group are held
-and delivered as rows of its XA COMMIT.
+(`dbus_ray.mysql.reconnect`). XA transactions (`dbus_ray.mysql.xa`): the rows of a prepared group are held
+and delivered as rows of its XA COMMIT. With `defer` (`source.decoders` >= 1) whole transactions are handed
+out as their raw rows events, for decoder actors (`dbus_ray.mysql.decode_pool`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import time
 from collections import deque
 from typing import Any
 
-from dbus_ray.errors import DbusError, DecodeError
+from dbus_ray.errors import DecodeError
 from dbus_ray.model import TableRows
 from dbus_ray.mysql import connection as cn
 from dbus_ray.mysql import events as et
@@ -28,11 +28,13 @@ from dbus_ray.mysql import replica as rp
 from dbus_ray.mysql import xa
 from dbus_ray.mysql.batches import Segment, Txn, runs, take
 from dbus_ray.mysql.ddl import OSC_RE, DdlLayout, ddl_target, renamed_tables
+from dbus_ray.mysql.decode_pool import RAW_BATCH_BYTES, RAW_TXN_BYTES, RawRows, RawTxn, RawTxns, segments
 from dbus_ray.mysql.gc_hold import gc_held
 from dbus_ray.mysql.gtid_set import GtidSet
-from dbus_ray.mysql.history import binlog_refusal, format_state, parse_state
+from dbus_ray.mysql.history import format_state, parse_state
 from dbus_ray.mysql.offset import BinlogOffset, binlog_index
 from dbus_ray.mysql.payload import inner_events
+from dbus_ray.mysql.reconnect import RECONNECT_ATTEMPTS, Reconnecting
 from dbus_ray.mysql.row_images import row_images
 from dbus_ray.mysql.schema import TableSchema
 
@@ -41,15 +43,9 @@ log = logging.getLogger("dbus.mysql")
 HEARTBEAT_SECONDS = 0.25  # the server sends a heartbeat after this long without events
 POLL_BUDGET_SECONDS = 0.05  # a poll holding rows returns after this long even when not full (latency)
 READ_TIMEOUT_SECONDS = 10  # 40 heartbeats: a link gone silent (black hole, dead host) is dropped
-RECONNECT_ATTEMPTS = 8
 
 
-class BinlogLost(cn.Unreachable):
-    """The binlog connection was lost and `reconnect_attempts` reconnects failed (the stream's offset is still
-    that of the last row handed out)."""
-
-
-class BinlogStream(xa.XaGroups):
+class BinlogStream(Reconnecting, xa.XaGroups):
     """Reads the binlog from `start` (or, with `gtid`, from a GTID set: until the first transaction comes,
     the offset stays `start`, and its `skip` applies to the transaction `start.gtid`); `target` is the
     position (file index, offset) the server was at when the stream opened: at or past it, information_schema
@@ -72,6 +68,9 @@ class BinlogStream(xa.XaGroups):
         self.target = target
         self.pending: list[Segment] = []
         self.pending_rows = 0
+        self.defer = False  # whole transactions go out raw, for decoder actors (`dbus_ray.mysql.decode_pool`)
+        self.ready: list[RawTxn] = []  # raw transactions read, before any pending row
+        self.ready_bytes = self.ready_events = 0
         self._index_of: tuple[str, int] = ("", 0)
         self.replica: rp.Replica | None = None
         self.txn: Txn | None = None
@@ -144,6 +143,10 @@ class BinlogStream(xa.XaGroups):
         if self.recollect is not None:
             assert self.resume is not None
             return self.resume
+        if self.ready:
+            t = self.ready[0]
+            return BinlogOffset(t.file, t.offset, 0, t.gtid, gtid_pos=t.before, server=self.server,
+                                xa=xa.marks_to_json(t.marks) if t.marks else None)
         if self.pending:
             seg = self.pending[0]
             return BinlogOffset(seg.tfile, seg.toffset, seg.index, seg.gtid, gtid_pos=seg.before_state,
@@ -170,21 +173,27 @@ class BinlogStream(xa.XaGroups):
                 self._state_text = str(state)
         return self._state_text
 
+    def buffered(self) -> bool:
+        """The server has sent more already: a `read` would not wait for it."""
+        return bool(self._inner) or self._peeked is not None or self.replica is None or self.replica.ready()
+
     def between_transactions(self) -> bool:
         """Nothing pending and no transaction open: the offset is the position after the last commit."""
-        return not self.pending and self.txn is None
+        return not self.pending and not self.ready and self.txn is None
 
     def handed_out_to(self, target: tuple[int, int]) -> bool:
         """Every row before binlog position `target` (file index, offset) is handed out, or the server said it
         has nothing more: under steady writes too (the rows after `target` do not count)."""
         if self.refused is not None:
             return False
-        if self.idle and not self.pending:
+        if self.idle and not self.pending and not self.ready:
             return True
         at = self.offset()
         return bool(at.file) and (binlog_index(at.file), at.offset) >= target
 
     def lag_seconds(self) -> float:
+        if self.ready:
+            return max(0.0, time.time() - min(r.ts for r in self.ready[0].events))
         if self.pending:
             return max(0.0, time.time() - min(s.ts for s in self.pending))
         if self.idle or not self.last_ts:
@@ -208,20 +217,22 @@ class BinlogStream(xa.XaGroups):
                 self._below = (self.file, self.target[1] if self._file_index() == self.target[0] else 1 << 62)
 
     # ------------------------------------------------------------------ reading
-    def read(self, max_rows: int) -> tuple[list[TableRows], float] | None:
-        """Up to `max_rows` rows as Arrow runs and the newest event time among them; None when no row came
-        within the poll budget (or a heartbeat said the server has nothing more)."""
-        if self.refused is not None and not self.pending_rows:
+    def read(self, max_rows: int) -> tuple[list[TableRows] | RawTxns, float] | None:
+        """Up to `max_rows` rows as Arrow runs and the newest event time among them, or (`defer`) whole
+        transactions not decoded yet; None when no row came within the poll budget (or a heartbeat said the
+        server has nothing more)."""
+        if self.refused is not None and not self.pending_rows and not self.ready:
             raise self.refused
         with gc_held():  # the pending rows are not re-scanned by the cyclic collector (dbus_ray.mysql.gc_hold)
             return self._read(max_rows)
 
-    def _read(self, max_rows: int) -> tuple[list[TableRows], float] | None:
+    def _read(self, max_rows: int) -> tuple[list[TableRows] | RawTxns, float] | None:
         monotonic = time.monotonic
         deadline = monotonic() + POLL_BUDGET_SECONDS
         fetch, handle, heartbeats, mapped = self._fetch, self._event, et.HEARTBEATS, self.schema.mapped
-        while self.pending_rows < max_rows and self.refused is None:
-            if self.pending_rows and monotonic() > deadline:
+        while self.pending_rows < max_rows and self.ready_events < max_rows and self.ready_bytes < RAW_BATCH_BYTES \
+                and self.refused is None:
+            if (self.pending_rows or self.ready) and monotonic() > deadline:
                 break
             event = fetch()
             if event is None:
@@ -242,8 +253,18 @@ class BinlogStream(xa.XaGroups):
                 if not self.pending_rows:
                     raise
                 self.refused = exc  # the rows before it first: their checkpoint is still before it
-            if self.pending_rows and self.txn is None and not (self._inner or not self.replica or self.replica.ready()):
+            if (self.pending_rows or self.ready) and self.txn is None and \
+                    not (self._inner or not self.replica or self.replica.ready()):
                 break  # a commit, and the server has sent nothing more yet: the rows go now (latency)
+        if self.ready and not self.defer:  # read for a decoder, wanted decoded now (a fenced poll): decoded here
+            segs = segments(self.ready)
+            self.pending[:0] = segs
+            self.pending_rows += sum(s.n for s in segs)
+            self.ready, self.ready_bytes, self.ready_events = [], 0, 0
+        if self.ready:  # (before any pending row: a transaction is deferred only when none is pending)
+            txns = RawTxns(self.ready)
+            self.ready, self.ready_bytes, self.ready_events = [], 0, 0
+            return txns, txns.ts
         if not self.pending_rows:
             return None
         segs = self._take(max_rows)
@@ -254,62 +275,6 @@ class BinlogStream(xa.XaGroups):
         out, self.pending, got = take(self.pending, max_rows)
         self.pending_rows -= got
         return out
-
-    def connect_now(self) -> None:
-        """Connect and read the first event now (kept for `read`): a server that cannot send the binlog
-        from the start (a GTID state not in its history) says so at open, not at the first poll."""
-        self._peeked = self._fetch()
-
-    def _fetch(self) -> rp.RawEvent | None:
-        if self._inner:  # a transaction payload's events, one at a time (a poll stops at max_rows inside one too)
-            return self._inner.popleft()
-        if self._peeked is not None:
-            event, self._peeked = self._peeked, None
-            return event
-        attempt = 0
-        while True:
-            try:
-                return self.replica.fetch()  # type: ignore[union-attr]  # None: reconnects as a lost connection
-            except DbusError:
-                raise
-            except Exception as exc:
-                code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
-                if cn.is_server_id_clash(exc):
-                    raise self._server_id_clash() from None
-                if code == cn.ER_MASTER_FATAL_READING_BINLOG:
-                    raise self._binlog_error(exc) from None
-                if code in (cn.ER_ACCESS_DENIED, cn.ER_DBACCESS_DENIED):
-                    raise cn.connect_error(self.ep, exc) from None
-                attempt += 1
-                if attempt > self.reconnect_attempts:
-                    why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                    raise BinlogLost(
-                        f"lost the binlog connection to {self.where} and could not reconnect "
-                        f"({self.reconnect_attempts} attempts): {why}"
-                    ) from None
-                cp = self.offset()
-                by_gtid = self.resume_gtid if self.resume is not None else None  # before its first transaction
-                self.pending = []
-                self.pending_rows = 0
-                self.close()
-                delay = min(0.2 * 2**attempt, 15.0)
-                log.warning("[%s] binlog connection to %s lost (%s); reconnecting in %.1fs from %s", self.pipeline,
-                            self.where, type(exc).__name__, delay, cp.to_dict())
-                time.sleep(delay)
-                if by_gtid is None:
-                    self.file, self.next_pos = cp.file, cp.offset
-                self._start(cp, by_gtid)
-
-    def _server_id_clash(self) -> DbusError:
-        """Another replica connected with this reader's server_id and the server ended this connection:
-        reconnecting would throw the other one out in turn, forever."""
-        self.close()
-        return cn.server_id_taken_over(self.ep, self.server_id)
-
-    def _binlog_error(self, exc: BaseException) -> DbusError:
-        text = str(exc.args[1] if len(exc.args) > 1 else exc).splitlines()[0]
-        by_gtid = self.resume if self.resume_gtid is not None else None  # still before its first transaction
-        return binlog_refusal(text, self.where, self.server, self.file, self.next_pos, by_gtid, self.resume_gtid)
 
     # ------------------------------------------------------------------ events
     def _handle(self, ev: rp.RawEvent) -> None:  # one event, as the read loop handles it (written out there)
@@ -411,12 +376,25 @@ class BinlogStream(xa.XaGroups):
             txn = self._begin(offset, None, began=False)
         if self.recollect is not None and txn.segs is None:  # read before: only prepared XA groups count
             return
-        op, before, after, n, absent = row_images(ev, layout, self.file, offset, bitmap, bitmap2, pos)
+        if txn.raw is not None:  # for a decoder actor, with the rest of its transaction
+            txn.raw.append(RawRows(layout, ev, pos, bitmap, bitmap2, self.file, offset))
+            txn.raw_bytes += ev.end
+            if txn.raw_bytes > RAW_TXN_BYTES:  # too large to hold: decoded here
+                self._undefer(txn)
+            if not txn.began:
+                self._end()
+            return
+        images = row_images(ev, layout, self.file, offset, bitmap, bitmap2, pos)
+        self._add(txn, layout, float(ev.timestamp), offset, images)
+
+    def _add(self, txn: Txn, layout: Any, ts: float, offset: int, images: tuple[Any, ...]) -> None:
+        """The decoded images of the rows event at `offset` (event time `ts`): held (an XA group) or pending."""
+        op, before, after, n, absent = images
         if txn.segs is not None:
             self.prepared.count(n, f"{self.file}:{offset}")
         if txn.segs is not None:  # held until its XA COMMIT
             txn.segs.append(Segment(layout, op, before, after, n, self.file, offset, None, 0, "",
-                                    float(ev.timestamp), "", 0, absent))
+                                    ts, "", 0, absent))
             return
         first = txn.rows
         txn.rows += n
@@ -427,11 +405,19 @@ class BinlogStream(xa.XaGroups):
                 after = None if after is None else [c[start:] for c in after]
             self.pending.append(
                 Segment(layout, op, before, after, n - start, self.file, offset, txn.gtid, first + start,
-                        txn.txid, float(ev.timestamp), txn.file, txn.offset, absent, txn.before, txn.marks)
+                        txn.txid, ts, txn.file, txn.offset, absent, txn.before, txn.marks)
             )
             self.pending_rows += n - start
         if not txn.began:
             self._end()
+
+    def _undefer(self, txn: Txn) -> None:
+        """Decode the rows events `txn` holds for a decoder here, and the rest of it as they come (a row that
+        is not one of a whole transaction's is pending after them)."""
+        raw, txn.raw = txn.raw, None
+        for r in raw or ():
+            self._add(txn, r.layout, r.ts, r.offset,
+                      row_images(r, r.layout, r.file, r.offset, r.bitmap, r.bitmap2, r.pos))
 
     def _begin(self, offset: int, gtid: str | None, began: bool) -> Txn:
         if self.recollect is not None and self.recollect.done(self.file, offset):
@@ -448,10 +434,16 @@ class BinlogStream(xa.XaGroups):
         if self._skip_gtid is not None and gtid == self._skip_gtid[0]:
             txn.skip = self._skip_gtid[1]
             self._skip_gtid = None
+        if self.defer and not txn.skip and not self.pending and self.recollect is None:
+            txn.raw = []
         return txn
 
     def _end(self) -> None:
         txn = self.txn
+        if txn is not None and txn.raw:
+            self.ready.append(RawTxn(txn, txn.raw))
+            self.ready_bytes += txn.raw_bytes
+            self.ready_events += len(txn.raw)
         if txn is not None and txn.gtid:
             self.last_gtid = txn.gtid
             state = self.gtid_state
@@ -490,6 +482,7 @@ class BinlogStream(xa.XaGroups):
         if target is not None:
             db, table = target
             if self.schema.matcher(db, table or "*"):
+                self._undefer(txn)  # (its rows before the DDL's)
                 index = txn.rows
                 txn.rows += 1
                 if index >= txn.skip and self.recollect is None:

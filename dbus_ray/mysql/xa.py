@@ -232,9 +232,13 @@ class XaGroups:
     def _parse_state(self, text: str | None) -> Any:
         raise NotImplementedError
 
+    def _undefer(self, txn: Any) -> None:
+        raise NotImplementedError
+
     def _collect(self, txn: Any, xid: str | None) -> None:
         """`txn` is an XA transaction's group: hold its rows (re-reading: only those of the groups wanted)."""
         txn.xid = xid
+        self._undefer(txn)  # a group's rows are held here, not decoded elsewhere
         if xid is not None and (self.recollect is None or self.recollect.wants(txn.file, txn.offset) == xid):
             txn.segs = []
 
@@ -277,6 +281,7 @@ class XaGroups:
     def _deliver(self, txn: Any, segs: list[Segment], offset: int, ts: float) -> None:
         """The rows of a committed XA transaction, as rows of its commit's transaction `txn` (position of the
         XA COMMIT statement, GTID, time; its `skip` applies)."""
+        self._undefer(txn)
         for s in segs:
             first = txn.rows
             txn.rows += s.n

@@ -1,0 +1,94 @@
+"""Decoder actors `dbus:<pipeline>:decoder:<i>`: decode the binlog's rows for a `mysql` source with
+`source.decoders` >= 1, so that one pipeline's decoding uses more than one core or node. The reader's stream
+hands each a batch of whole transactions as raw rows events; it returns the row count and the Arrow batch,
+which stays in the object store (the reader hands on its reference; see `dbus_ray.mysql.decode_pool`). The
+pool is started by the pipeline's reader (which owns the decoders: they end with it), spread over the
+cluster's nodes."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import ray
+
+from dbus_ray.constants import NAMESPACE, actor_name
+from dbus_ray.errors import DbusError
+from dbus_ray.model import RowBatch
+from dbus_ray.mysql.decode_pool import DecoderLost, RawTxn, decode_txns
+from dbus_ray.mysql.keys import MessageKeys
+
+
+@ray.remote(num_cpus=0, max_restarts=0)
+class Decoder:
+    def __init__(self, pipeline: str, options: Any) -> None:
+        self.pipeline = pipeline
+        self.keys = MessageKeys(pipeline, options.message_key_columns, options.key_change)
+        self.rows = 0
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def decode(self, txns: list[RawTxn]) -> tuple[int, RowBatch]:
+        """(rows, the batch) of whole transactions, in binlog order."""
+        batch = decode_txns(self.pipeline, txns, self.keys)
+        n = batch.num_rows
+        self.rows += n
+        return n, batch
+
+
+class DecoderPool:
+    """`n` decoder actors, spread over the nodes (Ray's SPREAD scheduling), given batches in turn."""
+
+    def __init__(self, pipeline: str, options: Any, n: int) -> None:
+        self.pipeline = pipeline
+        self.options = options
+        self.next = 0
+        self.decoders: list[Any] = [self._start(i) for i in range(n)]
+
+    def _start(self, i: int) -> Any:
+        name = actor_name(self.pipeline, "decoder", str(i))
+        try:  # one left by an earlier reader of this pipeline
+            ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
+        except ValueError:
+            pass
+        for _ in range(50):
+            try:
+                return Decoder.options(name=name, namespace=NAMESPACE, scheduling_strategy="SPREAD").remote(
+                    self.pipeline, self.options)
+            except ValueError:  # the name is freed a moment after the old actor died
+                time.sleep(0.1)
+        raise DbusError(f"decoder {name} cannot start: the name stays taken")
+
+    def decode(self, txns: list[RawTxn]) -> tuple[Any, Any, int]:
+        """Hand `txns` to the next decoder: (its row count's ref, its batch's ref, the decoder's index)."""
+        i = self.next % len(self.decoders)
+        self.next += 1
+        rows, batch = self.decoders[i].decode.options(num_returns=2).remote(txns)
+        return rows, batch, i
+
+    def done(self, handle: tuple[Any, Any, int]) -> bool:
+        ready, _ = ray.wait([handle[0]], timeout=0)
+        return bool(ready)
+
+    def result(self, handle: tuple[Any, Any, int]) -> tuple[int, Any]:
+        """(rows, the batch's ref) once the decoder returned; its error (a DecodeError naming the binlog
+        position), or DecoderLost when it died."""
+        try:  # (the caller is the reader's polling thread, not its event loop: wait on a future)
+            return handle[0].future().result(), handle[1]
+        except ray.exceptions.RayActorError as exc:
+            raise DecoderLost(f"decoder {actor_name(self.pipeline, 'decoder', str(handle[2]))} was lost "
+                              f"({type(exc).__name__}): its rows are not delivered, the pipeline stops before "
+                              "them") from None
+        except ray.exceptions.RayTaskError as exc:
+            cause = exc.cause if isinstance(exc.cause, Exception) else exc
+            raise cause from None
+
+    def close(self) -> None:
+        for d in self.decoders:
+            try:
+                ray.kill(d, no_restart=True)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+        self.decoders = []

@@ -1,0 +1,170 @@
+"""Rows decoded by decoder actors (`source.decoders` >= 1), so that one pipeline's decoding uses more than
+one core or node: the stream reads the binlog and hands out whole transactions as their raw rows events
+(`RawTxn`); a decoder actor turns them into Arrow runs (`decode_txns`, the same `row_images` and `runs` as
+the stream's own decoding); the source hands the decoded batches on in binlog order (`InOrder`).
+
+Only a transaction the stream can hand out whole goes to a decoder: not one it resumes inside (a
+checkpoint's `skip`), not an XA group, not one with a DDL row, and not one larger than `RAW_TXN_BYTES`
+(those are decoded by the stream itself, `BinlogStream._undefer`). A row's position is the same either
+way: its ROWS event's offset and its index among the transaction's rows. A decode error names the binlog
+position of its event and stops the pipeline as it would in the stream; a decoder that dies does too
+(`DecoderLost`): its batch and every later one are never acknowledged, so the checkpoint stays before
+them."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from dbus_ray.errors import DbusError
+from dbus_ray.model import RowBatch
+from dbus_ray.mysql.batches import Segment, runs
+from dbus_ray.mysql.decoder import Layout
+from dbus_ray.mysql.row_images import row_images
+from dbus_ray.parcel import Remote
+
+#: A transaction's rows events up to this many bytes go to a decoder; a larger one is decoded by the stream.
+RAW_TXN_BYTES = 4 << 20
+#: A poll hands a decoder transactions of about this many bytes of rows events, and of at most `read_batch_rows`
+#: rows events (or fewer: whatever came).
+RAW_BATCH_BYTES = 1 << 20
+#: Decoded batches a source keeps in flight per decoder actor.
+DEPTH_PER_DECODER = 2
+
+
+class DecoderLost(DbusError):
+    """A decoder actor ended before it returned its batch."""
+
+
+class RawRows:
+    """One rows event of an included table, not decoded: what `row_images` reads (`type`, `data`, `end`)
+    and where (the layout of its table map, the body's start and column bitmaps, its binlog position)."""
+
+    __slots__ = ("layout", "type", "data", "end", "pos", "bitmap", "bitmap2", "file", "offset", "ts")
+
+    def __init__(self, layout: Layout, ev: Any, pos: int, bitmap: bytes, bitmap2: bytes | None, file: str,
+                 offset: int) -> None:
+        self.layout, self.type, self.data, self.end = layout, ev.type, ev.data, ev.end
+        self.pos, self.bitmap, self.bitmap2 = pos, bitmap, bitmap2
+        self.file, self.offset, self.ts = file, offset, float(ev.timestamp)
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, k) for k in self.__slots__)
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        for k, v in zip(self.__slots__, state):
+            setattr(self, k, v)
+
+
+class RawTxn:
+    """A whole transaction's rows events, with what every row's position and checkpoint need."""
+
+    __slots__ = ("file", "offset", "gtid", "txid", "before", "marks", "events")
+
+    def __init__(self, txn: Any, events: list[RawRows]) -> None:
+        self.file, self.offset, self.gtid, self.txid = txn.file, txn.offset, txn.gtid, txn.txid
+        self.before, self.marks, self.events = txn.before, txn.marks, events
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, k) for k in self.__slots__)
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        for k, v in zip(self.__slots__, state):
+            setattr(self, k, v)
+
+
+class RawTxns:
+    """Transactions the stream read, in binlog order, for a decoder: their tables and newest event time."""
+
+    __slots__ = ("txns", "tables", "ts")
+
+    def __init__(self, txns: list[RawTxn]) -> None:
+        self.txns = txns
+        self.tables = frozenset((r.layout.db, r.layout.table) for t in txns for r in t.events)
+        self.ts = max(r.ts for t in txns for r in t.events)
+
+
+def decode_txns(pipeline: str, txns: list[RawTxn], keys: Any) -> RowBatch:
+    """The rows of `txns` as Arrow runs (what a decoder actor returns), keyed by `keys` (`MessageKeys`)."""
+    segs = segments(txns)
+    return keys.apply(RowBatch(pipeline, 0, runs(segs), None, max(s.ts for s in segs)))
+
+
+def segments(txns: list[RawTxn]) -> list[Segment]:
+    """The decoded rows of `txns`, a segment per rows event."""
+    segs: list[Segment] = []
+    for t in txns:
+        index = 0
+        for r in t.events:
+            op, before, after, n, absent = row_images(r, r.layout, r.file, r.offset, r.bitmap, r.bitmap2, r.pos)
+            segs.append(Segment(r.layout, op, before, after, n, r.file, r.offset, t.gtid, index, t.txid, r.ts,
+                                t.file, t.offset, absent, t.before, t.marks))
+            index += n
+    return segs
+
+
+class InOrder:
+    """The source's decoded batches in flight, handed out in the order they were read. Each entry is
+    (a decoder's handle or rows the stream decoded itself, the checkpoint after it, its newest time)."""
+
+    def __init__(self, pool: Any, depth: int) -> None:
+        self.pool = pool  # decode(txns) -> handle; result(handle) -> (rows, ref); done(handle); close()
+        self.depth = depth
+        self.flight: deque[tuple[Any, RawTxns | None, dict[str, Any] | None, float]] = deque()
+        self.lost: BaseException | None = None  # the stream failed after the batches in flight were read
+
+    def __len__(self) -> int:
+        return len(self.flight)
+
+    def oldest_ts(self) -> float | None:
+        return min((e[3] for e in self.flight), default=None)
+
+    def add(self, got: tuple[Any, float], checkpoint: dict[str, Any] | None) -> None:
+        """What the stream's `read` returned: raw transactions go to a decoder now."""
+        parts, ts = got
+        if isinstance(parts, RawTxns):
+            self.flight.append((self.pool.decode(parts.txns), parts, checkpoint, ts))
+        else:
+            self.flight.append((parts, None, checkpoint, ts))
+
+    def ready(self) -> bool:
+        """The oldest batch can be handed out without waiting."""
+        return bool(self.flight) and (self.flight[0][1] is None or self.pool.done(self.flight[0][0]))
+
+    def poll(self, stream: Any, max_rows: int, pipeline: str, seq: int,
+             checkpoint: Callable[[], dict[str, Any] | None]) -> RowBatch | Remote | None:
+        """The next batch in binlog order: reads on (`stream.read`) while fewer than `depth` batches are in
+        flight, the oldest is not decoded yet and the server has sent more; then waits for the oldest. An
+        error of the stream is raised once the batches read before it are handed out."""
+        while self.lost is None and len(self.flight) < self.depth and not self.ready():
+            if self.flight and not stream.buffered():  # nothing more came: wait for the decoder, not the server
+                break
+            try:
+                got = stream.read(max_rows)
+            except Exception as exc:
+                if not self.flight:
+                    raise
+                self.lost = exc
+                break
+            if got is None:
+                break
+            self.add(got, checkpoint())
+        if not self.flight:
+            if self.lost is not None:
+                exc, self.lost = self.lost, None
+                raise exc
+            return None
+        return self.take(pipeline, seq)
+
+    def take(self, pipeline: str, seq: int) -> RowBatch | Remote:
+        """The oldest batch, waiting for its decoder."""
+        handle, raw, checkpoint, ts = self.flight.popleft()
+        if raw is None:
+            return RowBatch(pipeline, seq, handle, checkpoint, ts)
+        rows, ref = self.pool.result(handle)
+        return Remote(pipeline, seq, rows, raw.tables, checkpoint, ts, ref)
+
+    def close(self) -> None:
+        self.flight.clear()
+        self.pool.close()
