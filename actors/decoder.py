@@ -2,8 +2,8 @@
 `source.decoders` >= 1, so that one pipeline's decoding uses more than one core or node. The reader's stream
 hands each a batch of whole transactions as raw rows events; it returns the row count and the Arrow batch,
 which stays in the object store (the reader hands on its reference; see `dbus_ray.mysql.decode_pool`). The
-pool is started by the pipeline's reader (which owns the decoders: they end with it), spread over the
-cluster's nodes."""
+pool is started by the pipeline's reader (which owns the decoders: they end with it), on the cluster's
+nodes in turn, the reader's own last."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from dbus_ray.constants import NAMESPACE, actor_name
 from dbus_ray.errors import DbusError
@@ -38,13 +39,22 @@ class Decoder:
         return n, batch
 
 
+def nodes_in_turn() -> list[str]:
+    """The cluster's live nodes, the reader's own last: its core is busy reading the binlog."""
+    here = ray.get_runtime_context().get_node_id()
+    alive = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
+    return [n for n in alive if n != here] + [here]
+
+
 class DecoderPool:
-    """`n` decoder actors, spread over the nodes (Ray's SPREAD scheduling), given batches in turn."""
+    """`n` decoder actors over the nodes, the reader's own node last (decoder i on the i-th of
+    `nodes_in_turn`, a soft preference: anywhere when that node is gone), given batches in turn."""
 
     def __init__(self, pipeline: str, options: Any, n: int) -> None:
         self.pipeline = pipeline
         self.options = options
         self.next = 0
+        self.nodes = nodes_in_turn()
         self.decoders: list[Any] = [self._start(i) for i in range(n)]
 
     def _start(self, i: int) -> Any:
@@ -55,7 +65,8 @@ class DecoderPool:
             pass
         for _ in range(50):
             try:
-                return Decoder.options(name=name, namespace=NAMESPACE, scheduling_strategy="SPREAD").remote(
+                where = NodeAffinitySchedulingStrategy(self.nodes[i % len(self.nodes)], soft=True)
+                return Decoder.options(name=name, namespace=NAMESPACE, scheduling_strategy=where).remote(
                     self.pipeline, self.options)
             except ValueError:  # the name is freed a moment after the old actor died
                 time.sleep(0.1)

@@ -174,7 +174,8 @@ def table(results: dict[str, Any]) -> str:
     spread = results.get("scale_decode") or {}
     if "ratio" in spread:
         row("scale out: 1 pipeline decoding on 1 node (1 core)", spread["one_node_rows_per_s"], "rows/s")
-        row(f"scale out: 1 pipeline decoding on 2 nodes (decoders on {'+'.join(spread['decoder_nodes'])})",
+        row(f"scale out: 1 pipeline decoding on 2 nodes ({spread['decoders']} decoders on "
+            f"{'+'.join(spread['decoder_nodes'])})",
             spread["two_nodes_rows_per_s"], "rows/s")
         row("scale out: 1 pipeline's decoding, ratio", spread["ratio"], "x")
     e2e = results.get("e2e") or {}

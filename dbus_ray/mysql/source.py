@@ -215,7 +215,7 @@ class MysqlSource(Source):
         if self.stream is not None:
             self.stream.close()
             self.stream = None
-        if self.decoding is not None and not len(self.decoding):  # (a fail-over keeps its pool)
+        if self.decoding is not None:  # (a fail-over opens a new pool: nothing is in flight then)
             self.decoding.close()
             self.decoding = None
 

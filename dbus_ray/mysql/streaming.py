@@ -250,7 +250,7 @@ class BinlogStream(Reconnecting, xa.XaGroups):
                 if self._inner_end and not self._inner and not event.log_pos:  # after a payload's last event
                     self._payload_done()
             except et.RefusedEvent as exc:
-                if not self.pending_rows:
+                if not self.pending_rows and not self.ready:
                     raise
                 self.refused = exc  # the rows before it first: their checkpoint is still before it
             if (self.pending_rows or self.ready) and self.txn is None and \
