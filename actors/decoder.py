@@ -48,7 +48,8 @@ def nodes_in_turn() -> list[str]:
 
 class DecoderPool:
     """`n` decoder actors over the nodes, the reader's own node last (decoder i on the i-th of
-    `nodes_in_turn`, a soft preference: anywhere when that node is gone), given batches in turn."""
+    `nodes_in_turn`; a node lost later ends its decoder, and the pipeline's restart starts a new pool on the
+    nodes alive then), given batches in turn."""
 
     def __init__(self, pipeline: str, options: Any, n: int) -> None:
         self.pipeline = pipeline
@@ -65,7 +66,8 @@ class DecoderPool:
             pass
         for _ in range(50):
             try:
-                where = NodeAffinitySchedulingStrategy(self.nodes[i % len(self.nodes)], soft=True)
+                # not soft: a soft preference was measured to land elsewhere when the node had no idle worker
+                where = NodeAffinitySchedulingStrategy(self.nodes[i % len(self.nodes)], soft=False)
                 return Decoder.options(name=name, namespace=NAMESPACE, scheduling_strategy=where).remote(
                     self.pipeline, self.options)
             except ValueError:  # the name is freed a moment after the old actor died

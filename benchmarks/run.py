@@ -178,6 +178,11 @@ def table(results: dict[str, Any]) -> str:
             f"{'+'.join(spread['decoder_nodes'])})",
             spread["two_nodes_rows_per_s"], "rows/s")
         row("scale out: 1 pipeline's decoding, ratio", spread["ratio"], "x")
+        one_row = spread.get("one_row_txn") or {}
+        if "ratio" in one_row:
+            row("  the same, one-row transactions: 1 node / 2 nodes", f"{one_row['one_node_rows_per_s']:,} / "
+                f"{one_row['two_nodes_rows_per_s']:,} ({one_row['decoders']} decoders)", "rows/s")
+            row("  the same, one-row transactions: ratio", one_row["ratio"], "x")
     e2e = results.get("e2e") or {}
     if e2e.get("catch_up"):
         c = e2e["catch_up"]

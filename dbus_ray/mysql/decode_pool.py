@@ -49,12 +49,13 @@ class RawRows:
         self.pos, self.bitmap, self.bitmap2 = pos, bitmap, bitmap2
         self.file, self.offset, self.ts = file, offset, float(ev.timestamp)
 
-    def __getstate__(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, k) for k in self.__slots__)
+    def __getstate__(self) -> tuple[Any, ...]:  # (spelled out: a generator over the slots cost 30 % more)
+        return (self.layout, self.type, self.data, self.end, self.pos, self.bitmap, self.bitmap2, self.file,
+                self.offset, self.ts)
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
-        for k, v in zip(self.__slots__, state):
-            setattr(self, k, v)
+        (self.layout, self.type, self.data, self.end, self.pos, self.bitmap, self.bitmap2, self.file, self.offset,
+         self.ts) = state
 
 
 class RawTxn:
@@ -67,11 +68,10 @@ class RawTxn:
         self.before, self.marks, self.events = txn.before, txn.marks, events
 
     def __getstate__(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, k) for k in self.__slots__)
+        return self.file, self.offset, self.gtid, self.txid, self.before, self.marks, self.events
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
-        for k, v in zip(self.__slots__, state):
-            setattr(self, k, v)
+        self.file, self.offset, self.gtid, self.txid, self.before, self.marks, self.events = state
 
 
 class RawTxns:

@@ -386,6 +386,8 @@ class BinlogStream(Reconnecting, xa.XaGroups):
             return
         images = row_images(ev, layout, self.file, offset, bitmap, bitmap2, pos)
         self._add(txn, layout, float(ev.timestamp), offset, images)
+        if not txn.began and txn.segs is None:
+            self._end()
 
     def _add(self, txn: Txn, layout: Any, ts: float, offset: int, images: tuple[Any, ...]) -> None:
         """The decoded images of the rows event at `offset` (event time `ts`): held (an XA group) or pending."""
@@ -408,8 +410,6 @@ class BinlogStream(Reconnecting, xa.XaGroups):
                         txn.txid, ts, txn.file, txn.offset, absent, txn.before, txn.marks)
             )
             self.pending_rows += n - start
-        if not txn.began:
-            self._end()
 
     def _undefer(self, txn: Txn) -> None:
         """Decode the rows events `txn` holds for a decoder here, and the rest of it as they come (a row that
