@@ -17,7 +17,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from dbus_ray.constants import NAMESPACE, actor_name
 from dbus_ray.errors import DbusError
 from dbus_ray.model import RowBatch
-from dbus_ray.mysql.decode_pool import DecoderLost, RawTxn, decode_txns
+from dbus_ray.mysql.decode_pool import DecoderLost, decode_packed
 from dbus_ray.mysql.keys import MessageKeys
 
 
@@ -31,9 +31,9 @@ class Decoder:
     def pid(self) -> int:
         return os.getpid()
 
-    def decode(self, txns: list[RawTxn]) -> tuple[int, RowBatch]:
-        """(rows, the batch) of whole transactions, in binlog order."""
-        batch = decode_txns(self.pipeline, txns, self.keys)
+    def decode(self, packed: bytes) -> tuple[int, RowBatch]:
+        """(rows, the batch) of whole transactions, in binlog order (`decode_pool.pack`)."""
+        batch = decode_packed(self.pipeline, packed, self.keys)
         n = batch.num_rows
         self.rows += n
         return n, batch
@@ -49,14 +49,16 @@ def nodes_in_turn() -> list[str]:
 class DecoderPool:
     """`n` decoder actors over the nodes, the reader's own node last (decoder i on the i-th of
     `nodes_in_turn`; a node lost later ends its decoder, and the pipeline's restart starts a new pool on the
-    nodes alive then), given batches in turn."""
+    nodes alive then). Each batch goes to the decoder with the fewest batches still being decoded (the first
+    of them in that order): one sharing the reader's core falls behind, and an even turn would hold every
+    batch after its own."""
 
     def __init__(self, pipeline: str, options: Any, n: int) -> None:
         self.pipeline = pipeline
         self.options = options
-        self.next = 0
         self.nodes = nodes_in_turn()
         self.decoders: list[Any] = [self._start(i) for i in range(n)]
+        self.working: list[tuple[Any, int]] = []  # (row count's ref, decoder) of the batches not decoded yet
 
     def _start(self, i: int) -> Any:
         name = actor_name(self.pipeline, "decoder", str(i))
@@ -74,11 +76,17 @@ class DecoderPool:
                 time.sleep(0.1)
         raise DbusError(f"decoder {name} cannot start: the name stays taken")
 
-    def decode(self, txns: list[RawTxn]) -> tuple[Any, Any, int]:
-        """Hand `txns` to the next decoder: (its row count's ref, its batch's ref, the decoder's index)."""
-        i = self.next % len(self.decoders)
-        self.next += 1
-        rows, batch = self.decoders[i].decode.options(num_returns=2).remote(txns)
+    def decode(self, packed: bytes) -> tuple[Any, Any, int]:
+        """Hand packed transactions to the next decoder: (its row count's ref, its batch's ref, its index)."""
+        if self.working:
+            done = set(ray.wait([r for r, _ in self.working], num_returns=len(self.working), timeout=0)[0])
+            self.working = [(r, j) for r, j in self.working if r not in done]
+        busy = [0] * len(self.decoders)
+        for _, j in self.working:
+            busy[j] += 1
+        i = busy.index(min(busy))
+        rows, batch = self.decoders[i].decode.options(num_returns=2).remote(packed)
+        self.working.append((rows, i))
         return rows, batch, i
 
     def done(self, handle: tuple[Any, Any, int]) -> bool:

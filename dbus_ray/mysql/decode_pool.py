@@ -1,6 +1,6 @@
 """Rows decoded by decoder actors (`source.decoders` >= 1), so that one pipeline's decoding uses more than
 one core or node: the stream reads the binlog and hands out whole transactions as their raw rows events
-(`RawTxn`); a decoder actor turns them into Arrow runs (`decode_txns`, the same `row_images` and `runs` as
+(`RawTxn`); a decoder actor turns them into Arrow runs (`decode_packed`, the same `row_images` and `runs` as
 the stream's own decoding); the source hands the decoded batches on in binlog order (`InOrder`).
 
 Only a transaction the stream can hand out whole goes to a decoder: not one it resumes inside (a
@@ -13,6 +13,7 @@ them."""
 
 from __future__ import annotations
 
+import pickle
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +22,7 @@ from dbus_ray.errors import DbusError
 from dbus_ray.model import RowBatch
 from dbus_ray.mysql.batches import Segment, runs
 from dbus_ray.mysql.decoder import Layout
+from dbus_ray.mysql.gc_hold import gc_held
 from dbus_ray.mysql.row_images import row_images
 from dbus_ray.parcel import Remote
 
@@ -85,10 +87,19 @@ class RawTxns:
         self.ts = max(r.ts for t in txns for r in t.events)
 
 
-def decode_txns(pipeline: str, txns: list[RawTxn], keys: Any) -> RowBatch:
-    """The rows of `txns` as Arrow runs (what a decoder actor returns), keyed by `keys` (`MessageKeys`)."""
-    segs = segments(txns)
-    return keys.apply(RowBatch(pipeline, 0, runs(segs), None, max(s.ts for s in segs)))
+def pack(txns: list[RawTxn]) -> bytes:
+    """`txns` as the bytes a decoder actor receives (unpacked there with the garbage collector held off)."""
+    return pickle.dumps(txns, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def decode_packed(pipeline: str, packed: bytes, keys: Any) -> RowBatch:
+    """The rows of packed transactions as Arrow runs (what a decoder actor returns), keyed by `keys`
+    (`MessageKeys`). The collector is held off meanwhile, as in the stream (`dbus_ray.mysql.gc_hold`): with
+    one-row transactions it re-scanned every unpacked event again and again, and doubled the time."""
+    with gc_held():
+        txns = pickle.loads(packed)
+        segs = segments(txns)
+        return keys.apply(RowBatch(pipeline, 0, runs(segs), None, max(s.ts for s in segs)))
 
 
 def segments(txns: list[RawTxn]) -> list[Segment]:
@@ -124,7 +135,7 @@ class InOrder:
         """What the stream's `read` returned: raw transactions go to a decoder now."""
         parts, ts = got
         if isinstance(parts, RawTxns):
-            self.flight.append((self.pool.decode(parts.txns), parts, checkpoint, ts))
+            self.flight.append((self.pool.decode(pack(parts.txns)), parts, checkpoint, ts))
         else:
             self.flight.append((parts, None, checkpoint, ts))
 

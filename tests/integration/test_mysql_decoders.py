@@ -6,7 +6,6 @@ expected values are the server's own (`SELECT`) and the statements the tests ran
 from __future__ import annotations
 
 import json
-import pickle
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from dbus_ray.config import parse_config
 from dbus_ray.errors import DecodeError
 from dbus_ray.model import RowBatch
 from dbus_ray.mysql import decode_pool
-from dbus_ray.mysql.decode_pool import decode_txns
+from dbus_ray.mysql.decode_pool import decode_packed
 from dbus_ray.mysql.keys import MessageKeys
 from dbus_ray.mysql.source import MysqlOptions, MysqlSource
 from dbus_ray.parcel import Remote
@@ -31,18 +30,18 @@ DB = "dbus_test"
 
 
 class PickledPool:
-    """Decoders in this process: each batch of transactions is pickled and unpickled first (a decoder actor
-    receives it so), and the decoded batch stands where the object-store reference would."""
+    """Decoders in this process: each batch of transactions arrives packed (pickled), as a decoder actor
+    receives it, and the decoded batch stands where the object-store reference would."""
 
     def __init__(self, pipeline: str, options: Any, n: int) -> None:
         self.pipeline = pipeline
         self.keys = MessageKeys(pipeline, options.message_key_columns, options.key_change)
         self.batches = 0
 
-    def decode(self, txns: list[Any]) -> Any:
+    def decode(self, packed: bytes) -> Any:
         self.batches += 1
         try:
-            batch = decode_txns(self.pipeline, pickle.loads(pickle.dumps(txns)), self.keys)
+            batch = decode_packed(self.pipeline, packed, self.keys)
         except Exception as exc:  # noqa: BLE001 - raised by `result`, as the actor's error would be
             return exc
         return batch
