@@ -120,7 +120,7 @@ class InOrder:
     (a decoder's handle or rows the stream decoded itself, the checkpoint after it, its newest time)."""
 
     def __init__(self, pool: Any, depth: int) -> None:
-        self.pool = pool  # decode(txns) -> handle; result(handle) -> (rows, ref); done(handle); close()
+        self.pool = pool  # decode(packed) -> handle; result(handle) -> (rows, ref); done(handle); close()
         self.depth = depth
         self.flight: deque[tuple[Any, RawTxns | None, dict[str, Any] | None, float]] = deque()
         self.lost: BaseException | None = None  # the stream failed after the batches in flight were read
