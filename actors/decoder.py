@@ -8,14 +8,13 @@ nodes in turn, the reader's own last."""
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from dbus_ray.constants import NAMESPACE, actor_name
-from dbus_ray.errors import DbusError
+from dbus_ray.actors.owned import start_owned
+from dbus_ray.constants import actor_name
 from dbus_ray.model import RowBatch
 from dbus_ray.mysql.decode_pool import DecoderLost, decode_packed
 from dbus_ray.mysql.keys import MessageKeys
@@ -61,20 +60,10 @@ class DecoderPool:
         self.working: list[tuple[Any, int]] = []  # (row count's ref, decoder) of the batches not decoded yet
 
     def _start(self, i: int) -> Any:
-        name = actor_name(self.pipeline, "decoder", str(i))
-        try:  # one left by an earlier reader of this pipeline
-            ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
-        except ValueError:
-            pass
-        for _ in range(50):
-            try:
-                # not soft: a soft preference was measured to land elsewhere when the node had no idle worker
-                where = NodeAffinitySchedulingStrategy(self.nodes[i % len(self.nodes)], soft=False)
-                return Decoder.options(name=name, namespace=NAMESPACE, scheduling_strategy=where).remote(
-                    self.pipeline, self.options)
-            except ValueError:  # the name is freed a moment after the old actor died
-                time.sleep(0.1)
-        raise DbusError(f"decoder {name} cannot start: the name stays taken")
+        # not soft: a soft preference was measured to land elsewhere when the node had no idle worker
+        where = NodeAffinitySchedulingStrategy(self.nodes[i % len(self.nodes)], soft=False)
+        return start_owned(Decoder, "decoder", actor_name(self.pipeline, "decoder", str(i)), where, self.pipeline,
+                           self.options)
 
     def decode(self, packed: bytes) -> tuple[Any, Any, int]:
         """Hand packed transactions to the next decoder: (its row count's ref, its batch's ref, its index)."""

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from typing import Any
 
 import pyarrow as pa
 import pymysql
 import ray
 
-from dbus_ray.constants import NAMESPACE, actor_name
+from dbus_ray.actors.owned import start_owned
+from dbus_ray.constants import actor_name
 from dbus_ray.errors import DbusError
 from dbus_ray.mysql import connection as pf
 from dbus_ray.mysql.snapshot.catalog import SnapTable, open_consistent
@@ -80,19 +80,9 @@ class WorkerPool:
         self.workers: list[Any] = [self._start(i) for i in range(n)]
 
     def _start(self, i: int) -> Any:
-        name = actor_name(self.pipeline, "snapshot", str(i))
-        try:  # one left by an earlier reader of this pipeline
-            ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
-        except ValueError:
-            pass
-        for _ in range(50):
-            try:
-                # the endpoint (with its password) through the object store: the GCS keeps references only
-                return SnapshotWorker.options(name=name, namespace=NAMESPACE, scheduling_strategy="SPREAD").remote(
-                    ray.put(self.ep), self.pipeline, i)
-            except ValueError:  # the name is freed a moment after the old actor died
-                time.sleep(0.1)
-        raise DbusError(f"snapshot worker {name} cannot start: the name stays taken")
+        # the endpoint (with its password) through the object store: the GCS keeps references only
+        return start_owned(SnapshotWorker, "snapshot worker", actor_name(self.pipeline, "snapshot", str(i)), "SPREAD",
+                           ray.put(self.ep), self.pipeline, i)
 
     def read(self, i: int, t: SnapTable, lo: Any, hi: Any) -> Any:
         return self.workers[i].read.remote(t, lo, hi)

@@ -21,7 +21,7 @@ from dbus_ray.mysql.keys import MessageKeys
 from dbus_ray.mysql.source import MysqlOptions, MysqlSource
 from dbus_ray.parcel import Remote
 from tests.integration.test_mysql_source import select_json
-from tests.support.helpers import execute, position, table_name
+from tests.support.helpers import execute, poll_once, position, table_name
 from tests.support.mysql_types import TYPE_ROWS, create_type_table
 
 pytestmark = pytest.mark.integration
@@ -147,16 +147,7 @@ def test_resume_at_every_checkpoint_loses_and_repeats_nothing(mariadb: Any, root
     got: list[tuple[str, int]] = []
     checkpoint: dict[str, Any] | None = None
     for _ in range(200):
-        src = source(mariadb, start=start, include=[f"{DB}.{t}"])
-        src.open(checkpoint)
-        try:
-            batch = None
-            for _ in range(20):
-                batch = src.poll(5, 1)
-                if batch is not None or src.caught_up():
-                    break
-        finally:
-            src.close()
+        batch = poll_once(source(mariadb, start=start, include=[f"{DB}.{t}"]), checkpoint, 5)
         if batch is None:
             break
         got += [(r["op"], r["after"]["id"]) for r in rows_of([local(batch)], t)]
@@ -191,6 +182,18 @@ def test_a_decode_error_names_its_position_after_the_rows_before_it(mariadb: Any
         src.close()
 
 
+def two_decoders(mariadb: Any, t: str, start: str, tmp_path: Path, read_batch_rows: int) -> Any:
+    """A pipeline of table `t` from `start` with two decoder actors into `tmp_path/out.jsonl`."""
+    return parse_config({
+        "name": f"mysql-{t}".replace("_", "-"),
+        "source": {"type": "mysql", "dsn": "mysql://dbus:${PW}@127.0.0.1:" + str(mariadb.port), "start": start,
+                   "include": [f"{DB}.{t}"], "decoders": 2},
+        "sinks": [{"name": "file", "type": "jsonl", "path": str(tmp_path / "out.jsonl")}],
+        "flow": {"read_batch_rows": read_batch_rows, "max_rows_in_flight": 4 * read_batch_rows},
+        "data_dir": str(tmp_path / "data"),
+    }, "mysql.yaml", {"PW": mariadb.password})
+
+
 def test_pipeline_with_two_decoder_actors(mariadb: Any, root: Any, ray_session: None, tmp_path: Path) -> None:
     from dbus_ray.pipeline import run_pipeline
 
@@ -202,15 +205,7 @@ def test_pipeline_with_two_decoder_actors(mariadb: Any, root: Any, ray_session: 
                                  for i in range(k * 50, k * 50 + 50)), "COMMIT")
     execute(root, f"UPDATE {t} SET s = 'changed' WHERE id < 100", f"DELETE FROM {t} WHERE id >= 900")
     out = tmp_path / "out.jsonl"
-    raw = {
-        "name": f"mysql-{t}".replace("_", "-"),
-        "source": {"type": "mysql", "dsn": "mysql://dbus:${PW}@127.0.0.1:" + str(mariadb.port), "start": start,
-                   "include": [f"{DB}.{t}"], "decoders": 2},
-        "sinks": [{"name": "file", "type": "jsonl", "path": str(out)}],
-        "flow": {"read_batch_rows": 64, "max_rows_in_flight": 256},
-        "data_dir": str(tmp_path / "data"),
-    }
-    cfg = parse_config(raw, "mysql.yaml", {"PW": mariadb.password})
+    cfg = two_decoders(mariadb, t, start, tmp_path, 64)
     assert cfg.placement == "spread"
     final = run_pipeline(cfg, until_caught_up=True, interval=0.1)
     assert final["error"] is None and final["state"] == "stopped"
@@ -243,15 +238,7 @@ def test_a_lost_decoder_stops_the_pipeline_and_a_rerun_delivers_every_row(mariad
     for i in range(3000):  # one-row transactions: decoder batches of `read_batch_rows` rows events
         execute(root, f"INSERT INTO {t} VALUES ({i}, 'row-{i}')")
     out = tmp_path / "out.jsonl"
-    raw = {
-        "name": f"mysql-{t}".replace("_", "-"),
-        "source": {"type": "mysql", "dsn": "mysql://dbus:${PW}@127.0.0.1:" + str(mariadb.port), "start": start,
-                   "include": [f"{DB}.{t}"], "decoders": 2},
-        "sinks": [{"name": "file", "type": "jsonl", "path": str(out)}],
-        "flow": {"read_batch_rows": 100, "max_rows_in_flight": 400},
-        "data_dir": str(tmp_path / "data"),
-    }
-    cfg = parse_config(raw, "mysql.yaml", {"PW": mariadb.password})
+    cfg = two_decoders(mariadb, t, start, tmp_path, 100)
     pipeline = Pipeline(cfg)
     pipeline.start()
     try:

@@ -17,7 +17,7 @@ from dbus_ray.config import parse_config
 from dbus_ray.model import dumps
 from dbus_ray.mysql.ddl import ddl_target
 from dbus_ray.mysql.source import MysqlOptions, MysqlSource
-from tests.support.helpers import decoded_tables, drain, execute, position, table_name
+from tests.support.helpers import decoded_tables, drain, execute, poll_once, position, table_name
 from tests.support.mysql_types import TYPE_ROWS, create_type_table
 
 pytestmark = pytest.mark.integration
@@ -278,16 +278,7 @@ def test_resume_mid_transaction_loses_and_duplicates_nothing(mariadb: Any, root:
         checkpoint: dict[str, Any] | None = None
         rounds = 0
         while True:
-            src = source(mariadb, start=start)
-            src.open(checkpoint)
-            try:
-                batch = None
-                for _ in range(20):
-                    batch = src.poll(step, 1)
-                    if batch is not None or src.caught_up():
-                        break
-            finally:
-                src.close()
+            batch = poll_once(source(mariadb, start=start), checkpoint, step)
             if batch is None:
                 break
             got += [json.loads(c.to_json()) for c in batch.changes() if c.table in (t, other)]

@@ -28,7 +28,7 @@ from tests.support.changes import (
     snapshot_markers,
     snapshot_window,
 )
-from tests.support.helpers import drain, execute, position, table_name, wait_for
+from tests.support.helpers import drain, execute, poll_once, position, table_name, wait_for
 from tests.support.mysql_types import create_type_table
 
 pytestmark = pytest.mark.integration
@@ -155,16 +155,7 @@ def test_resume_from_each_checkpoint_of_a_binary_and_composite_key(mariadb: Any,
     got: list[dict[str, Any]] = []
     checkpoint: dict[str, Any] | None = None
     for _ in range(100):  # a new source for every batch, from the checkpoint as the store keeps it (JSON)
-        src = source(mariadb, snapshot="initial", include=[f"{DB}.{t}"], chunk_rows=4)
-        src.open(checkpoint)
-        try:
-            batch = None
-            for _ in range(20):
-                batch = src.poll(3, 1)
-                if batch is not None or src.caught_up():
-                    break
-        finally:
-            src.close()
+        batch = poll_once(source(mariadb, snapshot="initial", include=[f"{DB}.{t}"], chunk_rows=4), checkpoint, 3)
         if batch is None:
             break
         got += changes([batch])

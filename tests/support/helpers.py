@@ -68,6 +68,20 @@ def scalar(conn: Any, sql: str, args: Any = None) -> Any:
         return cur.fetchone()[0]
 
 
+def poll_once(source: Any, checkpoint: dict[str, Any] | None, max_rows: int) -> Any:
+    """Open a new source at `checkpoint`, poll it until a batch comes or it is caught up, close it: the batch
+    (None when caught up without one). Called once per batch, it resumes at every checkpoint."""
+    source.open(checkpoint)
+    try:
+        for _ in range(20):
+            batch = source.poll(max_rows, 1)
+            if batch is not None or source.caught_up():
+                return batch
+        return None
+    finally:
+        source.close()
+
+
 def drain(source: Any, max_rows: int = 1000, limit: int = 5000) -> list[Any]:
     """Poll a source (in process, no Ray) until it is caught up; the batches it returned."""
     batches: list[Any] = []
