@@ -226,10 +226,23 @@ class Pipeline:
             ray.get([w.stats.remote() for w in self.writers], timeout=START_TIMEOUT_S)  # a sink that cannot open
             ray.get(self.reader.start.remote(router), timeout=START_TIMEOUT_S)
         except Exception as exc:
+            died = self._died(exc)
             self.kill()
             if isinstance(exc, DbusError) and not isinstance(exc, ray.exceptions.RayError):
                 raise
-            raise DbusError(f"pipeline {cfg.name} cannot start: {reason(exc)}") from None
+            why = f"{died} died ({reason(exc)})" if died else reason(exc)
+            raise DbusError(f"pipeline {cfg.name} cannot start: {why}") from None
+
+    def _died(self, exc: BaseException) -> str | None:
+        """'its reader' (or 'its actor <name>') when `exc` is one of this pipeline's actors dying."""
+        if not isinstance(exc, ray.exceptions.RayActorError) or self.hosted or not exc.actor_id:
+            return None
+        names = self.actor_names()
+        handles = self.actors if len(self.actors) == len(names) else self.actors[:1]
+        for name, handle in zip(names, handles):
+            if handle._actor_id.hex() == exc.actor_id:
+                return "its reader" if handle is self.reader else f"its actor {name}"
+        return None
 
     def status(self) -> dict[str, Any]:
         return ray.get(self.reader.status.remote())

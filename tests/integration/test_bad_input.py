@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import uuid
@@ -137,6 +138,44 @@ def test_unreachable_mysql(tmp_path: Path) -> None:
     check(error_of(invoke("run", str(path), "--until-caught-up"), 1),
           rf"error: pipeline nomysql cannot start: cannot connect to MySQL at 127.0.0.1:{port} as dbus: "
           r"Can't connect to MySQL server on '127.0.0.1' \(\[Errno 111\] Connection refused\)")
+
+
+def test_reader_killed_while_it_connects_names_the_reader(tmp_path: Path) -> None:
+    """A server that accepts and never greets holds the reader in its open; killed there, the start fails
+    with one line naming the reader (not a bare "actor died")."""
+    import socket
+    import threading
+
+    from dbus_ray.config import load_config
+    from dbus_ray.errors import DbusError
+    from dbus_ray.pipeline import actor_name, run_pipeline
+    from tests.support.helpers import actor_pid
+
+    silent = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+    threading.Thread(target=lambda: accepted.append(silent.accept()[0]), daemon=True).start()
+    cfg = load_config(mysql_pipeline(tmp_path, "silent", dsn(silent.getsockname()[1])))
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            run_pipeline(cfg, until_caught_up=True, interval=0.05)
+        except BaseException as exc:  # noqa: BLE001 - checked below
+            outcome.append(exc)
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    try:
+        wait_for(lambda: accepted, what="the reader's connection")  # the reader is inside its open
+        os.kill(actor_pid(actor_name("silent", "reader")), signal.SIGKILL)
+        runner.join(timeout=120)
+    finally:
+        silent.close()
+        for conn in accepted:
+            conn.close()
+    assert len(outcome) == 1 and isinstance(outcome[0], DbusError), outcome
+    text = str(outcome[0])
+    assert text.startswith("pipeline silent cannot start: its reader died (actor died: ") and "\n" not in text, text
 
 
 @pytest.fixture(scope="module")

@@ -172,12 +172,14 @@ def test_a_reader_killed_under_run_pipeline_is_one_line(mariadb: Any, root: Any,
     t = table_name("snap_dead")
     execute(root, f"CREATE TABLE {t} (id INT PRIMARY KEY, v INT)",
             f"INSERT INTO {t} SELECT seq, seq FROM seq_1_to_5000")
-    cfg = pipeline_config(mariadb, tmp_path, "snap-dead", tmp_path / "out.jsonl", snapshot="initial",
+    out = tmp_path / "out.jsonl"
+    cfg = pipeline_config(mariadb, tmp_path, "snap-dead", out, snapshot="initial",
                           max_rows_per_second=500, include=[f"{DB}.{t}"])
     errors: list[BaseException] = []
 
-    def killer() -> None:
-        try:
+    def killer() -> None:  # once rows are delivered: the pipeline has started (a kill while it starts is
+        try:               # "cannot start: its reader died: ...")
+            wait_for(lambda: out.exists() and out.stat().st_size > 0, what="the first rows delivered")
             os.kill(actor_pid(actor_name("snap-dead", "reader")), signal.SIGKILL)
         except BaseException as exc:  # noqa: BLE001 - reported by the test
             errors.append(exc)
