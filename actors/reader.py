@@ -241,6 +241,10 @@ class Reader:
         if self.task is not None:
             await self.task
         await self._deliver_in_flight(timeout)
+        if self.error is None and self.state != "created":
+            # the source read on past the last batch to a commit (a transaction's last rows went out before
+            # its commit was read): the final checkpoint follows it, as the next idle poll would have made it
+            self.book.idle(self.source.position(), time.time())
         await self._settle_save()
         self._save()
         await asyncio.to_thread(self.source.close)
