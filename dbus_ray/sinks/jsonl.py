@@ -22,6 +22,8 @@ from pathlib import Path
 from dbus_ray.config import Invalid
 from dbus_ray.model import RowBatch, dumpb
 from dbus_ray.registry import Sink, sink
+from dbus_ray.serializers.json import decimals_as_text
+from dbus_ray.serializers.json_columns import messages
 
 log = logging.getLogger("dbus.jsonl")
 
@@ -124,7 +126,11 @@ class JsonlSink(Sink):
     def write(self, batch: RowBatch) -> None:
         if not batch.parts:
             return
-        lines = [dumpb(record) + b"\n" for record in batch.records()]
+        lines = []
+        for part in batch.parts:  # each line the row's JSON form, built column-wise when the run allows it
+            built = messages(decimals_as_text(part), batch.pipeline)
+            values = built.values if built is not None else map(dumpb, part.records(batch.pipeline))
+            lines += [value + b"\n" for value in values]
         limit = self.options.max_bytes
         if limit is None:
             self.file.append(b"".join(lines))
