@@ -124,6 +124,9 @@ def mock_to_kafka(broker: Any, rows: int, run: int = 0) -> dict[str, Any]:
 
 
 def writer_bench(mariadb: Any, broker: Any, rows: int, repeat: int = 2) -> dict[str, Any]:
+    from dbus_ray import heap
+
+    heap.use_system_pool()  # this process's heap as the writer actor sets it up
     batches = decoded_batches(mariadb, rows)
     n = sum(b.num_rows for b in batches)
     out: dict[str, Any] = {"rows": n, "repeat": repeat}

@@ -22,20 +22,30 @@ from typing import Any
 import pyarrow as pa
 
 
-def _malloc_trim() -> Callable[[int], int] | None:
+def _libc(name: str) -> Callable[..., int] | None:
     try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
+        return getattr(ctypes.CDLL("libc.so.6"), name)
     except (OSError, AttributeError):  # no glibc
         return None
 
 
-_TRIM = _malloc_trim()
+_TRIM = _libc("malloc_trim")
+_MALLOPT = _libc("mallopt")
+M_TRIM_THRESHOLD = -1  # mallopt's parameter number (malloc.h)
+#: glibc hands the top of its heap back to the kernel on any `free` that leaves more than this free there
+#: (128 KiB by default). A loop that allocates and frees a buffer per value (orjson, per row) then takes a
+#: fresh page fault per call: measured 2.2 us per `orjson.dumps` of a short string, against 64 ns with the
+#: threshold raised. The processes that call `use_system_pool` trim after each batch (`trim`) instead.
+TRIM_THRESHOLD_BYTES = 64 << 20
 
 
 def use_system_pool() -> None:
-    """Arrow allocates with malloc in this process (so `trim` hands its freed buffers back too)."""
+    """Arrow allocates with malloc in this process (so `trim` hands its freed buffers back too), and glibc
+    keeps the top of its heap between two trims (`TRIM_THRESHOLD_BYTES`)."""
     if _TRIM is not None:
         pa.set_memory_pool(pa.system_memory_pool())
+    if _MALLOPT is not None:
+        _MALLOPT(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
 
 
 def trim() -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -38,8 +39,21 @@ def _split(values: list[Any]) -> list[bytes]:
 
 
 def _is_plain(kind: pa.DataType) -> bool:
-    return (pa.types.is_integer(kind) or pa.types.is_boolean(kind) or pa.types.is_float64(kind)
-            or pa.types.is_null(kind))
+    return pa.types.is_boolean(kind) or pa.types.is_float64(kind) or pa.types.is_null(kind)
+
+
+def _needs_escape(column: pa.Array) -> bool:
+    """A value of the string column holds a byte JSON escapes (a control character, `"`, `\\`)."""
+    validity, offsets, data = column.buffers()
+    if data is None or not len(column):
+        return False
+    at = np.frombuffer(offsets, np.int32, len(column) + 1, column.offset * 4)
+    text = np.frombuffer(data, np.uint8, int(at[-1] - at[0]), int(at[0]))
+    return bool((text < 0x20).any() or (text == 0x22).any() or (text == 0x5C).any())
+
+
+def _or_null(texts: pa.Array) -> pa.Array:
+    return texts if texts.null_count == 0 else pc.fill_null(texts, _NULL)
 
 
 def texts(column: pa.Array) -> pa.Array:
@@ -47,14 +61,17 @@ def texts(column: pa.Array) -> pa.Array:
     text the value has in its row's `orjson.dumps` (FLOAT as its shortest float32 decimal, as
     `TableRows.records` gives it)."""
     kind = column.type
-    if pa.types.is_string(kind) and len(column) > 64:  # few distinct values (op, file, GTID): each once
-        coded = pc.dictionary_encode(column, null_encoding="encode")
-        if len(coded.dictionary) * 4 < len(column):
-            return texts(coded.dictionary).take(coded.indices)
+    if pa.types.is_integer(kind):  # Arrow's decimal text of an integer is JSON's
+        return _or_null(column.cast(pa.string()).cast(pa.binary()))
+    if pa.types.is_string(kind):
+        if len(column) > 64:  # few distinct values (op, file, GTID): each encoded once
+            coded = pc.dictionary_encode(column, null_encoding="encode")
+            if len(coded.dictionary) * 4 < len(column):
+                return texts(coded.dictionary).take(coded.indices)
+        if not _needs_escape(column):  # the UTF-8 text between quotes, as orjson writes it
+            return _or_null(_join(b'"', column.cast(pa.binary()), b'"'))
     values = column.to_pylist()
     if pa.types.is_float32(kind):
-        import numpy as np
-
         values = [None if v is None else float(str(np.float32(v))) for v in values]
         out = _split(values)
     elif _is_plain(kind):
