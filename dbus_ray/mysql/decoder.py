@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from dbus_ray.errors import DecodeError
 from dbus_ray.mysql.column_meta import column_field
+from dbus_ray.mysql.datetime_columns import datetime2_column
 from dbus_ray.mysql.values import (
     _INTS,
     BLOB,
@@ -191,10 +192,13 @@ def _column_code(i: int, col: ColumnDef, ns: dict[str, Any]) -> tuple[list[str],
             return _decimal_arrow(values, arrow_type)
 
         return [f"a{i}(r{i}(buf, pos))", f"pos += {size}"], decimals
-    if t == DATETIME2:
+    if t == DATETIME2:  # the raw bytes, turned into text column-wise (`datetime_columns`)
         size, read = _datetime2_value(col.fsp)
-        ns[f"r{i}"] = read
-        return [f"a{i}(r{i}(buf, pos))", f"pos += {size}"], convert
+
+        def datetimes(values: list[Any]) -> pa.Array:
+            return datetime2_column(values, col.fsp, size, read)
+
+        return [f"a{i}(buf[pos : pos + {size}])", f"pos += {size}"], datetimes
     prefix = 0
     codec = None
     if t in (VARCHAR, VAR_STRING, STRING):

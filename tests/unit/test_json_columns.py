@@ -58,7 +58,8 @@ def test_strings_are_escaped_as_json_escapes_them(repeat: int) -> None:
                                  Position(f"bin\"log.{i % 2}", i, None, 0), s, 1.5e9, 0.1))
     rows = TableRows.from_changes(changes, image)
     check(rows)
-    for start, length in ((0, 2), (1, 3), (5, 20), (len(changes) - 2, 2)):  # slices (the Kafka sink's), nulls among them
+    # slices (as the Kafka sink hands them), nulls among them
+    for start, length in ((0, 2), (1, 3), (5, 20), (len(changes) - 2, 2)):
         check(TableRows(rows.db, rows.table, rows.key, rows.data.slice(start, length)))
 
 
