@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from dbus_ray.errors import DecodeError
 from dbus_ray.mysql.column_meta import column_field
-from dbus_ray.mysql.datetime_columns import datetime2_column
+from dbus_ray.mysql.fixed_columns import datetime2_column, decimal_column, decimal_groups
 from dbus_ray.mysql.values import (
     _INTS,
     BLOB,
@@ -186,13 +186,21 @@ def _column_code(i: int, col: ColumnDef, ns: dict[str, Any]) -> tuple[list[str],
         return [f"a{i}(int.from_bytes(buf[pos : pos + 3], 'little', signed={not col.unsigned}))", "pos += 3"], convert
     if t == NEWDECIMAL:
         size, read = _decimal_int_reader(col.precision, col.scale)
+        if col.precision <= 18:  # the raw bytes, converted column-wise (`fixed_columns`)
+            intg0, intg0x, frac0, frac0x, lead, tail, _ = decimal_layout(col.precision, col.scale)
+            groups = decimal_groups(lead, intg0, intg0x, frac0, frac0x, tail)
+
+            def fixed(values: list[Any]) -> pa.Array:
+                return decimal_column(values, size, groups, arrow_type, read, _decimal_arrow)
+
+            return [f"a{i}(buf[pos : pos + {size}])", f"pos += {size}"], fixed
         ns[f"r{i}"] = read
 
         def decimals(values: list[Any]) -> pa.Array:
             return _decimal_arrow(values, arrow_type)
 
         return [f"a{i}(r{i}(buf, pos))", f"pos += {size}"], decimals
-    if t == DATETIME2:  # the raw bytes, turned into text column-wise (`datetime_columns`)
+    if t == DATETIME2:  # the raw bytes, turned into text column-wise (`fixed_columns`)
         size, read = _datetime2_value(col.fsp)
 
         def datetimes(values: list[Any]) -> pa.Array:

@@ -164,9 +164,16 @@ def bodies(draw: st.DrawFn) -> tuple[str, bytes, list[int], list[dict[str, Any]]
 
 
 def as_values(layout: Layout, columns: list[list[Any]]) -> list[list[Any]]:
-    """The decoder's value lists, a DATETIME column's raw bytes through its column converter (the text)."""
-    return [layout.converters[i](c).to_pylist() if col.type == T.DATETIME2 else c
-            for i, (col, c) in enumerate(zip(layout.columns, columns))]
+    """The decoder's value lists; a column it keeps as raw bytes (DATETIME; DECIMAL up to 18 digits) through
+    its column converter: a DATETIME's text, a DECIMAL's unscaled integer."""
+    out = []
+    for convert, col, values in zip(layout.converters, layout.columns, columns):
+        if col.type == T.DATETIME2:
+            values = convert(values).to_pylist()
+        elif col.type == T.NEWDECIMAL and col.precision <= 18:
+            values = [None if d is None else int(d.scaleb(col.scale)) for d in convert(values).to_pylist()]
+        out.append(values)
+    return out
 
 
 def decode(data: bytes, kind: str = "insert", bitmap: bytes = ALL, bitmap2: bytes | None = ALL) -> Any:

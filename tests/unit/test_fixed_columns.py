@@ -1,17 +1,22 @@
-"""DATETIME(fsp) columns decoded column-wise (`dbus_ray/mysql/datetime_columns.py`) against Python's own
-`datetime.isoformat()` of the same date-times, for every fsp, random date-times over years 1-9999 with and
-without a fraction, and nulls; zero and impossible dates (which Python cannot hold) keep the per-value
-reader's text. The binlog bytes are built here from MySQL's documented DATETIME2 layout."""
+"""DATETIME(fsp) and DECIMAL columns decoded column-wise (`dbus_ray/mysql/fixed_columns.py`). DATETIME
+against Python's own `datetime.isoformat()` of the same date-times, for every fsp, random date-times over
+years 1-9999 with and without a fraction, and nulls; zero and impossible dates (which Python cannot hold)
+keep the per-value reader's text. DECIMAL against Python's `Decimal` for layouts up to 18 digits: random
+values, zero, the extremes, nulls. The binlog bytes are built here from MySQL's documented layouts."""
 
 from __future__ import annotations
 
 import datetime as dt
 import random
+from decimal import Decimal
 
+import pyarrow as pa
 import pytest
 
-from dbus_ray.mysql.datetime_columns import datetime2_column
-from dbus_ray.mysql.decoder import _datetime2_value
+from dbus_ray.mysql import values as T
+from dbus_ray.mysql.decoder import Layout, _datetime2_value
+from dbus_ray.mysql.fixed_columns import datetime2_column
+from dbus_ray.mysql.values import ColumnDef
 
 FRACTION_BYTES = {0: 0, 1: 1, 2: 1, 3: 2, 4: 2, 5: 3, 6: 3}
 
@@ -64,3 +69,39 @@ def test_texts_from_a_partial_update_event_pass_through() -> None:
     size, read = _datetime2_value(0)
     values = ["2024-05-01T12:00:00", None, datetime2_bytes(2024, 5, 2, 0, 0, 0, 0, 0)]
     assert datetime2_column(values, 0, size, read).to_pylist() == ["2024-05-01T12:00:00", None, "2024-05-02T00:00:00"]
+
+
+def decimal_bytes(value: Decimal, precision: int, scale: int) -> bytes:
+    """MySQL's binary DECIMAL of `value`: the integer and fraction digits in groups of 9 (4 bytes each; a
+    partial group in 1-4 bytes by its digits, leading for the integer part, trailing for the fraction),
+    big-endian, the first bit flipped, every byte inverted for a negative value."""
+    per_digits = [0, 1, 1, 2, 2, 3, 3, 4, 4, 4]
+    sign, digits, exponent = value.quantize(Decimal(1).scaleb(-scale)).as_tuple()
+    text = "".join(map(str, digits)).rjust(precision, "0")
+    whole, frac = text[: precision - scale], text[precision - scale:]
+    out = b""
+    lead = len(whole) % 9
+    if lead:
+        out += int(whole[:lead]).to_bytes(per_digits[lead], "big")
+    for k in range(lead, len(whole), 9):
+        out += int(whole[k : k + 9]).to_bytes(4, "big")
+    for k in range(0, len(frac) - len(frac) % 9, 9):
+        out += int(frac[k : k + 9]).to_bytes(4, "big")
+    if len(frac) % 9:
+        out += int(frac[len(frac) - len(frac) % 9:]).to_bytes(per_digits[len(frac) % 9], "big")
+    out = bytes([out[0] ^ 0x80]) + out[1:]
+    return bytes(x ^ 0xFF for x in out) if sign else out
+
+
+@pytest.mark.parametrize(("precision", "scale"), [(1, 0), (5, 2), (9, 9), (10, 0), (12, 2), (18, 0), (18, 9),
+                                                  (18, 18), (17, 3)])
+def test_decimals_as_python_decimal(precision: int, scale: int) -> None:
+    rnd = random.Random(precision * 100 + scale)
+    layout = Layout("d", "t", [ColumnDef("v", T.NEWDECIMAL, precision=precision, scale=scale)], ("v",))
+    top = 10**precision - 1
+    wanted = [Decimal(0), Decimal(top).scaleb(-scale), -Decimal(top).scaleb(-scale), None]
+    wanted += [None if rnd.random() < 0.05 else Decimal(rnd.randint(-top, top)).scaleb(-scale) for _ in range(2000)]
+    raw = [None if d is None else decimal_bytes(d, precision, scale) for d in wanted]
+    got = layout.converters[0](raw)
+    assert got.type == pa.decimal128(precision, scale)
+    assert got.to_pylist() == wanted
