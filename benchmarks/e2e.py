@@ -214,7 +214,8 @@ def catch_up(mariadb: Any, broker: Any, rows: int, one_row_txn: bool = False,
 
 
 def _writer(settings: dict[str, Any], table: str, rate: int, seconds: float, out: str) -> None:
-    """Commit rows at `rate` rows/s for `seconds` (see `latency`); [id, commit-returned time] to `out`."""
+    """Commit `rate` * `seconds` rows at `rate` rows/s (see `latency`); [id, commit-returned time] to `out`.
+    Every row is written even when the server cannot keep the rate (a reader of the topic waits for all)."""
     import pymysql
 
     conn = pymysql.connect(database=DB, autocommit=True, **settings)
@@ -229,8 +230,9 @@ def _writer(settings: dict[str, Any], table: str, rate: int, seconds: float, out
     start = time.time()
     due = 0.0
     i = 0
-    while time.time() - start < seconds:
-        due += per_tick
+    total = int(rate * seconds)
+    while i < total:
+        due = min(due + per_tick, total)
         if one_row:
             while i < int(due):
                 cur.execute(sql, (i, i))

@@ -8,7 +8,8 @@ of the column's list, split at its commas; any other type: `orjson.dumps` of eac
 (`binary_join_element_wise`). No dict is built per row: the Kafka writer's per-row work is the producer call.
 
 `messages(rows, pipeline)` returns None for a run this does not build (a run with an `absent` column, as
-binlog_row_metadata MINIMAL gives): the caller takes the per-row path.
+binlog_row_metadata MINIMAL gives, and a run of fewer than `MIN_ROWS` rows): the caller takes the per-row
+path.
 """
 
 from __future__ import annotations
@@ -124,9 +125,14 @@ def _key(rows: TableRows, before: pa.Array, after: pa.Array, n: int) -> pa.Array
     return _object(list(rows.key), columns, n)
 
 
+#: A run of fewer rows takes the per-row path: Arrow's cost per call would be more than the rows' (small
+#: batches: one-row transactions delivered as they commit)
+MIN_ROWS = 64
+
+
 def messages(rows: TableRows, pipeline: str) -> Messages | None:
     data = rows.data
-    if data.schema.get_field_index("absent") >= 0:
+    if data.schema.get_field_index("absent") >= 0 or data.num_rows < MIN_ROWS:
         return None
     n = data.num_rows
     if n == 0:

@@ -19,6 +19,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+#: Below this many values a column is decoded value by value: numpy's and Arrow's cost per call would be
+#: more than the values' (small batches: one-row transactions read as they commit).
+MIN_VALUES = 64
 _DAYS = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], np.int64)
 
 
@@ -38,6 +41,8 @@ def _days_since_epoch(y: np.ndarray, mo: np.ndarray, d: np.ndarray) -> np.ndarra
 def datetime2_column(values: list[Any], fsp: int, size: int, read: Callable[[bytes, int], str]) -> pa.Array:
     """A DATETIME(fsp) column's values (`size` raw bytes each, or None) as its Arrow string column."""
     n = len(values)
+    if n < MIN_VALUES:
+        return pa.array([read(v, 0) if type(v) is bytes else v for v in values], pa.string())
     try:
         raw, null = b"".join(values), None  # (raises on a None or a text)
     except TypeError:
@@ -94,6 +99,8 @@ def decimal_column(values: list[Any], size: int, groups: list[tuple[int, int]], 
     A column holding unscaled integers already (a partial-JSON update event's), or a digit group over its
     digits (a corrupt value), goes value by value through `read` and `to_arrow`, as before."""
     n = len(values)
+    if n < MIN_VALUES:
+        return to_arrow([read(v, 0) if type(v) is bytes else v for v in values], arrow_type)
     try:
         raw, null = b"".join(values), None
     except TypeError:

@@ -21,6 +21,12 @@ from dbus_ray.mysql.values import ColumnDef
 FRACTION_BYTES = {0: 0, 1: 1, 2: 1, 3: 2, 4: 2, 5: 3, 6: 3}
 
 
+@pytest.fixture(autouse=True)
+def _column_wise_for_every_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The column-wise path for the small runs here too (in use it starts at `MIN_VALUES` rows)."""
+    monkeypatch.setattr("dbus_ray.mysql.fixed_columns.MIN_VALUES", 0)
+
+
 def datetime2_bytes(y: int, mo: int, d: int, h: int, mi: int, s: int, us: int, fsp: int) -> bytes:
     """MySQL's DATETIME2 binary form: 1 sign bit, 17 bits year*13+month, 5 day, 5 hour, 6 minute, 6 second,
     big-endian with 0x8000000000 added, then the fraction in (fsp + 1) // 2 bytes."""

@@ -18,6 +18,12 @@ from tests.unit.test_serializers import IMAGE, ROW_MAX, ROW_MIN, ROW_NULL, chang
 STDLIB = json.JSONEncoder(default=json_default, ensure_ascii=False, separators=(",", ":"))
 
 
+@pytest.fixture(autouse=True)
+def _column_wise_for_every_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The column-wise path for the small runs here too (in use it starts at `MIN_ROWS` rows)."""
+    monkeypatch.setattr("dbus_ray.serializers.json_columns.MIN_ROWS", 0)
+
+
 def expected(rows: TableRows) -> tuple[list[bytes], list[bytes | None], list[bytes]]:
     changes = list(rows.changes("p"))
     return ([STDLIB.encode(c.to_dict()).encode() for c in changes],
