@@ -38,22 +38,29 @@ def _days_since_epoch(y: np.ndarray, mo: np.ndarray, d: np.ndarray) -> np.ndarra
     return era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
 
 
+def _matrix(values: list[Any], size: int, what: str) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """The raw values (`size` bytes each) as an n x size array of their bytes and the null mask (None: no
+    null); None when the column holds a decoded value (a text or an integer: it goes value by value)."""
+    try:
+        raw, null = b"".join(values), None  # (raises on a None or a decoded value)
+    except TypeError:
+        if any(v is not None and type(v) is not bytes for v in values):
+            return None
+        null = np.array([v is None for v in values])
+        fill = b"\x80" + bytes(size - 1)  # a zero value
+        raw = b"".join(fill if v is None else v for v in values)
+    if len(raw) != len(values) * size:
+        raise ValueError(f"{what} value of a size other than {size}")
+    return np.frombuffer(raw, np.uint8).reshape(len(values), size).astype(np.int64), null
+
+
 def datetime2_column(values: list[Any], fsp: int, size: int, read: Callable[[bytes, int], str]) -> pa.Array:
     """A DATETIME(fsp) column's values (`size` raw bytes each, or None) as its Arrow string column."""
     n = len(values)
-    if n < MIN_VALUES:
+    found = _matrix(values, size, f"DATETIME({fsp})") if n >= MIN_VALUES else None
+    if found is None:
         return pa.array([read(v, 0) if type(v) is bytes else v for v in values], pa.string())
-    try:
-        raw, null = b"".join(values), None  # (raises on a None or a text)
-    except TypeError:
-        if any(type(v) is str for v in values):
-            return pa.array([read(v, 0) if type(v) is bytes else v for v in values], pa.string())
-        null = np.array([v is None for v in values])
-        fill = b"\x80" + bytes(size - 1)
-        raw = b"".join(fill if v is None else v for v in values)
-    if len(raw) != n * size:
-        raise ValueError(f"DATETIME({fsp}) value of a size other than {size}")
-    b = np.frombuffer(raw, np.uint8).reshape(n, size).astype(np.int64)
+    b, null = found
     v = b[:, 0]
     for k in range(1, 5):
         v = (v << 8) | b[:, k]
@@ -99,19 +106,10 @@ def decimal_column(values: list[Any], size: int, groups: list[tuple[int, int]], 
     A column holding unscaled integers already (a partial-JSON update event's), or a digit group over its
     digits (a corrupt value), goes value by value through `read` and `to_arrow`, as before."""
     n = len(values)
-    if n < MIN_VALUES:
+    found = _matrix(values, size, "DECIMAL") if n >= MIN_VALUES else None
+    if found is None:
         return to_arrow([read(v, 0) if type(v) is bytes else v for v in values], arrow_type)
-    try:
-        raw, null = b"".join(values), None
-    except TypeError:
-        if any(v is not None and type(v) is not bytes for v in values):
-            return to_arrow([read(v, 0) if type(v) is bytes else v for v in values], arrow_type)
-        null = np.array([v is None for v in values])
-        fill = b"\x80" + bytes(size - 1)  # zero
-        raw = b"".join(fill if v is None else v for v in values)
-    if len(raw) != n * size:
-        raise ValueError(f"DECIMAL value of a size other than {size}")
-    b = np.frombuffer(raw, np.uint8).reshape(n, size).astype(np.int64)
+    b, null = found
     negative = (b[:, 0] & 0x80) == 0
     b[:, 0] ^= 0x80
     b ^= np.where(negative, 0xFF, 0)[:, None]
