@@ -99,29 +99,31 @@ def _object(names: list[str], columns: list[pa.Array], n: int) -> pa.Array:
     return _join(*parts)
 
 
-def _image(image: pa.Array, n: int) -> pa.Array:
-    """Each row's image as its JSON object, `null` where the image is absent (an insert's before)."""
+def _field_texts(image: pa.Array, n: int) -> dict[str, pa.Array] | None:
+    """The texts of each column of an image column, by name (None: no row has the image)."""
     if not isinstance(image, pa.StructArray) or image.null_count == n:
+        return None
+    return {f.name: texts(image.field(i)) for i, f in enumerate(image.type)}
+
+
+def _image(image: pa.Array, fields: dict[str, pa.Array] | None, n: int) -> pa.Array:
+    """Each row's image as its JSON object from its columns' texts, `null` where the row has no image (an
+    insert's before)."""
+    if fields is None:
         return pa.array([b"null"] * n, pa.binary())
-    kind = image.type
-    objects = _object([f.name for f in kind], [texts(image.field(i)) for i in range(kind.num_fields)], n)
+    objects = _object(list(fields), list(fields.values()), n)
     return objects if image.null_count == 0 else pc.if_else(image.is_valid(), objects, _NULL)
 
 
-def _field(image: pa.Array, name: str, n: int) -> pa.Array:
-    """The texts of `image`'s column `name` (`null` where the image has no such column)."""
-    if isinstance(image, pa.StructArray) and image.type.get_field_index(name) >= 0:
-        return texts(image.field(name))
-    return pa.array([b"null"] * n, pa.binary())
-
-
-def _key(rows: TableRows, before: pa.Array, after: pa.Array, n: int) -> pa.Array:
+def _key(rows: TableRows, before: pa.Array, after: pa.Array, texts_before: dict[str, pa.Array] | None,
+         texts_after: dict[str, pa.Array] | None, n: int) -> pa.Array:
     """`{"k":value,...}` of each row: the key columns of its after image, or of its before image when it has
     none (a delete), as `TableRows.records` takes them (`null` for a column that image lacks)."""
+    nulls = pa.array([b"null"] * n, pa.binary())
     columns = []
     for name in rows.key:
-        of_before = pc.if_else(before.is_valid(), _field(before, name, n), _NULL)
-        columns.append(pc.if_else(after.is_valid(), _field(after, name, n), of_before))
+        of_before = pc.if_else(before.is_valid(), (texts_before or {}).get(name, nulls), _NULL)
+        columns.append(pc.if_else(after.is_valid(), (texts_after or {}).get(name, nulls), of_before))
     return _object(list(rows.key), columns, n)
 
 
@@ -143,10 +145,11 @@ def messages(rows: TableRows, pipeline: str) -> Messages | None:
                      texts(col("gtid")), b',"index":', texts(col("index")), b"}")
     head = (b'{"pipeline":' + orjson.dumps(pipeline) + b',"db":' + orjson.dumps(rows.db) + b',"table":'
             + orjson.dumps(rows.table) + b',"op":')
-    key = _key(rows, before, after, n)
-    value = _join(head, texts(col("op")), b',"key":', key, b',"before":', _image(before, n), b',"after":',
-                  _image(after, n), b',"pos":', position, b',"txid":', texts(col("txid")), b',"ts":',
-                  texts(col("ts")), b',"read_ts":', texts(col("read_ts")), b"}")
+    texts_before, texts_after = _field_texts(before, n), _field_texts(after, n)  # each column's texts once
+    key = _key(rows, before, after, texts_before, texts_after, n)
+    value = _join(head, texts(col("op")), b',"key":', key, b',"before":', _image(before, texts_before, n),
+                  b',"after":', _image(after, texts_after, n), b',"pos":', position, b',"txid":',
+                  texts(col("txid")), b',"ts":', texts(col("ts")), b',"read_ts":', texts(col("read_ts")), b"}")
     keys = key.to_pylist() if rows.key else [None] * n  # a table without a key: a null message key
     return Messages(value.to_pylist(), keys, position.to_pylist())
 
