@@ -329,10 +329,13 @@ def latency(mariadb: Any, broker: Any, rate: int, seconds: float) -> dict[str, A
             raise RuntimeError("the writer did not finish")
     finally:
         consumer.close()
-        pipeline.stop()
+        final = pipeline.stop()
         if writer.is_alive():
             writer.terminate()
-    lat = sorted((arrived[i] - t) * 1000 for i, t in expected if i in arrived)
+    series = [(t, (arrived[i] - t) * 1000) for i, t in expected if i in arrived]
+    if os.environ.get("DBUS_BENCH_LATENCY_DUMP"):  # each row's commit time and latency, to see when the tail came
+        Path(os.environ["DBUS_BENCH_LATENCY_DUMP"]).write_text(json.dumps(series))
+    lat = sorted(ms for _, ms in series)
     missing = len(expected) - len(lat)
 
     def pct(p: float) -> float:
@@ -348,12 +351,15 @@ def latency(mariadb: Any, broker: Any, rate: int, seconds: float) -> dict[str, A
         "p90_ms": pct(0.90),
         "p99_ms": pct(0.99),
         "max_ms": round(lat[-1], 1) if lat else float("nan"),
+        # (the warm-up row included) how many rows the reader handed on at a time
+        "rows_per_read_batch": round(final["rows_read"] / final["batches_read"]) if final.get("batches_read") else 0,
     }
 
 
 def main() -> int:
     """`python benchmarks/e2e.py catch_up|catch_up_one_row|latency [rows or rows/s]`: one figure alone,
-    against a private MariaDB and broker (`latency`: `DBUS_BENCH_LATENCY_SECONDS`, default 20)."""
+    against a private MariaDB and broker (`latency`: `DBUS_BENCH_LATENCY_SECONDS`, default 20;
+    `DBUS_BENCH_LATENCY_DUMP=<file>`: each row's commit time and latency as JSON)."""
     import sys
 
     from dbus_ray.devstack import Broker, MariaDB

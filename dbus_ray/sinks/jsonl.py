@@ -22,6 +22,7 @@ from pathlib import Path
 from dbus_ray.config import Invalid
 from dbus_ray.model import RowBatch, dumpb
 from dbus_ray.registry import Sink, sink
+from dbus_ray.serializers import json_columns
 from dbus_ray.serializers.json import decimals_as_text
 from dbus_ray.serializers.json_columns import messages
 
@@ -128,7 +129,8 @@ class JsonlSink(Sink):
             return
         lines = []
         for part in batch.parts:  # each line the row's JSON form, built column-wise when the run allows it
-            built = messages(decimals_as_text(part), batch.pipeline)
+            small = part.num_rows < json_columns.MIN_ROWS  # (its Decimals cost less than converting them)
+            built = None if small else messages(decimals_as_text(part), batch.pipeline)
             values = built.values if built is not None else map(dumpb, part.records(batch.pipeline))
             lines += [value + b"\n" for value in values]
         limit = self.options.max_bytes

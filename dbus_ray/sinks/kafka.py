@@ -83,7 +83,7 @@ from dbus_ray.kafka.raw import raw_messages, raw_positions
 from dbus_ray.kafka.sink_options import KafkaOptions, sink_producer_config
 from dbus_ray.model import RowBatch, TableRows, dumpb, dumps
 from dbus_ray.registry import Sink, sink
-from dbus_ray.serializers import get_serializer
+from dbus_ray.serializers import get_serializer, json_columns
 from dbus_ray.serializers.debezium import produce_debezium, start_heartbeat
 from dbus_ray.serializers.json import decimals_as_text, encode_jsonb, json_text
 from dbus_ray.serializers.json_columns import produce_json
@@ -326,7 +326,9 @@ class KafkaSink(Sink):
         """One message per row change (json, avro), plus the tombstones of `tombstones: true`. The producer is
         called straight from the loop; a row it refuses (full queue, oversize) goes the `_produce` way."""
         o: KafkaOptions = self.options
-        if o.format == "json":  # the DECIMAL columns as their JSON text: no Decimal object per value
+        # json: the DECIMAL columns as their JSON text, no Decimal object per value; a run too small for the
+        # column-wise path keeps its Decimals (Arrow's cost per call is more than theirs; same text)
+        if o.format == "json" and part.num_rows >= json_columns.MIN_ROWS:
             part = decimals_as_text(part)
             if o.key is None and not o.tombstones:  # built column by column, no dict per row
                 done = produce_json(self, topic, part)

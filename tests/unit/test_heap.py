@@ -1,13 +1,16 @@
 """`dbus_ray.heap.collector_paused`: the cyclic collector off inside, back as it was after, nested and from
-several threads; and a writer hands its batch to the sink inside it."""
+several threads; and a writer hands its batch to the sink inside it. `dbus_ray.heap.trim`: at most one
+`malloc_trim` per `TRIM_EVERY_S`, and one owed by a call too soon is made once that time is up."""
 
 from __future__ import annotations
 
 import gc
 import threading
+import time
 
 import pytest
 
+from dbus_ray import heap
 from dbus_ray.heap import collector_paused
 
 
@@ -98,3 +101,22 @@ def test_a_writer_hands_the_batch_to_its_sink_with_the_collector_off(tmp_path):
     assert states == [False]
     assert gc.isenabled()
     assert reader.ack.calls == [("n", 1)]
+
+
+def test_trim_at_most_once_per_period_and_the_owed_one_after(monkeypatch: pytest.MonkeyPatch) -> None:
+    trims: list[float] = []
+    monkeypatch.setattr(heap, "_TRIM", lambda pad: trims.append(time.monotonic()))
+    monkeypatch.setattr(heap, "TRIM_EVERY_S", 0.3)
+    monkeypatch.setattr(heap, "_last_trim", 0.0)
+    start = time.monotonic()
+    for _ in range(50):  # a burst of small batches
+        heap.trim()
+    assert len(trims) == 1  # the first one; the others are owed to one timer
+    deadline = time.monotonic() + 5
+    while len(trims) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(trims) == 2, "the trim owed by the burst was never made"
+    assert trims[1] - trims[0] >= 0.29
+    time.sleep(0.5)
+    assert len(trims) == 2 and heap._timer is None  # nothing more owed
+    assert time.monotonic() - start < 5
