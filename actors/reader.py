@@ -15,6 +15,7 @@ import logging
 import os
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import ray
@@ -128,6 +129,7 @@ class Reader:
     async def _run(self) -> None:
         calls: list[ray.ObjectRef] = []
         flow = self.cfg.flow
+        drained = getattr(self.source, "drained", None)  # a source that can tell it had nothing more to give
         try:
             while self.state == "running":
                 if self.max_rows is not None and self.rows_read >= self.max_rows:
@@ -137,12 +139,7 @@ class Reader:
                 want = flow.read_batch_rows
                 if self.max_rows is not None:
                     want = min(want, self.max_rows - self.rows_read)
-                while self.book.rows_in_flight + want > flow.max_rows_in_flight and self.state == "running":
-                    self.capacity.clear()
-                    try:
-                        await asyncio.wait_for(self.capacity.wait(), 0.1)
-                    except TimeoutError:
-                        pass
+                await self._until(lambda n=want: self.book.rows_in_flight + n <= flow.max_rows_in_flight)
                 if self.state != "running":
                     break
                 polled = time.monotonic()
@@ -180,10 +177,24 @@ class Reader:
                 if len(calls) >= MAX_PENDING_CALLS:
                     await calls.pop(0)
                 self._maybe_save()
+                if drained is not None and drained() and len(self.book) > 1:
+                    # the source has nothing more and an earlier batch is still being delivered: the next poll
+                    # waits for it, so the rows that commit meanwhile go on as one batch, not one per commit
+                    # (each batch costs its own Arrow columns, calls and flush whatever its rows)
+                    await self._until(lambda: len(self.book) <= 1)
             for call in calls:
                 await call
         except Exception as exc:  # a stage failed: the pipeline stops, the checkpoint stays behind
             self._fail(reason(exc))
+
+    async def _until(self, ready: Callable[[], bool]) -> None:
+        """Wait while the pipeline runs and `ready()` is false, looking again at each acknowledgement."""
+        while not ready() and self.state == "running":
+            self.capacity.clear()
+            try:
+                await asyncio.wait_for(self.capacity.wait(), 0.1)
+            except TimeoutError:
+                pass
 
     def _note_caught_up(self, now: bool) -> None:
         """The source says whether it is caught up after the batches read so far (see `caught_up_seq`)."""

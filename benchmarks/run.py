@@ -2,8 +2,9 @@
 stderr). `DBUS_BENCH_QUICK=1`: small row counts (well under 2 minutes).
 
 - machine (benchmarks/machine.py), before and after: a fresh page fault's cost, the interpreter's plain
-  speed and the load average, so two runs' figures can be read side by side (the same code on the same VM
-  ran its writer at 4.55 us per row in one run and 7.2 three hours later).
+  speed, a hand-off between two processes, the memory's copy speed and the load average, so two runs'
+  figures can be read side by side (the same code on the same VM ran its writer at 4.55 us per row in one
+  run and 7.2 three hours later).
 - decoder (benchmarks/decoder.py): our `mysql` source (MysqlSource.open/poll in this process, no Ray)
   vs stock python-mysql-replication (BinLogStreamReader, `.rows`) on the same binlog, for one-row
   transactions and multi-row events; rows/s and the speed-up.
@@ -157,6 +158,8 @@ def table(results: dict[str, Any]) -> str:
             m = machine[when]
             row(f"machine {when.split('_')[1]}: fault / py add / load", f"{m['page_fault_us']} us / "
                 f"{m['python_ns_per_add']} ns / {m['loadavg_1m']}")
+            if "handoff_us" in m:
+                row(f"machine {when.split('_')[1]}: hand-off / copy", f"{m['handoff_us']} us / {m['copy_gb_s']} GB/s")
     dec = results.get("decoder") or {}
     for case in ("one_row_txn", "multi_row"):
         if case in dec:

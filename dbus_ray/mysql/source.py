@@ -9,8 +9,7 @@ While it runs the checkpoint is `{"snapshot": {...}}`; the batch holding its las
 checkpoint of that position. With `snapshot_parallelism` >= 2 worker actors read the chunks and the
 stream's checkpoints carry `fences` until it passed every chunk's position; `backfill` (`dbus snapshot`)
 interleaves an on-demand snapshot with the stream. Unless `snapshot: never`, binlog checkpoints carry
-`selected` (include/exclude): tables a later start's patterns newly select are backfilled
-(`_snapshot_new_tables`).
+`selected` (include/exclude): tables a later start's patterns newly select are backfilled (`_snapshot_new_tables`).
 
 Several hosts (`dsn` a list, primary first): `open` uses the first that answers, from the one in use; when the
 stream loses its host and `reconnect_attempts` reconnects fail, it opens the next host (`_fail_over`) from the
@@ -326,6 +325,10 @@ class MysqlSource(Source):
         if self.snap is not None or self.stream is None or self.decoding:
             return False
         return self.stream.handed_out_to(self.until)
+
+    def drained(self) -> bool:
+        """The last poll ended because the server had sent nothing more (`BinlogStream.drained`)."""
+        return self.snap is None and not self.decoding and self.stream is not None and self.stream.drained
 
     def lag_seconds(self) -> float:
         if self.snap is not None:  # behind the binlog by the age of the snapshot

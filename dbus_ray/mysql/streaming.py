@@ -83,6 +83,9 @@ class BinlogStream(Reconnecting, xa.XaGroups):
         self._state_text: str | None = None
         self.last_gtid = start.gtid
         self.idle = False
+        # the last read ended because the server had sent nothing more (not on a full batch or its time budget)
+        # and left no row pending: the reader then lets rows gather while earlier batches are delivered
+        self.drained = False
         self.reached = False
         self._below: tuple[str, int] = ("", 0)  # (file, offset): before it, the target is not reached
         self.last_ts = 0.0
@@ -230,15 +233,17 @@ class BinlogStream(Reconnecting, xa.XaGroups):
         monotonic = time.monotonic
         deadline = monotonic() + POLL_BUDGET_SECONDS
         fetch, handle, heartbeats, mapped = self._fetch, self._event, et.HEARTBEATS, self.schema.mapped
+        drained = self.drained = False
         while self.pending_rows < max_rows and self.ready_events < max_rows and self.ready_bytes < RAW_BATCH_BYTES \
                 and self.refused is None:
             if (self.pending_rows or self.ready) and monotonic() > deadline:
                 break
             event = fetch()
             if event is None:
+                drained = True
                 break
             if event.type in heartbeats:
-                self.idle = True
+                self.idle = drained = True
                 if self.recollect is not None:  # the server sent all it has: the checkpoint's position is passed
                     self._recollected()
                 break
@@ -255,6 +260,7 @@ class BinlogStream(Reconnecting, xa.XaGroups):
                 self.refused = exc  # the rows before it first: their checkpoint is still before it
             if (self.pending_rows or self.ready) and self.txn is None and \
                     not (self._inner or not self.replica or self.replica.ready()):
+                drained = True
                 break  # a commit, and the server has sent nothing more yet: the rows go now (latency)
         if self.ready and not self.defer:  # read for a decoder, wanted decoded now (a fenced poll): decoded here
             segs = segments(self.ready)
@@ -268,6 +274,7 @@ class BinlogStream(Reconnecting, xa.XaGroups):
         if not self.pending_rows:
             return None
         segs = self._take(max_rows)
+        self.drained = drained and not self.pending_rows
         return runs(segs), max(s.ts for s in segs)
 
     def _take(self, max_rows: int) -> list[Segment]:

@@ -359,6 +359,44 @@ def test_pipeline_mysql_to_jsonl_until_caught_up(
     assert len(rows) == 701 and rows[-1]["after"]["id"] == 1000
 
 
+def test_commits_read_while_a_batch_is_delivered_go_on_as_one_batch(
+    mariadb: Any, root: Any, ray_session: None, tmp_path: Path
+) -> None:
+    """One-row transactions committed while a slow sink writes an earlier batch: the reader does not hand
+    on a batch per commit, but waits for the delivery and reads what committed meanwhile as one batch.
+    Every row still arrives once, in commit order."""
+    import time
+
+    from dbus_ray.pipeline import Pipeline
+    from tests.support.helpers import wait_for
+
+    t = table_name("gather")
+    execute(root, f"CREATE TABLE {t} (id INT PRIMARY KEY, s VARCHAR(20))")
+    out = tmp_path / "out.jsonl"
+    raw = {
+        "name": f"mysql-{t}".replace("_", "-"),
+        "source": {"type": "mysql", "dsn": "mysql://dbus:${PW}@127.0.0.1:" + str(mariadb.port),
+                   "start": position(root), "include": [f"{DB}.{t}"]},
+        "sinks": [{"name": "file", "type": "jsonl", "path": str(out)},
+                  {"name": "slow", "type": "null", "delay_ms": 300}],
+        "data_dir": str(tmp_path / "data"),
+    }
+    pipeline = Pipeline(parse_config(raw, "mysql.yaml", {"PW": mariadb.password}))
+    pipeline.start()
+    try:
+        commits = 100
+        for i in range(commits):  # one commit each 10 ms: 1 s of commits against a sink taking 300 ms a batch
+            execute(root, f"INSERT INTO {t} VALUES ({i}, 'row-{i}')")
+            time.sleep(0.01)
+        wait_for(lambda: pipeline.status()["rows_delivered"] >= commits, 60, "every row delivered")
+    finally:
+        final = pipeline.stop()
+    assert final["error"] is None and final["rows_read"] == final["rows_delivered"] == commits
+    assert [json.loads(line)["after"]["id"] for line in out.read_text().splitlines()] == list(range(commits))
+    # a batch per commit would be 100 (as read before the reader waited); ~1 s / 300 ms is a few
+    assert final["batches_read"] <= 25, final["batches_read"]
+
+
 def test_example_config_parses() -> None:
     from dbus_ray.config import load_config
 
