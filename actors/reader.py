@@ -129,7 +129,6 @@ class Reader:
     async def _run(self) -> None:
         calls: list[ray.ObjectRef] = []
         flow = self.cfg.flow
-        drained = getattr(self.source, "drained", None)  # a source that can tell it had nothing more to give
         try:
             while self.state == "running":
                 if self.max_rows is not None and self.rows_read >= self.max_rows:
@@ -177,7 +176,7 @@ class Reader:
                 if len(calls) >= MAX_PENDING_CALLS:
                     await calls.pop(0)
                 self._maybe_save()
-                if drained is not None and drained() and len(self.book) > 1:
+                if self.source.drained() and len(self.book) > 1:
                     # the source has nothing more and an earlier batch is still being delivered: the next poll
                     # waits for it, so the rows that commit meanwhile go on as one batch, not one per commit
                     # (each batch costs its own Arrow columns, calls and flush whatever its rows)

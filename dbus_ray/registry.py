@@ -127,6 +127,11 @@ class Source:
     def lag_seconds(self) -> float:
         return 0.0
 
+    def drained(self) -> bool:
+        """The last `poll` ended because the origin had nothing more to give (not on `max_rows` or a time
+        budget): the reader then lets rows gather while earlier batches are delivered. False by default."""
+        return False
+
     def backfill(self, tables: list[str], where: str | None = None) -> dict[str, Any]:
         """An on-demand snapshot of `tables` (db.table) while the stream runs (`supports_backfill`)."""
         raise ValueError(f"a {self.type_name} source cannot backfill")
