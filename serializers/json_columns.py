@@ -3,8 +3,9 @@
 (`{"<key column>": value, ...}`) and its position header, for a whole run at once.
 
 Every leaf column is turned into its JSON texts in one pass (numbers, booleans and nulls: one `orjson.dumps`
-of the column's list, split at its commas; any other type: `orjson.dumps` of each value, with the same
-`default` as the per-row path), and the texts are joined into messages by Arrow
+of the column's list, split at its commas; strings: their UTF-8 between quotes, each byte JSON escapes
+replaced column-wise; any other type: `orjson.dumps` of each value, with the same `default` as the per-row
+path), and the texts are joined into messages by Arrow
 (`binary_join_element_wise`). No dict is built per row: the Kafka writer's per-row work is the producer call.
 
 `messages(rows, pipeline)` returns None for a run this does not build (a run with an `absent` column, as
@@ -43,34 +44,47 @@ def _is_plain(kind: pa.DataType) -> bool:
     return pa.types.is_boolean(kind) or pa.types.is_float64(kind) or pa.types.is_null(kind)
 
 
-def _needs_escape(column: pa.Array) -> bool:
-    """A value of the string column holds a byte JSON escapes (a control character, `"`, `\\`)."""
-    validity, offsets, data = column.buffers()
+#: each byte a JSON string escapes and its escape, as orjson writes it (`\\` first: the others' escapes hold one)
+_ESCAPES = [(b"\\", b"\\\\"), (b'"', b'\\"')] + [(bytes([c]), orjson.dumps(chr(c))[1:-1]) for c in range(0x20)]
+
+
+def _escaped(column: pa.Array) -> pa.Array:
+    """The string column's values as the UTF-8 text orjson writes between a string's quotes: each byte that
+    JSON escapes (a control character, `"`, `\\`) replaced by its escape, one pass per byte that occurs."""
+    out = column.cast(pa.binary())
+    _validity, offsets, data = column.buffers()
     if data is None or not len(column):
-        return False
+        return out
     at = np.frombuffer(offsets, np.int32, len(column) + 1, column.offset * 4)
     text = np.frombuffer(data, np.uint8, int(at[-1] - at[0]), int(at[0]))
-    return bool((text < 0x20).any() or (text == 0x22).any() or (text == 0x5C).any())
+    special = text[(text < 0x20) | (text == 0x22) | (text == 0x5C)]
+    if not len(special):
+        return out
+    counts = np.bincount(special, minlength=256)
+    for byte, escape in _ESCAPES:
+        if counts[byte[0]]:
+            out = pc.replace_substring(out, byte, escape)
+    return out
 
 
 def _or_null(texts: pa.Array) -> pa.Array:
     return texts if texts.null_count == 0 else pc.fill_null(texts, _NULL)
 
 
-def texts(column: pa.Array) -> pa.Array:
+def texts(column: pa.Array, repeats: bool = False) -> pa.Array:
     """The JSON text of each value of `column` (a binary array, never null: a null is `null`), the same
     text the value has in its row's `orjson.dumps` (FLOAT as its shortest float32 decimal, as
-    `TableRows.records` gives it)."""
+    `TableRows.records` gives it). `repeats`: a string column of few distinct values (op, file, GTID), each
+    value's text made once."""
     kind = column.type
     if pa.types.is_integer(kind):  # Arrow's decimal text of an integer is JSON's
         return _or_null(column.cast(pa.string()).cast(pa.binary()))
     if pa.types.is_string(kind):
-        if len(column) > 64:  # few distinct values (op, file, GTID): each encoded once
+        if repeats and len(column) > 64:
             coded = pc.dictionary_encode(column, null_encoding="encode")
             if len(coded.dictionary) * 4 < len(column):
                 return texts(coded.dictionary).take(coded.indices)
-        if not _needs_escape(column):  # the UTF-8 text between quotes, as orjson writes it
-            return _or_null(_join(b'"', column.cast(pa.binary()), b'"'))
+        return _or_null(_join(b'"', _escaped(column), b'"'))
     values = column.to_pylist()
     if pa.types.is_float32(kind):
         values = [None if v is None else float(str(np.float32(v))) for v in values]
@@ -83,20 +97,26 @@ def texts(column: pa.Array) -> pa.Array:
 
 
 def _join(*parts: Any) -> pa.Array:
-    """Parts (arrays of texts and constant bytes) joined row by row."""
+    """Parts (arrays of texts and constant bytes) joined row by row; adjacent constants go as one."""
+    args: list[Any] = []
+    for part in parts:
+        if isinstance(part, bytes) and args and isinstance(args[-1], bytes):
+            args[-1] += part
+        else:
+            args.append(part)
     return pc.binary_join_element_wise(*[p if isinstance(p, pa.Array) else pa.scalar(p, pa.binary())
-                                         for p in parts], _EMPTY)
+                                         for p in args], _EMPTY)
 
 
-def _object(names: list[str], columns: list[pa.Array], n: int) -> pa.Array:
-    """`{"name":text,...}` per row from the columns' texts."""
+def _members(names: list[str], columns: list[Any]) -> list[Any]:
+    """The parts of `{"name":text,...}` (to join) from the columns' texts (arrays, or constant bytes)."""
     if not columns:
-        return pa.array([b"{}"] * n, pa.binary())
+        return [b"{}"]
     parts: list[Any] = []
     for i, (name, column) in enumerate(zip(names, columns)):
         parts += [("{" if i == 0 else ",").encode() + orjson.dumps(name) + b":", column]
     parts.append(b"}")
-    return _join(*parts)
+    return parts
 
 
 def _field_texts(image: pa.Array, n: int) -> dict[str, pa.Array] | None:
@@ -106,26 +126,40 @@ def _field_texts(image: pa.Array, n: int) -> dict[str, pa.Array] | None:
     return {f.name: texts(image.field(i)) for i, f in enumerate(image.type)}
 
 
-def _image(image: pa.Array, fields: dict[str, pa.Array] | None, n: int) -> pa.Array:
-    """Each row's image as its JSON object from its columns' texts, `null` where the row has no image (an
-    insert's before)."""
+def _image(image: pa.Array, fields: dict[str, pa.Array] | None) -> list[Any]:
+    """The parts of each row's image as its JSON object from its columns' texts, `null` where the row has no
+    image (an insert's before)."""
     if fields is None:
-        return pa.array([b"null"] * n, pa.binary())
-    objects = _object(list(fields), list(fields.values()), n)
-    return objects if image.null_count == 0 else pc.if_else(image.is_valid(), objects, _NULL)
+        return [b"null"]
+    members = _members(list(fields), list(fields.values()))
+    return members if image.null_count == 0 else [pc.if_else(image.is_valid(), _join(*members), _NULL)]
 
 
 def _key(rows: TableRows, before: pa.Array, after: pa.Array, texts_before: dict[str, pa.Array] | None,
          texts_after: dict[str, pa.Array] | None, n: int) -> pa.Array:
     """`{"k":value,...}` of each row: the key columns of its after image, or of its before image when it has
     none (a delete), as `TableRows.records` takes them (`null` for a column that image lacks)."""
-    nulls = pa.array([b"null"] * n, pa.binary())
-    columns = []
-    for name in rows.key:
-        of_before = pc.if_else(before.is_valid(), (texts_before or {}).get(name, nulls), _NULL)
-        columns.append(pc.if_else(after.is_valid(), (texts_after or {}).get(name, nulls), of_before))
-    return _object(list(rows.key), columns, n)
+    def of(fields: dict[str, pa.Array] | None, name: str) -> Any:
+        column = (fields or {}).get(name)
+        return b"null" if column is None else column
 
+    if after.null_count == 0:  # inserts, updates
+        columns = [of(texts_after, name) for name in rows.key]
+    elif after.null_count == n and before.null_count == 0:  # deletes
+        columns = [of(texts_before, name) for name in rows.key]
+    else:
+        def array(text: Any) -> Any:
+            return text if isinstance(text, pa.Array) else _NULL
+
+        columns = [pc.if_else(after.is_valid(), array(of(texts_after, name)),
+                              pc.if_else(before.is_valid(), array(of(texts_before, name)), _NULL))
+                   for name in rows.key]
+    return _join(*_members(list(rows.key), columns))
+
+
+#: Rows the Kafka sink turns into messages at a time on this path (no dict per row: more than its per-row
+#: path's `SLICE_ROWS`, as Arrow's cost per call is spread over more rows)
+SLICE_ROWS = 8192
 
 #: A run of fewer rows takes the per-row path: Arrow's cost per call would be more than the rows' (small
 #: batches: one-row transactions delivered as they commit)
@@ -141,15 +175,15 @@ def messages(rows: TableRows, pipeline: str) -> Messages | None:
         return Messages([], [], [])
     col = data.column
     before, after = col("before"), col("after")
-    position = _join(b'{"file":', texts(col("file")), b',"offset":', texts(col("offset")), b',"gtid":',
-                     texts(col("gtid")), b',"index":', texts(col("index")), b"}")
+    position = _join(b'{"file":', texts(col("file"), True), b',"offset":', texts(col("offset")), b',"gtid":',
+                     texts(col("gtid"), True), b',"index":', texts(col("index")), b"}")
     head = (b'{"pipeline":' + orjson.dumps(pipeline) + b',"db":' + orjson.dumps(rows.db) + b',"table":'
             + orjson.dumps(rows.table) + b',"op":')
     texts_before, texts_after = _field_texts(before, n), _field_texts(after, n)  # each column's texts once
     key = _key(rows, before, after, texts_before, texts_after, n)
-    value = _join(head, texts(col("op")), b',"key":', key, b',"before":', _image(before, texts_before, n),
-                  b',"after":', _image(after, texts_after, n), b',"pos":', position, b',"txid":',
-                  texts(col("txid")), b',"ts":', texts(col("ts")), b',"read_ts":', texts(col("read_ts")), b"}")
+    value = _join(head, texts(col("op"), True), b',"key":', key, b',"before":', *_image(before, texts_before),
+                  b',"after":', *_image(after, texts_after), b',"pos":', position, b',"txid":',
+                  texts(col("txid"), True), b',"ts":', texts(col("ts")), b',"read_ts":', texts(col("read_ts")), b"}")
     keys = key.to_pylist() if rows.key else [None] * n  # a table without a key: a null message key
     return Messages(value.to_pylist(), keys, position.to_pylist())
 

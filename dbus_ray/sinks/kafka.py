@@ -292,9 +292,10 @@ class KafkaSink(Sink):
             return self._produce_raw(topic, part)
         if self.options.format == "arrow":
             return self._produce_arrow(topic, part)
-        produced = 0
-        for start in range(0, part.num_rows, SLICE_ROWS):  # bounded memory: a slice's row objects at a time
-            rows = TableRows(part.db, part.table, part.key, part.data.slice(start, SLICE_ROWS))
+        o, produced = self.options, 0
+        step = json_columns.SLICE_ROWS if o.format == "json" and o.key is None and not o.tombstones else SLICE_ROWS
+        for start in range(0, part.num_rows, step):  # bounded memory: a slice's row objects at a time
+            rows = TableRows(part.db, part.table, part.key, part.data.slice(start, step))
             produced += self._produce_rows(topic, rows)
         return produced
 

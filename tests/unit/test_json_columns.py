@@ -51,6 +51,7 @@ def test_awkward_values_as_the_stdlib_encodes_them() -> None:
 
 
 STRINGS = ["", "plain", 'quote " inside', "back\\slash", "new\nline\r\ttab", "\x00\x01\x1f\x7f bell\x07",
+           "\b\f\x0b\\\"\\n", 'x"' * 30 + "\\" * 7,
            "\u2028\u2029 é€😀", "comma, [bracket] {brace}", None]
 
 
@@ -80,6 +81,8 @@ def test_keyless_and_composite_keys() -> None:
                  run({"a": 2, "b": None}, "update", rows[0], rows[1], 1),
                  run({"a": 2, "b": None}, "delete", rows[1], None, 2)]
     check(TableRows.from_changes(composite, image))
+    for one in composite:  # runs of one kind of change: the key from the after image, or the before's alone
+        check(TableRows.from_changes([one, one], image))
     keyless = [run({}, "insert", None, rows[0], 0), run({}, "delete", rows[0], None, 1)]
     built = TableRows.from_changes(keyless, image)
     assert built.key == ()
