@@ -5,6 +5,11 @@ pipeline. The stages are the same classes as the spread pipeline's actors, conne
 `LocalHandle`s (`dbus_ray.actors.local`) instead of Ray calls: same order, back-pressure, acknowledgement
 and checkpoint rules, one process instead of 2 + 2 per sink.
 
+`flow.placement: split` runs the same actor with each sink's writer as an actor of its own (the spread
+pipeline's `WriterActor`, started by `dbus_ray.pipeline`): the batchers hand it parcels through Ray as in a
+spread pipeline, and it acknowledges to this actor. The sink's work then has a core of its own, without the
+router's and batchers' two processes and their hops.
+
 A writer's sink I/O runs on that writer's own thread (`ThreadedWriter`); everything else on the actor's
 event loop. A shared host (`dbus_ray.actors.host`) runs several of them, as objects, in one actor: it removes
 one with `abort` (the kill of a fused pipeline's process)."""
@@ -33,23 +38,29 @@ class FusedPipeline(Reader):
         self.threaded: list[ThreadedWriter] = []
         self.aborted = False
 
-    async def start(self, router: Any = None) -> None:
-        """Open every sink (a restarted exactly-once writer fences its zombie), then start reading."""
+    async def start(self, writers: dict[str, Any] | None = None) -> None:
+        """Open every sink (a restarted exactly-once writer fences its zombie), then start reading. `writers`
+        (`flow.placement: split`): each sink's writer actor, opened already, in place of writers in here."""
         loop = asyncio.get_running_loop()
         me = LocalHandle(self, loop)
         cfg = self.cfg
+        self.remote_writers = writers or {}
         for sink in cfg.sinks:  # opening a sink blocks (brokers, files): off the event loop
-            self.writers[sink.name] = await asyncio.to_thread(Writer, cfg, sink, me)
+            if sink.name not in self.remote_writers:
+                self.writers[sink.name] = await asyncio.to_thread(Writer, cfg, sink, me)
         batcher_handles = []
         for sink in cfg.sinks:
-            threaded = ThreadedWriter(self.writers[sink.name], f"writer:{sink.name}")
-            self.batchers[sink.name] = Batcher(cfg, sink.name, LocalHandle(threaded, loop), me)
+            target = self.remote_writers.get(sink.name)
+            if target is None:
+                threaded = ThreadedWriter(self.writers[sink.name], f"writer:{sink.name}")
+                self.threaded.append(threaded)
+                target = LocalHandle(threaded, loop)
+            self.batchers[sink.name] = Batcher(cfg, sink.name, target, me)
             batcher_handles.append(LocalHandle(self.batchers[sink.name], loop))
-            self.threaded.append(threaded)
         self.router_stage = Router(cfg, batcher_handles, me)
         # one sink and no operator: each batch has one reader, the sink, so it is handed on as it is (no copy
         # into the object store and back); with several sinks each gets its own copy, as in a spread pipeline
-        self.local_parcels = len(cfg.sinks) == 1 and not self.router_stage.ops
+        self.local_parcels = len(cfg.sinks) == 1 and not self.router_stage.ops and not self.remote_writers
         await super().start(LocalHandle(self.router_stage, loop))
 
     async def stop(self, timeout: float = 30.0) -> dict[str, Any]:
@@ -91,7 +102,8 @@ class FusedPipeline(Reader):
         out: dict[str, dict[str, Any]] = {"router": await self.router_stage.stats()}
         for name, batcher in self.batchers.items():
             out[f"batcher:{name}"] = await batcher.stats()
-            out[f"writer:{name}"] = self.writers[name].stats()
+            writer = self.remote_writers.get(name)
+            out[f"writer:{name}"] = self.writers[name].stats() if writer is None else await writer.stats.remote()
         return out
 
 

@@ -79,5 +79,5 @@ class Writer:
                 "failure": self.failure}
 
 
-#: the stage as its own actor (`flow.placement: spread`); `Writer` itself runs inside a fused pipeline
+#: the stage as its own actor (`flow.placement: spread` and `split`); `Writer` itself runs inside a fused pipeline
 WriterActor = ray.remote(num_cpus=0, max_restarts=0, concurrency_groups={"control": 1})(Writer)

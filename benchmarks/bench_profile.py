@@ -8,7 +8,7 @@ in all (what they called included). When py-spy is missing or may not attach (pt
 cProfile of the two stages in this process: the source's `poll` (the reader's decoding) and the Kafka
 sink's `write` (serialize, produce, flush).
 
-`python benchmarks/bench_profile.py [rows] [--one-row] [--placement fused|spread]` (defaults: 200,000 rows, the
+`python benchmarks/bench_profile.py [rows] [--one-row] [--placement fused|split|spread]` (defaults: 200,000 rows, the
 pipeline's own placement); `DBUS_BENCH_PROFILE_ROWS` sets the rows under `make bench-profile`.
 """
 
@@ -146,7 +146,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("rows", nargs="?", type=int, default=int(os.environ.get("DBUS_BENCH_PROFILE_ROWS", "200000")))
     parser.add_argument("--one-row", action="store_true", help="one-row transactions")
-    parser.add_argument("--placement", choices=("fused", "spread"))
+    parser.add_argument("--placement", choices=("fused", "split", "spread"))
     args = parser.parse_args()
 
     from dbus_ray.devstack import Broker, MariaDB

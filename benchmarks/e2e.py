@@ -23,7 +23,7 @@ pipeline on the local Ray.
   one). Latency = arrival - commit return, per row, on the same machine clock: from the commit to the row
   being readable in Kafka, i.e. an upper bound of commit ->
   broker ack (it adds the consumer's fetch). Percentiles over every row written.
-- `DBUS_BENCH_E2E_PLACEMENT=spread|fused` (default auto: fused) for both figures.
+- `DBUS_BENCH_E2E_PLACEMENT=spread|split|fused` (default auto: fused) for both figures.
 - `DBUS_BENCH_E2E_DELIVERY=exactly_once`: the kafka sink delivers exactly once (a transaction per batch
   holding the checkpoint, checkpoint store `kafka`; the consumer reads committed records only).
 """

@@ -22,7 +22,8 @@ stderr). `DBUS_BENCH_QUICK=1`: small row counts (well under 2 minutes).
 - snapshot (benchmarks/snapshot.py): the mysql source's snapshot read rate, parallelism 1 and 2.
 - e2e (benchmarks/e2e.py): MariaDB -> Ray pipeline -> Apache Kafka (the broker of the dev stack,
   `dbus_ray.devstack.Broker`): catch-up rows/s of pre-written rows, in INSERTs of 1,000 rows and as
-  one-row transactions (in the default placement, fused, and again spread: every stage its own process),
+  one-row transactions (in the default placement, fused, again spread: every stage its own process, and
+  split: the writer alone in a process of its own),
   with the pipeline's memory meanwhile (peak of the summed PSS of its actor
   processes: shared pages such as libraries counted once; the summed RSS counts them per process) and
   the ceiling of each (benchmarks/ceiling.py: the server's dump connection over the same binlog with no
@@ -208,10 +209,14 @@ def table(results: dict[str, Any]) -> str:
             row(f"ceiling {name}: pymysql-framed", top["framed_rows_per_s"], "rows/s")
             row(f"  our {name} as a share of the raw dump", 100 * e2e[name]["share_of_ceiling"], "%")
     for name, what in (("catch_up_one_row", "one-row txns"), ("catch_up_spread", "rows, placement spread"),
-                       ("catch_up_one_row_spread", "one-row txns, placement spread")):
+                       ("catch_up_one_row_spread", "one-row txns, placement spread"),
+                       ("catch_up_split", "rows, placement split"),
+                       ("catch_up_one_row_split", "one-row txns, placement split")):
         if e2e.get(name):
             c = e2e[name]
             row(f"e2e catch-up {c['rows']:,} {what}: steady", c["rows_per_s_steady"], "rows/s")
+            if "placement" in what and not what.startswith("one-row"):
+                row(f"  peak PSS sum of its actors ({what.split(', ')[1]})", c["peak_pss_mb"], "MB")
     for name in ("latency", "latency_high"):
         if e2e.get(name):
             lat = e2e[name]
@@ -288,6 +293,10 @@ TARGETS = [
     ("catch-up, multi-row transactions, format json, placement spread",
      ("e2e", "catch_up_spread", "rows_per_s_steady"), "rows/s", ">=", 150_000),
     ("catch-up, one-row transactions, placement spread", ("e2e", "catch_up_one_row_spread", "rows_per_s_steady"),
+     "rows/s", ">=", 60_000),
+    ("catch-up, multi-row transactions, format json, placement split",
+     ("e2e", "catch_up_split", "rows_per_s_steady"), "rows/s", ">=", 150_000),
+    ("catch-up, one-row transactions, placement split", ("e2e", "catch_up_one_row_split", "rows_per_s_steady"),
      "rows/s", ">=", 60_000),
     ("decoder alone, one-row transactions, ours / stock", ("decoder", "one_row_txn", "speedup"), "x", ">=", 8),
     ("decoder alone, multi-row events, ours / stock", ("decoder", "multi_row", "speedup"), "x", ">=", 4),
@@ -396,6 +405,11 @@ def main() -> int:
                                          False, "spread")
         e2e["catch_up_one_row_spread"] = section(results, "e2e-catch-up-one-row-spread", catch_up, mariadb, broker,
                                                  CATCHUP_ROWS, True, "spread")
+        # and with the writer alone in a process of its own (reader, router and batcher in the other)
+        e2e["catch_up_split"] = section(results, "e2e-catch-up-split", catch_up, mariadb, broker, CATCHUP_ROWS,
+                                        False, "split")
+        e2e["catch_up_one_row_split"] = section(results, "e2e-catch-up-one-row-split", catch_up, mariadb, broker,
+                                                CATCHUP_ROWS, True, "split")
         e2e["latency"] = section(results, "e2e-latency", latency, mariadb, broker, LATENCY_RATE, LATENCY_SECONDS)
         e2e["latency_high"] = section(results, "e2e-latency-high", latency, mariadb, broker, LATENCY_RATE_HIGH,
                                       LATENCY_SECONDS)

@@ -8,7 +8,8 @@ row); `wall_s`: from `open` (worker actors started) to the last row.
 `snapshot_to_kafka`: the same table through a whole pipeline (`snapshot: initial`, `snapshot_parallelism`
 2, reader -> router -> batcher -> Kafka writer, `format: json`) into the Apache Kafka broker of the dev
 stack; rows/s over the steady part (first to last delivered row, from the reader's status every 20 ms)
-and over the wall time (pipeline start to the last row delivered).
+and over the wall time (pipeline start to the last row delivered). `DBUS_BENCH_SNAPSHOT_PLACEMENT` sets its
+`flow.placement` (default `auto`).
 
 Standalone: `python benchmarks/snapshot.py [rows]` (starts a private MariaDB, broker and a local Ray).
 `DBUS_BENCH_SNAPSHOT_ROWS` sets the rows (of both) under `make bench` (default 200,000 with DBUS_BENCH_QUICK=1,
@@ -86,7 +87,7 @@ def snapshot_to_kafka(mariadb: Any, broker: Any, rows: int = ROWS, parallelism: 
         "sinks": [{"name": "kafka", "type": "kafka", "bootstrap": broker.bootstrap,
                    "topic": f"bench.snapshot.{rows}", "partitions": 4}],
         "flow": {"read_batch_rows": 10_000, "sink_batch_rows": 20_000, "max_rows_in_flight": 100_000,
-                 "linger_ms": 5},
+                 "linger_ms": 5, "placement": os.environ.get("DBUS_BENCH_SNAPSHOT_PLACEMENT", "auto")},
         "data_dir": tempfile.mkdtemp(prefix="dbus-bench-"),
     }, "bench", {})
     from e2e import run_to_rows

@@ -26,7 +26,7 @@ class ConfigError(Exception):
     """A user mistake in a pipeline config; str() is the one-line message."""
 
 
-PLACEMENTS = ("auto", "fused", "spread", "shared")
+PLACEMENTS = ("auto", "fused", "split", "spread", "shared")
 
 
 @dataclass
@@ -39,7 +39,8 @@ class FlowOptions:
     # ... or what it holds once the batch waited this long and the writer is free. 0: at once when the writer is
     # free (rows gather while it writes a batch, so batches grow with the rate: no wait when rows are few)
     linger_ms: int = 0
-    # fused: every stage in one actor process; spread: one actor per stage; shared: fused, inside a host actor
+    # fused: every stage in one actor process; split: reader, router and batchers in one, each sink's writer in
+    # one of its own (two processes for one sink); spread: one actor per stage; shared: fused, inside a host actor
     # (`dbus:host:<n>`) running several pipelines of its node; auto: fused unless the source asks for worker
     # actors of its own (snapshot_parallelism >= 2, decoders >= 1)
     placement: str = "auto"
@@ -109,7 +110,7 @@ class PipelineConfig:
 
     @property
     def placement(self) -> str:
-        """`fused`, `spread` or `shared`: `flow.placement` with `auto` decided (spread when the source runs
+        """`fused`, `split`, `spread` or `shared`: `flow.placement` with `auto` decided (spread when the source runs
         worker actors of its own, e.g. a parallel snapshot; fused otherwise)."""
         if self.flow.placement != "auto":
             return self.flow.placement

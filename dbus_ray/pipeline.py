@@ -2,7 +2,8 @@
 it cleanly. Actors are named `dbus:<pipeline>:<role>[:<sink>]` in Ray namespace `dbus` (`dbus_ray.constants`).
 
 Placement (`flow.placement`): `spread` runs each stage as its own actor; `fused` runs them all inside
-one actor named like the reader (`dbus_ray.actors.fused`), which answers for the others; `shared` runs them
+one actor named like the reader (`dbus_ray.actors.fused`), which answers for the others; `split` runs the
+reader, router and batchers in that actor and each sink's writer as its own actor; `shared` runs them
 as in `fused`, inside a host actor `dbus:host:<n>` holding up to `flow.host_capacity` pipelines
 (`dbus_ray.actors.host`): a detached pipeline (the controller's) joins a detached host of its node, one that
 `dbus run` owns joins a host this process started. Its reader is found with `dbus_ray.hosting.reader_handle`."""
@@ -118,6 +119,9 @@ class Pipeline:
             return []
         if placement == "fused":
             return [actor_name(self.cfg.name, READER)]
+        if placement == "split":
+            return [actor_name(self.cfg.name, READER)] + [actor_name(self.cfg.name, WRITER, s.name)
+                                                          for s in self.cfg.sinks]
         names = [actor_name(self.cfg.name, READER), actor_name(self.cfg.name, ROUTER)]
         for sink in self.cfg.sinks:
             names += [actor_name(self.cfg.name, BATCHER, sink.name), actor_name(self.cfg.name, WRITER, sink.name)]
@@ -173,7 +177,7 @@ class Pipeline:
 
     def stage_stats(self, timeout: float = 10.0) -> dict[str, dict[str, Any]]:
         """`stats()` of every stage but the reader, by stage name (`router`, `batcher:<sink>`, `writer:<sink>`)."""
-        if self.cfg.placement in ("fused", "shared"):
+        if self.cfg.placement in ("fused", "shared", "split"):
             return ray.get(self.reader.stage_stats.remote(), timeout=timeout)
         names = [n.split(":", 2)[2] for n in self.actor_names()[1:]]
         return dict(zip(names, ray.get([a.stats.remote() for a in self.actors[1:]], timeout=timeout)))
@@ -206,6 +210,17 @@ class Pipeline:
                 self.reader = FusedPipelineActor.options(**self._options(READER)).remote(*args)
                 self.actors.append(self.reader)
                 ray.get(self.reader.start.remote(), timeout=START_TIMEOUT_S)
+                return
+            if cfg.placement == "split":  # reader, router and batchers in one actor, each writer in its own
+                self.reader = FusedPipelineActor.options(**self._options(READER)).remote(*args)
+                self.actors.append(self.reader)
+                for sink in cfg.sinks:
+                    self.writers.append(WriterActor.options(**self._options(WRITER, sink.name)).remote(
+                        cfg_ref, ray.put(sink), self.reader))
+                self.actors += self.writers
+                ray.get([w.stats.remote() for w in self.writers], timeout=START_TIMEOUT_S)  # a sink that cannot open
+                ray.get(self.reader.start.remote(dict(zip([s.name for s in cfg.sinks], self.writers))),
+                        timeout=START_TIMEOUT_S)
                 return
             self.reader = ReaderActor.options(**self._options(READER)).remote(*args)
             self.actors.append(self.reader)

@@ -100,6 +100,25 @@ def test_dead_reader_restarts_under_new_epoch_without_loss(controller: Any, tmp_
     print(f"duplicates after the reader was killed: {dups}")
 
 
+def test_dead_writer_of_a_split_pipeline_restarts_it_without_loss(controller: Any, tmp_path: Path) -> None:
+    """`flow.placement: split`: the writer is an actor of its own; its death stops the pipeline, which the
+    controller restarts from the checkpoint: every row before it delivered."""
+    ray.get(controller.submit.remote({**spec(tmp_path, "c-split"),
+                                      "flow": {"read_batch_rows": 200, "max_rows_in_flight": 2000,
+                                               "placement": "split"}}))
+    wait_for(lambda: state_of(controller, "c-split")["status"].get("rows_delivered", 0) > 1000, what="rows")
+    epoch = state_of(controller, "c-split")["epoch"]
+    ray.kill(ray.get_actor(actor_name("c-split", "writer", "file"), namespace=NAMESPACE), no_restart=True)
+    wait_for(lambda: state_of(controller, "c-split")["epoch"] > epoch
+             and state_of(controller, "c-split")["state"] == "running"
+             and state_of(controller, "c-split")["status"].get("rows_delivered", 0) > 0, what="restart")
+    ray.get(controller.stop.remote("c-split"))
+    wait_for(lambda: state_of(controller, "c-split")["state"] == "stopped", what="stopped")
+    final = state_of(controller, "c-split")["status"]
+    seen = offsets(tmp_path / "c-split.jsonl")
+    assert set(range(final["checkpoint"]["source"]["next"])) <= set(seen), "a row was lost across the restart"
+
+
 @pytest.mark.parametrize("placement", ["fused", "shared"])  # a shared host holds the epoch per pipeline
 def test_stale_epoch_cannot_commit_a_checkpoint(tmp_path: Path, placement: str) -> None:
     cfg = parse_config({**spec(tmp_path, "c-fence"), "flow": {"placement": placement}}, "x", {})

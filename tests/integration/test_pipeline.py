@@ -1,7 +1,8 @@
 """The mock pipeline end to end through real Ray actors: delivery, order, fan-out, back-pressure,
 resume and failure. Every test of the pipeline contract runs in each placement (`flow.placement`): each
-stage its own actor (`spread`), all stages in one actor (`fused`), and all stages as one object in a host
-actor running several pipelines (`shared`)."""
+stage its own actor (`spread`), all stages in one actor (`fused`), all but the writers in one actor and each
+writer in its own (`split`), and all stages as one object in a host actor running several pipelines
+(`shared`)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ pytestmark = pytest.mark.usefixtures("ray_session")
 PLACEMENT = {"now": "spread"}  # the placement `config()` asks for, set per test by the fixture below
 
 
-@pytest.fixture(autouse=True, params=["fused", "spread", "shared"])
+@pytest.fixture(autouse=True, params=["fused", "split", "spread", "shared"])
 def placement(request: pytest.FixtureRequest) -> str:
     PLACEMENT["now"] = request.param
     return request.param
@@ -166,7 +167,8 @@ def test_actors_are_named_and_a_second_run_is_refused(tmp_path: Path, placement:
         names = {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
                  if a["namespace"] == NAMESPACE and a["name"].startswith("dbus:named:")}
         stages = {"dbus:named:reader", "dbus:named:router", "dbus:named:batcher:n", "dbus:named:writer:n"}
-        assert names == {"spread": stages, "fused": {"dbus:named:reader"}, "shared": set()}[placement]
+        assert names == {"spread": stages, "fused": {"dbus:named:reader"}, "shared": set(),
+                         "split": {"dbus:named:reader", "dbus:named:writer:n"}}[placement]
         if placement == "shared":  # in a host actor of its own process, which the stand-in of its reader reaches
             assert isinstance(reader_handle("named"), HostedReader)
             assert ray.get(reader_handle("named").identity.remote())["pipeline"] == "named"

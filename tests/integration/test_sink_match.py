@@ -1,6 +1,6 @@
 """Sinks that take some tables only (`match`): a batch holding none of a sink's tables reaches its writer
 without rows (so its acknowledgement moves the checkpoint on) and must pass; each sink gets exactly its
-tables' rows, in both placements (MariaDB and Ray for real; the rows checked against `SELECT`)."""
+tables' rows, in each placement (MariaDB and Ray for real; the rows checked against `SELECT`)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session")]
 DB = "dbus_test"
 
 
-@pytest.mark.parametrize("placement", ["fused", "spread"])
+@pytest.mark.parametrize("placement", ["fused", "split", "spread"])
 def test_a_sink_that_matches_none_of_a_batchs_tables(tmp_path: Path, mariadb: MariaDB, placement: str) -> None:
     a, b = (f"match_{name}_{uuid.uuid4().hex[:6]}" for name in "ab")
     conn = mariadb.root_connect(DB)

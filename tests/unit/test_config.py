@@ -84,7 +84,7 @@ CASES = {
     "no sinks": (lambda c: c.update(sinks=[]), "configs/x.yaml: sinks: at least one sink is required"),
     "unknown placement": (
         lambda c: c.update(flow={"placement": "packed"}),
-        "configs/x.yaml: flow.placement: must be one of auto, fused, spread, shared, not 'packed'",
+        "configs/x.yaml: flow.placement: must be one of auto, fused, split, spread, shared, not 'packed'",
     ),
     "host capacity below one": (
         lambda c: c.update(flow={"placement": "shared", "host_capacity": 0}),
