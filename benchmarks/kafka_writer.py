@@ -13,7 +13,7 @@ Figures (rows/s over the timed part only, best of `repeat` runs):
   format too (`<format>_at_least_once_rows_per_s`, `<format>_main_us_per_row`; avro without a registry).
 
 `mock_to_kafka`: a whole pipeline (mock source -> router -> batcher -> Kafka writer, the local Ray) until
-caught up; rows/s over the steady part (first to last delivered row, the reader's status every 20 ms).
+caught up; rows/s over the steady part (first to last delivered row, the reader's status every 100 ms).
 
 Standalone: `python benchmarks/kafka_writer.py [rows] [mock]` (starts a private MariaDB and broker; rows
 default 200,000; `mock`: the mock -> Kafka pipeline instead). `DBUS_BENCH_PROFILE=1`: a cProfile of one

@@ -4,7 +4,7 @@ the decoder benchmark), then a pipeline started at the position before them runs
   checkpoint in the same transaction; `checkpoint.store: postgres`) on a private PostgreSQL;
 - `delta`: the delta sink (one Delta MERGE per table per batch, the checkpoint in the commit info;
   `checkpoint.store: delta`) into a local directory.
-rows/s over the steady part (first to last delivered row, from the reader's status every 20 ms) and over the
+rows/s over the steady part (first to last delivered row, from the reader's status every 100 ms) and over the
 wall time (pipeline start to caught up); the target's row count is checked against `rows` at the end.
 
 `python benchmarks/live_copy.py [rows]` runs both alone (default 100,000 rows) against a private MariaDB and

@@ -7,7 +7,7 @@ row); `wall_s`: from `open` (worker actors started) to the last row.
 
 `snapshot_to_kafka`: the same table through a whole pipeline (`snapshot: initial`, `snapshot_parallelism`
 2, reader -> router -> batcher -> Kafka writer, `format: json`) into the Apache Kafka broker of the dev
-stack; rows/s over the steady part (first to last delivered row, from the reader's status every 20 ms)
+stack; rows/s over the steady part (first to last delivered row, from the reader's status every 100 ms)
 and over the wall time (pipeline start to the last row delivered). `DBUS_BENCH_SNAPSHOT_PLACEMENT` sets its
 `flow.placement` (default `auto`).
 
