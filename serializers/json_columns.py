@@ -154,7 +154,10 @@ def _key(rows: TableRows, before: pa.Array, after: pa.Array, texts_before: dict[
         columns = [pc.if_else(after.is_valid(), array(of(texts_after, name)),
                               pc.if_else(before.is_valid(), array(of(texts_before, name)), _NULL))
                    for name in rows.key]
-    return _join(*_members(list(rows.key), columns))
+    parts = _members(list(rows.key), columns)
+    if not any(isinstance(p, pa.Array) for p in parts):  # no key, or no key column in the images: one text
+        return pa.array([b"".join(parts)] * n, pa.binary())
+    return _join(*parts)
 
 
 #: Rows the Kafka sink turns into messages at a time on this path (no dict per row: more than its per-row

@@ -89,6 +89,14 @@ def test_keyless_and_composite_keys() -> None:
     check(built)
 
 
+def test_a_key_column_the_images_lack_is_null() -> None:
+    image = pa.struct([("a", pa.int32())])
+    changes = [RowChange("p", "db", "t", "insert", {"id": None}, None, {"a": i}, Position("f", i, "0-1-1", i), None,
+                         1.0, 2.0) for i in range(3)]
+    built = TableRows.from_changes(changes, image)
+    check(TableRows(built.db, built.table, ("id",), built.data))
+
+
 def test_a_run_with_absent_columns_is_left_to_the_per_row_path() -> None:
     image = pa.struct([("id", pa.int64())])
     rows = TableRows.from_changes([change("insert", None, {"id": 1}, 4)], image)
