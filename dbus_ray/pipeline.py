@@ -148,7 +148,9 @@ class Pipeline:
             return None
         pipeline.actors = actors
         pipeline.reader = actors[0]
-        pipeline.writers = actors[3::2]
+        # the writer actors: spread's names go reader, router, then batcher and writer per sink; split's reader,
+        # then a writer per sink
+        pipeline.writers = actors[1:] if cfg.placement == "split" else actors[3::2]
         return pipeline
 
     @staticmethod

@@ -178,6 +178,14 @@ def test_actors_are_named_and_a_second_run_is_refused(tmp_path: Path, placement:
         assert set(pipeline.stage_stats()) == {"router", "batcher:n", "writer:n"}
         with pytest.raises(DbusError, match="^pipeline named is already running"):
             Pipeline(cfg).start()
+        if placement != "shared":  # as a restarted controller takes over running actors: its writers too
+            attached = Pipeline.attach(cfg, pipeline.epoch)
+            assert attached is not None
+
+            def ids(handles: list) -> list[str]:
+                return [h._actor_id.hex() for h in handles]
+            assert ids(attached.actors) == ids(pipeline.actors)
+            assert ids(attached.writers) == ids(pipeline.writers) and len(attached.writers) == (placement != "fused")
     finally:
         pipeline.stop()
 

@@ -64,7 +64,9 @@ class Debezium(JavaProcess):
     def records(self) -> list[dict[str, Any]]:
         if not self.out.exists():
             return []
-        lines = self.out.read_text(encoding="utf-8").splitlines()
+        text = self.out.read_bytes()
+        # only whole lines: the runner may be writing the last one while it is read
+        lines = text[:text.rfind(b"\n") + 1].decode("utf-8").splitlines()
         return [json.loads(line) for line in lines if line.strip()]
 
     def wait_for(self, what: str, check: Any, timeout: float = 180.0) -> list[dict[str, Any]]:
