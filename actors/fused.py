@@ -36,6 +36,7 @@ class FusedPipeline(Reader):
         self.batchers: dict[str, Batcher] = {}
         self.router_stage: Router | None = None
         self.threaded: list[ThreadedWriter] = []
+        self.remote_writers: dict[str, Any] = {}  # split: each sink's writer actor
         self.aborted = False
 
     async def start(self, writers: dict[str, Any] | None = None) -> None:

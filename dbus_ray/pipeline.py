@@ -148,9 +148,8 @@ class Pipeline:
             return None
         pipeline.actors = actors
         pipeline.reader = actors[0]
-        # the writer actors: spread's names go reader, router, then batcher and writer per sink; split's reader,
-        # then a writer per sink
-        pipeline.writers = actors[1:] if cfg.placement == "split" else actors[3::2]
+        writer_prefix = actor_name(cfg.name, WRITER) + ":"  # spread's and split's writer actors
+        pipeline.writers = [a for n, a in zip(pipeline.actor_names(), actors) if n.startswith(writer_prefix)]
         return pipeline
 
     @staticmethod
@@ -208,30 +207,22 @@ class Pipeline:
             if self.hosted:
                 self._start_hosted(args)
                 return
-            if cfg.placement == "fused":  # one actor: it opens the sinks, then reads
+            if cfg.placement in ("fused", "split"):  # one actor: it opens the sinks (split: the writers'), then reads
                 self.reader = FusedPipelineActor.options(**self._options(READER)).remote(*args)
                 self.actors.append(self.reader)
-                ray.get(self.reader.start.remote(), timeout=START_TIMEOUT_S)
-                return
-            if cfg.placement == "split":  # reader, router and batchers in one actor, each writer in its own
-                self.reader = FusedPipelineActor.options(**self._options(READER)).remote(*args)
-                self.actors.append(self.reader)
-                for sink in cfg.sinks:
-                    self.writers.append(WriterActor.options(**self._options(WRITER, sink.name)).remote(
-                        cfg_ref, ray.put(sink), self.reader))
-                self.actors += self.writers
-                ray.get([w.stats.remote() for w in self.writers], timeout=START_TIMEOUT_S)  # a sink that cannot open
-                ray.get(self.reader.start.remote(dict(zip([s.name for s in cfg.sinks], self.writers))),
-                        timeout=START_TIMEOUT_S)
+                if cfg.placement == "split":  # each sink's writer in an actor of its own
+                    self.writers = [self._writer(cfg_ref, sink) for sink in cfg.sinks]
+                    self.actors += self.writers
+                    ray.get([w.stats.remote() for w in self.writers], timeout=START_TIMEOUT_S)  # a sink that fails
+                writers = dict(zip([s.name for s in cfg.sinks], self.writers)) or None
+                ray.get(self.reader.start.remote(writers), timeout=START_TIMEOUT_S)
                 return
             self.reader = ReaderActor.options(**self._options(READER)).remote(*args)
             self.actors.append(self.reader)
             router_at = len(self.actors)
             batchers = []
             for sink in cfg.sinks:
-                writer = WriterActor.options(**self._options(WRITER, sink.name)).remote(
-                    cfg_ref, ray.put(sink), self.reader
-                )
+                writer = self._writer(cfg_ref, sink)
                 batcher = BatcherActor.options(**self._options(BATCHER, sink.name)).remote(
                     cfg_ref, sink.name, writer, self.reader
                 )
@@ -249,6 +240,10 @@ class Pipeline:
                 raise
             why = f"{died} died ({reason(exc)})" if died else reason(exc)
             raise DbusError(f"pipeline {cfg.name} cannot start: {why}") from None
+
+    def _writer(self, cfg_ref: Any, sink: Any) -> Any:
+        """The writer actor of `sink` (spread and split), acknowledging to the reader."""
+        return WriterActor.options(**self._options(WRITER, sink.name)).remote(cfg_ref, ray.put(sink), self.reader)
 
     def _died(self, exc: BaseException) -> str | None:
         """'its reader' (or 'its actor <name>') when `exc` is one of this pipeline's actors dying."""
