@@ -9,7 +9,8 @@ row); `wall_s`: from `open` (worker actors started) to the last row.
 2, reader -> router -> batcher -> Kafka writer, `format: json`) into the Apache Kafka broker of the dev
 stack; rows/s over the steady part (first to last delivered row, from the reader's status every 100 ms)
 and over the wall time (pipeline start to the last row delivered). `DBUS_BENCH_SNAPSHOT_PLACEMENT` sets its
-`flow.placement` (default `auto`).
+`flow.placement` (default `auto`); `make bench` measures `auto` (spread, for a parallel snapshot) and
+`split`.
 
 Standalone: `python benchmarks/snapshot.py [rows]` (starts a private MariaDB, broker and a local Ray).
 `DBUS_BENCH_SNAPSHOT_ROWS` sets the rows (of both) under `make bench` (default 200,000 with DBUS_BENCH_QUICK=1,
@@ -27,6 +28,7 @@ from dbus_ray.actors.snapshot_worker import WorkerPool
 from dbus_ray.mysql.source import MysqlOptions, MysqlSource
 
 DB = "dbus_test"
+PLACEMENTS = ("auto", "fused", "split", "spread")
 QUICK = os.environ.get("DBUS_BENCH_QUICK", "") not in ("", "0")
 ROWS = int(os.environ.get("DBUS_BENCH_SNAPSHOT_ROWS", "200000" if QUICK else "2000000"))
 
@@ -72,8 +74,11 @@ def read_all(mariadb: Any, table: str, parallelism: int) -> dict[str, Any]:
             "rows_per_s_wall": round(progress["rows"] / wall)}
 
 
-def snapshot_to_kafka(mariadb: Any, broker: Any, rows: int = ROWS, parallelism: int = 2) -> dict[str, Any]:
-    """Needs the table of `snapshot_bench` (filled by it) and a connected Ray."""
+def snapshot_to_kafka(mariadb: Any, broker: Any, rows: int = ROWS, parallelism: int = 2,
+                      placement: str | None = None) -> dict[str, Any]:
+    """Needs the table of `snapshot_bench` (filled by it) and a connected Ray. `placement`: the pipeline's
+    `flow.placement` (default DBUS_BENCH_SNAPSHOT_PLACEMENT, else `auto`)."""
+    placement = placement or os.environ.get("DBUS_BENCH_SNAPSHOT_PLACEMENT", "auto")
     import tempfile
 
     from dbus_ray.config import parse_config
@@ -81,21 +86,23 @@ def snapshot_to_kafka(mariadb: Any, broker: Any, rows: int = ROWS, parallelism: 
 
     table = f"snap_bench_{rows}"
     cfg = parse_config({
-        "name": f"bench-snapshot-kafka-{rows}",
-        "source": {"type": "mysql", "dsn": mariadb.dsn, "server_id": 8310, "snapshot": "initial",
-                   "snapshot_parallelism": parallelism, "include": [f"{DB}.{table}"]},
+        "name": f"bench-snapshot-kafka-{placement}-{rows}",
+        "source": {"type": "mysql", "dsn": mariadb.dsn, "server_id": 8310 + PLACEMENTS.index(placement),
+                   "snapshot": "initial", "snapshot_parallelism": parallelism, "include": [f"{DB}.{table}"]},
         "sinks": [{"name": "kafka", "type": "kafka", "bootstrap": broker.bootstrap,
-                   "topic": f"bench.snapshot.{rows}", "partitions": 4}],
+                   "topic": f"bench.snapshot.{placement}.{rows}", "partitions": 4}],
         "flow": {"read_batch_rows": 10_000, "sink_batch_rows": 20_000, "max_rows_in_flight": 100_000,
-                 "linger_ms": 5, "placement": os.environ.get("DBUS_BENCH_SNAPSHOT_PLACEMENT", "auto")},
+                 "linger_ms": 5, "placement": placement},
         "data_dir": tempfile.mkdtemp(prefix="dbus-bench-"),
     }, "bench", {})
     from e2e import run_to_rows
 
     wall, steady, final = run_to_rows(Pipeline(cfg), rows, caught_up=False)
-    out = {"rows": final["rows_delivered"], "parallelism": parallelism, "rows_per_s_steady": steady,
+    out = {"rows": final["rows_delivered"], "parallelism": parallelism, "placement": placement,
+           "rows_per_s_steady": steady,
            "rows_per_s_wall": round(final["rows_delivered"] / wall), "wall_s": round(wall, 2)}
-    print(f"snapshot {rows:,} rows into Kafka, parallelism {parallelism}: {out['rows_per_s_steady']:,} rows/s",
+    print(f"snapshot {rows:,} rows into Kafka, parallelism {parallelism}, placement {placement}: "
+          f"{out['rows_per_s_steady']:,} rows/s",
           file=sys.stderr, flush=True)
     return out
 

@@ -61,7 +61,6 @@ broker would reject the whole record batch, after later rows were sent). A templ
 from __future__ import annotations
 
 import base64
-import concurrent.futures
 import json
 import logging
 import time
@@ -73,14 +72,13 @@ from confluent_kafka.admin import AdminClient
 from dbus_ray.acks import Checkpoint
 from dbus_ray.errors import DbusError
 from dbus_ray.kafka.client import (
-    check_topic_name,
     client_config,
-    create_topic,
     kafka_reason,
 )
 from dbus_ray.kafka.messages import key_text, message_size, position_of
 from dbus_ray.kafka.raw import raw_messages, raw_positions
 from dbus_ray.kafka.sink_options import KafkaOptions, sink_producer_config
+from dbus_ray.kafka.sink_topics import SinkTopics
 from dbus_ray.model import RowBatch, TableRows, dumpb, dumps
 from dbus_ray.registry import Sink, sink
 from dbus_ray.serializers import get_serializer, json_columns
@@ -100,7 +98,7 @@ def checkpoint_record(pipeline: str, batch: RowBatch, sink_name: str) -> bytes:
 
 
 @sink("kafka")
-class KafkaSink(Sink):
+class KafkaSink(SinkTopics, Sink):
     Options = KafkaOptions
 
     def open(self) -> None:
@@ -124,6 +122,8 @@ class KafkaSink(Sink):
         if self.dead_letter:
             self._ensure_topic(o.dead_letter_topic)
         self.dead_lettered = 0
+        # json with the default message key and no tombstones: messages built column by column, no dict per row
+        self.columnwise = o.format == "json" and o.key is None and not o.tombstones
         self.fatal: str | None = None
         config = sink_producer_config(o, f"dbus-{self.pipeline}-{self.name}")
         config["error_cb"] = self._on_error
@@ -156,91 +156,6 @@ class KafkaSink(Sink):
         self.failed = 0  # of them, those whose delivery failed
         log.info("[%s] %s open: %s -> %s (%s, %s)", self.pipeline, self.where, o.bootstrap, o.topic, o.format,
                  o.delivery)
-
-    # ------------------------------------------------------------------ topics
-    def _refresh_topics(self) -> None:
-        o: KafkaOptions = self.options
-        try:
-            metadata = self.admin.list_topics(timeout=o.timeout_s)  # all topics: never auto-creates one
-        except KafkaException as exc:
-            raise DbusError(f"{self.where}: cannot reach broker {o.bootstrap}: {kafka_reason(exc)}") from None
-        self.known_topics = {name for name, t in metadata.topics.items() if t.error is None}
-
-    def _ensure_topic(self, topic: str, partitions: int | None = None, config: dict[str, str] | None = None) -> None:
-        if topic in self.known_topics:
-            return
-        o: KafkaOptions = self.options
-        self._refresh_topics()
-        if topic in self.known_topics:
-            return
-        if not o.create_topics:
-            raise DbusError(f"{self.where}: topic {topic} does not exist (create_topics is off)")
-        count = partitions or o.partitions
-        try:
-            if create_topic(self.admin, topic, count, o.replication_factor, config, o.timeout_s):
-                log.info("[%s] %s created topic %s (%d partitions)", self.pipeline, self.where, topic, count)
-        except RuntimeError as exc:
-            raise DbusError(f"{self.where}: {exc}") from None
-        self.known_topics.add(topic)
-
-    def _topic_limit(self, topic: str) -> int:
-        """The topic's `max.message.bytes` as the broker reports it (its default when it cannot tell)."""
-        from confluent_kafka.admin import ConfigResource
-
-        resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
-        for attempt in range(20):  # a topic created a moment ago may be unknown to the broker's configs yet
-            try:
-                entries = self.admin.describe_configs([resource])[resource].result(timeout=self.options.timeout_s)
-                return int(entries["max.message.bytes"].value)
-            except KafkaException as exc:
-                if exc.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART and attempt < 19:
-                    time.sleep(0.1)
-                    continue
-                reason: Any = exc
-            except (KeyError, ValueError, TypeError, concurrent.futures.TimeoutError) as exc:
-                reason = exc
-            log.warning("[%s] %s: max.message.bytes of topic %s unknown: %s", self.pipeline, self.where, topic,
-                        reason)
-            return 1_048_588
-        return 1_048_588
-
-    def _warm(self, topic: str) -> None:
-        """Wait until the producer's metadata has the topic with a leader for every partition, and remember
-        its partition count. A message produced while its topic is unknown waits in librdkafka's queue of
-        unassigned messages and gets its place in a partition's queue only when it leaves it, possibly behind
-        messages produced later: a topic the sink has just created is known before the first row."""
-        deadline = time.monotonic() + self.options.timeout_s
-        while True:
-            try:
-                meta = self.producer.list_topics(topic, timeout=max(0.1, deadline - time.monotonic()))
-            except KafkaException as exc:
-                raise DbusError(f"topic {topic}: no metadata: {kafka_reason(exc)}") from None
-            found = meta.topics.get(topic)
-            ready = found is not None and found.error is None and found.partitions and all(
-                p.error is None and p.leader >= 0 for p in found.partitions.values())
-            if ready:
-                self.partition_count[topic] = len(found.partitions)
-                return
-            if time.monotonic() >= deadline:
-                why = "unknown" if found is None else (found.error or "partitions without a leader")
-                raise DbusError(f"topic {topic}: not ready for writing after {self.options.timeout_s:.0f} s: {why}")
-            time.sleep(0.05)
-
-    def topic_for(self, rows: TableRows) -> str:
-        found = self.topics_of.get((rows.db, rows.table))
-        if found is None:
-            found = self.options.topic.format(db=rows.db, table=rows.table, pipeline=self.pipeline)
-            reason = check_topic_name(found)
-            if reason:
-                raise DbusError(f"topic {found!r} for table {rows.name} {reason}")
-            self._ensure_topic(found)
-            if found != self.options.topic and self._topic_limit(found) < self.limit:
-                raise DbusError(f"topic {found}: its max.message.bytes {self._topic_limit(found)} is below the "
-                                f"sink's producer message.max.bytes {self.limit}: set producer: message.max.bytes "
-                                "to at most the smallest max.message.bytes of the sink's topics")
-            self._warm(found)
-            self.topics_of[(rows.db, rows.table)] = found
-        return found
 
     # ------------------------------------------------------------------ writing
     @property
@@ -292,8 +207,8 @@ class KafkaSink(Sink):
             return self._produce_raw(topic, part)
         if self.options.format == "arrow":
             return self._produce_arrow(topic, part)
-        o, produced = self.options, 0
-        step = json_columns.SLICE_ROWS if o.format == "json" and o.key is None and not o.tombstones else SLICE_ROWS
+        produced = 0
+        step = json_columns.SLICE_ROWS if self.columnwise else SLICE_ROWS
         for start in range(0, part.num_rows, step):  # bounded memory: a slice's row objects at a time
             rows = TableRows(part.db, part.table, part.key, part.data.slice(start, step))
             produced += self._produce_rows(topic, rows)
@@ -331,7 +246,7 @@ class KafkaSink(Sink):
         # column-wise path keeps its Decimals (Arrow's cost per call is more than theirs; same text)
         if o.format == "json" and part.num_rows >= json_columns.MIN_ROWS:
             part = decimals_as_text(part)
-            if o.key is None and not o.tombstones:  # built column by column, no dict per row
+            if self.columnwise:
                 done = produce_json(self, topic, part)
                 if done is not None:
                     return done
