@@ -1,10 +1,15 @@
 """`dbus_ray.heap.collector_paused`: the cyclic collector off inside, back as it was after, nested and from
 several threads; and a writer hands its batch to the sink inside it. `dbus_ray.heap.trim`: at most one
-`malloc_trim` per `TRIM_EVERY_S`, and one owed by a call too soon is made once that time is up."""
+`malloc_trim` per `TRIM_EVERY_S`, and one owed by a call too soon is made once that time is up.
+`dbus_ray.heap.without_pandas`: pyarrow does not load pandas after it (seen in `sys.modules` of a fresh
+interpreter), while an import of pandas and pyarrow's conversions to and from it still work; without it the
+same conversions load pandas (so the check can fail)."""
 
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
 import threading
 import time
 
@@ -120,3 +125,27 @@ def test_trim_at_most_once_per_period_and_the_owed_one_after(monkeypatch: pytest
     time.sleep(0.5)
     assert len(trims) == 2 and heap._timer is None  # nothing more owed
     assert time.monotonic() - start < 5
+
+
+CONVERSIONS = """
+import sys
+import pyarrow as pa, pyarrow.compute as pc
+pa.array([1, 2]); pa.array(["x", None]); pa.array([b"x"], pa.binary()); pa.table({"a": [1.5, None]})
+pc.if_else(pa.array([True]), pa.array([1]), pa.array([2]))
+print("pandas" in sys.modules)
+import pandas as pd
+assert pa.table({"a": [1]}).to_pandas().shape == (1, 1)
+assert pa.array(pd.Series([1, 2])).type == pa.int64()
+"""
+
+
+def fresh(first: str) -> bool:
+    """Whether pandas was loaded after pyarrow's conversions, in a fresh interpreter that runs `first`."""
+    out = subprocess.run([sys.executable, "-c", first + CONVERSIONS], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip() == "True"
+
+
+def test_without_pandas_pyarrow_does_not_load_it_and_an_import_still_gets_it():
+    assert fresh("") is True  # pyarrow on its own loads pandas on its first conversion of a list
+    assert fresh("from dbus_ray import heap; heap.without_pandas()\n") is False
