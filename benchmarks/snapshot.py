@@ -28,7 +28,6 @@ from dbus_ray.actors.snapshot_worker import WorkerPool
 from dbus_ray.mysql.source import MysqlOptions, MysqlSource
 
 DB = "dbus_test"
-PLACEMENTS = ("auto", "fused", "split", "spread")
 QUICK = os.environ.get("DBUS_BENCH_QUICK", "") not in ("", "0")
 ROWS = int(os.environ.get("DBUS_BENCH_SNAPSHOT_ROWS", "200000" if QUICK else "2000000"))
 
@@ -81,7 +80,7 @@ def snapshot_to_kafka(mariadb: Any, broker: Any, rows: int = ROWS, parallelism: 
     placement = placement or os.environ.get("DBUS_BENCH_SNAPSHOT_PLACEMENT", "auto")
     import tempfile
 
-    from dbus_ray.config import parse_config
+    from dbus_ray.config import PLACEMENTS, parse_config
     from dbus_ray.pipeline import Pipeline
 
     table = f"snap_bench_{rows}"

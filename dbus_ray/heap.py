@@ -17,8 +17,10 @@ objects in it), ~30 MB of private memory in every process that does, and no stag
 pandas objects. A Ray worker process that imports `dbus_ray` calls it first thing (`dbus_ray/__init__.py`):
 pyarrow's one probe then finds no pandas and pyarrow never loads it itself (measured: a split pipeline's two
 processes 254 -> 198 MB PSS at start, peak during a 1M-row catch-up 390 -> 337 MB). Code that imports pandas
-itself still gets it, and pyarrow's `to_pandas` and pandas Series work; only pandas' own missing values
-(`pd.NA`, `pd.NaT`) inside a Python list are not recognised by `pa.array` in such a process."""
+itself still gets it, and pyarrow's `to_pandas` works; but pyarrow there does not know pandas objects:
+`pa.array` reads a pandas Series as a plain sequence of its values, so pandas' own missing value (`pd.NA`,
+e.g. of a nullable `Int64` Series, or in a list with `from_pandas=True`) fails the conversion with
+ArrowInvalid instead of becoming null."""
 
 from __future__ import annotations
 

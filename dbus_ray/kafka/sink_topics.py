@@ -21,8 +21,8 @@ log = logging.getLogger("dbus.kafka")
 
 
 class SinkTopics:
-    """The sink's topics; needs `options`, `admin`, `producer`, `pipeline`, `where`, `limit` and the sets
-    `known_topics`, `topics_of`, `partition_count` the sink sets up in `open`."""
+    """The sink's topics; needs the sink's `options`, `admin`, `producer`, `pipeline`, `where` and `limit`.
+    `_open_topics` (from the sink's `open`) starts the topic state and reads the broker's topics."""
 
     options: KafkaOptions
     admin: Any
@@ -33,6 +33,12 @@ class SinkTopics:
     known_topics: set[str]
     topics_of: dict[tuple[str, str], str]
     partition_count: dict[str, int]
+
+    def _open_topics(self) -> None:
+        self.known_topics = set()
+        self.topics_of = {}  # the topic of each (db, table) written so far
+        self.partition_count = {}  # of each topic the producer was warmed for
+        self._refresh_topics()
 
     def _refresh_topics(self) -> None:
         o: KafkaOptions = self.options
@@ -110,8 +116,9 @@ class SinkTopics:
             if reason:
                 raise DbusError(f"topic {found!r} for table {rows.name} {reason}")
             self._ensure_topic(found)
-            if found != self.options.topic and self._topic_limit(found) < self.limit:
-                raise DbusError(f"topic {found}: its max.message.bytes {self._topic_limit(found)} is below the "
+            limit = self._topic_limit(found) if found != self.options.topic else self.limit
+            if limit < self.limit:
+                raise DbusError(f"topic {found}: its max.message.bytes {limit} is below the "
                                 f"sink's producer message.max.bytes {self.limit}: set producer: message.max.bytes "
                                 "to at most the smallest max.message.bytes of the sink's topics")
             self._warm(found)

@@ -112,10 +112,7 @@ class KafkaSink(SinkTopics, Sink):
             options = {"options": o.debezium, "key": o.key}
         self.serializer = None if o.format == "raw" else get_serializer(o.format, **options)
         self.admin = AdminClient(client_config(o.bootstrap, o.producer))
-        self.known_topics: set[str] = set()
-        self.topics_of: dict[tuple[str, str], str] = {}
-        self.partition_count: dict[str, int] = {}  # of each topic the producer was warmed for
-        self._refresh_topics()  # fails fast when the broker is unreachable
+        self._open_topics()  # fails fast when the broker is unreachable
         if "{" not in o.topic:
             self._ensure_topic(o.topic)
         self.dead_letter = o.on_oversize == "dead_letter"
@@ -132,8 +129,9 @@ class KafkaSink(SinkTopics, Sink):
         config["delivery.report.only.error"] = True
         config["on_delivery"] = self._on_delivery
         self.limit = int(config.get("message.max.bytes", 1_000_000))
-        if "{" not in o.topic and self._topic_limit(o.topic) < self.limit:
-            self.limit = config["message.max.bytes"] = self._topic_limit(o.topic)
+        topic_limit = self._topic_limit(o.topic) if "{" not in o.topic else self.limit
+        if topic_limit < self.limit:
+            self.limit = config["message.max.bytes"] = topic_limit
             config["batch.size"] = min(int(config["batch.size"]), self.limit)
         if self.exactly_once:
             self._ensure_topic(o.checkpoint_topic, partitions=1, config={"cleanup.policy": "compact"})
