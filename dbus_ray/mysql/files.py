@@ -24,6 +24,7 @@ import re
 import struct
 import time
 import zlib
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -163,7 +164,7 @@ class FileReader:
         self.header: FileHeader | None = None
         self.next_name: str | None = None  # the file a ROTATE named (or the next number after a STOP)
         self.checksum = False
-        self.queue: list[rp.RawEvent] = []
+        self.ahead: deque[rp.RawEvent] = deque()  # events to hand out first (made up, or peeked at open)
         self.at_end = False  # not following, and the end of the last file was reached
         self._tables = rp.Replica({}, 0, "", 0.0)  # parses TABLE_MAP events (never connects)
         listing = files.listing()
@@ -192,7 +193,7 @@ class FileReader:
         if offset != 4:
             self._seek_event(offset, what)
         self.pos = offset
-        self.queue.append(_made_up(ROTATE_EVENT, struct.pack("<Q", offset) + self.name.encode()))
+        self.ahead.append(_made_up(ROTATE_EVENT, struct.pack("<Q", offset) + self.name.encode()))
 
     def _seek_event(self, offset: int, what: str) -> None:
         """Check that `offset` is an event boundary (walking the event headers from the start of the file)."""
@@ -255,7 +256,7 @@ class FileReader:
     def ready(self) -> bool:
         """Whether an event can be read without waiting (one queued, or the file holds bytes past the
         position): a poll holding committed rows hands them on when not."""
-        if self.queue:
+        if self.ahead:
             return True
         if self.at_end or self.fh is None:
             return False
@@ -266,8 +267,8 @@ class FileReader:
 
     def fetch(self) -> rp.RawEvent | None:
         """The next event; at the end of what is there now a heartbeat (after waiting for more with `follow`)."""
-        if self.queue:
-            return self.queue.pop(0)
+        if self.ahead:
+            return self.ahead.popleft()
         if self.at_end:  # not following: nothing comes after the end
             return _made_up(HEARTBEAT_EVENT, self.name.encode())
         deadline = time.monotonic() + (WAIT_SECONDS if self.follow else 0.0)
@@ -280,8 +281,8 @@ class FileReader:
                 raise DbusError(f"binlog {self.name}:{self.pos}: cannot read the event: {exc}: {self.path}") from None
             if got is not None:
                 return got
-            if self.queue:
-                return self.queue.pop(0)
+            if self.ahead:
+                return self.ahead.popleft()
             if time.monotonic() >= deadline:
                 self.at_end = not self.follow
                 return _made_up(HEARTBEAT_EVENT, self.name.encode())

@@ -31,19 +31,18 @@ class Reconnecting:
     replica: Any
     reconnect_attempts: int
     _inner: Any
-    _peeked: Any
 
     def connect_now(self) -> None:
-        """Connect and read the first event now (kept for `read`): a server that cannot send the binlog
-        from the start (a GTID state not in its history) says so at open, not at the first poll."""
-        self._peeked = self._fetch()
+        """Connect and read the first event now (kept for `read`, first of the replica's `ahead`): a server that
+        cannot send the binlog from the start (a GTID state not in its history) says so at open, not at the
+        first poll."""
+        event = self._fetch()
+        if event is not None:
+            self.replica.ahead.appendleft(event)  # type: ignore[union-attr]
 
     def _fetch(self) -> rp.RawEvent | None:
         if self._inner:  # a transaction payload's events, one at a time (a poll stops at max_rows inside one too)
             return self._inner.popleft()
-        if self._peeked is not None:
-            event, self._peeked = self._peeked, None
-            return event
         attempt = 0
         while True:
             try:

@@ -91,7 +91,6 @@ class BinlogStream(Reconnecting, xa.XaGroups):
         self.last_ts = 0.0
         self.file, self.next_pos = start.file, start.offset
         self.refused: et.RefusedEvent | None = None  # an event it cannot read, raised once the rows before it are out
-        self._peeked: rp.RawEvent | None = None  # read by `connect_now`, handed out first
         self._inner: deque[rp.RawEvent] = deque()  # the events of a transaction payload not handled yet
         self._inner_end = 0  # the position after that payload event
         self.prepared = xa.Prepared()
@@ -178,7 +177,7 @@ class BinlogStream(Reconnecting, xa.XaGroups):
 
     def buffered(self) -> bool:
         """The server has sent more already: a `read` would not wait for it."""
-        return bool(self._inner) or self._peeked is not None or self.replica is None or self.replica.ready()
+        return bool(self._inner) or self.replica is None or self.replica.ready()
 
     def between_transactions(self) -> bool:
         """Nothing pending and no transaction open: the offset is the position after the last commit."""
@@ -233,12 +232,16 @@ class BinlogStream(Reconnecting, xa.XaGroups):
         monotonic = time.monotonic
         deadline = monotonic() + POLL_BUDGET_SECONDS
         fetch, handle, heartbeats, mapped = self._fetch, self._event, et.HEARTBEATS, self.schema.mapped
+        inner = self._inner
+        # the events the replica framed already, taken here without a call (not while a payload's are handed out;
+        # a reconnect replaces the replica, and with it `fetch` takes the new one's)
+        ahead = self.replica.ahead if self.replica is not None else ()
         drained = self.drained = False
         while self.pending_rows < max_rows and self.ready_events < max_rows and self.ready_bytes < RAW_BATCH_BYTES \
                 and self.refused is None:
             if (self.pending_rows or self.ready) and monotonic() > deadline:
                 break
-            event = fetch()
+            event = ahead.popleft() if ahead and not inner else fetch()
             if event is None:
                 drained = True
                 break

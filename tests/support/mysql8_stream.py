@@ -38,6 +38,8 @@ class FileReplica(rp.Replica):
         self._pos = self.offset
 
     def fetch(self) -> rp.RawEvent | None:
+        if self.ahead:  # an event peeked at open
+            return self.ahead.popleft()
         if self.connection is None:
             self.connect()
         data = self.files[self.file]
