@@ -233,9 +233,9 @@ class BinlogStream(Reconnecting, xa.XaGroups):
         deadline = monotonic() + POLL_BUDGET_SECONDS
         fetch, handle, heartbeats, mapped = self._fetch, self._event, et.HEARTBEATS, self.schema.mapped
         inner = self._inner
-        # the events the replica framed already, taken here without a call (not while a payload's are handed out;
-        # a reconnect replaces the replica, and with it `fetch` takes the new one's)
-        ahead = self.replica.ahead if self.replica is not None else ()
+        # the events the replica framed already, taken here without a call: not while a payload's are handed out,
+        # nor by a stream whose `_fetch` does more (a debug window's end); a reconnect replaces the replica
+        ahead = self.replica.ahead if self.replica is not None and type(self)._fetch is BinlogStream._fetch else ()
         drained = self.drained = False
         while self.pending_rows < max_rows and self.ready_events < max_rows and self.ready_bytes < RAW_BATCH_BYTES \
                 and self.refused is None:
