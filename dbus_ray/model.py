@@ -221,23 +221,28 @@ class TableRows:
         return cls(first.db, first.table, tuple(first.key), data)
 
 
-def _shortest_float32(images: list[dict[str, Any] | None], image_type: pa.DataType) -> None:
-    """FLOAT columns as the shortest decimal that is the same float32 (0.1, as SELECT shows it, not
+def shortest_float32(value: float) -> float:
+    """A FLOAT column's value as the shortest decimal that is the same float32 (0.1, as SELECT shows it, not
     the float64 0.10000000149011612)."""
+    import numpy as np
+
+    return float(str(np.float32(value)))
+
+
+def _shortest_float32(images: list[dict[str, Any] | None], image_type: pa.DataType) -> None:
+    """The FLOAT columns of row images as `shortest_float32` gives them."""
     if not pa.types.is_struct(image_type):
         return
     names = [f.name for f in image_type if pa.types.is_float32(f.type)]
     if not names:
         return
-    import numpy as np
-
     for image in images:
         if image is None:
             continue
         for name in names:
             value = image.get(name)
             if value is not None:
-                image[name] = float(str(np.float32(value)))
+                image[name] = shortest_float32(value)
 
 
 @dataclass(slots=True)

@@ -22,7 +22,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dbus_ray.model import TableRows, json_default
+from dbus_ray.model import TableRows, json_default, shortest_float32
 
 _NULL = pa.scalar(b"null", pa.binary())
 _EMPTY = pa.scalar(b"", pa.binary())
@@ -87,7 +87,7 @@ def texts(column: pa.Array, repeats: bool = False) -> pa.Array:
         return _or_null(_join(b'"', _escaped(column), b'"'))
     values = column.to_pylist()
     if pa.types.is_float32(kind):
-        values = [None if v is None else float(str(np.float32(v))) for v in values]
+        values = [None if v is None else shortest_float32(v) for v in values]
         out = _split(values)
     elif _is_plain(kind):
         out = _split(values)
