@@ -49,6 +49,9 @@ class Debezium(JavaProcess):
             "schema.history.internal": "io.debezium.storage.file.history.FileSchemaHistory",
             "schema.history.internal.file.filename": str(workdir / "schema-history.dat"),
             "include.schema.changes": "true",
+            # the snapshot's statements of the included tables only: by default Debezium also writes those of
+            # every other table on the server to the schema change topic (README, "Coming from Debezium")
+            "schema.history.internal.store.only.captured.tables.ddl": "true",
             "snapshot.locking.mode": "none",
             "converter.schemas.enable": "true" if schemas_enable else "false",
             **(extra or {}),

@@ -25,6 +25,8 @@ from tests.support.topics import read_topic
 pytestmark = pytest.mark.integration
 
 DB = "dbz_peer"
+#: A database on the same server that neither side includes: none of its statements is on either topic.
+OTHER = "dbz_peer_other"
 PREFIX = "peer"
 #: Fields that must differ: when each side read the change, and which software wrote it.
 IGNORED_SOURCE = {"version", "ts_ms", "ts_us", "ts_ns"}
@@ -193,6 +195,7 @@ def test_same_messages_as_debezium(tmp_path: Path, mariadb: Any, broker: Any, ro
     if reason:
         pytest.fail(reason)
     execute(root, "SET SESSION sql_mode = ''", f"DROP DATABASE IF EXISTS {DB}", f"CREATE DATABASE {DB}",
+            f"CREATE DATABASE IF NOT EXISTS {OTHER}", f"CREATE TABLE IF NOT EXISTS {OTHER}.t (id INT PRIMARY KEY)",
             TYPES_DDL.format(t=f"{DB}.types"), ITEMS_DDL, PAIRS_DDL,
             f"INSERT INTO {DB}.pairs VALUES (1, 'k', 10), (2, 'k', 20), (3, 'j', 30)",
             *(f"INSERT INTO {DB}.types VALUES {row}" for row in TYPE_ROWS[:2]),
