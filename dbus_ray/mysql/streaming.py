@@ -34,6 +34,7 @@ from dbus_ray.mysql.gtid_set import GtidSet
 from dbus_ray.mysql.history import format_state, parse_state
 from dbus_ray.mysql.offset import BinlogOffset, binlog_index
 from dbus_ray.mysql.payload import inner_events
+from dbus_ray.mysql.quick_txn import QuickTxns
 from dbus_ray.mysql.reconnect import RECONNECT_ATTEMPTS, Reconnecting
 from dbus_ray.mysql.row_images import row_images
 from dbus_ray.mysql.schema import TableSchema
@@ -45,7 +46,7 @@ POLL_BUDGET_SECONDS = 0.05  # a poll holding rows returns after this long even w
 READ_TIMEOUT_SECONDS = 10  # 40 heartbeats: a link gone silent (black hole, dead host) is dropped
 
 
-class BinlogStream(Reconnecting, xa.XaGroups):
+class BinlogStream(Reconnecting, xa.XaGroups, QuickTxns):
     """Reads the binlog from `start` (or, with `gtid`, from a GTID set: until the first transaction comes,
     the offset stays `start`, and its `skip` applies to the transaction `start.gtid`); `target` is the
     position (file index, offset) the server was at when the stream opened: at or past it, information_schema
@@ -235,7 +236,9 @@ class BinlogStream(Reconnecting, xa.XaGroups):
         inner = self._inner
         # the events the replica framed already, taken here without a call: not while a payload's are handed out,
         # nor by a stream whose `_fetch` does more (a debug window's end); a reconnect replaces the replica
-        ahead = self.replica.ahead if self.replica is not None and type(self)._fetch is BinlogStream._fetch else ()
+        framed = self.replica is not None and type(self)._fetch is BinlogStream._fetch
+        ahead = self.replica.ahead if framed else ()
+        quick = et.MARIADB_GTID_EVENT if framed and self.info.mariadb else None  # (`dbus_ray.mysql.quick_txn`)
         drained = self.drained = False
         while self.pending_rows < max_rows and self.ready_events < max_rows and self.ready_bytes < RAW_BATCH_BYTES \
                 and self.refused is None:
@@ -252,9 +255,11 @@ class BinlogStream(Reconnecting, xa.XaGroups):
                 break
             self.idle = False
             try:
-                # `_handle` written out (a frame less per event: 3 % of the one-row decoding time)
-                if event.type != et.TABLE_MAP_EVENT or not mapped(event):  # a table map seen before: mapped
-                    handle(event)
+                t = event.type
+                if t == quick and not inner and self._quick_txn(event, ahead):
+                    pass  # a whole transaction of one rows event, with the three events after it
+                elif t != et.TABLE_MAP_EVENT or not mapped(event):  # a table map seen before: mapped
+                    handle(event)  # (`_event`, then a payload's end: written out, a frame less per event)
                 if self._inner_end and not self._inner and not event.log_pos:  # after a payload's last event
                     self._payload_done()
             except et.RefusedEvent as exc:
@@ -262,7 +267,7 @@ class BinlogStream(Reconnecting, xa.XaGroups):
                     raise
                 self.refused = exc  # the rows before it first: their checkpoint is still before it
             if (self.pending_rows or self.ready) and self.txn is None and \
-                    not (self._inner or not self.replica or self.replica.ready()):
+                    not (inner or ahead or not self.replica or self.replica.ready()):
                 drained = True
                 break  # a commit, and the server has sent nothing more yet: the rows go now (latency)
         if self.ready and not self.defer:  # read for a decoder, wanted decoded now (a fenced poll): decoded here
@@ -276,22 +281,17 @@ class BinlogStream(Reconnecting, xa.XaGroups):
             return txns, txns.ts
         if not self.pending_rows:
             return None
-        segs = self._take(max_rows)
+        segs, self.pending, got = take(self.pending, max_rows)  # (splitting a segment when needed)
+        self.pending_rows -= got
         self.drained = drained and not self.pending_rows
         return runs(segs), max(s.ts for s in segs)
 
-    def _take(self, max_rows: int) -> list[Segment]:
-        """The first `max_rows` pending rows (splitting a segment when needed)."""
-        out, self.pending, got = take(self.pending, max_rows)
-        self.pending_rows -= got
-        return out
-
-    # ------------------------------------------------------------------ events
     def _handle(self, ev: rp.RawEvent) -> None:  # one event, as the read loop handles it (written out there)
         self._event(ev)
         if self._inner_end and not self._inner and not ev.log_pos:
             self._payload_done()
 
+    # ------------------------------------------------------------------ events
     def _payload_done(self) -> None:
         """After the last event of a transaction payload, the position is the payload's end."""
         self.next_pos, self._inner_end = self._inner_end, 0
@@ -455,15 +455,19 @@ class BinlogStream(Reconnecting, xa.XaGroups):
             self.ready_bytes += txn.raw_bytes
             self.ready_events += len(txn.raw)
         if txn is not None and txn.gtid:
-            self.last_gtid = txn.gtid
-            state = self.gtid_state
-            if isinstance(state, dict):
-                state[txn.gtid.split("-", 1)[0]] = txn.gtid
-                self._state_text = txn.gtid if len(state) == 1 else None  # as `_state` shows one domain
-            elif state is not None:
-                state.add(txn.gtid)
-                self._state_text = None
+            self._committed(txn.gtid)
         self.txn = None
+
+    def _committed(self, gtid: str) -> None:
+        """The transaction `gtid` is read to its end: the last GTID and the GTID state after it."""
+        self.last_gtid = gtid
+        state = self.gtid_state
+        if isinstance(state, dict):
+            state[gtid.split("-", 1)[0]] = gtid
+            self._state_text = gtid if len(state) == 1 else None  # as `_state` shows one domain
+        elif state is not None:
+            state.add(gtid)
+            self._state_text = None
 
     def _statement(self, sql: str, schema: str, ts: float, offset: int) -> None:
         head = sql.lstrip()[:16].upper()
