@@ -103,7 +103,8 @@ def profile_actors(mariadb: Any, broker: Any, rows: int, one_row: bool, placemen
         for proc, _ in spies.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
-        errors = {name: proc.communicate(timeout=60)[1].decode(errors="replace") for name, (proc, _) in spies.items()}
+        errors = {name: proc.communicate(timeout=60)[1].decode(errors="backslashreplace")
+                  for name, (proc, _) in spies.items()}
         pipeline.stop()
     print(f"=== catch-up of {rows:,} rows ({kind}, placement {cfg.flow.placement}): {rows / took:,.0f} rows/s "
           f"while sampled ({took:.1f} s)")

@@ -121,7 +121,7 @@ def ray_pids() -> list[int]:
             comm = Path(f"/proc/{pid}/comm").read_text().strip()
         except OSError:
             continue
-        head = argv[0].decode(errors="replace")
+        head = os.fsdecode(argv[0])
         if comm in ("gcs_server", "raylet") or head.startswith("ray::") or (
                 "python" in head and any(b"/ray/" in a for a in argv)):
             out.append(pid)

@@ -55,7 +55,7 @@ def _make_base_dir(parent: str | os.PathLike[str] | None, kind: str) -> Path:
 
 def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
     try:
-        text = path.read_text(errors="replace")
+        text = path.read_text(errors="backslashreplace")  # bytes not UTF-8 shown as \xNN, not altered
     except OSError:
         return f"(no log at {path})"
     return "\n".join(text.splitlines()[-lines:])
@@ -90,7 +90,7 @@ def _pid_cmdline(pid: int) -> list[str]:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return []
-    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+    return [os.fsdecode(part) for part in raw.split(b"\0") if part]  # as the markers (paths) are decoded
 
 
 def _pid_matches(pid: int, markers: Sequence[str]) -> bool:

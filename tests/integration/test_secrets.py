@@ -41,12 +41,12 @@ def invoke(*args: str) -> str:
 
 
 def files_text(root: Path) -> str:
-    """Every file under `root` as text (bytes decoded leniently), one `== path` header each."""
+    """Every file under `root` as text (bytes not UTF-8 as `\\xNN` escapes), one `== path` header each."""
     parts = []
     for path in sorted(root.rglob("*")):
         if path.is_file() and not path.is_symlink():
             try:
-                parts.append(f"== {path}\n" + path.read_bytes().decode("utf-8", "replace"))
+                parts.append(f"== {path}\n" + path.read_bytes().decode("utf-8", "backslashreplace"))
             except OSError:
                 pass
     return "\n".join(parts)
@@ -169,7 +169,8 @@ def _actor_table() -> str:
 
     reader = ray.get_actor(actor_name("sec-live", "reader"), namespace=NAMESPACE)
     raw = state._connect_and_get_accessor().get_actor_info(reader._actor_id)
-    return (raw or b"").decode("utf-8", "replace") + json.dumps(state.actor_table(reader._actor_id.hex()), default=str)
+    table = json.dumps(state.actor_table(reader._actor_id.hex()), default=str)
+    return (raw or b"").decode("utf-8", "backslashreplace") + table
 
 
 def _kv_dump() -> str:
@@ -177,7 +178,7 @@ def _kv_dump() -> str:
     parts = []
     for key in kv.keys(""):
         value = kv.get(key) or b""
-        parts.append(f"{key!r}: {value.decode('utf-8', 'replace')}")
+        parts.append(f"{key!r}: {value.decode('utf-8', 'backslashreplace')}")
     return "\n".join(parts)
 
 
