@@ -39,10 +39,9 @@ class QuickTxns:
         if xid.type != et.XID_EVENT or tmap.type != et.TABLE_MAP_EVENT or rows.type not in et.ROWS_OP \
                 or not (gtid_ev.log_pos and rows.log_pos and xid.log_pos):
             return False
-        seq, domain, flags = rp.MARIADB_GTID_UNPACK(gtid_ev.data, rp.HEADER)  # (`replica.mariadb_gtid` written out)
+        gtid, flags = rp.mariadb_gtid(gtid_ev)
         if flags & LONG_WAY_FLAGS or not self.schema.mapped(tmap):
             return False
-        gtid = f"{domain}-{gtid_ev.server_id}-{seq}"
         table_id, _flags, _ncols, bitmap, bitmap2, pos = rp.rows_body(rows)
         entry = self.schema.by_table_id.get(table_id)
         if entry is None or entry[2] is None:  # an excluded table
@@ -63,6 +62,6 @@ class QuickTxns:
         if ts:
             self.last_ts = float(ts)
         end = self.next_pos = xid.log_pos
-        if not self.reached and (self._below[0] is not file or end >= self._below[1]):  # (as `_check_reached`)
+        if not self.reached:
             self._check_reached(end)
         return True

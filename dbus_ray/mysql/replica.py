@@ -210,12 +210,12 @@ def mysql_gtid(ev: RawEvent) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}:{gno}"
 
 
-MARIADB_GTID_UNPACK = struct.Struct("<QIB").unpack_from  # (sequence, domain, flags)
+_MARIADB_GTID = struct.Struct("<QIB").unpack_from
 
 
 def mariadb_gtid(ev: RawEvent) -> tuple[str, int]:
     """(GTID `domain-server-seq`, flags) of a MariaDB GTID event."""
-    seq, domain, flags = MARIADB_GTID_UNPACK(ev.data, HEADER)
+    seq, domain, flags = _MARIADB_GTID(ev.data, HEADER)
     return f"{domain}-{ev.server_id}-{seq}", flags
 
 
