@@ -121,7 +121,13 @@ def test_resume_at_every_row_of_short_transactions(mariadb: Any, root: Any) -> N
         full = [json.loads(c.to_json()) for b in drain(src) for c in b.changes()]
     finally:
         src.close()
-    assert len(full) == 1 + 3 + 4 + 1 + 2
+    assert [(r["op"], r["before"], r["after"]) for r in full] == [  # as the statements wrote them
+        ("insert", None, {"id": 1, "v": 1}),
+        *(("insert", None, {"id": i, "v": i}) for i in (2, 3, 4)),
+        *(("update", {"id": i, "v": i}, {"id": i, "v": i + 10}) for i in (1, 2, 3, 4)),
+        ("insert", None, {"id": 5, "v": 5}),
+        *(("delete", {"id": i, "v": i + 10}, None) for i in (1, 2)),
+    ]
     got: list[dict[str, Any]] = []
     checkpoint = None
     for _ in range(50):
