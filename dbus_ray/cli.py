@@ -104,9 +104,14 @@ def show(status: dict[str, Any], output: str) -> None:
 def check_ray_address(address: str | None) -> None:
     """Fail at once when the Ray address to use has nothing listening: `ray.init` would otherwise retry for
     minutes. The address is --address, else $RAY_ADDRESS, else the one the last `ray start` on this machine
-    wrote to Ray's cluster file (stale once that head crashed)."""
+    wrote to Ray's cluster file (stale once that head crashed). Nothing to check when this process is
+    already connected (a notebook or a test that called `ray.init`): that connection is used."""
     import socket
 
+    import ray
+
+    if ray.is_initialized():
+        return
     target = address or os.environ.get("RAY_ADDRESS") or ""
     origin = ""
     if not target:
@@ -136,12 +141,9 @@ def last_cluster_address() -> tuple[str, str]:
 
 
 def bus(address: str | None) -> Any:
-    import ray
-
     from dbus_ray.client import connect
 
-    if not ray.is_initialized():
-        check_ray_address(address)
+    check_ray_address(address)
     try:
         return connect(address)
     except DbusError as exc:

@@ -48,7 +48,8 @@ def kafka() -> Iterator[KafkaCluster]:
 @pytest.fixture(scope="module")
 def ray_local() -> Iterator[None]:
     assert not ray.is_initialized(), "tests/cluster must run in a pytest process of its own (see Makefile)"
-    ray.init(num_cpus=2, include_dashboard=False, namespace="dbus", object_store_memory=200 * 1024**2)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, namespace="dbus",
+             object_store_memory=200 * 1024**2)  # its own Ray, whatever the last `ray start` here left
     yield
     ray.shutdown()
 

@@ -1,6 +1,7 @@
 """The CLI never hangs: with no address and the head gone (Ray's cluster file left behind by a crashed
 `ray start`), `dbus submit` says so in one line with exit code 3 within seconds; stop / pause / resume
-answer at once and `--wait` waits for the state."""
+answer at once and `--wait` waits for the state; `dbus run` in a process already connected to Ray uses that
+Ray, whatever the cluster file says."""
 
 from __future__ import annotations
 
@@ -42,6 +43,28 @@ def test_submit_after_the_head_crashed_fails_fast_in_one_line(tmp_path: Path) ->
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith(f"error: no Ray cluster at {dead} ")
     assert str(cluster_file) in lines[0] and "ray start --head" in lines[0]
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_run_in_a_process_already_connected_to_ray_ignores_a_stale_cluster_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A notebook or test that called `ray.init` runs pipelines on that Ray, whatever a crashed head left in
+    the cluster file."""
+    from typer.testing import CliRunner
+
+    from dbus_ray.cli import app
+
+    (tmp_path / "raytmp" / "ray").mkdir(parents=True)
+    (tmp_path / "raytmp" / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{free_port()}")
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path / "raytmp"))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    path = tmp_path / "p.yaml"
+    path.write_text(f"name: stale\nsource: {{type: mock, rows: 100, keys: 5}}\n"
+                    f"sinks: [{{name: f, type: jsonl, path: '{tmp_path / 'out.jsonl'}'}}]\n"
+                    f"data_dir: '{tmp_path / 'data'}'\n")
+    result = CliRunner().invoke(app, ["run", str(path), "--until-caught-up"])
+    assert result.exit_code == 0, result.output
+    assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 100
 
 
 @pytest.mark.usefixtures("ray_session")
