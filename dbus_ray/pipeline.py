@@ -54,7 +54,9 @@ _HOST_HEALTH: dict[str, tuple[float, dict[str, Any]]] = {}  # host actor id -> (
 
 
 def connect_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Join the Ray cluster at `address` (or $RAY_ADDRESS); with neither, start a local Ray."""
+    """Join the Ray cluster at `address` (or $RAY_ADDRESS); with neither, Ray's own choice: the cluster of the
+    last `ray start` on this machine, else a new local Ray. With `num_cpus`, always a new local Ray of that
+    size (a benchmark's), whatever a `ray start` left behind."""
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
@@ -63,7 +65,7 @@ def connect_ray(address: str | None = None, num_cpus: int | None = None) -> None
     if address:
         ray.init(address=address, **kwargs)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
+        ray.init(address="local" if num_cpus else None, num_cpus=num_cpus, include_dashboard=False, **kwargs)
 
 
 class Pipeline:
