@@ -57,7 +57,8 @@ def validate(file: Path = typer.Argument(..., help="pipeline YAML file")) -> Non
 @app.command()
 def run(
     file: Path = typer.Argument(..., help="pipeline YAML file"),
-    address: str | None = typer.Option(None, help="Ray address (default: $RAY_ADDRESS, else a local Ray)"),
+    address: str | None = typer.Option(None, help="Ray address (default: $RAY_ADDRESS, else the cluster of the "
+                                       "last `ray start` here, else a new local Ray)"),
     until_caught_up: bool = typer.Option(
         False, "--until-caught-up", help="stop once the source reached where it was at start and all is delivered"
     ),
