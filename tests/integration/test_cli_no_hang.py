@@ -58,13 +58,11 @@ def test_run_in_a_process_already_connected_to_ray_ignores_a_stale_cluster_file(
     (tmp_path / "raytmp" / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{free_port()}")
     monkeypatch.setenv("RAY_TMPDIR", str(tmp_path / "raytmp"))
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    path = tmp_path / "p.yaml"
-    path.write_text(f"name: stale\nsource: {{type: mock, rows: 100, keys: 5}}\n"
-                    f"sinks: [{{name: f, type: jsonl, path: '{tmp_path / 'out.jsonl'}'}}]\n"
-                    f"data_dir: '{tmp_path / 'data'}'\n")
-    result = CliRunner().invoke(app, ["run", str(path), "--until-caught-up"])
+    monkeypatch.setenv("DBUS_OUT", str(tmp_path / "out.jsonl"))
+    monkeypatch.setenv("DBUS_DATA", str(tmp_path / "data"))
+    result = CliRunner().invoke(app, ["run", str(ROOT / "configs/mock-jsonl.yaml"), "--until-caught-up"])
     assert result.exit_code == 0, result.output
-    assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 100
+    assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 20000  # the file's `rows`
 
 
 @pytest.mark.usefixtures("ray_session")

@@ -62,9 +62,9 @@ def no_prepared_left(mariadb: MariaDB) -> Iterator[None]:
     try:
         with admin.cursor() as cur:
             cur.execute("XA RECOVER")
-            for _, gtrid_length, _, data in cur.fetchall():
-                raw = data.encode() if isinstance(data, str) else data
-                cur.execute(f"XA ROLLBACK X'{raw[:gtrid_length].hex()}'")
+            for format_id, glen, blen, data in cur.fetchall():
+                raw = data if isinstance(data, bytes) else str(data).encode("utf-8", "surrogateescape")
+                cur.execute(f"XA ROLLBACK {xa.format_xid(int(format_id), raw[:glen], raw[glen:glen + blen])}")
     finally:
         admin.close()
 
