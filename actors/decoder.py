@@ -16,7 +16,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from dbus_ray.actors.owned import start_owned
 from dbus_ray.constants import actor_name
 from dbus_ray.model import RowBatch
-from dbus_ray.mysql.decode_pool import DecoderLost, decode_packed
+from dbus_ray.mysql.decode_pool import DEPTH_PER_DECODER, DecoderLost, decode_packed
 from dbus_ray.mysql.keys import MessageKeys
 
 
@@ -50,7 +50,8 @@ class DecoderPool:
     `nodes_in_turn`; a node lost later ends its decoder, and the pipeline's restart starts a new pool on the
     nodes alive then). Each batch goes to the decoder with the fewest batches still being decoded (the first
     of them in that order): one sharing the reader's core falls behind, and an even turn would hold every
-    batch after its own."""
+    batch after its own. When every decoder has DEPTH_PER_DECODER batches, the reader decodes the next one
+    itself (`full`, `decode_pool.InOrder`)."""
 
     def __init__(self, pipeline: str, options: Any, n: int) -> None:
         self.pipeline = pipeline
@@ -65,14 +66,23 @@ class DecoderPool:
         return start_owned(Decoder, "decoder", actor_name(self.pipeline, "decoder", str(i)), where, self.pipeline,
                            self.options)
 
-    def decode(self, packed: bytes) -> tuple[Any, Any, int]:
-        """Hand packed transactions to the next decoder: (its row count's ref, its batch's ref, its index)."""
+    def _busy(self) -> list[int]:
+        """The batches each decoder has still being decoded."""
         if self.working:
             done = set(ray.wait([r for r, _ in self.working], num_returns=len(self.working), timeout=0)[0])
             self.working = [(r, j) for r, j in self.working if r not in done]
         busy = [0] * len(self.decoders)
         for _, j in self.working:
             busy[j] += 1
+        return busy
+
+    def full(self) -> bool:
+        """Every decoder has DEPTH_PER_DECODER batches still being decoded."""
+        return min(self._busy()) >= DEPTH_PER_DECODER
+
+    def decode(self, packed: bytes) -> tuple[Any, Any, int]:
+        """Hand packed transactions to the next decoder: (its row count's ref, its batch's ref, its index)."""
+        busy = self._busy()
         i = busy.index(min(busy))
         rows, batch = self.decoders[i].decode.options(num_returns=2).remote(packed)
         self.working.append((rows, i))

@@ -1,7 +1,9 @@
 """Rows decoded by decoder actors (`source.decoders` >= 1), so that one pipeline's decoding uses more than
 one core or node: the stream reads the binlog and hands out whole transactions as their raw rows events
 (`RawTxn`); a decoder actor turns them into Arrow runs (`decode_packed`, the same `row_images` and `runs` as
-the stream's own decoding); the source hands the decoded batches on in binlog order (`InOrder`).
+the stream's own decoding); the source hands the decoded batches on in binlog order (`InOrder`). While
+every decoder has DEPTH_PER_DECODER batches in flight, the reader decodes the next batch itself (`decoded`):
+its core is one decoder more, and no batch waits for a decoder while the reader could decode it.
 
 Only a transaction the stream can hand out whole goes to a decoder: not one it resumes inside (a
 checkpoint's `skip`), not an XA group, not one with a DDL row, and not one larger than `RAW_TXN_BYTES`
@@ -31,7 +33,7 @@ RAW_TXN_BYTES = 4 << 20
 #: A poll hands a decoder transactions of about this many bytes of rows events, and of at most `read_batch_rows`
 #: rows events (or fewer: whatever came).
 RAW_BATCH_BYTES = 1 << 20
-#: Decoded batches a source keeps in flight per decoder actor.
+#: Batches a source keeps in flight per decoder actor (and as many decoded by the reader itself).
 DEPTH_PER_DECODER = 2
 
 
@@ -102,6 +104,12 @@ def decode_packed(pipeline: str, packed: bytes, keys: Any) -> RowBatch:
         return keys.apply(RowBatch(pipeline, 0, runs(segs), None, max(s.ts for s in segs)))
 
 
+def decoded(txns: list[RawTxn]) -> list[Any]:
+    """The rows of `txns` as Arrow runs, decoded in this process (the collector held off, as in `decode_packed`)."""
+    with gc_held():
+        return runs(segments(txns))
+
+
 def segments(txns: list[RawTxn]) -> list[Segment]:
     """The decoded rows of `txns`, a segment per rows event."""
     segs: list[Segment] = []
@@ -120,7 +128,7 @@ class InOrder:
     (a decoder's handle or rows the stream decoded itself, the checkpoint after it, its newest time)."""
 
     def __init__(self, pool: Any, depth: int) -> None:
-        self.pool = pool  # decode(packed) -> handle; result(handle) -> (rows, ref); done(handle); close()
+        self.pool = pool  # decode(packed) -> handle; result(handle) -> (rows, ref); done(handle); full(); close()
         self.depth = depth
         self.flight: deque[tuple[Any, RawTxns | None, dict[str, Any] | None, float]] = deque()
         self.lost: BaseException | None = None  # the stream failed after the batches in flight were read
@@ -132,10 +140,14 @@ class InOrder:
         return min((e[3] for e in self.flight), default=None)
 
     def add(self, got: tuple[Any, float], checkpoint: dict[str, Any] | None) -> None:
-        """What the stream's `read` returned: raw transactions go to a decoder now."""
+        """What the stream's `read` returned: raw transactions go to a decoder now, or are decoded here when
+        every decoder has its batches in flight (the reader's core is one decoder more)."""
         parts, ts = got
         if isinstance(parts, RawTxns):
-            self.flight.append((self.pool.decode(pack(parts.txns)), parts, checkpoint, ts))
+            if self.pool.full():
+                self.flight.append((decoded(parts.txns), None, checkpoint, ts))
+            else:
+                self.flight.append((self.pool.decode(pack(parts.txns)), parts, checkpoint, ts))
         else:
             self.flight.append((parts, None, checkpoint, ts))
 
@@ -146,13 +158,16 @@ class InOrder:
     def poll(self, stream: Any, max_rows: int, pipeline: str, seq: int,
              checkpoint: Callable[[], dict[str, Any] | None]) -> RowBatch | Remote | None:
         """The next batch in binlog order: reads on (`stream.read`) while fewer than `depth` batches are in
-        flight, the oldest is not decoded yet and the server has sent more; then waits for the oldest. An
-        error of the stream is raised once the batches read before it are handed out."""
-        while self.lost is None and len(self.flight) < self.depth and not self.ready():
+        flight, the server has sent more and the oldest is not decoded yet or a decoder has room; then waits
+        for the oldest. An error of the stream (or of a batch decoded here) is raised once the batches read
+        before it are handed out."""
+        while self.lost is None and len(self.flight) < self.depth and not (self.ready() and self.pool.full()):
             if self.flight and not stream.buffered():  # nothing more came: wait for the decoder, not the server
                 break
             try:
                 got = stream.read(max_rows)
+                if got is not None:
+                    self.add(got, checkpoint())
             except Exception as exc:
                 if not self.flight:
                     raise
@@ -160,7 +175,6 @@ class InOrder:
                 break
             if got is None:
                 break
-            self.add(got, checkpoint())
         if not self.flight:
             if self.lost is not None:
                 exc, self.lost = self.lost, None

@@ -204,7 +204,7 @@ class MysqlSource(Source):
                 raise DbusError(f"source.decoders {n}: the decoder actors are started by the pipeline's reader "
                                 "actor (set decode_pool)")
             if self.decoding is None:
-                self.decoding = InOrder(self.decode_pool(self.pipeline, self.options, n), n * DEPTH_PER_DECODER)
+                self.decoding = InOrder(self.decode_pool(self.pipeline, self.options, n), (n + 1) * DEPTH_PER_DECODER)
             stream.defer = True
         return stream
 

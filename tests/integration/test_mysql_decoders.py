@@ -16,7 +16,7 @@ from dbus_ray.config import parse_config
 from dbus_ray.errors import DecodeError
 from dbus_ray.model import RowBatch
 from dbus_ray.mysql import decode_pool
-from dbus_ray.mysql.decode_pool import decode_packed
+from dbus_ray.mysql.decode_pool import DEPTH_PER_DECODER, decode_packed
 from dbus_ray.mysql.keys import MessageKeys
 from dbus_ray.mysql.source import MysqlOptions, MysqlSource
 from dbus_ray.parcel import Remote
@@ -31,28 +31,33 @@ DB = "dbus_test"
 
 class PickledPool:
     """Decoders in this process: each batch of transactions arrives packed (pickled), as a decoder actor
-    receives it, and the decoded batch stands where the object-store reference would."""
+    receives it, and the decoded batch stands where the object-store reference would. The decoders are
+    slow: a batch is decoded only when the reader waits for it, so while `n` * DEPTH_PER_DECODER batches
+    wait, the reader decodes the next ones itself."""
 
     def __init__(self, pipeline: str, options: Any, n: int) -> None:
         self.pipeline = pipeline
         self.keys = MessageKeys(pipeline, options.message_key_columns, options.key_change)
+        self.room = n * DEPTH_PER_DECODER
         self.batches = 0
+        self.working: list[list[bytes]] = []
+
+    def full(self) -> bool:
+        return len(self.working) >= self.room
 
     def decode(self, packed: bytes) -> Any:
         self.batches += 1
-        try:
-            batch = decode_packed(self.pipeline, packed, self.keys)
-        except Exception as exc:  # noqa: BLE001 - raised by `result`, as the actor's error would be
-            return exc
-        return batch
+        handle = [packed]
+        self.working.append(handle)
+        return handle
 
     def done(self, handle: Any) -> bool:
-        return True
+        return all(h is not handle for h in self.working)
 
     def result(self, handle: Any) -> tuple[int, Any]:
-        if isinstance(handle, Exception):
-            raise handle
-        return handle.num_rows, handle
+        self.working = [h for h in self.working if h is not handle]
+        batch = decode_packed(self.pipeline, handle[0], self.keys)  # (its error, as the actor's would be)
+        return batch.num_rows, batch
 
     def close(self) -> None:
         pass
@@ -153,6 +158,31 @@ def test_resume_at_every_checkpoint_loses_and_repeats_nothing(mariadb: Any, root
         got += [(r["op"], r["after"]["id"]) for r in rows_of([local(batch)], t)]
         checkpoint = batch.checkpoint
     assert got == written
+
+
+def test_the_reader_decodes_while_the_decoders_are_full_and_order_holds(mariadb: Any, root: Any,
+                                                                       monkeypatch: Any) -> None:
+    t = table_name("dhere")
+    execute(root, f"CREATE TABLE {t} (id INT PRIMARY KEY, v DECIMAL(12,2), s VARCHAR(20))")
+    start = position(root)
+    for i in range(300):
+        execute(root, f"INSERT INTO {t} VALUES ({i}, {i}.25, 'row-{i}')")
+    here: list[int] = []  # transactions per batch the reader decoded itself
+    real = decode_pool.decoded
+    monkeypatch.setattr(decode_pool, "decoded", lambda txns: here.append(len(txns)) or real(txns))
+    src = source(mariadb, start=start, include=[f"{DB}.{t}"])
+    src.open(None)
+    try:
+        rows = rows_of(poll_all(src, 10), t)
+        assert src.decoding is not None
+        by_pool = src.decoding.pool.batches
+    finally:
+        src.close()
+    assert here and by_pool, (here, by_pool)  # both decoded some batches
+    with root.cursor() as cur:
+        cur.execute(f"SELECT id, CAST(v AS CHAR), s FROM {t} ORDER BY id")
+        expected = [{"id": i, "v": v, "s": v_s} for i, v, v_s in cur.fetchall()]
+    assert [r["after"] for r in rows] == expected  # every row once, in binlog (= id) order
 
 
 def test_a_decode_error_names_its_position_after_the_rows_before_it(mariadb: Any, root: Any,
