@@ -100,12 +100,12 @@ def decode_packed(pipeline: str, packed: bytes, keys: Any) -> RowBatch:
     one-row transactions it re-scanned every unpacked event again and again, and doubled the time."""
     with gc_held():
         txns = pickle.loads(packed)
-        segs = segments(txns)
-        return keys.apply(RowBatch(pipeline, 0, runs(segs), None, max(s.ts for s in segs)))
+        return keys.apply(RowBatch(pipeline, 0, decoded(txns), None, max(r.ts for t in txns for r in t.events)))
 
 
 def decoded(txns: list[RawTxn]) -> list[Any]:
-    """The rows of `txns` as Arrow runs, decoded in this process (the collector held off, as in `decode_packed`)."""
+    """The rows of `txns` as Arrow runs, decoded in this process: by a decoder actor (`decode_packed`), or by
+    the reader while every decoder is full (`InOrder.add`). The collector is held off meanwhile."""
     with gc_held():
         return runs(segments(txns))
 
