@@ -2,8 +2,9 @@
 one core or node: the stream reads the binlog and hands out whole transactions as their raw rows events
 (`RawTxn`); a decoder actor turns them into Arrow runs (`decode_packed`, the same `row_images` and `runs` as
 the stream's own decoding); the source hands the decoded batches on in binlog order (`InOrder`). While
-every decoder has DEPTH_PER_DECODER batches in flight, the reader decodes the next batch itself (`decoded`):
-its core is one decoder more, and no batch waits for a decoder while the reader could decode it.
+every decoder has DEPTH_PER_DECODER batches in flight, the reader decodes the next batch itself (`decoded`),
+up to READER_AHEAD of them while the oldest is still at a decoder: its core is one decoder more, and it
+does not wait for a decoder while it could decode.
 
 Only a transaction the stream can hand out whole goes to a decoder: not one it resumes inside (a
 checkpoint's `skip`), not an XA group, not one with a DDL row, and not one larger than `RAW_TXN_BYTES`
@@ -33,8 +34,13 @@ RAW_TXN_BYTES = 4 << 20
 #: A poll hands a decoder transactions of about this many bytes of rows events, and of at most `read_batch_rows`
 #: rows events (or fewer: whatever came).
 RAW_BATCH_BYTES = 1 << 20
-#: Batches a source keeps in flight per decoder actor (and as many decoded by the reader itself).
-DEPTH_PER_DECODER = 2
+#: Batches a source keeps in flight per decoder actor.
+DEPTH_PER_DECODER = 3
+#: Batches the reader may decode itself while the oldest batch in flight is still at a decoder: it decodes on
+#: instead of waiting for a decoder that is behind (its first batch waits for its process to start, about 1 s
+#: here; a decoder sharing its core with the server falls behind). The reader holds them decoded, beyond the
+#: flow's `max_rows_in_flight`: at most this many batches of `read_batch_rows` rows and RAW_BATCH_BYTES each.
+READER_AHEAD = 12
 
 
 class DecoderLost(DbusError):
@@ -127,9 +133,9 @@ class InOrder:
     """The source's decoded batches in flight, handed out in the order they were read. Each entry is
     (a decoder's handle or rows the stream decoded itself, the checkpoint after it, its newest time)."""
 
-    def __init__(self, pool: Any, depth: int) -> None:
+    def __init__(self, pool: Any, decoders: int) -> None:
         self.pool = pool  # decode(packed) -> handle; result(handle) -> (rows, ref); done(handle); full(); close()
-        self.depth = depth
+        self.depth = decoders * DEPTH_PER_DECODER + READER_AHEAD
         self.flight: deque[tuple[Any, RawTxns | None, dict[str, Any] | None, float]] = deque()
         self.lost: BaseException | None = None  # the stream failed after the batches in flight were read
 
@@ -158,9 +164,9 @@ class InOrder:
     def poll(self, stream: Any, max_rows: int, pipeline: str, seq: int,
              checkpoint: Callable[[], dict[str, Any] | None]) -> RowBatch | Remote | None:
         """The next batch in binlog order: reads on (`stream.read`) while fewer than `depth` batches are in
-        flight, the server has sent more and the oldest is not decoded yet or a decoder has room; then waits
-        for the oldest. An error of the stream (or of a batch decoded here) is raised once the batches read
-        before it are handed out."""
+        flight (the decoders' and READER_AHEAD the reader decodes), the server has sent more and the oldest
+        is not decoded yet or a decoder has room; then waits for the oldest. An error of the stream (or of a
+        batch decoded here) is raised once the batches read before it are handed out."""
         while self.lost is None and len(self.flight) < self.depth and not (self.ready() and self.pool.full()):
             if self.flight and not stream.buffered():  # nothing more came: wait for the decoder, not the server
                 break

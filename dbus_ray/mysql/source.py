@@ -31,7 +31,7 @@ from dbus_ray.model import RowBatch
 from dbus_ray.mysql import connection as cn
 from dbus_ray.mysql import xa
 from dbus_ray.mysql.ddl import OSC_RE
-from dbus_ray.mysql.decode_pool import DEPTH_PER_DECODER, InOrder
+from dbus_ray.mysql.decode_pool import InOrder
 from dbus_ray.mysql.gtid_set import GtidSet
 from dbus_ray.mysql.history import resume_point, state_at
 from dbus_ray.mysql.keys import MessageKeys
@@ -204,7 +204,7 @@ class MysqlSource(Source):
                 raise DbusError(f"source.decoders {n}: the decoder actors are started by the pipeline's reader "
                                 "actor (set decode_pool)")
             if self.decoding is None:
-                self.decoding = InOrder(self.decode_pool(self.pipeline, self.options, n), (n + 1) * DEPTH_PER_DECODER)
+                self.decoding = InOrder(self.decode_pool(self.pipeline, self.options, n), n)
             stream.defer = True
         return stream
 

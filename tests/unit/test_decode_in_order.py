@@ -1,6 +1,7 @@
 """`decode_pool.InOrder`: batches go to the decoders while one has room, the reader decodes the next ones
-itself while every decoder is full, and the batches leave in the order they were read whoever decoded
-them; an error of a batch decoded by the reader comes after the batches read before it."""
+itself while every decoder is full (up to READER_AHEAD of them while a decoder's batch is not done), and the
+batches leave in the order they were read whoever decoded them; an error of a batch decoded by the reader
+comes after the batches read before it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 import pytest
 
 from dbus_ray.mysql import decode_pool
-from dbus_ray.mysql.decode_pool import DEPTH_PER_DECODER, InOrder, RawTxns
+from dbus_ray.mysql.decode_pool import DEPTH_PER_DECODER, READER_AHEAD, InOrder, RawTxns
 from dbus_ray.parcel import Remote
 
 
@@ -79,8 +80,8 @@ def drain(order: InOrder, stream: Stream) -> list[tuple[str, int]]:
 
 def test_batches_leave_in_read_order_decoded_by_the_decoder_or_by_the_reader() -> None:
     pool = Pool()
-    got = drain(InOrder(pool, 2 * DEPTH_PER_DECODER), Stream(12))
-    assert [i for _, i in got] == list(range(12))
+    got = drain(InOrder(pool, 1), Stream(40))
+    assert [i for _, i in got] == list(range(40))
     by = {who for who, _ in got}
     assert by == {"decoder", "reader"}, got
     assert pool.most == DEPTH_PER_DECODER  # the decoder never had more than its depth
@@ -93,10 +94,34 @@ def test_a_decode_error_of_the_reader_comes_after_the_batches_read_before_it(mon
         return [("reader", txns[0])]
 
     monkeypatch.setattr(decode_pool, "decoded", decoded)
-    order, stream = InOrder(Pool(), 2 * DEPTH_PER_DECODER), Stream(12)
+    order, stream = InOrder(Pool(), 1), Stream(12)
     got = []
     with pytest.raises(ValueError, match="batch 3 is broken"):
         for seq in range(1, 100):
             batch = order.poll(stream, 1000, "p", seq, lambda: None)
             got.append(batch.ref if type(batch) is Remote else batch.parts[0])
     assert [i for _, i in got] == [0, 1, 2]
+
+
+def test_the_reader_decodes_ahead_while_the_oldest_batch_is_at_a_decoder(monkeypatch: Any) -> None:
+    """A decoder that is behind (here: its first batch, done only when the reader waits for it): the reader
+    decodes READER_AHEAD batches before it waits, not one per batch the decoder holds."""
+    by_reader: list[int] = []
+    waited_after: list[int] = []
+    pool = Pool()
+
+    def decoded(txns: list[int]) -> list[Any]:
+        by_reader.append(txns[0])
+        return [("reader", txns[0])]
+
+    def result(handle: int) -> tuple[int, Any]:
+        waited_after.append(len(by_reader))
+        pool.working.remove(handle)
+        return 1, ("decoder", handle)
+
+    monkeypatch.setattr(decode_pool, "decoded", decoded)
+    monkeypatch.setattr(pool, "result", result)
+    got = drain(InOrder(pool, 1), Stream(40))
+    assert [i for _, i in got] == list(range(40))
+    assert waited_after[0] == READER_AHEAD  # the first wait for the decoder came after that many own batches
+    assert by_reader[:READER_AHEAD] == list(range(DEPTH_PER_DECODER, DEPTH_PER_DECODER + READER_AHEAD))
