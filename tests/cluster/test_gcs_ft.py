@@ -167,12 +167,14 @@ def test_head_node_kill_9_moves_its_pipelines(ft_cluster: Cluster, mariadb: Mari
     wait_for(lambda: len(alive_nodes()) == 3, what="two worker nodes")
     # at-least-once (jsonl, checkpoint gcs) and exactly-once (kafka) in turn: placed one by one on the least
     # loaded node, in node order, the first three take one node each and the next three again, so each node
-    # (the head too) holds one of either kind
+    # (the head too) holds one of either kind. Each runs before the next is submitted: pipelines not running
+    # yet are placed together in one reconcile step, in name order, and that order mixes the kinds.
     names = {f"hd-{i}" if i % 2 == 0 else f"hd-eos-{i}": i % 2 == 1 for i in range(6)}
     for name, eos in names.items():
         made = eos_spec(tmp_path, mariadb, broker, name, table, start) if eos else spec(tmp_path, mariadb, name,
                                                                                        table, start, "gcs")
         ray.get(controller.submit.remote(made))
+        wait_for(lambda n=name: state(controller, n)["state"] == "running", what=f"{name}: running")
 
     def delivered(name: str, expected: set[int]) -> bool:
         return set(seen_ids(tmp_path, broker, name, table, names[name])) >= expected
