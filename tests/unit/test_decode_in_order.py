@@ -114,10 +114,9 @@ def test_the_reader_decodes_ahead_while_the_oldest_batch_is_at_a_decoder(monkeyp
         by_reader.append(txns[0])
         return [("reader", txns[0])]
 
-    def result(handle: int) -> tuple[int, Any]:
+    def result(handle: int, waited: Any = pool.result) -> tuple[int, Any]:
         waited_after.append(len(by_reader))
-        pool.working.remove(handle)
-        return 1, ("decoder", handle)
+        return waited(handle)
 
     monkeypatch.setattr(decode_pool, "decoded", decoded)
     monkeypatch.setattr(pool, "result", result)
