@@ -5,7 +5,8 @@ have one by one in `BinlogStream._event`: one pending segment (the transaction's
 position after the XID, the GTID state and the event time. Any other shape goes the long way, event by
 event: a DDL or an XA group (the GTID's flags), a table map not seen before, an excluded table, two rows
 events, a COMMIT query instead of an XID, events without positions (`log_pos` 0), a resume's rows to
-skip, XA groups read again, decoder actors (`defer`). A rows event it cannot decode raises the same
+skip, XA groups read again, and with decoder actors (`defer`) a rows event of more than INLINE_ROWS_BYTES
+of row images (a decoder's: `dbus_ray.mysql.decode_pool`). A rows event it cannot decode raises the same
 DecodeError as the long way before anything changes (the checkpoint stays before the transaction)."""
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dbus_ray.mysql import events as et
 from dbus_ray.mysql import replica as rp
 from dbus_ray.mysql import xa
 from dbus_ray.mysql.batches import Segment
+from dbus_ray.mysql.decode_pool import INLINE_ROWS_BYTES
 from dbus_ray.mysql.row_images import row_images
 
 #: a GTID event that starts a standalone statement (a DDL), an XA group or its completion: the long way
@@ -33,7 +35,7 @@ class QuickTxns:
         """Handle the transaction that MariaDB GTID event `gtid_ev` starts with the next three events of
         `ahead` when it has the commonest shape; False (nothing done, nothing taken) otherwise."""
         if len(ahead) < 3 or self.txn is not None or self.resume is not None or self.recollect is not None \
-                or self._skip_gtid is not None or self.defer:
+                or self._skip_gtid is not None:
             return False
         tmap, rows, xid = ahead[0], ahead[1], ahead[2]
         if xid.type != et.XID_EVENT or tmap.type != et.TABLE_MAP_EVENT or rows.type not in et.ROWS_OP \
@@ -44,7 +46,7 @@ class QuickTxns:
             return False
         table_id, _flags, _ncols, bitmap, bitmap2, pos = rp.rows_body(rows)
         entry = self.schema.by_table_id.get(table_id)
-        if entry is None or entry[2] is None:  # an excluded table
+        if entry is None or entry[2] is None or self.defer and rows.end - pos > INLINE_ROWS_BYTES:  # excluded table
             return False
         layout, file = entry[2], self.file
         offset = rows.log_pos - rows.event_size

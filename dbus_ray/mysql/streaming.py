@@ -60,13 +60,8 @@ class BinlogStream(Reconnecting, xa.XaGroups, QuickTxns):
         # opens the events from a start offset instead of a replica connection (binlog files: `dbus_ray.mysql.files`)
         self.open_reader = reader
         self.reconnect_attempts = reconnect_attempts
-        self.ep = ep
-        self.where = ep.where
-        self.info = info
-        self.server_id = server_id
-        self.identity = identity
-        self.schema = schema
-        self.target = target
+        self.ep, self.where, self.info, self.server_id, self.identity = ep, ep.where, info, server_id, identity
+        self.schema, self.target = schema, target
         self.pending: list[Segment] = []
         self.pending_rows = 0
         self.defer = False  # whole transactions go out raw, for decoder actors (`dbus_ray.mysql.decode_pool`)
@@ -258,6 +253,9 @@ class BinlogStream(Reconnecting, xa.XaGroups, QuickTxns):
                 t = event.type
                 if t == quick and not inner and self._quick_txn(event, ahead):
                     pass  # a whole transaction of one rows event, with the three events after it
+                elif t == quick and not inner and self.defer and self.pending_rows and len(ahead) >= 3:
+                    ahead.appendleft(event)  # likely a decoder's: the next read, once the rows decoded here are out
+                    break
                 elif t != et.TABLE_MAP_EVENT or not mapped(event):  # a table map seen before: mapped
                     handle(event)  # (`_event`, then a payload's end: written out, a frame less per event)
                 if self._inner_end and not self._inner and not event.log_pos:  # after a payload's last event

@@ -143,8 +143,9 @@ def test_resume_at_every_checkpoint_loses_and_repeats_nothing(mariadb: Any, root
     execute(root, f"CREATE TABLE {t} (id INT PRIMARY KEY, v INT)")
     start = position(root)
     written: list[tuple[str, int]] = []
-    for i in range(0, 60, 3):
-        execute(root, f"INSERT INTO {t} VALUES ({i}, 0), ({i + 1}, 0), ({i + 2}, 0)")
+    for i in range(0, 60, 3):  # two rows events each: a decoder's (the one-row updates are the reader's)
+        execute(root, "BEGIN", f"INSERT INTO {t} VALUES ({i}, 0), ({i + 1}, 0)", f"INSERT INTO {t} VALUES ({i + 2}, 0)",
+                "COMMIT")
         written += [("insert", i), ("insert", i + 1), ("insert", i + 2)]
         if i % 9 == 0:
             execute(root, f"UPDATE {t} SET v = 1 WHERE id = {i}")
@@ -164,8 +165,9 @@ def test_the_reader_decodes_while_the_decoders_are_full_and_order_holds(mariadb:
     t = table_name("dhere")
     execute(root, f"CREATE TABLE {t} (id INT PRIMARY KEY, v DECIMAL(12,2), s VARCHAR(20))")
     start = position(root)
-    for i in range(0, 300, 3):  # transactions of 3 rows
-        execute(root, f"INSERT INTO {t} VALUES " + ", ".join(f"({k}, {k}.25, 'row-{k}')" for k in range(i, i + 3)))
+    for i in range(0, 300, 3):  # transactions of 3 rows in two rows events (a decoder's)
+        execute(root, "BEGIN", f"INSERT INTO {t} VALUES " + ", ".join(f"({k}, {k}.25, 'row-{k}')" for k in (i, i + 1)),
+                f"INSERT INTO {t} VALUES ({i + 2}, {i + 2}.25, 'row-{i + 2}')", "COMMIT")
     src = source(mariadb, start=start, include=[f"{DB}.{t}"])
     src.open(None)
     batches, by = [], {"decoders": 0, "reader": 0}
@@ -187,12 +189,53 @@ def test_the_reader_decodes_while_the_decoders_are_full_and_order_holds(mariadb:
     assert [r["after"] for r in rows_of(batches, t)] == expected  # every row once, in binlog (= id) order
 
 
+def test_small_one_event_transactions_are_decoded_by_the_reader_the_rest_by_decoders(mariadb: Any,
+                                                                                    root: Any) -> None:
+    """A busy primary's one-row statements cost the reader more to hand out than to decode: with decoders
+    they are decoded by the stream as without them, while a transaction of two rows events and one of a
+    rows event over INLINE_ROWS_BYTES go to a decoder, in their place."""
+    t = table_name("dinline")
+    execute(root, f"CREATE TABLE {t} (id INT PRIMARY KEY, s VARCHAR(40))")
+    start = position(root)
+    execute(root, *(f"INSERT INTO {t} VALUES ({i}, 'one-{i}')" for i in range(20)))
+    execute(root, "BEGIN", f"INSERT INTO {t} VALUES (100, 'two events')", f"INSERT INTO {t} VALUES (101, 'b')",
+            "COMMIT")
+    execute(root, *(f"INSERT INTO {t} VALUES ({i}, 'one-{i}')" for i in range(20, 25)))
+    big = range(200, 250)  # one rows event of 50 rows of about 40 bytes: over INLINE_ROWS_BYTES
+    execute(root, f"INSERT INTO {t} VALUES " + ", ".join(f"({i}, '{'x' * 36}')" for i in big))
+    execute(root, *(f"INSERT INTO {t} VALUES ({i}, 'one-{i}')" for i in range(25, 30)))
+    src = source(mariadb, start=start, include=[f"{DB}.{t}"])
+    src.open(None)
+    by_decoders: list[list[int]] = []
+    batches = []
+    try:
+        for seq in range(1, 5000):
+            batch = src.poll(1000, seq)
+            if batch is None:
+                if src.caught_up():
+                    break
+                continue
+            batches.append(local(batch))
+            if type(batch) is Remote:
+                by_decoders.append([r["after"]["id"] for r in rows_of(batches[-1:], t)])
+    finally:
+        src.close()
+    # every other one-row transaction decoded by the reader (the first goes the long way: its table map is new)
+    assert by_decoders == [[0], [100, 101], list(big)]
+    with root.cursor() as cur:
+        cur.execute(f"SELECT id, s FROM {t}")
+        expected = {i: {"id": i, "s": v} for i, v in cur.fetchall()}
+    rows = rows_of(batches, t)
+    assert [r["after"]["id"] for r in rows] == [*range(20), 100, 101, *range(20, 25), *big, *range(25, 30)]
+    assert {r["after"]["id"]: r["after"] for r in rows} == expected
+
+
 def test_a_decode_error_names_its_position_after_the_rows_before_it(mariadb: Any, root: Any,
                                                                        monkeypatch: Any) -> None:
     t = table_name("derr")
     execute(root, f"CREATE TABLE {t} (id INT PRIMARY KEY)")
     start = position(root)
-    execute(root, f"INSERT INTO {t} VALUES (1)")
+    execute(root, "BEGIN", f"INSERT INTO {t} VALUES (1)", f"INSERT INTO {t} VALUES (11)", "COMMIT")  # a decoder's
     real = decode_pool.row_images
 
     def broken(ev: Any, layout: Any, file: str, offset: int, *rest: Any) -> Any:
@@ -205,8 +248,8 @@ def test_a_decode_error_names_its_position_after_the_rows_before_it(mariadb: Any
     src.open(None)
     try:
         first = local(src.poll(1000, 1))
-        assert [r["after"]["id"] for r in rows_of([first], t)] == [1]
-        execute(root, f"INSERT INTO {t} VALUES (2)")
+        assert [r["after"]["id"] for r in rows_of([first], t)] == [1, 11]
+        execute(root, "BEGIN", f"INSERT INTO {t} VALUES (2)", f"INSERT INTO {t} VALUES (12)", "COMMIT")
         with pytest.raises(DecodeError, match=r"binlog .*:\d+: broken on purpose"):
             for seq in range(2, 50):
                 assert src.poll(1000, seq) is None
@@ -267,8 +310,9 @@ def test_a_lost_decoder_stops_the_pipeline_and_a_rerun_delivers_every_row(mariad
     t = table_name("dlost")
     execute(root, f"CREATE TABLE {t} (id INT PRIMARY KEY, s VARCHAR(20))")
     start = position(root)
-    for i in range(3000):  # one-row transactions: decoder batches of `read_batch_rows` rows events
-        execute(root, f"INSERT INTO {t} VALUES ({i}, 'row-{i}')")
+    for i in range(0, 3000, 2):  # two rows events each: decoder batches of `read_batch_rows` rows events
+        execute(root, "BEGIN", f"INSERT INTO {t} VALUES ({i}, 'row-{i}')",
+                f"INSERT INTO {t} VALUES ({i + 1}, 'row-{i + 1}')", "COMMIT")
     out = tmp_path / "out.jsonl"
     cfg = two_decoders(mariadb, t, start, tmp_path, 100)
     pipeline = Pipeline(cfg)
