@@ -79,7 +79,8 @@ def local(batch: Any) -> RowBatch:
     return batch
 
 
-def poll_all(src: MysqlSource, max_rows: int = 1000) -> list[RowBatch]:
+def poll_all(src: MysqlSource, max_rows: int = 1000, by_decoders: list[RowBatch] | None = None) -> list[RowBatch]:
+    """Every batch until caught up; those a decoder decoded also to `by_decoders`."""
     out: list[RowBatch] = []
     for _ in range(5000):
         batch = src.poll(max_rows, len(out) + 1)
@@ -88,7 +89,18 @@ def poll_all(src: MysqlSource, max_rows: int = 1000) -> list[RowBatch]:
                 return out
             continue
         out.append(local(batch))
+        if by_decoders is not None and type(batch) is Remote:
+            by_decoders.append(out[-1])
     raise AssertionError("source never caught up")
+
+
+def read_all(src: MysqlSource, max_rows: int, by_decoders: list[RowBatch]) -> list[RowBatch]:
+    """Open `src`, `poll_all`, close."""
+    src.open(None)
+    try:
+        return poll_all(src, max_rows, by_decoders)
+    finally:
+        src.close()
 
 
 def rows_of(batches: list[RowBatch], table: str) -> list[dict[str, Any]]:
@@ -170,20 +182,9 @@ def test_the_reader_decodes_while_the_decoders_are_full_and_order_holds(mariadb:
     for i in range(0, 300, 3):  # transactions of 3 rows in two rows events (a decoder's)
         execute(root, "BEGIN", f"INSERT INTO {t} VALUES " + ", ".join(f"({k}, {k}.25, 'row-{k}')" for k in (i, i + 1)),
                 f"INSERT INTO {t} VALUES ({i + 2}, {i + 2}.25, 'row-{i + 2}')", "COMMIT")
-    src = source(mariadb, start=start, include=[f"{DB}.{t}"])
-    src.open(None)
-    batches, by = [], {"decoders": 0, "reader": 0}
-    try:
-        for seq in range(1, 5000):
-            batch = src.poll(7, seq)
-            if batch is None:
-                if src.caught_up():
-                    break
-                continue
-            by["decoders" if type(batch) is Remote else "reader"] += 1
-            batches.append(local(batch))
-    finally:
-        src.close()
+    remote: list[RowBatch] = []
+    batches = read_all(source(mariadb, start=start, include=[f"{DB}.{t}"]), 7, remote)
+    by = {"decoders": len(remote), "reader": len(batches) - len(remote)}
     assert by["decoders"] and by["reader"], by  # both decoded some batches
     with root.cursor() as cur:
         cur.execute(f"SELECT id, CAST(v AS CHAR), s FROM {t} ORDER BY id")
@@ -215,23 +216,12 @@ def test_small_one_event_transactions_are_decoded_by_the_reader_the_rest_by_deco
         return quick(self, ev, ahead)
 
     monkeypatch.setattr(BinlogStream, "_quick_txn", counted)
-    src = source(mariadb, start=start, include=[f"{DB}.{t}"])
-    src.open(None)
-    by_decoders: list[list[int]] = []
-    batches = []
-    try:
-        for seq in range(1, 5000):
-            batch = src.poll(1000, seq)
-            if batch is None:
-                if src.caught_up():
-                    break
-                continue
-            batches.append(local(batch))
-            if type(batch) is Remote:
-                by_decoders += [[r["after"]["id"] for r in rows_of(batches[-1:], t) if r["pos"]["gtid"] == g]
-                                for g in dict.fromkeys(r["pos"]["gtid"] for r in rows_of(batches[-1:], t))]
-    finally:
-        src.close()
+    remote: list[RowBatch] = []
+    batches = read_all(source(mariadb, start=start, include=[f"{DB}.{t}"]), 1000, remote)
+    by_decoders: list[list[int]] = []  # the ids of each transaction a decoder decoded
+    for got in (rows_of([b], t) for b in remote):
+        by_decoders += [[r["after"]["id"] for r in got if r["pos"]["gtid"] == g]
+                        for g in dict.fromkeys(r["pos"]["gtid"] for r in got)]
     rows = rows_of(batches, t)
     gtid_of = {r["after"]["id"]: r["pos"]["gtid"] for r in rows}
     # where the socket's reads did not cut it: a one-row transaction decoded by the reader (but the first, its
