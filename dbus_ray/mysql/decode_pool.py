@@ -10,8 +10,8 @@ On MariaDB a transaction of one small rows event (INLINE_ROWS_BYTES, a one-row s
 the stream itself, as without decoders; the read hands out the rows decoded so far before the next
 transaction for a decoder. Only a transaction the stream can hand out whole goes to a decoder: not one it
 resumes inside (a checkpoint's `skip`), not an XA group, not one with a DDL row, and not one larger than
-`RAW_TXN_BYTES` (those are decoded by the stream itself, `BinlogStream._undefer`). A row's position is the same either
-way: its ROWS event's offset and its index among the transaction's rows. A decode error names the binlog
+`RAW_TXN_BYTES` (those are decoded by the stream itself, `BinlogStream._undefer`). A row's position is the
+same either way: its ROWS event's offset and its index among the transaction's rows. A decode error names the binlog
 position of its event and stops the pipeline as it would in the stream; a decoder that dies does too
 (`DecoderLost`): its batch and every later one are never acknowledged, so the checkpoint stays before
 them."""

@@ -46,7 +46,9 @@ class QuickTxns:
             return False
         table_id, _flags, _ncols, bitmap, bitmap2, pos = rp.rows_body(rows)
         entry = self.schema.by_table_id.get(table_id)
-        if entry is None or entry[2] is None or self.defer and rows.end - pos > INLINE_ROWS_BYTES:  # excluded table
+        if entry is None or entry[2] is None:  # an excluded table
+            return False
+        if self.defer and rows.end - pos > INLINE_ROWS_BYTES:  # a decoder's
             return False
         layout, file = entry[2], self.file
         offset = rows.log_pos - rows.event_size
