@@ -24,6 +24,7 @@ pipeline on the local Ray.
   being readable in Kafka, i.e. an upper bound of commit ->
   broker ack (it adds the consumer's fetch). Percentiles over every row written.
 - `DBUS_BENCH_E2E_PLACEMENT=spread|split|fused` (default auto: fused) for both figures.
+- `DBUS_BENCH_E2E_DECODERS=N`: the source's `decoders` (default 0: the reader decodes).
 - `DBUS_BENCH_E2E_DELIVERY=exactly_once`: the kafka sink delivers exactly once (a transaction per batch
   holding the checkpoint, checkpoint store `kafka`; the consumer reads committed records only).
 """
@@ -55,7 +56,7 @@ def _config(name: str, mariadb: Any, broker: Any, table: str, topic: str, start:
     return parse_config({
         "name": name,
         "source": {"type": "mysql", "dsn": mariadb.dsn, "server_id": server_id, "start": start,
-                   "include": [f"{DB}.{table}"]},
+                   "include": [f"{DB}.{table}"], "decoders": int(os.environ.get("DBUS_BENCH_E2E_DECODERS", "0"))},
         "sinks": [{"name": "kafka", "type": "kafka", "bootstrap": broker.bootstrap, "topic": topic,
                    "partitions": 4, "delivery": os.environ.get("DBUS_BENCH_E2E_DELIVERY", "at_least_once")}],
         "flow": {"read_batch_rows": int(os.environ.get("DBUS_BENCH_E2E_READ_BATCH", "10000")),

@@ -41,8 +41,8 @@ class FlowOptions:
     linger_ms: int = 0
     # fused: every stage in one actor process; split: reader, router and batchers in one, each sink's writer in
     # one of its own (two processes for one sink); spread: one actor per stage; shared: fused, inside a host actor
-    # (`dbus:host:<n>`) running several pipelines of its node; auto: fused unless the source asks for worker
-    # actors of its own (snapshot_parallelism >= 2, decoders >= 1)
+    # (`dbus:host:<n>`) running several pipelines of its node; auto: fused unless the source reads with worker
+    # actors of its own (snapshot_parallelism >= 2; decoders are processes of their own, the rest stays fused)
     placement: str = "auto"
     # shared: this pipeline joins only a host running fewer pipelines than this (a new host starts otherwise)
     host_capacity: int = 10
@@ -110,12 +110,14 @@ class PipelineConfig:
 
     @property
     def placement(self) -> str:
-        """`fused`, `split`, `spread` or `shared`: `flow.placement` with `auto` decided (spread when the source runs
-        worker actors of its own, e.g. a parallel snapshot; fused otherwise)."""
+        """`fused`, `split`, `spread` or `shared`: `flow.placement` with `auto` decided: spread when the source reads
+        with worker actors of its own (a parallel snapshot), fused otherwise. Decoders (`source.decoders`) are
+        processes of their own already: fused beside them moved 1.11x the rows of spread into Kafka with under half
+        the memory (README "Placement")."""
         if self.flow.placement != "auto":
             return self.flow.placement
         o = self.source.options
-        return "spread" if getattr(o, "snapshot_parallelism", 1) > 1 or getattr(o, "decoders", 0) else "fused"
+        return "spread" if getattr(o, "snapshot_parallelism", 1) > 1 else "fused"
 
     @property
     def pipeline_dir(self) -> Path:

@@ -265,19 +265,23 @@ def test_a_decode_error_names_its_position_after_the_rows_before_it(mariadb: Any
         src.close()
 
 
-def two_decoders(mariadb: Any, t: str, start: str, tmp_path: Path, read_batch_rows: int) -> Any:
+def two_decoders(mariadb: Any, t: str, start: str, tmp_path: Path, read_batch_rows: int,
+                 placement: str = "auto") -> Any:
     """A pipeline of table `t` from `start` with two decoder actors into `tmp_path/out.jsonl`."""
     return parse_config({
         "name": f"mysql-{t}".replace("_", "-"),
         "source": {"type": "mysql", "dsn": "mysql://dbus:${PW}@127.0.0.1:" + str(mariadb.port), "start": start,
                    "include": [f"{DB}.{t}"], "decoders": 2},
         "sinks": [{"name": "file", "type": "jsonl", "path": str(tmp_path / "out.jsonl")}],
-        "flow": {"read_batch_rows": read_batch_rows, "max_rows_in_flight": 4 * read_batch_rows},
+        "flow": {"read_batch_rows": read_batch_rows, "max_rows_in_flight": 4 * read_batch_rows,
+                 "placement": placement},
         "data_dir": str(tmp_path / "data"),
     }, "mysql.yaml", {"PW": mariadb.password})
 
 
-def test_pipeline_with_two_decoder_actors(mariadb: Any, root: Any, ray_session: None, tmp_path: Path) -> None:
+@pytest.mark.parametrize("placement", ["auto", "spread"])
+def test_pipeline_with_two_decoder_actors(mariadb: Any, root: Any, ray_session: None, tmp_path: Path,
+                                          placement: str) -> None:
     from dbus_ray.pipeline import run_pipeline
 
     t = table_name("dpipe")
@@ -288,8 +292,8 @@ def test_pipeline_with_two_decoder_actors(mariadb: Any, root: Any, ray_session: 
                                  for i in range(k * 50, k * 50 + 50)), "COMMIT")
     execute(root, f"UPDATE {t} SET s = 'changed' WHERE id < 100", f"DELETE FROM {t} WHERE id >= 900")
     out = tmp_path / "out.jsonl"
-    cfg = two_decoders(mariadb, t, start, tmp_path, 64)
-    assert cfg.placement == "spread"
+    cfg = two_decoders(mariadb, t, start, tmp_path, 64, placement)
+    assert cfg.placement == {"auto": "fused", "spread": "spread"}[placement]
     final = run_pipeline(cfg, until_caught_up=True, interval=0.1)
     assert final["error"] is None and final["state"] == "stopped"
     rows = [json.loads(line) for line in out.read_text().splitlines()]

@@ -123,6 +123,10 @@ def test_placements() -> None:
 
     assert placement({}) == "fused"
     assert placement({"placement": "shared"}) == "shared"
+    mysql = {"type": "mysql", "dsn": "mysql://u:p@db:3306"}
+    assert placement({}, {**mysql, "snapshot_parallelism": 2}) == "spread"  # the snapshot's workers beside the stages
+    assert placement({}, {**mysql, "decoders": 2}) == "fused"  # decoders are processes of their own
+    assert placement({"placement": "spread"}, {**mysql, "decoders": 2}) == "spread"
     assert parse_config({**BASE, "flow": {"placement": "shared"}}, "x", {}).flow.host_capacity == 10
 
 
