@@ -34,8 +34,10 @@ from dbus_ray.parcel import Remote
 #: A transaction's rows events up to this many bytes go to a decoder; a larger one is decoded by the stream.
 RAW_TXN_BYTES = 4 << 20
 #: A poll hands a decoder transactions of about this many bytes of rows events, and of at most `read_batch_rows`
-#: rows events (or fewer: whatever came).
-RAW_BATCH_BYTES = 1 << 20
+#: rows events (or fewer: whatever came). Each batch costs the reader, the decoder, the raylets (across nodes)
+#: and every later stage the same whatever its size: 2 MiB moved 1.5-1.9x the rows of 1 MiB through two
+#: one-core nodes (README, "Performance").
+RAW_BATCH_BYTES = 2 << 20
 #: A transaction of one rows event of at most this many bytes of row images is decoded by the reader even with
 #: decoders (`dbus_ray.mysql.quick_txn`): handing it out costs the reader more than decoding it (one-row
 #: transactions handed out ran at 0.59x the reader decoding them all).
