@@ -35,7 +35,7 @@ from dbus_ray.parcel import Remote
 RAW_TXN_BYTES = 4 << 20
 #: A poll hands a decoder transactions of about this many bytes of rows events, and of at most `read_batch_rows`
 #: rows events (or fewer: whatever came). Each batch costs the reader, the decoder, the raylets (across nodes)
-#: and every later stage the same whatever its size: 2 MiB moved 1.5-1.9x the rows of 1 MiB through two
+#: and every later stage about as much whatever its size: 2 MiB moved 1.5-1.9x the rows of 1 MiB through two
 #: one-core nodes (README, "Performance").
 RAW_BATCH_BYTES = 2 << 20
 #: A transaction of one rows event of at most this many bytes of row images is decoded by the reader even with
