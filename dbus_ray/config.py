@@ -33,7 +33,7 @@ PLACEMENTS = ("auto", "fused", "split", "spread", "shared")
 class FlowOptions:
     """How rows move between actors."""
 
-    read_batch_rows: int = 20_000  # at most this many rows per batch the reader emits (with decoders: rows events)
+    read_batch_rows: int = 20_000  # at most this many rows per batch the reader emits (a decoders' batch: rows events)
     max_rows_in_flight: int = 400_000  # rows read but not yet delivered to every sink
     sink_batch_rows: int = 50_000  # the batcher hands the writer about this many rows at once
     # ... or what it holds once the batch waited this long and the writer is free. 0: at once when the writer is
