@@ -92,6 +92,8 @@ class _Table:
     key: list[Column]
     key_schema: dict[str, Any] | None
     value_schema: dict[str, Any]
+    key_schema_json: bytes = b"null"  # the schemas as JSON, written once per table (`enveloped`)
+    value_schema_json: bytes = b"null"
 
 
 def _source_schema(connector: str) -> dict[str, Any]:
@@ -128,6 +130,13 @@ _TX_VALUE_SCHEMA = {"type": "struct", "fields": [
      "optional": True, "field": "data_collections"},
     {"type": "int64", "optional": False, "field": "ts_ms"},
 ], "optional": False, "name": "io.debezium.connector.common.TransactionMetadataValue", "version": 1}
+_TX_KEY_SCHEMA_JSON, _TX_VALUE_SCHEMA_JSON = dumpb(_TX_KEY_SCHEMA), dumpb(_TX_VALUE_SCHEMA)
+
+
+def enveloped(schema_json: bytes, payload: Any) -> bytes:
+    """JsonConverter's `{"schema": .., "payload": ..}` with the schema's JSON written beforehand: the same bytes
+    as `dumpb` of that dict, without writing a table's schema again for every message."""
+    return b'{"schema":' + schema_json + b',"payload":' + dumpb(payload) + b"}"
 
 
 class DebeziumSerializer:
@@ -177,7 +186,7 @@ class DebeziumSerializer:
             _TRANSACTION_SCHEMA, {"type": "string", "optional": False, "field": "op"},
             *({"type": "int64", "optional": True, "field": f} for f in ("ts_ms", "ts_us", "ts_ns")),
         ], "optional": False, "name": f"{prefix}.Envelope", "version": 2}
-        found = _Table(columns, key, key_schema, value_schema)
+        found = _Table(columns, key, key_schema, value_schema, dumpb(key_schema), dumpb(value_schema))
         self._tables[cache_key] = found
         return found
 
@@ -281,7 +290,7 @@ class DebeziumSerializer:
             return None
         payload = {c.name: image.get(c.name) for c in t.key}
         if self.o.schemas_enable:
-            return dumpb({"schema": t.key_schema, "payload": payload})
+            return enveloped(t.key_schema_json, payload)
         return dumpb(payload)
 
     def _source(self, r: dict[str, Any], rows: TableRows, snapshot: str) -> dict[str, Any]:
@@ -371,8 +380,7 @@ class DebeziumSerializer:
                  "data_collections": collections, "ts_ms": ts_ms}
         key = {"id": tid}
         if self.o.schemas_enable:
-            return (dumpb({"schema": _TX_KEY_SCHEMA, "payload": key}),
-                    dumpb({"schema": _TX_VALUE_SCHEMA, "payload": value}), None, status)
+            return (enveloped(_TX_KEY_SCHEMA_JSON, key), enveloped(_TX_VALUE_SCHEMA_JSON, value), None, status)
         return dumpb(key), dumpb(value), None, status
 
     def _value(self, t: _Table, before: Any, after: Any, source: dict[str, Any], txn: Any, op: str) -> bytes:
@@ -380,7 +388,7 @@ class DebeziumSerializer:
         payload = {"before": before, "after": after, "source": source, "transaction": txn, "op": op,
                    "ts_ms": now // 1_000_000, "ts_us": now // 1000, "ts_ns": now}
         if self.o.schemas_enable:
-            return dumpb({"schema": t.value_schema, "payload": payload})
+            return enveloped(t.value_schema_json, payload)
         return dumpb(payload)
 
 

@@ -47,13 +47,14 @@ def _epoch_micros(text: str) -> int | None:
     return (value.replace(tzinfo=None) - _EPOCH) // _MICRO
 
 
+#: exact for any MySQL DECIMAL (65 digits at most): moving the point by `scale` never rounds
+_EXACT = decimal.Context(prec=200)
+
+
 def _unscaled(value: decimal.Decimal, scale: int) -> bytes:
-    """Kafka Connect's Decimal: the unscaled value, big-endian two's complement, shortest form."""
-    sign, digits, exponent = value.as_tuple()
-    n = int("".join(map(str, digits)) or "0")
-    shift = int(exponent) + scale
-    n = n * 10**shift if shift >= 0 else n // 10**-shift
-    n = -n if sign else n
+    """Kafka Connect's Decimal: the unscaled value (digits beyond `scale` cut off, toward zero), big-endian
+    two's complement, shortest form."""
+    n = int(value.scaleb(scale, _EXACT))
     return n.to_bytes(max(1, (n + (n < 0)).bit_length() // 8 + 1), "big", signed=True)
 
 
