@@ -90,10 +90,8 @@ class DebeziumOptions:
 class _Table:
     columns: list[Column]
     key: list[Column]
-    key_schema: dict[str, Any] | None
-    value_schema: dict[str, Any]
-    key_schema_json: bytes = b"null"  # the schemas as JSON, written once per table (`enveloped`)
-    value_schema_json: bytes = b"null"
+    key_schema_json: bytes  # the schemas as JSON, written once per table (`enveloped`); null for no key
+    value_schema_json: bytes
 
 
 def _source_schema(connector: str) -> dict[str, Any]:
@@ -186,7 +184,7 @@ class DebeziumSerializer:
             _TRANSACTION_SCHEMA, {"type": "string", "optional": False, "field": "op"},
             *({"type": "int64", "optional": True, "field": f} for f in ("ts_ms", "ts_us", "ts_ns")),
         ], "optional": False, "name": f"{prefix}.Envelope", "version": 2}
-        found = _Table(columns, key, key_schema, value_schema, dumpb(key_schema), dumpb(value_schema))
+        found = _Table(columns, key, dumpb(key_schema), dumpb(value_schema))
         self._tables[cache_key] = found
         return found
 
