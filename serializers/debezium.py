@@ -42,7 +42,7 @@ import pyarrow as pa
 
 from dbus_ray import __version__
 from dbus_ray.model import RowBatch, TableRows, dumpb
-from dbus_ray.serializers import debezium_schema
+from dbus_ray.serializers import debezium_columns, debezium_schema
 from dbus_ray.serializers.debezium_values import Column, Mapper, named
 
 OPS = {"insert": "c", "update": "u", "delete": "d", "read": "r"}
@@ -80,7 +80,6 @@ class DebeziumOptions:
             raise Invalid("topic_prefix", f"{self.topic_prefix!r} must be letters, digits, '.', '_' or '-'")
         if self.heartbeat_interval_ms < 0:
             raise Invalid("heartbeat_interval_ms", f"{self.heartbeat_interval_ms} must be 0 (off) or more")
-
 
 
 # ------------------------------------------------------------------------------------------ tables
@@ -198,6 +197,9 @@ class DebeziumSerializer:
         `tombstone`, or `BEGIN`/`END` for the transaction topic). `last_read`: the run's row that is the last of
         its table's snapshot and its `snapshot` value."""
         self._prefix = self.o.topic_prefix or pipeline
+        built = debezium_columns.messages(self, rows) if records is None and last_read is None else None
+        if built is not None:  # a streamed run, built column by column
+            return built  # type: ignore[return-value]
         if records is None:
             records = list(rows.records(pipeline))
         out: list[tuple[bytes | None, bytes | None, list | None, str]] = []
@@ -329,8 +331,10 @@ class DebeziumSerializer:
     def _schema_change(self, r: dict[str, Any], rows: TableRows
                        ) -> tuple[bytes | None, bytes | None, list | None, str]:
         """The message of Debezium's schema change topic for the DDL row `r`."""
+        event, row = self._event, self._row  # Debezium's `row` of a DDL: the last row event's, which it keeps
         source = self._source(r, rows, "false")
-        source["table"] = rows.table or None
+        self._event, self._row = event, row
+        source.update(table=rows.table or None, row=row)
         image = r["after"]
         return self._schema_message(source, rows.db, image["sql"],
                                     debezium_schema.table_changes(rows.db, rows.table, image.get("change")))

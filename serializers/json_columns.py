@@ -34,7 +34,7 @@ class Messages(NamedTuple):
     positions: list[bytes]  # each row's `pos` object, the text of its `position` header
 
 
-def _split(values: list[Any]) -> list[bytes]:
+def split_texts(values: list[Any]) -> list[bytes]:
     """The JSON text of each value of a list of numbers, booleans and None: one encode, split at the commas
     (none of those texts holds one)."""
     return orjson.dumps(values)[1:-1].split(b",") if values else []
@@ -84,19 +84,19 @@ def texts(column: pa.Array, repeats: bool = False) -> pa.Array:
             coded = pc.dictionary_encode(column, null_encoding="encode")
             if len(coded.dictionary) * 4 < len(column):
                 return texts(coded.dictionary).take(coded.indices)
-        return _or_null(_join(b'"', _escaped(column), b'"'))
+        return _or_null(join(b'"', _escaped(column), b'"'))
     values = column.to_pylist()
     if pa.types.is_float32(kind):
         values = [None if v is None else shortest_float32(v) for v in values]
-        out = _split(values)
+        out = split_texts(values)
     elif _is_plain(kind):
-        out = _split(values)
+        out = split_texts(values)
     else:
         out = [orjson.dumps(v, default=json_default) for v in values]
     return pa.array(out, pa.binary())
 
 
-def _join(*parts: Any) -> pa.Array:
+def join(*parts: Any) -> pa.Array:
     """Parts (arrays of texts and constant bytes) joined row by row; adjacent constants go as one."""
     args: list[Any] = []
     for part in parts:
@@ -108,7 +108,7 @@ def _join(*parts: Any) -> pa.Array:
                                          for p in args], _EMPTY)
 
 
-def _members(names: list[str], columns: list[Any]) -> list[Any]:
+def members(names: list[str], columns: list[Any]) -> list[Any]:
     """The parts of `{"name":text,...}` (to join) from the columns' texts (arrays, or constant bytes)."""
     if not columns:
         return [b"{}"]
@@ -126,13 +126,13 @@ def _field_texts(image: pa.Array, n: int) -> dict[str, pa.Array] | None:
     return {f.name: texts(image.field(i)) for i, f in enumerate(image.type)}
 
 
-def _image(image: pa.Array, fields: dict[str, pa.Array] | None) -> list[Any]:
+def image_parts(image: pa.Array, fields: dict[str, pa.Array] | None) -> list[Any]:
     """The parts of each row's image as its JSON object from its columns' texts, `null` where the row has no
     image (an insert's before)."""
     if fields is None:
         return [b"null"]
-    members = _members(list(fields), list(fields.values()))
-    return members if image.null_count == 0 else [pc.if_else(image.is_valid(), _join(*members), _NULL)]
+    parts = members(list(fields), list(fields.values()))
+    return parts if image.null_count == 0 else [pc.if_else(image.is_valid(), join(*parts), _NULL)]
 
 
 def _key(rows: TableRows, before: pa.Array, after: pa.Array, texts_before: dict[str, pa.Array] | None,
@@ -154,10 +154,10 @@ def _key(rows: TableRows, before: pa.Array, after: pa.Array, texts_before: dict[
         columns = [pc.if_else(after.is_valid(), array(of(texts_after, name)),
                               pc.if_else(before.is_valid(), array(of(texts_before, name)), _NULL))
                    for name in rows.key]
-    parts = _members(list(rows.key), columns)
+    parts = members(list(rows.key), columns)
     if not any(isinstance(p, pa.Array) for p in parts):  # no key, or no key column in the images: one text
         return pa.array([b"".join(parts)] * n, pa.binary())
-    return _join(*parts)
+    return join(*parts)
 
 
 #: Rows the Kafka sink turns into messages at a time on this path (no dict per row: more than its per-row
@@ -178,14 +178,14 @@ def messages(rows: TableRows, pipeline: str) -> Messages | None:
         return Messages([], [], [])
     col = data.column
     before, after = col("before"), col("after")
-    position = _join(b'{"file":', texts(col("file"), True), b',"offset":', texts(col("offset")), b',"gtid":',
+    position = join(b'{"file":', texts(col("file"), True), b',"offset":', texts(col("offset")), b',"gtid":',
                      texts(col("gtid"), True), b',"index":', texts(col("index")), b"}")
     head = (b'{"pipeline":' + orjson.dumps(pipeline) + b',"db":' + orjson.dumps(rows.db) + b',"table":'
             + orjson.dumps(rows.table) + b',"op":')
     texts_before, texts_after = _field_texts(before, n), _field_texts(after, n)  # each column's texts once
     key = _key(rows, before, after, texts_before, texts_after, n)
-    value = _join(head, texts(col("op"), True), b',"key":', key, b',"before":', *_image(before, texts_before),
-                  b',"after":', *_image(after, texts_after), b',"pos":', position, b',"txid":',
+    value = join(head, texts(col("op"), True), b',"key":', key, b',"before":', *image_parts(before, texts_before),
+                  b',"after":', *image_parts(after, texts_after), b',"pos":', position, b',"txid":',
                   texts(col("txid"), True), b',"ts":', texts(col("ts")), b',"read_ts":', texts(col("read_ts")), b"}")
     keys = key.to_pylist() if rows.key else [None] * n  # a table without a key: a null message key
     return Messages(value.to_pylist(), keys, position.to_pylist())

@@ -60,6 +60,17 @@ CHANGES = [
     f"UPDATE {DB}.pairs SET b = 'moved' WHERE a = 2",  # a change of one column of a two-column key
     f"DELETE FROM {DB}.items WHERE id = 3",
     f"DELETE FROM {DB}.types WHERE id = 2",
+    # runs of 64 rows or more, which the sink turns into messages column by column
+    # (`serializers/debezium_columns.py`): every type, inserted, updated, deleted; and a run of key changes,
+    # which it leaves to the per-row way
+    f"INSERT INTO {DB}.types VALUES " + ", ".join("(" + str(100 + k) + row[row.index(","):]
+                                                  for k, row in enumerate(TYPE_ROWS * 20)),
+    f"UPDATE {DB}.types SET vc = CONCAT('bulk ', CHAR(34, 92, 10 USING utf8mb4), id), d41 = -d41 WHERE id >= 100",
+    f"DELETE FROM {DB}.types WHERE id >= 100",
+    f"INSERT INTO {DB}.items VALUES " + ", ".join(f"({200 + k}, 'n{k}', {'NULL' if k % 7 == 0 else k - 35.5})"
+                                                  for k in range(70)),
+    f"UPDATE {DB}.items SET amount = -amount, name = CONCAT(name, ',') WHERE id >= 200",
+    f"UPDATE {DB}.items SET id = id + 1000 WHERE id >= 200",
     ALTER_DDL,
     EXTRA_DDL,
     PLAIN_DDL,

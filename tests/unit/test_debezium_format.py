@@ -283,3 +283,50 @@ def test_produce_a_large_batch_in_slices_with_its_snapshot_ends() -> None:
     assert [v["after"]["id"] for v in values] == list(range(n))
     snapshot = [v["source"]["snapshot"] for v in values]
     assert snapshot[0] == "first" and snapshot[-1] == "last" and set(snapshot[1:-1]) == {"true"}
+
+
+def test_runs_of_many_rows_column_by_column_as_debezium_writes_them() -> None:
+    """Runs of MIN_ROWS rows or more are built column by column (`serializers/debezium_columns.py`): each
+    message's values still Debezium's, rows counted in their event across two runs, a delete's tombstone."""
+    from dbus_ray.serializers import debezium_columns
+    from dbus_ray.serializers.json_columns import MIN_ROWS
+
+    n = MIN_ROWS + 6
+    inserts = run([("insert", None, {**ROW, "id": i}) for i in range(n)])
+    mixed = run([("update", {**ROW, "id": i, "name": "old"}, {**ROW, "id": i}) if i % 2 else
+                 ("delete", {**ROW, "id": i}, None) for i in range(n)], gtid="0-9-8", offset=900)
+    for schemas in (True, False):
+        ser = DebeziumSerializer(DebeziumOptions(topic_prefix="srv", schemas_enable=schemas))
+        assert debezium_columns.messages(ser, inserts) is not None  # (the way under test)
+        ser = DebeziumSerializer(DebeziumOptions(topic_prefix="srv", schemas_enable=schemas))
+        half = run([("insert", None, {**ROW, "id": i}) for i in range(n)])  # a second run of the same event
+        out = messages(ser, inserts) + messages(ser, half) + messages(ser, mixed)
+        payloads = [(k and (k["payload"] if schemas else k), v and (v["payload"] if schemas else v), op)
+                    for k, v, _, op in out]
+        assert [op for *_, op in payloads] == ["c"] * 2 * n + [o for i in range(n)
+                                                              for o in (["u"] if i % 2 else ["d", "tombstone"])]
+        for i, (key, value, _op) in enumerate(payloads[:2 * n]):
+            assert key == {"id": i % n} and value["after"] == {**DEBEZIUM_AFTER, "id": i % n}
+            assert value["before"] is None and value["source"]["row"] == i and value["source"]["server_id"] == 1
+        changes = [(k, v) for k, v, op in payloads[2 * n:] if op != "tombstone"]
+        for i, (key, value) in enumerate(changes):
+            assert key == {"id": i} and value["source"]["row"] == i and value["source"]["pos"] == 900
+            assert value["source"]["gtid"] == "0-9-8" and value["source"]["server_id"] == 9
+            if i % 2:
+                assert value["before"] == {**DEBEZIUM_AFTER, "id": i, "name": "old"}
+                assert value["after"] == {**DEBEZIUM_AFTER, "id": i}
+            else:
+                assert value["before"] == {**DEBEZIUM_AFTER, "id": i} and value["after"] is None
+        assert all(v is None for _, v, op in payloads if op == "tombstone")
+        if schemas:
+            assert out[0][1]["schema"]["name"] == "srv.shop.t.Envelope"
+            assert out[0][0]["schema"]["name"] == "srv.shop.t.Key"
+
+
+def test_a_long_run_with_a_key_change_is_delete_tombstone_create() -> None:
+    """A run of many rows that changes a key goes the per-row way: Debezium's three messages for it."""
+    n = 80
+    rows = run([("update", {**ROW, "id": i}, {**ROW, "id": i + (1000 if i == 40 else 0)}) for i in range(n)])
+    out = messages(DebeziumSerializer(DebeziumOptions(topic_prefix="srv", schemas_enable=False)), rows)
+    assert [op for *_, op in out] == ["u"] * 40 + ["d", "tombstone", "c"] + ["u"] * 39
+    assert out[40][2] == {"__debezium.newkey": {"id": 1040}} and out[42][2] == {"__debezium.oldkey": {"id": 40}}

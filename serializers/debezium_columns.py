@@ -1,0 +1,171 @@
+"""The `debezium` format's messages of a streamed run built column by column (`DebeziumSerializer.messages`
+takes this way first): the same bytes as the per-row path writes for each message, without a dict per row.
+
+Every image column is turned into its JSON texts once: a column Debezium maps unchanged by Arrow, as the
+`json` format does (`serializers/json_columns.py`); a column it converts (DECIMAL, DATETIME, JSON, ...) by
+its converter per value, then its texts. The source block's fields come from the run's position columns,
+and Arrow joins the texts into each message's key and value (`binary_join_element_wise`), the table's
+schemas spliced in as the bytes written once per table.
+
+`messages` returns None, building nothing, for a run this does not build; the per-row path takes it: a run
+of fewer than `json_columns.MIN_ROWS` rows, a snapshot's rows (`read`: their `snapshot` marks) and markers
+(`ddl`), an image that leaves columns out (`absent`), an update that changes the key (a delete, its
+tombstone and a create), and any run with `provide_transaction_metadata` (its BEGIN/END messages)."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from dbus_ray import __version__
+from dbus_ray.model import TableRows, dumpb, shortest_float32
+from dbus_ray.serializers.json_columns import MIN_ROWS, image_parts, join, members, split_texts, texts
+
+if TYPE_CHECKING:
+    from dbus_ray.serializers.debezium import DebeziumSerializer, _Table
+    from dbus_ray.serializers.debezium_values import Column
+
+#: the ops of a streamed run, as Debezium's `op` texts
+_OPS = {"insert": (b'"c"', "c"), "update": (b'"u"', "u"), "delete": (b'"d"', "d")}
+
+
+def messages(ser: DebeziumSerializer, rows: TableRows) -> list[tuple[bytes | None, bytes | None, None, str]] | None:
+    """`(key, value, None, op)` of every message of the run, with a tombstone after each delete unless
+    `tombstones_on_delete` is off; None for a run this does not build (the module's docstring says which)."""
+    data, n = rows.data, rows.num_rows
+    o = ser.o
+    if n < MIN_ROWS or o.provide_transaction_metadata or data.schema.get_field_index("absent") >= 0 \
+            or not pa.types.is_struct(data.schema.field("after").type) or data.column("ts").null_count:
+        return None
+    col = data.column
+    ops = col("op").to_pylist()
+    if not set(ops) <= _OPS.keys():
+        return None
+    t = ser.table(rows)
+    before, after = col("before"), col("after")
+    texts_before, texts_after = _image_texts(t, before, n), _image_texts(t, after, n)
+    keys = _keys(t, after, texts_before, texts_after, ops, n, o.schemas_enable)
+    if keys is False or _key_change_halves(ops, data):
+        return None
+    files, offsets = col("file").to_pylist(), col("offset").to_pylist()
+    ts_us = (np.asarray(col("ts")) * 1_000_000).astype(np.int64)  # int(ts * 1e6) of each row, as `_source`
+    now = time.time_ns()
+    payload = [
+        b'{"before":', *image_parts(before, texts_before), b',"after":', *image_parts(after, texts_after),
+        b',"source":{"version":' + dumpb(f"dbus-ray-{__version__}") + b',"connector":' + dumpb(o.connector)
+        + b',"name":' + dumpb(ser._prefix) + b',"ts_ms":', _ints(ts_us // 1000),
+        b',"snapshot":"false","db":' + dumpb(rows.db) + b',"sequence":null,"ts_us":', _ints(ts_us),
+        b',"ts_ns":', _ints(ts_us * 1000), b',"table":' + dumpb(rows.table) + b',"server_id":',
+        pa.array(split_texts(_server_ids(col("gtid").to_pylist())), pa.binary()),
+        b',"gtid":', texts(col("gtid"), True), b',"file":', texts(col("file"), True), b',"pos":',
+        texts(col("offset")), b',"row":', pa.array(split_texts(_event_rows(ser, files, offsets)), pa.binary()),
+        b',"thread":null,"query":null},"transaction":null,"op":', pa.array([_OPS[op][0] for op in ops], pa.binary()),
+        b',"ts_ms":' + str(now // 1_000_000).encode() + b',"ts_us":' + str(now // 1000).encode()
+        + b',"ts_ns":' + str(now).encode() + b"}",
+    ]
+    if o.schemas_enable:
+        payload = [b'{"schema":' + t.value_schema_json + b',"payload":', *payload, b"}"]
+    values = join(*payload).to_pylist()
+    out: list[tuple[bytes | None, bytes | None, None, str]] = []
+    tombstones = o.tombstones_on_delete
+    for op, key, value in zip(ops, keys, values):
+        letter = _OPS[op][1]
+        out.append((key, value, None, letter))
+        if letter == "d" and tombstones:
+            out.append((key, None, None, "tombstone"))
+    return out
+
+
+def _image_texts(t: _Table, image: pa.Array, n: int) -> dict[str, pa.Array] | None:
+    """Each column's JSON texts of an image column as Debezium writes its values, by name (None: no row has
+    the image)."""
+    if image.null_count == n:
+        return None
+    return {c.name: _column_texts(c, image.field(i)) for i, c in enumerate(t.columns)}
+
+
+def _column_texts(c: Column, column: pa.Array) -> pa.Array:
+    if c.convert is None:  # as the row's JSON form has it
+        return texts(column)
+    values = column.to_pylist()
+    if pa.types.is_float32(column.type):  # as `TableRows.records` gives the converter a FLOAT
+        values = [None if v is None else shortest_float32(v) for v in values]
+    convert, zero = c.convert, c.zero
+    out = []
+    for v in values:
+        if v is not None:
+            v = convert(v)
+            if v is None:  # (a streamed row: a zero TIMESTAMP is the epoch)
+                v = zero
+        out.append(v)
+    if all(v is None or type(v) is int for v in out):
+        return pa.array(split_texts(out), pa.binary())
+    return pa.array([dumpb(v) for v in out], pa.binary())
+
+
+def _keys(t: _Table, after: pa.Array, texts_before: dict[str, pa.Array] | None,
+          texts_after: dict[str, pa.Array] | None, ops: list[str], n: int, schemas: bool
+          ) -> list[bytes | None] | bool:
+    """Each row's message key (the key columns of its after image, of its before image for a delete), all
+    None for a table without a key; False when an update changes its key (the per-row path's)."""
+    if not t.key:
+        return [None] * n
+    names = [c.name for c in t.key]
+    if "update" in ops:
+        if texts_before is None or texts_after is None:
+            return False
+        updates = pc.equal(pa.array(ops), "update")
+        for name in names:
+            same = pc.equal(texts_before[name], texts_after[name])
+            if not pc.all(pc.or_(pc.invert(updates), same)).as_py():
+                return False
+    if "delete" not in ops:
+        columns = [texts_after[name] for name in names]  # type: ignore[index]
+    elif texts_after is None:  # deletes only
+        columns = [texts_before[name] for name in names]  # type: ignore[index]
+    else:
+        valid = after.is_valid()
+        columns = [pc.if_else(valid, texts_after[name], texts_before[name]) for name in names]  # type: ignore[index]
+    parts = members(names, columns)
+    if schemas:
+        parts = [b'{"schema":' + t.key_schema_json + b',"payload":', *parts, b"}"]
+    return join(*parts).to_pylist()
+
+
+def _key_change_halves(ops: list[str], data: pa.RecordBatch) -> bool:
+    """Whether the run holds the halves of a key-changing update (a delete and an insert at one position, as
+    `key_change: delete_insert` gives it: `debezium.key_change_halves`)."""
+    pairs = [i for i in range(len(ops) - 1) if ops[i] == "delete" and ops[i + 1] == "insert"]
+    if not pairs:
+        return False
+    fields = [data.column(c).to_pylist() for c in ("file", "offset", "index", "txid")]
+    return any(all(f[i] == f[i + 1] for f in fields) for i in pairs)
+
+
+def _ints(values: np.ndarray) -> pa.Array:
+    """The JSON texts of integers."""
+    return pa.array(values).cast(pa.string()).cast(pa.binary())
+
+
+def _server_ids(gtids: list[str | None]) -> list[int]:
+    """`source.server_id` of each row: a MariaDB GTID's server (`domain-server-sequence`), else 0."""
+    return [int(g.split("-")[1]) if g and g.count("-") == 2 else 0 for g in gtids]
+
+
+def _event_rows(ser: DebeziumSerializer, files: list[str], offsets: list[int]) -> list[int]:
+    """`source.row` of each row: its number among the rows of its binlog event, counted on from the run
+    before (the serializer's `_event` and `_row`, which this moves on as `_source` does per row)."""
+    out = []
+    event, row = ser._event, ser._row
+    for at in zip(files, offsets):
+        if at == event:
+            row += 1
+        else:
+            event, row = at, 0
+        out.append(row)
+    ser._event, ser._row = event, row
+    return out
