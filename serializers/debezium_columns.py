@@ -67,9 +67,10 @@ def messages(ser: DebeziumSerializer, rows: TableRows) -> list[tuple[bytes | Non
         b',"ts_ms":' + str(now // 1_000_000).encode() + b',"ts_us":' + str(now // 1000).encode()
         + b',"ts_ns":' + str(now).encode() + b"}",
     ]
-    if o.schemas_enable:
-        payload = [b'{"schema":' + t.value_schema_json + b',"payload":', *payload, b"}"]
     values = join(*payload).to_pylist()
+    if o.schemas_enable:  # the schema's bytes added here: less than Arrow writing them into each row's text
+        head = b'{"schema":' + t.value_schema_json + b',"payload":'
+        values = [head + v + b"}" for v in values]
     out: list[tuple[bytes | None, bytes | None, None, str]] = []
     tombstones = o.tombstones_on_delete
     for op, key, value in zip(ops, keys, values):
@@ -91,6 +92,15 @@ def _image_texts(t: _Table, image: pa.Array, n: int) -> dict[str, pa.Array] | No
 def _column_texts(c: Column, column: pa.Array) -> pa.Array:
     if c.convert is None:  # as the row's JSON form has it
         return texts(column)
+    kind = column.type
+    if c.schema.get("name") == _DECIMAL and pa.types.is_decimal128(kind) and kind.precision <= 18 \
+            and int(c.schema["parameters"]["scale"]) == kind.scale:
+        return _unscaled_texts(column)
+    unit = _EPOCH_UNITS.get(c.schema.get("name"))
+    if unit is not None and pa.types.is_string(kind):
+        epoch = _epoch_texts(column, unit)
+        if epoch is not None:
+            return epoch
     values = column.to_pylist()
     if pa.types.is_float32(column.type):  # as `TableRows.records` gives the converter a FLOAT
         values = [None if v is None else shortest_float32(v) for v in values]
@@ -105,6 +115,66 @@ def _column_texts(c: Column, column: pa.Array) -> pa.Array:
     if all(v is None or type(v) is int for v in out):
         return pa.array(split_texts(out), pa.binary())
     return pa.array([dumpb(v) for v in out], pa.binary())
+
+
+_DECIMAL = "org.apache.kafka.connect.data.Decimal"
+_B64 = np.frombuffer(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/", np.uint8)
+_QUOTE, _PAD, _NULL = ord('"'), ord("="), np.frombuffer(b"null", np.uint8)
+
+
+def _unscaled_texts(column: pa.Array) -> pa.Array:
+    """The JSON texts of a DECIMAL column of at most 18 digits as Kafka Connect's Decimal (`_unscaled`, then
+    base64): each value's unscaled integer, which is Arrow's storage (its low 64 bits: the high ones only
+    repeat the sign at 18 digits), big-endian two's complement in the fewest bytes, base64 between quotes;
+    `null` for a null. Rows of one byte length at a time."""
+    n = len(column)
+    words = np.frombuffer(column.buffers()[1], np.int64, 2 * (column.offset + n))[2 * column.offset::2]
+    magnitude = np.where(words < 0, ~words, words)  # a size of k bytes holds -2^(8k-1) .. 2^(8k-1) - 1
+    size = 1 + sum((magnitude >= 1 << (8 * k - 1)).astype(np.int64) for k in range(1, 8))
+    big = words.astype(">i8").view(np.uint8).reshape(n, 8)
+    valid = np.ones(n, bool) if column.null_count == 0 else column.is_valid().to_numpy(zero_copy_only=False)
+    width = np.where(valid, 2 + 4 * ((size + 2) // 3), 4)
+    offsets = np.zeros(n + 1, np.int32)
+    np.cumsum(width, out=offsets[1:])
+    out = np.empty(int(offsets[-1]), np.uint8)
+    for length in np.unique(size[valid]).tolist():
+        rows = np.flatnonzero(valid & (size == length))
+        pad = -length % 3
+        chunk = np.zeros((len(rows), length + pad), np.uint32)
+        chunk[:, :length] = big[rows, 8 - length:]
+        triples = chunk.reshape(len(rows), -1, 3)
+        bits = triples[..., 0] << 16 | triples[..., 1] << 8 | triples[..., 2]
+        sextets = np.stack([bits >> 18, bits >> 12 & 63, bits >> 6 & 63, bits & 63], axis=-1).reshape(len(rows), -1)
+        text = np.empty((len(rows), sextets.shape[1] + 2), np.uint8)
+        text[:, 0] = text[:, -1] = _QUOTE
+        text[:, 1:-1] = _B64[sextets]
+        if pad:
+            text[:, -1 - pad:-1] = _PAD
+        out[offsets[rows][:, None] + np.arange(text.shape[1])] = text
+    nulls = np.flatnonzero(~valid)
+    out[offsets[nulls][:, None] + np.arange(4)] = _NULL
+    return pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(out)])
+
+
+#: DATETIME's Debezium types (`debezium_values`: `_epoch_micros`, `_millis`): microseconds per unit
+_EPOCH_UNITS = {"io.debezium.time.MicroTimestamp": 1, "io.debezium.time.Timestamp": 1000,
+                "org.apache.kafka.connect.data.Timestamp": 1000}
+
+
+def _epoch_texts(column: pa.Array, unit: int) -> pa.Array | None:
+    """The JSON texts of a DATETIME column's ISO texts as Debezium's integers since the epoch (`_epoch_micros`,
+    then `// unit`), by Arrow's ISO 8601 parser; None (value by value instead) when a value is one it does not
+    read (a zero date, a day past its month's end) or reads where Python's `fromisoformat` does not (year 0)."""
+    if pc.any(pc.starts_with(column, "0000")).as_py():
+        return None
+    try:
+        micros = column.cast(pa.timestamp("us")).cast(pa.int64())
+    except pa.ArrowInvalid:
+        return None
+    if unit != 1:  # floor division, as Python's `//` (before 1970 too)
+        nulls = micros.is_null().to_numpy(zero_copy_only=False)
+        micros = pa.array(pc.fill_null(micros, 0).to_numpy() // unit, mask=nulls if nulls.any() else None)
+    return texts(micros)
 
 
 def _keys(t: _Table, after: pa.Array, texts_before: dict[str, pa.Array] | None,

@@ -330,3 +330,58 @@ def test_a_long_run_with_a_key_change_is_delete_tombstone_create() -> None:
     out = messages(DebeziumSerializer(DebeziumOptions(topic_prefix="srv", schemas_enable=False)), rows)
     assert [op for *_, op in out] == ["u"] * 40 + ["d", "tombstone", "c"] + ["u"] * 39
     assert out[40][2] == {"__debezium.newkey": {"id": 1040}} and out[42][2] == {"__debezium.oldkey": {"id": 40}}
+
+
+def _connect_decimal(unscaled: int) -> str:
+    """Kafka Connect's Decimal bytes as Java's BigInteger.toByteArray gives them (the fewest bytes of the
+    big-endian two's complement: found by trying each length), base64."""
+    import base64
+
+    for size in range(1, 17):
+        try:
+            return base64.b64encode(unscaled.to_bytes(size, "big", signed=True)).decode()
+        except OverflowError:
+            continue
+    raise AssertionError(unscaled)
+
+
+def test_long_runs_of_decimals_and_datetimes_as_connect_encodes_them() -> None:
+    """The column-wise DECIMAL (at most 18 digits) and DATETIME conversions (`debezium_columns`) give Kafka
+    Connect's encodings: the unscaled value's bytes, microseconds or milliseconds since the epoch (from the
+    calendar: `calendar.timegm`); a column with a zero date goes value by value (null, as Debezium writes)."""
+    import calendar
+    import random
+
+    rng = random.Random(5)
+    edges = [0, 1, -1, 127, 128, -128, -129, 32767, 32768, -32769, 10**18 - 1, -(10**18 - 1)]
+    unscaled = edges + [rng.randint(-(10**18 - 1), 10**18 - 1) for _ in range(200)] + [None]
+    stamps = [dt.datetime(1969, 12, 31, 23, 59, 59, 999_999), dt.datetime(1000, 1, 1),
+              dt.datetime(9999, 12, 31, 23, 59, 59)]
+    stamps += [dt.datetime(1, 1, 1) + dt.timedelta(seconds=rng.randint(0, 315_537_897_599),
+                                                   microseconds=rng.randint(0, 999_999))
+               for _ in range(len(unscaled) - len(stamps) - 1)] + [None]
+    image = pa.struct([column_field(bt.ColumnDef("id", bt.LONG, nullable=False), pa.int32()),
+                       column_field(bt.ColumnDef("d", bt.NEWDECIMAL, precision=18, scale=4), pa.decimal128(18, 4)),
+                       column_field(bt.ColumnDef("t6", bt.DATETIME2, fsp=6), pa.string()),
+                       column_field(bt.ColumnDef("t0", bt.DATETIME2), pa.string())])
+
+    def rows_of(texts: list[str | None]) -> TableRows:
+        n = len(texts)
+        after = pa.array([{"id": i, "d": None if u is None else decimal.Decimal(u).scaleb(-4), "t6": t, "t0": t}
+                          for i, (u, t) in enumerate(zip(unscaled, texts))], image)
+        arrays = [pa.array(["insert"] * n), pa.array(["f"] * n), pa.array([4] * n, pa.int64()),
+                  pa.array(["0-1-2"] * n), pa.array(range(n), pa.int32()), pa.array(["x"] * n),
+                  pa.array([1.0] * n), pa.array([1.0] * n), pa.nulls(n, image), after]
+        schema = META_SCHEMA.append(pa.field("before", image)).append(pa.field("after", image))
+        return TableRows("shop", "t", ("id",), pa.RecordBatch.from_arrays(arrays, schema=schema))
+
+    texts = [None if s is None else s.isoformat() for s in stamps]
+    ser = DebeziumSerializer(DebeziumOptions(topic_prefix="srv", schemas_enable=False))
+    got = [v["after"] for _, v, _, _ in messages(ser, rows_of(texts))]
+    for after, u, s in zip(got, unscaled, stamps):
+        micros = None if s is None else calendar.timegm(s.utctimetuple()) * 10**6 + s.microsecond
+        assert after["d"] == (None if u is None else _connect_decimal(u))
+        assert after["t6"] == micros and after["t0"] == (None if micros is None else micros // 1000)
+    zero = [texts[0], "0000-00-00T00:00:00", *texts[2:]]  # (as the mysql source gives a zero DATETIME)
+    after = [v["after"] for _, v, _, _ in messages(ser, rows_of(zero))]
+    assert after[1]["t6"] is None and after[0]["t6"] == got[0]["t6"] and after[5]["t0"] == got[5]["t0"]
