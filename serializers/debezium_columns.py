@@ -2,10 +2,12 @@
 takes this way first): the same bytes as the per-row path writes for each message, without a dict per row.
 
 Every image column is turned into its JSON texts once: a column Debezium maps unchanged by Arrow, as the
-`json` format does (`serializers/json_columns.py`); a column it converts (DECIMAL, DATETIME, JSON, ...) by
-its converter per value, then its texts. The source block's fields come from the run's position columns,
-and Arrow joins the texts into each message's key and value (`binary_join_element_wise`), the table's
-schemas spliced in as the bytes written once per table.
+`json` format does (`serializers/json_columns.py`); a DECIMAL of up to 18 digits (`precise`) from Arrow's
+unscaled integers by numpy, a DATETIME by Arrow's ISO 8601 parser (a column with a zero date or year 0: value
+by value); any other column Debezium converts (TIMESTAMP, DATE, BIT, ...) by its converter per value. The
+source block's fields come from the run's position columns, Arrow joins the texts into each message's key
+and payload (`binary_join_element_wise`), and the table's schemas, written once per table, are put around
+them.
 
 `messages` returns None, building nothing, for a run this does not build; the per-row path takes it: a run
 of fewer than `json_columns.MIN_ROWS` rows, a snapshot's rows (`read`: their `snapshot` marks) and markers

@@ -61,16 +61,21 @@ CHANGES = [
     f"DELETE FROM {DB}.items WHERE id = 3",
     f"DELETE FROM {DB}.types WHERE id = 2",
     # runs of 64 rows or more, which the sink turns into messages column by column
-    # (`serializers/debezium_columns.py`): every type, inserted, updated, deleted; and a run of key changes,
-    # which it leaves to the per-row way
-    f"INSERT INTO {DB}.types VALUES " + ", ".join("(" + str(100 + k) + row[row.index(","):]
-                                                  for k, row in enumerate(TYPE_ROWS * 20)),
-    f"UPDATE {DB}.types SET vc = CONCAT('bulk ', CHAR(34, 92, 10 USING utf8mb4), id), d41 = -d41 WHERE id >= 100",
-    f"DELETE FROM {DB}.types WHERE id >= 100",
-    f"INSERT INTO {DB}.items VALUES " + ", ".join(f"({200 + k}, 'n{k}', {'NULL' if k % 7 == 0 else k - 35.5})"
-                                                  for k in range(70)),
-    f"UPDATE {DB}.items SET amount = -amount, name = CONCAT(name, ',') WHERE id >= 200",
-    f"UPDATE {DB}.items SET id = id + 1000 WHERE id >= 200",
+    # (`serializers/debezium_columns.py`): every type, inserted, updated, deleted, without zero dates (ids 100
+    # on) and with them (200 on: DATETIME value by value), each run between two of another table (items 300 on,
+    # 600 on); and a run of key changes, which it leaves to the per-row way
+    *(statement for low, rows in ((100, [TYPE_ROWS[0], TYPE_ROWS[3]] * 35), (200, TYPE_ROWS * 20))
+      for statement in (
+        f"INSERT INTO {DB}.types VALUES " + ", ".join(f"({low + k}{row[row.index(','):]}"
+                                                      for k, row in enumerate(rows)),
+        f"INSERT INTO {DB}.items VALUES " + ", ".join(f"({3 * low + k}, 'n{k}', {'NULL' if k % 7 == 0 else k - 35.5})"
+                                                      for k in range(70)),
+        f"UPDATE {DB}.types SET vc = CONCAT('bulk ', CHAR(34, 92, 10 USING utf8mb4), id), d41 = -d41 "
+        f"WHERE id >= {low}",
+        f"UPDATE {DB}.items SET amount = -amount, name = CONCAT(name, ',') WHERE id >= {3 * low}",
+        f"DELETE FROM {DB}.types WHERE id >= {low}",
+        f"UPDATE {DB}.items SET id = id + 1000 WHERE id >= {3 * low} AND id < {3 * low + 100}",
+    )),
     ALTER_DDL,
     EXTRA_DDL,
     PLAIN_DDL,
