@@ -9,10 +9,12 @@ source block's fields come from the run's position columns, Arrow joins the text
 and payload (`binary_join_element_wise`), and the table's schemas, written once per table, are put around
 them.
 
-`messages` returns None, building nothing, for a run this does not build; the per-row path takes it: a run
-of fewer than `json_columns.MIN_ROWS` rows, a snapshot's rows (`read`: their `snapshot` marks) and markers
-(`ddl`), an image that leaves columns out (`absent`), an update that changes the key (a delete, its
-tombstone and a create), and any run with `provide_transaction_metadata` (its BEGIN/END messages)."""
+A snapshot's run (`read` rows only) is built the same way, `snapshot` "true" (its table's first row
+"first" or "first_in_data_collection"), `row` 0. `messages` returns None, building nothing, for a run this
+does not build; the per-row path takes it: a run of fewer than `json_columns.MIN_ROWS` rows, a run that ends
+a table's snapshot (`last_read`: its last row's mark), markers (`ddl`), `read` rows among others, an image
+that leaves columns out (`absent`), an update that changes the key (a delete, its tombstone and a create),
+and any run with `provide_transaction_metadata` (its BEGIN/END messages)."""
 
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ if TYPE_CHECKING:
     from dbus_ray.serializers.debezium_values import Column
 
 #: the ops of a streamed run, as Debezium's `op` texts
-_OPS = {"insert": (b'"c"', "c"), "update": (b'"u"', "u"), "delete": (b'"d"', "d")}
+_OPS = {"insert": (b'"c"', "c"), "update": (b'"u"', "u"), "delete": (b'"d"', "d"), "read": (b'"r"', "r")}
 
 
 def messages(ser: DebeziumSerializer, rows: TableRows) -> list[tuple[bytes | None, bytes | None, None, str]] | None:
@@ -45,26 +47,30 @@ def messages(ser: DebeziumSerializer, rows: TableRows) -> list[tuple[bytes | Non
         return None
     col = data.column
     ops = col("op").to_pylist()
-    if not set(ops) <= _OPS.keys():
+    kinds = set(ops)
+    snapshot = "read" in kinds
+    if not kinds <= _OPS.keys() or snapshot and len(kinds) > 1:
         return None
     t = ser.table(rows)
     before, after = col("before"), col("after")
-    texts_before, texts_after = _image_texts(t, before, n), _image_texts(t, after, n)
+    texts_before, texts_after = _image_texts(t, before, n, snapshot), _image_texts(t, after, n, snapshot)
     keys = _keys(t, after, texts_before, texts_after, ops, n, o.schemas_enable)
     if keys is False or _key_change_halves(ops, data):
         return None
     files, offsets = col("file").to_pylist(), col("offset").to_pylist()
+    marks = _snapshot_marks(ser, rows.name, n) if snapshot else b'"false"'
     ts_us = (np.asarray(col("ts")) * 1_000_000).astype(np.int64)  # int(ts * 1e6) of each row, as `_source`
     now = time.time_ns()
     payload = [
         b'{"before":', *image_parts(before, texts_before), b',"after":', *image_parts(after, texts_after),
         b',"source":{"version":' + dumpb(f"dbus-ray-{__version__}") + b',"connector":' + dumpb(o.connector)
         + b',"name":' + dumpb(ser._prefix) + b',"ts_ms":', _ints(ts_us // 1000),
-        b',"snapshot":"false","db":' + dumpb(rows.db) + b',"sequence":null,"ts_us":', _ints(ts_us),
+        b',"snapshot":', marks, b',"db":' + dumpb(rows.db) + b',"sequence":null,"ts_us":', _ints(ts_us),
         b',"ts_ns":', _ints(ts_us * 1000), b',"table":' + dumpb(rows.table) + b',"server_id":',
         pa.array(split_texts(_server_ids(col("gtid").to_pylist())), pa.binary()),
         b',"gtid":', texts(col("gtid"), True), b',"file":', texts(col("file"), True), b',"pos":',
-        texts(col("offset")), b',"row":', pa.array(split_texts(_event_rows(ser, files, offsets)), pa.binary()),
+        texts(col("offset")), b',"row":',
+        pa.array(split_texts(_event_rows(ser, files, offsets, snapshot)), pa.binary()),
         b',"thread":null,"query":null},"transaction":null,"op":', pa.array([_OPS[op][0] for op in ops], pa.binary()),
         b',"ts_ms":' + str(now // 1_000_000).encode() + b',"ts_us":' + str(now // 1000).encode()
         + b',"ts_ns":' + str(now).encode() + b"}",
@@ -83,15 +89,15 @@ def messages(ser: DebeziumSerializer, rows: TableRows) -> list[tuple[bytes | Non
     return out
 
 
-def _image_texts(t: _Table, image: pa.Array, n: int) -> dict[str, pa.Array] | None:
+def _image_texts(t: _Table, image: pa.Array, n: int, snapshot: bool) -> dict[str, pa.Array] | None:
     """Each column's JSON texts of an image column as Debezium writes its values, by name (None: no row has
     the image)."""
     if image.null_count == n:
         return None
-    return {c.name: _column_texts(c, image.field(i)) for i, c in enumerate(t.columns)}
+    return {c.name: _column_texts(c, image.field(i), snapshot) for i, c in enumerate(t.columns)}
 
 
-def _column_texts(c: Column, column: pa.Array) -> pa.Array:
+def _column_texts(c: Column, column: pa.Array, snapshot: bool) -> pa.Array:
     if c.convert is None:  # as the row's JSON form has it
         return texts(column)
     kind = column.type
@@ -111,7 +117,7 @@ def _column_texts(c: Column, column: pa.Array) -> pa.Array:
     for v in values:
         if v is not None:
             v = convert(v)
-            if v is None:  # (a streamed row: a zero TIMESTAMP is the epoch)
+            if v is None and not snapshot:  # a zero TIMESTAMP: the epoch when streamed, null in a snapshot
                 v = zero
         out.append(v)
     if all(v is None or type(v) is int for v in out):
@@ -228,13 +234,24 @@ def _server_ids(gtids: list[str | None]) -> list[int]:
     return [int(g.split("-")[1]) if g and g.count("-") == 2 else 0 for g in gtids]
 
 
-def _event_rows(ser: DebeziumSerializer, files: list[str], offsets: list[int]) -> list[int]:
-    """`source.row` of each row: its number among the rows of its binlog event, counted on from the run
-    before (the serializer's `_event` and `_row`, which this moves on as `_source` does per row)."""
+def _snapshot_marks(ser: DebeziumSerializer, name: str, n: int) -> pa.Array:
+    """`source.snapshot` of each row of a snapshot's run: "true", or for the first row of its table's snapshot
+    "first" (of the whole snapshot) or "first_in_data_collection", as `DebeziumSerializer.messages` marks it."""
+    marks = [b'"true"'] * n
+    if name in ser._first_of:
+        ser._first_of.discard(name)
+        marks[0] = b'"first_in_data_collection"' if ser._snapshot_started else b'"first"'
+        ser._snapshot_started = True
+    return pa.array(marks, pa.binary())
+
+
+def _event_rows(ser: DebeziumSerializer, files: list[str], offsets: list[int], snapshot: bool) -> list[int]:
+    """`source.row` of each row: its number among the rows of its binlog event (0 in a snapshot), counted on
+    from the run before (the serializer's `_event` and `_row`, which this moves on as `_source` does per row)."""
     out = []
     event, row = ser._event, ser._row
     for at in zip(files, offsets):
-        if at == event:
+        if at == event and not snapshot:
             row += 1
         else:
             event, row = at, 0

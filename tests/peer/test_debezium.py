@@ -54,7 +54,7 @@ CHANGES = [
     # one multi-row event: `source.row` counts inside it
     f"INSERT INTO {DB}.items VALUES (10, 'ten', 10.00), (11, 'eleven', -0.01), (12, 'twelve', NULL)",
     f"UPDATE {DB}.types SET vc = 'changed', d41 = 1.5, dt6 = '2001-02-03 04:05:06.7' WHERE id = 1",
-    f"UPDATE {DB}.items SET amount = amount + 1 WHERE id >= 10",
+    f"UPDATE {DB}.items SET amount = amount + 1 WHERE id BETWEEN 10 AND 12",
     f"UPDATE {DB}.items SET id = 100 WHERE id = 2",  # primary-key change
     f"UPDATE {DB}.pairs SET v = v + 1",
     f"UPDATE {DB}.pairs SET b = 'moved' WHERE a = 2",  # a change of one column of a two-column key
@@ -72,7 +72,7 @@ CHANGES = [
                                                       for k in range(70)),
         f"UPDATE {DB}.types SET vc = CONCAT('bulk ', CHAR(34, 92, 10 USING utf8mb4), id), d41 = -d41 "
         f"WHERE id >= {low}",
-        f"UPDATE {DB}.items SET amount = -amount, name = CONCAT(name, ',') WHERE id >= {3 * low}",
+        f"UPDATE {DB}.items SET amount = -amount, name = CONCAT(name, ',') WHERE id BETWEEN {3 * low} AND 99999",
         f"DELETE FROM {DB}.types WHERE id >= {low}",
         f"UPDATE {DB}.items SET id = id + 1000 WHERE id >= {3 * low} AND id < {3 * low + 100}",
     )),
@@ -215,7 +215,11 @@ def test_same_messages_as_debezium(tmp_path: Path, mariadb: Any, broker: Any, ro
             TYPES_DDL.format(t=f"{DB}.types"), ITEMS_DDL, PAIRS_DDL,
             f"INSERT INTO {DB}.pairs VALUES (1, 'k', 10), (2, 'k', 20), (3, 'j', 30)",
             *(f"INSERT INTO {DB}.types VALUES {row}" for row in TYPE_ROWS[:2]),
-            f"INSERT INTO {DB}.items VALUES (1, 'one', 1.50), (2, 'two', 2.00), (3, 'three', 3.33)")
+            f"INSERT INTO {DB}.items VALUES (1, 'one', 1.50), (2, 'two', 2.00), (3, 'three', 3.33)",
+            # more rows than the sink turns into messages at once (`debezium.SLICE_ROWS`): the snapshot's slices
+            # before the last built column by column
+            f"INSERT INTO {DB}.items VALUES " + ", ".join(f"({100_000 + k}, 's{k}', {k / 8 - 99})"
+                                                          for k in range(2100)))
     dbz = Debezium(tmp_path / "debezium", host=mariadb.host, port=mariadb.port, user="root",
                    password=mariadb.root_password, databases=[DB], topic_prefix=prefix, extra=their_options).start()
     try:

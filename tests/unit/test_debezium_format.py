@@ -318,6 +318,13 @@ def test_runs_of_many_rows_column_by_column_as_debezium_writes_them() -> None:
             else:
                 assert value["before"] == {**DEBEZIUM_AFTER, "id": i} and value["after"] is None
         assert all(v is None for _, v, op in payloads if op == "tombstone")
+        reads = run([("read", None, {**ROW, "id": i}) for i in range(n)], gtid=None)
+        assert debezium_columns.messages(ser, reads) is not None
+        messages(ser, marker("start"))  # the table's snapshot starts: its next row is its first
+        snap = [v["payload"] if schemas else v for _, v, _, _ in messages(ser, reads) + messages(ser, reads)]
+        assert [v["source"]["snapshot"] for v in snap] == ["first"] + ["true"] * (2 * n - 1)
+        assert all(v["after"] == {**DEBEZIUM_AFTER, "id": i % n} and v["op"] == "r" and v["source"]["row"] == 0
+                   and v["source"]["gtid"] is None and v["source"]["server_id"] == 0 for i, v in enumerate(snap))
         if schemas:
             assert out[0][1]["schema"]["name"] == "srv.shop.t.Envelope"
             assert out[0][0]["schema"]["name"] == "srv.shop.t.Key"
