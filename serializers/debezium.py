@@ -198,7 +198,7 @@ class DebeziumSerializer:
         its table's snapshot and its `snapshot` value."""
         self._prefix = self.o.topic_prefix or pipeline
         built = debezium_columns.messages(self, rows) if records is None and last_read is None else None
-        if built is not None:  # a streamed run, built column by column
+        if built is not None:  # a run of many rows, column by column (serializers/debezium_columns.py)
             return built  # type: ignore[return-value]
         if records is None:
             records = list(rows.records(pipeline))
