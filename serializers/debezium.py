@@ -43,7 +43,7 @@ import pyarrow as pa
 from dbus_ray import __version__
 from dbus_ray.model import RowBatch, TableRows, dumpb
 from dbus_ray.serializers import debezium_columns, debezium_schema
-from dbus_ray.serializers.debezium_values import Column, Mapper, named
+from dbus_ray.serializers.debezium_values import Column, Mapper, named, server_id
 
 OPS = {"insert": "c", "update": "u", "delete": "d", "read": "r"}
 #: Rows turned into messages at a time (the kafka sink's slice): the Python objects of one slice are alive at once.
@@ -237,11 +237,7 @@ class DebeziumSerializer:
             after = self._image(t, after_image, op == "r")
             snapshot = "false"
             if op == "r":
-                snapshot = "true"
-                if name in self._first_of:
-                    self._first_of.discard(name)
-                    snapshot = "first_in_data_collection" if self._snapshot_started else "first"
-                    self._snapshot_started = True
+                snapshot = self.snapshot_mark(name)
                 if last_read is not None and i == last_read[0]:
                     snapshot = last_read[1]
             source = self._source(r, rows, snapshot)
@@ -275,15 +271,26 @@ class DebeziumSerializer:
     def _image(self, t: _Table, image: dict[str, Any] | None, snapshot: bool) -> dict[str, Any] | None:
         if image is None:
             return None
-        out = {}
-        for c in t.columns:
-            v = image.get(c.name)
-            if v is not None and c.convert is not None:
-                v = c.convert(v)
-                if v is None and not snapshot:
-                    v = c.zero
-            out[c.name] = v
-        return out
+        return {c.name: c.payload(image.get(c.name), snapshot) for c in t.columns}
+
+    def snapshot_mark(self, name: str) -> str:
+        """`source.snapshot` of a snapshot's next row of table `name`: "true", or for the first of its table
+        "first" (of the whole snapshot) or "first_in_data_collection"."""
+        if name not in self._first_of:
+            return "true"
+        self._first_of.discard(name)
+        mark = "first_in_data_collection" if self._snapshot_started else "first"
+        self._snapshot_started = True
+        return mark
+
+    def row_of(self, event: tuple[str, int], read: bool) -> int:
+        """`source.row` of the next row change, at binlog event `event` (file, offset): its number among the
+        event's row changes, counted on from the one before (0 for a snapshot's `read`)."""
+        if event != self._event or read:
+            self._event, self._row = event, 0
+        else:
+            self._row += 1
+        return self._row
 
     def _key(self, t: _Table, image: dict[str, Any] | None) -> bytes | None:
         if not t.key or image is None:
@@ -296,20 +303,13 @@ class DebeziumSerializer:
     def _source(self, r: dict[str, Any], rows: TableRows, snapshot: str) -> dict[str, Any]:
         pos = r["pos"]
         gtid = pos["gtid"]
-        event = (pos["file"], pos["offset"])
-        if event != self._event or r["op"] == "read":
-            self._event, self._row = event, 0
-        else:
-            self._row += 1
+        row = self.row_of((pos["file"], pos["offset"]), r["op"] == "read")
         ts_us = int(r["ts"] * 1_000_000)
-        server_id = 0
-        if gtid and gtid.count("-") == 2:  # MariaDB domain-server-sequence
-            server_id = int(gtid.split("-")[1])
         return {
             "version": f"dbus-ray-{__version__}", "connector": self.o.connector, "name": self._prefix,
             "ts_ms": ts_us // 1000, "snapshot": snapshot, "db": rows.db, "sequence": None, "ts_us": ts_us,
-            "ts_ns": ts_us * 1000, "table": rows.table, "server_id": server_id, "gtid": gtid,
-            "file": pos["file"], "pos": pos["offset"], "row": self._row, "thread": None, "query": None,
+            "ts_ns": ts_us * 1000, "table": rows.table, "server_id": server_id(gtid), "gtid": gtid,
+            "file": pos["file"], "pos": pos["offset"], "row": row, "thread": None, "query": None,
         }
 
     def _transaction(self, r: dict[str, Any], name: str) -> dict[str, Any] | None:

@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 
 from dbus_ray import __version__
 from dbus_ray.model import TableRows, dumpb, shortest_float32
+from dbus_ray.serializers.debezium_values import server_id
 from dbus_ray.serializers.json_columns import MIN_ROWS, image_parts, join, members, split_texts, texts
 
 if TYPE_CHECKING:
@@ -49,13 +50,13 @@ def messages(ser: DebeziumSerializer, rows: TableRows) -> list[tuple[bytes | Non
     ops = col("op").to_pylist()
     kinds = set(ops)
     snapshot = "read" in kinds
-    if not kinds <= _OPS.keys() or snapshot and len(kinds) > 1:
+    if not kinds <= _OPS.keys() or snapshot and len(kinds) > 1 or _key_change_halves(ops, data):
         return None
     t = ser.table(rows)
     before, after = col("before"), col("after")
     texts_before, texts_after = _image_texts(t, before, n, snapshot), _image_texts(t, after, n, snapshot)
     keys = _keys(t, after, texts_before, texts_after, ops, n, o.schemas_enable)
-    if keys is False or _key_change_halves(ops, data):
+    if keys is False:
         return None
     files, offsets = col("file").to_pylist(), col("offset").to_pylist()
     marks = _snapshot_marks(ser, rows.name, n) if snapshot else b'"false"'
@@ -64,13 +65,13 @@ def messages(ser: DebeziumSerializer, rows: TableRows) -> list[tuple[bytes | Non
     payload = [
         b'{"before":', *image_parts(before, texts_before), b',"after":', *image_parts(after, texts_after),
         b',"source":{"version":' + dumpb(f"dbus-ray-{__version__}") + b',"connector":' + dumpb(o.connector)
-        + b',"name":' + dumpb(ser._prefix) + b',"ts_ms":', _ints(ts_us // 1000),
-        b',"snapshot":', marks, b',"db":' + dumpb(rows.db) + b',"sequence":null,"ts_us":', _ints(ts_us),
-        b',"ts_ns":', _ints(ts_us * 1000), b',"table":' + dumpb(rows.table) + b',"server_id":',
-        pa.array(split_texts(_server_ids(col("gtid").to_pylist())), pa.binary()),
+        + b',"name":' + dumpb(ser._prefix) + b',"ts_ms":', texts(pa.array(ts_us // 1000)),
+        b',"snapshot":', marks, b',"db":' + dumpb(rows.db) + b',"sequence":null,"ts_us":', texts(pa.array(ts_us)),
+        b',"ts_ns":', texts(pa.array(ts_us * 1000)), b',"table":' + dumpb(rows.table) + b',"server_id":',
+        pa.array(split_texts([server_id(g) for g in col("gtid").to_pylist()]), pa.binary()),
         b',"gtid":', texts(col("gtid"), True), b',"file":', texts(col("file"), True), b',"pos":',
         texts(col("offset")), b',"row":',
-        pa.array(split_texts(_event_rows(ser, files, offsets, snapshot)), pa.binary()),
+        pa.array(split_texts([ser.row_of(at, snapshot) for at in zip(files, offsets)]), pa.binary()),
         b',"thread":null,"query":null},"transaction":null,"op":', pa.array([_OPS[op][0] for op in ops], pa.binary()),
         b',"ts_ms":' + str(now // 1_000_000).encode() + b',"ts_us":' + str(now // 1000).encode()
         + b',"ts_ns":' + str(now).encode() + b"}",
@@ -110,16 +111,10 @@ def _column_texts(c: Column, column: pa.Array, snapshot: bool) -> pa.Array:
         if epoch is not None:
             return epoch
     values = column.to_pylist()
-    if pa.types.is_float32(column.type):  # as `TableRows.records` gives the converter a FLOAT
+    if pa.types.is_float32(kind):  # as `TableRows.records` gives the converter a FLOAT
         values = [None if v is None else shortest_float32(v) for v in values]
-    convert, zero = c.convert, c.zero
-    out = []
-    for v in values:
-        if v is not None:
-            v = convert(v)
-            if v is None and not snapshot:  # a zero TIMESTAMP: the epoch when streamed, null in a snapshot
-                v = zero
-        out.append(v)
+    payload = c.payload
+    out = [payload(v, snapshot) for v in values]
     if all(v is None or type(v) is int for v in out):
         return pa.array(split_texts(out), pa.binary())
     return pa.array([dumpb(v) for v in out], pa.binary())
@@ -220,41 +215,11 @@ def _key_change_halves(ops: list[str], data: pa.RecordBatch) -> bool:
     pairs = [i for i in range(len(ops) - 1) if ops[i] == "delete" and ops[i + 1] == "insert"]
     if not pairs:
         return False
-    fields = [data.column(c).to_pylist() for c in ("file", "offset", "index", "txid")]
+    fields = [data.column(c).to_pylist() for c in ("file", "offset", "gtid", "index", "txid")]
     return any(all(f[i] == f[i + 1] for f in fields) for i in pairs)
 
 
-def _ints(values: np.ndarray) -> pa.Array:
-    """The JSON texts of integers."""
-    return pa.array(values).cast(pa.string()).cast(pa.binary())
-
-
-def _server_ids(gtids: list[str | None]) -> list[int]:
-    """`source.server_id` of each row: a MariaDB GTID's server (`domain-server-sequence`), else 0."""
-    return [int(g.split("-")[1]) if g and g.count("-") == 2 else 0 for g in gtids]
-
-
 def _snapshot_marks(ser: DebeziumSerializer, name: str, n: int) -> pa.Array:
-    """`source.snapshot` of each row of a snapshot's run: "true", or for the first row of its table's snapshot
-    "first" (of the whole snapshot) or "first_in_data_collection", as `DebeziumSerializer.messages` marks it."""
-    marks = [b'"true"'] * n
-    if name in ser._first_of:
-        ser._first_of.discard(name)
-        marks[0] = b'"first_in_data_collection"' if ser._snapshot_started else b'"first"'
-        ser._snapshot_started = True
-    return pa.array(marks, pa.binary())
-
-
-def _event_rows(ser: DebeziumSerializer, files: list[str], offsets: list[int], snapshot: bool) -> list[int]:
-    """`source.row` of each row: its number among the rows of its binlog event (0 in a snapshot), counted on
-    from the run before (the serializer's `_event` and `_row`, which this moves on as `_source` does per row)."""
-    out = []
-    event, row = ser._event, ser._row
-    for at in zip(files, offsets):
-        if at == event and not snapshot:
-            row += 1
-        else:
-            event, row = at, 0
-        out.append(row)
-    ser._event, ser._row = event, row
-    return out
+    """`source.snapshot` of each row of a snapshot's run (`snapshot_mark`: only a table's first row differs)."""
+    first = ser.snapshot_mark(name)
+    return pa.array([dumpb(first)] + [b'"true"'] * (n - 1), pa.binary())

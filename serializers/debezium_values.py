@@ -70,6 +70,18 @@ class Column:
     not_null: bool = False
     zero: str | None = None  # TIMESTAMP: a zero value is null in a snapshot, this (the epoch) in the binlog
 
+    def payload(self, value: Any, snapshot: bool) -> Any:
+        """The payload's value of the image's `value` (a snapshot's row: `snapshot`)."""
+        if value is None or self.convert is None:
+            return value
+        out = self.convert(value)
+        return self.zero if out is None and not snapshot else out
+
+
+def server_id(gtid: str | None) -> int:
+    """`source.server_id`: a MariaDB GTID's server (`domain-server-sequence`), else 0."""
+    return int(gtid.split("-")[1]) if gtid and gtid.count("-") == 2 else 0
+
 
 def named(type_: str, name: str, version: int | None = 1, parameters: dict[str, str] | None = None
            ) -> dict[str, Any]:
