@@ -240,7 +240,8 @@ class DebeziumSerializer:
                 snapshot = self.snapshot_mark(name)
                 if last_read is not None and i == last_read[0]:
                     snapshot = last_read[1]
-            source = self._source(r, rows, snapshot)
+            pos = r["pos"]
+            source = self._source(r, rows, snapshot, self.row_of((pos["file"], pos["offset"]), op == "r"))
             old_key = self._key(t, before)
             new_key = self._key(t, after)
             if op == "u" and t.key and old_key != new_key:
@@ -300,10 +301,9 @@ class DebeziumSerializer:
             return enveloped(t.key_schema_json, payload)
         return dumpb(payload)
 
-    def _source(self, r: dict[str, Any], rows: TableRows, snapshot: str) -> dict[str, Any]:
+    def _source(self, r: dict[str, Any], rows: TableRows, snapshot: str, row: int) -> dict[str, Any]:
         pos = r["pos"]
         gtid = pos["gtid"]
-        row = self.row_of((pos["file"], pos["offset"]), r["op"] == "read")
         ts_us = int(r["ts"] * 1_000_000)
         return {
             "version": f"dbus-ray-{__version__}", "connector": self.o.connector, "name": self._prefix,
@@ -331,10 +331,8 @@ class DebeziumSerializer:
     def _schema_change(self, r: dict[str, Any], rows: TableRows
                        ) -> tuple[bytes | None, bytes | None, list | None, str]:
         """The message of Debezium's schema change topic for the DDL row `r`."""
-        event, row = self._event, self._row  # Debezium's `row` of a DDL: the last row event's, which it keeps
-        source = self._source(r, rows, "false")
-        self._event, self._row = event, row
-        source.update(table=rows.table or None, row=row)
+        source = self._source(r, rows, "false", self._row)  # `row`: the last row event's, which Debezium keeps
+        source.update(table=rows.table or None)
         image = r["after"]
         return self._schema_message(source, rows.db, image["sql"],
                                     debezium_schema.table_changes(rows.db, rows.table, image.get("change")))
@@ -346,8 +344,8 @@ class DebeziumSerializer:
         "true", at the snapshot's binlog position, `row` 0, no GTID or server id."""
         out = []
         for db, table, sql, changes in debezium_schema.snapshot_statements(ddl):
-            source = self._source(r, rows, "true")
-            source.update(db=db, table=table or None, row=0, server_id=0, gtid=None)
+            source = self._source(r, rows, "true", 0)
+            source.update(db=db, table=table or None, server_id=0, gtid=None)
             out.append(self._schema_message(source, db, sql, changes))
         return out
 
