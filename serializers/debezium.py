@@ -428,7 +428,7 @@ def _slices(rows: TableRows) -> list[tuple[int, int]]:
     """(start, length) of the slices a run is turned into messages by: SLICE_ROWS rows, one more where a
     slice would end between the halves of a key change."""
     n, out, start = rows.num_rows, [], 0
-    cols = [rows.data.column(c) for c in ("op", "file", "offset", "index", "txid")]
+    cols = [rows.data.column(c) for c in ("op", *debezium_columns.HALVES_FIELDS)]
     while start < n:
         end = min(start + SLICE_ROWS, n)
         if end < n and [c[end - 1].as_py() for c in cols[1:]] == [c[end].as_py() for c in cols[1:]] \

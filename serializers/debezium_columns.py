@@ -209,13 +209,18 @@ def _keys(t: _Table, after: pa.Array, texts_before: dict[str, pa.Array] | None,
     return join(*parts).to_pylist()
 
 
+#: the position columns two rows share only as the halves of one key-changing update (a row change's `pos` and
+#: `txid`, which `debezium.key_change_halves` compares)
+HALVES_FIELDS = ("file", "offset", "gtid", "index", "txid")
+
+
 def _key_change_halves(ops: list[str], data: pa.RecordBatch) -> bool:
     """Whether the run holds the halves of a key-changing update (a delete and an insert at one position, as
     `key_change: delete_insert` gives it: `debezium.key_change_halves`)."""
     pairs = [i for i in range(len(ops) - 1) if ops[i] == "delete" and ops[i + 1] == "insert"]
     if not pairs:
         return False
-    fields = [data.column(c).to_pylist() for c in ("file", "offset", "gtid", "index", "txid")]
+    fields = [data.column(c).to_pylist() for c in HALVES_FIELDS]
     return any(all(f[i] == f[i + 1] for f in fields) for i in pairs)
 
 
