@@ -1,6 +1,7 @@
-"""The DDL statements the `mysql` source understands: which table or database a statement changes
-(`ddl_target`, `renamed_tables`), the shadow tables of online schema change tools (`OSC_RE`), and the
-image of an `op: ddl` row (`DdlLayout`)."""
+"""The statements the `mysql` source understands: which table or database a DDL statement changes
+(`ddl_target`, `renamed_tables`, `dropped_tables`), the shadow tables of online schema change tools
+(`OSC_RE`), the image of an `op: ddl` row (`DdlLayout`), and the row changes logged as statements, whose rows
+the binlog does not carry (`dml_tables`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import re
 from typing import Any
 
 import pyarrow as pa
+
+from dbus_ray.mysql.events import RefusedEvent
 
 DDL_RE = re.compile(r"^\s*(?:/\*.*?\*/\s*)*(CREATE|ALTER|DROP|RENAME|TRUNCATE)\b\s*(.*)$", re.I | re.S)
 NAME = r"(`(?:[^`]|``)+`|[\w$]+)(?:\s*\.\s*(`(?:[^`]|``)+`|[\w$]+))?"
@@ -70,13 +73,63 @@ def renamed_tables(sql: str, default_db: str) -> list[tuple[str, str]]:
     return out
 
 
+def dropped_tables(sql: str, default_db: str) -> list[tuple[str, str]]:
+    """Every (db, table) a `DROP TABLE a, b` names after the first (which `ddl_target` gives), in order; []
+    for other statements."""
+    m = DDL_RE.match(sql)
+    if not m or m.group(1).upper() != "DROP":
+        return []
+    rest = COMMENT_RE.sub(" ", m.group(2)).lstrip()
+    obj = OBJECT_RE.match(rest)
+    if not obj or obj.group(1).upper() not in ("TABLE", "TABLES"):
+        return []
+    out: list[tuple[str, str]] = []
+    more = _MORE_RE.match(rest, obj.end())
+    while more:
+        first, second = _ident(more.group(1)), _ident(more.group(2))
+        out.append((default_db, first or "") if second is None else (first or default_db, second or ""))
+        more = _MORE_RE.match(rest, more.end())
+    return out
+
+
+_MORE_RE = re.compile(r"\s*,\s*" + NAME, re.S)  # the next table of a list
+
+
 def tables_changed(sql: str, default_db: str) -> list[tuple[str, str]]:
-    """The tables a DDL statement on a table changes (`ddl_target`, and every table a RENAME names); [] for
-    other statements and a database's DDL."""
+    """The tables a DDL statement on a table changes (`ddl_target`, every table a RENAME names and the others
+    a DROP TABLE names); [] for other statements and a database's DDL."""
     target = ddl_target(sql, default_db)
     if target is None or not target[1]:
         return []
-    return [target, *renamed_tables(sql, default_db)]
+    return [target, *renamed_tables(sql, default_db), *dropped_tables(sql, default_db)]
+
+
+DML_RE = re.compile(r"^\s*(?:/\*.*?\*/\s*)*(INSERT|REPLACE|UPDATE|DELETE)\b\s*(.*)$", re.I | re.S)
+_MODIFIERS = r"(?:(?:LOW_PRIORITY|DELAYED|HIGH_PRIORITY|QUICK|IGNORE)\s+)*"
+_ALIAS = r"(?:\s+(?:AS\s+)?(?!(?:SET|WHERE|ORDER|LIMIT|RETURNING|PARTITION|USING)\b)[\w$]+)?"
+#: the single-table forms: INSERT/REPLACE [INTO] t ..., UPDATE t [alias] SET ..., DELETE FROM t [alias] [WHERE ...]
+DML_TABLE_RE = {
+    "INSERT": re.compile(_MODIFIERS + r"(?:INTO\s+)?" + NAME, re.I | re.S),
+    "UPDATE": re.compile(_MODIFIERS + NAME + _ALIAS + r"\s+SET\b", re.I | re.S),
+    "DELETE": re.compile(_MODIFIERS + r"FROM\s+" + NAME + _ALIAS
+                         + r"\s*(?:(?:WHERE|ORDER|LIMIT|RETURNING|PARTITION)\b|;|$)", re.I | re.S),
+}
+
+
+def dml_tables(sql: str, default_db: str) -> list[tuple[str, str]] | None:
+    """The table a row change logged as a statement changes (an INSERT, REPLACE, UPDATE or DELETE, written so
+    when its session had binlog_format=STATEMENT or MIXED, or by the server emptying a MEMORY table after a
+    restart): [(db, table)] for the single-table forms, [] for any other form (several tables, a join); None
+    when the statement is not one."""
+    m = DML_RE.match(sql)
+    if not m:
+        return None
+    verb, rest = m.group(1).upper(), COMMENT_RE.sub(" ", m.group(2)).lstrip()
+    one = DML_TABLE_RE["INSERT" if verb == "REPLACE" else verb].match(rest)
+    if not one:
+        return []
+    first, second = _ident(one.group(1)), _ident(one.group(2))
+    return [(default_db, first or "")] if second is None else [(first or default_db, second or "")]
 
 
 def change_type(sql: str) -> str | None:
@@ -115,3 +168,17 @@ class DdlLayout:
             sql = [None if m else v for v, m in zip(sql, mask)]
         return pa.array([None if v is None else {"sql": v, "change": c} for v, c in zip(sql, change)],
                         self.image_type)
+
+
+def refuse_dml(sql: str, default_db: str, matcher: Any, file: str, offset: int) -> None:
+    """A row change logged as a statement (`dml_tables`) on a table the pipeline includes, or on tables this
+    cannot tell, stops the stream with one line: its rows are not in the binlog. On a table left out it passes."""
+    tables = dml_tables(sql, default_db)
+    if tables is None or tables and not any(matcher(db, table) for db, table in tables):
+        return
+    what = f"on {tables[0][0]}.{tables[0][1]}" if tables else f"`{' '.join(sql.split())[:60]}`"
+    raise RefusedEvent(
+        f"binlog {file}:{offset}: a row change logged as a statement ({what}), whose rows the binlog does not "
+        "carry: binlog_format=STATEMENT or MIXED in the writing session, or a MEMORY table emptied by a server "
+        "restart; the pipeline stops before it (write with binlog_format=ROW, then snapshot the table again)"
+    )

@@ -12,6 +12,19 @@ from dbus_ray.mysql import replica as rp
 from dbus_ray.mysql.decoder import DECODE_ERRORS
 from dbus_ray.mysql.partial import read_partial_rows
 
+#: the table id of MySQL's dummy rows event (no rows, no table map: it ends a statement on tables not logged)
+DUMMY_TABLE_ID = 2**48 - 1
+DUMMY_ENTRY = ("", "", None)
+
+
+def unmapped(table_id: int, file: str, offset: int) -> tuple[str, str, None]:
+    """The table entry of a rows event whose table id no TABLE_MAP event mapped: MySQL's dummy event's (no
+    table, nothing to decode), else a DecodeError: the stream started inside a transaction, after its table map."""
+    if table_id == DUMMY_TABLE_ID:
+        return DUMMY_ENTRY
+    raise DecodeError(f"binlog {file}:{offset}: a rows event of table id {table_id} without the TABLE_MAP event "
+                      "before it (a start position inside a transaction?); start at a transaction's first event")
+
 
 def row_images(ev: rp.RawEvent, layout: Any, file: str, offset: int, bitmap: Any, bitmap2: Any,
                pos: int) -> tuple[str, Any, Any, int, dict[str, list[str]] | None]:

@@ -27,7 +27,7 @@ from dbus_ray.mysql import events as et
 from dbus_ray.mysql import replica as rp
 from dbus_ray.mysql import xa
 from dbus_ray.mysql.batches import Segment, Txn, runs, take
-from dbus_ray.mysql.ddl import OSC_RE, DdlLayout, ddl_target, renamed_tables
+from dbus_ray.mysql.ddl import OSC_RE, DdlLayout, ddl_target, dropped_tables, refuse_dml, renamed_tables
 from dbus_ray.mysql.decode_pool import RAW_BATCH_BYTES, RAW_TXN_BYTES, RawRows, RawTxn, RawTxns, segments
 from dbus_ray.mysql.gc_hold import gc_held
 from dbus_ray.mysql.gtid_set import GtidSet
@@ -36,7 +36,7 @@ from dbus_ray.mysql.offset import BinlogOffset, binlog_index
 from dbus_ray.mysql.payload import inner_events
 from dbus_ray.mysql.quick_txn import QuickTxns
 from dbus_ray.mysql.reconnect import RECONNECT_ATTEMPTS, Reconnecting
-from dbus_ray.mysql.row_images import row_images
+from dbus_ray.mysql.row_images import row_images, unmapped
 from dbus_ray.mysql.schema import TableSchema
 
 log = logging.getLogger("dbus.mysql")
@@ -375,8 +375,8 @@ class BinlogStream(Reconnecting, xa.XaGroups, QuickTxns):
 
     def _rows(self, ev: rp.RawEvent, offset: int) -> None:
         table_id, _flags, _ncols, bitmap, bitmap2, pos = rp.rows_body(ev)
-        entry = self.schema.by_table_id.get(table_id)
-        if entry is None or entry[2] is None:  # no TABLE_MAP seen for it, or an excluded table
+        entry = self.schema.by_table_id.get(table_id) or unmapped(table_id, self.file, offset)
+        if entry[2] is None:  # an excluded table (or MySQL's dummy rows event)
             return
         layout = entry[2]
         txn = self.txn
@@ -483,26 +483,28 @@ class BinlogStream(Reconnecting, xa.XaGroups, QuickTxns):
         if head.startswith("COMMIT") or head.startswith("ROLLBACK") or head.startswith("XA END"):
             self._end()
             return
-        txn = self.txn if self.txn is not None else self._begin(offset, None, began=False)
         target = ddl_target(sql, schema)
+        if target is None:
+            refuse_dml(sql, schema, self.schema.matcher, self.file, offset)  # (rows not in the binlog)
+        txn = self.txn if self.txn is not None else self._begin(offset, None, began=False)
         if target is not None:
-            named = [target, *renamed_tables(sql, schema)]
+            named = [target, *renamed_tables(sql, schema), *dropped_tables(sql, schema)]
             self.schema.ddl(named, self.file, offset, self._live(offset))
-            if self.schema.skip_osc_tables:  # a DDL on shadow tables only is left out; a cut-over
-                # rename (`t TO _t_del, _t_gho TO t`) is a DDL of `t`
-                target = next((n for n in named if not n[1] or not OSC_RE.match(n[1])), None)
+            osc = self.schema.skip_osc_tables  # a DDL on shadow tables only is left out; a cut-over rename
+            # (`t TO _t_del, _t_gho TO t`) is a DDL of `t`; the row names the first table the pipeline includes
+            target = next((n for n in named if not (osc and n[1] and OSC_RE.match(n[1]))
+                           and self.schema.matcher(n[0], n[1] or "*")), None)
         if target is not None:
             db, table = target
-            if self.schema.matcher(db, table or "*"):
-                self._undefer(txn)  # (its rows before the DDL's)
-                index = txn.rows
-                txn.rows += 1
-                if index >= txn.skip and self.recollect is None:
-                    change = self.schema.change(sql, db, table)
-                    self.pending.append(
-                        Segment(DdlLayout(db, table), "ddl", None, [[sql], [change]], 1, self.file, offset, txn.gtid,
-                                index, txn.txid, ts, txn.file, txn.offset, None, txn.before, txn.marks)
-                    )
-                    self.pending_rows += 1
+            self._undefer(txn)  # (its rows before the DDL's)
+            index = txn.rows
+            txn.rows += 1
+            if index >= txn.skip and self.recollect is None:
+                change = self.schema.change(sql, db, table)
+                self.pending.append(
+                    Segment(DdlLayout(db, table), "ddl", None, [[sql], [change]], 1, self.file, offset, txn.gtid,
+                            index, txn.txid, ts, txn.file, txn.offset, None, txn.before, txn.marks)
+                )
+                self.pending_rows += 1
         if not txn.began:
             self._end()
