@@ -22,16 +22,14 @@ transactions prepared before its start (`prepared_before`, MariaDB: XA RECOVER, 
 
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from dbus_ray.errors import DbusError
 from dbus_ray.mysql.batches import Segment
+from dbus_ray.mysql.events import RefusedEvent
 from dbus_ray.mysql.offset import position_key
-
-log = logging.getLogger("dbus.mysql")
 
 #: rows of prepared XA transactions the stream holds at most (over it: one-line DbusError)
 MAX_PREPARED_ROWS = 1_000_000
@@ -272,8 +270,10 @@ class XaGroups:
             else:
                 segs = self.prepared.resolve(xid) if xid is not None else None
                 if segs is None and self.recollect is None and verb == "COMMIT":
-                    log.warning("[%s] binlog %s:%s: XA COMMIT %s of a transaction prepared before the stream's start: "
-                                "its rows are not delivered", self.pipeline, self.file, offset, xid)
+                    raise RefusedEvent(
+                        f"binlog {self.file}:{offset}: XA COMMIT {xid} of a transaction prepared before the stream's "
+                        "start whose rows it did not read (XA RECOVER did not list it, or its prepared group is no "
+                        "longer in the binlog); the pipeline stops before it: start it again with a snapshot")
             if segs and verb == "COMMIT" and self.recollect is None:
                 self._deliver(txn, segs, offset, ts)
             self._end()

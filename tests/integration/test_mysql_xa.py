@@ -297,3 +297,42 @@ def test_prepared_rows_over_the_limit_stop_the_source_with_one_line(mariadb: Mar
     message = str(err.value)
     assert "\n" not in message
     assert "prepared XA transactions hold more than 5 rows" in message and "XA RECOVER" in message
+
+
+
+def test_a_commit_whose_prepared_rows_were_not_read_stops_the_source_with_one_line(
+        mariadb: MariaDB, monkeypatch: pytest.MonkeyPatch) -> None:
+    """XA RECOVER refused (as MySQL 8 refuses it without XA_RECOVER_ADMIN; MariaDB answers any user, so the
+    refusal is made here): the stream cannot read the group of a transaction prepared before its start, and
+    that transaction's XA COMMIT stops it with one line naming the commit's position (the server's own SHOW
+    BINLOG EVENTS), after the row before it; the committed rows are neither delivered nor skipped."""
+    def refused(*_args: Any) -> Any:
+        raise pymysql.err.OperationalError(1227, "Access denied; you need the XA_RECOVER_ADMIN privilege")
+
+    monkeypatch.setattr(xa, "prepared_before", refused)
+    db = table_name("xa_unread")
+    admin, x = session(mariadb), session(mariadb)
+    try:
+        execute(admin, f"CREATE DATABASE {db}", f"CREATE TABLE {db}.t (id INT PRIMARY KEY)")
+        xa_prepare(x, "unread", f"INSERT INTO {db}.t VALUES (1)")
+        src = open_source(mariadb, "latest", db)
+        try:
+            execute(admin, f"INSERT INTO {db}.t VALUES (2)")
+            execute(x, "XA COMMIT 'unread'")
+            execute(admin, f"INSERT INTO {db}.t VALUES (3)")
+            file, at = last_event(admin, "Query", "XA COMMIT")
+            got: list[Any] = []
+            with pytest.raises(DbusError) as err:
+                for _ in range(100):
+                    batch = src.poll(1000, 1)
+                    got += batch.changes() if batch is not None else []
+        finally:
+            src.close()
+    finally:
+        x.close()
+        admin.close()
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith(f"binlog {file}:{at}: XA COMMIT X'756e72656164',X'',1 of a transaction prepared "
+                              "before the stream's start whose rows it did not read"), message
+    assert [(c.op, c.after["id"]) for c in got] == [("insert", 2)]
