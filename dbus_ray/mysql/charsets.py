@@ -175,16 +175,18 @@ CODECS = {
 }
 
 
-def codec_of(charset_name: str | None, collation: str | None) -> str | None:
+def codec_of(charset_name: str | None, collation: str | None) -> str:
     """The decoder name (for `decode_text`/`decoder`) of a column's charset: "binary", a Python codec, or
     "mysql-<charset>" for the table-driven ones. The charset is taken from the collation's name when
     there is one (python-mysql-replication renames charsets after Python codecs: koi8r -> koi8_r). Raises
-    ValueError (one line) for a charset without an exact decoder."""
+    ValueError (one line) for a charset without an exact decoder, and when neither is known (never UTF-8 by
+    default: call it for character columns only)."""
     if collation == "binary" or charset_name == "binary":
         return "binary"
     name = collation.split("_")[0] if collation else charset_name
     if name is None:
-        return "utf-8"
+        raise ValueError("the column's character set is unknown (the binlog does not carry it): set "
+                         "binlog_row_metadata=FULL on the server")
     if name in _TABLES or name in MULTI_BYTE and MULTI_BYTE[name][2]:
         return f"mysql-{name}"
     if name in MULTI_BYTE:

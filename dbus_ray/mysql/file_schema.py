@@ -9,6 +9,8 @@ no DDL on it follows in the files. There the schema history (`dbus_ray.mysql.sch
 checkpoints) records information_schema's definition, as the `mysql` source does once caught up; a row before
 a later DDL whose definition the history does not hold is refused with one line (never decoded with another
 definition's names). Without a server, a table whose TABLE_MAP events carry no names is refused with one line.
+Signedness and charsets the files do not carry (NO_LOG) come from information_schema under the same rule
+(`types_at`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class DdlIndex:
         self.files = files
         self.at: dict[tuple[str, str], list[tuple[int, int, str]]] = {}  # (file index, offset, file)
         self.scanned: dict[str, int] = {}  # file -> position scanned to
+        self.unread: list[tuple[int, int, str]] = []  # statements not decoded here: a DDL of any table, maybe
 
     def refresh(self) -> None:
         for name, path in self.files.listing(need=False).items():
@@ -58,19 +61,23 @@ class DdlIndex:
     def _query(self, ev: rp.RawEvent, file: str, offset: int) -> None:
         try:
             schema, sql = rp.query_parts(ev)
-        except ValueError:
-            return  # the stream reports it when it reads it
+        except ValueError:  # the stream stops at it when it reads it; until then, it may be any table's DDL
+            self.unread.append((binlog_index(file), offset, file))
+            return
         for db, table in tables_changed(sql, schema):
             self.at.setdefault((db, table), []).append((binlog_index(file), offset, file))
 
     def next_after(self, db: str, table: str, file: str, offset: int) -> tuple[str, int] | None:
-        """The first DDL on `db.table` after `file:offset` in the files, None when there is none."""
+        """The first DDL on `db.table` (or statement not decoded) after `file:offset` in the files, None when
+        there is none."""
         self.refresh()
         here = position_key(file, offset)
-        for index, at, name in self.at.get((db, table), ()):
-            if (index, at) > here:
-                return name, at
-        return None
+        later = [(index, at, name) for index, at, name in (*self.at.get((db, table), ()), *self.unread)
+                 if (index, at) > here]
+        if not later:
+            return None
+        _, at, name = min(later)
+        return name, at
 
 
 class FileSchema(TableSchema):
@@ -102,6 +109,14 @@ class FileSchema(TableSchema):
                 "describe these rows: read files written with binlog_row_metadata=FULL, or start after that DDL"
             )
         return super().names_at(db, table, n, file, offset, True)
+
+    def types_at(self, db: str, table: str, names: list[str], file: str, offset: int) -> Any:
+        if not self.has_catalog:
+            return "the binlog_files source has no `dsn`"
+        later = self.ddls.next_after(db, table, file, offset)
+        if later is not None:
+            return f"a DDL on the table follows at {later[0]}:{later[1]}"
+        return super().types_at(db, table, names, file, offset)
 
     def ddl(self, named: list[tuple[str, str]], file: str, offset: int, live: bool) -> None:
         for db, table in named:

@@ -6,7 +6,9 @@ decode with the old columns; without them, from the schema history (`dbus_ray.my
 carried in the checkpoint), else information_schema with a column-count check, which describes a row only
 when no DDL on its table lies between it and where the server's binlog was when information_schema was read:
 the binlog in between is looked through for one (`dbus_ray.mysql.ddl_scan`) and a row before it is refused
-with one line instead of decoded with another definition's names. A definition is keyed by
+with one line instead of decoded with another definition's names. Signedness and charsets come from the event
+(MINIMAL and FULL carry them, `dbus_ray.mysql.column_types`); without them (NO_LOG) from information_schema
+under the same guards, and a row they are not known for is refused with one line. A definition is keyed by
 the TABLE_MAP bytes after the table id and parsed once; a DDL on a table forgets its definitions.
 """
 
@@ -18,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dbus_ray.errors import DbusError, DecodeError
+from dbus_ray.mysql import column_types as ct
 from dbus_ray.mysql import replica as rp
 from dbus_ray.mysql.connection import Endpoint, connect, master_status
 from dbus_ray.mysql.ddl import OSC_RE, change_type
@@ -51,6 +54,7 @@ class TableSchema:
         self.map_cache: dict[bytes, tuple[str, str, Any]] = {}
         self.by_table_id: dict[int, tuple[str, str, Any]] = {}  # table id -> its map_cache entry (streaming.py)
         self.names_cache: dict[tuple[str, str], tuple[list[str], tuple[str, ...]]] = {}
+        self.types_cache: dict[tuple[str, str], list[tuple[str, bool, str | None, str | None]]] = {}  # `catalog_type`s
         # column names per position when TABLE_MAP events carry none (binlog_row_metadata not FULL)
         self.history = SchemaHistory(history)
         self.history_on = history_on
@@ -81,6 +85,7 @@ class TableSchema:
             if self.selected(db, table):
                 try:
                     table_map = replica.table_map_event(ev)
+                    ct.apply_metadata(table_map)  # signedness and charsets, also without column names
                     table_obj = table_map.get_table()
                     table_obj.null_bitmask = table_map.null_bitmask  # NOT NULL columns, for column metadata
                     _, types, table_obj.enum_members, table_obj.set_members = rp.table_map_extras(ev)
@@ -109,7 +114,48 @@ class TableSchema:
                 key = (pk,) if isinstance(pk, str) and pk else tuple(pk) if pk else ()
         else:
             names, key = self.names_at(db, table, len(cols), file, offset, live)
+        unknown = getattr(table_obj, "unknown_types", None)
+        if unknown:
+            self.types_from_catalog(cols, unknown, db, table, names or [c.name for c in cols], file, offset)
         return Layout(db, table, columns_of(table_obj, names), key)
+
+    def types_from_catalog(self, cols: list[Any], unknown: dict[int, str], db: str, table: str, names: list[str],
+                           file: str, offset: int) -> None:
+        """Set the signedness / charset of the columns a TABLE_MAP event (at `offset`) does not carry them for
+        (`unknown`: index -> what) from information_schema where it describes the row (`types_at`); else raise
+        DbusError (one line naming the column)."""
+        found = self.types_at(db, table, names, file, offset)
+        for i, what in sorted(unknown.items()):
+            if isinstance(found, str):
+                why = found
+            elif ct.apply_catalog(cols[i], what, found[i]):
+                continue
+            else:
+                why = f"it has column {names[i]} as {found[i][0]}"
+            raise DbusError(
+                f"binlog {file}:{offset}: the TABLE_MAP event of {db}.{table} does not carry the {what} of column "
+                f"{names[i]} (binlog_row_metadata=NO_LOG, or a server without it) and information_schema does not "
+                f"describe the table at this position ({why}): set binlog_row_metadata=FULL or MINIMAL on the "
+                "server, or restart the pipeline from a snapshot"
+            )
+
+    def types_at(self, db: str, table: str, names: list[str], file: str,
+                 offset: int) -> list[tuple[str, bool, str | None, str | None]] | str:
+        """The `column_types.catalog_type` of each column of `db.table` from information_schema when it
+        describes a row at `offset` whose columns are `names` (the same columns, no DDL on the table between
+        the row and where the binlog was when it was read); else why not."""
+        now, _ = self.from_catalog(db, table)
+        if len(now) != len(names):
+            return f"it has {len(now)} columns now, not {len(names)}"
+        for was, name in zip(names, now):
+            if was != name:
+                return f"its column {was} is named {name} now"
+        read_at = self.catalog_at.get((db, table))
+        if read_at is not None and self.later_ddls is not None:
+            later = self.later_ddls.next_after(db, table, file, offset, read_at)
+            if later is not None:
+                return f"a DDL on the table follows at {later[0]}:{later[1]}"
+        return self.types_cache[(db, table)]
 
     def names_at(self, db: str, table: str, n: int, file: str, offset: int,
                  live: bool) -> tuple[list[str], tuple[str, ...]]:
@@ -147,6 +193,7 @@ class TableSchema:
         starts here)."""
         for db, table in named:
             self.names_cache.pop((db, table), None)
+            self.types_cache.pop((db, table), None)
             for key in [k for k, v in self.map_cache.items() if v[0] == db and (v[1] == table or not table)]:
                 del self.map_cache[key]
         if not (self.history_on or self.history):
@@ -162,15 +209,15 @@ class TableSchema:
 
     def from_catalog(self, db: str, table: str) -> tuple[list[str], tuple[str, ...]]:
         """Column names (in table order) and primary key (in the key's order) from information_schema (servers
-        without binlog_row_metadata)."""
+        without binlog_row_metadata); their `catalog_type`s go to `types_cache`."""
         hit = self.names_cache.get((db, table))
         if hit is None:
             conn = connect(self.ep)
             try:
                 with conn.cursor() as cur:
                     cur.execute(
-                        "SELECT COLUMN_NAME FROM information_schema.COLUMNS "
-                        "WHERE TABLE_SCHEMA=%s AND TABLE_NAME=%s ORDER BY ORDINAL_POSITION",
+                        "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, CHARACTER_SET_NAME, COLLATION_NAME FROM "
+                        "information_schema.COLUMNS WHERE TABLE_SCHEMA=%s AND TABLE_NAME=%s ORDER BY ORDINAL_POSITION",
                         (db, table),
                     )
                     rows = cur.fetchall()
@@ -184,6 +231,7 @@ class TableSchema:
                 conn.close()
             hit = ([r[0] for r in rows], key)
             self.names_cache[(db, table)] = hit
+            self.types_cache[(db, table)] = [ct.catalog_type(r[1:]) for r in rows]
         return hit
 
     def change(self, sql: str, db: str, table: str) -> str | None:

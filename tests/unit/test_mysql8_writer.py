@@ -109,11 +109,16 @@ def test_table_map_and_write_rows_equal_real_mysql_8_0_35_ones() -> None:
 
 
 def test_our_decoder_reads_the_real_events() -> None:
-    """The real events through stock's TABLE_MAP parse (as our stream does) and our compiled row decoder."""
+    """The real events through stock's TABLE_MAP parse and the metadata it leaves unapplied without column names
+    (as our stream does) and our compiled row decoder."""
+    from dbus_ray.mysql.column_types import apply_metadata
     from dbus_ray.mysql.decoder import Layout, columns_of
 
     table_map: dict[int, object] = {}
     tm = stock_parse(REAL_TABLE_MAP_8035, table_map)
+    assert apply_metadata(tm) == {}  # MINIMAL: SIGNEDNESS and DEFAULT_CHARSET
+    assert [(c.collation_name, c.unsigned) for c in tm.columns] == [
+        ("utf8mb4_0900_ai_ci", False), ("utf8mb4_0900_ai_ci", False), (None, False)]
     layout = Layout("history_warehouse", "binlog_control", columns_of(tm.get_table(), ["a", "b", "c"]), ())
     table_id, _flags, _n, bitmap, _b2, pos = rp.rows_body(raw(REAL_WRITE_ROWS_8035))
     assert table_id == 241
