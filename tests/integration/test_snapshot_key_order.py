@@ -42,8 +42,9 @@ def test_sort_keys_follow_the_servers_order(mariadb: Any, root: Any, column_type
         native = [row[0] for row in cur.fetchall()]
     table = describe(root, "dbus_test", t, "InnoDB", 0)
     assert table.splittable and table.kinds is not None, table.kinds
-    # the stream's form of the same keys
-    image = fetch(root, f"SELECT k FROM {t} ORDER BY k").image(table).field(0).to_pylist()
+    # the stream's form of the same keys (the snapshot's own query: text in a charset other than UTF-8 comes
+    # as its stored bytes, decoded as the binlog decoder does)
+    image = fetch(root, *table.range_sql(None, None)).image(table).field(0).to_pylist()
     weigher = Weigher(lambda: mariadb.root_connect())
     try:
         order = KeyOrder(table.kinds, weigher)

@@ -18,7 +18,16 @@ from pymysql import err
 from pymysql.protocol import MysqlPacket
 
 from dbus_ray.errors import DbusError
-from dbus_ray.mysql.snapshot.text_rows import MAX_PACKET, TextRows, _read_rows, iso_date, iso_utc
+from dbus_ray.mysql.charsets import SINGLE_BYTE, codec_of, decoder
+from dbus_ray.mysql.snapshot.text_rows import (
+    MAX_PACKET,
+    TextRows,
+    Undecodable,
+    _read_rows,
+    iso_date,
+    iso_utc,
+    strict_text,
+)
 
 DATETIMES = [
     "2024-05-01 12:00:00", "2024-05-01 12:00:00.000000", "2024-05-01 12:00:00.5", "2024-05-01 12:00:00.100",
@@ -130,9 +139,12 @@ class Table:
     converters: list[Any]
     name: str = "db.t"
     columns: list[Col] = field(default_factory=list)
+    codecs: list[str | None] = field(default_factory=list)  # text read as stored bytes: its strict decoder
+    charsets: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.columns = [Col(f"c{i}") for i in range(len(self.types))]
+        self.codecs = self.codecs or [None] * len(self.types)
         self.fields = [pa.field(c.name, t) for c, t in zip(self.columns, self.types)]
 
 
@@ -192,3 +204,56 @@ def test_row_gives_pymysqls_values_for_the_checkpoint_key() -> None:
     assert rows.row(1) == (8, None)
     assert rows.row(0) == (7, dt.datetime(2024, 5, 1, 12, 0, 0, 500000))
     assert len(rows) == 2
+
+
+# ------------------------------------------------------------------------- text in its charset
+
+
+def defined_bytes(codec: str) -> list[bytes]:
+    ok = []
+    for b in range(256):
+        try:
+            decoder(codec)(bytes([b]))
+        except UnicodeDecodeError:
+            continue
+        ok.append(bytes([b]))
+    return ok
+
+
+@pytest.mark.parametrize("charset", sorted(SINGLE_BYTE))
+def test_a_single_byte_charsets_column_decodes_at_once_as_value_by_value(charset: str) -> None:
+    codec = codec_of(charset, None)
+    good = defined_bytes(codec)
+    raw = [b"".join(good), None, b"", *good, b"".join(reversed(good))[:7], None]
+    got = strict_text(raw, codec)
+    assert got.type == pa.string()
+    assert got.to_pylist() == [None if b is None else decoder(codec)(b) for b in raw]
+
+
+@pytest.mark.parametrize(("charset", "raw", "row", "bad"), [
+    ("cp1256", [b"ok", None, b"A\x8a"], 2, b"\x8a"),  # single-byte: the whole column, then the value
+    ("dec8", [b"\xa4"], 0, b"\xa4"),
+    ("big5", [b"A", b"\xa4\x40", b"A\xa1\x5a"], 2, b"\xa1\x5a"),  # a sequence the server has no character for
+    ("ucs2", [b"\x00A", b"\xd8\x00"], 1, b"\xd8\x00"),  # a lone surrogate
+])
+def test_bytes_without_a_character_raise_with_their_row(charset: str, raw: list[bytes | None], row: int,
+                                                        bad: bytes) -> None:
+    with pytest.raises(Undecodable) as caught:
+        strict_text(raw, codec_of(charset, None))
+    err = caught.value.error
+    assert caught.value.row == row and err.object[err.start : err.end] == bad
+
+
+def test_an_undecodable_value_is_one_error_line_naming_column_byte_and_key() -> None:
+    t = Table([pa.int32(), pa.string()], [None, None], codecs=[None, "mysql-cp1256"], charsets={"c1": "cp1256"})
+    t.page, t.page_at = ("c0",), [0]
+    t.page_key = lambda row: tuple(row[i] for i in t.page_at)
+    rows = TextRows([[b"1", b"2"], [b"ok", b"\x8aA"]], [("ascii", int), (None, None)])
+    with pytest.raises(DbusError) as caught:
+        rows.image(t)
+    assert str(caught.value) == (
+        "snapshot of db.t: column c1: a stored value in the row with key c0=2 holds byte 0x8a (at byte 0), which has "
+        "no character in the column's character set cp1256: it cannot be read exactly (the server's conversion "
+        "would give '?'); correct the value or leave the table out (source.exclude)")
+    t.codecs[1] = "mysql-latin1"  # every byte a character
+    assert rows.image(t).field(1).to_pylist() == ["ok", "\x8aA".encode("latin-1").decode("cp1252")]

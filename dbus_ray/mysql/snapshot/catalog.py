@@ -13,7 +13,10 @@ Values equal what the binlog decoder (`dbus_ray.mysql.decoder`) gives for the sa
 Arrow types: the column definitions come from information_schema and go through the same
 `column_reader` type mapping; SELECT values are brought into the decoder's form (DATE/DATETIME as ISO
 text, TIMESTAMP as ISO text in UTC, zero dates as the server shows them, FLOAT read through
-`CAST(... AS DOUBLE)` so the float32 is exact).
+`CAST(... AS DOUBLE)` so the float32 is exact). Text in a charset other than UTF-8 is read as its stored
+bytes (`CAST(... AS BINARY)`, CHAR's trailing spaces gone as in the binlog) and decoded by the binlog
+decoder's strict decoder of the charset (`raw_codec`): the server's own conversion would send a byte with no
+character in the charset as `?`, here it stops the snapshot with one line (`text_rows.undecodable`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import decimal
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pyarrow as pa
@@ -30,9 +33,10 @@ import pymysql
 from dbus_ray.errors import DbusError
 from dbus_ray.mysql import connection as pf
 from dbus_ray.mysql import values as bt
+from dbus_ray.mysql.charsets import decoder
 from dbus_ray.mysql.column_meta import column_field
 from dbus_ray.mysql.snapshot.key_order import key_kinds
-from dbus_ray.mysql.snapshot.text_rows import iso_date, iso_utc
+from dbus_ray.mysql.snapshot.text_rows import iso_date, iso_utc, undecodable
 
 #: Schemas never snapshotted (their tables are not user data, several have no key).
 SYSTEM_SCHEMAS = ("mysql", "information_schema", "performance_schema", "sys")
@@ -41,6 +45,7 @@ _INT_TYPES = {"tinyint": bt.TINY, "smallint": bt.SHORT, "mediumint": bt.INT24, "
               "integer": bt.LONG, "bigint": bt.LONGLONG}
 _TEXT_TYPES = {"tinytext", "text", "mediumtext", "longtext"}
 _BLOB_TYPES = {"tinyblob", "blob", "mediumblob", "longblob"}
+_CHAR_TYPES = {"char", "varchar"} | _TEXT_TYPES  # decoded in their charset
 _GEOMETRY_TYPES = {"geometry", "point", "linestring", "polygon", "multipoint", "multilinestring",
                    "multipolygon", "geometrycollection"}
 
@@ -84,8 +89,9 @@ def column_def(row: dict[str, Any], where: str) -> bt.ColumnDef:
     name, data_type = row["COLUMN_NAME"], str(row["DATA_TYPE"]).lower()
     column_type = str(row["COLUMN_TYPE"]).lower()
     unsigned = "unsigned" in column_type
-    try:
-        charset = bt.codec_of(row["CHARACTER_SET_NAME"], row["COLLATION_NAME"])
+    try:  # binary strings and non-strings have neither (a text type always has one)
+        charset = bt.codec_of(row["CHARACTER_SET_NAME"], row["COLLATION_NAME"]) \
+            if row["CHARACTER_SET_NAME"] or row["COLLATION_NAME"] or data_type in _CHAR_TYPES else None
     except ValueError as exc:
         raise DbusError(f"table {where}: column {name}: {exc}") from None
     fsp = int(row["DATETIME_PRECISION"] or 0)
@@ -118,7 +124,7 @@ def column_def(row: dict[str, Any], where: str) -> bt.ColumnDef:
         return bt.ColumnDef(name, bt.VARCHAR, charset="binary" if data_type == "varbinary" else charset,
                             max_length=length)
     if data_type in _TEXT_TYPES:
-        return bt.ColumnDef(name, bt.BLOB, charset=charset or "utf-8")
+        return bt.ColumnDef(name, bt.BLOB, charset=charset)
     if data_type in _BLOB_TYPES:
         return bt.ColumnDef(name, bt.BLOB, charset="binary")
     if data_type == "json":  # MySQL; MariaDB's JSON is LONGTEXT
@@ -141,6 +147,13 @@ def _converter(col: bt.ColumnDef) -> Any:
     if col.type in (bt.TIMESTAMP2, bt.TIMESTAMP):
         return iso_utc
     return None
+
+
+def raw_codec(col: bt.ColumnDef) -> str | None:
+    """The strict decoder (`charsets.codec_of`) of a text column the snapshot reads as its stored bytes: one
+    whose charset is not UTF-8 (utf8mb3/utf8mb4 come as they are, through Arrow's UTF-8 validation); None
+    for the rest."""
+    return col.charset if col.charset not in (None, "binary", "utf-8") else None
 
 
 def pk_to_json(values: tuple[Any, ...]) -> list[Any]:
@@ -200,17 +213,22 @@ class SnapTable:
     engine: str
     rows_estimate: int
     kinds: list[Any] | None = None  # how the key sorts (`key_order`); None: not split into ranges
+    charsets: dict[str, str] = field(default_factory=dict)  # column -> its charset (for error lines)
 
     def __post_init__(self) -> None:
         self.types = [bt.column_reader(c)[1] for c in self.columns]
         self.fields = [column_field(c, t) for c, t in zip(self.columns, self.types)]
         self.image_type = pa.struct(self.fields)
         self.converters = [_converter(c) for c in self.columns]
+        self.codecs = [raw_codec(c) for c in self.columns]  # read as stored bytes, decoded strictly
         names = [c.name for c in self.columns]
         self.page_at = [names.index(k) for k in self.page]
         q = quote_bound
-        exprs = [f"CAST({q(c.name)} AS DOUBLE)" if c.type == bt.FLOAT else q(c.name) for c in self.columns]
+        exprs = [f"CAST({q(c.name)} AS DOUBLE)" if c.type == bt.FLOAT else
+                 f"CAST({q(c.name)} AS BINARY)" if codec else q(c.name) for c, codec in zip(self.columns, self.codecs)]
         self.select = f"SELECT {', '.join(exprs)} FROM {q(self.db)}.{q(self.table)}"
+        self.page_select = ", ".join(f"CAST({q(k)} AS BINARY)" if self.codecs[i] else q(k)
+                                     for k, i in zip(self.page, self.page_at))
         self.order = " ORDER BY " + ", ".join(q(k) for k in self.page)
         # keyset: (a > x) OR (a = x AND b > y) OR ...: a range scan on the key's index
         ors, args = [], []
@@ -251,7 +269,23 @@ class SnapTable:
         return f"{self.select}{where}{self.order}", args
 
     def page_key(self, row: tuple[Any, ...]) -> tuple[Any, ...]:
-        return tuple(row[i] for i in self.page_at)
+        """The key of a row of `chunk_sql`/`range_sql` as pymysql gives it (`TextRows.row`), with text read
+        as stored bytes decoded (DbusError when it cannot be)."""
+        return self.decode_key(tuple(row[i] for i in self.page_at))
+
+    def decode_key(self, values: tuple[Any, ...]) -> tuple[Any, ...]:
+        """Key values (`page` order) with those read as stored bytes decoded strictly."""
+        out = []
+        for v, i in zip(values, self.page_at):
+            codec = self.codecs[i]
+            if codec is None or v is None:
+                out.append(v)
+                continue
+            try:
+                out.append(decoder(codec)(bytes(v)))
+            except UnicodeDecodeError as exc:
+                raise DbusError(undecodable(self, i, exc)) from None
+        return tuple(out)
 
     def no_image(self, n: int) -> pa.StructArray:
         return pa.StructArray.from_arrays(
@@ -310,7 +344,8 @@ def describe(conn: pymysql.connections.Connection, db: str, table: str, engine: 
         )
     columns = [replace(column_def(c, where), nullable=c["IS_NULLABLE"] == "YES") for c in cols]
     kinds = key_kinds({c["COLUMN_NAME"]: c for c in cols}, page, any(p["SUB_PART"] for p in indexes[index]))
-    return SnapTable(db, table, columns, primary, page, engine, estimate, kinds)
+    charsets = {str(c["COLUMN_NAME"]): str(c["CHARACTER_SET_NAME"]) for c in cols if c["CHARACTER_SET_NAME"]}
+    return SnapTable(db, table, columns, primary, page, engine, estimate, kinds, charsets)
 
 
 # ---------------------------------------------------------------------------------------- snapshot
@@ -346,7 +381,7 @@ def chunk_bounds(conn: pymysql.connections.Connection, t: SnapTable, after: tupl
     known here (`key_order`)."""
     if not t.splittable:
         return []
-    keys = ", ".join(quote_bound(k) for k in t.page)
+    keys = t.page_select
     bounds: list[tuple[Any, ...]] = []
     last = after
     with conn.cursor() as cur:
@@ -357,5 +392,5 @@ def chunk_bounds(conn: pymysql.connections.Connection, t: SnapTable, after: tupl
             row = cur.fetchone()
             if row is None:
                 return bounds
-            last = tuple(row)
+            last = t.decode_key(tuple(row))
             bounds.append(last)

@@ -7,7 +7,11 @@ Arrow image in one vectorized step (`TextRows.image`): integers, decimals and do
 parsers (which refuse what they cannot read exactly), UTF-8 text by Arrow's validation, DATETIME and
 TIMESTAMP by text operations giving exactly what the per-value path gave (pymysql's `convert_datetime`
 and `datetime.isoformat`). Any other column, and any value outside the fast path's forms, goes through
-exactly pymysql's converter and the snapshot's own (`catalog._converter`), as before.
+exactly pymysql's converter and the snapshot's own (`catalog._converter`), as before. Text in a charset
+other than UTF-8 comes as its stored bytes (`catalog.raw_codec`) and is decoded by the binlog decoder's
+strict decoder of the charset (`dbus_ray.mysql.charsets`; a single-byte charset's whole column at once): a
+byte with no character in the charset stops the snapshot with one line (`undecodable`), where the server's
+own conversion would have sent `?`.
 
 The connection is pymysql's: it sends the query and reads the column definitions; only the row packets
 are read here (the result is then finished as pymysql expects)."""
@@ -16,8 +20,10 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import functools
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pymysql
@@ -26,6 +32,7 @@ from pymysql import err
 from pymysql.protocol import MysqlPacket
 
 from dbus_ray.errors import DbusError
+from dbus_ray.mysql.charsets import SINGLE_BYTE, decoder
 
 #: Bytes asked of the socket at a time.
 READ_SIZE = 1 << 20
@@ -60,7 +67,8 @@ class TextRows:
         return len(self.columns[0]) if self.columns else 0
 
     def row(self, row: int) -> tuple[Any, ...]:
-        """The values pymysql gives (decoded, converted) of one row."""
+        """The values pymysql gives (decoded, converted) of one row (text read as its stored bytes stays bytes:
+        `SnapTable.page_key` decodes a key's)."""
         return tuple(_values([raw[row]], *decoding, None)[0] for raw, decoding in zip(self.columns, self.decoding))
 
     def image(self, t: Any) -> pa.StructArray:
@@ -69,11 +77,95 @@ class TextRows:
         for i, (col, ours, typ) in enumerate(zip(t.columns, t.converters, t.types)):
             encoding, convert = self.decoding[i]
             try:
-                children.append(_column(self.columns[i], encoding, convert, ours, typ))
+                if t.codecs[i] is not None:
+                    children.append(strict_text(self.columns[i], t.codecs[i]).cast(typ))
+                else:
+                    children.append(_column(self.columns[i], encoding, convert, ours, typ))
+            except Undecodable as exc:
+                raise DbusError(undecodable(t, i, exc.error, self._key(t, exc.row))) from None
             except (pa.ArrowException, ValueError, UnicodeDecodeError, decimal.InvalidOperation) as exc:
                 raise DbusError(f"snapshot of {t.name}: column {col.name}: a value cannot be read exactly: "
                                 f"{str(exc).splitlines()[0]}") from None
         return pa.StructArray.from_arrays(children, fields=t.fields)
+
+    def _key(self, t: Any, row: int) -> str:
+        """` in the row with key a=1, ...`, or "" when its key cannot be told."""
+        try:
+            values = t.page_key(self.row(row))
+        except Exception:  # noqa: BLE001 - the key itself undecodable: the line goes without it
+            return ""
+        shown = (repr(v) if isinstance(v, (str, bytes)) else str(v) for v in values)
+        return " in the row with key " + ", ".join(f"{k}={v}" for k, v in zip(t.page, shown))
+
+
+# ------------------------------------------------------------------------------- text in its charset
+
+
+class Undecodable(Exception):
+    """Value `row` of a column holds bytes with no character in its charset (`error`)."""
+
+    def __init__(self, row: int, error: UnicodeDecodeError) -> None:
+        super().__init__(row, error)
+        self.row, self.error = row, error
+
+
+def undecodable(t: Any, i: int, error: UnicodeDecodeError, where: str = "") -> str:
+    """The one line that stops a snapshot at column `i` of table `t`, whose stored value (`where`: which
+    row) holds bytes its charset has no character for."""
+    col, bad = t.columns[i], bytes(error.object[error.start : error.end])
+    what = f"byte 0x{bad.hex()}" if len(bad) == 1 else "bytes " + " ".join(f"0x{b:02x}" for b in bad)
+    charset = t.charsets.get(col.name) or t.codecs[i]
+    return (f"snapshot of {t.name}: column {col.name}: a stored value{where} holds {what} (at byte {error.start}), "
+            f"which has no character in the column's character set {charset}: it cannot be read exactly (the "
+            "server's conversion would give '?'); correct the value or leave the table out (source.exclude)")
+
+
+@functools.cache
+def _utf8_extra(codec: str) -> np.ndarray | None:
+    """A single-byte charset's UTF-8 bytes past the first of each byte's character, else None."""
+    if not codec.startswith("mysql-") or codec[len("mysql-"):] not in SINGLE_BYTE:
+        return None
+    decode, out = decoder(codec), np.zeros(256, np.uint8)
+    for b in range(256):
+        try:
+            chars = decode(bytes([b]))
+        except UnicodeDecodeError:
+            continue
+        assert len(chars) == 1, (codec, b)
+        out[b] = len(chars.encode("utf-8")) - 1
+    return out
+
+
+def strict_text(raw: list[bytes | None], codec: str) -> pa.Array:
+    """A text column's stored bytes -> its text, by the strict decoder `codec` (`charsets.codec_of`);
+    Undecodable at the first value it refuses. A single-byte charset's whole column is decoded in one call
+    (one character per byte: a value's UTF-8 end is its stored end plus the extra UTF-8 bytes before it)."""
+    decode, extra = decoder(codec), _utf8_extra(codec)
+    if extra is not None:
+        arr = pa.array(raw, pa.large_binary())
+        validity, offsets, data = arr.buffers()
+        ends = np.frombuffer(offsets, np.int64, count=len(arr) + 1)
+        stored = np.frombuffer(data, np.uint8, count=int(ends[-1])) if data is not None else np.zeros(0, np.uint8)
+        try:
+            text = decode(stored.tobytes())
+        except UnicodeDecodeError:
+            pass  # which value: below
+        else:
+            wide = extra[stored]
+            high = np.flatnonzero(wide)  # the bytes whose character takes more than one UTF-8 byte
+            more = np.zeros(len(high) + 1, np.int64)
+            np.cumsum(wide[high], out=more[1:])
+            utf8_ends = ends + more[np.searchsorted(high, ends)]
+            utf8 = pa.py_buffer(text.encode("utf-8"))
+            return pa.LargeStringArray.from_buffers(len(arr), pa.py_buffer(utf8_ends), utf8, validity,
+                                                    arr.null_count).cast(pa.string())
+    out: list[str | None] = []
+    for row, b in enumerate(raw):
+        try:
+            out.append(None if b is None else decode(b))
+        except UnicodeDecodeError as exc:
+            raise Undecodable(row, exc) from None
+    return pa.array(out, pa.string())
 
 
 # ------------------------------------------------------------------------------------------- reading
