@@ -101,7 +101,7 @@ _STATUS_SIZES = {0: 4, 1: 8, 3: 4}
 
 def client_charset(status: bytes) -> int | None:
     """The client's character set (a collation id) from a QUERY event's status variables; None when the
-    event has none or one we cannot step over comes first."""
+    event has none; ValueError when a variable this cannot step over comes first."""
     p = 0
     while p < len(status):
         code = status[p]
@@ -115,7 +115,7 @@ def client_charset(status: bytes) -> int | None:
         elif code == 6:
             p += 1 + status[p]  # length, name
         else:
-            return None
+            raise ValueError(f"its status variable {code} before the client character set is unknown")
     return None
 
 

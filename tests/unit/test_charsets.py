@@ -32,3 +32,15 @@ def test_the_charset_comes_from_the_collation_name() -> None:
     """python-mysql-replication names koi8r `koi8_r` and latin1 `cp1252`; the collation names the charset."""
     assert decode_text(b"\xc1", codec_of("koi8_r", "koi8r_general_ci")) == "а"
     assert decode_text(b"\x81", codec_of("cp1252", "latin1_swedish_ci")) == "\x81"
+
+
+def test_a_statement_whose_client_charset_cannot_be_read_is_refused() -> None:
+    """A QUERY event's text is decoded in its client's character set (status variable 4); a variable that
+    cannot be stepped over before it is an error for a statement that is not ASCII, never UTF-8 by default."""
+    from dbus_ray.mysql.replica import statement_text
+
+    latin1 = b"\x04" + (8).to_bytes(2, "little") * 3  # Q_CHARSET_CODE: latin1_swedish_ci (8) three times
+    assert statement_text("ALTER TABLE t COMMENT 'é'".encode("latin1"), latin1) == "ALTER TABLE t COMMENT 'é'"
+    assert statement_text(b"ALTER TABLE t ADD c INT", b"\x05\x03UTC") == "ALTER TABLE t ADD c INT"  # ASCII
+    with pytest.raises(ValueError, match="status variable 5 before the client character set is unknown"):
+        statement_text("ALTER TABLE t COMMENT 'é'".encode(), b"\x05\x03UTC" + latin1)
