@@ -18,7 +18,9 @@ advisory lock per pipeline from `open` on, so a restarted writer waits until its
 any transaction it left open) is gone before the reader loads the checkpoint.
 
 DDL rows (`op: ddl`): with `ddl: follow`, `ALTER TABLE ... ADD [COLUMN]` (type mapped from the MySQL
-definition, a literal DEFAULT kept) and `DROP [COLUMN]` are applied to the target in the batch's transaction;
+definition, a literal DEFAULT kept, a NOT NULL column's implicit 0 or '' given: the existing rows get what
+MySQL gives them, else not followed, `postgres_types.column_type`) and `DROP [COLUMN]` are applied to the
+target in the batch's transaction;
 CREATE TABLE, CREATE DATABASE, views, index changes, table options and column defaults need nothing. Any
 other DDL (or any column change with `ddl: stop`) stops the sink with one line naming the statement: change
 the target by hand, then move the checkpoint past it with `dbus checkpoint set`.

@@ -120,6 +120,16 @@ HARMLESS_RE = re.compile(r"^(ADD|DROP)\s+(INDEX|KEY|UNIQUE|FULLTEXT|SPATIAL|FORE
 TYPE_RE = re.compile(r"^(\w+)\s*(?:\(([^)]*)\))?\s*(UNSIGNED)?", re.I)
 DEFAULT_RE = re.compile(r"\bDEFAULT\s+('(?:[^'\\]|''|\\.)*'|-?\d+(?:\.\d+)?|NULL)", re.I)
 FUNCTION_DEFAULT_RE = re.compile(r"\bDEFAULT\s+(?!'|-?\d|NULL\b)", re.I)
+GENERATED_RE = re.compile(r"\b(?:GENERATED\s+ALWAYS\s+)?AS\s*\(", re.I)
+NOT_NULL_RE = re.compile(r"\bNOT\s+NULL\b", re.I)
+VALID_DATE_RE = re.compile(r"^'(?!0000)\d{4}-(?!00)\d{2}-(?!00)\d{2}'$")
+#: the value MySQL gives the existing rows of a NOT NULL column added without a DEFAULT, by MySQL type (the
+#: others: DATE/DATETIME/TIME/YEAR zeros, ENUM's first member, JSON, binary strings, are not followed)
+IMPLICIT_DEFAULTS = {**{name: "0" for name in ("tinyint", "bool", "boolean", "smallint", "mediumint", "int",
+                                               "integer", "bigint", "float", "double", "real", "decimal",
+                                               "numeric", "dec", "fixed")},
+                     **{name: "''" for name in ("char", "varchar", "tinytext", "text", "mediumtext", "longtext",
+                                                "set")}}
 
 MYSQL_TYPES = {
     "tinyint": ("smallint", "smallint"), "bool": ("smallint", "smallint"), "boolean": ("smallint", "smallint"),
@@ -160,9 +170,12 @@ def unquote(name: str) -> str:
 
 
 def column_type(definition: str) -> tuple[str, str | None] | None:
-    """(PostgreSQL type, DEFAULT literal or None) of a MySQL column definition, None when not understood."""
+    """(PostgreSQL type, DEFAULT literal or None) of a MySQL column definition, None when not understood or
+    when the target's existing rows would not get the value MySQL gives its existing rows: a generated
+    column (MySQL computes it), a DATETIME/TIMESTAMP/TIME default (its text is not the stream's), a NOT NULL
+    column without a DEFAULT whose implicit one is not 0 or '' (MySQL fills those in)."""
     m = TYPE_RE.match(definition.strip())
-    if not m or FUNCTION_DEFAULT_RE.search(definition):
+    if not m or FUNCTION_DEFAULT_RE.search(definition) or GENERATED_RE.search(definition):
         return None
     name, args, unsigned = m.group(1).lower(), m.group(2), bool(m.group(3))
     if name in MYSQL_TYPES:
@@ -178,6 +191,13 @@ def column_type(definition: str) -> tuple[str, str | None] | None:
         return None
     d = DEFAULT_RE.search(definition)
     default = None if d is None or d.group(1).upper() == "NULL" else d.group(1)
+    if default is not None and (name in ("datetime", "timestamp", "time")
+                                or name == "date" and not VALID_DATE_RE.match(default)):
+        return None
+    if d is None and NOT_NULL_RE.search(definition):  # the existing rows get MySQL's implicit default
+        default = IMPLICIT_DEFAULTS.get(name)
+        if default is None:
+            return None
     if default is not None and default.startswith("'"):
         default = "'" + default[1:-1].replace("\\'", "''").replace("\\\\", "\\") + "'"
     if default is not None and pg == "bytea":

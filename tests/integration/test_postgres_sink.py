@@ -170,6 +170,17 @@ def test_pipeline_keeps_an_equal_copy_and_follows_add_drop_column(mariadb: Any, 
     assert final["error"] is None, final
     assert_equal(mariadb, postgres, schema, t)
 
+    # NOT NULL columns added without a DEFAULT: MySQL gives the existing rows its implicit 0 and '', so must
+    # the target (the server's own SELECT is the oracle)
+    conn = mariadb.root_connect(DB)
+    try:
+        execute(conn, f"ALTER TABLE {t} ADD COLUMN zero INT NOT NULL, ADD COLUMN blank VARCHAR(4) NOT NULL")
+    finally:
+        conn.close()
+    final = run_pipeline(cfg, until_caught_up=True, interval=0.1)
+    assert final["error"] is None, final
+    assert_equal(mariadb, postgres, schema, t)
+
     conn = mariadb.root_connect(DB)
     try:
         execute(conn, f"ALTER TABLE {t} MODIFY COLUMN s VARCHAR(80)")

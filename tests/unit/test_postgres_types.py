@@ -55,6 +55,17 @@ def test_compatible(mapped: str, existing: str, ok: bool) -> None:
     ("ALTER TABLE t MODIFY c BIGINT", None),
     ("ALTER TABLE t CHANGE c d INT", None),
     ("ALTER TABLE t ADD c DATETIME DEFAULT CURRENT_TIMESTAMP", None),
+    # existing rows: MySQL fills a NOT NULL column added without a DEFAULT with its implicit one
+    ("ALTER TABLE t ADD c INT NOT NULL, ADD d VARCHAR(5) NOT NULL, ADD e DECIMAL(5,2) NOT NULL",
+     [("add", "c", "integer", "0"), ("add", "d", "text", "''"), ("add", "e", "numeric(5,2)", "0")]),
+    ("ALTER TABLE t ADD c DATE NOT NULL", None),  # its zero date: not followed
+    ("ALTER TABLE t ADD c ENUM('x','y') NOT NULL", None),  # its first member: not followed
+    ("ALTER TABLE t ADD c INT NULL, ADD d DATE DEFAULT '2024-02-29'", [("add", "c", "integer", None),
+                                                                       ("add", "d", "text", "'2024-02-29'")]),
+    ("ALTER TABLE t ADD c DATE DEFAULT '0000-00-00'", None),
+    ("ALTER TABLE t ADD c DATETIME DEFAULT '2024-01-01 00:00:00'", None),  # not the stream's text
+    ("ALTER TABLE t ADD c INT AS (a + 1) VIRTUAL", None),  # MySQL computes it for the existing rows
+    ("ALTER TABLE t ADD c INT GENERATED ALWAYS AS (a * 2) STORED", None),
     ("ALTER TABLE t DROP PRIMARY KEY", None),
     ("ALTER TABLE t ADD PRIMARY KEY (a)", None),
     ("ALTER TABLE t RENAME TO u", None),
