@@ -10,6 +10,12 @@ order; `arrow` returns one value for the whole run. `records`, when given, is `l
 too); serializers do not modify them.
 
 `get_serializer(name, **options)` returns a new serializer; `SERIALIZERS` lists the names.
+
+Only `json` (and `arrow`, which carries the column) tells a column the row image left out (`absent`:
+binlog_row_image MINIMAL/NOBLOB) from SQL NULL: the formats of `FULL_IMAGE_FORMATS` (`avro`, `debezium`) have no
+such field, so they refuse a run with absent columns (`require_full_images`: one line, a DbusError) before
+building any of its messages, instead of writing the columns as null; the kafka sink checks its batch's runs
+with it before producing any of the batch.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import importlib
 from typing import Any, ClassVar, Protocol
 
+from dbus_ray.errors import DbusError
 from dbus_ray.model import TableRows
 
 
@@ -46,3 +53,19 @@ def get_serializer(name: str, **options: Any) -> Serializer:
         raise ValueError(f"unknown serializer {name!r} (known: {', '.join(SERIALIZERS)})")
     module, cls = _CLASSES[name]
     return getattr(importlib.import_module(module), cls)(**options)
+
+
+#: the formats with no field for the columns a row image leaves out: they refuse runs that have some
+FULL_IMAGE_FORMATS = ("avro", "debezium")
+
+
+def require_full_images(rows: TableRows, fmt: str) -> None:
+    """Raise a DbusError (one line) when a row of the run has an image without some columns (a non-empty entry
+    of the `absent` column, `dbus_ray.model.ABSENT_TYPE`): format `fmt` would write them as SQL NULL. A run
+    without an `absent` column costs one schema lookup."""
+    index = rows.data.schema.get_field_index("absent")
+    if index < 0:
+        return
+    if any(names for entry in rows.data.column(index).to_pylist() if entry for names in entry.values()):
+        raise DbusError(f"format {fmt}: table {rows.name} has row images without some columns (binlog_row_image "
+                        "MINIMAL/NOBLOB): the format needs binlog_row_image=FULL (format json names them in absent)")

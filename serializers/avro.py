@@ -4,8 +4,10 @@ derived from the Arrow type of the table's images (`TableRows.data`'s `before`/`
 The record has the fields of the JSON form (`RowChange.to_dict()`): `pipeline`, `db`, `table`, `op`,
 `key` (a record of the primary-key columns), `before` and `after` (null or the `Image` record of the
 table's columns, every column nullable), `pos` (`file`, `offset`, `gtid`, `index`), `txid`, `ts`,
-`read_ts`. Names: `dbus.<db>.<table>.Change` (`Image`, `Key`, `Position` beside it); a column name
-that is not a valid Avro name is rewritten (`[^A-Za-z0-9_]` -> `_`, leading digit -> `_`, collisions get
+`read_ts`; no `absent`: a run whose images leave columns out (binlog_row_image MINIMAL/NOBLOB) is refused
+with one line before any of its values is built (`dbus_ray.serializers.require_full_images`), as Avro would
+write those columns as null. Names: `dbus.<db>.<table>.Change` (`Image`, `Key`, `Position` beside it); a
+column name that is not a valid Avro name is rewritten (`[^A-Za-z0-9_]` -> `_`, leading digit -> `_`, collisions get
 a `_2` ...) and the original is kept in the field's `dbus.column` property.
 
 Arrow -> Avro types:
@@ -47,6 +49,7 @@ import fastavro
 import pyarrow as pa
 
 from dbus_ray.model import TableRows
+from dbus_ray.serializers import require_full_images
 
 Convert = Callable[[Any], Any] | None
 
@@ -372,7 +375,8 @@ class AvroSerializer:
     def encode(self, rows: TableRows, pipeline: str, records: list[dict[str, Any]] | None = None,
                topic: str | None = None) -> list[bytes]:
         """The values of `rows`' changes; `topic` (where they go) names the registry subject of the `topic`
-        and `topic_record` strategies (the kafka sink passes it)."""
+        and `topic_record` strategies (the kafka sink passes it). A run with absent columns: a DbusError."""
+        require_full_images(rows, self.name)
         ts = self.table_schema(rows)
         if records is None:
             records = rows.records(pipeline)

@@ -22,7 +22,9 @@ snapshot marker gives none, a DDL statement or a start marker's statements schem
   `__debezium.newkey`), then a create of the new key (header `__debezium.oldkey`), as Debezium emits it;
   header values are keys in the message key's form. The mysql source's `key_change` does not change this:
   its `delete_insert` pair (a `delete` then an `insert` at one position, `dbus_ray.mysql.keys`) is read
-  back as the one update it was, so both settings give Debezium's messages.
+  back as the one update it was, so both settings give Debezium's messages;
+- a run whose images leave columns out (`absent`: binlog_row_image MINIMAL/NOBLOB; the envelope has no such
+  field) is refused with one line before any of its messages is built (`serializers.require_full_images`).
 
 Column values follow Debezium's MySQL mapping, driven by the column's MySQL type that the mysql source puts
 in each image field's metadata (`dbus.mysql`, see `dbus_ray.mysql.column_meta`); a field without it is
@@ -41,8 +43,9 @@ from typing import Any, ClassVar, Literal
 import pyarrow as pa
 
 from dbus_ray import __version__
+from dbus_ray.kafka.key_columns import check_key_columns
 from dbus_ray.model import RowBatch, TableRows, dumpb
-from dbus_ray.serializers import debezium_columns, debezium_schema
+from dbus_ray.serializers import debezium_columns, debezium_schema, require_full_images
 from dbus_ray.serializers.debezium_values import Column, Mapper, named, server_id
 
 OPS = {"insert": "c", "update": "u", "delete": "d", "read": "r"}
@@ -168,6 +171,7 @@ class DebeziumSerializer:
             return found
         columns = [self.mapper.column(f) for f in image_type] if pa.types.is_struct(image_type) else []
         by_name = {c.name: c for c in columns}
+        check_key_columns(self.key_columns, rows)  # the sink's key: all the table's columns, or an error
         key = [by_name[k] for k in key_names if k in by_name]
         prefix = f"{self._prefix}.{rows.db}.{rows.table}"
 
@@ -197,6 +201,7 @@ class DebeziumSerializer:
         `tombstone`, or `BEGIN`/`END` for the transaction topic). `last_read`: the run's row that is the last of
         its table's snapshot and its `snapshot` value."""
         self._prefix = self.o.topic_prefix or pipeline
+        require_full_images(rows, self.name)  # absent columns would be null in before/after, and in the key
         built = debezium_columns.messages(self, rows) if records is None and last_read is None else None
         if built is not None:  # a run of many rows, column by column (serializers/debezium_columns.py)
             return built  # type: ignore[return-value]
@@ -456,8 +461,8 @@ def produce_debezium(sink: Any, batch: RowBatch) -> int:
     checkpoint = batch.checkpoint if isinstance(batch.checkpoint, dict) else {}
     if checkpoint.get("skip") == 0 and "snapshot" not in checkpoint:  # the batch ends where a transaction did
         for key, value, headers, _ in serializer.end_transaction():
-            sink._produce(_transaction_topic(sink, serializer), value, key, headers, '{"transaction":"END"}',
-                          "transaction")
+            sink._produce(_side_topic(sink, serializer.transaction_topic()), value, key, headers,
+                          '{"transaction":"END"}', "transaction")
             n += 1
     return n
 
@@ -486,7 +491,7 @@ def _produce_part(sink: Any, serializer: DebeziumSerializer, part: TableRows, la
         sink.topics_of[(part.db, part.table)] = topic
     where = f'{{"table":"{part.name}"}}'
     for key, value, headers, op in messages:
-        to = _transaction_topic(sink, serializer) if op in ("BEGIN", "END") else topic
+        to = _side_topic(sink, serializer.transaction_topic()) if op in ("BEGIN", "END") else topic
         if op == "schema":
             to = _side_topic(sink, serializer.schema_topic())
         sink._produce(to, value, key, headers, where, part.name)
@@ -494,10 +499,6 @@ def _produce_part(sink: Any, serializer: DebeziumSerializer, part: TableRows, la
 
 
 _SIDE_OPS = ("BEGIN", "END", "schema")  # messages that go to a topic other than the table's
-
-
-def _transaction_topic(sink: Any, serializer: DebeziumSerializer) -> str:
-    return _side_topic(sink, serializer.transaction_topic())
 
 
 def _side_topic(sink: Any, topic: str) -> str:

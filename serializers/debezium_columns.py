@@ -12,9 +12,10 @@ them.
 A snapshot's run (`read` rows only) is built the same way, `snapshot` "true" (its table's first row
 "first" or "first_in_data_collection"), `row` 0. `messages` returns None, building nothing, for a run this
 does not build; the per-row path takes it: a run of fewer than `json_columns.MIN_ROWS` rows, a run that ends
-a table's snapshot (`last_read`: its last row's mark), markers (`ddl`), `read` rows among others, an image
-that leaves columns out (`absent`), an update that changes the key (a delete, its tombstone and a create),
-and any run with `provide_transaction_metadata` (its BEGIN/END messages)."""
+a table's snapshot (`last_read`: its last row's mark), markers (`ddl`), `read` rows among others, a run with
+an `absent` column (`DebeziumSerializer.messages` refuses one whose images do leave columns out before this),
+an update that changes the key (a delete, its tombstone and a create), and any run with
+`provide_transaction_metadata` (its BEGIN/END messages)."""
 
 from __future__ import annotations
 

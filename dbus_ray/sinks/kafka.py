@@ -5,7 +5,12 @@
   `subject_name_strategy` subject; `arrow` and `raw`: below);
 - key: the primary key (or the `key` columns) as a JSON object, e.g. `{"id":42}`; partitioned with
   murmur2 (`partitioner: murmur2_random`, Java's default), so one key always lands in one partition and
-  keeps its order;
+  keeps its order; a `key` column a table does not have fails the write before any of its batch is
+  produced (`dbus_ray.kafka.key_columns`), naming the columns, the table and the table's columns; a row
+  whose images leave columns out (binlog_row_image MINIMAL/NOBLOB: its `absent`) takes each key column from
+  the image that carries it (`image_key`: an update's after image, else its before image; a tombstone's old
+  key from the before image), and one that no image carries fails the write with one line naming the
+  column, the table, the op and the binlog position (nothing from that row on is produced);
 - `tombstones: true` (for compacted topics): a delete is followed by a tombstone (the key, a null value),
   and an update that changes the key is preceded by a tombstone of the old key (the mysql source sends such
   an update as a delete of the old key and an insert of the new one unless its `key_change` is `update`);
@@ -16,7 +21,9 @@
 record batch (`dbus_ray.serializers.arrow`: the meta columns, `before` and `after` as struct columns of the
 table's Arrow types, schema metadata `dbus.db`, `dbus.table`, `dbus.key`, `dbus.pipeline`), the key
 `{"db":..,"table":..}` (so a table's runs stay in order in one partition), headers `db`, `table`, `rows` and
-`position` (the run's first row). `format: raw` mirrors a kafka source (`dbus_ray.kafka.raw`).
+`position` (the run's first row). `format: raw` mirrors a kafka source (`dbus_ray.kafka.raw`). `avro` and
+`debezium` have no field for the columns a row image leaves out: a batch with such a run fails with one line
+before any of it is produced (`dbus_ray.serializers.require_full_images`; `json` names them in `absent`).
 
 `topic` is fixed (`cdc`) or a template over `{db}`, `{table}` and `{pipeline}` (default `dbus.{db}.{table}`).
 A topic that does not exist is created with `partitions` partitions before the first message goes to it
@@ -75,13 +82,14 @@ from dbus_ray.kafka.client import (
     client_config,
     kafka_reason,
 )
+from dbus_ray.kafka.key_columns import KeyColumns, image_key
 from dbus_ray.kafka.messages import key_text, message_size, position_of
 from dbus_ray.kafka.raw import raw_messages, raw_positions
 from dbus_ray.kafka.sink_options import KafkaOptions, sink_producer_config
 from dbus_ray.kafka.sink_topics import SinkTopics
 from dbus_ray.model import RowBatch, TableRows, dumpb, dumps
 from dbus_ray.registry import Sink, sink
-from dbus_ray.serializers import get_serializer, json_columns
+from dbus_ray.serializers import FULL_IMAGE_FORMATS, get_serializer, json_columns, require_full_images
 from dbus_ray.serializers.debezium import produce_debezium, start_heartbeat
 from dbus_ray.serializers.json import decimals_as_text, encode_jsonb, json_text
 from dbus_ray.serializers.json_columns import produce_json
@@ -111,6 +119,8 @@ class KafkaSink(SinkTopics, Sink):
         if o.format == "debezium":
             options = {"options": o.debezium, "key": o.key}
         self.serializer = None if o.format == "raw" else get_serializer(o.format, **options)
+        self.key_columns = KeyColumns(o.key)  # `key` checked against each table's columns
+        self.full_images = o.format in FULL_IMAGE_FORMATS  # runs whose images leave columns out refused
         self.admin = AdminClient(client_config(o.bootstrap, o.producer))
         self._open_topics()  # fails fast when the broker is unreachable
         if "{" not in o.topic:
@@ -175,6 +185,10 @@ class KafkaSink(SinkTopics, Sink):
     def write(self, batch: RowBatch) -> None:
         if not batch.parts and (not self.exactly_once or batch.checkpoint is None):
             return
+        for part in batch.parts:  # a `key` column a table lacks fails the batch before any of it is produced,
+            self.key_columns.check(part)
+            if self.full_images:  # and so do absent columns in a format that would write them as null
+                require_full_images(part, self.options.format)
         self.errors = []
         self.produced = self.failed = 0
         expected = 0
@@ -254,6 +268,7 @@ class KafkaSink(SinkTopics, Sink):
         values = (self.serializer.values(records) if o.format == "json"
                   else self.serializer.encode(part, self.pipeline, records, **extra))
         key_columns, tombstones, name, produce = o.key, o.tombstones, part.name, self.producer.produce
+        absent = "absent" in part.data.schema.names  # a run whose rows may leave columns out of their images
         db, table = ("db", part.db.encode()), ("table", part.table.encode())
         ops: dict[str, tuple[str, bytes]] = {}
         # file names and GTIDs are encoded again only when they differ from the row before's
@@ -261,7 +276,9 @@ class KafkaSink(SinkTopics, Sink):
         produced = tombstoned = 0
         for record, value in zip(records, values):
             op, pos = record["op"], record["pos"]
-            if key_columns is None:
+            if absent and "absent" in record:  # images without some columns: each key column from the image that has it
+                key = image_key(record, key_columns or part.key, part.key)
+            elif key_columns is None:
                 key = record["key"]
             else:
                 image = record["after"] if record["after"] is not None else record["before"] or {}
@@ -276,7 +293,8 @@ class KafkaSink(SinkTopics, Sink):
             # a table without a key (and without message_key_columns): a null key, spread over partitions
             key_bytes = encode_jsonb(key) if key else None
             if tombstones and op == "update" and record["before"]:  # the old key is gone (compaction drops it)
-                old = {k: record["before"].get(k) for k in key_columns or part.key}
+                old = (image_key(record, key_columns or part.key, part.key, old=True) if absent and "absent" in record
+                       else {k: record["before"].get(k) for k in key_columns or part.key})
                 if old and old != key:
                     self._produce(topic, None, dumpb(old), headers, position, name)
                     tombstoned += 1

@@ -392,3 +392,24 @@ def test_long_runs_of_decimals_and_datetimes_as_connect_encodes_them() -> None:
     for zero in ("0000-00-00T00:00:00", "0000-01-01T00:00:00"):  # (as the mysql source gives them)
         after = [v["after"] for _, v, _, _ in messages(ser, rows_of([texts[0], zero, *texts[2:]]))]
         assert after[1]["t6"] is None and after[0]["t6"] == got[0]["t6"] and after[5]["t0"] == got[5]["t0"]
+
+
+def test_a_sink_key_column_the_table_lacks_is_an_error_not_dropped() -> None:
+    """The sink's `key` naming a column the table does not have stops with one line (the per-row and the
+    column-wise way alike), instead of keying the table's rows by the columns left; a snapshot marker (its
+    images are not the table's columns) and a key of the table's columns go on as before."""
+    from dbus_ray.errors import DbusError
+    from dbus_ray.serializers.json_columns import MIN_ROWS
+
+    line = ("sink key column(s) ['tenant'] not in table shop.t (columns: " + ", ".join(f.name for f in IMAGE)
+            + "): every table the sink writes must have the key columns (or leave key out for the primary key)")
+    for rows in (run([("insert", None, ROW)]), run([("insert", None, {**ROW, "id": i}) for i in range(MIN_ROWS)])):
+        ser = get_serializer("debezium", options=DebeziumOptions(topic_prefix="srv", schemas_enable=False),
+                             key=["id", "tenant"])
+        with pytest.raises(DbusError) as info:
+            messages(ser, rows)
+        assert str(info.value) == line
+    ser = DebeziumSerializer(DebeziumOptions(topic_prefix="srv", schemas_enable=False), key=["name", "id"])
+    assert messages(ser, marker("start")) == []
+    [(key, _, _, _)] = messages(ser, run([("insert", None, ROW)]))
+    assert key == {"name": "x", "id": 1}
