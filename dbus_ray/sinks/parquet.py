@@ -72,24 +72,32 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def read_staging(path: Path) -> pa.Table | None:
-    """The complete record batches of a staging file (a crash may have cut its last one)."""
+def read_staging(path: Path, crashed: bool) -> pa.Table | None:
+    """The record batches of a staging file. `crashed` (a file a crashed writer left): a last batch the crash
+    cut off is left out, with a warning (it was never fsynced, so never acknowledged), and a file cut before
+    its schema holds none (None). A file closed cleanly must read whole: anything else raises, and so does an
+    OSError of either (its rows stay in the staging file, never deleted unread). An empty file holds none."""
     batches = []
-    schema = None
-    try:
-        with pa.OSFile(str(path), "rb") as f:
-            reader = pa.ipc.open_stream(f)
-            schema = reader.schema
-            while True:
-                try:
-                    batches.append(reader.read_next_batch())
-                except StopIteration:
-                    break
-    except (pa.ArrowInvalid, OSError, EOFError) as exc:
-        log.warning("staging file %s: keeping %d complete record batches (%s)", path, len(batches), exc)
-    if schema is None:
+    if path.stat().st_size == 0:  # cut back to nothing (no batch was ever fsynced)
         return None
-    return pa.Table.from_batches(batches, schema=schema)
+    with pa.OSFile(str(path), "rb") as f:
+        try:
+            reader = pa.ipc.open_stream(f)
+        except (pa.ArrowInvalid, EOFError, OSError) as exc:
+            if crashed and getattr(exc, "errno", None) is None:
+                return None  # cut within its schema: no batch after it
+            raise
+        while True:
+            try:
+                batches.append(reader.read_next_batch())
+            except StopIteration:
+                break
+            except (pa.ArrowInvalid, EOFError, OSError) as exc:  # Arrow's short read: an OSError without errno
+                if not crashed or getattr(exc, "errno", None) is not None:
+                    raise
+                log.warning("staging file %s: keeping %d complete record batches (%s)", path, len(batches), exc)
+                break
+    return pa.Table.from_batches(batches, schema=reader.schema)
 
 
 class TableFile:
@@ -159,12 +167,12 @@ class ParquetSink(Sink):
         for tmp in self.root.glob("*/*/*.parquet.tmp"):
             tmp.unlink()
         for staging in sorted(self.root.glob("*/*/.*.arrows")):
-            self._convert(staging)
+            self._convert(staging, crashed=True)
 
-    def _convert(self, staging: Path) -> None:
+    def _convert(self, staging: Path, crashed: bool) -> None:
         final = staging.with_name(staging.name[1:].replace(".arrows", ".parquet"))
         if not final.exists():
-            table = read_staging(staging)
+            table = read_staging(staging, crashed)
             if table is not None and table.num_rows:
                 self._write_parquet(table, final)
                 log.info("[%s] parquet sink %s recovered %d rows into %s", self.pipeline, self.name,
@@ -173,7 +181,7 @@ class ParquetSink(Sink):
 
     def _retry_pending(self) -> None:
         while self.pending:
-            self._convert(self.pending[0])
+            self._convert(self.pending[0], crashed=False)
             self.pending.pop(0)
 
     def _number(self, directory: Path) -> int:
@@ -214,7 +222,7 @@ class ParquetSink(Sink):
         tf = self.files.pop(key)
         try:
             tf.close_stream()
-            table = read_staging(tf.staging)
+            table = read_staging(tf.staging, crashed=False)
             if table is not None and table.num_rows:
                 self._write_parquet(table, tf.final)
                 self.closed_files.append(tf.final)

@@ -153,3 +153,61 @@ def test_parquet_full_disk_keeps_complete_files_and_the_retry_delivers_once(smal
     assert not list(out.rglob(".*")) and not list(out.rglob("*.tmp"))
     offsets = [o for f in sorted(out.rglob("*.parquet")) for o in pq.read_table(f).column("offset").to_pylist()]
     assert offsets == list(range((written + 5) * 100))
+
+
+def test_parquet_read_error_at_a_roll_keeps_the_staging_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An I/O error reading a cleanly closed staging file (EIO, EMFILE) fails the roll: its acknowledged rows
+    stay in the staging file and the retry delivers them, never a partial or missing Parquet file with the
+    staging file deleted."""
+    import pyarrow as pa
+
+    from dbus_ray.sinks import parquet
+
+    out = tmp_path / "pq"
+    bs = batches(4, 100)
+    sink = ParquetSink("p", "pq", ParquetOptions(path=str(out), max_rows=100_000, compression="none"))
+    sink.open()
+    for b in bs[:3]:
+        sink.write(b)
+    real = pa.OSFile
+    failures = iter([OSError(errno.EIO, "Input/output error")])
+
+    def flaky(path: str, mode: str = "r") -> Any:
+        exc = next(failures, None) if mode == "rb" else None
+        if exc is not None:
+            raise exc
+        return real(path, mode)
+
+    monkeypatch.setattr(parquet.pa, "OSFile", flaky)
+    with pytest.raises(OSError, match="Input/output error"):
+        sink.close()  # rolls the open file
+    staging = list(out.rglob(".*.arrows"))
+    assert len(staging) == 1 and not list(out.rglob("*.parquet"))  # the rows are still there, unread
+    sink = ParquetSink("p", "pq", ParquetOptions(path=str(out), max_rows=100_000, compression="none"))
+    sink.open()  # converts what the last one left
+    sink.write(bs[3])
+    sink.close()
+    offsets = [o for f in sorted(out.rglob("*.parquet")) for o in pq.read_table(f).column("offset").to_pylist()]
+    assert offsets == list(range(400))
+
+
+def test_parquet_recovery_keeps_the_complete_batches_of_a_crashed_writer(tmp_path: Path) -> None:
+    """A writer killed in the middle of a record batch: the next one converts the complete (fsynced) batches
+    and leaves out only the cut one."""
+    out = tmp_path / "pq"
+    bs = batches(3, 100)
+    sink = ParquetSink("p", "pq", ParquetOptions(path=str(out), max_rows=100_000, compression="none"))
+    sink.open()
+    for b in bs:
+        sink.write(b)
+    staging = next(out.rglob(".*.arrows"))
+    whole = staging.read_bytes()
+    crashed = tmp_path / "crashed"
+    (crashed / staging.parent.relative_to(out)).mkdir(parents=True)
+    (crashed / staging.relative_to(out)).write_bytes(whole[:-200])  # the last batch cut
+    sink.close()
+    sink = ParquetSink("p", "pq", ParquetOptions(path=str(crashed), max_rows=100_000, compression="none"))
+    sink.open()
+    sink.close()
+    offsets = [o for f in sorted(crashed.rglob("*.parquet")) for o in pq.read_table(f).column("offset").to_pylist()]
+    assert offsets == list(range(200))
