@@ -10,6 +10,7 @@ from typing import Literal
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from dbus_ray.errors import DbusError
 from dbus_ray.operators.stage import Operator, Run, map_images, rebuild_struct
 from dbus_ray.registry import operator
 from dbus_ray.routing import TableMatcher
@@ -58,6 +59,12 @@ class Rename(Operator):
                 t = column.type
                 children = [(t.field(i).with_name(columns.get(t.field(i).name, t.field(i).name)), column.field(i))
                             for i in range(t.num_fields)]
+                names = [f.name for f, _ in children]
+                twice = sorted({n for n in names if names.count(n) > 1})
+                if twice:  # two columns of one name: a sink would keep one value of the two
+                    raise DbusError(f"rename: table {r.db}.{r.table} would have two columns named "
+                                    f"{', '.join(twice)} (a column is renamed to a name the table has): rename "
+                                    "that one too, or leave the table out (match)")
                 return rebuild_struct(column, children)
 
             data = map_images(data, rename)

@@ -169,6 +169,16 @@ def test_rename_key_column() -> None:
     assert [c.key for c in a.changes()][:2] == [{"order_id": 1}, {"order_id": 1}]
 
 
+def test_rename_onto_a_column_the_table_has_is_refused() -> None:
+    """Two columns of one name: a sink would keep one of the two values; one line instead."""
+    from dbus_ray.errors import DbusError
+
+    with pytest.raises(DbusError, match=r"^rename: table shop.orders would have two columns named status "):
+        run([{"type": "rename", "columns": {"email": "status"}}])
+    a, _ = run([{"type": "rename", "columns": {"email": "status", "status": "email"}}])  # a swap is fine
+    assert next(c for c in a.changes() if c.after is not None).after["email"] in ("NEW", "PAID")
+
+
 def test_drop_columns() -> None:
     a, _ = run([{"type": "drop_columns", "columns": ["email", "amount"]}])
     rows = list(a.changes())
