@@ -3,7 +3,9 @@ server's own SHOW BINLOG EVENTS): an INSERT, UPDATE or DELETE logged as a statem
 in its session) on a table the pipeline includes stops the `mysql` source with one line naming FILE:OFFSET,
 after the rows before it, and none after it; on a table left out it passes. A start position inside a
 transaction (after its TABLE_MAP) stops it with one line instead of losing the transaction's rows. A DROP
-TABLE of several tables gives its ddl row to the table the pipeline includes, wherever it is in the list."""
+TABLE of several tables gives its ddl row to the table the pipeline includes, wherever it is in the list.
+The module has its own server: its statement-logged changes would stop any other test's source reading the
+shared server's binlog from its start."""
 
 from __future__ import annotations
 
@@ -15,11 +17,14 @@ import pytest
 from dbus_ray.errors import DbusError
 from dbus_ray.mysql.ddl import dml_tables, dropped_tables
 from dbus_ray.mysql.source import MysqlOptions, MysqlSource
-from tests.support.helpers import execute, position, table_name
+from tests.support.helpers import execute, own_mariadb, position, table_name
 
 pytestmark = pytest.mark.integration
 
 DB = "dbus_test"
+
+
+mariadb, root = own_mariadb()  # (its own server: see the module)
 
 
 def source(server: Any, start: str, include: list[str]) -> MysqlSource:

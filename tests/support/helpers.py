@@ -163,3 +163,30 @@ def small_tmpfs(mount: Path, size: int | str) -> Iterator[Path]:
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def own_mariadb() -> tuple[Any, Any]:
+    """`mariadb` and `root` fixtures of a module's own MariaDB, shadowing the session's (`mariadb, root =
+    own_mariadb()` in the module): for tests that leave in the binlog what would stop another test's source
+    reading the shared server from its start (statement-logged rows, bytes without a character)."""
+    import pytest
+
+    from dbus_ray.devstack import MariaDB
+
+    @pytest.fixture(scope="module", name="mariadb")
+    def server() -> Iterator[Any]:
+        s = MariaDB().start()
+        try:
+            yield s
+        finally:
+            s.stop()
+
+    @pytest.fixture(name="root")
+    def connection(mariadb: Any) -> Iterator[Any]:
+        conn = mariadb.root_connect("dbus_test")
+        with conn.cursor() as cur:
+            cur.execute("SET time_zone = '+00:00'")
+        yield conn
+        conn.close()
+
+    return server, connection
