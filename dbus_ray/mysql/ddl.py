@@ -34,6 +34,13 @@ def _ident(text: str | None) -> str | None:
     return text[1:-1].replace("``", "`") if text.startswith("`") else text
 
 
+def _table(first: str | None, second: str | None, default_db: str) -> tuple[str, str]:
+    """(db, table) of a NAME match's two groups: `t` (in `default_db`) or `db.t`, unquoted."""
+    if second is None:
+        return default_db, _ident(first) or ""
+    return _ident(first) or default_db, _ident(second) or ""
+
+
 def ddl_target(sql: str, default_db: str) -> tuple[str, str] | None:
     """(db, table) a DDL statement changes (table "" for a database), None when it is not a DDL on a
     table or database."""
@@ -47,17 +54,14 @@ def ddl_target(sql: str, default_db: str) -> tuple[str, str] | None:
     if not obj:
         return None
     kind = obj.group(1).upper()
-    first, second = _ident(obj.group(2)), _ident(obj.group(3))
     if kind in ("DATABASE", "SCHEMA"):
-        return first or default_db, ""
+        return _ident(obj.group(2)) or default_db, ""
     if kind == "INDEX":
         on = ON_RE.search(rest)
         if not on:
             return None
-        first, second = _ident(on.group(1)), _ident(on.group(2))
-    if second is None:
-        return default_db, first or ""
-    return first or default_db, second
+        return _table(on.group(1), on.group(2), default_db)
+    return _table(obj.group(2), obj.group(3), default_db)
 
 
 def renamed_tables(sql: str, default_db: str) -> list[tuple[str, str]]:
@@ -67,9 +71,7 @@ def renamed_tables(sql: str, default_db: str) -> list[tuple[str, str]]:
         return []
     out: list[tuple[str, str]] = []
     for pair in RENAME_PAIR_RE.finditer(COMMENT_RE.sub(" ", m.group(2))):
-        for first, second in ((pair.group(1), pair.group(2)), (pair.group(3), pair.group(4))):
-            out.append((default_db, _ident(first) or "") if second is None else
-                       (_ident(first) or default_db, _ident(second) or ""))
+        out += [_table(pair.group(1), pair.group(2), default_db), _table(pair.group(3), pair.group(4), default_db)]
     return out
 
 
@@ -86,8 +88,7 @@ def dropped_tables(sql: str, default_db: str) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     more = _MORE_RE.match(rest, obj.end())
     while more:
-        first, second = _ident(more.group(1)), _ident(more.group(2))
-        out.append((default_db, first or "") if second is None else (first or default_db, second or ""))
+        out.append(_table(more.group(1), more.group(2), default_db))
         more = _MORE_RE.match(rest, more.end())
     return out
 
@@ -128,8 +129,7 @@ def dml_tables(sql: str, default_db: str) -> list[tuple[str, str]] | None:
     one = DML_TABLE_RE["INSERT" if verb == "REPLACE" else verb].match(rest)
     if not one:
         return []
-    first, second = _ident(one.group(1)), _ident(one.group(2))
-    return [(default_db, first or "")] if second is None else [(first or default_db, second or "")]
+    return [_table(one.group(1), one.group(2), default_db)]
 
 
 def change_type(sql: str) -> str | None:
